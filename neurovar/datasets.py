@@ -1,0 +1,177 @@
+"""Data sets: the embedded default (scikit-learn digits), torchvision loaders from a local root.
+
+Nothing here downloads anything. The default data set ships inside scikit-learn; MNIST and
+CIFAR-10 are read from a local ``root`` in torchvision's on-disk format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["ImageDataset", "load_digits", "load_mnist", "load_cifar10"]
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images and labels as torch tensors, split into train and test.
+
+    Attributes
+    ----------
+    x_train, x_test
+        Float32 images in [0, 1], shape ``(N, C, H, W)``.
+    y_train, y_test
+        Int64 class labels, shape ``(N,)``.
+    name
+        Data set identifier (recorded in provenance attrs).
+    classes
+        Class names, index = label.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    name: str
+    classes: tuple[str, ...]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
+    """scikit-learn's handwritten digits (UCI ML, 1797 images, 8x8, 10 classes) as tensors.
+
+    Pixel values 0..16 are divided by 16, so images lie in [0, 1]. The train/test split is a
+    stratified, seeded split (:func:`sklearn.model_selection.train_test_split`), identical for
+    the same ``seed`` on every machine.
+
+    Parameters
+    ----------
+    test_fraction
+        Fraction of images in the test split, in (0, 1).
+    seed
+        Seed of the split.
+
+    References
+    ----------
+    Alpaydin, E. & Kaynak, C. (1998). Optical Recognition of Handwritten Digits. UCI ML Repository.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(
+            f"The 'test_fraction' parameter of load_digits must be in (0, 1). Got {test_fraction!r} instead."
+        )
+    bunch = _sk_load_digits()
+    images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
+    labels = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+    )
+    return ImageDataset(
+        x_train=torch.from_numpy(x_tr),
+        y_train=torch.from_numpy(y_tr),
+        x_test=torch.from_numpy(x_te),
+        y_test=torch.from_numpy(y_te),
+        name="sklearn-digits",
+        classes=tuple(str(i) for i in range(10)),
+    )
+
+
+def _from_torchvision(train_ds, test_ds, name: str, limit: int | None) -> ImageDataset:
+    def to_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        data = ds.data
+        data = torch.as_tensor(np.asarray(data))
+        if data.ndim == 3:  # MNIST: (N, H, W) uint8
+            data = data[:, None]
+        else:  # CIFAR: (N, H, W, C) uint8
+            data = data.permute(0, 3, 1, 2)
+        targets = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        if limit is not None:
+            data, targets = data[:limit], targets[:limit]
+        return data.float().div_(255.0).contiguous(), targets
+
+    x_tr, y_tr = to_tensors(train_ds)
+    x_te, y_te = to_tensors(test_ds)
+    return ImageDataset(
+        x_tr, y_tr, x_te, y_te, name=name, classes=tuple(map(str, train_ds.classes))
+    )
+
+
+def _check_root(root: str | Path, loader: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"The 'root' parameter of {loader} must be an existing folder holding the data set in "
+            f"torchvision's on-disk format (nothing is downloaded). Got {str(root)!r}."
+        )
+    return root
+
+
+def load_mnist(root: str | Path, *, limit: int | None = None) -> ImageDataset:
+    """MNIST from a local ``root`` (``root/MNIST/raw/*-ubyte``), via :class:`torchvision.datasets.MNIST`.
+
+    Images are (N, 1, 28, 28) in [0, 1]. ``limit`` keeps the first images of each split.
+    Never downloads (``download=False``).
+
+    References
+    ----------
+    LeCun, Bottou, Bengio & Haffner (1998). Gradient-based learning applied to document
+    recognition. Proc. IEEE 86:2278.
+    """
+    from torchvision.datasets import MNIST
+
+    root = _check_root(root, "load_mnist")
+    train = MNIST(str(root), train=True, download=False)
+    test = MNIST(str(root), train=False, download=False)
+    return _from_torchvision(train, test, "mnist", limit)
+
+
+def load_cifar10(
+    root: str | Path, *, limit: int | None = None, verify: bool = True
+) -> ImageDataset:
+    """CIFAR-10 from a local ``root`` (``root/cifar-10-batches-py``), via torchvision.
+
+    Images are (N, 3, 32, 32) in [0, 1]. Never downloads. With ``verify=True`` torchvision
+    checks the md5 of every batch file against the official release, so a corrupt or partial
+    file is an error rather than silently used; ``verify=False`` reads files in the same format
+    that are not the official release (e.g. a subset written by a test).
+
+    References
+    ----------
+    Krizhevsky, A. (2009). Learning multiple layers of features from tiny images. Tech. report.
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = _check_root(root, "load_cifar10")
+    cls = CIFAR10
+    if not verify:
+
+        class _UnverifiedCIFAR10(CIFAR10):
+            # torchvision skips the md5 check where the expected md5 is None
+            train_list = [[name, None] for name, _ in CIFAR10.train_list]
+            test_list = [[name, None] for name, _ in CIFAR10.test_list]
+            meta = {**CIFAR10.meta, "md5": None}
+
+        cls = _UnverifiedCIFAR10
+    try:
+        train = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"No valid CIFAR-10 under root={str(root)!r} ({err}). Expected "
+            "'cifar-10-batches-py/data_batch_1..5' and 'test_batch' (official release when "
+            "verify=True)."
+        ) from err
+    return _from_torchvision(train, test, "cifar10", limit)

@@ -1,0 +1,123 @@
+"""Dimension names of the neurovar data model and the checks that give clear errors.
+
+One layer's (or one brain area's) recording is an :class:`xarray.DataArray` with dims
+``("trial", "stimulus", "unit")``. Every statistic in :mod:`neurovar.stats` reduces over
+these *named* dims, so ANN units and cortical neurons are handled by the same code. Pairwise
+results carry the dims ``("unit", "unit_j")`` (Elephant's ``_i``/``_j`` naming).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import xarray as xr
+
+TRIAL = "trial"
+STIMULUS = "stimulus"
+UNIT = "unit"
+UNIT_J = "unit_j"
+RESPONSE_DIMS: tuple[str, str, str] = (TRIAL, STIMULUS, UNIT)
+
+__all__ = [
+    "TRIAL",
+    "STIMULUS",
+    "UNIT",
+    "UNIT_J",
+    "RESPONSE_DIMS",
+    "check_dims",
+    "check_responses",
+    "pair_dim",
+]
+
+
+def pair_dim(dim: str) -> str:
+    """Name of the second member of a pairwise dimension: ``"unit"`` -> ``"unit_j"``."""
+    return f"{dim}_j"
+
+
+def check_dims(
+    obj: xr.DataArray | xr.Dataset,
+    required: Iterable[str],
+    *,
+    name: str = "responses",
+    allow_extra: bool = True,
+    min_sizes: dict[str, int] | None = None,
+) -> None:
+    """Raise a clear error unless ``obj`` has the ``required`` dims.
+
+    Parameters
+    ----------
+    obj
+        The xarray object to check.
+    required
+        Dimension names that must be present.
+    name
+        Name of the parameter, used in the error message.
+    allow_extra
+        If False, dims other than ``required`` are an error too.
+    min_sizes
+        Minimum length per dim, e.g. ``{"trial": 2}`` for a variance.
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is not an xarray DataArray or Dataset.
+    ValueError
+        Naming the missing (or extra) dims, the dims that exist, and how to rename.
+    """
+    if not isinstance(obj, (xr.DataArray, xr.Dataset)):
+        raise TypeError(
+            f"The '{name}' parameter must be an xarray.DataArray with named dims. "
+            f"Got {type(obj).__name__} instead; wrap arrays with "
+            f"xr.DataArray(values, dims={RESPONSE_DIMS!r})."
+        )
+    required = list(required)
+    have = list(obj.dims)
+    missing = [d for d in required if d not in have]
+    if missing:
+        hint = ""
+        spare = [d for d in have if d not in required]
+        if spare and len(spare) >= len(missing):
+            mapping = dict(zip(spare, missing))
+            hint = f" If they are named differently, rename them, e.g. {name}.rename({mapping!r}),"
+            hint += " or pass the dim names as keyword arguments."
+        raise ValueError(
+            f"The '{name}' parameter must have dims {tuple(required)!r}; "
+            f"missing {tuple(missing)!r}, found {tuple(have)!r}.{hint}"
+        )
+    if not allow_extra:
+        extra = [d for d in have if d not in required]
+        if extra:
+            raise ValueError(
+                f"The '{name}' parameter must have exactly the dims {tuple(required)!r}; "
+                f"found extra dims {tuple(extra)!r}. Select or reduce them first, "
+                f"e.g. {name}.isel({extra[0]}=0)."
+            )
+    for dim, size in (min_sizes or {}).items():
+        if obj.sizes[dim] < size:
+            raise ValueError(
+                f"The '{name}' parameter needs at least {size} entries along '{dim}'; "
+                f"got {obj.sizes[dim]}."
+            )
+
+
+def check_responses(
+    responses: xr.DataArray,
+    *,
+    trial_dim: str = TRIAL,
+    stimulus_dim: str | None = STIMULUS,
+    unit_dim: str = UNIT,
+    name: str = "responses",
+    min_trials: int = 1,
+) -> None:
+    """Check a ``(trial, stimulus, unit)`` response array (dims may be renamed by keyword).
+
+    ``stimulus_dim=None`` checks a single-condition array with dims ``(trial, unit)``.
+    """
+    if isinstance(responses, xr.Dataset):
+        raise TypeError(
+            f"The '{name}' parameter must be a DataArray, got a Dataset with variables "
+            f"{list(responses.data_vars)!r}; select one, e.g. ds['activation']."
+        )
+    dims: Sequence[str] = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
+    check_dims(responses, dims, name=name, min_sizes={trial_dim: min_trials})

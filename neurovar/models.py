@@ -1,0 +1,218 @@
+"""Small reference networks and a seeded, device-agnostic training loop."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .datasets import ImageDataset
+
+__all__ = ["SmallCNN", "TrainHistory", "train", "evaluate_accuracy", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def _seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards.
+
+    Dropout and other built-in stochastic layers draw from the global generator; forking it keeps
+    results reproducible from ``seed`` without changing the caller's global RNG state.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+class SmallCNN(nn.Sequential):
+    """A small convolutional network for 8x8 (digits) or larger single/multi-channel images.
+
+    Layers (dotted names usable in :func:`neurovar.record.record_activations`)::
+
+        conv1 (C->c1, 3x3) - relu1 - conv2 (c1->c2, 3x3) - relu2 - pool (2x2)
+        - flatten - fc1 (->hidden) - relu3 - [dropout] - fc2 (->n_classes)
+
+    Parameters
+    ----------
+    in_channels, image_size
+        Input shape ``(in_channels, image_size, image_size)``; ``image_size`` must be even.
+    n_classes
+        Number of output classes.
+    channels
+        ``(c1, c2)`` feature maps of the two conv layers.
+    hidden
+        Width of ``fc1``.
+    dropout
+        Dropout probability after ``relu3`` (0 disables the layer: it is not created).
+    seed
+        Seed of the weight initialisation (PyTorch's default initialisers). The caller's global
+        torch RNG state is unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        image_size: int = 8,
+        n_classes: int = 10,
+        channels: tuple[int, int] = (16, 32),
+        hidden: int = 64,
+        dropout: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if image_size < 2 or image_size % 2:
+            raise ValueError(
+                f"The 'image_size' parameter of SmallCNN must be an even integer >= 2. Got {image_size!r} instead."
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(
+                f"The 'dropout' parameter of SmallCNN must be in [0, 1). Got {dropout!r} instead."
+            )
+        c1, c2 = channels
+        flat = c2 * (image_size // 2) ** 2
+        # Weight initialisers draw from torch's global generator: build under a fork of it.
+        with _seeded_torch(seed, torch.device("cpu")):
+            layers: list[tuple[str, nn.Module]] = [
+                ("conv1", nn.Conv2d(in_channels, c1, 3, padding=1)),
+                ("relu1", nn.ReLU()),
+                ("conv2", nn.Conv2d(c1, c2, 3, padding=1)),
+                ("relu2", nn.ReLU()),
+                ("pool", nn.MaxPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(flat, hidden)),
+                ("relu3", nn.ReLU()),
+            ]
+            if dropout > 0:
+                layers.append(("dropout", nn.Dropout(dropout)))
+            layers.append(("fc2", nn.Linear(hidden, n_classes)))
+            super().__init__(OrderedDict(layers))
+        self.config = {
+            "in_channels": in_channels,
+            "image_size": image_size,
+            "n_classes": n_classes,
+            "channels": list(channels),
+            "hidden": hidden,
+            "dropout": dropout,
+            "seed": seed,
+        }
+
+
+@dataclass
+class TrainHistory:
+    """Loss and accuracy per epoch of :func:`train`."""
+
+    loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> float:
+    """Fraction of ``images`` classified as ``labels`` (model used in its current train/eval mode)."""
+    dev = resolve_device(device)
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        xb = images[start : start + batch_size].to(dev)
+        yb = labels[start : start + batch_size].to(dev)
+        correct += (model(xb).argmax(1) == yb).sum().item()
+    return correct / max(len(images), 1)
+
+
+def train(
+    model: nn.Module,
+    data: ImageDataset,
+    *,
+    epochs: int = 15,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TrainHistory:
+    """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``seed``.
+
+    Mini-batch order and every draw of stochastic layers (dropout, noise modules that use the
+    global generator) come from ``seed``; the caller's global torch RNG state is unchanged
+    afterwards. Noise injected with :func:`neurovar.noise.inject_noise` stays active during
+    training (train-time injection). The model is left in eval mode with its parameters on
+    ``device``.
+
+    Parameters
+    ----------
+    model
+        The network; modified in place.
+    data
+        Train and test tensors (:class:`neurovar.datasets.ImageDataset`).
+    epochs, batch_size, lr, weight_decay
+        Optimisation settings (Adam, Kingma & Ba 2015).
+    seed
+        Seed for batch order and stochastic layers.
+    device
+        ``None`` picks CUDA when available.
+    progress
+        Show a tqdm progress bar over epochs.
+
+    Returns
+    -------
+    TrainHistory
+        Mean training loss, train accuracy and test accuracy per epoch.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"The '{name}' parameter of train must be a positive integer. Got {value!r} instead."
+            )
+    if lr <= 0:
+        raise ValueError(f"The 'lr' parameter of train must be > 0. Got {lr!r} instead.")
+    dev = resolve_device(device)
+    model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    history = TrainHistory()
+    gen = torch.Generator().manual_seed(seed)
+    x_train, y_train = data.x_train, data.y_train
+    n = len(x_train)
+    with _seeded_torch(seed, dev):
+        for _ in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
+            model.train()
+            order = torch.randperm(n, generator=gen)
+            total, correct, seen = 0.0, 0, 0
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                xb, yb = x_train[idx].to(dev), y_train[idx].to(dev)
+                opt.zero_grad(set_to_none=True)
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                correct += (logits.argmax(1) == yb).sum().item()
+                seen += len(idx)
+            model.eval()
+            history.loss.append(total / seen)
+            history.train_accuracy.append(correct / seen)
+            history.test_accuracy.append(
+                evaluate_accuracy(model, data.x_test, data.y_test, device=dev)
+            )
+    model.eval()
+    return history

@@ -1,0 +1,623 @@
+"""Repeated-trial recording of a PyTorch model's activations into xarray (and zarr on disk).
+
+Each trial is a real forward pass of a stochastic model (dropout in train mode, or noise added
+with :func:`neurovar.noise.inject_noise`). Trials are folded into the batch dimension, and where
+the noise enters at a known layer the deterministic layers before it run once per stimulus and
+the batch branches into trials only from there (see :func:`record_activations`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm.auto import tqdm
+
+from .dims import STIMULUS, TRIAL, UNIT
+from .models import resolve_device
+
+__all__ = [
+    "record_activations",
+    "find_noise_site",
+    "layer_names",
+    "unit_coords",
+    "save_recording",
+    "load_recording",
+]
+
+_DROPOUT_TYPES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of all submodules of ``model`` (as accepted by ``layers=``)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _check_layers(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ValueError(
+            "The 'layers' parameter of record_activations must name at least one layer."
+        )
+    valid = dict(model.named_modules())
+    unknown = [name for name in layers if name not in valid or name == ""]
+    if unknown:
+        raise ValueError(
+            f"The 'layers' parameter names unknown layers {unknown!r}. Valid dotted module names "
+            f"are: {layer_names(model)!r}."
+        )
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"The 'layers' parameter lists a layer twice: {layers!r}.")
+    return layers
+
+
+def _is_noise_hook(hook: Any) -> bool:
+    return bool(getattr(hook, "_neurovar_noise", False))
+
+
+def _noise_hooks(module: nn.Module) -> list[Any]:
+    return [h for h in module._forward_hooks.values() if _is_noise_hook(h)]
+
+
+def _stochastic_kind(module: nn.Module) -> str | None:
+    """``"output"`` for injected noise, ``"input"`` for active dropout, else None."""
+    if _noise_hooks(module):
+        return "output"
+    if isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
+        return "input"
+    return None
+
+
+def noise_config(model: nn.Module) -> dict[str, str]:
+    """Description of every stochastic site of ``model``: ``{layer: description}``."""
+    config: dict[str, str] = {}
+    for name, module in model.named_modules():
+        hooks = _noise_hooks(module)
+        if hooks:
+            config[name] = "; ".join(repr(getattr(h, "noise", h)) for h in hooks)
+        elif isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
+            config[name] = repr(module)
+    return config
+
+
+@contextlib.contextmanager
+def _forked_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] | None:
+    """First stochastic site of ``model`` in execution order, found by one probe forward pass.
+
+    Stochastic sites are modules carrying a noise hook from :func:`neurovar.noise.inject_noise`
+    (noise enters at the module's output) and dropout modules in training mode (noise enters
+    inside the module, so trials branch at its input).
+
+    Parameters
+    ----------
+    model
+        The network.
+    example
+        A batch (of size 1 is enough) to run the probe on.
+
+    Returns
+    -------
+    tuple of (layer name, "input" | "output") or None
+        None when no known stochastic site runs in the forward pass.
+    """
+    order: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name and _stochastic_kind(module) is not None:
+            handles.append(
+                module.register_forward_pre_hook(lambda _m, _i, name=name: order.append(name))
+            )
+    if not handles:
+        return None
+    try:
+        with torch.no_grad(), _forked_torch_rng(0, example.device):
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        return None
+    first = order[0]
+    kind = _stochastic_kind(dict(model.named_modules())[first])
+    assert kind is not None  # internal invariant: only stochastic modules were hooked
+    return first, kind
+
+
+def unit_coords(layer: str, shape: Sequence[int]) -> dict[str, tuple[str, np.ndarray]]:
+    """Coordinates along ``unit`` for one layer's output of per-sample ``shape``.
+
+    ``(C, H, W)`` maps give ``channel``, ``y``, ``x``; ``(F,)`` vectors give ``channel`` = feature
+    index; other shapes are flattened with ``channel`` = index along the first axis.
+    ``unit_id`` is the flat index (C-order, as ``tensor.flatten(1)``), like Brain-Score's
+    neuroid coordinates.
+    """
+    shape = tuple(int(s) for s in shape)
+    n_units = int(np.prod(shape)) if shape else 1
+    coords: dict[str, tuple[str, np.ndarray]] = {
+        "unit_id": (UNIT, np.arange(n_units)),
+        "layer": (UNIT, np.full(n_units, layer, dtype=object)),
+    }
+    if len(shape) == 3:
+        c, y, x = np.unravel_index(np.arange(n_units), shape)
+        coords.update(channel=(UNIT, c), y=(UNIT, y), x=(UNIT, x))
+    elif len(shape) >= 1:
+        coords["channel"] = (UNIT, np.unravel_index(np.arange(n_units), shape)[0])
+    return coords
+
+
+def _to_tensor(stimuli: Any) -> torch.Tensor:
+    if isinstance(stimuli, xr.DataArray):
+        stimuli = stimuli.values
+    if isinstance(stimuli, np.ndarray):
+        stimuli = torch.from_numpy(stimuli)
+    if not isinstance(stimuli, torch.Tensor):
+        raise TypeError(
+            "The 'stimuli' parameter of record_activations must be a torch.Tensor or numpy array "
+            f"of shape (n_stimuli, ...). Got {type(stimuli).__name__} instead."
+        )
+    if stimuli.ndim < 2 or len(stimuli) == 0:
+        raise ValueError(
+            "The 'stimuli' parameter of record_activations must have shape (n_stimuli, ...) with "
+            f"n_stimuli >= 1. Got shape {tuple(stimuli.shape)} instead."
+        )
+    return stimuli if stimuli.is_floating_point() else stimuli.float()
+
+
+def _seed_from(rng: Any) -> int:
+    if isinstance(rng, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=rng).item())
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return int(rng)
+    return int(np.random.default_rng(rng).integers(0, 2**62))
+
+
+class _Recorder:
+    """Registers capture hooks, an optional trial-branching hook, and restores everything."""
+
+    def __init__(self, model: nn.Module, layers: list[str]) -> None:
+        self.model = model
+        self.layers = layers
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles: list[Any] = []
+
+    def capture(self) -> None:
+        modules = dict(self.model.named_modules())
+        for name in self.layers:
+
+            def hook(_m, _inp, out, name=name):
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"Layer {name!r} returns {type(out).__name__}, not a tensor; record a "
+                        "submodule that returns a tensor."
+                    )
+                self.outputs[name] = out.detach()
+
+            self.handles.append(modules[name].register_forward_hook(hook))
+
+    def branch(self, site: str, kind: str, n_trials: int) -> None:
+        module = dict(self.model.named_modules())[site]
+        if kind == "output":
+
+            def expand_output(_m, _inp, out):
+                return out.repeat_interleave(n_trials, dim=0)
+
+            # prepend: expand before the noise hook draws independent noise per trial
+            self.handles.append(module.register_forward_hook(expand_output, prepend=True))
+        else:
+
+            def expand_input(_m, inp):
+                return tuple(
+                    t.repeat_interleave(n_trials, dim=0) if isinstance(t, torch.Tensor) else t
+                    for t in inp
+                )
+
+            self.handles.append(module.register_forward_pre_hook(expand_input, prepend=True))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def _forward_trials(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: list[str],
+    n_trials: int,
+    site: tuple[str, str] | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
+    """One forward pass of ``len(x)`` stimuli x ``n_trials``.
+
+    Returns ``(trial, stimulus, unit)`` tensors and each layer's per-sample output shape.
+    """
+    rec = _Recorder(model, layers)
+    b = len(x)
+    try:
+        if site is None:
+            inp = x.repeat_interleave(n_trials, dim=0)
+        else:
+            rec.branch(site[0], site[1], n_trials)
+            inp = x
+        rec.capture()
+        out = model(inp)
+        if isinstance(out, torch.Tensor) and out.shape[0] != b * n_trials:
+            raise RuntimeError(
+                f"model output has batch {out.shape[0]}, expected {b * n_trials} after branching"
+            )
+    finally:
+        rec.remove()
+    result, shapes = {}, {}
+    for name in layers:
+        shapes[name] = tuple(rec.outputs[name].shape[1:])
+        t = rec.outputs[name].flatten(1)
+        if t.shape[0] == b * n_trials:
+            t = t.reshape(b, n_trials, -1).transpose(0, 1)
+        elif t.shape[0] == b:  # a layer before the branch site: deterministic, same each trial
+            t = t.unsqueeze(0).expand(n_trials, -1, -1)
+        else:
+            raise RuntimeError(
+                f"layer {name!r} has batch {t.shape[0]}, expected {b} or {b * n_trials}"
+            )
+        result[name] = t
+    return result, shapes
+
+
+def _layer_dataset(
+    name: str,
+    data: np.ndarray | None,
+    shape: Sequence[int],
+    n_trials: int,
+    stim_coords: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    *,
+    template_chunk: int = 1,
+) -> xr.Dataset:
+    coords: dict[str, Any] = {TRIAL: np.arange(n_trials)}
+    coords.update({k: (STIMULUS, v) for k, v in stim_coords.items()})
+    coords.update(unit_coords(name, shape))
+    if data is None:  # lazy template for streaming to zarr
+        import dask.array as da
+
+        n_units = int(np.prod(shape))
+        n_stim = len(next(iter(stim_coords.values())))
+        # one zarr chunk per recording chunk of stimuli, so region writes never share a chunk
+        data = da.zeros(
+            (n_trials, n_stim, n_units),
+            dtype=np.float32,
+            chunks=(n_trials, template_chunk, n_units),
+        )
+    act = xr.DataArray(data, dims=(TRIAL, STIMULUS, UNIT), coords=coords, name="activation")
+    act.attrs.update({"long_name": f"activation of {name}", "units": "a.u."})
+    ds = act.to_dataset()
+    ds.attrs.update(attrs)
+    ds.attrs["layer"] = name
+    return ds
+
+
+def _index_units(ds: xr.Dataset) -> xr.Dataset:
+    """Make ``channel`` a selectable index so ``da.sel(channel=3)`` works."""
+    if "channel" in ds.coords and "channel" not in ds.xindexes:
+        ds = ds.set_xindex("channel")
+    return ds
+
+
+def _drop_unit_index(ds: xr.Dataset) -> xr.Dataset:
+    if "channel" in ds.xindexes:
+        ds = ds.drop_indexes("channel")
+    return ds
+
+
+def record_activations(
+    model: nn.Module,
+    stimuli: torch.Tensor | np.ndarray,
+    *,
+    layers: Sequence[str] | str,
+    n_trials: int,
+    labels: torch.Tensor | np.ndarray | Sequence[int] | None = None,
+    stimulus_coords: Mapping[str, Sequence[Any] | np.ndarray] | None = None,
+    batch_size: int = 512,
+    branch: str = "auto",
+    device: str | torch.device | None = None,
+    rng: int | np.random.Generator | torch.Generator | None = None,
+    store: str | Path | None = None,
+    overwrite: bool = False,
+    model_id: str | None = None,
+    progress: bool = True,
+) -> xr.DataTree:
+    """Record repeated-trial activations of named layers into an :class:`xarray.DataTree`.
+
+    For every stimulus ``s`` and trial ``t`` the recorded response is the output of each layer
+    in an independent forward pass, ``r[t, s, u] = h_u(x_s; ξ_t)``, where ``ξ_t`` is the noise
+    draw (dropout mask or injected noise) of trial ``t``. Stimuli are never de-duplicated.
+
+    Speed: ``n_stimuli_per_batch x n_trials`` samples are folded into one batch. With
+    ``branch="auto"`` a probe pass finds the first stochastic site (a noise hook from
+    :func:`neurovar.noise.inject_noise` or a dropout module in training mode); the layers before
+    it run once per stimulus and the batch is expanded to trials only there
+    (``repeat_interleave`` at the site). If that expansion breaks the model (a skip connection
+    that jumps over the site), recording falls back to folding trials at the input, with a
+    warning. Without any detectable stochastic site trials are folded at the input, so hidden
+    stochasticity is still sampled.
+
+    Parameters
+    ----------
+    model
+        A PyTorch module. Its train/eval state is not changed (keep dropout in train mode to make
+        it stochastic), except that BatchNorm layers are put in eval mode during the call, so
+        stimuli in one batch do not influence each other; every mode and hook is restored.
+    stimuli
+        Inputs of shape ``(n_stimuli, ...)``, e.g. ``(N, C, H, W)`` images.
+    layers
+        Dotted module names (``model.named_modules()``); an unknown name is an error listing the
+        valid names.
+    n_trials
+        Repeats per stimulus (>= 1).
+    labels
+        Class labels, stored as the ``label`` stimulus coordinate.
+    stimulus_coords
+        Further coordinates along ``stimulus`` (e.g. ``perturbation``, ``severity``).
+    batch_size
+        Samples (stimuli x trials) per forward pass; trials are split across passes when
+        ``n_trials > batch_size``.
+    branch
+        ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs
+        per trial), or a layer name whose *output* is branched.
+    device
+        Where to run; ``None`` picks CUDA when available. Results are returned on the CPU.
+    rng
+        Seed (int), numpy or torch Generator, or None (fresh entropy). It seeds torch's generator
+        inside a fork of the global RNG (dropout draws from it), so the caller's global torch and
+        numpy RNG states are unchanged and the same seed reproduces the recording. Noise modules
+        with their own ``torch.Generator`` draw from that instead. The seed used is stored in
+        ``attrs["seed"]``.
+    store
+        Path of a zarr store (``.zarr``) to stream the recording to, stimulus chunk by stimulus
+        chunk, so recordings larger than memory work. The returned tree is then opened lazily
+        (dask) from the store.
+    overwrite
+        Allow replacing an existing ``store``; otherwise an existing path is an error and is left
+        untouched.
+    model_id
+        Identifier stored in attrs (default: the model's class name).
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    xarray.DataTree
+        One child node per layer (named by the layer), each with the data variable
+        ``activation`` of dims ``("trial", "stimulus", "unit")``; stimulus coords
+        ``stimulus_id`` (and ``label``, ...), unit coords ``unit_id``, ``layer``, ``channel``
+        (``y``, ``x`` for conv maps). Attrs: ``model``, ``layer``, ``noise_config`` (JSON),
+        ``seed``, ``n_trials``, ``branch_site``, ``neurovar_version``, ``torch_version``.
+
+    Examples
+    --------
+    >>> tree = record_activations(model, x, layers=["conv1", "fc1"], n_trials=20, rng=0)
+    >>> tree["fc1"]["activation"].sel(channel=3)
+    """
+    from . import __version__
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"The 'model' parameter of record_activations must be a torch.nn.Module. Got {type(model).__name__}."
+        )
+    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
+        raise ValueError(
+            f"The 'n_trials' parameter of record_activations must be an integer >= 1. Got {n_trials!r} instead."
+        )
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"The 'batch_size' parameter of record_activations must be an integer >= 1. Got {batch_size!r} instead."
+        )
+    n_trials = int(n_trials)
+    layers = _check_layers(model, layers)
+    x_all = _to_tensor(stimuli)
+    n_stim = len(x_all)
+    stim_coords: dict[str, np.ndarray] = {"stimulus_id": np.arange(n_stim)}
+    if labels is not None:
+        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        if lab.shape != (n_stim,):
+            raise ValueError(
+                f"The 'labels' parameter must have shape ({n_stim},) to match 'stimuli'. Got {lab.shape}."
+            )
+        stim_coords["label"] = lab
+    for key, values in (stimulus_coords or {}).items():
+        arr = np.asarray(values)
+        if arr.shape != (n_stim,):
+            raise ValueError(
+                f"The 'stimulus_coords[{key!r}]' entry must have shape ({n_stim},). Got {arr.shape}."
+            )
+        stim_coords[key] = arr
+    if branch not in ("auto", "input") and branch not in dict(model.named_modules()):
+        raise ValueError(
+            f"The 'branch' parameter must be 'auto', 'input' or a layer name. Got {branch!r}; "
+            f"valid layer names: {layer_names(model)!r}."
+        )
+    store_path = None
+    if store is not None:
+        store_path = Path(store)
+        if store_path.suffix != ".zarr":
+            raise ValueError(
+                "The 'store' parameter must be a path ending in '.zarr' (streamed chunk by chunk). "
+                f"Got {str(store)!r}; use save_recording(tree, 'file.nc') for netCDF."
+            )
+        if store_path.exists() and not overwrite:
+            raise FileExistsError(
+                f"The 'store' path {str(store_path)!r} already exists; pass overwrite=True to replace it "
+                "or choose another path. Nothing was written."
+            )
+
+    dev = resolve_device(device)
+    seed = _seed_from(rng)
+    trial_chunk = min(n_trials, batch_size)
+    stim_chunk = max(1, batch_size // trial_chunk)
+    bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
+    param = next(iter(model.parameters()), None)
+    orig_device = param.device if param is not None else None
+    results: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    shapes: dict[str, tuple[int, ...]] = {}
+    site: tuple[str, str] | None = None
+    attrs: dict[str, Any] = {}
+    try:
+        for m in bn_modes:
+            m.eval()
+        model.to(dev)
+        with torch.no_grad(), _forked_torch_rng(seed, dev):
+            if branch == "auto":
+                site = find_noise_site(model, x_all[:1].to(dev))
+            elif branch != "input":
+                site = (branch, "output")
+            n_chunks = -(-n_stim // stim_chunk)
+            pbar = tqdm(total=n_stim, desc="record", unit="stim", disable=not progress, leave=False)
+            for ci in range(n_chunks):
+                a, b = ci * stim_chunk, min(n_stim, (ci + 1) * stim_chunk)
+                x = x_all[a:b].to(dev)
+                parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+                for t0 in range(0, n_trials, trial_chunk):
+                    nt = min(trial_chunk, n_trials - t0)
+                    try:
+                        out, shapes = _forward_trials(model, x, layers, nt, site)
+                    except RuntimeError as err:
+                        if site is None:
+                            raise
+                        warnings.warn(
+                            f"Branching trials at {site[0]!r} ({site[1]}) failed ({err}); a skip "
+                            "connection probably jumps over it. Falling back to folding trials at "
+                            "the input (every layer runs once per trial).",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        site = None
+                        out, shapes = _forward_trials(model, x, layers, nt, site)
+                    for name in layers:
+                        parts[name].append(out[name].float().cpu())
+                chunk = {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
+                if ci == 0:
+                    attrs = {
+                        "model": model_id or type(model).__name__,
+                        "noise_config": json.dumps(noise_config(model), sort_keys=True),
+                        "seed": seed,
+                        "n_trials": n_trials,
+                        "branch_site": "input" if site is None else f"{site[0]}:{site[1]}",
+                        "neurovar_version": __version__,
+                        "torch_version": str(torch.__version__),
+                    }
+                    if store_path is not None:
+                        templates = {
+                            name: _layer_dataset(
+                                name,
+                                None,
+                                shapes[name],
+                                n_trials,
+                                stim_coords,
+                                attrs,
+                                template_chunk=stim_chunk,
+                            )
+                            for name in layers
+                        }
+                        _init_store(store_path, templates, overwrite=overwrite)
+                if store_path is not None:
+                    _write_region(store_path, chunk, a, b)
+                else:
+                    for name in layers:
+                        results[name].append(chunk[name])
+                pbar.update(b - a)
+            pbar.close()
+    finally:
+        for m, mode in bn_modes.items():
+            m.train(mode)
+        if orig_device is not None:
+            model.to(orig_device)
+    if store_path is not None:
+        return load_recording(store_path)
+    children = {}
+    for name in layers:
+        data = np.concatenate(results[name], axis=1)
+        children[name] = _index_units(
+            _layer_dataset(name, data, shapes[name], n_trials, stim_coords, attrs)
+        )
+    tree = xr.DataTree.from_dict(children)
+    tree.attrs.update({k: v for k, v in attrs.items() if k != "layer"})
+    return tree
+
+
+def _init_store(path: Path, datasets: Mapping[str, xr.Dataset], *, overwrite: bool) -> None:
+    """Write metadata and coordinates of every layer; the activations follow region by region."""
+    import shutil
+
+    if path.exists() and overwrite:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    root_attrs = {k: v for k, v in next(iter(datasets.values())).attrs.items() if k != "layer"}
+    xr.Dataset(attrs=root_attrs).to_zarr(path, mode="w-", consolidated=False)
+    for name, ds in datasets.items():
+        ds.to_zarr(path, group=name, mode="w-", compute=False, consolidated=False)
+
+
+def _write_region(path: Path, chunk: Mapping[str, np.ndarray], a: int, b: int) -> None:
+    for name, values in chunk.items():
+        part = xr.Dataset({"activation": ((TRIAL, STIMULUS, UNIT), values)})
+        part.to_zarr(path, group=name, region={STIMULUS: slice(a, b)}, consolidated=False)
+
+
+def save_recording(tree: xr.DataTree, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Save a recording (DataTree) to netCDF (``.nc``, h5netcdf engine) or zarr (``.zarr``).
+
+    Round trips through :func:`load_recording` are exact: values, dtypes, coords and attrs.
+    An existing path is an error unless ``overwrite=True``.
+    """
+    path = Path(path)
+    if path.suffix not in (".nc", ".zarr"):
+        raise ValueError(
+            f"The 'path' parameter of save_recording must end in '.nc' or '.zarr'. Got {str(path)!r}."
+        )
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"The 'path' {str(path)!r} already exists; pass overwrite=True to replace it. Nothing was written."
+        )
+    plain = tree.map_over_datasets(_drop_unit_index)
+    if path.suffix == ".nc":
+        plain.to_netcdf(path, engine="h5netcdf", mode="w")
+    else:
+        plain.to_zarr(path, mode="w", consolidated=False)
+    return path
+
+
+def load_recording(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.DataTree:
+    """Open a recording written by :func:`save_recording` or ``record_activations(store=...)``.
+
+    Data are opened lazily with dask (``chunks={}`` uses the on-disk chunks); ``channel`` is
+    made a selectable index again.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"The 'path' parameter of load_recording: {str(path)!r} does not exist."
+        )
+    if path.suffix == ".zarr":
+        tree = xr.open_datatree(path, engine="zarr", chunks=dict(chunks or {}), consolidated=False)
+    else:
+        tree = xr.open_datatree(path, engine="h5netcdf", chunks=dict(chunks or {}))
+    return tree.map_over_datasets(_index_units)
