@@ -91,6 +91,14 @@ def noise_config(model: nn.Module) -> dict[str, str]:
     return config
 
 
+def _reseed_noise_modules(model: nn.Module, seed: int) -> None:
+    """Seed every injected noise module that has ``manual_seed`` from ``seed`` (one stream each)."""
+    noisy = [getattr(h, "noise", None) for m in model.modules() for h in _noise_hooks(m)]
+    noisy = [n for n in noisy if hasattr(n, "manual_seed")]
+    for noise, child in zip(noisy, np.random.SeedSequence(seed).spawn(len(noisy))):
+        noise.manual_seed(int(child.generate_state(1, dtype=np.uint32)[0]))
+
+
 @contextlib.contextmanager
 def _forked_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
     devices = [device] if device.type == "cuda" else []
@@ -385,9 +393,11 @@ def record_activations(
     rng
         Seed (int), numpy or torch Generator, or None (fresh entropy). It seeds torch's generator
         inside a fork of the global RNG (dropout draws from it), so the caller's global torch and
-        numpy RNG states are unchanged and the same seed reproduces the recording. Noise modules
-        with their own ``torch.Generator`` draw from that instead. The seed used is stored in
-        ``attrs["seed"]``.
+        numpy RNG states are unchanged and the same seed reproduces the recording. When ``rng``
+        is given, noise modules injected with :func:`neurovar.noise.inject_noise` are reseeded
+        from it too (``manual_seed``, one independent stream per module); with ``rng=None``
+        they keep drawing from their own generators. The seed used is stored in
+        ``attrs["seed"]``. Results depend on the seed and on ``batch_size`` (the order of draws).
     store
         Path of a zarr store (``.zarr``) to stream the recording to, stimulus chunk by stimulus
         chunk, so recordings larger than memory work. The returned tree is then opened lazily
@@ -472,6 +482,8 @@ def record_activations(
 
     dev = resolve_device(device)
     seed = _seed_from(rng)
+    if rng is not None:
+        _reseed_noise_modules(model, seed)
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}

@@ -25,3 +25,12 @@ def global_rng_guard():
         and np.array_equal(np_state[1], after[1])
         and np_state[2:] == after[2:]
     ), "global numpy RNG state changed"
+
+
+def pytest_configure(config):
+    # Under pytest-xdist each worker gets one intra-op thread, so 2 workers fill 2 cores
+    # instead of oversubscribing them (torch defaults to one thread per core).
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

@@ -260,3 +260,19 @@ def test_unit_coords_for_other_shapes():
     c = unit_coords("x", (4, 3))
     assert c["channel"][1].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert "y" not in c
+
+
+def test_rng_reseeds_injected_noise_modules(images):
+    from neurovar.noise import IsotropicNoise, inject_noise
+
+    model = SmallCNN().eval()
+    with inject_noise(model, {"relu2": IsotropicNoise(0.2, seed=123)}):
+        a = record_activations(model, images, layers=["fc2"], n_trials=4, rng=5, progress=False)
+        b = record_activations(model, images, layers=["fc2"], n_trials=4, rng=5, progress=False)
+        c = record_activations(model, images, layers=["fc2"], n_trials=4, progress=False)
+        d = record_activations(model, images, layers=["fc2"], n_trials=4, progress=False)
+    xr.testing.assert_identical(a, b)
+    assert a.attrs["branch_site"] == "relu2:output"
+    assert "IsotropicNoise" in a.attrs["noise_config"]
+    # without rng the module keeps drawing from its own stream: successive recordings differ
+    assert not np.array_equal(c["fc2"]["activation"].values, d["fc2"]["activation"].values)
