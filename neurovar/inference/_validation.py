@@ -1,0 +1,109 @@
+"""Shared input checks for :mod:`neurovar.inference` (clear, sklearn-style errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+ALTERNATIVES = ("two-sided", "less", "greater")
+NAN_POLICIES = ("raise", "omit")
+DEFAULT_SAMPLE_DIM = "sample"
+
+
+def as_dataarray(x: Any, *, name: str) -> xr.DataArray:
+    """Return ``x`` as a DataArray; a 1-D array-like becomes dims ``("sample",)``."""
+    if isinstance(x, xr.DataArray):
+        return x
+    if isinstance(x, xr.Dataset):
+        raise TypeError(
+            f"The '{name}' parameter must be an xarray.DataArray, got a Dataset with variables "
+            f"{list(x.data_vars)!r}; select one, e.g. ds[{next(iter(x.data_vars), 'var')!r}]."
+        )
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"The '{name}' parameter must be an xarray.DataArray or a 1-D array of numbers. "
+            f"Got {type(x).__name__} instead."
+        ) from err
+    if arr.ndim != 1:
+        raise ValueError(
+            f"The '{name}' parameter must be an xarray.DataArray with named dims, or a 1-D "
+            f"array. Got a numpy array with shape {arr.shape}; wrap it as "
+            f"xr.DataArray(values, dims=(...)) so the tested dim has a name."
+        )
+    return xr.DataArray(arr, dims=(DEFAULT_SAMPLE_DIM,))
+
+
+def resolve_dim(dim: Hashable | None, arrays: Sequence[xr.DataArray], *, names: Sequence[str]):
+    """Return the dim to reduce over; ``None`` is allowed only when every array is 1-D."""
+    if dim is None:
+        dims = {a.dims for a in arrays}
+        if all(a.ndim == 1 for a in arrays) and len(dims) == 1:
+            return arrays[0].dims[0]
+        raise ValueError(
+            "The 'dim' parameter must name the dimension that holds the samples "
+            "(e.g. 'trial', 'stimulus', 'unit', 'seed'). Got None, but "
+            + ", ".join(f"'{n}' has dims {a.dims!r}" for n, a in zip(names, arrays, strict=True))
+            + "."
+        )
+    for n, a in zip(names, arrays, strict=True):
+        if dim not in a.dims:
+            raise ValueError(
+                f"The 'dim' parameter must be a dimension of '{n}'. Got {dim!r}, but '{n}' "
+                f"has dims {a.dims!r}."
+            )
+    return dim
+
+
+def check_choice(value: Any, choices: Sequence[Any], *, name: str, owner: str) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be one of {tuple(choices)!r}. "
+            f"Got {value!r} instead."
+        )
+
+
+def check_positive_int(value: Any, *, name: str, owner: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be an integer >= {minimum}. "
+            f"Got {value!r} instead."
+        )
+    return int(value)
+
+
+def check_confidence_level(value: Any, *, owner: str) -> float:
+    if not isinstance(value, (float, int, np.floating)) or not 0 < float(value) < 1:
+        raise ValueError(
+            f"The 'confidence_level' parameter of {owner} must be a float in (0, 1). "
+            f"Got {value!r} instead."
+        )
+    return float(value)
+
+
+def check_nan(values: np.ndarray, *, name: str, nan_policy: str, owner: str) -> bool:
+    """Raise on NaN unless ``nan_policy == 'omit'``; return whether NaN are present."""
+    check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
+    has_nan = bool(np.isnan(values).any())
+    if has_nan and nan_policy == "raise":
+        raise ValueError(
+            f"The '{name}' parameter of {owner} contains {int(np.isnan(values).sum())} NaN "
+            "value(s). Remove them, or pass nan_policy='omit' to drop NaN samples "
+            "(pairs, for paired tests) separately for every tested position."
+        )
+    return has_nan
+
+
+def numeric_values(da: xr.DataArray, *, name: str) -> np.ndarray:
+    values = np.asarray(da.values)
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
+        raise TypeError(
+            f"The '{name}' parameter must hold real numbers. Got dtype {values.dtype} instead."
+        )
+    return values.astype(float, copy=False)

@@ -1,0 +1,278 @@
+"""Linear mixed models (statsmodels MixedLM) with a readable summary and clear errors."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+
+__all__ = ["fit_mixed_model", "MixedModelResult"]
+
+
+@dataclass(frozen=True)
+class MixedModelResult:
+    """Summary of a fitted linear mixed model.
+
+    Attributes
+    ----------
+    params
+        Fixed effects, one row per term: ``estimate``, ``std_error``, ``z``, ``p_value``
+        (Wald), ``ci_low``, ``ci_high``.
+    random_effects
+        Variance components: one row per random-effect (co)variance plus the residual
+        (``variance`` and ``std``).
+    converged
+        Whether the optimizer reported convergence.
+    boundary
+        Whether a random-effect variance is (numerically) zero, i.e. the fit is on the boundary
+        of the parameter space; Wald inference on that component is then unreliable.
+    n_obs, n_groups
+        Observations used and number of groups.
+    formula, groups, confidence_level
+        What was fit.
+    result
+        The raw :class:`statsmodels.regression.mixed_linear_model.MixedLMResults`.
+    """
+
+    params: pd.DataFrame
+    random_effects: pd.DataFrame
+    converged: bool
+    boundary: bool
+    n_obs: int
+    n_groups: int
+    formula: str
+    groups: str
+    confidence_level: float
+    result: object = field(repr=False)
+
+    def __str__(self) -> str:
+        head = (
+            f"Linear mixed model: {self.formula}  |  groups: {self.groups} "
+            f"({self.n_groups} groups, {self.n_obs} observations)\n"
+            f"converged: {self.converged}   boundary (zero variance component): {self.boundary}\n"
+        )
+        cl = f"{100 * self.confidence_level:g}% CI"
+        fixed = self.params.to_string(float_format=lambda v: f"{v:.4g}")
+        rand = self.random_effects.to_string(float_format=lambda v: f"{v:.4g}")
+        return f"{head}\nFixed effects (Wald z, {cl}):\n{fixed}\n\nVariance components:\n{rand}"
+
+    def _repr_html_(self) -> str:  # pragma: no cover - notebook display
+        return "<pre>" + str(self) + "</pre>"
+
+
+def _redundant_columns(exog: np.ndarray, names: list[str]) -> list[str]:
+    """Columns that do not raise the rank when added left to right (linear dependence)."""
+    redundant, rank = [], 0
+    for j in range(exog.shape[1]):
+        r = np.linalg.matrix_rank(exog[:, : j + 1])
+        if r == rank:
+            redundant.append(names[j])
+        rank = r
+    return redundant
+
+
+def fit_mixed_model(
+    df: pd.DataFrame,
+    formula: str,
+    *,
+    groups: str,
+    re_formula: str | None = None,
+    vc_formula: dict[str, str] | None = None,
+    reml: bool = True,
+    confidence_level: float = 0.95,
+    nan_policy: str = "raise",
+    min_groups: int = 3,
+    **fit_kwargs,
+) -> MixedModelResult:
+    r"""Fit a linear mixed model with :func:`statsmodels.formula.api.mixedlm`.
+
+    The model (Laird & Ware 1982) for group :math:`g` is
+
+    .. math:: y_g = X_g \beta + Z_g b_g + \varepsilon_g, \quad b_g \sim N(0, \Psi),\;
+              \varepsilon_g \sim N(0, \sigma^2 I),
+
+    with fixed effects :math:`\beta` from ``formula``, random effects :math:`Z_g` from
+    ``re_formula`` (default: a random intercept per group) and variance components from
+    ``vc_formula``. Typical use: ``"fano ~ noise * layer"`` with ``groups="seed"`` so that units
+    of one network seed are not treated as independent.
+
+    Parameters
+    ----------
+    df
+        Long table (e.g. from :func:`to_tidy`).
+    formula
+        Patsy formula for the fixed effects, e.g. ``"value ~ C(noise) + alignment"``.
+    groups
+        Column identifying the independent groups (seeds, animals, sessions).
+    re_formula, vc_formula
+        Random-effects and variance-component formulas, passed to statsmodels.
+    reml
+        Restricted maximum likelihood (default True; use False to compare fixed effects by
+        likelihood).
+    confidence_level
+        Level of the Wald intervals in ``params``.
+    nan_policy
+        ``"raise"`` (default): NaN in a used column is an error; ``"omit"``: drop those rows.
+    min_groups
+        Fewer groups than this is an error (a variance cannot be estimated from 1-2 groups);
+        fewer than 5 gives a warning.
+    **fit_kwargs
+        Passed to :meth:`MixedLM.fit` (e.g. ``method="lbfgs"``).
+
+    Returns
+    -------
+    MixedModelResult
+        ``params`` table (estimate, std_error, z, p_value, ci_low, ci_high), variance
+        components, ``converged`` and ``boundary`` flags, and the raw statsmodels result.
+
+    Raises
+    ------
+    ValueError
+        Missing columns, NaN without ``nan_policy='omit'``, too few groups, or a singular
+        (rank-deficient) fixed-effects design, naming the redundant terms.
+
+    References
+    ----------
+    Laird, N. M. & Ware, J. H. (1982). Random-effects models for longitudinal data.
+    *Biometrics* 38, 963-974.
+    Seabold, S. & Perktold, J. (2010). statsmodels: econometric and statistical modeling with
+    Python. *Proc. 9th Python in Science Conf.*
+    """
+    owner = "fit_mixed_model"
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(
+            f"The 'df' parameter of {owner} must be a pandas DataFrame (e.g. from to_tidy). "
+            f"Got {type(df).__name__} instead."
+        )
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ValueError(
+            f"The 'formula' parameter of {owner} must be a patsy formula like 'y ~ x'. "
+            f"Got {formula!r} instead."
+        )
+    if not isinstance(groups, str) or groups not in df.columns:
+        raise ValueError(
+            f"The 'groups' parameter of {owner} must be a column of 'df'. Got {groups!r}; "
+            f"columns are {list(df.columns)!r}."
+        )
+    if nan_policy not in ("raise", "omit"):
+        raise ValueError(
+            f"The 'nan_policy' parameter of {owner} must be one of ('raise', 'omit'). "
+            f"Got {nan_policy!r} instead."
+        )
+    if not 0 < confidence_level < 1:
+        raise ValueError(
+            f"The 'confidence_level' parameter of {owner} must be a float in (0, 1). "
+            f"Got {confidence_level!r} instead."
+        )
+    try:
+        model = smf.mixedlm(
+            formula,
+            df,
+            groups=groups,
+            re_formula=re_formula,
+            vc_formula=vc_formula,
+            missing="drop" if nan_policy == "omit" else "raise",
+        )
+    except Exception as err:  # patsy / statsmodels errors -> readable ValueError
+        msg = str(err)
+        name = re.search(r"name '([^']+)' is not defined", msg)
+        if name:
+            raise ValueError(
+                f"The 'formula' parameter of {owner} uses column {name.group(1)!r}, which is not "
+                f"in 'df'. Columns are {list(df.columns)!r}."
+            ) from err
+        if "missing" in msg.lower() or "nan" in msg.lower():
+            raise ValueError(
+                f"The 'df' parameter of {owner} has NaN in columns used by the model. Drop them "
+                f"or pass nan_policy='omit'. ({msg})"
+            ) from err
+        raise ValueError(f"{owner} could not build the model from {formula!r}: {msg}") from err
+
+    n_groups = int(model.n_groups)
+    if n_groups < min_groups:
+        raise ValueError(
+            f"fit_mixed_model needs at least min_groups={min_groups} groups in column "
+            f"{groups!r} to estimate a random-effect variance. Got {n_groups}."
+        )
+    if n_groups < 5:
+        warnings.warn(
+            f"fit_mixed_model: only {n_groups} groups in {groups!r}; random-effect variances "
+            "from fewer than ~5 groups are poorly estimated.",
+            UserWarning,
+            stacklevel=2,
+        )
+    exog = np.asarray(model.exog, dtype=float)
+    if np.linalg.matrix_rank(exog) < exog.shape[1]:
+        redundant = _redundant_columns(exog, list(model.exog_names))
+        raise ValueError(
+            f"fit_mixed_model cannot fit {formula!r}: the fixed-effects design is singular "
+            f"(rank {np.linalg.matrix_rank(exog)} < {exog.shape[1]} columns). Terms that are "
+            f"linear combinations of earlier ones: {redundant!r}. Remove or recode them."
+        )
+    try:
+        result = model.fit(reml=reml, **fit_kwargs)
+    except (np.linalg.LinAlgError, ValueError) as err:
+        raise ValueError(
+            f"fit_mixed_model could not fit {formula!r} with groups={groups!r}: {err}. The "
+            "random-effects design may be singular (e.g. a random slope for a variable that "
+            "is constant within groups) or the data too few."
+        ) from err
+
+    fe = list(result.fe_params.index)
+    alpha = 1.0 - confidence_level
+    ci = result.conf_int(alpha=alpha).loc[fe]
+    params = pd.DataFrame(
+        {
+            "estimate": result.fe_params,
+            "std_error": result.bse_fe,
+            "z": result.tvalues.loc[fe],
+            "p_value": result.pvalues.loc[fe],
+            "ci_low": ci.iloc[:, 0],
+            "ci_high": ci.iloc[:, 1],
+        }
+    )
+    params.index.name = "term"
+    rows = []
+    cov_re = result.cov_re
+    for i, a in enumerate(cov_re.index):
+        for j, b in enumerate(cov_re.columns[: i + 1]):
+            a_ = "intercept" if a in ("Group", groups, "Intercept") else a
+            b_ = "intercept" if b in ("Group", groups, "Intercept") else b
+            label = f"{groups}: var({a_})" if i == j else f"{groups}: cov({a_}, {b_})"
+            rows.append((label, float(cov_re.iloc[i, j])))
+    vc_names = list(getattr(model, "exog_vc", None).names) if vc_formula else []
+    for name_, v in zip(vc_names, np.atleast_1d(result.vcomp), strict=False):
+        rows.append((f"{name_} (variance component)", float(v)))
+    rows.append(("residual", float(result.scale)))
+    random_effects = pd.DataFrame(rows, columns=["component", "variance"]).set_index("component")
+    random_effects["std"] = np.sqrt(random_effects["variance"].clip(lower=0))
+    diag = np.diag(np.asarray(cov_re, dtype=float))
+    vcomp = np.atleast_1d(np.asarray(result.vcomp, dtype=float)) if vc_formula else np.array([])
+    boundary = bool(
+        np.any(np.concatenate([diag, vcomp]) <= 1e-8 * max(float(result.scale), 1e-300))
+    )
+    converged = bool(result.converged)
+    if not converged:
+        warnings.warn(
+            f"fit_mixed_model: the optimizer did not converge for {formula!r}; estimates may be "
+            "unreliable. Try another method (method='lbfgs' or 'nm'), rescale predictors, or "
+            "simplify the random effects.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return MixedModelResult(
+        params=params,
+        random_effects=random_effects,
+        converged=converged,
+        boundary=boundary,
+        n_obs=int(result.nobs),
+        n_groups=n_groups,
+        formula=formula,
+        groups=groups,
+        confidence_level=confidence_level,
+        result=result,
+    )
