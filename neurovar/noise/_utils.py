@@ -1,0 +1,126 @@
+"""Private helpers shared by the noise subpackage: validation, seeds, covariance factors."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+SHARES = ("flat", "channel")
+
+
+def check_share(share: Any, *, owner: str) -> str:
+    """Validate the ``share`` option (how a covariance is laid over a layer's units)."""
+    if share not in SHARES:
+        raise ValueError(
+            f"The 'share' parameter of {owner} must be one of {SHARES!r}. Got {share!r} instead."
+        )
+    return share
+
+
+def fresh_seed() -> int:
+    """A fresh 63-bit seed from OS entropy, without touching any global RNG."""
+    return int(np.random.SeedSequence().generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+
+
+def check_seed(seed: Any, *, owner: str) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"The 'seed' parameter of {owner} must be a non-negative int or None. "
+            f"Got {type(seed).__name__} instead."
+        )
+    if seed < 0:
+        raise ValueError(
+            f"The 'seed' parameter of {owner} must be a non-negative int or None. Got {seed} instead."
+        )
+    return int(seed)
+
+
+def as_numpy_matrix(cov: Any, *, name: str, owner: str) -> np.ndarray:
+    """Covariance-like input (ndarray, tensor, DataArray) as a float64 numpy array."""
+    if isinstance(cov, xr.DataArray):
+        arr = np.asarray(cov.values, dtype=np.float64)
+    elif isinstance(cov, torch.Tensor):
+        arr = cov.detach().to("cpu", torch.float64).numpy()
+    else:
+        try:
+            arr = np.asarray(cov, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"The '{name}' parameter of {owner} must be a numeric array, tensor or DataArray. "
+                f"Got {type(cov).__name__} instead."
+            ) from err
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"The '{name}' parameter of {owner} contains NaN or infinite values.")
+    return arr
+
+
+def check_square(arr: np.ndarray, *, name: str, owner: str) -> None:
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a non-empty square 2-D matrix. "
+            f"Got shape {arr.shape} instead."
+        )
+
+
+def psd_factor(
+    cov: np.ndarray,
+    *,
+    name: str,
+    owner: str,
+    sym_tol: float = 1e-6,
+    psd_tol: float = 1e-6,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Validate a covariance matrix and return ``(eigenvalues, eigenvectors, factor, info)``.
+
+    The factor ``L = V diag(sqrt(max(lambda, 0)))`` satisfies ``L L^T = cov`` for any positive
+    semi-definite ``cov``, singular or not (a Cholesky factor fails on singular matrices, which
+    are the rule for covariances fitted from fewer samples than units).
+
+    Eigenvalues in ``[-psd_tol * max|lambda|, 0)`` are rounding error and are clipped to 0;
+    the clipping is reported in ``info`` (and warned about when larger than 1e-9 of the
+    largest eigenvalue). More negative eigenvalues raise an error.
+    """
+    check_square(cov, name=name, owner=owner)
+    scale = max(float(np.max(np.abs(cov))), np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(cov - cov.T))) / scale
+    if asym > sym_tol:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be a symmetric matrix; "
+            f"max |C - C^T| / max |C| = {asym:.3g} > {sym_tol:g}."
+        )
+    cov = 0.5 * (cov + cov.T)
+    evals, evecs = np.linalg.eigh(cov)
+    top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
+    min_eval = float(evals[0])
+    if min_eval < -psd_tol * top:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be positive semi-definite; its smallest "
+            f"eigenvalue is {min_eval:.4g} (largest {top:.4g}). Fit it with a shrinkage "
+            "estimator or clip its eigenvalues."
+        )
+    negative = evals < 0
+    n_clipped = int(np.sum(negative))
+    if n_clipped and -min_eval > 1e-9 * top:
+        warnings.warn(
+            f"{owner}: clipped {n_clipped} slightly negative eigenvalue(s) of '{name}' "
+            f"(smallest {min_eval:.3g}, largest {top:.3g}) to 0.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    evals = np.clip(evals, 0.0, None)
+    factor = evecs * np.sqrt(evals)[None, :]
+    positive = evals > 1e-12 * top
+    info = {
+        "min_eigenvalue": min_eval,
+        "max_eigenvalue": float(evals[-1]),
+        "n_clipped": n_clipped,
+        "rank": int(np.sum(positive)),
+        "condition_number": float(evals[-1] / evals[0]) if evals[0] > 0 else float("inf"),
+    }
+    return evals, evecs, factor, info

@@ -1,0 +1,609 @@
+"""Fit a noise covariance from perturbations, and express noise relative to a layer's variance.
+
+The paper's core method (Preble, Venkatesh, Mihalas & Harris 2026, arXiv 2606.13801) takes the
+covariance of a layer's activations under modified versus clean inputs. Its exact estimator is not
+public, so the natural readings are offered as named ``method`` options of
+:func:`fit_perturbation_covariance`. Magnitudes are expressed relative to the layer's own clean
+activation variance (:func:`scale_to_activation_variance`), so ``m = 0.1`` means the same on
+every layer and model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..dims import UNIT, UNIT_J
+from ._utils import check_share
+from .inject import suspend_noise
+from .models import NoiseModule
+
+__all__ = [
+    "collect_layer_activations",
+    "layer_activation_covariance",
+    "layer_total_variance",
+    "fit_perturbation_covariance",
+    "scale_to_activation_variance",
+    "NoiseCalibration",
+    "METHODS",
+    "ESTIMATORS",
+]
+
+METHODS = ("difference", "perturbed", "within_image")
+ESTIMATORS = ("sample", "ledoit_wolf", "oas")
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to skip the layers after the one we need."""
+
+
+def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"The '{name}' parameter of {owner} must be a torch.Tensor or numpy array of images. "
+            f"Got {type(images).__name__} instead."
+        )
+    if not torch.is_floating_point(images):
+        images = images.float()
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must have shape (N, ...) with N >= 1. "
+            f"Got shape {tuple(images.shape)} instead."
+        )
+    return images
+
+
+def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"The 'model' parameter of {owner} must be a torch.nn.Module. "
+            f"Got {type(model).__name__} instead."
+        )
+    modules = dict(model.named_modules())
+    if not isinstance(layer, str) or layer not in modules:
+        valid = [n for n in modules if n]
+        shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
+        raise ValueError(
+            f"The 'layer' parameter of {owner} must name a submodule of the model. "
+            f"Got {layer!r}; valid layer names: {shown}."
+        )
+    return modules[layer]
+
+
+def _check_batch_size(batch_size: Any, owner: str) -> int:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"The 'batch_size' parameter of {owner} must be a positive int. "
+            f"Got {batch_size!r} instead."
+        )
+    return int(batch_size)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def collect_layer_activations(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    *,
+    layer: str,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Deterministic (clean) activations of one layer, shape ``(N, *layer_shape)``, on CPU.
+
+    The model runs in eval mode under ``torch.no_grad()`` with any injected neurovar noise
+    suspended; the forward pass stops right after ``layer``. The train/eval mode, hooks and
+    device of the model are restored afterwards.
+
+    Parameters
+    ----------
+    model
+        The network.
+    images
+        Inputs, shape ``(N, ...)``.
+    layer
+        Dotted name from ``model.named_modules()``.
+    batch_size
+        Images per forward pass.
+    device
+        Where to run (default: the model's device). The model is moved there and back.
+    progress
+        Show a tqdm progress bar.
+    """
+    owner = "collect_layer_activations"
+    target = _check_layer(model, layer, owner)
+    images = _as_images(images, name="images", owner=owner)
+    batch_size = _check_batch_size(batch_size, owner)
+    original_device = _model_device(model)
+    run_device = original_device if device is None else torch.device(device)
+    captured: list[torch.Tensor] = []
+
+    def capture(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"Layer {layer!r} returned {type(output).__name__}, not a tensor.")
+        captured.append(output.detach().to("cpu"))
+        raise _StopForward
+
+    was_training = model.training
+    handle = target.register_forward_hook(capture)
+    try:
+        if run_device != original_device:
+            model.to(run_device)
+        model.eval()
+        with torch.no_grad(), suspend_noise(model):
+            starts = range(0, images.shape[0], batch_size)
+            for start in tqdm(starts, disable=not progress, desc=f"activations {layer}"):
+                batch = images[start : start + batch_size].to(run_device)
+                try:
+                    model(batch)
+                except _StopForward:
+                    pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+        if run_device != original_device:
+            model.to(original_device)
+    return torch.cat(captured, dim=0)
+
+
+def _samples(acts: torch.Tensor, share: str) -> np.ndarray:
+    """Rows = samples, columns = covariance units (flattened units, or channels x positions)."""
+    a = acts.to(torch.float64)
+    if share == "flat":
+        return a.reshape(a.shape[0], -1).numpy()
+    if a.ndim < 2:
+        raise ValueError("share='channel' needs layer outputs with a channel dim, (N, C, ...).")
+    c = a.shape[1]
+    return a.reshape(a.shape[0], c, -1).permute(0, 2, 1).reshape(-1, c).numpy()
+
+
+_MAX_COV_UNITS = 16384  # a 16384^2 float64 covariance is 2 GiB
+
+
+def _check_cov_size(n_units: int, share: str, owner: str) -> None:
+    if n_units > _MAX_COV_UNITS:
+        hint = "use share='channel' (a C x C covariance) or " if share == "flat" else ""
+        raise ValueError(
+            f"{owner}: a {n_units} x {n_units} covariance needs "
+            f"{n_units**2 * 8 / 2**30:.1f} GiB; at most {_MAX_COV_UNITS} units are supported: "
+            f"{hint}pick a smaller layer."
+        )
+
+
+def _unit_coords(unit_shape: tuple[int, ...], share: str, layer: str) -> dict[str, Any]:
+    if share == "channel":
+        n = unit_shape[0]
+        channel, y, x = np.arange(n), np.zeros(n, int), np.zeros(n, int)
+    else:
+        if len(unit_shape) == 1:
+            shape3 = (unit_shape[0], 1, 1)
+        elif len(unit_shape) == 2:
+            shape3 = (unit_shape[0], 1, unit_shape[1])
+        else:
+            shape3 = (unit_shape[0], unit_shape[1], math.prod(unit_shape[2:]))
+        channel, y, x = (g.ravel() for g in np.indices(shape3))
+    n = channel.size
+    coords: dict[str, Any] = {}
+    for suffix, dim in (("", UNIT), ("_j", UNIT_J)):
+        coords[f"unit_id{suffix}"] = (dim, np.arange(n))
+        coords[f"channel{suffix}"] = (dim, channel)
+        if share == "flat":
+            coords[f"y{suffix}"] = (dim, y)
+            coords[f"x{suffix}"] = (dim, x)
+        coords[f"layer{suffix}"] = (dim, np.full(n, layer, dtype=object))
+    return coords
+
+
+def _cov_dataarray(
+    cov: np.ndarray, unit_shape: tuple[int, ...], share: str, layer: str, attrs: dict[str, Any]
+) -> xr.DataArray:
+    return xr.DataArray(
+        cov,
+        dims=(UNIT, UNIT_J),
+        coords=_unit_coords(unit_shape, share, layer),
+        attrs={"layer": layer, "share": share, "unit_shape": list(unit_shape), **attrs},
+        name="cov_matrix",
+    )
+
+
+def layer_activation_covariance(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    *,
+    layer: str,
+    share: str = "flat",
+    ddof: int = 1,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> xr.DataArray:
+    r"""Covariance of a layer's clean activations across images (the "signal" covariance).
+
+    .. math:: \Sigma_{ij} = \frac{1}{n - \mathrm{ddof}} \sum_s (h_{si} - \bar h_i)(h_{sj} - \bar h_j)
+
+    with samples ``s`` = images (``share="flat"``) or image x spatial position
+    (``share="channel"``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("unit", "unit_j")`` with unit coords ``unit_id``, ``channel``, ``y``, ``x``
+        (``"flat"`` only), ``layer`` and ``*_j`` twins on ``unit_j``.
+    """
+    owner = "layer_activation_covariance"
+    share = check_share(share, owner=owner)
+    acts = collect_layer_activations(
+        model, images, layer=layer, batch_size=batch_size, device=device
+    )
+    x = _samples(acts, share)
+    _check_cov_size(x.shape[1], share, owner)
+    if x.shape[0] <= ddof:
+        raise ValueError(f"{owner} needs more than ddof={ddof} samples; got {x.shape[0]}.")
+    cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
+    return _cov_dataarray(
+        cov,
+        tuple(acts.shape[1:]),
+        share,
+        layer,
+        {"method": "clean", "estimator": "sample", "ddof": ddof, "n_samples": int(x.shape[0])},
+    )
+
+
+def layer_total_variance(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    *,
+    layer: str,
+    ddof: int = 1,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> float:
+    r"""Total variance of a layer's clean activations across images, :math:`\mathrm{tr}\,\Sigma`.
+
+    .. math:: \mathrm{tr}\,\Sigma = \sum_i \frac{1}{N - \mathrm{ddof}} \sum_n (h_{ni} - \bar h_i)^2
+
+    summed over all units ``i`` of the layer (computed without forming :math:`\Sigma`).
+    """
+    acts = collect_layer_activations(
+        model, images, layer=layer, batch_size=batch_size, device=device
+    )
+    return _total_variance(acts, ddof, "layer_total_variance")
+
+
+def _total_variance(acts: torch.Tensor, ddof: int, owner: str) -> float:
+    if acts.shape[0] <= ddof:
+        raise ValueError(f"{owner} needs more than ddof={ddof} images; got {acts.shape[0]}.")
+    return float(
+        acts.to(torch.float64).reshape(acts.shape[0], -1).var(dim=0, correction=ddof).sum()
+    )
+
+
+@dataclass(frozen=True)
+class NoiseCalibration:
+    r"""Noise magnitude relative to a layer's activation variance.
+
+    Attributes
+    ----------
+    layer
+        Layer the noise is calibrated for.
+    m
+        Requested ratio ``noise variance / activation variance``.
+    activation_variance
+        :math:`\mathrm{tr}\,\Sigma_{clean}`, total variance of the clean activations across
+        images (ddof as requested).
+    noise_variance
+        Expected total noise variance per sample, :math:`E\|\epsilon\|^2 = m\,\mathrm{tr}\,
+        \Sigma_{clean}`.
+    snr
+        Signal-to-noise power ratio ``activation_variance / noise_variance`` (``1 / m``).
+    snr_db
+        ``10 log10(snr)``.
+    scale
+        The ``scale`` set on the noise module.
+    """
+
+    layer: str
+    m: float
+    activation_variance: float
+    noise_variance: float
+    snr: float
+    snr_db: float
+    scale: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable)."""
+        return asdict(self)
+
+
+def scale_to_activation_variance(
+    noise: NoiseModule,
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    *,
+    layer: str,
+    m: float,
+    ddof: int = 1,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> NoiseCalibration:
+    r"""Set ``noise.scale`` so its total variance is ``m`` times the layer's activation variance.
+
+    .. math:: \mathrm{scale}^2 \; E_x \|\epsilon_1(x)\|^2 = m \, \mathrm{tr}\,\Sigma_{clean},
+
+    where :math:`\epsilon_1` is the module's noise at scale 1 (for :class:`PoissonLikeNoise` its
+    variance depends on the activation and is averaged over ``images``), and
+    :math:`\Sigma_{clean}` the covariance of the clean layer activations across ``images``.
+    The signal-to-noise ratio is then ``snr = 1 / m``. This makes a noise level comparable
+    across layers and models (DESIGN: "noise magnitude").
+
+    Parameters
+    ----------
+    noise
+        The noise module to calibrate, modified in place (its ``scale``).
+    model, images, layer
+        Where to measure the clean activation variance.
+    m
+        Noise-to-activation variance ratio, ``m > 0``.
+    ddof
+        Delta degrees of freedom of the activation variance across images.
+
+    Returns
+    -------
+    NoiseCalibration
+    """
+    owner = "scale_to_activation_variance"
+    if not isinstance(noise, NoiseModule):
+        raise TypeError(
+            f"The 'noise' parameter of {owner} must be a neurovar NoiseModule. "
+            f"Got {type(noise).__name__} instead."
+        )
+    if noise.relative_scale is not None:
+        raise ValueError(
+            f"The 'noise' parameter of {owner} has relative_scale={noise.relative_scale}: it "
+            "already follows the layer's running variance. Build it with relative_scale=None."
+        )
+    try:
+        m = float(m)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"The 'm' parameter of {owner} must be a number. Got {m!r}.") from err
+    if not (math.isfinite(m) and m > 0):
+        raise ValueError(f"The 'm' parameter of {owner} must be in (0, inf). Got {m!r} instead.")
+    acts = collect_layer_activations(
+        model, images, layer=layer, batch_size=batch_size, device=device
+    )
+    act_var = _total_variance(acts, ddof, owner)
+    batch, d, p = noise._check_layout(acts)
+    base = float(noise._base_total_variance(acts.to(torch.float64).reshape(batch, d, p)))
+    if base <= 0 or act_var <= 0:
+        raise ValueError(
+            f"{owner}: cannot calibrate, the noise variance at scale 1 is {base:g} and the "
+            f"activation variance is {act_var:g}; both must be positive."
+        )
+    noise.scale = math.sqrt(m * act_var / base)
+    return NoiseCalibration(
+        layer=layer,
+        m=m,
+        activation_variance=act_var,
+        noise_variance=m * act_var,
+        snr=1.0 / m,
+        snr_db=10.0 * math.log10(1.0 / m),
+        scale=noise.scale,
+    )
+
+
+def fit_perturbation_covariance(
+    model: nn.Module,
+    clean_images: torch.Tensor | np.ndarray,
+    perturbed_images: torch.Tensor | np.ndarray,
+    *,
+    layer: str,
+    method: str = "difference",
+    estimator: str = "sample",
+    rank: int | None = None,
+    share: str = "flat",
+    ddof: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> xr.DataArray:
+    r"""Estimate a noise covariance from a layer's activations under perturbed vs clean inputs.
+
+    With :math:`h(\cdot)` the (deterministic) activation of ``layer``, ``x_n`` the clean images
+    and :math:`\tilde x_n` (or :math:`\tilde x_{vn}`) their perturbed versions:
+
+    ``"difference"``
+        covariance across images of the activation change
+        :math:`d_n = h(\tilde x_n) - h(x_n)`, centred on its mean
+        (the mean shift is a deterministic bias, not noise; its norm is in ``attrs``).
+    ``"perturbed"``
+        covariance of :math:`h(\tilde x_n)` around its own mean across images.
+    ``"within_image"``
+        spread of several perturbed versions of the same image around its clean activation,
+        pooled over images, :math:`\Sigma = \frac{1}{NV - \mathrm{ddof}} \sum_{n,v}
+        d_{vn} d_{vn}^T`, :math:`d_{vn} = h(\tilde x_{vn}) - h(x_n)` (not centred: the clean
+        activation is the known centre). ``perturbed_images`` then has shape
+        ``(V, N, *image_shape)``: ``V`` versions of each of the ``N`` clean images.
+
+    With ``share="channel"`` every spatial position of every image is a sample of a
+    ``C x C`` covariance (positions are treated as exchangeable).
+
+    Parameters
+    ----------
+    model
+        The network (run in eval mode, no grad, injected noise suspended; state restored).
+    clean_images
+        ``(N, *image_shape)``.
+    perturbed_images
+        ``(N, *image_shape)``, or ``(V, N, *image_shape)`` for ``method="within_image"``.
+    layer
+        Dotted layer name from ``model.named_modules()``.
+    method
+        ``"difference"``, ``"perturbed"`` or ``"within_image"`` (see above).
+    estimator
+        ``"sample"`` (with ``ddof``), or a shrinkage estimator from scikit-learn for few samples:
+        ``"ledoit_wolf"`` (Ledoit & Wolf 2004) or ``"oas"`` (Chen et al. 2010); both use the
+        1/n normalisation of scikit-learn, and ``assume_centered=True`` for ``"within_image"``.
+    rank
+        If given, keep only the top ``rank`` eigenpairs, :math:`\Sigma_r = V_r \Lambda_r V_r^T`
+        (the discarded variance fraction is in ``attrs``). Use
+        :meth:`LowRankNoise.from_covariance` to keep the residual on the diagonal instead.
+    share
+        ``"flat"`` (``D x D`` over all flattened units) or ``"channel"`` (``C x C``).
+    ddof
+        Delta degrees of freedom of the ``"sample"`` estimator. Default: 1 for the centred
+        methods (``"difference"``, ``"perturbed"``), 0 for ``"within_image"`` (known centre).
+    batch_size, device, progress
+        Forward-pass options (see :func:`collect_layer_activations`).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``cov_matrix`` with dims ``("unit", "unit_j")``, unit coords ``unit_id``, ``channel``,
+        ``y``, ``x`` (flat only), ``layer`` (and ``*_j`` twins), and attrs ``method``,
+        ``estimator``, ``share``, ``layer``, ``unit_shape``, ``n_samples``, ``ddof``,
+        ``shrinkage``, ``rank``, ``mean_shift_norm``. Pass it to :class:`CovarianceNoise`,
+        :meth:`LowRankNoise.from_covariance` or :func:`noise_from_covariance` (``share`` is
+        taken from the attrs).
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
+    Ledoit, O. & Wolf, M. (2004). A well-conditioned estimator for large-dimensional covariance
+    matrices. J. Multivar. Anal. 88, 365-411.
+    Chen, Y., Wiesel, A., Eldar, Y. C. & Hero, A. O. (2010). Shrinkage algorithms for MMSE
+    covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
+    """
+    owner = "fit_perturbation_covariance"
+    if method not in METHODS:
+        raise ValueError(
+            f"The 'method' parameter of {owner} must be one of {METHODS!r}. Got {method!r} instead."
+        )
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            f"The 'estimator' parameter of {owner} must be one of {ESTIMATORS!r}. "
+            f"Got {estimator!r} instead."
+        )
+    share = check_share(share, owner=owner)
+    if ddof is not None and estimator != "sample":
+        raise ValueError(
+            f"The 'ddof' parameter of {owner} applies to estimator='sample' only; "
+            f"{estimator!r} uses scikit-learn's 1/n normalisation. Got ddof={ddof!r}."
+        )
+    if ddof is None:
+        ddof = 0 if method == "within_image" else 1
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
+        raise ValueError(
+            f"The 'ddof' parameter of {owner} must be a non-negative int. Got {ddof!r} instead."
+        )
+    clean = _as_images(clean_images, name="clean_images", owner=owner)
+    pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
+    if method == "within_image":
+        if pert.ndim != clean.ndim + 1 or tuple(pert.shape[1:]) != tuple(clean.shape):
+            raise ValueError(
+                f"With method='within_image' the 'perturbed_images' parameter of {owner} must "
+                f"have shape (V, *clean_images.shape) = (V, {', '.join(map(str, clean.shape))}). "
+                f"Got {tuple(pert.shape)} instead."
+            )
+    elif tuple(pert.shape) != tuple(clean.shape):
+        raise ValueError(
+            f"The 'perturbed_images' parameter of {owner} must have the shape of "
+            f"'clean_images' {tuple(clean.shape)} for method={method!r}. "
+            f"Got {tuple(pert.shape)} instead."
+        )
+
+    def acts_of(images: torch.Tensor) -> torch.Tensor:
+        return collect_layer_activations(
+            model, images, layer=layer, batch_size=batch_size, device=device, progress=progress
+        )
+
+    mean_shift = float("nan")
+    if method == "perturbed":
+        h = acts_of(pert)
+        unit_shape = tuple(h.shape[1:])
+        x = _samples(h, share)
+        centred = False
+    else:
+        h_clean = acts_of(clean)
+        unit_shape = tuple(h_clean.shape[1:])
+        if method == "difference":
+            diff = acts_of(pert) - h_clean
+        else:
+            n_versions = pert.shape[0]
+            h_pert = acts_of(pert.reshape(-1, *clean.shape[1:]))
+            diff = h_pert.reshape(n_versions, *h_clean.shape) - h_clean[None]
+            diff = diff.reshape(-1, *unit_shape)
+        x = _samples(diff, share)
+        mean_shift = float(np.linalg.norm(x.mean(axis=0)))
+        centred = method == "within_image"
+
+    n_samples, n_units = x.shape
+    _check_cov_size(n_units, share, owner)
+    if n_samples - (0 if centred else 1) < 1 or (estimator == "sample" and n_samples <= ddof):
+        raise ValueError(
+            f"{owner} needs more samples: got {n_samples} sample(s) for method={method!r}, "
+            f"estimator={estimator!r}, ddof={ddof}."
+        )
+    shrinkage = float("nan")
+    if estimator == "sample":
+        if centred:
+            cov = x.T @ x / (n_samples - ddof)
+        else:
+            cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
+    else:
+        from sklearn.covariance import OAS, LedoitWolf
+
+        est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=centred)
+        est.fit(x)
+        cov = est.covariance_
+        shrinkage = float(est.shrinkage_)
+    cov = 0.5 * (cov + cov.T)
+
+    discarded = 0.0
+    if rank is not None:
+        if (
+            isinstance(rank, bool)
+            or not isinstance(rank, (int, np.integer))
+            or not (1 <= rank <= n_units)
+        ):
+            raise ValueError(
+                f"The 'rank' parameter of {owner} must be None or an int in [1, {n_units}]. "
+                f"Got {rank!r} instead."
+            )
+        evals, evecs = np.linalg.eigh(cov)
+        top = slice(n_units - int(rank), n_units)
+        kept = np.clip(evals[top], 0.0, None)
+        total = float(np.clip(evals, 0.0, None).sum())
+        discarded = 1.0 - float(kept.sum()) / total if total > 0 else 0.0
+        cov = (evecs[:, top] * kept[None, :]) @ evecs[:, top].T
+        cov = 0.5 * (cov + cov.T)
+
+    attrs = {
+        "method": method,
+        "estimator": estimator,
+        "n_samples": int(n_samples),
+        "ddof": int(ddof) if estimator == "sample" else 0,  # scikit-learn normalises by 1/n
+        "shrinkage": shrinkage,
+        "rank": "full" if rank is None else int(rank),
+        "discarded_variance_fraction": discarded,
+        "mean_shift_norm": mean_shift,
+    }
+    return _cov_dataarray(cov, unit_shape, share, layer, attrs)

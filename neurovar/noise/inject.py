@@ -1,0 +1,303 @@
+"""Inject noise into the outputs of named layers of a PyTorch model through forward hooks.
+
+:func:`inject_noise` registers one forward hook per named layer; the hook replaces the layer
+output ``h`` by ``noise_module(h)``. The returned :class:`NoiseInjection` is a context manager
+(hooks removed on exit, also after an exception) and a persistent handle for training
+(``handle.remove()``). Noise is applied in train and eval mode alike (unlike dropout):
+train-time and test-time injection are both explicit choices of the caller.
+
+Every hook is a :class:`NoiseHook`, whose attribute ``_neurovar_noise`` is true while it adds
+noise, so :func:`neurovar.record.record_activations` can find the first noisy layer by
+scanning ``module._forward_hooks.values()`` and branch trials there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import NoiseModule
+
+__all__ = [
+    "NoiseHook",
+    "NoiseInjection",
+    "inject_noise",
+    "frozen_noise",
+    "suspend_noise",
+    "find_noise_hooks",
+]
+
+
+class NoiseHook:
+    """Forward hook that passes a layer's output through a noise module.
+
+    Attributes
+    ----------
+    noise
+        The noise module (any callable ``tensor -> tensor`` of the same shape).
+    layer_name
+        Dotted name of the hooked layer in the model.
+    enabled
+        Whether the hook adds noise (toggle with :attr:`NoiseInjection.enabled`).
+    suspended
+        Temporarily off (set by :func:`suspend_noise`).
+    """
+
+    def __init__(self, noise: Callable[[torch.Tensor], torch.Tensor], layer_name: str) -> None:
+        self.noise = noise
+        self.layer_name = layer_name
+        self.enabled = True
+        self.suspended = False
+
+    @property
+    def _neurovar_noise(self) -> bool:
+        """Marker for the recorder: true while this hook adds noise."""
+        return self.enabled and not self.suspended
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        if not (self.enabled and not self.suspended):
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"Noise can only be injected into layers that return a tensor; layer "
+                f"{self.layer_name!r} returned {type(output).__name__}."
+            )
+        noise = self.noise
+        if isinstance(noise, nn.Module) and noise.training != module.training:
+            # running estimates follow the hooked layer's train/eval mode
+            noise.train(module.training)
+        out = noise(output)
+        if not isinstance(out, torch.Tensor) or out.shape != output.shape:
+            raise ValueError(
+                f"The noise module at layer {self.layer_name!r} must return a tensor of the "
+                f"layer's output shape {tuple(output.shape)}; got "
+                f"{getattr(out, 'shape', type(out).__name__)}."
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"NoiseHook(layer={self.layer_name!r}, noise={self.noise!r}, enabled={self.enabled})"
+
+
+class NoiseInjection:
+    """Handle of injected noise: a context manager, or a persistent handle with :meth:`remove`.
+
+    Attributes
+    ----------
+    model
+        The model the hooks are registered on.
+    noise
+        ``{layer_name: noise_module}`` as passed to :func:`inject_noise`.
+    hooks
+        ``{layer_name: NoiseHook}``.
+    """
+
+    def __init__(self, model: nn.Module, hooks: dict[str, NoiseHook], handles: list[Any]) -> None:
+        self.model = model
+        self.hooks = hooks
+        self.noise = {name: hook.noise for name, hook in hooks.items()}
+        self._handles = handles
+
+    @property
+    def enabled(self) -> bool:
+        """Whether noise is added (settable; the hooks stay registered)."""
+        return any(h.enabled for h in self.hooks.values())
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        for hook in self.hooks.values():
+            hook.enabled = bool(value)
+
+    @property
+    def removed(self) -> bool:
+        """Whether :meth:`remove` has been called."""
+        return not self._handles
+
+    def remove(self) -> None:
+        """Remove all hooks (idempotent). The model is left exactly as before injection."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    def freeze(self) -> NoiseInjection:
+        """Freeze every noise module (see :meth:`NoiseModule.freeze`)."""
+        for module in _noise_modules(self):
+            module.freeze()
+        return self
+
+    def unfreeze(self) -> NoiseInjection:
+        """Unfreeze every noise module."""
+        for module in _noise_modules(self):
+            module.unfreeze()
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """``{layer: noise.config()}``, JSON-serialisable (for recording attrs)."""
+        return {
+            name: (n.config() if isinstance(n, NoiseModule) else {"type": type(n).__name__})
+            for name, n in self.noise.items()
+        }
+
+    def __enter__(self) -> NoiseInjection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
+        return f"NoiseInjection(layers={list(self.hooks)!r}, {state})"
+
+
+def _valid_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def inject_noise(
+    model: nn.Module,
+    noise: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+    *,
+    enabled: bool = True,
+) -> NoiseInjection:
+    """Add noise to the outputs of named layers through forward hooks.
+
+    Parameters
+    ----------
+    model
+        The network.
+    noise
+        ``{layer_name: noise_module}``; names are dotted names from ``model.named_modules()``
+        (e.g. ``"layer1.0.conv2"``; ``""`` is the whole model). The hook returns
+        ``noise_module(output)``, which must keep the output's shape.
+    enabled
+        Start with noise on (True) or off (False; toggle later with ``handle.enabled``).
+
+    Returns
+    -------
+    NoiseInjection
+        Use as ``with inject_noise(model, {...}):`` (hooks removed on exit, even after an
+        exception), or keep it for training and call ``handle.remove()`` when done.
+
+    Raises
+    ------
+    ValueError
+        Unknown layer name (the message lists the valid ones) or empty mapping.
+
+    Examples
+    --------
+    >>> noise = LowRankNoise(factors, 0.1, share="channel", seed=0)  # doctest: +SKIP
+    >>> with inject_noise(model, {"layer1": noise}):                  # doctest: +SKIP
+    ...     logits = model(images)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"The 'model' parameter of inject_noise must be a torch.nn.Module. "
+            f"Got {type(model).__name__} instead."
+        )
+    if not isinstance(noise, Mapping) or not noise:
+        raise ValueError(
+            "The 'noise' parameter of inject_noise must be a non-empty mapping "
+            f"{{layer_name: noise_module}}. Got {noise!r} instead."
+        )
+    modules = dict(model.named_modules())
+    unknown = [name for name in noise if name not in modules]
+    if unknown:
+        valid = _valid_names(model)
+        shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
+        raise ValueError(
+            f"The 'noise' parameter of inject_noise names layer(s) {unknown!r} that the model "
+            f"does not have. Valid layer names: {shown}."
+        )
+    for name, module in noise.items():
+        if not callable(module):
+            raise TypeError(
+                f"The noise for layer {name!r} must be a noise module (callable tensor -> "
+                f"tensor). Got {type(module).__name__} instead."
+            )
+    hooks: dict[str, NoiseHook] = {}
+    handles: list[Any] = []
+    try:
+        for name, module in noise.items():
+            hook = NoiseHook(module, name)
+            hook.enabled = bool(enabled)
+            handles.append(modules[name].register_forward_hook(hook))
+            hooks[name] = hook
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        raise
+    return NoiseInjection(model, hooks, handles)
+
+
+def _noise_modules(*targets: Any) -> list[NoiseModule]:
+    out: list[NoiseModule] = []
+    for target in targets:
+        if isinstance(target, NoiseInjection):
+            out.extend(n for n in target.noise.values() if isinstance(n, NoiseModule))
+        elif isinstance(target, NoiseModule):
+            out.append(target)
+        elif isinstance(target, nn.Module):
+            out.extend(
+                h.noise for _, h in find_noise_hooks(target) if isinstance(h.noise, NoiseModule)
+            )
+        else:
+            raise TypeError(
+                "frozen_noise takes noise modules, NoiseInjection handles or models with "
+                f"injected noise. Got {type(target).__name__} instead."
+            )
+    return out
+
+
+@contextlib.contextmanager
+def frozen_noise(*targets: NoiseModule | NoiseInjection | nn.Module) -> Iterator[None]:
+    """Replay one noise draw inside the block (for attacks, gradient checks, debugging).
+
+    Each noise module draws once at its first forward inside the block and reuses that draw
+    afterwards; the previous frozen state is restored on exit.
+
+    Parameters
+    ----------
+    *targets
+        Noise modules, :class:`NoiseInjection` handles, or models (all noise hooked into them).
+    """
+    modules = _noise_modules(*targets)
+    saved = [(m, m._frozen, m._frozen_draw) for m in modules]
+    try:
+        for m in modules:
+            m.freeze()
+        yield
+    finally:
+        for m, was_frozen, draw in saved:
+            m._frozen = was_frozen
+            m._frozen_draw = draw
+
+
+def find_noise_hooks(model: nn.Module) -> list[tuple[str, NoiseHook]]:
+    """``[(layer_name, NoiseHook), ...]`` for all neurovar noise hooks registered in ``model``.
+
+    Listed in ``model.named_modules()`` order (the order layers are defined, which is the
+    forward order for sequential models), then registration order.
+    """
+    found: list[tuple[str, NoiseHook]] = []
+    for name, module in model.named_modules():
+        for hook in module._forward_hooks.values():
+            if isinstance(hook, NoiseHook):
+                found.append((name, hook))
+    return found
+
+
+@contextlib.contextmanager
+def suspend_noise(model: nn.Module) -> Iterator[None]:
+    """Temporarily switch off all noise injected into ``model`` (e.g. for a clean pass)."""
+    hooks = [hook for _, hook in find_noise_hooks(model)]
+    saved = [h.suspended for h in hooks]
+    try:
+        for h in hooks:
+            h.suspended = True
+        yield
+    finally:
+        for h, s in zip(hooks, saved):
+            h.suspended = s

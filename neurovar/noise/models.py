@@ -1,0 +1,716 @@
+"""Noise models: torch modules that add structured Gaussian (or Poisson-like) noise to activations.
+
+Every model maps a layer output ``x`` of shape ``(B, ...)`` to ``x + s * eps`` with
+``eps`` drawn independently for each batch element from a zero-mean distribution with a given
+covariance, and ``s`` the module's ``scale``. Randomness comes only from a
+:class:`torch.Generator` (given, or created lazily per device from ``seed``); the global
+torch RNG is never touched.
+
+How a covariance is laid over a layer's units is chosen with ``share``:
+
+``"flat"``
+    the covariance is ``D x D`` over all ``D = prod(x.shape[1:])`` flattened units (in
+    ``torch.flatten`` order, i.e. channel-major ``(c, y, x)``).
+``"channel"``
+    the covariance is ``C x C`` over channels (``C = x.shape[1]``) and applied independently at
+    every spatial position, so a convolutional layer with 16k units needs only a ``C x C`` matrix.
+
+References
+----------
+Dapello, J. et al. (2020). Simulating a primary visual cortex at the front of CNNs improves
+robustness to image perturbations. NeurIPS (VOneNet; Poisson-like activation noise).
+Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (structured noise from perturbations).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from ._utils import as_numpy_matrix, check_seed, check_share, fresh_seed, psd_factor
+
+__all__ = [
+    "NoiseModule",
+    "IsotropicNoise",
+    "DiagonalNoise",
+    "CovarianceNoise",
+    "LowRankNoise",
+    "PoissonLikeNoise",
+]
+
+
+def _check_nonneg_float(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"The '{name}' parameter of {owner} must be a real number. "
+            f"Got {type(value).__name__} instead."
+        ) from err
+    bad = not math.isfinite(out) or (out <= 0 if positive else out < 0)
+    if bad:
+        interval = "(0, inf)" if positive else "[0, inf)"
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be in {interval}. Got {value!r} instead."
+        )
+    return out
+
+
+def _share_from_attrs(cov: Any, kwargs: dict[str, Any]) -> None:
+    """Default ``share`` to the one a fitted covariance DataArray records in its attrs."""
+    if isinstance(cov, xr.DataArray) and "share" in cov.attrs:
+        kwargs.setdefault("share", cov.attrs["share"])
+
+
+def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
+    """A non-negative 1-D float vector (scalars become length-1 vectors)."""
+    if isinstance(value, torch.Tensor):
+        arr = value.detach().to("cpu", torch.float64).numpy()
+    else:
+        arr = np.asarray(getattr(value, "values", value), dtype=np.float64)
+    arr = np.atleast_1d(arr).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"The '{name}' parameter of {owner} must be finite and non-empty.")
+    if np.any(arr < 0):
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be non-negative. "
+            f"Got a minimum of {arr.min():.4g} instead."
+        )
+    return torch.as_tensor(arr, dtype=torch.float32)
+
+
+class NoiseModule(nn.Module):
+    """Base class of the noise models: ``forward(x) = x + scale * eps(x)``.
+
+    Parameters
+    ----------
+    share
+        ``"flat"`` (covariance over all flattened units) or ``"channel"`` (``C x C`` covariance
+        shared over spatial positions, draws independent across positions).
+    scale
+        Multiplier of the noise standard deviation (the covariance is multiplied by
+        ``scale**2``). Ignored when ``relative_scale`` is set.
+    relative_scale
+        If set to ``m > 0``, the noise follows the layer: its total variance is kept at
+        ``m * tr(Cov_batch(x))``, the total variance of the clean activations across the batch,
+        tracked as a running estimate (like BatchNorm's ``running_var``) while the hooked layer
+        is in training mode, and frozen in eval mode. The scale is detached from the graph, so a
+        network trained with it cannot make the noise negligible by growing its activations.
+    momentum
+        Momentum of the running estimates, ``r <- (1 - momentum) r + momentum * batch``.
+    track_snr
+        Track running estimates of activation and noise variance even when ``relative_scale``
+        is None, to report :attr:`effective_snr`.
+    seed
+        Seed of the generators created lazily on each device (``None``: a fresh seed from OS
+        entropy, stored in :attr:`seed` so the run can be reproduced).
+    generator
+        A :class:`torch.Generator` to use instead of ``seed``. Draws are made on the generator's
+        device and moved to the activation's device when they differ.
+
+    Notes
+    -----
+    Each batch element gets an independent draw, whatever the batch size, so a recorder can
+    expand the batch (trials) before the noise is applied. :meth:`freeze` replays one draw
+    (for attacks and debugging). Running estimates are updated only when the module is in
+    training mode; :func:`neurovar.noise.inject_noise` keeps that mode in sync with the hooked
+    layer, so ``model.train()`` / ``model.eval()`` control it.
+    """
+
+    _broadcasts_scalar = False  # a length-1 parameter applies to every unit
+
+    def __init__(
+        self,
+        *,
+        share: str = "flat",
+        scale: float = 1.0,
+        relative_scale: float | None = None,
+        momentum: float = 0.1,
+        track_snr: bool = False,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.share = check_share(share, owner=owner)
+        self.scale = _check_nonneg_float(scale, name="scale", owner=owner)
+        self.relative_scale = (
+            None
+            if relative_scale is None
+            else _check_nonneg_float(relative_scale, name="relative_scale", owner=owner)
+        )
+        self.momentum = _check_nonneg_float(momentum, name="momentum", owner=owner)
+        if not 0 < self.momentum <= 1:
+            raise ValueError(
+                f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
+            )
+        self.track_snr = bool(track_snr)
+        if generator is not None and seed is not None:
+            raise ValueError(f"{owner}: pass either 'seed' or 'generator', not both.")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
+                f"Got {type(generator).__name__} instead."
+            )
+        seed = check_seed(seed, owner=owner)
+        self.seed: int | None = (
+            None if generator is not None else (fresh_seed() if seed is None else seed)
+        )
+        self._user_generator = generator
+        self._generators: dict[str, torch.Generator] = {}
+        self._frozen = False
+        self._frozen_draw: tuple[torch.Tensor, ...] | None = None
+        self.register_buffer("running_activation_variance", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("running_noise_variance", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ randomness
+    def manual_seed(self, seed: int) -> NoiseModule:
+        """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
+        self.seed = check_seed(seed, owner=type(self).__name__)
+        if self.seed is None:
+            raise ValueError("The 'seed' parameter of manual_seed must be an int. Got None.")
+        self._user_generator = None
+        self._generators = {}
+        self._frozen_draw = None
+        return self
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self._user_generator is not None:
+            return self._user_generator
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            self._generators[key] = gen
+        return gen
+
+    def _randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        gen = self._generator(like.device)
+        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+        z = torch.randn(shape, generator=gen, device=gen.device, dtype=dtype)
+        return z.to(device=like.device, dtype=like.dtype)
+
+    # ------------------------------------------------------------------ frozen noise
+    def freeze(self) -> NoiseModule:
+        """Replay one draw: the next forward draws the noise, later forwards reuse it.
+
+        The replayed quantity is the standard-normal draw, so the noise of
+        :class:`PoissonLikeNoise` still follows its input. A forward with a different
+        layout (batch size, shape) while frozen raises an error; call :meth:`unfreeze` or
+        :meth:`freeze` again to draw anew.
+        """
+        self._frozen = True
+        self._frozen_draw = None
+        return self
+
+    def unfreeze(self) -> NoiseModule:
+        """Go back to fresh draws on every forward."""
+        self._frozen = False
+        self._frozen_draw = None
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the module replays one draw (see :meth:`freeze`)."""
+        return self._frozen
+
+    # ------------------------------------------------------------------ layout
+    def _layout(self, x: torch.Tensor) -> tuple[int, int, int]:
+        """``(B, D, P)``: batch, covariance size, positions sharing the covariance."""
+        if x.ndim < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs a layer output with a batch dim and at least one "
+                f"unit dim, shape (B, ...). Got shape {tuple(x.shape)} instead."
+            )
+        batch = x.shape[0]
+        if self.share == "flat":
+            return batch, math.prod(x.shape[1:]), 1
+        return batch, x.shape[1], math.prod(x.shape[2:])
+
+    @property
+    def n_units(self) -> int | None:
+        """Size of the covariance (units for ``"flat"``, channels for ``"channel"``)."""
+        return None
+
+    def _check_layout(self, x: torch.Tensor) -> tuple[int, int, int]:
+        batch, d, p = self._layout(x)
+        n = self.n_units
+        if n is not None and n != d and not (n == 1 and self._broadcasts_scalar):
+            what = "flattened units" if self.share == "flat" else "channels (x.shape[1])"
+            other = (
+                f"; with share='channel' it would need {x.shape[1]} channels"
+                if self.share == "flat"
+                else f"; with share='flat' it would need {math.prod(x.shape[1:])} units"
+            )
+            raise ValueError(
+                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}), but the "
+                f"layer output has shape {tuple(x.shape)}, i.e. {d} {what}{other}."
+            )
+        return batch, d, p
+
+    def _draw_shapes(self, batch: int, d: int, p: int) -> list[tuple[int, ...]]:
+        return [(batch, d, p)]
+
+    def _draws(self, x: torch.Tensor, batch: int, d: int, p: int) -> tuple[torch.Tensor, ...]:
+        shapes = self._draw_shapes(batch, d, p)
+        if self._frozen and self._frozen_draw is not None:
+            cached = self._frozen_draw
+            if [tuple(z.shape) for z in cached] != shapes:
+                raise ValueError(
+                    f"{type(self).__name__} is frozen with a draw for layer output shape "
+                    f"{[tuple(z.shape) for z in cached]} (batch, units, positions), but got "
+                    f"{shapes}. Call unfreeze() or freeze() again to draw anew."
+                )
+            return tuple(z.to(device=x.device, dtype=x.dtype) for z in cached)
+        draws = tuple(self._randn(s, x) for s in shapes)
+        if self._frozen:
+            self._frozen_draw = draws
+        return draws
+
+    # ------------------------------------------------------------------ subclass API
+    def _add_noise(
+        self, x3: torch.Tensor, draws: tuple[torch.Tensor, ...], s: float
+    ) -> torch.Tensor:
+        """``x3 + s * eps`` in layout ``(B, D, P)`` (fused ops: these tensors can be large)."""
+        raise NotImplementedError
+
+    def _trace(self) -> float:
+        """Trace of the covariance at scale 1 (per position for ``"channel"``)."""
+        raise NotImplementedError
+
+    def _base_total_variance(self, x3: torch.Tensor) -> torch.Tensor:
+        """Expected total noise variance per sample at scale 1, summed over all units."""
+        return torch.as_tensor(self._trace() * x3.shape[2], dtype=torch.float64)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def trace(self) -> float:
+        """Trace of the noise covariance at the current ``scale``, ``scale**2 * tr(Sigma)``.
+
+        For ``share="channel"`` it is the trace of the ``C x C`` matrix, i.e. the total noise
+        variance *per spatial position*; multiply by the number of positions for the layer total.
+        """
+        return self.scale**2 * self._trace()
+
+    def expected_total_variance(self, x: torch.Tensor) -> float:
+        """Expected total noise variance per sample, summed over all units of layer output ``x``.
+
+        ``E ||x_noisy - x||^2`` at the current scale (or at the relative scale, using the
+        running activation variance when it exists and ``x``'s batch variance otherwise).
+        """
+        batch, d, p = self._check_layout(x)
+        x3 = x.detach().reshape(batch, d, p)
+        base = float(self._base_total_variance(x3))
+        return float(self._effective_scale(x, base, update=False)) ** 2 * base
+
+    @property
+    def effective_snr(self) -> float:
+        r"""Running signal-to-noise ratio ``tr(Cov_batch(x)) / E||noise||^2`` (NaN if untracked).
+
+        Tracked in training mode when ``relative_scale`` is set or ``track_snr=True``.
+        """
+        if int(self.num_batches_tracked) == 0:
+            return float("nan")
+        return float(self.running_activation_variance / self.running_noise_variance)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description (for the ``attrs`` of recordings)."""
+        return {
+            "type": type(self).__name__,
+            "share": self.share,
+            "scale": self.scale,
+            "relative_scale": self.relative_scale,
+            "n_units": self.n_units,
+            "seed": self.seed,
+            **self._extra_config(),
+        }
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def _batch_variance(x: torch.Tensor) -> torch.Tensor:
+        # total variance across the batch, ddof=1: sum_i Var_b(x_bi)
+        return x.detach().flatten(1).to(torch.float64).var(dim=0, correction=1).sum()
+
+    def _effective_scale(self, x: torch.Tensor, base: float, *, update: bool) -> float:
+        if self.relative_scale is None:
+            return self.scale
+        if update or int(self.num_batches_tracked) == 0:
+            if x.shape[0] < 2:
+                raise ValueError(
+                    f"{type(self).__name__} with relative_scale needs a running activation "
+                    "variance or a batch of at least 2 samples to estimate it; got batch size "
+                    f"{x.shape[0]} before any training-mode forward."
+                )
+        if update:
+            self._update("running_activation_variance", self._batch_variance(x))
+            act_var = float(self.running_activation_variance)
+        elif int(self.num_batches_tracked) > 0:
+            act_var = float(self.running_activation_variance)
+        else:
+            act_var = float(self._batch_variance(x))
+        if base <= 0:
+            return 0.0
+        return math.sqrt(self.relative_scale * act_var / base)
+
+    def _update(self, name: str, value: torch.Tensor) -> None:
+        buf = getattr(self, name)
+        value = value.to(buf.device, buf.dtype)
+        if int(self.num_batches_tracked) == 0:
+            buf.copy_(value)
+        else:
+            buf.mul_(1 - self.momentum).add_(self.momentum * value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x + scale * eps`` with an independent draw of ``eps`` per batch element."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__} expects a tensor layer output. Got {type(x).__name__}."
+            )
+        if not torch.is_floating_point(x):
+            raise TypeError(f"{type(self).__name__} expects a floating tensor. Got {x.dtype}.")
+        batch, d, p = self._check_layout(x)
+        self._follow_device(x)
+        x3 = x.reshape(batch, d, p)
+        draws = self._draws(x, batch, d, p)
+        tracking = self.training and (self.relative_scale is not None or self.track_snr)
+        if self.relative_scale is not None:
+            base = float(self._base_total_variance(x3.detach()))
+            s = self._effective_scale(x, base, update=tracking)
+        else:
+            s = self.scale
+            if tracking:
+                self._update("running_activation_variance", self._batch_variance(x))
+        out = self._add_noise(x3, draws, float(s))
+        if tracking:
+            noise = (out.detach() - x3.detach()).flatten(1).to(torch.float64)
+            self._update("running_noise_variance", noise.pow(2).sum(1).mean())
+            self.num_batches_tracked.add_(1)
+        return out.reshape(x.shape)
+
+    def _follow_device(self, x: torch.Tensor) -> None:
+        buf = self.running_noise_variance
+        if buf.device != x.device:
+            self.to(x.device)
+
+    def extra_repr(self) -> str:
+        parts = [f"share={self.share!r}", f"scale={self.scale:g}"]
+        if self.relative_scale is not None:
+            parts.append(f"relative_scale={self.relative_scale:g}")
+        parts.append(f"seed={self.seed}")
+        return ", ".join(parts)
+
+
+class IsotropicNoise(NoiseModule):
+    r"""Isotropic Gaussian noise, :math:`\epsilon \sim \mathcal N(0, \sigma^2 I)`.
+
+    Parameters
+    ----------
+    std
+        Standard deviation :math:`\sigma \ge 0` of every unit.
+    n_units
+        Optional number of units (``"flat"``) or channels (``"channel"``); needed for
+        :attr:`trace` and checked against the layer when given.
+    **kwargs
+        ``share``, ``scale``, ``relative_scale``, ``momentum``, ``track_snr``, ``seed``,
+        ``generator`` (see :class:`NoiseModule`).
+    """
+
+    def __init__(self, std: float, *, n_units: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.std = _check_nonneg_float(std, name="std", owner="IsotropicNoise")
+        if n_units is not None and (not isinstance(n_units, (int, np.integer)) or n_units < 1):
+            raise ValueError(
+                f"The 'n_units' parameter of IsotropicNoise must be a positive int or None. "
+                f"Got {n_units!r} instead."
+            )
+        self._n_units = None if n_units is None else int(n_units)
+
+    @property
+    def n_units(self) -> int | None:
+        return self._n_units
+
+    def _add_noise(self, x3, draws, s):
+        return torch.add(x3, draws[0], alpha=s * self.std)
+
+    def _trace(self) -> float:
+        if self._n_units is None:
+            raise ValueError(
+                "IsotropicNoise needs 'n_units' to know its trace; build it with "
+                "IsotropicNoise(std, n_units=D) or use expected_total_variance(x)."
+            )
+        return self.std**2 * self._n_units
+
+    def _base_total_variance(self, x3):
+        return torch.as_tensor(self.std**2 * x3.shape[1] * x3.shape[2], dtype=torch.float64)
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """The ``n_units x n_units`` covariance at the current scale."""
+        return (self.scale * self.std) ** 2 * torch.eye(self._trace_units())
+
+    def _trace_units(self) -> int:
+        self._trace()
+        return int(self._n_units)
+
+    def _extra_config(self):
+        return {"std": self.std}
+
+
+class DiagonalNoise(NoiseModule):
+    r"""Independent Gaussian noise per unit, :math:`\epsilon \sim \mathcal N(0, \mathrm{diag}(v))`.
+
+    Parameters
+    ----------
+    variance
+        Per-unit variances :math:`v \ge 0`, shape ``(D,)`` for ``"flat"`` (or the layer's
+        unit shape, flattened) or ``(C,)`` for ``"channel"``.
+    **kwargs
+        See :class:`NoiseModule`.
+    """
+
+    _broadcasts_scalar = True
+
+    def __init__(self, variance: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer(
+            "variance", _as_vector(variance, name="variance", owner="DiagonalNoise")
+        )
+
+    @property
+    def n_units(self) -> int:
+        return int(self.variance.numel())
+
+    def _add_noise(self, x3, draws, s):
+        sd = self.variance.to(x3.dtype).sqrt()[None, :, None]
+        return torch.addcmul(x3, sd, draws[0], value=s)
+
+    def _trace(self) -> float:
+        return float(self.variance.double().sum())
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """The diagonal covariance matrix at the current scale."""
+        return self.scale**2 * torch.diag(self.variance)
+
+
+class CovarianceNoise(NoiseModule):
+    r"""Gaussian noise with a full covariance, :math:`\epsilon = L z`, :math:`L L^T = \Sigma`.
+
+    The factor is computed once from the eigendecomposition
+    :math:`\Sigma = V \Lambda V^T`, :math:`L = V \Lambda_+^{1/2}`, which works for singular
+    (rank-deficient) covariances too; slightly negative eigenvalues from rounding are clipped
+    to zero and reported in :attr:`factor_info`. Sampling costs ``O(B P D^2)``.
+
+    Parameters
+    ----------
+    cov_matrix
+        Symmetric positive semi-definite ``D x D`` matrix (ndarray, tensor or DataArray with
+        dims ``("unit", "unit_j")``); ``D`` = flattened units (``"flat"``) or channels
+        (``"channel"``).
+    psd_tol
+        Relative tolerance for negative eigenvalues (``min eig >= -psd_tol * max |eig|``).
+    **kwargs
+        See :class:`NoiseModule`.
+    """
+
+    def __init__(self, cov_matrix: Any, *, psd_tol: float = 1e-6, **kwargs: Any) -> None:
+        _share_from_attrs(cov_matrix, kwargs)
+        super().__init__(**kwargs)
+        cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="CovarianceNoise")
+        evals, _, factor, info = psd_factor(
+            cov, name="cov_matrix", owner="CovarianceNoise", psd_tol=psd_tol
+        )
+        self.factor_info: dict[str, Any] = info
+        self.register_buffer("factor", torch.as_tensor(factor, dtype=torch.float32))
+        self.register_buffer("eigenvalues", torch.as_tensor(evals, dtype=torch.float32))
+
+    @property
+    def n_units(self) -> int:
+        return int(self.factor.shape[0])
+
+    def _add_noise(self, x3, draws, s):
+        factor = self.factor.to(x3.dtype)
+        z = draws[0]
+        if z.shape[2] == 1:  # flat: one GEMM, x + s * z L^T
+            return torch.addmm(x3[:, :, 0], z[:, :, 0], factor.T, alpha=s)[:, :, None]
+        return torch.add(x3, torch.matmul(factor, z), alpha=s)
+
+    def _trace(self) -> float:
+        return float(self.factor.double().pow(2).sum())
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """The covariance ``scale**2 * L L^T``."""
+        return self.scale**2 * (self.factor @ self.factor.T)
+
+
+class LowRankNoise(NoiseModule):
+    r"""Low-rank plus diagonal Gaussian noise, :math:`\Sigma = F F^T + \mathrm{diag}(d)`.
+
+    Sampled as :math:`\epsilon = F z_1 + d^{1/2} \odot z_2` with :math:`z_1 \sim \mathcal N(0,
+    I_r)`, :math:`z_2 \sim \mathcal N(0, I_D)`, costing ``O(B P D r)`` instead of ``O(B P D^2)``
+    (the factor-analysis form of a covariance; e.g. Bishop 2006, ch. 12.2.4).
+
+    Parameters
+    ----------
+    factors
+        ``(D, r)`` matrix :math:`F`.
+    diagonal
+        Non-negative per-unit variances :math:`d`, shape ``(D,)``, or a scalar (isotropic
+        residual); 0 gives a purely low-rank covariance.
+    **kwargs
+        See :class:`NoiseModule`.
+
+    See Also
+    --------
+    LowRankNoise.from_covariance : top-``r`` eigenvectors plus the residual diagonal.
+    """
+
+    def __init__(self, factors: Any, diagonal: Any = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        f = as_numpy_matrix(factors, name="factors", owner="LowRankNoise")
+        if f.ndim == 1:
+            f = f[:, None]
+        if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
+            raise ValueError(
+                "The 'factors' parameter of LowRankNoise must be a (D, r) matrix. "
+                f"Got shape {f.shape} instead."
+            )
+        d = _as_vector(diagonal, name="diagonal", owner="LowRankNoise")
+        if d.numel() == 1:
+            d = d.expand(f.shape[0]).clone()
+        if d.numel() != f.shape[0]:
+            raise ValueError(
+                f"The 'diagonal' parameter of LowRankNoise must have {f.shape[0]} entries (one "
+                f"per row of 'factors') or be a scalar. Got {d.numel()} instead."
+            )
+        self.register_buffer("factors", torch.as_tensor(f, dtype=torch.float32))
+        self.register_buffer("diagonal", d)
+
+    @classmethod
+    def from_covariance(
+        cls, cov_matrix: Any, rank: int, *, residual: str = "diagonal", **kwargs: Any
+    ) -> LowRankNoise:
+        r"""Build from the top-``rank`` eigenpairs of a covariance.
+
+        :math:`F = V_r \Lambda_r^{1/2}`; with ``residual="diagonal"`` the diagonal is
+        :math:`d = \mathrm{diag}(\Sigma - F F^T) \ge 0`, so :math:`\mathrm{tr}(FF^T +
+        \mathrm{diag}(d)) = \mathrm{tr}(\Sigma)` (same total variance); with ``"none"`` the
+        residual is dropped (pure truncation, smaller trace).
+        """
+        cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="LowRankNoise.from_covariance")
+        evals, evecs, _, _ = psd_factor(
+            cov, name="cov_matrix", owner="LowRankNoise.from_covariance"
+        )
+        n = cov.shape[0]
+        if not isinstance(rank, (int, np.integer)) or not 1 <= rank <= n:
+            raise ValueError(
+                f"The 'rank' parameter of LowRankNoise.from_covariance must be an int in "
+                f"[1, {n}]. Got {rank!r} instead."
+            )
+        if residual not in ("diagonal", "none"):
+            raise ValueError(
+                "The 'residual' parameter of LowRankNoise.from_covariance must be 'diagonal' or "
+                f"'none'. Got {residual!r} instead."
+            )
+        f = evecs[:, ::-1][:, :rank] * np.sqrt(evals[::-1][:rank])[None, :]
+        if residual == "diagonal":
+            d = np.clip(np.diag(cov) - np.sum(f**2, axis=1), 0.0, None)
+        else:
+            d = np.zeros(n)
+        _share_from_attrs(cov_matrix, kwargs)
+        return cls(f, d, **kwargs)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.factors.shape[0])
+
+    @property
+    def rank(self) -> int:
+        """Number of columns of the factor matrix."""
+        return int(self.factors.shape[1])
+
+    def _draw_shapes(self, batch, d, p):
+        return [(batch, self.rank, p), (batch, d, p)]
+
+    def _add_noise(self, x3, draws, s):
+        f = self.factors.to(x3.dtype)
+        sd = self.diagonal.to(x3.dtype).sqrt()[None, :, None]
+        z1, z2 = draws
+        out = torch.addcmul(x3, sd, z2, value=s)
+        if z1.shape[2] == 1:  # flat: x + s (d^1/2 * z2) + s z1 F^T, O(B D r)
+            return out[:, :, 0].addmm_(z1[:, :, 0], f.T, alpha=s)[:, :, None]
+        return out.add_(torch.matmul(f, z1), alpha=s)
+
+    def _trace(self) -> float:
+        return float(self.factors.double().pow(2).sum() + self.diagonal.double().sum())
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """The dense covariance ``scale**2 (F F^T + diag(d))``."""
+        return self.scale**2 * (self.factors @ self.factors.T + torch.diag(self.diagonal))
+
+    def _extra_config(self):
+        return {"rank": self.rank}
+
+
+class PoissonLikeNoise(NoiseModule):
+    r"""Gaussian noise with variance proportional to the rectified activation (Poisson-like).
+
+    .. math:: x_{noisy} = x + \mathrm{scale} \cdot \sqrt{F\,(\max(x, 0) + \varepsilon)}\; z,
+              \qquad z \sim \mathcal N(0, 1)
+
+    so the variance is :math:`F` times the (rectified) mean, a Fano factor :math:`F` as in
+    cortex; this is VOneNet's stochastic layer (Dapello et al. 2020), whose
+    :math:`\varepsilon = 10^{-5}` keeps the gradient of the square root finite at 0.
+    Draws are independent across units (no covariance).
+
+    Parameters
+    ----------
+    fano
+        Fano factor :math:`F \ge 0`: a scalar, or one per unit (``"flat"``) / channel
+        (``"channel"``).
+    eps
+        Small variance floor :math:`\varepsilon \ge 0`.
+    **kwargs
+        See :class:`NoiseModule`.
+    """
+
+    def __init__(self, fano: Any = 1.0, *, eps: float = 1e-5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer("fano", _as_vector(fano, name="fano", owner="PoissonLikeNoise"))
+        self.eps = _check_nonneg_float(eps, name="eps", owner="PoissonLikeNoise")
+
+    @property
+    def n_units(self) -> int | None:
+        n = int(self.fano.numel())
+        return None if n == 1 else n
+
+    def _variance(self, x3: torch.Tensor) -> torch.Tensor:
+        fano = self.fano.to(x3.dtype)[None, :, None]
+        return fano * (torch.relu(x3) + self.eps)
+
+    def _add_noise(self, x3, draws, s):
+        return torch.addcmul(x3, self._variance(x3).sqrt(), draws[0], value=s)
+
+    def _trace(self) -> float:
+        raise TypeError(
+            "PoissonLikeNoise has no fixed covariance: its variance follows the input. "
+            "Use expected_total_variance(x) or neurovar.noise.scale_to_activation_variance."
+        )
+
+    def _base_total_variance(self, x3):
+        return self._variance(x3.to(torch.float64)).sum(dim=(1, 2)).mean()
+
+    def _extra_config(self):
+        fano = self.fano.tolist()
+        return {"fano": fano[0] if len(fano) == 1 else fano, "eps": self.eps}

@@ -1,0 +1,179 @@
+"""Tests for neurovar.noise.controls: matched trace, diagonal, isotropic, rotated spectrum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from noise_helpers import assert_rng_unchanged, random_cov, rng_states
+from scipy import stats
+
+from neurovar.noise import (
+    CovarianceNoise,
+    DiagonalNoise,
+    IsotropicNoise,
+    LowRankNoise,
+    PoissonLikeNoise,
+    diagonal_control,
+    isotropic_control,
+    match_total_variance,
+    matched_controls,
+    noise_from_covariance,
+    random_orthogonal,
+    rotate_spectrum,
+)
+
+
+@pytest.fixture
+def cov() -> np.ndarray:
+    return random_cov(7, np.random.default_rng(0))
+
+
+def _as_dataarray(cov: np.ndarray) -> xr.DataArray:
+    n = cov.shape[0]
+    return xr.DataArray(
+        cov,
+        dims=("unit", "unit_j"),
+        coords={"channel": ("unit", np.arange(n)), "channel_j": ("unit_j", np.arange(n))},
+        attrs={"share": "channel", "layer": "conv2"},
+    )
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch", "xarray"])
+def test_match_total_variance_exact_and_type_preserved(cov, kind):
+    data = {"numpy": cov, "torch": torch.as_tensor(cov), "xarray": _as_dataarray(cov)}[kind]
+    out = match_total_variance(data, 3.25)
+    assert type(out) is type(data)
+    arr = np.asarray(out.values if kind == "xarray" else out)
+    assert np.trace(arr) == pytest.approx(3.25, rel=1e-13, abs=0)
+    np.testing.assert_allclose(arr / np.trace(arr), cov / np.trace(cov), rtol=1e-12)
+    if kind == "xarray":
+        assert out.attrs["layer"] == "conv2" and out.attrs["control"] == "matched_total_variance"
+        assert list(out.channel.values) == list(range(7))
+
+
+def test_match_total_variance_on_modules(cov):
+    for noise in (
+        CovarianceNoise(cov, seed=0),
+        LowRankNoise(np.ones((7, 2)), 0.3, seed=0),
+        DiagonalNoise(np.arange(1, 8), seed=0),
+        IsotropicNoise(2.0, n_units=7, seed=0),
+    ):
+        matched = match_total_variance(noise, 5.0)
+        assert matched is not noise and matched.trace == pytest.approx(5.0, rel=1e-12, abs=0)
+        assert noise.scale == 1.0  # input not modified
+        x = torch.zeros(20000, 7)
+        assert (matched(x) - x).pow(2).sum(1).mean().item() == pytest.approx(5.0, rel=0.03)
+    with pytest.raises(ValueError, match="n_units"):
+        match_total_variance(IsotropicNoise(1.0), 1.0)
+    with pytest.raises(TypeError, match="PoissonLikeNoise"):
+        match_total_variance(PoissonLikeNoise(), 1.0)
+    with pytest.raises(ValueError, match="'total_variance' parameter"):
+        match_total_variance(cov, -1.0)
+
+
+def test_diagonal_and_isotropic_controls(cov):
+    diag = diagonal_control(cov)
+    np.testing.assert_array_equal(np.diag(diag), np.diag(cov))
+    assert np.count_nonzero(diag - np.diag(np.diag(diag))) == 0
+    iso = isotropic_control(_as_dataarray(cov))
+    np.testing.assert_allclose(iso.values, np.eye(7) * np.trace(cov) / 7, rtol=1e-13)
+    assert iso.attrs["control"] == "isotropic"
+    module = CovarianceNoise(cov, scale=0.5, seed=3)
+    dn = diagonal_control(module)
+    assert isinstance(dn, DiagonalNoise) and dn.scale == 0.5 and dn.seed == 3
+    assert dn.trace == pytest.approx(module.trace, rel=1e-6)
+    inn = isotropic_control(module)
+    assert isinstance(inn, IsotropicNoise) and inn.trace == pytest.approx(module.trace, rel=1e-6)
+
+
+def test_rotate_spectrum_keeps_eigenvalues_changes_directions(cov):
+    before = rng_states()
+    rotated = rotate_spectrum(cov, rng=1)
+    np.testing.assert_allclose(np.linalg.eigvalsh(rotated), np.linalg.eigvalsh(cov), rtol=1e-10)
+    assert np.trace(rotated) == pytest.approx(np.trace(cov), rel=1e-12)
+    np.testing.assert_array_equal(rotated, rotated.T)
+    assert not np.allclose(rotated, cov, atol=1e-2)
+    # top eigenvector is no longer aligned with the original one
+    v0, v1 = np.linalg.eigh(cov)[1][:, -1], np.linalg.eigh(rotated)[1][:, -1]
+    assert abs(v0 @ v1) < 0.99
+    np.testing.assert_array_equal(rotate_spectrum(cov, rng=1), rotated)  # reproducible
+    assert not np.allclose(rotate_spectrum(cov, rng=2), rotated)
+    rotate_spectrum(torch.as_tensor(cov))  # rng=None uses fresh entropy, not the global RNG
+    assert_rng_unchanged(before)
+    with pytest.raises(TypeError, match="'rng' parameter"):
+        rotate_spectrum(cov, rng="seed")
+
+
+def test_random_orthogonal_is_haar_like_scipy():
+    q = random_orthogonal(6, rng=0)
+    np.testing.assert_allclose(q.T @ q, np.eye(6), atol=1e-12)
+    frame = random_orthogonal(9, k=3, rng=1)
+    np.testing.assert_allclose(frame.T @ frame, np.eye(3), atol=1e-12)
+    # compare the law of one entry and of the trace with scipy's Haar sampler (two-sample KS)
+    rng = np.random.default_rng(2)
+    ours = np.array([random_orthogonal(4, rng=rng) for _ in range(1500)])
+    theirs = stats.ortho_group.rvs(4, size=1500, random_state=np.random.default_rng(3))
+    for f in (lambda q: q[:, 0, 0], lambda q: np.trace(q, axis1=1, axis2=2)):
+        assert stats.ks_2samp(f(ours), f(theirs)).pvalue > 1e-3
+    # without the sign fix (LAPACK QR) Q[0, 0] is strongly biased and det(Q) has one sign
+    assert abs(np.mean(ours[:, 0, 0])) < 0.1
+    dets = np.sign(np.linalg.det(ours))
+    assert 0.4 < np.mean(dets > 0) < 0.6
+
+
+def test_rotate_low_rank_module_stays_low_rank():
+    rng = np.random.default_rng(4)
+    noise = LowRankNoise(rng.standard_normal((10, 3)), 0.2, share="channel", seed=5)
+    rotated = rotate_spectrum(noise, rng=0)
+    assert isinstance(rotated, LowRankNoise) and rotated.rank == 3 and rotated.seed == 5
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(rotated.covariance.double().numpy()),
+        np.linalg.eigvalsh(noise.covariance.double().numpy()),
+        rtol=1e-5,
+    )
+    assert not torch.allclose(rotated.covariance, noise.covariance, atol=1e-2)
+    with pytest.raises(ValueError, match="non-constant diagonal"):
+        rotate_spectrum(LowRankNoise(np.ones((3, 1)), [0.1, 0.2, 0.3]))
+    full = rotate_spectrum(CovarianceNoise(np.diag([1.0, 2.0, 3.0]), seed=0), rng=0)
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(full.covariance.double().numpy()), [1.0, 2.0, 3.0], rtol=1e-5
+    )
+
+
+def test_matched_controls_share_trace(cov):
+    da = _as_dataarray(cov)
+    controls = matched_controls(da, rng=0)
+    assert set(controls) == {"structured", "diagonal", "isotropic", "rotated"}
+    for name, c in controls.items():
+        assert float(np.trace(c.values)) == pytest.approx(np.trace(cov), rel=1e-12), name
+        assert c.dims == ("unit", "unit_j")
+
+
+def test_noise_from_covariance_kinds(cov):
+    da = _as_dataarray(cov)
+    full = noise_from_covariance(da, seed=0)
+    assert isinstance(full, CovarianceNoise) and full.share == "channel"
+    low = noise_from_covariance(da, kind="low_rank", rank=2, seed=0)
+    assert isinstance(low, LowRankNoise) and low.rank == 2 and low.share == "channel"
+    assert low.trace == pytest.approx(np.trace(cov), rel=1e-6)
+    diag = noise_from_covariance(cov, kind="diagonal", seed=0)
+    np.testing.assert_allclose(diag.variance.numpy(), np.diag(cov), rtol=1e-6)
+    iso = noise_from_covariance(cov, kind="isotropic", seed=0)
+    assert iso.trace == pytest.approx(np.trace(cov), rel=1e-6)
+    with pytest.raises(ValueError, match="needs the 'rank'"):
+        noise_from_covariance(cov, kind="low_rank")
+    with pytest.raises(ValueError, match="'kind' parameter"):
+        noise_from_covariance(cov, kind="banded")
+
+
+def test_matched_copy_restarts_from_seed_and_shares_user_generator():
+    noise = IsotropicNoise(1.0, n_units=3, seed=4)
+    x = torch.zeros(2, 3)
+    noise(x)  # advance the original's stream
+    matched = match_total_variance(noise, 12.0)  # 4x the variance: std doubles
+    assert torch.equal(matched(x), 2 * IsotropicNoise(1.0, n_units=3, seed=4)(x))
+    gen = torch.Generator().manual_seed(0)
+    shared = match_total_variance(IsotropicNoise(1.0, n_units=3, generator=gen), 3.0)
+    assert shared._user_generator is gen

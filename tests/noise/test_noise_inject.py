@@ -1,0 +1,230 @@
+"""Tests for neurovar.noise.inject: hooks added/removed, reproducibility, training with noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from noise_helpers import assert_rng_unchanged, make_tiny_cnn, rng_states
+from torch import nn
+
+from neurovar.noise import (
+    CovarianceNoise,
+    IsotropicNoise,
+    LowRankNoise,
+    NoiseHook,
+    PoissonLikeNoise,
+    find_noise_hooks,
+    frozen_noise,
+    inject_noise,
+    suspend_noise,
+)
+
+
+def _n_hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def _low_rank(seed: int = 0) -> LowRankNoise:
+    f = np.random.default_rng(0).standard_normal((6, 2))
+    return LowRankNoise(f, 0.1, share="channel", seed=seed)
+
+
+def test_injection_changes_output_and_is_removed(tiny_cnn, images):
+    clean = tiny_cnn(images)
+    with inject_noise(tiny_cnn, {"conv2": _low_rank()}) as handle:
+        assert _n_hooks(tiny_cnn) == 1
+        noisy = tiny_cnn(images)
+        assert not torch.allclose(noisy, clean)
+        assert not handle.removed
+    assert handle.removed
+    assert _n_hooks(tiny_cnn) == 0
+    assert torch.equal(tiny_cnn(images), clean)
+
+
+def test_hooks_removed_after_exception(tiny_cnn, images):
+    clean = tiny_cnn(images)
+    with pytest.raises(RuntimeError, match="boom"):
+        with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}):
+            tiny_cnn(images)
+            raise RuntimeError("boom")
+    assert _n_hooks(tiny_cnn) == 0
+    assert torch.equal(tiny_cnn(images), clean)
+
+
+def test_persistent_handle_enable_toggle_and_remove(tiny_cnn, images):
+    clean = tiny_cnn(images)
+    handle = inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}, enabled=False)
+    assert torch.equal(tiny_cnn(images), clean)
+    hook = next(iter(tiny_cnn.conv1._forward_hooks.values()))
+    assert not hook._neurovar_noise  # recorder sees no active noise while disabled
+    handle.enabled = True
+    assert hook._neurovar_noise is True
+    assert not torch.allclose(tiny_cnn(images), clean)
+    handle.remove()
+    handle.remove()  # idempotent
+    assert _n_hooks(tiny_cnn) == 0
+
+
+def test_unknown_layer_lists_valid_names(tiny_cnn):
+    with pytest.raises(ValueError, match=r"\['conv3'\].*'conv1', 'relu1', 'conv2'"):
+        inject_noise(tiny_cnn, {"conv3": IsotropicNoise(1.0)})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        inject_noise(tiny_cnn, {})
+    with pytest.raises(TypeError, match="noise module"):
+        inject_noise(tiny_cnn, {"conv1": 3.0})
+    assert _n_hooks(tiny_cnn) == 0
+
+
+def test_same_seed_bit_identical_outputs(images):
+    outs = []
+    for _ in range(2):
+        model = make_tiny_cnn()
+        with inject_noise(
+            model, {"conv1": _low_rank_c4(seed=3), "fc": IsotropicNoise(0.5, seed=9)}
+        ):
+            outs.append(model(images))
+    assert torch.equal(outs[0], outs[1])
+    model = make_tiny_cnn()
+    with inject_noise(model, {"conv1": _low_rank_c4(seed=4), "fc": IsotropicNoise(0.5, seed=9)}):
+        assert not torch.equal(model(images), outs[0])
+
+
+def _low_rank_c4(seed: int) -> LowRankNoise:
+    return LowRankNoise(np.ones((4, 1)), 0.2, share="channel", seed=seed)
+
+
+def test_earlier_layers_untouched(tiny_cnn, images):
+    seen: dict[str, list[torch.Tensor]] = {"conv1": [], "relu2": []}
+
+    def grab(name):
+        return lambda m, i, o: seen[name].append(o.detach().clone())
+
+    handles = [getattr(tiny_cnn, n).register_forward_hook(grab(n)) for n in seen]
+    try:
+        tiny_cnn(images)
+        with inject_noise(tiny_cnn, {"conv2": CovarianceNoise(np.eye(6), share="channel", seed=0)}):
+            tiny_cnn(images)
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.equal(seen["conv1"][0], seen["conv1"][1])  # before the noise site
+    assert not torch.allclose(seen["relu2"][0], seen["relu2"][1])  # after it
+
+
+def test_marker_and_find_noise_hooks(tiny_cnn):
+    with inject_noise(tiny_cnn, {"fc": IsotropicNoise(1.0), "conv2": PoissonLikeNoise()}):
+        found = find_noise_hooks(tiny_cnn)
+        assert [name for name, _ in found] == ["conv2", "fc"]  # forward order
+        for _, hook in found:
+            assert isinstance(hook, NoiseHook) and hook._neurovar_noise is True
+        markers = [
+            h
+            for m in tiny_cnn.modules()
+            for h in m._forward_hooks.values()
+            if getattr(h, "_neurovar_noise", False)
+        ]
+        assert len(markers) == 2
+    assert find_noise_hooks(tiny_cnn) == []
+
+
+def test_batch_expanded_before_noise_gives_independent_trials(tiny_cnn, images):
+    """Mimic the recorder: a prepended hook repeats each image n_trials times at the noise site."""
+    n_trials = 50
+    x = images[:2]
+    clean = tiny_cnn(x)
+    noise = CovarianceNoise(0.05 * np.eye(6), share="channel", seed=0)
+    with inject_noise(tiny_cnn, {"conv2": noise}):
+        expand = tiny_cnn.conv2.register_forward_hook(
+            lambda m, i, o: o.repeat_interleave(n_trials, dim=0), prepend=True
+        )
+        try:
+            out = tiny_cnn(x).reshape(2, n_trials, -1)
+        finally:
+            expand.remove()
+    assert not torch.allclose(out[:, 0], out[:, 1])  # trials differ
+    sd = out.std(dim=1)
+    assert torch.all(sd > 0)
+    # trial mean is close to the clean output (small noise, averaged over trials)
+    assert torch.allclose(
+        out.mean(dim=1), clean, atol=4 * sd.max().item() / np.sqrt(n_trials) + 0.05
+    )
+
+
+def test_frozen_noise_context(tiny_cnn, images):
+    noise = IsotropicNoise(1.0, seed=0)
+    with inject_noise(tiny_cnn, {"conv1": noise}) as handle:
+        with frozen_noise(handle):
+            a, b = tiny_cnn(images), tiny_cnn(images)
+            assert noise.frozen
+        assert torch.equal(a, b)
+        assert not noise.frozen
+        assert not torch.equal(tiny_cnn(images), tiny_cnn(images))
+        with frozen_noise(tiny_cnn):  # a model: all its injected noise
+            assert noise.frozen
+        handle.freeze()
+        c = tiny_cnn(images)
+        assert torch.equal(c, tiny_cnn(images))
+        handle.unfreeze()
+    with pytest.raises(TypeError, match="frozen_noise"):
+        with frozen_noise("noise"):
+            pass
+
+
+def test_suspend_noise_gives_clean_output(tiny_cnn, images):
+    clean = tiny_cnn(images)
+    with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}):
+        with suspend_noise(tiny_cnn):
+            assert torch.equal(tiny_cnn(images), clean)
+        assert not torch.allclose(tiny_cnn(images), clean)
+
+
+def test_model_state_and_global_rng_unchanged(tiny_cnn, images):
+    tiny_cnn.eval()
+    before = rng_states()
+    with inject_noise(tiny_cnn, {"conv2": _low_rank(), "fc": PoissonLikeNoise(seed=1)}):
+        tiny_cnn(images)
+    assert_rng_unchanged(before)
+    assert not tiny_cnn.training
+    assert all(not m.training for m in tiny_cnn.modules())
+
+
+def test_noise_applied_in_eval_and_train_and_running_stats_follow_mode(tiny_cnn, images):
+    noise = IsotropicNoise(0.5, n_units=4, share="channel", relative_scale=0.1, seed=0)
+    with inject_noise(tiny_cnn, {"conv1": noise}):
+        tiny_cnn.train()
+        tiny_cnn(images)
+        assert int(noise.num_batches_tracked) == 1 and noise.training
+        tiny_cnn.eval()
+        clean = None
+        with suspend_noise(tiny_cnn):
+            clean = tiny_cnn(images)
+        assert not torch.allclose(tiny_cnn(images), clean)  # noise also at test time
+        assert int(noise.num_batches_tracked) == 1 and not noise.training
+
+
+def test_training_with_injected_noise_reduces_loss():
+    gen = torch.Generator().manual_seed(0)
+    n = 96
+    labels = torch.arange(n) % 3
+    templates = torch.randn(3, 1, 8, 8, generator=gen)
+    x = templates[labels] + 0.8 * torch.randn(n, 1, 8, 8, generator=gen)
+    model = make_tiny_cnn(seed=1)
+    noise = LowRankNoise(np.ones((6, 2)) / 2, 0.05, share="channel", relative_scale=0.2, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    handle = inject_noise(model, {"conv2": noise})
+    losses = []
+    try:
+        model.train()
+        for _ in range(60):
+            opt.zero_grad()
+            loss = loss_fn(model(x), labels)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        handle.remove()
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert noise.effective_snr == pytest.approx(5.0, rel=0.25)
+    assert _n_hooks(model) == 0

@@ -1,0 +1,286 @@
+"""Tests for neurovar.noise.models: sampled covariances, seeds, frozen draws, validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from noise_helpers import assert_cov_close, assert_rng_unchanged, random_cov, rng_states
+
+from neurovar.noise import (
+    CovarianceNoise,
+    DiagonalNoise,
+    IsotropicNoise,
+    LowRankNoise,
+    NoiseModule,
+    PoissonLikeNoise,
+)
+
+D = 6
+N = 20000
+
+
+def _empirical(noise: NoiseModule, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    eps = (noise(x) - x).double().reshape(x.shape[0], -1).numpy()
+    return eps.mean(axis=0), np.cov(eps, rowvar=False, ddof=1)
+
+
+def _cases() -> list[tuple[str, NoiseModule, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    full = random_cov(D, rng)
+    singular = random_cov(D, rng, rank=2)
+    f = rng.standard_normal((D, 2))
+    d = rng.uniform(0.1, 1.0, D)
+    var = rng.uniform(0.2, 2.0, D)
+    return [
+        ("isotropic", IsotropicNoise(0.7, seed=0), 0.49 * np.eye(D)),
+        ("isotropic_scaled", IsotropicNoise(0.7, n_units=D, scale=2, seed=0), 1.96 * np.eye(D)),
+        ("diagonal", DiagonalNoise(var, seed=1), np.diag(var)),
+        ("full", CovarianceNoise(full, seed=2), full),
+        ("singular", CovarianceNoise(singular, seed=3), singular),
+        ("low_rank", LowRankNoise(f, d, seed=4), f @ f.T + np.diag(d)),
+        ("low_rank_scaled", LowRankNoise(f, d, scale=0.5, seed=4), 0.25 * (f @ f.T + np.diag(d))),
+    ]
+
+
+@pytest.mark.parametrize("name,noise,target", _cases(), ids=[c[0] for c in _cases()])
+def test_sampled_noise_has_target_covariance(name, noise, target):
+    x = torch.zeros(N, D)
+    mean, cov = _empirical(noise, x)
+    assert np.all(np.abs(mean) <= 5 * np.sqrt(np.diag(target) / N) + 1e-7)
+    assert_cov_close(cov, target, N)
+    if noise.n_units is not None:
+        np.testing.assert_allclose(noise.covariance.double().numpy(), target, rtol=1e-5, atol=1e-6)
+
+
+def test_poisson_like_variance_follows_rectified_mean():
+    mean_rate = torch.tensor([-1.0, 0.0, 0.5, 2.0, 4.0])
+    x = mean_rate.expand(N, -1).clone()
+    noise = PoissonLikeNoise(1.5, seed=0)
+    mean, cov = _empirical(noise, x)
+    target = np.diag(1.5 * (np.clip(mean_rate.numpy(), 0, None) + 1e-5))
+    assert np.all(np.abs(mean) <= 5 * np.sqrt(np.diag(target) / N) + 1e-6)
+    assert_cov_close(cov, target, N)
+    # per-channel Fano factors with share="channel"
+    x4 = torch.full((N, 2, 1, 1), 2.0)
+    noisy = PoissonLikeNoise([0.5, 3.0], share="channel", seed=1)(x4) - x4
+    np.testing.assert_allclose(noisy.var(dim=0).flatten().numpy(), [1.0, 6.0], rtol=0.05)
+
+
+def test_channel_sharing_same_covariance_at_every_position_independent_across():
+    rng = np.random.default_rng(2)
+    cov_c = random_cov(3, rng)
+    noise = CovarianceNoise(cov_c, share="channel", seed=5)
+    x = torch.zeros(8000, 3, 2, 2)
+    eps = (noise(x) - x).double().numpy()
+    for yy in range(2):
+        for xx in range(2):
+            assert_cov_close(np.cov(eps[:, :, yy, xx], rowvar=False), cov_c, 8000)
+    # channels at different positions are independent
+    flat = eps.reshape(8000, -1)
+    full = np.cov(flat, rowvar=False)
+    block = full[np.ix_(range(0, 12, 4), range(3, 12, 4))]  # positions (0,0) vs (1,1)
+    se = np.sqrt(np.outer(np.diag(cov_c), np.diag(cov_c)) / 8000)
+    assert np.all(np.abs(block) <= 5 * se)
+
+
+def test_low_rank_channel_matches_dense():
+    rng = np.random.default_rng(3)
+    f, d = rng.standard_normal((4, 2)), rng.uniform(0.1, 0.5, 4)
+    noise = LowRankNoise(f, d, share="channel", seed=0)
+    x = torch.zeros(8000, 4, 3)
+    eps = (noise(x) - x).double().numpy()
+    for p in range(3):
+        assert_cov_close(np.cov(eps[:, :, p], rowvar=False), f @ f.T + np.diag(d), 8000)
+
+
+def test_same_seed_bit_identical_and_independent_rows():
+    x = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    cov = random_cov(4, rng)
+    a = CovarianceNoise(cov, share="channel", seed=11)(x)
+    b = CovarianceNoise(cov, share="channel", seed=11)(x)
+    c = CovarianceNoise(cov, share="channel", seed=12)(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    # identical inputs in a batch get independent draws
+    same = x[:1].expand(4, -1, -1, -1)
+    out = IsotropicNoise(1.0, seed=0)(same)
+    assert not torch.allclose(out[0], out[1])
+    # a given torch.Generator drives the draws
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(IsotropicNoise(1.0, generator=g1)(x), IsotropicNoise(1.0, generator=g2)(x))
+    # manual_seed resets the stream
+    noise = IsotropicNoise(1.0, seed=3)
+    first = noise(x)
+    assert not torch.equal(noise(x), first)
+    noise.manual_seed(3)
+    assert torch.equal(noise(x), first)
+
+
+def test_global_rng_untouched():
+    before = rng_states()
+    x = torch.zeros(3, 4)
+    for noise in (IsotropicNoise(1.0), LowRankNoise(np.ones((4, 2)), 0.1), PoissonLikeNoise()):
+        noise(x)
+        assert isinstance(noise.seed, int)  # a fresh seed is recorded for reproducibility
+    assert_rng_unchanged(before)
+
+
+def test_frozen_replays_draw():
+    x = torch.rand(3, 5)
+    noise = PoissonLikeNoise(1.0, seed=0)
+    noise.freeze()
+    a, b = noise(x), noise(x)
+    assert torch.equal(a, b)
+    # the standard-normal draw is replayed, so the noise still follows the input
+    np.testing.assert_allclose(
+        ((noise(4 * x) - 4 * x) / (a - x)).numpy(),
+        np.sqrt((4 * x.numpy() + 1e-5) / (x.numpy() + 1e-5)),
+        rtol=1e-4,
+    )
+    with pytest.raises(ValueError, match="frozen"):
+        noise(torch.rand(4, 5))
+    noise.unfreeze()
+    assert not torch.equal(noise(x), noise(x))
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: CovarianceNoise(np.array([[1.0, 0.5], [0.0, 1.0]])), "symmetric"),
+        (lambda: CovarianceNoise(np.array([[1.0, 2.0], [2.0, 1.0]])), "positive semi-definite"),
+        (lambda: CovarianceNoise(np.ones((2, 3))), "square"),
+        (lambda: CovarianceNoise(np.array([[np.nan, 0], [0, 1.0]])), "NaN"),
+        (lambda: DiagonalNoise([1.0, -0.1]), "non-negative"),
+        (lambda: IsotropicNoise(-1.0), r"'std' parameter of IsotropicNoise must be in \[0, inf\)"),
+        (lambda: IsotropicNoise(1.0, share="spatial"), "'share' parameter"),
+        (lambda: IsotropicNoise(1.0, seed=1, generator=torch.Generator()), "not both"),
+        (lambda: IsotropicNoise(1.0, seed=-1), "'seed' parameter"),
+        (lambda: LowRankNoise(np.ones((4, 2)), [1.0, 1.0]), "'diagonal' parameter"),
+        (lambda: PoissonLikeNoise(-1.0), "'fano' parameter"),
+        (lambda: IsotropicNoise(1.0, momentum=0.0), "'momentum' parameter"),
+    ],
+)
+def test_invalid_parameters(factory, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        factory()
+
+
+def test_wrong_size_for_layer_names_both_layouts():
+    noise = CovarianceNoise(np.eye(4), seed=0)
+    with pytest.raises(ValueError, match=r"built for 4 flattened units.*share='channel'"):
+        noise(torch.zeros(2, 4, 3, 3))
+    assert noise(torch.zeros(2, 4)).shape == (2, 4)
+    chan = CovarianceNoise(np.eye(4), share="channel", seed=0)
+    assert chan(torch.zeros(2, 4, 3, 3)).shape == (2, 4, 3, 3)
+    with pytest.raises(ValueError, match="batch dim"):
+        chan(torch.zeros(4))
+
+
+def test_near_singular_covariance_clipped_and_reported():
+    rng = np.random.default_rng(4)
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    evals = np.array([-1e-7, 0.0, 0.5, 1.0, 2.0])
+    cov = (q * evals) @ q.T
+    with pytest.warns(RuntimeWarning, match="clipped 1"):
+        noise = CovarianceNoise(cov, seed=0)
+    assert noise.factor_info["n_clipped"] == 1
+    assert noise.factor_info["rank"] == 3
+    np.testing.assert_allclose(
+        noise.covariance.double().numpy(), (q * np.clip(evals, 0, None)) @ q.T, atol=1e-6
+    )
+
+
+def test_low_rank_from_covariance_keeps_trace_and_top_directions():
+    rng = np.random.default_rng(5)
+    cov = random_cov(8, rng)
+    lr = LowRankNoise.from_covariance(cov, 3, seed=0)
+    assert lr.rank == 3
+    assert lr.trace == pytest.approx(np.trace(cov), rel=1e-6)
+    np.testing.assert_allclose(np.diag(lr.covariance.numpy()), np.diag(cov), rtol=1e-5)
+    top = np.linalg.eigh(cov)[0][-3:]
+    np.testing.assert_allclose(
+        np.linalg.svd(lr.factors.numpy(), compute_uv=False) ** 2, top[::-1], rtol=1e-5
+    )
+    full = LowRankNoise.from_covariance(cov, 8, residual="none", seed=0)
+    np.testing.assert_allclose(full.covariance.numpy(), cov, atol=1e-5)
+    with pytest.raises(ValueError, match="'rank' parameter"):
+        LowRankNoise.from_covariance(cov, 9)
+
+
+def test_relative_scale_follows_layer_and_reports_snr():
+    gen = torch.Generator().manual_seed(0)
+    noise = LowRankNoise(np.ones((10, 2)), 1.0, relative_scale=0.25, momentum=0.5, seed=0)
+    noise.train()
+    for _ in range(40):
+        x = 3.0 * torch.randn(256, 10, generator=gen)  # total variance 90
+        noise(x)
+    assert noise.effective_snr == pytest.approx(4.0, rel=0.1)
+    assert noise.expected_total_variance(x) == pytest.approx(0.25 * 90, rel=0.1)
+    # in eval mode the running estimate is frozen: bigger activations get no more noise
+    noise.eval()
+    tracked = int(noise.num_batches_tracked)
+    big = 10 * x
+    assert (noise(big) - big).pow(2).sum(1).mean().item() == pytest.approx(22.5, rel=0.15)
+    assert int(noise.num_batches_tracked) == tracked
+    # back in training the scale follows the layer
+    noise.train()
+    for _ in range(20):
+        big = 30.0 * torch.randn(256, 10, generator=gen)
+        noise(big)
+    assert noise.expected_total_variance(big) == pytest.approx(0.25 * 9000, rel=0.1)
+    # a fixed scale does not follow: SNR grows with the activation
+    fixed = IsotropicNoise(1.0, track_snr=True, seed=0)
+    for _ in range(5):
+        fixed(30.0 * torch.randn(256, 10, generator=gen))
+    assert fixed.effective_snr == pytest.approx(900.0, rel=0.1)
+    assert np.isnan(IsotropicNoise(1.0).effective_snr)
+
+
+def test_dtype_device_and_config():
+    noise = LowRankNoise(np.ones((4, 2)), 0.5, seed=0).to(torch.float64)
+    assert noise.factors.dtype == torch.float64
+    out = noise(torch.zeros(3, 4, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    cfg = noise.config()
+    assert json.loads(json.dumps(cfg))["rank"] == 2
+    assert cfg["type"] == "LowRankNoise" and cfg["seed"] == 0
+    with pytest.raises(TypeError, match="floating"):
+        noise(torch.zeros(3, 4, dtype=torch.long))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_follows_device_and_is_reproducible():
+    noise = CovarianceNoise(np.eye(3), share="channel", seed=0)
+    x = torch.zeros(4, 3, 2, 2, device="cuda")
+    a = noise(x)
+    assert a.device.type == "cuda" and noise.factor.device.type == "cuda"
+    b = CovarianceNoise(np.eye(3), share="channel", seed=0).cuda()(x)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        IsotropicNoise(0.3, seed=0),
+        DiagonalNoise(np.full(12, 0.2), seed=0),
+        CovarianceNoise(np.eye(3), share="channel", seed=0),
+        LowRankNoise(np.ones((12, 2)), 0.1, seed=0),
+        LowRankNoise(np.ones((3, 2)), 0.1, share="channel", seed=0),
+    ],
+    ids=["isotropic", "diagonal", "full_channel", "low_rank_flat", "low_rank_channel"],
+)
+def test_additive_noise_passes_gradient_unchanged(noise):
+    x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    (noise(x) * 2.0).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 2.0))
+
+
+def test_poisson_like_gradient_finite_at_zero():
+    x = torch.tensor([[-1.0, 0.0, 1.0]], requires_grad=True)
+    PoissonLikeNoise(1.0, seed=0)(x).sum().backward()
+    assert torch.all(torch.isfinite(x.grad))
+    assert x.grad[0, 0] == 1.0  # rectified: no noise gradient below 0
