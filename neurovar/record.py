@@ -79,13 +79,28 @@ def _stochastic_kind(module: nn.Module) -> str | None:
     return None
 
 
-def noise_config(model: nn.Module) -> dict[str, str]:
-    """Description of every stochastic site of ``model``: ``{layer: description}``."""
-    config: dict[str, str] = {}
+def _describe_noise(noise: Any) -> Any:
+    config = getattr(noise, "config", None)
+    if callable(config):  # neurovar noise modules describe themselves as JSON-able dicts
+        try:
+            return json.loads(json.dumps(config(), default=str))
+        except (TypeError, ValueError):
+            pass
+    return repr(noise)
+
+
+def noise_config(model: nn.Module) -> dict[str, Any]:
+    """Description of every stochastic site of ``model``: ``{layer: description}``.
+
+    Injected noise modules are described by their ``config()`` (type, magnitude, sharing,
+    seed); active dropout by its ``repr``.
+    """
+    config: dict[str, Any] = {}
     for name, module in model.named_modules():
         hooks = _noise_hooks(module)
         if hooks:
-            config[name] = "; ".join(repr(getattr(h, "noise", h)) for h in hooks)
+            described = [_describe_noise(getattr(h, "noise", h)) for h in hooks]
+            config[name] = described[0] if len(described) == 1 else described
         elif isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
             config[name] = repr(module)
     return config

@@ -273,6 +273,7 @@ def test_rng_reseeds_injected_noise_modules(images):
         d = record_activations(model, images, layers=["fc2"], n_trials=4, progress=False)
     xr.testing.assert_identical(a, b)
     assert a.attrs["branch_site"] == "relu2:output"
-    assert "IsotropicNoise" in a.attrs["noise_config"]
+    config = json.loads(a.attrs["noise_config"])["relu2"]
+    assert config["type"] == "IsotropicNoise" and config["std"] == 0.2
     # without rng the module keeps drawing from its own stream: successive recordings differ
     assert not np.array_equal(c["fc2"]["activation"].values, d["fc2"]["activation"].values)
