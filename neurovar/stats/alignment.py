@@ -1,0 +1,238 @@
+"""Alignment of noise covariance with directions and subspaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy.linalg import subspace_angles
+
+from neurovar.dims import UNIT, check_dims
+
+from ._util import check_int, check_square, warn_nan
+
+__all__ = ["variance_along", "alignment_index", "principal_angles"]
+
+
+def _matrix(cov: xr.DataArray, name: str, unit_dim: str) -> np.ndarray:
+    unit_j = check_square(cov, name, unit_dim)
+    extra = [d for d in cov.dims if d not in (unit_dim, unit_j)]
+    if extra:
+        raise ValueError(
+            f"The '{name}' parameter must have exactly the dims ({unit_dim!r}, {unit_j!r}); "
+            f"found extra dims {tuple(extra)!r}. Select one matrix first, "
+            f"e.g. {name}.isel({extra[0]}=0)."
+        )
+    c = np.asarray(cov.transpose(unit_dim, unit_j).values, dtype=np.float64)
+    return (c + c.T) / 2
+
+
+def _same_units(a: xr.DataArray, b: xr.DataArray, names: tuple[str, str], unit_dim: str) -> None:
+    if a.sizes[unit_dim] != b.sizes[unit_dim]:
+        raise ValueError(
+            f"The '{names[0]}' and '{names[1]}' parameters must have the same number of "
+            f"units; got {a.sizes[unit_dim]} and {b.sizes[unit_dim]}."
+        )
+    for cname in ("unit_id", unit_dim):
+        if cname in a.coords and cname in b.coords:
+            va, vb = a.coords[cname], b.coords[cname]
+            if va.dims == (unit_dim,) and vb.dims == (unit_dim,):
+                if not np.array_equal(va.values, vb.values):
+                    raise ValueError(
+                        f"The '{names[0]}' and '{names[1]}' parameters have different "
+                        f"'{cname}' coordinates; reorder one with .sel({cname}=...) first."
+                    )
+
+
+def variance_along(
+    cov: xr.DataArray,
+    directions: xr.DataArray,
+    *,
+    unit_dim: str = UNIT,
+) -> xr.DataArray:
+    r"""Noise variance along given directions, relative to the mean variance per dimension.
+
+    For each direction :math:`d` (normalised to unit length),
+
+    .. math::
+
+        v(d) = \frac{\hat d^\top \Sigma \hat d}{\operatorname{tr}(\Sigma) / N},
+        \qquad \hat d = d / \lVert d \rVert,
+
+    so isotropic noise gives 1 for every direction, noise concentrated along ``d`` gives up to
+    N, and noise orthogonal to ``d`` gives 0. Use it with adversarial perturbation
+    directions in activation space, or with the signal direction :math:`f'` (where values
+    above 1 mean information-limiting, differential correlations; Moreno-Bote et al. 2014).
+
+    Parameters
+    ----------
+    cov
+        Covariance with dims ``(unit, unit_j)``, e.g. from :func:`noise_covariance`.
+    directions
+        Directions with the unit dim and any other dims (e.g. ``direction`` or ``stimulus``).
+    unit_dim
+        Name of the unit dim.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``"variance_along"`` over the non-unit dims of ``directions`` (coords kept);
+        ``attrs["mean_variance"]`` is :math:`\operatorname{tr}(\Sigma)/N`. Zero-length
+        directions give NaN with a warning.
+
+    References
+    ----------
+    Moreno-Bote, R. et al. (2014). Information-limiting correlations. Nat. Neurosci. 17,
+    1410-1417.
+    """
+    c = _matrix(cov, "cov", unit_dim)
+    check_dims(directions, [unit_dim], name="directions")
+    _same_units(cov, directions, ("cov", "directions"), unit_dim)
+    other = [d for d in directions.dims if d != unit_dim]
+    d = np.asarray(directions.transpose(*other, unit_dim).values, dtype=np.float64)
+    flat = d.reshape(-1, c.shape[0])
+    norm = np.linalg.norm(flat, axis=1)
+    ok = norm > 0
+    unit_vecs = flat / np.where(ok, norm, 1.0)[:, None]
+    mean_var = np.trace(c) / c.shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = np.einsum("ki,ij,kj->k", unit_vecs, c, unit_vecs) / mean_var
+    v = np.where(ok, v, np.nan)
+    warn_nan(int(np.sum(~ok)), ok.size, "directions", "have zero length")
+    coords = {k: val for k, val in directions.coords.items() if unit_dim not in val.dims}
+    return xr.DataArray(
+        v.reshape(d.shape[:-1]),
+        dims=other,
+        coords=coords,
+        name="variance_along",
+        attrs={"mean_variance": float(mean_var)},
+    )
+
+
+def alignment_index(
+    cov_a: xr.DataArray,
+    cov_b: xr.DataArray,
+    *,
+    n_components: int,
+    unit_dim: str = UNIT,
+) -> xr.Dataset:
+    r"""Alignment index: how much of A's variance lies in B's top principal subspace.
+
+    With :math:`U_B` the top ``n_components`` eigenvectors of :math:`\Sigma_B` and
+    :math:`\lambda^A_1 \ge \lambda^A_2 \ge \dots` the eigenvalues of :math:`\Sigma_A`,
+
+    .. math::
+
+        A = \frac{\operatorname{tr}(U_B^\top \Sigma_A U_B)}{\sum_{i=1}^{k} \lambda^A_i}
+        \in [0, 1]
+
+    (Elsayed et al. 2016): 1 if B's subspace captures as much of A's variance as A's own top
+    subspace can. The chance level is the expected index for a uniformly random
+    k-dimensional subspace, :math:`(k/N)\operatorname{tr}(\Sigma_A) / \sum_{i\le k}\lambda^A_i`
+    (Elsayed et al. instead sampled random subspaces shaped by the data covariance, which gives
+    a higher, more conservative chance level).
+
+    Parameters
+    ----------
+    cov_a, cov_b
+        Covariances with dims ``(unit, unit_j)`` over the same units.
+    n_components
+        Dimension k of B's subspace, ``1 <= k <= N``.
+    unit_dim
+        Name of the unit dim.
+
+    Returns
+    -------
+    xarray.Dataset
+        Scalars ``alignment_index``, ``chance_level``, ``relative_to_chance``
+        (index / chance) and ``fraction_of_variance``
+        (:math:`\operatorname{tr}(U_B^\top\Sigma_A U_B)/\operatorname{tr}\Sigma_A`).
+
+    References
+    ----------
+    Elsayed, G. F., Lara, A. H., Kaufman, M. T., Churchland, M. M. & Cunningham, J. P. (2016).
+    Reorganization between preparatory and movement population responses in motor cortex.
+    Nat. Commun. 7, 13239.
+    """
+    func = "alignment_index"
+    a = _matrix(cov_a, "cov_a", unit_dim)
+    b = _matrix(cov_b, "cov_b", unit_dim)
+    _same_units(cov_a, cov_b, ("cov_a", "cov_b"), unit_dim)
+    n = a.shape[0]
+    k = check_int(n_components, "n_components", func, low=1)
+    if k > n:
+        raise ValueError(
+            f"The 'n_components' parameter of {func} must be <= the number of units ({n}). "
+            f"Got {k} instead."
+        )
+    lam_a = np.linalg.eigvalsh(a)[::-1]
+    _, vec_b = np.linalg.eigh(b)
+    u_b = vec_b[:, ::-1][:, :k]
+    captured = float(np.trace(u_b.T @ a @ u_b))
+    top = float(lam_a[:k].sum())
+    total = float(np.trace(a))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        index = captured / top if top > 0 else np.nan
+        chance = (k / n) * total / top if top > 0 else np.nan
+        frac = captured / total if total > 0 else np.nan
+    warn_nan(int(top <= 0), 1, "covariance 'cov_a'", "has no positive variance")
+    return xr.Dataset(
+        {
+            "alignment_index": index,
+            "chance_level": chance,
+            "relative_to_chance": index / chance if chance and np.isfinite(chance) else np.nan,
+            "fraction_of_variance": frac,
+        },
+        attrs={"n_components": k, "reference": "Elsayed et al. (2016)"},
+    )
+
+
+def principal_angles(
+    subspace_a: xr.DataArray,
+    subspace_b: xr.DataArray,
+    *,
+    unit_dim: str = UNIT,
+) -> xr.DataArray:
+    r"""Principal angles between two subspaces of unit space, smallest first.
+
+    For orthonormal bases :math:`Q_A, Q_B` of the column spaces, the cosines of the angles
+    are the singular values of :math:`Q_A^\top Q_B`:
+    :math:`\cos\theta_i = \sigma_i(Q_A^\top Q_B)`, :math:`0 \le \theta_1 \le \dots \le
+    \pi/2` (Björck & Golub 1973), computed with :func:`scipy.linalg.subspace_angles`.
+
+    Parameters
+    ----------
+    subspace_a, subspace_b
+        2-D arrays with the unit dim and one dim listing spanning vectors (any name, e.g.
+        ``component``); the vectors need not be orthonormal.
+    unit_dim
+        Name of the unit dim.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``"principal_angle"`` in radians over dim ``angle`` (length min(k_A, k_B)).
+
+    References
+    ----------
+    Björck, Å. & Golub, G. H. (1973). Numerical methods for computing angles between linear
+    subspaces. Math. Comput. 27, 579-594.
+    """
+    mats = []
+    for name, sub in (("subspace_a", subspace_a), ("subspace_b", subspace_b)):
+        check_dims(sub, [unit_dim], name=name)
+        if sub.ndim != 2:
+            raise ValueError(
+                f"The '{name}' parameter must be 2-D: ({unit_dim!r}, <vectors>). "
+                f"Got dims {sub.dims!r}."
+            )
+        other = next(d for d in sub.dims if d != unit_dim)
+        mats.append(np.asarray(sub.transpose(unit_dim, other).values, dtype=np.float64))
+    _same_units(subspace_a, subspace_b, ("subspace_a", "subspace_b"), unit_dim)
+    for name, m in zip(("subspace_a", "subspace_b"), mats):
+        if np.linalg.matrix_rank(m) < m.shape[1]:
+            raise ValueError(
+                f"The '{name}' parameter must hold linearly independent vectors; its rank is "
+                f"{np.linalg.matrix_rank(m)} < {m.shape[1]}."
+            )
+    angles = np.sort(subspace_angles(mats[0], mats[1]))
+    return xr.DataArray(angles, dims=["angle"], name="principal_angle", attrs={"units": "radians"})

@@ -1,0 +1,155 @@
+"""Noise covariance: covariance of trial-to-trial residuals pooled over stimuli."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import xarray as xr
+from sklearn.covariance import OAS, LedoitWolf
+
+from neurovar.dims import STIMULUS, TRIAL, UNIT
+
+from ._residuals import pooled_residuals, residual_gram, stimulus_major
+from ._util import check_option, pairwise_dataarray, unit_coords, warn_nan
+
+__all__ = ["noise_covariance"]
+
+_ESTIMATORS = ("sample", "ledoit_wolf", "oas")
+
+
+def noise_covariance(
+    responses: xr.DataArray,
+    *,
+    estimator: str = "sample",
+    trial_dim: str = TRIAL,
+    stimulus_dim: str | None = STIMULUS,
+    unit_dim: str = UNIT,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> xr.DataArray:
+    r"""Noise covariance of a population, pooled over stimuli.
+
+    Residuals are responses minus their stimulus' trial mean,
+    :math:`r_{tsi} = x_{tsi} - \bar x_{si}`, and the sample estimator is
+
+    .. math::
+
+        \Sigma_{ij} = \frac{\sum_{s,t} r_{tsi} r_{tsj}}{n_\mathrm{trials} - n_\mathrm{stimuli}},
+
+    i.e. the unbiased pooled within-stimulus covariance: one degree of freedom is spent on
+    each stimulus mean (``ddof`` is therefore ``n_stimuli`` over the pooled trials, stated in
+    ``attrs["dof"]``). It is computed as one pass of matrix products over stimulus chunks, so
+    dask-backed responses are never loaded whole.
+
+    NaN trials (unequal repeats padded with NaN, as in cortical recordings) are skipped:
+    means use each stimulus' own trial count, and the degrees of freedom count valid trials.
+    If values are missing for some units only, counts are pairwise (pairwise-complete).
+
+    ``estimator="ledoit_wolf"`` or ``"oas"`` shrink the covariance towards a scaled identity
+    with :class:`sklearn.covariance.LedoitWolf` / :class:`sklearn.covariance.OAS`
+    (Ledoit & Wolf 2004; Chen et al. 2010) fitted on the pooled residual matrix with
+    ``assume_centered=True``. scikit-learn divides by the number of rows; the residuals are
+    scaled by :math:`\sqrt{n_\mathrm{trials}/(n_\mathrm{trials}-n_\mathrm{stimuli})}` so that
+    the empirical covariance it shrinks is the unbiased one above. These estimators need the
+    pooled residual matrix in memory and use trials that are valid for every unit only.
+
+    Parameters
+    ----------
+    responses
+        Responses with dims ``(trial, stimulus, unit)`` (names overridable below).
+    estimator
+        ``"sample"``, ``"ledoit_wolf"`` or ``"oas"``.
+    trial_dim, stimulus_dim, unit_dim
+        Names of the dims. ``stimulus_dim=None`` treats the data as a single stimulus.
+    chunk_size
+        Stimuli per chunk (numpy input), or the stimulus chunking to use (dask input).
+        Defaults to ~4 million values per chunk, or the dask chunks.
+    progress
+        Show a progress bar over chunks.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(unit, unit_j)``, unit coordinates on both (``_j`` suffix on the second).
+        ``attrs``: ``estimator``, ``n_valid_trials``, ``n_stimuli``, ``dof`` (scalar if all
+        units share the valid trials) and ``shrinkage`` for the shrinkage estimators.
+
+    References
+    ----------
+    Cohen, M. R. & Kohn, A. (2011). Measuring and interpreting neuronal correlations.
+    Nat. Neurosci. 14, 811-819.
+    Ledoit, O. & Wolf, M. (2004). A well-conditioned estimator for large-dimensional covariance
+    matrices. J. Multivar. Anal. 88, 365-411.
+    Chen, Y., Wiesel, A., Eldar, Y. C. & Hero, A. O. (2010). Shrinkage algorithms for MMSE
+    covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
+    """
+    func = "noise_covariance"
+    check_option(estimator, "estimator", func, _ESTIMATORS)
+    data = stimulus_major(
+        responses,
+        trial_dim=trial_dim,
+        stimulus_dim=stimulus_dim,
+        unit_dim=unit_dim,
+        func=func,
+    )
+    coords = unit_coords(responses, unit_dim)
+    if estimator == "sample":
+        acc = residual_gram(
+            data, standardize=False, chunk_size=chunk_size, progress=progress, func=func
+        )
+        dof = acc.dof
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = np.where(dof > 0, acc.gram / np.where(dof > 0, dof, 1.0), np.nan)
+        bad = np.sum(~(np.asarray(dof) > 0)) if np.ndim(dof) else (0 if dof > 0 else cov.size)
+        warn_nan(
+            int(bad),
+            cov.size,
+            "entries of the noise covariance",
+            "have no residual degrees of freedom (fewer than 2 valid trials of any stimulus)",
+        )
+        attrs = {
+            "estimator": estimator,
+            "n_valid_trials": _attr(acc.count),
+            "n_stimuli": _attr(acc.n_stimuli),
+            "dof": _attr(dof),
+            "ddof": "n_stimuli (one mean per stimulus): dof = n_valid_trials - n_stimuli",
+        }
+    else:
+        resid, n_used, n_nan = pooled_residuals(
+            data, chunk_size=chunk_size, progress=progress, func=func
+        )
+        n_rows = resid.shape[0]
+        if n_nan > 0:
+            warnings.warn(
+                f"{n_nan} trials with missing values for some units were left out of the "
+                f"'{estimator}' estimate, which needs complete trials.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        dof = n_rows - n_used
+        if dof < 2:
+            raise ValueError(
+                f"The 'responses' parameter of {func} has {dof} residual degrees of freedom "
+                f"(valid trials minus stimuli); estimator={estimator!r} needs at least 2."
+            )
+        est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=True)
+        est.fit(resid * np.sqrt(n_rows / dof))
+        cov = est.covariance_
+        attrs = {
+            "estimator": estimator,
+            "n_valid_trials": n_rows,
+            "n_stimuli": n_used,
+            "dof": dof,
+            "ddof": "n_stimuli (one mean per stimulus): dof = n_valid_trials - n_stimuli",
+            "shrinkage": float(est.shrinkage_),
+        }
+    return pairwise_dataarray(cov, coords, unit_dim=unit_dim, name="noise_covariance", attrs=attrs)
+
+
+def _attr(value: np.ndarray | float) -> float | str:
+    """Scalar attrs stay numbers; pairwise counts are summarised (attrs must be simple)."""
+    if np.ndim(value) == 0:
+        return float(value)
+    value = np.asarray(value)
+    return f"pairwise, {value.min():g} to {value.max():g}"

@@ -1,0 +1,172 @@
+"""Eigenspectrum and dimensionality of a covariance matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from neurovar.dims import UNIT, check_dims
+
+from ._util import check_int, check_square, is_dask, warn_nan
+
+__all__ = ["eigenspectrum", "participation_ratio", "power_law_exponent"]
+
+COMPONENT = "component"
+
+
+def _eigvals_desc(c: np.ndarray) -> np.ndarray:
+    return np.linalg.eigvalsh(c)[..., ::-1]
+
+
+def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
+    r"""Eigenvalues of a covariance matrix, largest first.
+
+    :math:`\Sigma = U \Lambda U^\top`, :math:`\lambda_1 \ge \lambda_2 \ge \dots`, computed
+    with :func:`numpy.linalg.eigvalsh` (the matrix is taken as symmetric). Extra dims (e.g.
+    layers) are kept; dask-backed input is computed block by block.
+
+    Parameters
+    ----------
+    cov
+        Covariance with dims ``(unit, unit_j)``, e.g. from :func:`noise_covariance`.
+    unit_dim
+        Name of the unit dim; the second dim is ``unit_dim + "_j"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``"eigenvalue"`` over dim ``component`` whose coordinate is the rank 1, 2, ...
+
+    References
+    ----------
+    Stringer, C. et al. (2019). High-dimensional geometry of population responses in visual
+    cortex. Nature 571, 361-365.
+    """
+    unit_j = check_square(cov, "cov", unit_dim)
+    n = cov.sizes[unit_dim]
+    out = xr.apply_ufunc(
+        _eigvals_desc,
+        cov,
+        input_core_dims=[[unit_dim, unit_j]],
+        output_core_dims=[[COMPONENT]],
+        dask="parallelized",
+        output_dtypes=[float],
+        dask_gufunc_kwargs={"output_sizes": {COMPONENT: n}},
+    )
+    out = out.assign_coords({COMPONENT: np.arange(1, n + 1)})
+    out.name = "eigenvalue"
+    return out
+
+
+def participation_ratio(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
+    r"""Participation ratio, an effective dimensionality of a covariance matrix.
+
+    .. math::
+
+        \mathrm{PR} = \frac{\left(\sum_k \lambda_k\right)^2}{\sum_k \lambda_k^2}
+                    = \frac{\operatorname{tr}(\Sigma)^2}{\operatorname{tr}(\Sigma^2)},
+
+    between 1 (one dimension) and N (isotropic). Computed from the trace and the Frobenius
+    norm, without an eigendecomposition. A zero matrix gives NaN with a warning.
+
+    Parameters
+    ----------
+    cov
+        Covariance with dims ``(unit, unit_j)``; extra dims are kept.
+    unit_dim
+        Name of the unit dim.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``"participation_ratio"``, with the unit dims reduced.
+
+    References
+    ----------
+    Gao, P. et al. (2017). A theory of multineuronal dimensionality, dynamics and measurement.
+    bioRxiv 214262. Recanatesi, S. et al. (2022). A scale-dependent measure of system
+    dimensionality. Patterns 3, 100555.
+    """
+    unit_j = check_square(cov, "cov", unit_dim)
+    diag = xr.apply_ufunc(
+        lambda c: np.trace(c, axis1=-2, axis2=-1),
+        cov,
+        input_core_dims=[[unit_dim, unit_j]],
+        dask="parallelized",
+        output_dtypes=[float],
+    )
+    # For symmetric cov, tr(cov @ cov) = sum_ij cov_ij^2.
+    frob = (cov**2).sum(dim=[unit_dim, unit_j])
+    pr = (diag**2 / frob).where(frob > 0)
+    pr.name = "participation_ratio"
+    if not is_dask(pr):
+        warn_nan(int(pr.isnull().sum()), pr.size, "covariance matrices", "are all zero")
+    return pr
+
+
+def _fit_exponent(lam: np.ndarray, min_rank: int, max_rank: int | None) -> float:
+    ranks = np.arange(1, lam.size + 1)
+    hi = lam.size if max_rank is None else min(max_rank, lam.size)
+    sel = (ranks >= min_rank) & (ranks <= hi) & (lam > 0) & np.isfinite(lam)
+    if sel.sum() < 2:
+        return np.nan
+    slope = np.polyfit(np.log(ranks[sel]), np.log(lam[sel]), 1)[0]
+    return -slope
+
+
+def power_law_exponent(
+    cov: xr.DataArray,
+    *,
+    min_rank: int = 1,
+    max_rank: int | None = None,
+    unit_dim: str = UNIT,
+) -> xr.DataArray:
+    r"""Exponent :math:`\alpha` of a power-law eigenspectrum :math:`\lambda_n \propto n^{-\alpha}`.
+
+    Least-squares fit of :math:`\log\lambda_n = c - \alpha \log n` over ranks
+    ``min_rank <= n <= max_rank`` (positive eigenvalues only). Stringer et al. (2019) found
+    :math:`\alpha \approx 1` in mouse V1 fitting ranks 11 to 500; the tail of an estimated
+    spectrum falls off with too few trials, so choose the range deliberately.
+
+    Parameters
+    ----------
+    cov
+        Either a covariance with dims ``(unit, unit_j)`` or an eigenspectrum from
+        :func:`eigenspectrum` (dim ``component``, largest first).
+    min_rank, max_rank
+        Range of ranks (1-based, inclusive) to fit; ``max_rank=None`` uses all.
+    unit_dim
+        Name of the unit dim.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``"power_law_exponent"`` (:math:`\alpha`); NaN if fewer than 2 positive eigenvalues
+        lie in the range.
+
+    References
+    ----------
+    Stringer, C., Pachitariu, M., Steinmetz, N., Carandini, M. & Harris, K. D. (2019).
+    High-dimensional geometry of population responses in visual cortex. Nature 571, 361-365.
+    """
+    func = "power_law_exponent"
+    min_rank = check_int(min_rank, "min_rank", func, low=1)
+    if max_rank is not None:
+        max_rank = check_int(max_rank, "max_rank", func, low=min_rank + 1)
+    if isinstance(cov, xr.DataArray) and COMPONENT in cov.dims:
+        spec = cov
+    else:
+        check_dims(cov, [unit_dim], name="cov")
+        spec = eigenspectrum(cov, unit_dim=unit_dim)
+    out = xr.apply_ufunc(
+        _fit_exponent,
+        spec,
+        input_core_dims=[[COMPONENT]],
+        kwargs={"min_rank": min_rank, "max_rank": max_rank},
+        vectorize=True,
+        dask="parallelized",
+        output_dtypes=[float],
+    )
+    out.name = "power_law_exponent"
+    out.attrs = {"min_rank": min_rank, "max_rank": "all" if max_rank is None else max_rank}
+    return out

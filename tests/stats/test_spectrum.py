@@ -1,0 +1,80 @@
+"""Tests of neurovar.stats.spectrum: eigenspectrum, participation ratio, power law."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from neurovar.stats import eigenspectrum, participation_ratio, power_law_exponent
+
+
+def _cov(eigvals: np.ndarray, seed: int = 0) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((eigvals.size, eigvals.size)))
+    c = q @ np.diag(eigvals) @ q.T
+    return xr.DataArray(
+        (c + c.T) / 2,
+        dims=("unit", "unit_j"),
+        coords={
+            "unit_id": ("unit", np.arange(eigvals.size)),
+            "unit_id_j": ("unit_j", np.arange(eigvals.size)),
+        },
+    )
+
+
+def test_eigenspectrum_recovers_eigenvalues_largest_first():
+    lam = np.array([5.0, 0.1, 3.0, 1.0, 2.0])
+    spec = eigenspectrum(_cov(lam))
+    assert spec.dims == ("component",)
+    np.testing.assert_allclose(spec.values, np.sort(lam)[::-1], atol=1e-12)
+    np.testing.assert_array_equal(spec.component.values, np.arange(1, 6))
+
+
+def test_eigenspectrum_keeps_extra_dims_and_works_on_dask():
+    stacked = xr.concat([_cov(np.arange(1.0, 5)), _cov(np.arange(2.0, 6), seed=1)], dim="layer")
+    spec = eigenspectrum(stacked.chunk({"layer": 1}))
+    assert spec.chunks is not None
+    np.testing.assert_allclose(spec.values, [[4, 3, 2, 1], [5, 4, 3, 2]], atol=1e-12)
+
+
+def test_participation_ratio_limits_and_formula():
+    n = 8
+    np.testing.assert_allclose(float(participation_ratio(_cov(np.ones(n)))), n)
+    one_dim = np.zeros(n)
+    one_dim[0] = 3.0
+    np.testing.assert_allclose(float(participation_ratio(_cov(one_dim))), 1.0)
+    lam = np.array([4.0, 2.0, 1.0, 0.5])
+    np.testing.assert_allclose(
+        float(participation_ratio(_cov(lam))), lam.sum() ** 2 / np.sum(lam**2)
+    )
+
+
+def test_participation_ratio_zero_matrix_warns():
+    with pytest.warns(RuntimeWarning, match="1 of 1 covariance matrices"):
+        pr = participation_ratio(_cov(np.zeros(3)))
+    assert np.isnan(float(pr))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_power_law_exponent_of_exact_power_law(alpha):
+    lam = np.arange(1, 41, dtype=float) ** -alpha
+    np.testing.assert_allclose(float(power_law_exponent(_cov(lam))), alpha, rtol=1e-6)
+    spec = eigenspectrum(_cov(lam))
+    np.testing.assert_allclose(
+        float(power_law_exponent(spec, min_rank=5, max_rank=30)), alpha, rtol=1e-6
+    )
+
+
+def test_power_law_range_matters_and_errors():
+    lam = np.concatenate([np.arange(1, 11.0) ** -1.0, 0.1 * np.arange(11, 31.0) ** -3.0 * 11**2])
+    full = float(power_law_exponent(_cov(lam), min_rank=1, max_rank=10))
+    tail = float(power_law_exponent(_cov(lam), min_rank=12))
+    np.testing.assert_allclose(full, 1.0, rtol=1e-6)
+    np.testing.assert_allclose(tail, 3.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="'max_rank' parameter of power_law_exponent"):
+        power_law_exponent(_cov(lam), min_rank=5, max_rank=3)
+    with pytest.raises(ValueError, match="square"):
+        eigenspectrum(_cov(lam).isel(unit_j=slice(0, 3)))
+    with pytest.raises(ValueError, match="unit_j"):
+        participation_ratio(_cov(lam).rename(unit_j="other"))
