@@ -1,7 +1,28 @@
-"""neurovar: treat the units of an artificial neural network like neurons recorded in cortex."""
+"""neurovar: treat the units of an artificial neural network like neurons recorded in cortex.
+
+Subpackages (import what you need; ``import neurovar`` also registers the ``da.nv`` accessor):
+
+- :mod:`neurovar.record`: repeated-trial recording of activations into xarray
+- :mod:`neurovar.stats`: Fano factors, noise correlations, covariance, alignment, information
+- :mod:`neurovar.noise`: structured noise models, injection, fitting from perturbations
+- :mod:`neurovar.perturb`: adversarial attacks (EOT-aware) and naturalistic corruptions
+- :mod:`neurovar.inference`: permutation tests, bootstrap CIs, mixed models
+- :mod:`neurovar.cortex`: real cortical recordings and ANN-vs-cortex comparison
+- :mod:`neurovar.datasets`, :mod:`neurovar.models`: data and small reference networks
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from . import dims, stats  # noqa: E402  (stats registers the .nv accessor)
+from .record import load_recording, record_activations, save_recording  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "dims",
+    "stats",
+    "record_activations",
+    "save_recording",
+    "load_recording",
+]

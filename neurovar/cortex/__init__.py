@@ -1,0 +1,39 @@
+"""Cortical recordings with repeated trials, published reference values, ANN-vs-cortex comparison.
+
+- Loaders return the package's data model, ``("trial", "stimulus", "unit")`` DataArrays:
+  :func:`load_cowley_v4` (awake macaque V4, natural images, with
+  :func:`load_cowley_v4_images`), :func:`load_semedo_v1v2` (anesthetized V1/V2 residuals),
+  :func:`load_nwb` (any NWB file with units and stimulus intervals) and :func:`from_array`.
+- :func:`fetch` downloads public files once into a checksum-verified cache.
+- :func:`load_reference_values` returns published Fano factors and noise correlations.
+- :func:`compare` runs the same statistics on ANN layers and cortical areas;
+  :func:`plot_comparison` draws them side by side.
+"""
+
+from neurovar.cortex.cache import REGISTRY, data_home_path, fetch
+from neurovar.cortex.compare import compare, plot_comparison
+from neurovar.cortex.loaders import (
+    from_array,
+    load_cowley_v4,
+    load_cowley_v4_images,
+    load_semedo_v1v2,
+    require_counts,
+)
+from neurovar.cortex.nwb import counts_from_nwbfile, load_nwb
+from neurovar.cortex.reference import load_reference_values
+
+__all__ = [
+    "REGISTRY",
+    "compare",
+    "counts_from_nwbfile",
+    "data_home_path",
+    "fetch",
+    "from_array",
+    "load_cowley_v4",
+    "load_cowley_v4_images",
+    "load_nwb",
+    "load_reference_values",
+    "load_semedo_v1v2",
+    "plot_comparison",
+    "require_counts",
+]

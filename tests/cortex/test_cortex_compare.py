@@ -1,0 +1,173 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from neurovar.cortex import (  # noqa: E402
+    compare,
+    load_cowley_v4,
+    load_reference_values,
+    load_semedo_v1v2,
+    plot_comparison,
+)
+
+FAST = ["fano_factor", "variance_mean_exponent", "noise_correlation", "participation_ratio"]
+
+
+def _poisson(rng, n_trials=30, n_stimuli=20, n_units=12, gain_sd=0.0):
+    """Poisson counts; gain_sd > 0 adds a shared multiplicative gain per trial (r_sc > 0)."""
+    rates = rng.uniform(2, 12, size=(1, n_stimuli, n_units))
+    gain = np.exp(gain_sd * rng.standard_normal((n_trials, n_stimuli, 1)) - gain_sd**2 / 2)
+    counts = rng.poisson(rates * gain).astype(float)
+    return xr.DataArray(counts, dims=("trial", "stimulus", "unit"))
+
+
+def _row(table, statistic, layer=None, source=None):
+    sub = table[table["statistic"] == statistic]
+    if layer is not None:
+        sub = sub[sub["layer"] == layer]
+    if source is not None:
+        sub = sub[sub["source"] == source]
+    assert len(sub) == 1, sub
+    return sub.iloc[0]
+
+
+def test_poisson_independent_vs_shared_gain():
+    rng = np.random.default_rng(0)
+    ann = {"indep": _poisson(rng), "gain": _poisson(rng, gain_sd=0.4)}
+    state = np.random.get_state()[1].copy()
+    table = compare(ann, None, statistics=FAST, n_bootstrap=100, rng=1)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # global RNG untouched
+    assert list(table.columns[:8]) == [
+        "source", "layer", "condition", "statistic", "value", "ci_low", "ci_high", "n"
+    ]  # fmt: skip
+    ff = _row(table, "fano_factor", "indep")
+    assert 0.85 < ff.value < 1.15 and ff.ci_low < 1.0 < ff.ci_high
+    slope = _row(table, "variance_mean_exponent", "indep")
+    assert 0.8 < slope.value < 1.2
+    r_ind = _row(table, "noise_correlation", "indep")
+    assert abs(r_ind.value) < 0.03 and r_ind.ci_low < 0 < r_ind.ci_high
+    assert r_ind.n == 12 * 11 // 2
+    r_gain = _row(table, "noise_correlation", "gain")
+    assert r_gain.ci_low > 0.05  # shared gain -> positive r_sc, clearly above independent
+    assert _row(table, "fano_factor", "gain").value > 1.2  # gain fluctuations: super-Poisson
+    pr_ind = _row(table, "participation_ratio", "indep").value
+    pr_gain = _row(table, "participation_ratio", "gain").value
+    assert pr_gain < pr_ind <= 12  # one shared mode lowers the dimensionality
+    assert (table["ci_low"] <= table["ci_high"]).all()
+    # reproducible from the seed
+    again = compare(ann, None, statistics=FAST, n_bootstrap=100, rng=1)
+    np.testing.assert_array_equal(again["ci_low"].values, table["ci_low"].values)
+
+
+def test_input_forms_and_conditions():
+    rng = np.random.default_rng(2)
+    a, b, c = _poisson(rng), _poisson(rng), _poisson(rng, n_units=8)
+    nested = {"clean": {"conv1": a, "fc": b}, "isotropic": {"conv1": c}}
+    table = compare(nested, c.assign_attrs(area="V4"), statistics=["noise_correlation"],
+                    n_bootstrap=20, rng=0)  # fmt: skip
+    got = set(zip(table["source"], table["layer"], table["condition"]))
+    assert got == {
+        ("ann", "conv1", "clean"),
+        ("ann", "fc", "clean"),
+        ("ann", "conv1", "isotropic"),
+        ("cortex", "V4", ""),
+    }
+    tree = xr.DataTree.from_dict(
+        {"conv1": a.to_dataset(name="activation"), "fc": b.to_dataset(name="activation")}
+    )
+    from_tree = compare(tree, None, statistics=["noise_correlation"], n_bootstrap=20, rng=0)
+    assert sorted(from_tree["layer"]) == ["conv1", "fc"]
+    v = _row(from_tree, "noise_correlation", "conv1").value
+    clean = table[(table["layer"] == "conv1") & (table["condition"] == "clean")]
+    assert v == clean["value"].iloc[0]  # same array, same point estimate
+    # units subsampled to max_units, reported
+    sub = compare(a, None, statistics=["noise_correlation"], max_units=5, n_bootstrap=5, rng=0)
+    assert sub["n_units"].iloc[0] == 5 and sub["n_units_total"].iloc[0] == 12
+    assert sub["n"].iloc[0] == 10
+
+
+def test_bad_parameters():
+    da = _poisson(np.random.default_rng(3))
+    with pytest.raises(ValueError, match="'statistics' parameter"):
+        compare(da, None, statistics=["fano"])
+    with pytest.raises(ValueError, match="'n_bootstrap' parameter"):
+        compare(da, None, n_bootstrap=1)
+    with pytest.raises(ValueError, match="'confidence_level' parameter"):
+        compare(da, None, confidence_level=95.0)
+    with pytest.raises(ValueError, match="cannot both be None"):
+        compare(None, None)
+    with pytest.raises(TypeError, match="'ann_responses' parameter"):
+        compare(np.zeros((2, 3, 4)), None)
+    with pytest.raises(ValueError, match="'cortical_responses' parameter must have dims"):
+        compare(None, da.rename(unit="neuron"), statistics=["noise_correlation"])
+
+
+def test_plot_comparison_figures():
+    rng = np.random.default_rng(4)
+    table = compare({"a": _poisson(rng)}, {"V4": _poisson(rng)},
+                    statistics=FAST + ["signal_correlation", "rsc_signal_slope"],
+                    n_bootstrap=10, rng=0)  # fmt: skip
+    figs = plot_comparison(table, reference=load_reference_values())
+    assert set(figs) == {
+        "summary", "fano_vs_mean", "rsc_distribution", "rsc_vs_signal", "eigenspectrum"
+    }  # fmt: skip
+    summary = figs["summary"]
+    assert sum(ax.get_visible() for ax in summary.axes) == 6
+    import matplotlib.pyplot as plt
+
+    for fig in figs.values():
+        plt.close(fig)
+    with pytest.raises(ValueError, match="'table' parameter"):
+        plot_comparison(table.drop(columns=["value"]))
+
+
+def test_v4_statistics_in_literature_range(cortex_dir):
+    """Awake V4, 100 ms counts: r_sc within the published awake range, Fano near Poisson."""
+    v4 = load_cowley_v4(data_home=cortex_dir)
+    table = compare(
+        None,
+        v4,
+        statistics=["fano_factor", "mean_matched_fano_factor", "noise_correlation"],
+        n_bootstrap=200,
+        rng=0,
+    )
+    ref = load_reference_values(statistic="r_sc")
+    awake_short = ref[(ref["area"] == "V1/V4") & (ref["preparation"] == "awake")].iloc[0]
+    rsc = _row(table, "noise_correlation", "V4")
+    # found: mean r_sc = 0.030 (95% CI about 0.02-0.04) over 1225 pairs
+    assert awake_short.value_low <= rsc.value <= awake_short.value_high
+    assert rsc.ci_low > 0
+    # found: mean Fano factor 0.89, mean-matched 0.89: slightly sub-Poisson in 100 ms windows
+    # (below the 1-2 usually quoted for longer windows / spontaneous activity)
+    for stat in ("fano_factor", "mean_matched_fano_factor"):
+        assert 0.7 < _row(table, stat, "V4").value < 1.3
+
+
+def test_semedo_v1_rsc(cortex_dir):
+    """Anesthetized V1 (Semedo et al. 2019 sample): mean r_sc ~0.2 in whole-trial counts."""
+    summed = load_semedo_v1v2(data_home=cortex_dir, bins="summed")["V1"]
+    source = summed.isel(unit=summed["population"].values == "X")  # the 79 'X' V1 neurons
+    table = compare(None, {"V1": source}, n_bootstrap=100, rng=0,
+                    statistics=["noise_correlation"])  # fmt: skip
+    r = _row(table, "noise_correlation", "V1").value
+    assert 0.15 < r < 0.25  # found: 0.212
+    # per 100 ms bin, correlations are about half as large (found: 0.10)
+    per_bin = load_semedo_v1v2(data_home=cortex_dir)["V1"]
+    per_bin = per_bin.isel(unit=per_bin["population"].values == "X")
+    r_bin = _row(compare(None, {"V1": per_bin}, statistics=["noise_correlation"],
+                         n_bootstrap=10, rng=0), "noise_correlation", "V1").value  # fmt: skip
+    assert 0.05 < r_bin < r
+
+
+def test_mean_subtracted_refuses_fano(cortex_dir):
+    data = load_semedo_v1v2(data_home=cortex_dir)
+    with pytest.raises(ValueError, match="mean-subtracted"):
+        compare(None, data, statistics=["fano_factor"])
+    auto = compare(None, {"V2": data["V2"]}, n_bootstrap=10, n_factors=2, rng=0)
+    assert "fano_factor" not in set(auto["statistic"])
+    assert "signal_correlation" not in set(auto["statistic"])
+    assert {"noise_correlation", "participation_ratio", "shared_variance"} <= set(auto["statistic"])
