@@ -117,7 +117,9 @@ def _load(path: Path, variable: str | None) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    if suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists()):
+    if suffix == ".zarr" or (
+        path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())
+    ):
         ds = xr.open_zarr(path)
     elif suffix in (".nc", ".nc4", ".netcdf", ".h5", ".cdf"):
         ds = xr.open_dataset(path)
@@ -196,9 +198,20 @@ def _compare_group(sub, args, column, value):
         merged = a_rows.merge(b_rows, on=args.pair_on, suffixes=("_a", "_b"))
         a = merged[f"{value}_a"].to_numpy(float)
         b = merged[f"{value}_b"].to_numpy(float)
+        unmatched = [
+            f"{len(rows) - len(merged)} {lab!r} row(s)"
+            for lab, rows in ((a_label, a_rows), (b_label, b_rows))
+            if len(rows) > len(merged)
+        ]
+        note = (
+            f"{' and '.join(unmatched)} without a partner on {args.pair_on!r} left out"
+            if unmatched
+            else ""
+        )
     else:
         a = sub.loc[is_a, value].to_numpy(float)
         b = sub.loc[is_b, value].to_numpy(float)
+        note = ""
     res = permutation_test(
         a,
         b,
@@ -220,7 +233,7 @@ def _compare_group(sub, args, column, value):
         "cohens_d": float(res.cohens_d),
         "rank_biserial": float(res.rank_biserial),
         "exact": bool(res.attrs["exact"]),
-        "note": "",
+        "note": note,
     }
 
 
@@ -233,7 +246,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse bad options before any group is tested (they are not per-group problems)."""
+    if args.n_permutations < 1:
+        raise StatsInputError(f"--n-permutations must be >= 1. Got {args.n_permutations}.")
+    if not 0 < args.alpha < 1:
+        raise StatsInputError(f"--alpha must be in (0, 1). Got {args.alpha}.")
+
+
 def _run(args: argparse.Namespace) -> int:
+    _check_options(args)
     path = Path(args.results)
     df = _load(path, args.variable)
     for c in [*args.by, *([args.pair_on] if args.pair_on else [])]:
@@ -245,6 +267,13 @@ def _run(args: argparse.Namespace) -> int:
     keys = set(args.by) | ({args.pair_on} if args.pair_on else set())
     column = _condition_column(df, a_label, b_label, args.column, skip=keys)
     value = _value_column(df, args.value, used=keys | {column})
+    compared = _match(df[column], a_label) | _match(df[column], b_label)
+    n_nan = int(df.loc[compared, value].isna().sum())
+    if n_nan and args.nan_policy == "raise":
+        raise StatsInputError(
+            f"the value column {value!r} has {n_nan} NaN in the {a_label!r}/{b_label!r} rows. "
+            "Remove them, or pass --nan-policy omit to drop those rows."
+        )
     rows = []
     groups = df.groupby(args.by, sort=True, dropna=False) if args.by else [((), df)]
     for key, sub in groups:
@@ -264,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
     table.insert(
         table.columns.get_loc("p_value") + 1,
         "p_corrected",
-        correct_pvalues(p, method=args.correction).values,
+        correct_pvalues(p, method=args.correction, alpha=args.alpha).values,
     )
     table["correction"] = args.correction
     table["alternative"] = args.alternative

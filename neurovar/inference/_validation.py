@@ -11,6 +11,20 @@ import xarray as xr
 ALTERNATIVES = ("two-sided", "less", "greater")
 NAN_POLICIES = ("raise", "omit")
 DEFAULT_SAMPLE_DIM = "sample"
+#: Default size of one vectorized resampling step, in values (2e7 float64 = 160 MB).
+MAX_VALUES_PER_STEP = 2e7
+
+
+def default_batch(batch: int | None, values_per_resample: int, n_resamples: int) -> int:
+    """``batch`` if given, else as many resamples as fit in :data:`MAX_VALUES_PER_STEP`.
+
+    scipy's ``bootstrap`` and ``permutation_test`` evaluate every resample at once when
+    ``batch=None`` (``n_resamples`` x data size values: 80 GB for 1000 units x 1000 trials x
+    9999 resamples). Batching does not change the random draws.
+    """
+    if batch is not None:
+        return batch
+    return max(1, min(n_resamples, int(MAX_VALUES_PER_STEP // max(1, values_per_resample))))
 
 
 def as_dataarray(x: Any, *, name: str) -> xr.DataArray:
@@ -76,13 +90,21 @@ def check_positive_int(value: Any, *, name: str, owner: str, minimum: int = 1) -
     return int(value)
 
 
-def check_confidence_level(value: Any, *, owner: str) -> float:
-    if not isinstance(value, (float, int, np.floating)) or not 0 < float(value) < 1:
+def check_unit_interval(value: Any, *, name: str, owner: str) -> float:
+    """Return ``value`` as a float strictly inside (0, 1), else raise naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (float, int, np.floating, np.integer))
+        or not 0 < float(value) < 1
+    ):
         raise ValueError(
-            f"The 'confidence_level' parameter of {owner} must be a float in (0, 1). "
-            f"Got {value!r} instead."
+            f"The '{name}' parameter of {owner} must be a float in (0, 1). Got {value!r} instead."
         )
     return float(value)
+
+
+def check_confidence_level(value: Any, *, owner: str) -> float:
+    return check_unit_interval(value, name="confidence_level", owner=owner)
 
 
 def check_nan(values: np.ndarray, *, name: str, nan_policy: str, owner: str) -> bool:

@@ -17,6 +17,7 @@ from ._validation import (
     check_confidence_level,
     check_nan,
     check_positive_int,
+    default_batch,
     numeric_values,
     resolve_dim,
 )
@@ -161,6 +162,23 @@ def bootstrap_ci(
     position along the other dims is handled in one vectorized call; positions share the same
     resampling indices.
 
+    With :math:`\hat\theta` the statistic of the data, :math:`\theta^*_1, \dots, \theta^*_B`
+    its values on the resamples, :math:`\hat G` their empirical CDF and
+    :math:`\alpha = 1 - \text{confidence\_level}`, the **percentile** interval is
+    :math:`[\hat G^{-1}(\alpha/2), \hat G^{-1}(1-\alpha/2)]`. **BCa** replaces the two
+    levels by
+
+    .. math::
+
+        \alpha_{1,2} = \Phi\left(\hat z_0 + \frac{\hat z_0 + z_{\alpha/2,\,1-\alpha/2}}
+        {1 - \hat a (\hat z_0 + z_{\alpha/2,\,1-\alpha/2})}\right), \quad
+        \hat z_0 = \Phi^{-1}\left(\frac{\#\{\theta^*_b < \hat\theta\}
+        + \tfrac12 \#\{\theta^*_b = \hat\theta\}}{B}\right), \quad
+        \hat a = \frac{\sum_i (\bar\theta_{(\cdot)} - \theta_{(i)})^3}
+        {6 \left[\sum_i (\bar\theta_{(\cdot)} - \theta_{(i)})^2\right]^{3/2}},
+
+    with :math:`\theta_{(i)}` the jackknife (leave-one-out) values.
+
     **Hierarchical** (``group_dim`` given, e.g. ``group_dim="seed", dim="unit"``): nested data
     (units within network seeds, neurons within animals) are resampled in two stages: draw
     :math:`S` groups with replacement, then within each drawn group draw its units with
@@ -204,7 +222,9 @@ def bootstrap_ci(
         ``"raise"`` (default) or ``"omit"``: drop NaN observations at each position (flat), or
         treat NaN as absent units of ragged groups (hierarchical).
     batch
-        Resamples evaluated per vectorized step (limits memory).
+        Resamples evaluated per vectorized step (limits memory). Default: about
+        ``2e7 / data.size``. Flat: it does not change the result; hierarchical: it changes
+        the random draws (not their distribution), so fix it for bit-wise reproducibility.
     progress
         Show a tqdm bar when positions are processed one by one (NaN with ``'omit'``).
     rng
@@ -248,6 +268,8 @@ def bootstrap_ci(
         flat = x.reshape(-1, x.shape[-1])
         n = np.sum(~np.isnan(flat), axis=-1)
 
+        step = default_batch(batch, flat.size, n_resamples)
+
         def run(sample):
             if sample.shape[-1] < 2:
                 raise ValueError(
@@ -258,7 +280,7 @@ def bootstrap_ci(
                 (sample,),
                 stat_fn,
                 n_resamples=n_resamples,
-                batch=batch,
+                batch=step,
                 vectorized=True,
                 axis=-1,
                 confidence_level=confidence_level,
@@ -330,7 +352,7 @@ def bootstrap_ci(
                 UserWarning,
                 stacklevel=2,
             )
-        step = batch or max(1, min(n_resamples, int(2e7 // max(1, m * s * u))))
+        step = default_batch(batch, m * s * u, n_resamples)
         kw = dict(n_resamples=n_resamples, batch=step, resample_within=resample_within, gen=gen)
         if not has_nan:
             theta_hat, dist, jack = _hierarchical_stats(flat, stat_fn, **kw)

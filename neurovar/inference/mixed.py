@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
+from ._validation import NAN_POLICIES, check_choice, check_confidence_level, check_positive_int
+
 __all__ = ["fit_mixed_model", "MixedModelResult"]
 
 
@@ -24,7 +26,7 @@ class MixedModelResult:
         (Wald), ``ci_low``, ``ci_high``.
     random_effects
         Variance components: one row per random-effect (co)variance plus the residual
-        (``variance`` and ``std``).
+        (``variance`` and ``std``; ``std`` is NaN for covariance rows).
     converged
         Whether the optimizer reported convergence.
     boundary
@@ -73,6 +75,60 @@ def _redundant_columns(exog: np.ndarray, names: list[str]) -> list[str]:
             redundant.append(names[j])
         rank = r
     return redundant
+
+
+def _group_codes(model) -> np.ndarray:
+    codes = np.empty(int(model.nobs), dtype=np.intp)
+    for k, rows in enumerate(model.row_indices.values()):
+        codes[np.asarray(rows, dtype=np.intp)] = k
+    return codes
+
+
+def _random_design_problem(model, exog: np.ndarray, re_names: list[str]) -> str | None:
+    r"""Describe why the random-effects design cannot be estimated, or return None.
+
+    Two designs are refused:
+
+    - the random-effect columns :math:`Z_g` are collinear within *every* group that has at
+      least as many rows as columns (e.g. a random slope for a variable that is constant within
+      groups duplicates the random intercept), so :math:`\Psi` is not identifiable;
+    - a random-effect column :math:`z` is absorbed by the fixed effects: every group's column
+      :math:`z \odot 1_g` lies in the column space of :math:`X` (e.g. the group column itself
+      is a fixed effect, ``C(seed)``), so the group effects have no variance left to estimate.
+      With :math:`Q` an orthonormal basis of :math:`X`, the residual of :math:`z \odot 1_g` is
+      :math:`\sum_{i \in g} z_i^2 - \lVert \sum_{i \in g} z_i Q_i \rVert^2`.
+    """
+    if model.exog_re is None or model.k_re == 0:  # variance components only
+        return None
+    z = np.asarray(model.exog_re, dtype=float)
+    k = z.shape[1]
+    rows = [np.asarray(r, dtype=np.intp) for r in model.row_indices.values()]
+    informative = [r for r in rows if r.size >= k]
+    if k > 1 and informative and all(np.linalg.matrix_rank(z[r]) < k for r in informative):
+        redundant = _redundant_columns(z[informative[0]], re_names)
+        return (
+            f"the random-effects design is singular within every group: {redundant!r} "
+            "duplicate earlier random effects (e.g. a random slope for a variable that is "
+            "constant within groups). Drop them from re_formula."
+        )
+    q, _ = np.linalg.qr(exog)
+    codes = _group_codes(model)
+    n_groups = len(rows)
+    for j, name in enumerate(re_names):
+        w = z[:, j : j + 1] * q
+        total = np.bincount(codes, weights=z[:, j] ** 2, minlength=n_groups)
+        proj = sum(
+            np.bincount(codes, weights=w[:, c], minlength=n_groups) ** 2 for c in range(q.shape[1])
+        )
+        if np.all(total - proj <= 1e-9 * np.maximum(total, np.finfo(float).tiny)):
+            return (
+                f"the random effect {name!r} is confounded with the fixed effects: the "
+                "fixed-effects formula already explains every group's value of it (e.g. the "
+                "groups column is also a fixed effect, or there are as many group-level "
+                "predictors as groups), so its variance cannot be estimated. Remove the "
+                "group-level terms from the formula or drop the random effect."
+            )
+    return None
 
 
 def fit_mixed_model(
@@ -132,8 +188,10 @@ def fit_mixed_model(
     Raises
     ------
     ValueError
-        Missing columns, NaN without ``nan_policy='omit'``, too few groups, or a singular
-        (rank-deficient) fixed-effects design, naming the redundant terms.
+        Missing columns, NaN without ``nan_policy='omit'``, too few groups, a singular
+        (rank-deficient) fixed-effects design (naming the redundant terms), a random-effects
+        design that is singular within every group (naming the redundant terms), or a random
+        effect confounded with the fixed effects (e.g. ``C(seed)`` with ``groups="seed"``).
 
     References
     ----------
@@ -158,16 +216,9 @@ def fit_mixed_model(
             f"The 'groups' parameter of {owner} must be a column of 'df'. Got {groups!r}; "
             f"columns are {list(df.columns)!r}."
         )
-    if nan_policy not in ("raise", "omit"):
-        raise ValueError(
-            f"The 'nan_policy' parameter of {owner} must be one of ('raise', 'omit'). "
-            f"Got {nan_policy!r} instead."
-        )
-    if not 0 < confidence_level < 1:
-        raise ValueError(
-            f"The 'confidence_level' parameter of {owner} must be a float in (0, 1). "
-            f"Got {confidence_level!r} instead."
-        )
+    check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
+    confidence_level = check_confidence_level(confidence_level, owner=owner)
+    min_groups = check_positive_int(min_groups, name="min_groups", owner=owner, minimum=2)
     try:
         model = smf.mixedlm(
             formula,
@@ -213,6 +264,15 @@ def fit_mixed_model(
             f"(rank {np.linalg.matrix_rank(exog)} < {exog.shape[1]} columns). Terms that are "
             f"linear combinations of earlier ones: {redundant!r}. Remove or recode them."
         )
+    re_names = [
+        "intercept" if n in ("Group", groups, "Intercept") else str(n)
+        for n in model.data.exog_re_names
+    ]
+    problem = _random_design_problem(model, exog, re_names)
+    if problem is not None:
+        raise ValueError(
+            f"fit_mixed_model cannot fit {formula!r} with groups={groups!r}: {problem}"
+        )
     try:
         result = model.fit(reml=reml, **fit_kwargs)
     except (np.linalg.LinAlgError, ValueError) as err:
@@ -236,20 +296,24 @@ def fit_mixed_model(
         }
     )
     params.index.name = "term"
-    rows = []
-    cov_re = result.cov_re
-    for i, a in enumerate(cov_re.index):
-        for j, b in enumerate(cov_re.columns[: i + 1]):
-            a_ = "intercept" if a in ("Group", groups, "Intercept") else a
-            b_ = "intercept" if b in ("Group", groups, "Intercept") else b
-            label = f"{groups}: var({a_})" if i == j else f"{groups}: cov({a_}, {b_})"
-            rows.append((label, float(cov_re.iloc[i, j])))
-    vc_names = list(getattr(model, "exog_vc", None).names) if vc_formula else []
+    rows = []  # (component, variance or covariance, is a variance)
+    cov_re = np.asarray(result.cov_re, dtype=float)
+    for i, a in enumerate(re_names):
+        for j, b in enumerate(re_names[: i + 1]):
+            label = f"{groups}: var({a})" if i == j else f"{groups}: cov({a}, {b})"
+            rows.append((label, float(cov_re[i, j]), i == j))
+    vc_names = list(model.exog_vc.names) if vc_formula else []
     for name_, v in zip(vc_names, np.atleast_1d(result.vcomp), strict=False):
-        rows.append((f"{name_} (variance component)", float(v)))
-    rows.append(("residual", float(result.scale)))
-    random_effects = pd.DataFrame(rows, columns=["component", "variance"]).set_index("component")
-    random_effects["std"] = np.sqrt(random_effects["variance"].clip(lower=0))
+        rows.append((f"{name_} (variance component)", float(v), True))
+    rows.append(("residual", float(result.scale), True))
+    random_effects = pd.DataFrame(
+        [r[:2] for r in rows], columns=["component", "variance"]
+    ).set_index("component")
+    # a covariance has no standard deviation: NaN rather than sqrt(max(cov, 0))
+    is_var = np.array([r[2] for r in rows])
+    random_effects["std"] = np.where(
+        is_var, np.sqrt(random_effects["variance"].clip(lower=0)), np.nan
+    )
     diag = np.diag(np.asarray(cov_re, dtype=float))
     vcomp = np.atleast_1d(np.asarray(result.vcomp, dtype=float)) if vc_formula else np.array([])
     boundary = bool(

@@ -8,6 +8,8 @@ import numpy as np
 import xarray as xr
 from statsmodels.stats.multitest import multipletests
 
+from ._validation import check_choice, check_unit_interval
+
 __all__ = ["correct_pvalues", "PVALUE_METHODS"]
 
 #: Methods accepted by :func:`statsmodels.stats.multitest.multipletests`.
@@ -97,15 +99,8 @@ def correct_pvalues(
             f"The 'p' parameter of {owner} must be an xarray.DataArray (or Dataset with "
             f"'p_value'). Got {type(p).__name__} instead; wrap arrays with xr.DataArray(p)."
         )
-    if method not in PVALUE_METHODS:
-        raise ValueError(
-            f"The 'method' parameter of {owner} must be one of {PVALUE_METHODS!r}. "
-            f"Got {method!r} instead."
-        )
-    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(
-            f"The 'alpha' parameter of {owner} must be a float in (0, 1). Got {alpha!r} instead."
-        )
+    check_choice(method, PVALUE_METHODS, name="method", owner=owner)
+    alpha = check_unit_interval(alpha, name="alpha", owner=owner)
     values = np.asarray(p.values, dtype=float)
     finite = values[~np.isnan(values)]
     if finite.size and (finite.min() < 0 or finite.max() > 1):

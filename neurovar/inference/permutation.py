@@ -10,7 +10,13 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from ._validation import ALTERNATIVES, check_choice, check_positive_int
+from ._validation import (
+    ALTERNATIVES,
+    check_choice,
+    check_positive_int,
+    check_unit_interval,
+    default_batch,
+)
 from .effect_size import _cohens_d_np, _prepare_pair, _rank_biserial_np
 
 __all__ = ["permutation_test", "PERMUTATION_STATISTICS"]
@@ -140,6 +146,8 @@ def permutation_test(
         Number of random rearrangements (ignored when exact enumeration is cheaper).
     alternative
         ``"two-sided"``, ``"greater"`` (statistic larger than under the null) or ``"less"``.
+        Every named statistic is oriented as ``a - b``, so ``"greater"`` asks whether ``a``
+        exceeds ``b``.
     nan_policy
         ``"raise"`` (default): NaN is an error. ``"omit"``: drop NaN samples (NaN pairs when
         paired) separately at each position; positions are then tested one by one.
@@ -148,7 +156,7 @@ def permutation_test(
         few samples or permutations); it does not change the p-values.
     batch
         Number of rearrangements evaluated per vectorized call (limits memory); passed to
-        scipy.
+        scipy. Default: about ``2e7 / (a.size + b.size)``. It does not change the result.
     progress
         Show a tqdm bar while testing positions one by one (``nan_policy='omit'`` with NaN).
     rng
@@ -193,10 +201,7 @@ def permutation_test(
     n_permutations = check_positive_int(n_permutations, name="n_permutations", owner=owner)
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)
-    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(
-            f"The 'alpha' parameter of {owner} must be a float in (0, 1). Got {alpha!r} instead."
-        )
+    alpha = check_unit_interval(alpha, name="alpha", owner=owner)
     if isinstance(statistic, str):
         check_choice(statistic, tuple(PERMUTATION_STATISTICS), name="statistic", owner=owner)
         stat_name = statistic
@@ -216,6 +221,8 @@ def permutation_test(
     ptype = "samples" if paired else "independent"
     batch_shape = xa.shape[:-1]
     has_nan = bool(np.isnan(xa).any() or np.isnan(xb).any())
+
+    batch = default_batch(batch, xa.size + xb.size, n_permutations)
 
     def run(x, y):
         return sps.permutation_test(

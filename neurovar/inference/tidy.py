@@ -22,6 +22,23 @@ def _scalar_attrs(attrs: Mapping) -> dict:
     }
 
 
+def _plain_coords(ds: xr.Dataset) -> xr.Dataset:
+    """Turn indexes of non-dimension coords into plain coords.
+
+    ``to_dataframe`` silently drops a coordinate that carries its own index without being a
+    dimension (``set_xindex("channel")``, as :func:`neurovar.record.record_activations` does
+    so that ``da.sel(channel=3)`` works); without the index it becomes a column like any other.
+    Multi-indexes of stacked dims are kept (their levels already become columns).
+    """
+    drop = [
+        name
+        for _, idx_coords in ds.xindexes.group_by_index()
+        if not set(idx_coords) & set(ds.dims)
+        for name in idx_coords
+    ]
+    return ds.drop_indexes(drop) if drop else ds
+
+
 def _dataset_frame(ds: xr.Dataset, variables, exclude_dims, include_attrs) -> pd.DataFrame:
     if variables is None:
         names = [v for v in ds.data_vars if not set(ds[v].dims) & set(exclude_dims)]
@@ -38,7 +55,7 @@ def _dataset_frame(ds: xr.Dataset, variables, exclude_dims, include_attrs) -> pd
                 f"The 'variables' parameter of to_tidy must name data variables. Got {missing!r}, "
                 f"available: {list(ds.data_vars)!r}."
             )
-    sub = ds[names]
+    sub = _plain_coords(ds[names])
     sub = sub.drop_dims([d for d in sub.dims if d not in set().union(*(ds[v].dims for v in names))])
     if not sub.dims:
         df = pd.DataFrame([{k: v.item() for k, v in {**sub.coords, **sub.data_vars}.items()}])
@@ -61,7 +78,7 @@ def to_tidy(
     include_attrs: bool = False,
     node_column: str = "node",
 ) -> pd.DataFrame:
-    """Convert an xarray result to a long DataFrame: one row per element, one column per coord.
+    r"""Convert an xarray result to a long DataFrame: one row per element, one column per coord.
 
     Every dimension becomes a column (its coordinate labels, or integer positions when it has
     none), every non-dimension coordinate (``layer``, ``channel``, ``label``, ...) becomes a
@@ -90,13 +107,28 @@ def to_tidy(
     -------
     pandas.DataFrame
         Long table with a default RangeIndex.
+
+    Notes
+    -----
+    For a DataArray :math:`v` with dims :math:`(d_1, \dots, d_k)` the table has
+    :math:`\prod_j |d_j|` rows; the row of element :math:`v[i_1, \dots, i_k]` holds
+    :math:`c_j[i_j]` in the column of each dimension coordinate, :math:`c[i_j]` in the column
+    of each non-dimension coordinate :math:`c` along :math:`d_j` (``channel`` and ``layer``
+    along ``unit``, ``label`` along ``stimulus``; also those carrying their own index, such as
+    ``channel`` after ``set_xindex``), and :math:`v[i_1, \dots, i_k]` in the value column.
+    Variables of a Dataset are broadcast against each other, as in
+    :meth:`xarray.Dataset.to_dataframe`.
+
+    References
+    ----------
+    Wickham, H. (2014). Tidy data. *Journal of Statistical Software* 59(10), 1-23.
     """
     if isinstance(results, xr.DataArray):
         value = name or (str(results.name) if results.name is not None else "value")
-        if value in results.coords:
+        if value in results.coords or value in results.dims:
             raise ValueError(
-                f"The 'name' parameter of to_tidy must differ from the coordinate names. Got "
-                f"{value!r}, which is also a coordinate; pass another name."
+                f"The 'name' parameter of to_tidy must differ from the dimension and coordinate "
+                f"names. Got {value!r}, which is also a {'coordinate' if value in results.coords else 'dimension'}; pass another name."
             )
         ds = results.to_dataset(name=value)
         return _dataset_frame(ds, None, (), include_attrs)

@@ -175,3 +175,14 @@ def test_errors_and_warning():
     few = xr.DataArray(rng.normal(size=(5, 4)), dims=("seed", "unit"))
     with pytest.warns(UserWarning, match="only 5 groups"):
         bootstrap_ci(few, dim="unit", group_dim="seed", n_resamples=99, rng=0)
+
+
+def test_flat_bootstrap_is_batched_by_default_without_changing_the_result(scipy_batches):
+    # scipy evaluates every resample at once unless told otherwise (B x n x positions values;
+    # 80 GB for 1000 units x 1000 trials x 9999 resamples); the default batch bounds that
+    batches = scipy_batches("bootstrap", max_values=20_000)
+    x = xr.DataArray(np.random.default_rng(5).normal(size=(4, 100)), dims=("unit", "trial"))
+    res = bootstrap_ci(x, dim="trial", n_resamples=999, rng=2)
+    assert batches == [50]  # 20_000 values / (4 x 100) per resample
+    full = bootstrap_ci(x, dim="trial", n_resamples=999, batch=999, rng=2)
+    xr.testing.assert_identical(res, full)

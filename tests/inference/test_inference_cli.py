@@ -198,3 +198,83 @@ def test_module_entry_point(table, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert out.exists() and len(pd.read_csv(out)) == 3
+
+
+def test_through_the_neurovar_command(table, tmp_path, capsys):
+    from neurovar.cli import main
+
+    df, path = table
+    out = tmp_path / "main.csv"
+    argv = ["stats", str(path), "--compare", "structured", "none", "--by", "layer"]
+    assert main([*argv, "--n-permutations", "199", "--seed", "3", "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    res = pd.read_csv(out).set_index("layer")
+    sub = df[df.layer == "conv2"]
+    ref = permutation_test(
+        sub[sub.noise == "structured"].fano.to_numpy(),
+        sub[sub.noise == "none"].fano.to_numpy(),
+        n_permutations=199,
+        rng=np.random.default_rng(3),
+    )
+    assert res.loc["conv2", "p_value"] == pytest.approx(float(ref.p_value))
+    assert res.loc["conv2", "cohens_d"] == pytest.approx(float(ref.cohens_d))
+    # bad options are errors (exit 2), not a note repeated in every group
+    assert main([*argv, "--n-permutations", "0", "--out", str(out)]) == 2
+    assert "--n-permutations must be >= 1" in capsys.readouterr().err
+    assert main([*argv, "--alpha", "5", "--out", str(out)]) == 2
+    assert "--alpha must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_nan_needs_a_policy_and_unmatched_pairs_are_reported(table, tmp_path, capsys):
+    from neurovar.cli import main
+
+    df, _ = table
+    df = df.copy()
+    first = df.index[(df.layer == "conv1") & (df.noise == "structured")][0]
+    df.loc[first, "fano"] = np.nan
+    path = tmp_path / "nan.csv"
+    df.to_csv(path, index=False)
+    out = tmp_path / "nan_stats.csv"
+    argv = ["stats", str(path), "--compare", "structured", "isotropic", "--by", "layer"]
+    argv += ["--n-permutations", "199", "--out", str(out)]
+    assert main(argv) == 2
+    assert "1 NaN" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--nan-policy", "omit"]) == 0
+    res = pd.read_csv(out).set_index("layer")
+    assert res.loc["conv1", "n_a"] == 7 and res.loc["conv2", "n_a"] == 8
+    # paired on seed: a dropped row leaves its partner unmatched, which is said, not hidden
+    df.drop(index=first).to_csv(path, index=False)
+    assert main([*argv, "--pair-on", "seed"]) == 0
+    printed = capsys.readouterr().out
+    res = pd.read_csv(out).set_index("layer")
+    assert res.loc["conv1", "n_a"] == 7 and np.isfinite(res.loc["conv1", "p_value"])
+    assert "1 'isotropic' row(s) without a partner on 'seed'" in res.loc["conv1", "note"]
+    assert "note (conv1)" in printed
+
+
+def test_two_stage_fdr_uses_the_requested_alpha(tmp_path):
+    from neurovar.cli import main
+
+    base = np.linspace(-1, 1, 8)
+    shifts = [0.0, 0.3, 0.5, 0.7, 0.9, 2.0]
+    df = pd.DataFrame(
+        [
+            {"area": f"a{k}", "cond": c, "value": v}
+            for k, shift in enumerate(shifts)
+            for c, vals in (("A", base + shift), ("B", base))
+            for v in vals
+        ]
+    )
+    path, out = tmp_path / "fdr.csv", tmp_path / "fdr_stats.csv"
+    df.to_csv(path, index=False)
+    argv = ["stats", str(path), "--compare", "A", "B", "--by", "area", "--out", str(out)]
+    assert (
+        main([*argv, "--n-permutations", "1999", "--correction", "fdr_tsbh", "--alpha", "0.2"]) == 0
+    )
+    res = pd.read_csv(out)
+    p = xr.DataArray(res.p_value.to_numpy())
+    np.testing.assert_allclose(
+        res.p_corrected, correct_pvalues(p, method="fdr_tsbh", alpha=0.2).values
+    )
+    # the two-stage adjustment depends on alpha, so this checks that --alpha reached it
+    assert not np.allclose(res.p_corrected, correct_pvalues(p, method="fdr_tsbh").values)

@@ -85,3 +85,48 @@ def test_clear_errors():
         fit_mixed_model(df.to_dict(), "fano ~ alignment", groups="seed")
     with pytest.raises(ValueError, match="'formula' parameter"):
         fit_mixed_model(df, "fano", groups="seed")
+
+
+def test_random_slope_covariance_rows_and_between_group_predictor():
+    # random intercept + slope for alignment; a seed-level predictor (constant within seeds)
+    # is a legitimate fixed effect and must not be mistaken for a confounded design
+    rng = np.random.default_rng(2)
+    n_seeds, n_units = 30, 20
+    g = np.repeat(np.arange(n_seeds), n_units)
+    width = rng.normal(size=n_seeds)[g]
+    x = rng.normal(size=g.size)
+    slope = 0.5 + rng.normal(0, 0.3, n_seeds)[g]
+    y = 1.0 + 0.2 * width + slope * x + rng.normal(0, 0.5, n_seeds)[g] + rng.normal(0, 0.2, g.size)
+    df = pd.DataFrame({"y": y, "x": x, "width": width, "seed": g})
+    res = fit_mixed_model(df, "y ~ x + width", groups="seed", re_formula="~x")
+    re = res.random_effects
+    assert list(re.index) == [
+        "seed: var(intercept)",
+        "seed: cov(x, intercept)",
+        "seed: var(x)",
+        "residual",
+    ]
+    assert np.isnan(re.loc["seed: cov(x, intercept)", "std"])  # a covariance has no SD
+    np.testing.assert_allclose(
+        re.loc["seed: var(x)", "std"] ** 2, re.loc["seed: var(x)", "variance"]
+    )
+    assert re.loc["seed: var(x)", "variance"] == pytest.approx(0.09, rel=0.6)
+    assert res.params.loc["x", "ci_low"] < 0.5 < res.params.loc["x", "ci_high"]
+    # with 30 seeds the seed-level slope is weakly determined (SE ~0.09): within 4 SE of truth
+    assert res.converged and not res.boundary
+    assert abs(res.params.loc["width", "estimate"] - 0.2) < 4 * res.params.loc["width", "std_error"]
+
+
+def test_unidentifiable_random_effects_are_clear_errors():
+    df = _simulate(n_seeds=8, n_units=10)
+    df["seed_size"] = df.seed * 0.1  # constant within seeds
+    # a random slope for a variable constant within groups duplicates the random intercept
+    with pytest.raises(ValueError, match="random-effects design is singular.*'seed_size'"):
+        fit_mixed_model(df, "fano ~ alignment", groups="seed", re_formula="~seed_size")
+    # the group column as a fixed effect absorbs the random intercept
+    with pytest.raises(ValueError, match="random effect 'intercept' is confounded"):
+        fit_mixed_model(df, "fano ~ alignment + C(seed)", groups="seed")
+    with pytest.raises(ValueError, match="'confidence_level' parameter.*Got '95%'"):
+        fit_mixed_model(df, "fano ~ alignment", groups="seed", confidence_level="95%")
+    with pytest.raises(ValueError, match="'nan_policy' parameter"):
+        fit_mixed_model(df, "fano ~ alignment", groups="seed", nan_policy="drop")

@@ -259,3 +259,47 @@ def test_dask_backed_inputs_give_the_same_result():
         a.chunk({"unit": 1}), b.chunk({"unit": 1}), dim="trial", n_permutations=99, rng=0
     )
     xr.testing.assert_allclose(eager, lazy)
+
+
+def test_batched_by_default_without_changing_the_result(scipy_batches):
+    # scipy evaluates every rearrangement at once unless told otherwise; the default batch
+    # bounds memory for many positions (units x stimuli) and leaves the draws unchanged
+    batches = scipy_batches("permutation_test", max_values=10_000)
+    rng = np.random.default_rng(13)
+    a = xr.DataArray(rng.normal(size=(20, 10)), dims=("unit", "trial"))
+    b = xr.DataArray(rng.normal(size=(20, 15)), dims=("unit", "trial"))
+    res = permutation_test(a, b, dim="trial", n_permutations=999, rng=4)
+    assert batches == [20]  # 10_000 values / (200 + 300) per rearrangement
+    full = permutation_test(a, b, dim="trial", n_permutations=999, batch=999, rng=4)
+    xr.testing.assert_identical(res, full)
+
+
+def test_recording_like_input_along_every_dim():
+    # dims and coords as neurovar.record produces them, with `channel` a non-dimension index
+    rng = np.random.default_rng(14)
+    coords = {
+        "trial": np.arange(8),
+        "stimulus_id": ("stimulus", np.arange(7)),
+        "label": ("stimulus", [0, 1, 0, 1, 2, 2, 0]),
+        "unit_id": ("unit", np.arange(6)),
+        "channel": ("unit", [0, 0, 0, 1, 1, 1]),
+    }
+
+    def rec(shift):
+        da = xr.DataArray(
+            rng.normal(shift, 1, (8, 7, 6)), dims=("trial", "stimulus", "unit"), coords=coords
+        )
+        return da.set_xindex("channel")
+
+    a, b = rec(1.0), rec(0.0)
+    kept = {"trial": {"label", "channel"}, "stimulus": {"trial", "channel"}, "unit": {"label"}}
+    for dim, paired in [("trial", False), ("stimulus", True), ("unit", False)]:
+        res = permutation_test(a, b, dim=dim, paired=paired, n_permutations=99, rng=0)
+        assert set(res.p_value.dims) == {"trial", "stimulus", "unit"} - {dim}
+        assert kept[dim] <= set(res.coords) and not {dim} & set(res.coords)
+        if "channel" in kept[dim]:
+            assert res.p_value.sel(channel=1).sizes["unit"] == 3
+        one = {d: 2 for d in res.p_value.dims}
+        d = (a - b).isel(one).values if paired else None
+        expected = d.mean() / d.std(ddof=1) if paired else float(cohens_d(a.isel(one), b.isel(one)))
+        assert float(res.cohens_d.isel(one)) == pytest.approx(expected)

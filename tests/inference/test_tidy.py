@@ -82,3 +82,56 @@ def test_scalar_tree_and_mapping():
     np.testing.assert_allclose(v4, 2 * ann)
     with pytest.raises(TypeError, match="'results' parameter"):
         to_tidy([1, 2])
+
+
+def _recording(shift=0.0, seed=0):
+    # like one layer of neurovar.record.record_activations: `channel` is a non-dimension index
+    # along `unit` (set_xindex) so that `da.sel(channel=1)` works
+    rng = np.random.default_rng(seed)
+    da = xr.DataArray(
+        rng.normal(shift, 1.0, (6, 3, 8)),
+        dims=("trial", "stimulus", "unit"),
+        coords={
+            "trial": np.arange(6),
+            "stimulus_id": ("stimulus", [10, 11, 12]),
+            "label": ("stimulus", [3, 1, 3]),
+            "unit_id": ("unit", np.arange(8)),
+            "layer": ("unit", ["conv1"] * 8),
+            "channel": ("unit", np.repeat([0, 1], 4)),
+            "y": ("unit", np.tile([0, 0, 1, 1], 2)),
+            "x": ("unit", np.tile([0, 1], 4)),
+        },
+        name="activation",
+    )
+    return da.to_dataset().set_xindex("channel")["activation"]
+
+
+def test_recording_with_channel_index_keeps_every_coordinate_column():
+    da = _recording()
+    assert "channel" in da.xindexes and "channel" not in da.dims
+    expected = {"trial", "stimulus", "unit", "stimulus_id", "label", "unit_id", "layer", "y", "x"}
+    for df in (
+        to_tidy(da),
+        to_tidy(da.to_dataset()),
+        to_tidy(xr.DataTree.from_dict({"conv1": da.to_dataset()})),
+    ):
+        assert expected | {"channel", "activation"} <= set(df.columns), df.columns
+        assert len(df) == da.size
+        np.testing.assert_array_equal(df.channel.to_numpy(), np.tile(da.channel.values, 18))
+    # a test along trials keeps stimulus and unit coords, channel included
+    res = permutation_test(_recording(1.0, 1), da, dim="trial", n_permutations=99, rng=0)
+    assert "channel" in res.xindexes
+    df = to_tidy(res)
+    assert len(df) == 3 * 8 and {"label", "stimulus_id", "channel", "p_value"} <= set(df.columns)
+    row = df[(df.stimulus == 2) & (df.unit == 5)].iloc[0]
+    assert row.channel == 1 and row.label == 3
+    assert row.p_value == float(res.p_value.isel(stimulus=2, unit=5))
+    # the DataArray is not modified (its channel index is still selectable)
+    assert da.sel(channel=1).sizes["unit"] == 4
+
+
+def test_value_name_clashing_with_a_dim_without_coordinate():
+    da = xr.DataArray(np.ones((2, 3)), dims=("seed", "unit"), name="unit")
+    with pytest.raises(ValueError, match="'name' parameter.*'unit', which is also a dimension"):
+        to_tidy(da)
+    assert list(to_tidy(da, name="fano").columns) == ["seed", "unit", "fano"]
