@@ -122,8 +122,14 @@ def _forked_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+class _ProbeStop(Exception):
+    """Raised by the probe pass of :func:`find_noise_site` at the first stochastic module."""
+
+
 def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] | None:
     """First stochastic site of ``model`` in execution order, found by one probe forward pass.
+
+    The probe stops at the first stochastic module, before it runs, so it draws no noise.
 
     Stochastic sites are modules carrying a noise hook from :func:`neurovar.noise.inject_noise`
     (noise enters at the module's output) and dropout modules in training mode (noise enters
@@ -143,16 +149,23 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
     """
     order: list[str] = []
     handles = []
+
+    def stop_here(_m: nn.Module, _i: Any, name: str) -> None:
+        order.append(name)
+        raise _ProbeStop  # stop before any noise is drawn: no RNG, frozen draws or estimates used
+
     for name, module in model.named_modules():
         if name and _stochastic_kind(module) is not None:
             handles.append(
-                module.register_forward_pre_hook(lambda _m, _i, name=name: order.append(name))
+                module.register_forward_pre_hook(lambda m, i, name=name: stop_here(m, i, name))
             )
     if not handles:
         return None
     try:
-        with torch.no_grad(), _forked_torch_rng(0, example.device):
+        with torch.no_grad():
             model(example)
+    except _ProbeStop:
+        pass
     finally:
         for h in handles:
             h.remove()
@@ -385,7 +398,8 @@ def record_activations(
     model
         A PyTorch module. Its train/eval state is not changed (keep dropout in train mode to make
         it stochastic), except that BatchNorm layers are put in eval mode during the call, so
-        stimuli in one batch do not influence each other; every mode and hook is restored.
+        stimuli in one batch do not influence each other; every mode and hook is restored, and
+        so are the buffers (running estimates) of injected noise modules.
     stimuli
         Inputs of shape ``(n_stimuli, ...)``, e.g. ``(N, C, H, W)`` images.
     layers
@@ -502,6 +516,14 @@ def record_activations(
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
+    # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies
+    noise_buffers = [
+        (buf, buf.detach().clone())
+        for m in model.modules()
+        for h in _noise_hooks(m)
+        if isinstance(getattr(h, "noise", None), nn.Module)
+        for buf in h.noise.buffers()
+    ]
     param = next(iter(model.parameters()), None)
     orig_device = param.device if param is not None else None
     results: dict[str, list[np.ndarray]] = {name: [] for name in layers}
@@ -530,6 +552,9 @@ def record_activations(
                     except RuntimeError as err:
                         if site is None:
                             raise
+                        # the unbranched model either works (the branch broke it: warn and
+                        # keep folding at the input) or raises its own, genuine error
+                        out, shapes = _forward_trials(model, x, layers, nt, None)
                         warnings.warn(
                             f"Branching trials at {site[0]!r} ({site[1]}) failed ({err}); a skip "
                             "connection probably jumps over it. Falling back to folding trials at "
@@ -538,7 +563,6 @@ def record_activations(
                             stacklevel=2,
                         )
                         site = None
-                        out, shapes = _forward_trials(model, x, layers, nt, site)
                     for name in layers:
                         parts[name].append(out[name].float().cpu())
                 chunk = {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
@@ -576,6 +600,9 @@ def record_activations(
     finally:
         for m, mode in bn_modes.items():
             m.train(mode)
+        with torch.no_grad():
+            for buf, saved in noise_buffers:
+                buf.copy_(saved)
         if orig_device is not None:
             model.to(orig_device)
     if store_path is not None:

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -183,8 +184,10 @@ def test_hooks_and_modes_restored_after_error(images):
             raise RuntimeError("boom")
 
     model.fc2 = nn.Sequential(model.fc2, Boom())
-    with pytest.raises(RuntimeError, match="boom"):
-        record_activations(model, images, layers=["conv1", "fc2"], n_trials=2, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a genuine model error is raised, not a fallback warning
+        with pytest.raises(RuntimeError, match="boom"):
+            record_activations(model, images, layers=["conv1", "fc2"], n_trials=2, progress=False)
     assert _no_hooks(model)
     assert model.training and bn.training
 
@@ -277,3 +280,23 @@ def test_rng_reseeds_injected_noise_modules(images):
     assert config["type"] == "IsotropicNoise" and config["std"] == 0.2
     # without rng the module keeps drawing from its own stream: successive recordings differ
     assert not np.array_equal(c["fc2"]["activation"].values, d["fc2"]["activation"].values)
+
+
+def test_frozen_and_running_estimate_noise_survive_recording(images):
+    from neurovar.noise import IsotropicNoise, frozen_noise, inject_noise
+
+    model = SmallCNN().eval()
+    noise = IsotropicNoise(0.3, seed=0)
+    with inject_noise(model, {"relu2": noise}):
+        with frozen_noise(noise):
+            # the probe draws no noise, so the frozen draw is made for the real batch
+            tree = record_activations(model, images, layers=["fc2"], n_trials=3, progress=False)
+        vals = tree["fc2"]["activation"].values
+        assert vals.shape == (3, 7, 10)
+    relative = IsotropicNoise(1.0, relative_scale=0.5, seed=0)
+    model.train()
+    with inject_noise(model, {"relu2": relative}):
+        model(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)))  # estimate
+        before = [b.clone() for b in relative.buffers()]
+        record_activations(model, images, layers=["fc2"], n_trials=4, rng=0, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, relative.buffers()))

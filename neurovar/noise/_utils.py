@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -19,6 +20,40 @@ def check_share(share: Any, *, owner: str) -> str:
             f"The 'share' parameter of {owner} must be one of {SHARES!r}. Got {share!r} instead."
         )
     return share
+
+
+def check_nonneg_float(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
+    """A finite real number in ``[0, inf)`` (``(0, inf)`` with ``positive=True``)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"The '{name}' parameter of {owner} must be a real number. "
+            f"Got {type(value).__name__} instead."
+        ) from err
+    if not math.isfinite(out) or (out <= 0 if positive else out < 0):
+        interval = "(0, inf)" if positive else "[0, inf)"
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be in {interval}. Got {value!r} instead."
+        )
+    return out
+
+
+def check_int(value: Any, *, name: str, owner: str, low: int = 1, high: int | None = None) -> int:
+    """An int (not bool) in ``[low, high]`` (``[low, inf)`` when ``high`` is None)."""
+    ok = (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (int, np.integer))
+        and low <= value
+        and (high is None or value <= high)
+    )
+    if not ok:
+        interval = f"[{low}, {'inf)' if high is None else f'{high}]'}"
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be an int in {interval}. "
+            f"Got {value!r} instead."
+        )
+    return int(value)
 
 
 def fresh_seed() -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ._utils import as_numpy_matrix, check_square, psd_factor
+from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
 from .models import (
     CovarianceNoise,
     DiagonalNoise,
@@ -93,17 +93,62 @@ def _check_rng(rng: Any, owner: str) -> np.random.Generator:
     return np.random.default_rng(rng)
 
 
-def _module_cov(noise: NoiseModule, owner: str) -> np.ndarray:
-    """Covariance of a module at scale 1."""
+def _as_covariance(cov: Any, owner: str) -> np.ndarray:
+    """A square, symmetric matrix with a non-negative diagonal (cheap necessary PSD checks)."""
+    arr = as_numpy_matrix(cov, name="noise_or_cov", owner=owner)
+    check_square(arr, name="noise_or_cov", owner=owner)
+    scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(arr - arr.T))) / scale
+    if asym > 1e-6:
+        raise ValueError(
+            f"The 'noise_or_cov' parameter of {owner} must be a symmetric covariance matrix; "
+            f"max |C - C^T| / max |C| = {asym:.3g}."
+        )
+    if np.any(np.diag(arr) < 0):
+        raise ValueError(
+            f"The 'noise_or_cov' parameter of {owner} must be a covariance matrix (variances on "
+            f"the diagonal >= 0). Got a minimum diagonal entry of {np.diag(arr).min():.4g}."
+        )
+    return arr
+
+
+def _check_fixed_covariance(noise: NoiseModule, owner: str) -> None:
     if isinstance(noise, PoissonLikeNoise):
         raise TypeError(
             f"{owner} needs a fixed covariance; PoissonLikeNoise's variance follows its input. "
             "Calibrate it with neurovar.noise.scale_to_activation_variance instead."
         )
+
+
+def _module_cov(noise: NoiseModule, owner: str) -> np.ndarray:
+    """Dense covariance of a module at scale 1, in float64."""
+    _check_fixed_covariance(noise, owner)
+    if isinstance(noise, CovarianceNoise):
+        factor = noise.factor.detach().to("cpu", torch.float64)
+        return (factor @ factor.T).numpy()
     scale = noise.scale
     if scale == 0:
         raise ValueError(f"{owner}: the noise module has scale 0 (no covariance to work from).")
     return noise.covariance.detach().to("cpu", torch.float64).numpy() / scale**2
+
+
+def _module_diag(noise: NoiseModule, owner: str) -> np.ndarray:
+    """Diagonal of a module's covariance at scale 1, without forming the dense ``D x D`` matrix
+    (which for a flat conv layer would need tens of GiB)."""
+    _check_fixed_covariance(noise, owner)
+    noise._trace()  # errors for modules that do not know their number of units
+    if isinstance(noise, LowRankNoise):
+        f = noise.factors.detach().to("cpu", torch.float64)
+        diag = f.pow(2).sum(1) + noise.diagonal.detach().to("cpu", torch.float64)
+    elif isinstance(noise, CovarianceNoise):
+        diag = noise.factor.detach().to("cpu", torch.float64).pow(2).sum(1)
+    elif isinstance(noise, DiagonalNoise):
+        diag = noise.variance.detach().to("cpu", torch.float64)
+    elif isinstance(noise, IsotropicNoise):
+        diag = torch.full((int(noise.n_units),), noise.std**2, dtype=torch.float64)
+    else:
+        return np.diag(_module_cov(noise, owner)).copy()
+    return diag.numpy()
 
 
 def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
@@ -120,22 +165,21 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
         The copy has the same seed, its draws restarting from it (common random numbers).
     total_variance
         Target trace :math:`v \ge 0`.
+
+    Returns
+    -------
+    same type as ``noise_or_cov``
+        Array/tensor/DataArray (coords kept, ``attrs["control"]`` set) or a new noise module.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (controls at matched total
+    variance).
     """
     owner = "match_total_variance"
-    try:
-        target = float(total_variance)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"The 'total_variance' parameter of {owner} must be a number. Got {total_variance!r}."
-        ) from err
-    if not np.isfinite(target) or target < 0:
-        raise ValueError(
-            f"The 'total_variance' parameter of {owner} must be in [0, inf). "
-            f"Got {total_variance!r} instead."
-        )
+    target = check_nonneg_float(total_variance, name="total_variance", owner=owner)
     if isinstance(noise_or_cov, NoiseModule):
-        if isinstance(noise_or_cov, PoissonLikeNoise):
-            _module_cov(noise_or_cov, owner)
+        _check_fixed_covariance(noise_or_cov, owner)
         if noise_or_cov.relative_scale is not None:
             raise ValueError(
                 f"{owner}: the noise module follows the layer (relative_scale="
@@ -147,8 +191,7 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
         out = _copy_module(noise_or_cov)
         out.scale = float(np.sqrt(target / base))
         return out
-    cov = as_numpy_matrix(noise_or_cov, name="noise_or_cov", owner=owner)
-    check_square(cov, name="noise_or_cov", owner=owner)
+    cov = _as_covariance(noise_or_cov, owner)
     trace = float(np.trace(cov))
     if trace <= 0:
         raise ValueError(
@@ -160,31 +203,54 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
 def diagonal_control(noise_or_cov: Any) -> Any:
     r"""The diagonal of a covariance as its own control, :math:`\mathrm{diag}(\Sigma)`.
 
-    Same per-unit variances, hence the same trace, and no correlations. For a noise module a
-    :class:`DiagonalNoise` with the same share, scale and seed comes back.
+    Same per-unit variances, hence the same trace, and no correlations.
+
+    Parameters
+    ----------
+    noise_or_cov
+        Covariance (ndarray, tensor, DataArray), or a noise module with a fixed covariance:
+        then a :class:`DiagonalNoise` with the same share, scale and seed comes back.
+
+    Returns
+    -------
+    same type as ``noise_or_cov``
+
+    References
+    ----------
+    Preble et al. (2026), arXiv 2606.13801: the diagonal control of a structured covariance.
     """
     owner = "diagonal_control"
     if isinstance(noise_or_cov, NoiseModule):
-        cov = _module_cov(noise_or_cov, owner)
-        return DiagonalNoise(np.diag(cov).copy(), **_module_kwargs(noise_or_cov))
-    cov = as_numpy_matrix(noise_or_cov, name="noise_or_cov", owner=owner)
-    check_square(cov, name="noise_or_cov", owner=owner)
+        diag = _module_diag(noise_or_cov, owner)
+        return DiagonalNoise(diag, **_module_kwargs(noise_or_cov))
+    cov = _as_covariance(noise_or_cov, owner)
     return _wrap_like(noise_or_cov, np.diag(np.diag(cov)), "diagonal")
 
 
 def isotropic_control(noise_or_cov: Any) -> Any:
     r"""Isotropic covariance at matched trace, :math:`(\mathrm{tr}\,\Sigma / D)\, I_D`.
 
-    For a noise module an :class:`IsotropicNoise` (with ``n_units``) comes back.
+    Parameters
+    ----------
+    noise_or_cov
+        A covariance, or a noise module with a fixed covariance (an :class:`IsotropicNoise`
+        with ``n_units`` and the module's share, scale and seed comes back).
+
+    Returns
+    -------
+    same type as ``noise_or_cov``, or :class:`IsotropicNoise`
+
+    References
+    ----------
+    Preble et al. (2026), arXiv 2606.13801: isotropic noise as the unstructured control.
     """
     owner = "isotropic_control"
     if isinstance(noise_or_cov, NoiseModule):
-        cov = _module_cov(noise_or_cov, owner)
-        d = cov.shape[0]
-        std = float(np.sqrt(np.trace(cov) / d))
+        diag = _module_diag(noise_or_cov, owner)
+        d = diag.shape[0]
+        std = float(np.sqrt(diag.sum() / d))
         return IsotropicNoise(std, n_units=d, **_module_kwargs(noise_or_cov))
-    cov = as_numpy_matrix(noise_or_cov, name="noise_or_cov", owner=owner)
-    check_square(cov, name="noise_or_cov", owner=owner)
+    cov = _as_covariance(noise_or_cov, owner)
     d = cov.shape[0]
     return _wrap_like(noise_or_cov, np.eye(d) * (np.trace(cov) / d), "isotropic")
 
@@ -192,20 +258,38 @@ def isotropic_control(noise_or_cov: Any) -> Any:
 def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.ndarray:
     r"""Haar-random ``n x k`` matrix with orthonormal columns (``k = n``: orthogonal matrix).
 
+    .. math:: Z = Q R,\; Z_{ij} \sim \mathcal N(0, 1) \quad\Rightarrow\quad
+              Q' = Q\,\mathrm{diag}(\mathrm{sign}\, R_{ii})
+
     QR decomposition of a standard Gaussian matrix with the signs of :math:`\mathrm{diag}(R)`
-    moved into :math:`Q` (Mezzadri 2007, "How to generate random matrices from the classical
-    compact groups", Notices AMS 54, 592). Written here instead of ``scipy.stats.ortho_group``
+    moved into :math:`Q` (without this fix LAPACK's QR is not Haar-distributed). Written here instead of ``scipy.stats.ortho_group``
     because one blocked LAPACK QR is much faster for large ``n`` than scipy's loop of
     Householder reflections, and because it gives the first ``k`` columns (a uniformly random
     ``k``-frame) in ``O(n k^2)``; the distribution is the same (checked against scipy in the
     tests).
+
+    Parameters
+    ----------
+    n
+        Number of rows (the dimension).
+    k
+        Number of columns, in ``[1, n]`` (default ``n``).
+    rng
+        None, int seed or :class:`numpy.random.Generator`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, k)`` with :math:`Q'^T Q' = I_k`.
+
+    References
+    ----------
+    Mezzadri, F. (2007). How to generate random matrices from the classical compact groups.
+    Notices of the AMS 54, 592-604.
     """
     owner = "random_orthogonal"
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"The 'n' parameter of {owner} must be a positive int. Got {n!r}.")
-    k = n if k is None else k
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"The 'k' parameter of {owner} must be an int in [1, {n}]. Got {k!r}.")
+    n = check_int(n, name="n", owner=owner)
+    k = n if k is None else check_int(k, name="k", owner=owner, high=n)
     gen = _check_rng(rng, owner)
     z = gen.standard_normal((n, k))
     q, r = np.linalg.qr(z)
@@ -229,6 +313,18 @@ def rotate_spectrum(noise_or_cov: Any, rng: Any = None) -> Any:
         (QF)(QF)^T + dI`, so the result stays low-rank: only a random ``D x r`` frame is drawn).
     rng
         None, int seed or :class:`numpy.random.Generator`.
+
+    Returns
+    -------
+    same type as ``noise_or_cov``
+        A new module for module input.
+
+    References
+    ----------
+    Mezzadri, F. (2007). How to generate random matrices from the classical compact groups.
+    Notices of the AMS 54, 592-604.
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (controls at matched total
+    variance).
     """
     owner = "rotate_spectrum"
     gen = _check_rng(rng, owner)
@@ -252,25 +348,44 @@ def rotate_spectrum(noise_or_cov: Any, rng: Any = None) -> Any:
                 f"{owner} takes a covariance, CovarianceNoise or LowRankNoise. "
                 f"Got {type(noise_or_cov).__name__}; build a CovarianceNoise from its covariance."
             )
-        cov = _module_cov(noise_or_cov, owner)
-        evals, _, _, _ = psd_factor(cov, name="noise_or_cov", owner=owner)
-        q = random_orthogonal(cov.shape[0], rng=gen)
-        return CovarianceNoise((q * evals[None, :]) @ q.T, **_module_kwargs(noise_or_cov))
+        rotated = _rotate(_module_cov(noise_or_cov, owner), gen, owner)
+        return CovarianceNoise(rotated, **_module_kwargs(noise_or_cov))
     cov = as_numpy_matrix(noise_or_cov, name="noise_or_cov", owner=owner)
+    return _wrap_like(noise_or_cov, _rotate(cov, gen, owner), "rotated_spectrum")
+
+
+def _rotate(cov: np.ndarray, gen: np.random.Generator, owner: str) -> np.ndarray:
+    """``Q Lambda Q^T`` for the (validated, clipped) eigenvalues of ``cov``; exactly symmetric."""
     evals, _, _, _ = psd_factor(cov, name="noise_or_cov", owner=owner)
     q = random_orthogonal(cov.shape[0], rng=gen)
     rotated = (q * evals[None, :]) @ q.T
-    return _wrap_like(noise_or_cov, 0.5 * (rotated + rotated.T), "rotated_spectrum")
+    return 0.5 * (rotated + rotated.T)
 
 
 def matched_controls(cov: CovLike, *, rng: Any = None) -> dict[str, Any]:
-    """The structured covariance and its controls, all with the trace of ``cov``.
+    r"""The structured covariance and its controls, all with the trace of ``cov``.
+
+    :math:`\Sigma`, :math:`\mathrm{diag}(\Sigma)`, :math:`(\mathrm{tr}\,\Sigma / D) I` and
+    :math:`Q \Lambda Q^T` (see :func:`diagonal_control`, :func:`isotropic_control`,
+    :func:`rotate_spectrum`).
+
+    Parameters
+    ----------
+    cov
+        ``D x D`` covariance (ndarray, tensor, DataArray).
+    rng
+        Seed of the random rotation.
 
     Returns
     -------
     dict
         ``{"structured": cov, "diagonal": ..., "isotropic": ..., "rotated": ...}``, each of the
         type of ``cov``. The "no noise" control is simply not injecting noise.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (controls at matched total
+    variance).
     """
     return {
         "structured": cov,
@@ -287,7 +402,13 @@ def noise_from_covariance(
     rank: int | None = None,
     **kwargs: Any,
 ) -> NoiseModule:
-    """Build a noise module from a covariance (e.g. the output of fit_perturbation_covariance).
+    r"""Build a noise module from a covariance (e.g. the output of fit_perturbation_covariance).
+
+    The module adds :math:`\epsilon \sim \mathcal N(0, \Sigma_{kind})` with
+    :math:`\Sigma_{full} = \Sigma`, :math:`\Sigma_{low\_rank} = V_r \Lambda_r V_r^T +
+    \mathrm{diag}(\Sigma - V_r \Lambda_r V_r^T)`, :math:`\Sigma_{diagonal} =
+    \mathrm{diag}(\Sigma)` or :math:`\Sigma_{isotropic} = (\mathrm{tr}\,\Sigma / D) I`, all with
+    the trace of :math:`\Sigma`.
 
     Parameters
     ----------
@@ -302,6 +423,15 @@ def noise_from_covariance(
         Rank for ``kind="low_rank"``.
     **kwargs
         ``seed``, ``generator``, ``scale``, ``share``, ... (see :class:`NoiseModule`).
+
+    Returns
+    -------
+    NoiseModule
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (controls at matched total
+    variance).
     """
     owner = "noise_from_covariance"
     kinds = ("full", "low_rank", "diagonal", "isotropic")

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..dims import UNIT, UNIT_J
-from ._utils import check_share
+from ._utils import check_int, check_nonneg_float, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
 
@@ -79,25 +79,20 @@ def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     return modules[layer]
 
 
-def _check_batch_size(batch_size: Any, owner: str) -> int:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"The 'batch_size' parameter of {owner} must be a positive int. "
-            f"Got {batch_size!r} instead."
-        )
-    return int(batch_size)
-
-
 def _model_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    """dtype of the first floating-point parameter (inputs are cast to it), else None."""
+    for tensor in model.parameters():
+        if torch.is_floating_point(tensor):
+            return tensor.dtype
+    return None
 
 
 def collect_layer_activations(
@@ -109,7 +104,7 @@ def collect_layer_activations(
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Deterministic (clean) activations of one layer, shape ``(N, *layer_shape)``, on CPU.
+    r"""Deterministic (clean) activations of one layer, :math:`h_l(x_n)`, on CPU.
 
     The model runs in eval mode under ``torch.no_grad()`` with any injected neurovar noise
     suspended; the forward pass stops right after ``layer``. The train/eval mode, hooks and
@@ -120,7 +115,7 @@ def collect_layer_activations(
     model
         The network.
     images
-        Inputs, shape ``(N, ...)``.
+        Inputs, shape ``(N, ...)``; cast to the dtype of the model's (floating) parameters.
     layer
         Dotted name from ``model.named_modules()``.
     batch_size
@@ -129,13 +124,23 @@ def collect_layer_activations(
         Where to run (default: the model's device). The model is moved there and back.
     progress
         Show a tqdm progress bar.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(N, *layer_shape)``, the layer output for every image.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
     owner = "collect_layer_activations"
     target = _check_layer(model, layer, owner)
     images = _as_images(images, name="images", owner=owner)
-    batch_size = _check_batch_size(batch_size, owner)
+    batch_size = check_int(batch_size, name="batch_size", owner=owner)
     original_device = _model_device(model)
     run_device = original_device if device is None else torch.device(device)
+    dtype = _model_dtype(model)  # float64 numpy images into a float32 model would fail
     captured: list[torch.Tensor] = []
 
     def capture(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -144,7 +149,7 @@ def collect_layer_activations(
         captured.append(output.detach().to("cpu"))
         raise _StopForward
 
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # per module: some may differ from the top
     handle = target.register_forward_hook(capture)
     try:
         if run_device != original_device:
@@ -153,14 +158,15 @@ def collect_layer_activations(
         with torch.no_grad(), suspend_noise(model):
             starts = range(0, images.shape[0], batch_size)
             for start in tqdm(starts, disable=not progress, desc=f"activations {layer}"):
-                batch = images[start : start + batch_size].to(run_device)
+                batch = images[start : start + batch_size].to(run_device, dtype)
                 try:
                     model(batch)
                 except _StopForward:
                     pass
     finally:
         handle.remove()
-        model.train(was_training)
+        for module, mode in modes.items():
+            module.train(mode)
         if run_device != original_device:
             model.to(original_device)
     return torch.cat(captured, dim=0)
@@ -243,14 +249,31 @@ def layer_activation_covariance(
     with samples ``s`` = images (``share="flat"``) or image x spatial position
     (``share="channel"``).
 
+    Parameters
+    ----------
+    model, images, layer
+        Where to measure (see :func:`collect_layer_activations`).
+    share
+        ``"flat"`` (``D x D`` over flattened units) or ``"channel"`` (``C x C``).
+    ddof
+        Delta degrees of freedom (1: unbiased).
+    batch_size, device
+        Forward-pass options.
+
     Returns
     -------
     xarray.DataArray
         Dims ``("unit", "unit_j")`` with unit coords ``unit_id``, ``channel``, ``y``, ``x``
         (``"flat"`` only), ``layer`` and ``*_j`` twins on ``unit_j``.
+
+    References
+    ----------
+    Anderson, T. W. (2003). An Introduction to Multivariate Statistical Analysis, 3rd ed.
+    Wiley, sec. 3.2 (sample covariance).
     """
     owner = "layer_activation_covariance"
     share = check_share(share, owner=owner)
+    ddof = check_int(ddof, name="ddof", owner=owner, low=0)
     acts = collect_layer_activations(
         model, images, layer=layer, batch_size=batch_size, device=device
     )
@@ -282,7 +305,24 @@ def layer_total_variance(
     .. math:: \mathrm{tr}\,\Sigma = \sum_i \frac{1}{N - \mathrm{ddof}} \sum_n (h_{ni} - \bar h_i)^2
 
     summed over all units ``i`` of the layer (computed without forming :math:`\Sigma`).
+
+    Parameters
+    ----------
+    model, images, layer, ddof, batch_size, device
+        As in :func:`layer_activation_covariance`.
+
+    Returns
+    -------
+    float
+        :math:`\mathrm{tr}\,\Sigma`, the reference for noise magnitudes ``m`` (DESIGN,
+        "noise magnitude").
+
+    References
+    ----------
+    Anderson, T. W. (2003). An Introduction to Multivariate Statistical Analysis, 3rd ed.
+    Wiley, sec. 3.2 (sample covariance).
     """
+    check_int(ddof, name="ddof", owner="layer_total_variance", low=0)  # before the forward pass
     acts = collect_layer_activations(
         model, images, layer=layer, batch_size=batch_size, device=device
     )
@@ -290,6 +330,7 @@ def layer_total_variance(
 
 
 def _total_variance(acts: torch.Tensor, ddof: int, owner: str) -> float:
+    ddof = check_int(ddof, name="ddof", owner=owner, low=0)
     if acts.shape[0] <= ddof:
         raise ValueError(f"{owner} needs more than ddof={ddof} images; got {acts.shape[0]}.")
     return float(
@@ -319,6 +360,10 @@ class NoiseCalibration:
         ``10 log10(snr)``.
     scale
         The ``scale`` set on the noise module.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
 
     layer: str
@@ -369,6 +414,10 @@ def scale_to_activation_variance(
     Returns
     -------
     NoiseCalibration
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
     owner = "scale_to_activation_variance"
     if not isinstance(noise, NoiseModule):
@@ -381,12 +430,8 @@ def scale_to_activation_variance(
             f"The 'noise' parameter of {owner} has relative_scale={noise.relative_scale}: it "
             "already follows the layer's running variance. Build it with relative_scale=None."
         )
-    try:
-        m = float(m)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"The 'm' parameter of {owner} must be a number. Got {m!r}.") from err
-    if not (math.isfinite(m) and m > 0):
-        raise ValueError(f"The 'm' parameter of {owner} must be in (0, inf). Got {m!r} instead.")
+    m = check_nonneg_float(m, name="m", owner=owner, positive=True)
+    check_int(ddof, name="ddof", owner=owner, low=0)
     acts = collect_layer_activations(
         model, images, layer=layer, batch_size=batch_size, device=device
     )
@@ -510,10 +555,7 @@ def fit_perturbation_covariance(
         )
     if ddof is None:
         ddof = 0 if method == "within_image" else 1
-    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
-        raise ValueError(
-            f"The 'ddof' parameter of {owner} must be a non-negative int. Got {ddof!r} instead."
-        )
+    ddof = check_int(ddof, name="ddof", owner=owner, low=0)
     clean = _as_images(clean_images, name="clean_images", owner=owner)
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
     if method == "within_image":
@@ -579,15 +621,7 @@ def fit_perturbation_covariance(
 
     discarded = 0.0
     if rank is not None:
-        if (
-            isinstance(rank, bool)
-            or not isinstance(rank, (int, np.integer))
-            or not (1 <= rank <= n_units)
-        ):
-            raise ValueError(
-                f"The 'rank' parameter of {owner} must be None or an int in [1, {n_units}]. "
-                f"Got {rank!r} instead."
-            )
+        rank = check_int(rank, name="rank", owner=owner, high=n_units)
         evals, evecs = np.linalg.eigh(cov)
         top = slice(n_units - int(rank), n_units)
         kept = np.clip(evals[top], 0.0, None)

@@ -33,18 +33,29 @@ __all__ = [
 
 
 class NoiseHook:
-    """Forward hook that passes a layer's output through a noise module.
+    r"""Forward hook that passes a layer's output through a noise module, :math:`h \to n(h)`.
 
-    Attributes
+    Parameters
     ----------
     noise
         The noise module (any callable ``tensor -> tensor`` of the same shape).
     layer_name
         Dotted name of the hooked layer in the model.
+
+    Attributes
+    ----------
+    noise, layer_name
+        As passed.
     enabled
         Whether the hook adds noise (toggle with :attr:`NoiseInjection.enabled`).
     suspended
         Temporarily off (set by :func:`suspend_noise`).
+
+    References
+    ----------
+    PyTorch documentation, ``torch.nn.Module.register_forward_hook`` (a hook that returns a
+    value replaces the module's output).
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise injected into layers).
     """
 
     def __init__(self, noise: Callable[[torch.Tensor], torch.Tensor], layer_name: str) -> None:
@@ -86,6 +97,17 @@ class NoiseHook:
 class NoiseInjection:
     """Handle of injected noise: a context manager, or a persistent handle with :meth:`remove`.
 
+    Returned by :func:`inject_noise`; not meant to be built directly.
+
+    Parameters
+    ----------
+    model
+        The model the hooks are registered on.
+    hooks
+        ``{layer_name: NoiseHook}``.
+    handles
+        The ``torch.utils.hooks.RemovableHandle`` of every hook.
+
     Attributes
     ----------
     model
@@ -94,6 +116,10 @@ class NoiseInjection:
         ``{layer_name: noise_module}`` as passed to :func:`inject_noise`.
     hooks
         ``{layer_name: NoiseHook}``.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise injected into layers).
     """
 
     def __init__(self, model: nn.Module, hooks: dict[str, NoiseHook], handles: list[Any]) -> None:
@@ -162,7 +188,13 @@ def inject_noise(
     *,
     enabled: bool = True,
 ) -> NoiseInjection:
-    """Add noise to the outputs of named layers through forward hooks.
+    r"""Add noise to the outputs of named layers through forward hooks.
+
+    For every named layer ``l`` with output :math:`h_l` the network continues with
+    :math:`\tilde h_l = n_l(h_l)`, e.g. :math:`h_l + s\,\epsilon` with :math:`\epsilon \sim
+    \mathcal N(0, \Sigma_l)`; layers before the first noisy one are unchanged. Noise is added in
+    train and eval mode alike (unlike dropout): train-time injection (the network learns with it)
+    and test-time injection are both explicit choices of the caller, to be labelled as such.
 
     Parameters
     ----------
@@ -185,6 +217,10 @@ def inject_noise(
     ------
     ValueError
         Unknown layer name (the message lists the valid ones) or empty mapping.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise injected into layers).
 
     Examples
     --------
@@ -253,15 +289,27 @@ def _noise_modules(*targets: Any) -> list[NoiseModule]:
 
 @contextlib.contextmanager
 def frozen_noise(*targets: NoiseModule | NoiseInjection | nn.Module) -> Iterator[None]:
-    """Replay one noise draw inside the block (for attacks, gradient checks, debugging).
+    r"""Replay one noise draw inside the block (for attacks, gradient checks, debugging).
 
-    Each noise module draws once at its first forward inside the block and reuses that draw
-    afterwards; the previous frozen state is restored on exit.
+    Each noise module draws its standard-normal :math:`z` once at its first forward inside the
+    block and reuses it afterwards, so :math:`\tilde h = h + s L z` is a deterministic function
+    of :math:`h`; the previous frozen state is restored on exit. An attack on a frozen draw
+    attacks one deterministic member of the stochastic network, not the network itself: for
+    robustness numbers average gradients over draws (EOT) instead (Athalye et al. 2018).
 
     Parameters
     ----------
     *targets
         Noise modules, :class:`NoiseInjection` handles, or models (all noise hooked into them).
+
+    Yields
+    ------
+    None
+
+    References
+    ----------
+    Athalye, A., Carlini, N. & Wagner, D. (2018). Obfuscated gradients give a false sense of
+    security. ICML.
     """
     modules = _noise_modules(*targets)
     saved = [(m, m._frozen, m._frozen_draw) for m in modules]
@@ -278,8 +326,20 @@ def frozen_noise(*targets: NoiseModule | NoiseInjection | nn.Module) -> Iterator
 def find_noise_hooks(model: nn.Module) -> list[tuple[str, NoiseHook]]:
     """``[(layer_name, NoiseHook), ...]`` for all neurovar noise hooks registered in ``model``.
 
-    Listed in ``model.named_modules()`` order (the order layers are defined, which is the
-    forward order for sequential models), then registration order.
+    Parameters
+    ----------
+    model
+        The network.
+
+    Returns
+    -------
+    list of (str, NoiseHook)
+        Listed in ``model.named_modules()`` order (the order layers are defined, which is the
+        forward order for sequential models), then registration order.
+
+    References
+    ----------
+    PyTorch documentation, ``torch.nn.Module.named_modules`` and forward hooks.
     """
     found: list[tuple[str, NoiseHook]] = []
     for name, module in model.named_modules():
@@ -291,7 +351,24 @@ def find_noise_hooks(model: nn.Module) -> list[tuple[str, NoiseHook]]:
 
 @contextlib.contextmanager
 def suspend_noise(model: nn.Module) -> Iterator[None]:
-    """Temporarily switch off all noise injected into ``model`` (e.g. for a clean pass)."""
+    r"""Temporarily switch off all noise injected into ``model``: :math:`\tilde h_l = h_l`.
+
+    The hooks stay registered (the recorder no longer sees them as noisy while suspended); their
+    previous suspended state is restored on exit, also after an exception.
+
+    Parameters
+    ----------
+    model
+        The network with noise injected by :func:`inject_noise`.
+
+    Yields
+    ------
+    None
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise injected into layers).
+    """
     hooks = [hook for _, hook in find_noise_hooks(model)]
     saved = [h.suspended for h in hooks]
     try:

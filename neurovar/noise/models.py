@@ -32,7 +32,15 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._utils import as_numpy_matrix, check_seed, check_share, fresh_seed, psd_factor
+from ._utils import (
+    as_numpy_matrix,
+    check_int,
+    check_nonneg_float,
+    check_seed,
+    check_share,
+    fresh_seed,
+    psd_factor,
+)
 
 __all__ = [
     "NoiseModule",
@@ -42,23 +50,6 @@ __all__ = [
     "LowRankNoise",
     "PoissonLikeNoise",
 ]
-
-
-def _check_nonneg_float(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"The '{name}' parameter of {owner} must be a real number. "
-            f"Got {type(value).__name__} instead."
-        ) from err
-    bad = not math.isfinite(out) or (out <= 0 if positive else out < 0)
-    if bad:
-        interval = "(0, inf)" if positive else "[0, inf)"
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be in {interval}. Got {value!r} instead."
-        )
-    return out
 
 
 def _share_from_attrs(cov: Any, kwargs: dict[str, Any]) -> None:
@@ -85,7 +76,7 @@ def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
 
 
 class NoiseModule(nn.Module):
-    """Base class of the noise models: ``forward(x) = x + scale * eps(x)``.
+    r"""Base class of the noise models: :math:`\tilde h = h + s\,\epsilon`, one draw per sample.
 
     Parameters
     ----------
@@ -93,16 +84,24 @@ class NoiseModule(nn.Module):
         ``"flat"`` (covariance over all flattened units) or ``"channel"`` (``C x C`` covariance
         shared over spatial positions, draws independent across positions).
     scale
-        Multiplier of the noise standard deviation (the covariance is multiplied by
+        Multiplier :math:`s` of the noise standard deviation (the covariance is multiplied by
         ``scale**2``). Ignored when ``relative_scale`` is set.
     relative_scale
-        If set to ``m > 0``, the noise follows the layer: its total variance is kept at
-        ``m * tr(Cov_batch(x))``, the total variance of the clean activations across the batch,
-        tracked as a running estimate (like BatchNorm's ``running_var``) while the hooked layer
-        is in training mode, and frozen in eval mode. The scale is detached from the graph, so a
+        If set to ``m > 0``, the noise follows the layer: its expected total variance is kept at
+
+        .. math:: E\|s\,\epsilon\|^2 = m\, \widehat{\mathrm{tr}\,\Sigma}_h, \qquad
+                  \mathrm{tr}\,\Sigma_h = \sum_i \frac{1}{B - 1} \sum_{b=1}^{B}
+                  (h_{bi} - \bar h_i)^2,
+
+        the total variance (unbiased, ddof=1, across the ``B`` samples of a batch, summed over
+        all units ``i`` of the layer output ``h`` before this noise is added), tracked as a
+        running estimate :math:`\widehat{\mathrm{tr}\,\Sigma}_h` (like BatchNorm's
+        ``running_var``) while the module is in training mode, and frozen in eval mode (where a
+        forward without any estimate is an error). The scale is detached from the graph, so a
         network trained with it cannot make the noise negligible by growing its activations.
     momentum
-        Momentum of the running estimates, ``r <- (1 - momentum) r + momentum * batch``.
+        Momentum of the running estimates, ``r <- (1 - momentum) r + momentum * batch`` (the
+        first batch initialises them).
     track_snr
         Track running estimates of activation and noise variance even when ``relative_scale``
         is None, to report :attr:`effective_snr`.
@@ -120,9 +119,12 @@ class NoiseModule(nn.Module):
     (for attacks and debugging). Running estimates are updated only when the module is in
     training mode; :func:`neurovar.noise.inject_noise` keeps that mode in sync with the hooked
     layer, so ``model.train()`` / ``model.eval()`` control it.
-    """
 
-    _broadcasts_scalar = False  # a length-1 parameter applies to every unit
+    References
+    ----------
+    Ioffe, S. & Szegedy, C. (2015). Batch normalization. ICML (running estimates with momentum).
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise relative to the layer).
+    """
 
     def __init__(
         self,
@@ -138,13 +140,13 @@ class NoiseModule(nn.Module):
         super().__init__()
         owner = type(self).__name__
         self.share = check_share(share, owner=owner)
-        self.scale = _check_nonneg_float(scale, name="scale", owner=owner)
+        self.scale = check_nonneg_float(scale, name="scale", owner=owner)
         self.relative_scale = (
             None
             if relative_scale is None
-            else _check_nonneg_float(relative_scale, name="relative_scale", owner=owner)
+            else check_nonneg_float(relative_scale, name="relative_scale", owner=owner)
         )
-        self.momentum = _check_nonneg_float(momentum, name="momentum", owner=owner)
+        self.momentum = check_nonneg_float(momentum, name="momentum", owner=owner)
         if not 0 < self.momentum <= 1:
             raise ValueError(
                 f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
@@ -242,7 +244,7 @@ class NoiseModule(nn.Module):
     def _check_layout(self, x: torch.Tensor) -> tuple[int, int, int]:
         batch, d, p = self._layout(x)
         n = self.n_units
-        if n is not None and n != d and not (n == 1 and self._broadcasts_scalar):
+        if n is not None and n != d:
             what = "flattened units" if self.share == "flat" else "channels (x.shape[1])"
             other = (
                 f"; with share='channel' it would need {x.shape[1]} channels"
@@ -308,7 +310,7 @@ class NoiseModule(nn.Module):
         batch, d, p = self._check_layout(x)
         x3 = x.detach().reshape(batch, d, p)
         base = float(self._base_total_variance(x3))
-        return float(self._effective_scale(x, base, update=False)) ** 2 * base
+        return float(self._effective_scale(x, base, update=False, batch_fallback=True)) ** 2 * base
 
     @property
     def effective_snr(self) -> float:
@@ -340,16 +342,30 @@ class NoiseModule(nn.Module):
         # total variance across the batch, ddof=1: sum_i Var_b(x_bi)
         return x.detach().flatten(1).to(torch.float64).var(dim=0, correction=1).sum()
 
-    def _effective_scale(self, x: torch.Tensor, base: float, *, update: bool) -> float:
+    def _effective_scale(
+        self, x: torch.Tensor, base: float, *, update: bool, batch_fallback: bool = False
+    ) -> float:
         if self.relative_scale is None:
             return self.scale
-        if update or int(self.num_batches_tracked) == 0:
-            if x.shape[0] < 2:
-                raise ValueError(
-                    f"{type(self).__name__} with relative_scale needs a running activation "
-                    "variance or a batch of at least 2 samples to estimate it; got batch size "
-                    f"{x.shape[0]} before any training-mode forward."
-                )
+        owner = type(self).__name__
+        untracked = int(self.num_batches_tracked) == 0
+        if untracked and not update and not batch_fallback:
+            # Eval mode without a running estimate. Using this batch's variance instead would make
+            # one sample's noise depend on the others in the batch, and a batch of trial copies
+            # of one stimulus (as record_activations builds) has variance 0: no noise at all.
+            raise ValueError(
+                f"{owner} with relative_scale={self.relative_scale:g} has no running estimate of "
+                "the layer's activation variance yet (it is tracked in training mode only). Run "
+                "it in training mode on clean activations first, e.g. `noise.train(); "
+                "noise(collect_layer_activations(model, images, layer=...))`, or use a fixed "
+                "scale (neurovar.noise.scale_to_activation_variance)."
+            )
+        if (update or untracked) and x.shape[0] < 2:
+            raise ValueError(
+                f"{owner} with relative_scale needs a running activation variance or a batch of "
+                f"at least 2 samples to estimate it; got batch size {x.shape[0]} before any "
+                "training-mode forward."
+            )
         if update:
             self._update("running_activation_variance", self._batch_variance(x))
             act_var = float(self.running_activation_variance)
@@ -422,17 +438,19 @@ class IsotropicNoise(NoiseModule):
     **kwargs
         ``share``, ``scale``, ``relative_scale``, ``momentum``, ``track_snr``, ``seed``,
         ``generator`` (see :class:`NoiseModule`).
+
+    References
+    ----------
+    Rasmussen, C. E. & Williams, C. K. I. (2006). Gaussian Processes for Machine Learning.
+    MIT Press, appendix A.2 (sampling :math:`\epsilon = L z`, :math:`L L^T = \Sigma`).
     """
 
     def __init__(self, std: float, *, n_units: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.std = _check_nonneg_float(std, name="std", owner="IsotropicNoise")
-        if n_units is not None and (not isinstance(n_units, (int, np.integer)) or n_units < 1):
-            raise ValueError(
-                f"The 'n_units' parameter of IsotropicNoise must be a positive int or None. "
-                f"Got {n_units!r} instead."
-            )
-        self._n_units = None if n_units is None else int(n_units)
+        self.std = check_nonneg_float(std, name="std", owner="IsotropicNoise")
+        self._n_units = (
+            None if n_units is None else check_int(n_units, name="n_units", owner="IsotropicNoise")
+        )
 
     @property
     def n_units(self) -> int | None:
@@ -472,12 +490,17 @@ class DiagonalNoise(NoiseModule):
     ----------
     variance
         Per-unit variances :math:`v \ge 0`, shape ``(D,)`` for ``"flat"`` (or the layer's
-        unit shape, flattened) or ``(C,)`` for ``"channel"``.
+        unit shape, flattened) or ``(C,)`` for ``"channel"``; a scalar applies to every unit
+        (the trace is then only known for a given layer output, see
+        :meth:`expected_total_variance`).
     **kwargs
         See :class:`NoiseModule`.
-    """
 
-    _broadcasts_scalar = True
+    References
+    ----------
+    Rasmussen, C. E. & Williams, C. K. I. (2006). Gaussian Processes for Machine Learning.
+    MIT Press, appendix A.2 (sampling :math:`\epsilon = L z`, :math:`L L^T = \Sigma`).
+    """
 
     def __init__(self, variance: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -486,19 +509,33 @@ class DiagonalNoise(NoiseModule):
         )
 
     @property
-    def n_units(self) -> int:
-        return int(self.variance.numel())
+    def n_units(self) -> int | None:
+        n = int(self.variance.numel())
+        return None if n == 1 else n  # a scalar variance applies to every unit
 
     def _add_noise(self, x3, draws, s):
         sd = self.variance.to(x3.dtype).sqrt()[None, :, None]
         return torch.addcmul(x3, sd, draws[0], value=s)
 
     def _trace(self) -> float:
+        if self.n_units is None:
+            raise ValueError(
+                "DiagonalNoise with a scalar 'variance' does not know its number of units, hence "
+                "its trace; pass one variance per unit (or use expected_total_variance(x))."
+            )
         return float(self.variance.double().sum())
+
+    def _base_total_variance(self, x3):
+        # a scalar variance v applies to all D units at all P positions: D P v
+        per_unit = x3.shape[1] if self.n_units is None else 1
+        return torch.as_tensor(
+            float(self.variance.double().sum()) * per_unit * x3.shape[2], dtype=torch.float64
+        )
 
     @property
     def covariance(self) -> torch.Tensor:
         """The diagonal covariance matrix at the current scale."""
+        self._trace()
         return self.scale**2 * torch.diag(self.variance)
 
 
@@ -520,6 +557,17 @@ class CovarianceNoise(NoiseModule):
         Relative tolerance for negative eigenvalues (``min eig >= -psd_tol * max |eig|``).
     **kwargs
         See :class:`NoiseModule`.
+
+    Raises
+    ------
+    ValueError
+        ``cov_matrix`` not square, not symmetric (relative tolerance 1e-6), not positive
+        semi-definite beyond ``psd_tol``, or not finite.
+
+    References
+    ----------
+    Rasmussen, C. E. & Williams, C. K. I. (2006). Gaussian Processes for Machine Learning.
+    MIT Press, appendix A.2 (sampling :math:`\epsilon = L z`, :math:`L L^T = \Sigma`).
     """
 
     def __init__(self, cov_matrix: Any, *, psd_tol: float = 1e-6, **kwargs: Any) -> None:
@@ -558,7 +606,7 @@ class LowRankNoise(NoiseModule):
 
     Sampled as :math:`\epsilon = F z_1 + d^{1/2} \odot z_2` with :math:`z_1 \sim \mathcal N(0,
     I_r)`, :math:`z_2 \sim \mathcal N(0, I_D)`, costing ``O(B P D r)`` instead of ``O(B P D^2)``
-    (the factor-analysis form of a covariance; e.g. Bishop 2006, ch. 12.2.4).
+    (the factor-analysis form of a covariance).
 
     Parameters
     ----------
@@ -573,6 +621,11 @@ class LowRankNoise(NoiseModule):
     See Also
     --------
     LowRankNoise.from_covariance : top-``r`` eigenvectors plus the residual diagonal.
+
+    References
+    ----------
+    Bishop, C. M. (2006). Pattern Recognition and Machine Learning. Springer, sec. 12.2.4
+    (factor analysis, :math:`\Sigma = F F^T + \mathrm{diag}(d)`).
     """
 
     def __init__(self, factors: Any, diagonal: Any = 0.0, **kwargs: Any) -> None:
@@ -606,17 +659,34 @@ class LowRankNoise(NoiseModule):
         :math:`d = \mathrm{diag}(\Sigma - F F^T) \ge 0`, so :math:`\mathrm{tr}(FF^T +
         \mathrm{diag}(d)) = \mathrm{tr}(\Sigma)` (same total variance); with ``"none"`` the
         residual is dropped (pure truncation, smaller trace).
+
+        Parameters
+        ----------
+        cov_matrix
+            Symmetric positive semi-definite ``D x D`` matrix (a DataArray's
+            ``attrs["share"]`` is used unless ``share`` is given).
+        rank
+            Number of eigenpairs kept, in ``[1, D]``.
+        residual
+            ``"diagonal"`` or ``"none"``.
+        **kwargs
+            See :class:`NoiseModule`.
+
+        Returns
+        -------
+        LowRankNoise
+
+        References
+        ----------
+        Eckart, C. & Young, G. (1936). The approximation of one matrix by another of lower rank.
+        Psychometrika 1, 211-218 (the top eigenpairs give the best rank-``r`` approximation).
         """
         cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="LowRankNoise.from_covariance")
         evals, evecs, _, _ = psd_factor(
             cov, name="cov_matrix", owner="LowRankNoise.from_covariance"
         )
         n = cov.shape[0]
-        if not isinstance(rank, (int, np.integer)) or not 1 <= rank <= n:
-            raise ValueError(
-                f"The 'rank' parameter of LowRankNoise.from_covariance must be an int in "
-                f"[1, {n}]. Got {rank!r} instead."
-            )
+        rank = check_int(rank, name="rank", owner="LowRankNoise.from_covariance", high=n)
         if residual not in ("diagonal", "none"):
             raise ValueError(
                 "The 'residual' parameter of LowRankNoise.from_covariance must be 'diagonal' or "
@@ -683,12 +753,18 @@ class PoissonLikeNoise(NoiseModule):
         Small variance floor :math:`\varepsilon \ge 0`.
     **kwargs
         See :class:`NoiseModule`.
+
+    References
+    ----------
+    Dapello, J., Marques, T., Schrimpf, M., Geiger, F., Cox, D. D. & DiCarlo, J. J. (2020).
+    Simulating a primary visual cortex at the front of CNNs improves robustness to image
+    perturbations. NeurIPS.
     """
 
     def __init__(self, fano: Any = 1.0, *, eps: float = 1e-5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.register_buffer("fano", _as_vector(fano, name="fano", owner="PoissonLikeNoise"))
-        self.eps = _check_nonneg_float(eps, name="eps", owner="PoissonLikeNoise")
+        self.eps = check_nonneg_float(eps, name="eps", owner="PoissonLikeNoise")
 
     @property
     def n_units(self) -> int | None:

@@ -177,3 +177,41 @@ def test_matched_copy_restarts_from_seed_and_shares_user_generator():
     gen = torch.Generator().manual_seed(0)
     shared = match_total_variance(IsotropicNoise(1.0, n_units=3, generator=gen), 3.0)
     assert shared._user_generator is gen
+
+
+@pytest.mark.parametrize("control", [match_total_variance, diagonal_control, isotropic_control])
+def test_controls_reject_matrices_that_are_not_covariances(control):
+    args = (1.0,) if control is match_total_variance else ()
+    with pytest.raises(ValueError, match="'noise_or_cov' parameter.*symmetric"):
+        control(np.array([[1.0, 0.5], [0.0, 1.0]]), *args)
+    with pytest.raises(ValueError, match="'noise_or_cov' parameter.*diagonal >= 0"):
+        control(np.array([[-1.0, 0.0], [0.0, 3.0]]), *args)
+    with pytest.raises(ValueError, match="square"):
+        control(np.ones((2, 3)), *args)
+
+
+def test_module_controls_use_the_diagonal_without_a_dense_covariance(monkeypatch):
+    """diagonal/isotropic controls of a module equal those of its dense covariance but never
+    build it (a flat conv layer with 32k units would need 4 GiB for it)."""
+    rng = np.random.default_rng(6)
+    f, d = rng.standard_normal((9, 3)), rng.uniform(0.1, 0.5, 9)
+    modules = [
+        LowRankNoise(f, d, scale=0.7, seed=1),
+        CovarianceNoise(random_cov(9, rng), scale=0.0, seed=1),
+        DiagonalNoise(rng.uniform(0.1, 1.0, 9), seed=1),
+        IsotropicNoise(0.4, n_units=9, seed=1),
+    ]
+    dense = [(m.factors @ m.factors.T + torch.diag(m.diagonal)).double() for m in modules[:1]]
+    dense.append((modules[1].factor @ modules[1].factor.T).double())
+    dense += [torch.diag(modules[2].variance).double(), 0.16 * torch.eye(9, dtype=torch.float64)]
+    for cls in (LowRankNoise, CovarianceNoise, DiagonalNoise, IsotropicNoise):
+        monkeypatch.setattr(cls, "covariance", property(lambda self: 1 / 0))
+    for module, cov in zip(modules, dense):
+        diag = diagonal_control(module)
+        np.testing.assert_allclose(diag.variance.numpy(), np.diag(cov.numpy()), rtol=1e-6)
+        assert diag.scale == module.scale and diag.share == module.share
+        iso = isotropic_control(module)
+        assert iso.n_units == 9
+        assert iso.std**2 * 9 == pytest.approx(float(torch.trace(cov)), rel=1e-6)
+    with pytest.raises(ValueError, match="scalar 'variance'"):
+        diagonal_control(DiagonalNoise(0.3))

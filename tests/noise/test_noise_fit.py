@@ -220,3 +220,88 @@ def test_too_many_units_for_a_dense_covariance():
         ValueError, match=r"16385 x 16385 covariance needs 2\.0 GiB.*share='channel'"
     ):
         fit_perturbation_covariance(model, x, x, layer="ident")
+
+
+def _channel_samples(h: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N * H * W, C): every image x position is a sample of a C x C covariance."""
+    return h.transpose(0, 2, 3, 1).reshape(-1, h.shape[1])
+
+
+@pytest.mark.parametrize("share", ["flat", "channel"])
+def test_all_methods_match_brute_force_numpy(tiny_cnn, images, share):
+    """Each method computes exactly its documented formula on the activations of a real
+    (nonlinear) layer, checked against numpy on activations from slicing the network."""
+    rng = np.random.default_rng(11)
+    n_img, n_ver = 10, 3
+    clean = images[:n_img]
+    pert = clean + 0.3 * torch.as_tensor(rng.standard_normal((n_img, 1, 8, 8)), dtype=clean.dtype)
+    versions = clean[None] + 0.3 * torch.as_tensor(
+        rng.standard_normal((n_ver, n_img, 1, 8, 8)), dtype=clean.dtype
+    )
+    prefix = tiny_cnn[:4]  # conv1 relu1 conv2 relu2
+
+    def h(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            out = prefix(x).double().numpy()
+        return out.reshape(len(out), -1) if share == "flat" else _channel_samples(out)
+
+    h_clean, h_pert = h(clean), h(pert)
+    d_within = np.concatenate([h(v) - h_clean for v in versions])
+    kw = {"layer": "relu2", "share": share}
+    fits = {
+        "difference": fit_perturbation_covariance(tiny_cnn, clean, pert, **kw),
+        "perturbed": fit_perturbation_covariance(tiny_cnn, clean, pert, method="perturbed", **kw),
+        "within_image": fit_perturbation_covariance(
+            tiny_cnn, clean, versions, method="within_image", **kw
+        ),
+    }
+    expected = {
+        "difference": np.cov(h_pert - h_clean, rowvar=False, ddof=1),
+        "perturbed": np.cov(h_pert, rowvar=False, ddof=1),
+        "within_image": d_within.T @ d_within / len(d_within),  # around the clean activation
+    }
+    for method, cov in fits.items():
+        scale = np.abs(expected[method]).max()
+        np.testing.assert_allclose(cov.values, expected[method], rtol=1e-4, atol=1e-5 * scale)
+        assert cov.attrs["n_samples"] == (n_ver if method == "within_image" else 1) * len(h_clean)
+    assert fits["within_image"].attrs["ddof"] == 0 and fits["difference"].attrs["ddof"] == 1
+    assert fits["within_image"].attrs["mean_shift_norm"] == pytest.approx(
+        np.linalg.norm(d_within.mean(0)), rel=1e-4
+    )
+
+
+def test_ddof_validated_before_any_forward_pass(tiny_cnn, images):
+    calls = []
+    handle = tiny_cnn.register_forward_pre_hook(lambda m, i: calls.append(1))
+    try:
+        for call in (
+            lambda: layer_total_variance(tiny_cnn, images, layer="fc", ddof=-1),
+            lambda: layer_activation_covariance(tiny_cnn, images, layer="fc", ddof=1.5),
+            lambda: scale_to_activation_variance(
+                IsotropicNoise(1.0), tiny_cnn, images, layer="fc", m=0.1, ddof="1"
+            ),
+            lambda: fit_perturbation_covariance(tiny_cnn, images, images, layer="fc", ddof=-2),
+        ):
+            with pytest.raises(ValueError, match="'ddof' parameter of .* must be an int in"):
+                call()
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_per_module_modes_restored_and_float64_numpy_images_accepted(tiny_cnn, images):
+    """A model in train mode with one submodule in eval (e.g. frozen BatchNorm) keeps exactly
+    those modes; float64 numpy images work with a float32 model."""
+    tiny_cnn.train()
+    tiny_cnn.conv2.eval()
+    modes = {name: m.training for name, m in tiny_cnn.named_modules()}
+    x64 = images.double().numpy()
+    acts = collect_layer_activations(tiny_cnn, x64, layer="relu1")
+    assert {name: m.training for name, m in tiny_cnn.named_modules()} == modes
+    assert acts.dtype == torch.float32
+    np.testing.assert_allclose(
+        acts.numpy(), collect_layer_activations(tiny_cnn, images, layer="relu1").numpy()
+    )
+    cov = fit_perturbation_covariance(tiny_cnn, x64, x64 + 0.1, layer="fc", method="perturbed")
+    assert cov.shape == (3, 3)
+    assert {name: m.training for name, m in tiny_cnn.named_modules()} == modes

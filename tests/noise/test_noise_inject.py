@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from noise_helpers import assert_rng_unchanged, make_tiny_cnn, rng_states
+from noise_helpers import assert_cov_close, assert_rng_unchanged, make_tiny_cnn, rng_states
 from torch import nn
 
 from neurovar.noise import (
@@ -228,3 +228,37 @@ def test_training_with_injected_noise_reduces_loss():
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert noise.effective_snr == pytest.approx(5.0, rel=0.25)
     assert _n_hooks(model) == 0
+
+
+def test_record_activations_branches_at_channel_shared_low_rank_noise(tiny_cnn):
+    """Composes with record_activations: trials branch at the noisy conv layer, the layer before
+    it is identical across trials, and the trial covariance of the C channels at one spatial
+    position is the target F F^T + diag(d)."""
+    record = pytest.importorskip("neurovar.record")
+    tiny_cnn.eval()
+    rng = np.random.default_rng(3)
+    f, d = 0.5 * rng.standard_normal((6, 2)), rng.uniform(0.05, 0.2, 6)
+    noise = LowRankNoise(f, d, share="channel", seed=0)
+    x = torch.as_tensor(rng.standard_normal((2, 1, 8, 8)), dtype=torch.float32)
+    n_trials = 3000
+    before = rng_states()
+    with inject_noise(tiny_cnn, {"conv2": noise}):
+        tree = record.record_activations(
+            tiny_cnn, x, layers=["conv1", "conv2"], n_trials=n_trials, rng=1, progress=False
+        )
+    assert_rng_unchanged(before)
+    assert _n_hooks(tiny_cnn) == 0
+    assert tree.attrs["branch_site"] == "conv2:output"
+    conv1 = tree["conv1"]["activation"].values
+    assert np.array_equal(conv1, np.broadcast_to(conv1[:1], conv1.shape))
+    act = tree["conv2"]["activation"]
+    for stim, (yy, xx) in ((0, (3, 5)), (1, (0, 7))):
+        at = act.isel(stimulus=stim).where((act.y == yy) & (act.x == xx), drop=True)
+        assert list(at.channel.values) == list(range(6))
+        assert_cov_close(np.cov(at.values, rowvar=False), f @ f.T + np.diag(d), n_trials)
+    # different positions get independent draws: cross-covariance ~ 0
+    a = act.isel(stimulus=0).where((act.y == 3) & (act.x == 5), drop=True).values
+    b = act.isel(stimulus=0).where((act.y == 4) & (act.x == 5), drop=True).values
+    cross = np.cov(a, b, rowvar=False)[:6, 6:]
+    sd = np.sqrt(np.diag(f @ f.T + np.diag(d)))
+    assert np.all(np.abs(cross) <= 5 * np.outer(sd, sd) / np.sqrt(n_trials))

@@ -130,7 +130,8 @@ def test_global_rng_untouched():
 
 
 def test_frozen_replays_draw():
-    x = torch.rand(3, 5)
+    gen = torch.Generator().manual_seed(0)  # test data from a seed, not the global RNG
+    x = torch.rand(3, 5, generator=gen)
     noise = PoissonLikeNoise(1.0, seed=0)
     noise.freeze()
     a, b = noise(x), noise(x)
@@ -142,7 +143,7 @@ def test_frozen_replays_draw():
         rtol=1e-4,
     )
     with pytest.raises(ValueError, match="frozen"):
-        noise(torch.rand(4, 5))
+        noise(torch.rand(4, 5, generator=gen))
     noise.unfreeze()
     assert not torch.equal(noise(x), noise(x))
 
@@ -284,3 +285,43 @@ def test_poisson_like_gradient_finite_at_zero():
     PoissonLikeNoise(1.0, seed=0)(x).sum().backward()
     assert torch.all(torch.isfinite(x.grad))
     assert x.grad[0, 0] == 1.0  # rectified: no noise gradient below 0
+
+
+def test_diagonal_scalar_variance_counts_every_unit():
+    """A scalar variance v on D units has total variance D v (it was counted once, not D times)."""
+    x = torch.zeros(N, 10)
+    noise = DiagonalNoise(0.5, seed=0)
+    assert (noise(x) - x).pow(2).sum(1).mean().item() == pytest.approx(5.0, rel=0.03)
+    assert noise.expected_total_variance(x) == pytest.approx(5.0, rel=1e-12)
+    assert noise.expected_total_variance(torch.zeros(4, 2, 3, 3)) == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="scalar 'variance'"):
+        _ = noise.trace
+    # relative_scale: total noise variance = m * tr(Cov_batch(x)), not D times that
+    gen = torch.Generator().manual_seed(1)
+    xx = 2.0 * torch.randn(N, 10, generator=gen)
+    rel = DiagonalNoise(0.5, relative_scale=0.1, seed=0).train()
+    measured = (rel(xx) - xx).pow(2).sum(1).mean().item()
+    assert measured == pytest.approx(0.1 * xx.var(0, correction=1).sum().item(), rel=0.03)
+    assert rel.effective_snr == pytest.approx(10.0, rel=0.03)
+
+
+def test_relative_scale_in_eval_needs_a_running_estimate():
+    """Eval mode without an estimate used to take the batch variance: a batch of trial copies
+    of one stimulus (what the recorder builds) then got no noise at all, silently."""
+    noise = IsotropicNoise(1.0, relative_scale=0.1, seed=0).eval()
+    copies = torch.ones(8, 4)
+    with pytest.raises(ValueError, match="no running estimate"):
+        noise(copies)
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randn(512, 4, generator=gen)
+    noise.train()
+    noise(clean)
+    noise.eval()
+    act_var = clean.double().var(0, correction=1).sum().item()
+    assert float(noise.running_activation_variance) == pytest.approx(act_var, rel=1e-12)
+    copies = torch.ones(20000, 4)
+    out = noise(copies)
+    assert (out - copies).pow(2).sum(1).mean().item() == pytest.approx(0.1 * act_var, rel=0.03)
+    # querying the expected variance of an untracked module still uses the batch
+    fresh = IsotropicNoise(1.0, relative_scale=0.1, seed=0).eval()
+    assert fresh.expected_total_variance(clean) == pytest.approx(0.1 * act_var, rel=1e-6)
