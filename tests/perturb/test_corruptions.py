@@ -1,0 +1,275 @@
+"""Tests for neurovar.perturb.corruptions, with the imagecorruptions package as the peer.
+
+imagecorruptions 1.1.2 imports ``pkg_resources`` (gone from recent setuptools), uses
+``np.float_`` (gone in numpy 2) in ``fog`` and skimage's removed ``multichannel`` keyword in
+``glass_blur``; the fixture below shims those three so the reference runs unchanged otherwise.
+It implements the ImageNet-C parameters, so the peer checks call our kernels with *its*
+parameters; the CIFAR-10-C parameters themselves are in ``CORRUPTIONS[name].params``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_sample_images
+
+from neurovar.perturb import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
+from neurovar.perturb import corruptions as C
+
+
+@pytest.fixture(scope="module")
+def patches() -> np.ndarray:
+    """16 natural 32x32 RGB uint8 patches (sklearn's bundled sample photos)."""
+    imgs = load_sample_images().images
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(16):
+        im = imgs[i % 2]
+        r, c = rng.integers(0, im.shape[0] - 32), rng.integers(0, im.shape[1] - 32)
+        out.append(im[r : r + 32, c : c + 32])
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def x32(patches) -> torch.Tensor:
+    return torch.tensor(patches, dtype=torch.float64).permute(0, 3, 1, 2) / 255
+
+
+@pytest.fixture(scope="module")
+def icc():
+    """imagecorruptions.corruptions with the three compatibility shims."""
+    if importlib.util.find_spec("imagecorruptions") is None:
+        pytest.skip("imagecorruptions not installed")
+    mp = pytest.MonkeyPatch()
+    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = lambda pkg, path: os.path.join(
+            os.path.dirname(sys.modules[pkg].__file__), path
+        )
+        mp.setitem(sys.modules, "pkg_resources", shim)
+    import imagecorruptions.corruptions as mod
+    import skimage.filters
+
+    gaussian = skimage.filters.gaussian
+
+    def gaussian_compat(*args, multichannel=None, **kwargs):
+        if multichannel:
+            kwargs["channel_axis"] = -1
+        return gaussian(*args, **kwargs)
+
+    mp.setattr(mod, "gaussian", gaussian_compat)
+    if not hasattr(np, "float_"):
+        mp.setattr(np, "float_", np.float64, raising=False)
+    yield mod
+    mp.undo()
+
+
+def _ref(icc, patches, name, severity, *, seed=0, repeats=1) -> torch.Tensor:
+    from PIL import Image
+
+    fn = getattr(icc, name)
+    state = np.random.get_state()
+    try:
+        outs = []
+        for rep in range(repeats):
+            for i, p in enumerate(patches):
+                np.random.seed(seed + 1000 * rep + i)
+                outs.append(np.uint8(fn(Image.fromarray(p), severity)))
+    finally:
+        np.random.set_state(state)
+    return torch.tensor(np.stack(outs), dtype=torch.float64).permute(0, 3, 1, 2) / 255
+
+
+# ImageNet-C parameters as in imagecorruptions 1.1.2, severity 1 and 5 (deterministic ones)
+DETERMINISTIC = {
+    "contrast": (lambda x, c: C._contrast(x, c, None), (0.4, 0.05)),
+    "brightness": (lambda x, c: C._brightness(x, c, None), (0.1, 0.5)),
+    "defocus_blur": (lambda x, c: C._defocus_blur(x, c, None), ((3, 0.1), (10, 0.5))),
+    "zoom_blur": (
+        lambda x, z: (x + C._apply_zoom(x, list(z), centered=False)) / (len(z) + 1),
+        (np.arange(1, 1.11, 0.01), np.arange(1, 1.31, 0.03)),
+    ),
+    "pixelate": (lambda x, c: C._pixelate(x, c, None, upsample="nearest"), (0.6, 0.25)),
+    "jpeg_compression": (lambda x, q: C._jpeg(x, q, None), (25, 7)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
+def test_deterministic_match_reference_pixelwise(name, icc, patches, x32):
+    kernel, params = DETERMINISTIC[name]
+    for severity, param in zip((1, 5), params, strict=True):
+        ours = kernel(x32.float(), param).double().clamp(0, 1)
+        ref = _ref(icc, patches, name, severity)
+        # the reference truncates to uint8: at most one grey level apart
+        assert float((ours - ref).abs().max()) <= 1.01 / 255, (name, severity)
+
+
+def test_motion_blur_matches_reference_with_same_angle(icc, patches, x32):
+    ref = _ref(icc, patches, "motion_blur", 3, seed=100)
+    angles = []
+    state = np.random.get_state()
+    try:
+        for i in range(len(patches)):
+            np.random.seed(100 + i)
+            angles.append(np.random.uniform(-45, 45))  # the reference's first draw
+    finally:
+        np.random.set_state(state)
+    ours = C._motion_blur(x32, 15, 8, torch.tensor(angles)).clamp(0, 1)
+    assert float((ours - ref).abs().max()) <= 1.01 / 255
+
+
+# (kernel with the reference's severity-3 parameters, tolerance on mean/std/mean|change|)
+RANDOM = {
+    "gaussian_noise": (lambda x, g: C._gaussian_noise(x, 0.18, g), 0.01),
+    "shot_noise": (lambda x, g: C._shot_noise(x, 12, g), 0.01),
+    "impulse_noise": (lambda x, g: C._impulse_noise(x, 0.09, g), 0.01),
+    "glass_blur": (lambda x, g: C._glass_blur(x, (1, 2, 3), g), 0.01),
+    "elastic_transform": (lambda x, g: C._elastic(x, (250 * 0.085 * 0.16 / 32, 0.01, 0), g), 0.01),
+    "snow": (lambda x, g: C._snow(x, (0.55, 0.3, 4, 0.9, 12, 8, 0.7), g), 0.03),
+    "fog": (lambda x, g: C._fog(x, (2.5, 1.7), g), 0.03),
+    "frost": (lambda x, g: C._frost(x, (0.7, 0.7), g), 0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_random_match_reference_statistics(name, icc, patches, x32):
+    kernel, tol = RANDOM[name]
+    repeats = 1 if name in ("glass_blur",) else 4
+    ref = _ref(icc, patches, name, 3, repeats=repeats)
+    gen = torch.Generator().manual_seed(0)
+    x = x32.repeat(repeats, 1, 1, 1)
+    ours = kernel(x, gen).clamp(0, 1)
+    for stat in (
+        lambda o: o.mean(),
+        lambda o: o.std(),
+        lambda o: (o - x).abs().mean(),
+    ):
+        assert abs(float(stat(ours)) - float(stat(ref))) <= tol, name
+
+
+SHAPES = [(3, 1, 8, 8), (2, 1, 28, 28), (2, 3, 32, 32), (2, 1, 32, 32), (1, 3, 20, 24)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_all_corruptions_all_shapes(shape, rng_guard):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(shape, generator=gen)
+    with rng_guard:
+        for name in CORRUPTIONS:
+            out = corrupt(x, name, severity=3, rng=0)
+            assert out.shape == x.shape and out.dtype == x.dtype, name
+            assert float(out.min()) >= 0 and float(out.max()) <= 1, name
+            assert not torch.equal(out, x), name
+
+
+def test_jpeg_pil_fallback_matches(x32):
+    u8 = (x32[:4] * 255).round().to(torch.uint8)
+    via_pil = C._jpeg_pil(u8, 50).double() / 255
+    torch.testing.assert_close(C._jpeg(x32[:4], 50, None), via_pil, atol=1 / 255, rtol=0)
+    gray = u8[:, :1]
+    assert C._jpeg_pil(gray, 50).shape == gray.shape
+
+
+def test_single_image_and_float64():
+    x = torch.rand(3, 32, 32, dtype=torch.float64)
+    out = corrupt(x, "fog", severity=2, rng=0)
+    assert out.shape == x.shape and out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_reproducible_and_stronger_with_severity(name, x32):
+    x = x32[:8].float()
+    a = corrupt(x, name, severity=1, rng=3)
+    assert torch.equal(a, corrupt(x, name, severity=1, rng=3))
+    if CORRUPTIONS[name].stochastic:
+        assert not torch.equal(corrupt(x, name, severity=1, rng=4), a)
+    else:
+        assert torch.equal(corrupt(x, name, severity=1, rng=4), a)
+    if name != "elastic_transform":  # CIFAR-10-C's elastic trades affine for local warping
+        strong = corrupt(x, name, severity=5, rng=3)
+        assert (strong - x).abs().mean() > (a - x).abs().mean()
+
+
+def test_registry():
+    assert len(CORRUPTIONS) == 15
+    assert {c.family for c in CORRUPTIONS.values()} == {"noise", "blur", "weather", "digital"}
+    assert all(len(c.params) == len(SEVERITIES) for c in CORRUPTIONS.values())
+    # spot checks of the CIFAR-10-C parameter set (make_cifar_c.py)
+    assert CORRUPTIONS["gaussian_noise"].params == (0.04, 0.06, 0.08, 0.09, 0.10)
+    assert CORRUPTIONS["jpeg_compression"].params == (80, 65, 58, 50, 40)
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(
+        CORRUPTIONS["contrast"](x, severity=2), corrupt(x, "contrast", severity=2)
+    )
+
+
+def test_errors():
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"'name' parameter of corrupt must be one of \["):
+        corrupt(x, "rain", severity=1)
+    with pytest.raises(ValueError, match=r"'severity' parameter of corrupt must be one of \[1, 2"):
+        corrupt(x, "fog", severity=6)
+    with pytest.raises(ValueError, match=r"'images' parameter of corrupt must be 1 \(gray\)"):
+        corrupt(torch.rand(2, 2, 8, 8), "fog", severity=1)
+    with pytest.raises(ValueError, match=r"must be in the range \[0, 1\]"):
+        corrupt(x * 3, "fog", severity=1)
+    with pytest.raises(ValueError, match=r"'strength' parameter of modify must be a number in"):
+        modify(x, "contrast", strength=2.0)
+    with pytest.raises(ValueError, match=r"'name' parameter of modify must be one of"):
+        modify(x, "swirl", strength=0.1)
+
+
+def test_modifications():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 28, 28, generator=gen)
+    for name, (_, _, identity) in MODIFICATIONS.items():
+        torch.testing.assert_close(modify(x, name, strength=identity, rng=0), x)
+    flat = modify(x, "contrast", strength=1.0)
+    torch.testing.assert_close(flat, x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+    stds = [float(modify(x, "gaussian_blur", strength=s).std()) for s in (0.5, 1.0, 2.0)]
+    assert stds[0] > stds[1] > stds[2]
+    occ = modify(torch.zeros(64, 3, 32, 32), "occlusion", strength=0.25, rng=0)
+    frac = (occ == 0.5).float().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(frac, torch.full((64,), 0.25))
+    rot = modify(x, "rotation", strength=90.0)
+    torch.testing.assert_close(
+        rot[..., 1:-1, 1:-1], torch.rot90(x, 1, dims=(2, 3))[..., 1:-1, 1:-1]
+    )
+    bright = modify(x, "brightness", strength=-0.2)
+    torch.testing.assert_close(bright, (x - 0.2).clamp(0, 1))
+
+
+def test_frost_without_photographs_warns_and_synthesizes(monkeypatch):
+    monkeypatch.setattr(C, "_frost_dir", lambda: None)
+    C._frost_image.cache_clear()
+    try:
+        x = torch.rand(2, 3, 32, 32)
+        with pytest.warns(UserWarning, match="procedural plasma-fractal frost"):
+            out = corrupt(x, "frost", severity=5, rng=0)
+        assert out.shape == x.shape and float((out - x).abs().mean()) > 0.05
+    finally:
+        C._frost_image.cache_clear()
+
+
+@pytest.mark.parametrize("param", [(0.4, 1, 2), (0.7, 2, 1)])
+def test_glass_blur_vectorized_equals_sequential_loop(param):
+    """The pointer-jumping glass blur equals the published pixel-by-pixel loop."""
+    sigma, delta, iterations = param
+    x = torch.rand(3, 2, 9, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    fast = C._glass_blur(x, param, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    n, _, h, w = x.shape
+    y = torch.floor(C._gaussian_blur(x, sigma).clamp(0, 1) * 255) / 255
+    pos = [(a, b) for a in range(h - delta, delta, -1) for b in range(w - delta, delta, -1)]
+    for _ in range(iterations):
+        d = torch.randint(-delta, delta, (n, len(pos), 2), generator=gen)
+        for k, (a, b) in enumerate(pos):
+            for i in range(n):
+                y[i, :, a, b] = y[i, :, a + d[i, k, 1], b + d[i, k, 0]].clone()
+    torch.testing.assert_close(fast, C._gaussian_blur(y, sigma))
