@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 from . import dims, stats  # noqa: E402  (stats registers the .nv accessor)
 from .record import load_recording, record_activations, save_recording  # noqa: E402
 
+_LAZY = ("noise", "perturb", "inference", "cortex", "datasets", "models", "record", "demo")
+
 __all__ = [
     "__version__",
     "dims",
@@ -25,4 +27,14 @@ __all__ = [
     "record_activations",
     "save_recording",
     "load_recording",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    """Import the heavier subpackages on first use (``neurovar.noise``, ``neurovar.cortex``...)."""
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'neurovar' has no attribute {name!r}")
