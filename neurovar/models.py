@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._rng import seeded_torch
 from .datasets import ImageDataset
 
 __all__ = ["SmallCNN", "TrainHistory", "train", "evaluate_accuracy", "resolve_device"]
@@ -21,19 +20,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-@contextlib.contextmanager
-def _seeded_torch(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the caller's RNG state afterwards.
-
-    Dropout and other built-in stochastic layers draw from the global generator; forking it keeps
-    results reproducible from ``seed`` without changing the caller's global RNG state.
-    """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-        torch.manual_seed(seed)
-        yield
 
 
 class SmallCNN(nn.Sequential):
@@ -83,7 +69,7 @@ class SmallCNN(nn.Sequential):
         c1, c2 = channels
         flat = c2 * (image_size // 2) ** 2
         # Weight initialisers draw from torch's global generator: build under a fork of it.
-        with _seeded_torch(seed, torch.device("cpu")):
+        with seeded_torch(seed, torch.device("cpu")):
             layers: list[tuple[str, nn.Module]] = [
                 ("conv1", nn.Conv2d(in_channels, c1, 3, padding=1)),
                 ("relu1", nn.ReLU()),
@@ -192,7 +178,7 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     x_train, y_train = data.x_train, data.y_train
     n = len(x_train)
-    with _seeded_torch(seed, dev):
+    with seeded_torch(seed, dev):
         for _ in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
             model.train()
             order = torch.randperm(n, generator=gen)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._rng import reseeded_noise, seed_from, seeded_torch
 from .dims import STIMULUS, TRIAL, UNIT
 from .models import resolve_device
 
@@ -104,22 +105,6 @@ def noise_config(model: nn.Module) -> dict[str, Any]:
         elif isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
             config[name] = repr(module)
     return config
-
-
-def _reseed_noise_modules(model: nn.Module, seed: int) -> None:
-    """Seed every injected noise module that has ``manual_seed`` from ``seed`` (one stream each)."""
-    noisy = [getattr(h, "noise", None) for m in model.modules() for h in _noise_hooks(m)]
-    noisy = [n for n in noisy if hasattr(n, "manual_seed")]
-    for noise, child in zip(noisy, np.random.SeedSequence(seed).spawn(len(noisy))):
-        noise.manual_seed(int(child.generate_state(1, dtype=np.uint32)[0]))
-
-
-@contextlib.contextmanager
-def _forked_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        torch.manual_seed(seed)
-        yield
 
 
 class _ProbeStop(Exception):
@@ -215,14 +200,6 @@ def _to_tensor(stimuli: Any) -> torch.Tensor:
             f"n_stimuli >= 1. Got shape {tuple(stimuli.shape)} instead."
         )
     return stimuli if stimuli.is_floating_point() else stimuli.float()
-
-
-def _seed_from(rng: Any) -> int:
-    if isinstance(rng, torch.Generator):
-        return int(torch.randint(0, 2**62, (1,), generator=rng).item())
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return int(rng)
-    return int(np.random.default_rng(rng).integers(0, 2**62))
 
 
 class _Recorder:
@@ -423,9 +400,9 @@ def record_activations(
         Seed (int), numpy or torch Generator, or None (fresh entropy). It seeds torch's generator
         inside a fork of the global RNG (dropout draws from it), so the caller's global torch and
         numpy RNG states are unchanged and the same seed reproduces the recording. When ``rng``
-        is given, noise modules injected with :func:`neurovar.noise.inject_noise` are reseeded
-        from it too (``manual_seed``, one independent stream per module); with ``rng=None``
-        they keep drawing from their own generators. The seed used is stored in
+        is given, noise modules injected with :func:`neurovar.noise.inject_noise` draw from
+        streams seeded from it too (one per module; their own streams are restored afterwards);
+        with ``rng=None`` they keep drawing from (and advancing) their own generators. The seed used is stored in
         ``attrs["seed"]``. Results depend on the seed and on ``batch_size`` (the order of draws).
     store
         Path of a zarr store (``.zarr``) to stream the recording to, stimulus chunk by stimulus
@@ -510,9 +487,7 @@ def record_activations(
             )
 
     dev = resolve_device(device)
-    seed = _seed_from(rng)
-    if rng is not None:
-        _reseed_noise_modules(model, seed)
+    seed = seed_from(rng)
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
@@ -534,7 +509,8 @@ def record_activations(
         for m in bn_modes:
             m.eval()
         model.to(dev)
-        with torch.no_grad(), _forked_torch_rng(seed, dev):
+        noise_streams = reseeded_noise(model, seed) if rng is not None else contextlib.nullcontext()
+        with torch.no_grad(), seeded_torch(seed, dev), noise_streams:
             if branch == "auto":
                 site = find_noise_site(model, x_all[:1].to(dev))
             elif branch != "input":

@@ -280,6 +280,12 @@ def test_rng_reseeds_injected_noise_modules(images):
     assert config["type"] == "IsotropicNoise" and config["std"] == 0.2
     # without rng the module keeps drawing from its own stream: successive recordings differ
     assert not np.array_equal(c["fc2"]["activation"].values, d["fc2"]["activation"].values)
+    # with rng the module's own stream is left where it was
+    own, fresh = IsotropicNoise(0.2, seed=9), IsotropicNoise(0.2, seed=9)
+    with inject_noise(model, {"relu2": own}):
+        record_activations(model, images, layers=["fc2"], n_trials=2, rng=1, progress=False)
+    z = torch.zeros(3, 4)
+    assert torch.equal(own(z), fresh(z))
 
 
 def test_frozen_and_running_estimate_noise_survive_recording(images):
