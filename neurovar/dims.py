@@ -65,6 +65,12 @@ def check_dims(
     ValueError
         Naming the missing (or extra) dims, the dims that exist, and how to rename.
     """
+    if isinstance(obj, xr.DataTree):
+        layers = list(obj.children)
+        raise TypeError(
+            f"The '{name}' parameter must be an xarray.DataArray, got a DataTree (a recording of "
+            f"layers {layers!r}); select one layer, e.g. tree[{(layers or ['layer'])[0]!r}]['activation']."
+        )
     if not isinstance(obj, (xr.DataArray, xr.Dataset)):
         raise TypeError(
             f"The '{name}' parameter must be an xarray.DataArray with named dims. "

@@ -41,3 +41,11 @@ def test_renamed_dims_accepted():
     da = xr.DataArray(np.zeros((3, 5)), dims=("rep", "neuron"))
     check_responses(da, trial_dim="rep", stimulus_dim=None, unit_dim="neuron")
     assert pair_dim("unit") == "unit_j"
+
+
+def test_datatree_gets_a_hint_to_select_a_layer():
+    tree = xr.DataTree.from_dict(
+        {"fc1": xr.Dataset({"activation": (RESPONSE_DIMS, np.zeros((2, 3, 4)))})}
+    )
+    with pytest.raises(TypeError, match=r"tree\['fc1'\]\['activation'\]"):
+        check_dims(tree, RESPONSE_DIMS)

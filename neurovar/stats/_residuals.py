@@ -11,6 +11,7 @@ broadcast and cannot pool residuals of different stimuli in one matrix product.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from neurovar.dims import check_responses
 
-from ._util import check_int, is_dask
+from ._util import check_int, is_dask, warn_nan
 
 __all__: list[str] = []
 
@@ -147,11 +148,17 @@ def residual_gram(
         if complete:
             n = np.full(block.shape[::2], float(n_trial))
             resid = block - block.mean(axis=1, keepdims=True)
+            const = block.max(axis=1) == block.min(axis=1)
         else:
             n = mask.sum(axis=1).astype(np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
                 mean = np.where(mask, block, 0.0).sum(axis=1) / n
+                const = np.nanmax(block, axis=1) == np.nanmin(block, axis=1)
             resid = np.where(mask, block - mean[:, None, :], 0.0)
+        # A cell (stimulus, unit) constant over its trials has residuals of exactly 0, not the
+        # rounding error of an inexact mean (see _util.center).
+        resid *= ~const[:, None, :]
         if standardize:
             ss = np.einsum("stu,stu->su", resid, resid)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -192,28 +199,72 @@ def residual_gram(
     )
 
 
+@dataclass
+class PooledResiduals:
+    """Result of :func:`pooled_residuals`: complete-trial residuals of the units in ``live``."""
+
+    values: np.ndarray
+    n_stimuli: int
+    live: np.ndarray
+
+    @property
+    def dof(self) -> int:
+        """Residual degrees of freedom: rows minus stimuli (one mean per stimulus)."""
+        return self.values.shape[0] - self.n_stimuli
+
+
 def pooled_residuals(
     data: xr.DataArray, *, chunk_size: int | None = None, progress: bool = False, func: str
-) -> tuple[np.ndarray, int, int]:
-    """Materialise the pooled residual matrix ``(n_valid_trials, N)`` and the stimulus count.
+) -> PooledResiduals:
+    """Materialise the pooled residual matrix ``(n_valid_trials, n_live_units)``.
 
-    Only trials that are valid for every unit are kept (shrinkage estimators need complete
-    rows). Returns the matrix, the number of stimuli that contributed a row, and the number
-    of trials left out because some (not all) of their units were NaN.
+    Estimators that need complete rows (shrinkage, factor analysis) use it. Units without any
+    valid value are left out (``live`` is False for them); of the other units only trials
+    valid for every one are kept, minus their stimulus' mean over those trials. Both are
+    counted in a warning. One vectorised pass: rows stay ordered by stimulus, so the
+    per-stimulus means are a ``reduceat``.
     """
-    rows = []
-    n_used = 0
-    n_partial = 0
+    blocks, ids = [], []
+    offset = 0
     for block in iter_stimulus_chunks(data, chunk_size=chunk_size, progress=progress, func=func):
-        nan = np.isnan(block)
-        valid = ~nan.any(axis=2)  # (s, T)
-        n_partial += int(np.sum(nan.any(axis=2) & ~nan.all(axis=2)))
-        for s in range(block.shape[0]):
-            x = block[s][valid[s]]
-            if x.shape[0] == 0:
-                continue
-            n_used += 1
-            rows.append(x - x.mean(axis=0))
-    if not rows:
-        return np.zeros((0, data.shape[2])), 0, n_partial
-    return np.concatenate(rows), n_used, n_partial
+        s, t, n = block.shape
+        blocks.append(block.reshape(s * t, n))
+        ids.append(np.repeat(np.arange(offset, offset + s), t))
+        offset += s
+    n_unit = data.shape[2]
+    raw = np.concatenate(blocks) if blocks else np.zeros((0, n_unit))
+    sid = np.concatenate(ids) if ids else np.zeros(0, int)
+    nan = np.isnan(raw)
+    live = ~nan.all(axis=0)
+    nan = nan[:, live]
+    valid = ~nan.any(axis=1) if live.any() else np.zeros(raw.shape[0], bool)
+    warn_nan(
+        int(np.sum(~live)),
+        n_unit,
+        "units",
+        "have no valid (non-NaN) value",
+        consequence=f"they were left out of {func} and their values are NaN",
+        stacklevel=4,
+    )
+    n_partial = int(np.sum(~valid & ~nan.all(axis=1)))
+    if n_partial:
+        warnings.warn(
+            f"{n_partial} trials with missing values for some units (of {raw.shape[0]} "
+            f"trials) were left out of {func}, which needs complete trials.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    x = raw[valid]
+    if not live.all():
+        x = x[:, live]
+    sid = sid[valid]
+    if x.shape[0]:
+        _, start, counts = np.unique(sid, return_index=True, return_counts=True)
+        means = np.add.reduceat(x, start, axis=0) / counts[:, None]
+        const = np.maximum.reduceat(x, start, axis=0) == np.minimum.reduceat(x, start, axis=0)
+        x -= np.repeat(means, counts, axis=0)
+        x *= ~np.repeat(const, counts, axis=0)  # exact zeros for constant cells
+        n_used = int(start.size)
+    else:
+        n_used = 0
+    return PooledResiduals(values=x, n_stimuli=n_used, live=live)

@@ -102,13 +102,24 @@ def is_dask(obj: xr.DataArray) -> bool:
     return obj.chunks is not None
 
 
-def unit_coords(responses: xr.DataArray, unit_dim: str) -> dict[Hashable, xr.Variable]:
-    """Coordinates of ``responses`` that lie along ``unit_dim`` only."""
-    return {
-        name: coord.variable
-        for name, coord in responses.coords.items()
-        if coord.dims == (unit_dim,)
-    }
+class UnitCoords(dict):
+    """Coordinates along the unit dim (name -> Variable); ``indexed`` lists those that carry a
+    non-dimension index in the source (e.g. ``channel`` after ``set_xindex("channel")``)."""
+
+    indexed: tuple[Hashable, ...] = ()
+
+
+def unit_coords(responses: xr.DataArray, unit_dim: str) -> UnitCoords:
+    """Coordinates of ``responses`` that lie along ``unit_dim`` only (computed if lazy)."""
+    out = UnitCoords(
+        {
+            name: coord.variable.compute()
+            for name, coord in responses.coords.items()
+            if coord.dims == (unit_dim,)
+        }
+    )
+    out.indexed = tuple(name for name in out if name != unit_dim and name in responses.xindexes)
+    return out
 
 
 def pairwise_dataarray(
@@ -124,7 +135,8 @@ def pairwise_dataarray(
 
     Coordinates along ``unit_dim`` are attached to both axes; those on ``unit_j`` are renamed
     with the suffix ``_j`` (``unit_id`` -> ``unit_id_j``), the index coordinate named like the
-    dim becomes ``unit_j``. ``leading`` gives ``(dim, coord_values_or_None)`` for extra leading
+    dim becomes ``unit_j``. Coordinates listed in ``coords.indexed`` (see :func:`unit_coords`)
+    get an index on both axes. ``leading`` gives ``(dim, coord_values_or_None)`` for extra leading
     axes.
     """
     unit_j = pair_dim(unit_dim)
@@ -137,7 +149,11 @@ def pairwise_dataarray(
         out_coords[cname] = (unit_dim, var.values, var.attrs)
         jname = unit_j if cname == unit_dim else f"{cname}_j"
         out_coords[jname] = (unit_j, var.values, var.attrs)
-    return xr.DataArray(values, dims=dims, coords=out_coords, name=name, attrs=attrs or {})
+    out = xr.DataArray(values, dims=dims, coords=out_coords, name=name, attrs=attrs or {})
+    # keep selectable non-dimension indexes (``r.sel(channel=3, channel_j=5)``)
+    for cname in getattr(coords, "indexed", ()):
+        out = out.set_xindex(cname).set_xindex(f"{cname}_j")
+    return out
 
 
 def check_square(cov: xr.DataArray, name: str, unit_dim: str) -> str:
@@ -162,3 +178,25 @@ def resolve_rng(rng: None | int | np.random.Generator, func: str) -> np.random.G
         f"The 'rng' parameter of {func} must be None, an int seed or a numpy Generator. "
         f"Got {type(rng).__name__} instead."
     )
+
+
+def drop_nan_units(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows/columns of a square matrix whose diagonal is finite, and that mask.
+
+    Units without a finite variance (all-NaN units of a covariance, zero-variance units of a
+    correlation matrix) are treated as absent rather than poisoning the whole matrix.
+    """
+    keep = np.isfinite(np.diagonal(c, axis1=-2, axis2=-1))
+    return c[np.ix_(keep, keep)], keep
+
+
+def center(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``x`` minus its mean along ``axis``, exactly 0 where ``x`` is constant along ``axis``.
+
+    The mean of equal floats is not always exact (ten copies of 0.1 average to
+    0.10000000000000002), so a constant unit would otherwise get a variance of ~1e-33 and
+    z-scores of +-1 made of rounding error instead of being reported as zero-variance.
+    """
+    resid = x - x.mean(axis=axis, keepdims=True)
+    const = np.ptp(x, axis=axis, keepdims=True) == 0
+    return np.where(const, 0.0, resid)

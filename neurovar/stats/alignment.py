@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 from scipy.linalg import subspace_angles
 
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, warn_nan
+from ._util import check_int, check_square, drop_nan_units, warn_nan
 
 __all__ = ["variance_along", "alignment_index", "principal_angles"]
 
@@ -24,6 +26,17 @@ def _matrix(cov: xr.DataArray, name: str, unit_dim: str) -> np.ndarray:
         )
     c = np.asarray(cov.transpose(unit_dim, unit_j).values, dtype=np.float64)
     return (c + c.T) / 2
+
+
+def _warn_left_out(keep: np.ndarray, name: str) -> None:
+    warn_nan(
+        int(np.sum(~keep)),
+        keep.size,
+        f"units of '{name}'",
+        "have a NaN variance on the diagonal (e.g. units without valid trials)",
+        consequence="they were left out",
+        stacklevel=4,
+    )
 
 
 def _same_units(a: xr.DataArray, b: xr.DataArray, names: tuple[str, str], unit_dim: str) -> None:
@@ -59,7 +72,9 @@ def variance_along(
         \qquad \hat d = d / \lVert d \rVert,
 
     so isotropic noise gives 1 for every direction, noise concentrated along ``d`` gives up to
-    N, and noise orthogonal to ``d`` gives 0. Use it with adversarial perturbation
+    N, and noise orthogonal to ``d`` gives 0. Units with a NaN variance in ``cov`` are left
+    out (of :math:`\Sigma`, of :math:`N` and of the directions), with a warning; a covariance
+    with no positive total variance gives NaN, with a warning. Use it with adversarial perturbation
     directions in activation space, or with the signal direction :math:`f'` (where values
     above 1 mean information-limiting, differential correlations; Moreno-Bote et al. 2014).
 
@@ -89,14 +104,24 @@ def variance_along(
     _same_units(cov, directions, ("cov", "directions"), unit_dim)
     other = [d for d in directions.dims if d != unit_dim]
     d = np.asarray(directions.transpose(*other, unit_dim).values, dtype=np.float64)
-    flat = d.reshape(-1, c.shape[0])
+    c, keep = drop_nan_units(c)
+    _warn_left_out(keep, "cov")
+    flat = d.reshape(-1, keep.size)[:, keep]
     norm = np.linalg.norm(flat, axis=1)
     ok = norm > 0
     unit_vecs = flat / np.where(ok, norm, 1.0)[:, None]
-    mean_var = np.trace(c) / c.shape[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    mean_var = np.trace(c) / c.shape[0] if c.shape[0] else np.nan
+    usable = bool(np.all(np.isfinite(c))) and mean_var > 0
+    warn_nan(
+        int(not usable),
+        1,
+        "covariance 'cov'",
+        "has non-finite entries or no positive total variance",
+        consequence="every value is NaN",
+    )
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         v = np.einsum("ki,ij,kj->k", unit_vecs, c, unit_vecs) / mean_var
-    v = np.where(ok, v, np.nan)
+    v = np.where(ok & usable, v, np.nan)
     warn_nan(int(np.sum(~ok)), ok.size, "directions", "have zero length")
     coords = {k: val for k, val in directions.coords.items() if unit_dim not in val.dims}
     return xr.DataArray(
@@ -105,6 +130,18 @@ def variance_along(
         coords=coords,
         name="variance_along",
         attrs={"mean_variance": float(mean_var)},
+    )
+
+
+def _alignment_result(index: float, chance: float, frac: float, k: int) -> xr.Dataset:
+    return xr.Dataset(
+        {
+            "alignment_index": index,
+            "chance_level": chance,
+            "relative_to_chance": index / chance if chance and np.isfinite(chance) else np.nan,
+            "fraction_of_variance": frac,
+        },
+        attrs={"n_components": k, "reference": "Elsayed et al. (2016)"},
     )
 
 
@@ -129,7 +166,11 @@ def alignment_index(
     subspace can. The chance level is the expected index for a uniformly random
     k-dimensional subspace, :math:`(k/N)\operatorname{tr}(\Sigma_A) / \sum_{i\le k}\lambda^A_i`
     (Elsayed et al. instead sampled random subspaces shaped by the data covariance, which gives
-    a higher, more conservative chance level).
+    a higher, more conservative chance level). ``relative_to_chance`` is index / chance.
+
+    Units with a NaN variance in either matrix are left out of both (N counts the rest),
+    with a warning; other non-finite entries, or a :math:`\Sigma_B` with fewer than k
+    positive eigenvalues (its top subspace is then not unique), give NaN, with a warning.
 
     Parameters
     ----------
@@ -157,16 +198,33 @@ def alignment_index(
     a = _matrix(cov_a, "cov_a", unit_dim)
     b = _matrix(cov_b, "cov_b", unit_dim)
     _same_units(cov_a, cov_b, ("cov_a", "cov_b"), unit_dim)
+    keep = np.isfinite(np.diag(a)) & np.isfinite(np.diag(b))
+    _warn_left_out(keep, "cov_a' or 'cov_b")
+    a, b = a[np.ix_(keep, keep)], b[np.ix_(keep, keep)]
     n = a.shape[0]
     k = check_int(n_components, "n_components", func, low=1)
     if k > n:
         raise ValueError(
-            f"The 'n_components' parameter of {func} must be <= the number of units ({n}). "
-            f"Got {k} instead."
+            f"The 'n_components' parameter of {func} must be <= the number of units with a "
+            f"finite variance ({n}). Got {k} instead."
         )
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        warn_nan(1, 1, "pair of covariances", "has non-finite entries")
+        return _alignment_result(np.nan, np.nan, np.nan, k)
     lam_a = np.linalg.eigvalsh(a)[::-1]
-    _, vec_b = np.linalg.eigh(b)
+    lam_b, vec_b = np.linalg.eigh(b)
     u_b = vec_b[:, ::-1][:, :k]
+    rank_b = int(np.sum(lam_b > lam_b.max(initial=0.0) * n * np.finfo(float).eps))
+    if rank_b < k:
+        # B's top-k subspace would contain arbitrary directions of its null space.
+        warnings.warn(
+            f"The 'cov_b' parameter of {func} has only {rank_b} positive eigenvalues, fewer "
+            f"than n_components={k}, so its top subspace is not unique; the index is NaN. "
+            f"Use n_components <= {rank_b}.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _alignment_result(np.nan, np.nan, np.nan, k)
     captured = float(np.trace(u_b.T @ a @ u_b))
     top = float(lam_a[:k].sum())
     total = float(np.trace(a))
@@ -175,15 +233,7 @@ def alignment_index(
         chance = (k / n) * total / top if top > 0 else np.nan
         frac = captured / total if total > 0 else np.nan
     warn_nan(int(top <= 0), 1, "covariance 'cov_a'", "has no positive variance")
-    return xr.Dataset(
-        {
-            "alignment_index": index,
-            "chance_level": chance,
-            "relative_to_chance": index / chance if chance and np.isfinite(chance) else np.nan,
-            "fraction_of_variance": frac,
-        },
-        attrs={"n_components": k, "reference": "Elsayed et al. (2016)"},
-    )
+    return _alignment_result(index, chance, frac, k)
 
 
 def principal_angles(
@@ -226,7 +276,13 @@ def principal_angles(
                 f"Got dims {sub.dims!r}."
             )
         other = next(d for d in sub.dims if d != unit_dim)
-        mats.append(np.asarray(sub.transpose(unit_dim, other).values, dtype=np.float64))
+        m = np.asarray(sub.transpose(unit_dim, other).values, dtype=np.float64)
+        if not np.all(np.isfinite(m)):
+            raise ValueError(
+                f"The '{name}' parameter must hold finite values; it has "
+                f"{int(np.sum(~np.isfinite(m)))} NaN or infinite entries."
+            )
+        mats.append(m)
     _same_units(subspace_a, subspace_b, ("subspace_a", "subspace_b"), unit_dim)
     for name, m in zip(("subspace_a", "subspace_b"), mats):
         if np.linalg.matrix_rank(m) < m.shape[1]:

@@ -10,7 +10,7 @@ import xarray as xr
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import residual_gram, stimulus_major
-from ._util import check_option, pairwise_dataarray, unit_coords, warn_nan
+from ._util import center, check_option, pairwise_dataarray, unit_coords, warn_nan
 
 __all__ = ["noise_correlation", "signal_correlation"]
 
@@ -150,7 +150,8 @@ def signal_correlation(
         r^{\mathrm{signal}}_{ij} = \mathrm{corr}_s\left(\bar x_{si}, \bar x_{sj}\right),
         \qquad \bar x_{si} = \frac{1}{n_s} \sum_{t} x_{tsi},
 
-    with NaN trials skipped in the means and stimuli without any valid trial left out.
+    with NaN trials skipped in the means and stimuli without any valid trial left out (units
+    without any valid trial at all get NaN).
     Trial averages still contain noise (variance :math:`\sigma^2/n_s`), which biases the
     magnitude towards 0 for few trials (Cohen & Kohn 2011).
 
@@ -183,15 +184,21 @@ def signal_correlation(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stimuli are dropped below
         tuning = np.asarray(data.mean(dim=trial_dim, skipna=True).values, dtype=np.float64)
-    tuning = tuning[~np.isnan(tuning).any(axis=1)]
+    dead = np.isnan(tuning).all(axis=0)  # units without any valid trial: NaN, not an error
+    tuning = tuning[~np.isnan(tuning[:, ~dead]).any(axis=1)]
     if tuning.shape[0] < 2:
         raise ValueError(
             f"The 'responses' parameter of {func} needs at least 2 stimuli with valid trials "
             f"for every unit; got {tuning.shape[0]}."
         )
-    centred = tuning - tuning.mean(axis=0)
+    centred = center(tuning, axis=0)
     corr, ok = _normalise(centred.T @ centred)
-    warn_nan(int(np.sum(~ok)), ok.size, "units", "have the same mean response to every stimulus")
+    warn_nan(
+        int(np.sum(~ok)),
+        ok.size,
+        "units",
+        "have the same mean response to every stimulus (or no valid trial)",
+    )
     return pairwise_dataarray(
         corr,
         unit_coords(responses, unit_dim),

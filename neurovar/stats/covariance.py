@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
@@ -52,7 +50,8 @@ def noise_covariance(
     ``assume_centered=True``. scikit-learn divides by the number of rows; the residuals are
     scaled by :math:`\sqrt{n_\mathrm{trials}/(n_\mathrm{trials}-n_\mathrm{stimuli})}` so that
     the empirical covariance it shrinks is the unbiased one above. These estimators need the
-    pooled residual matrix in memory and use trials that are valid for every unit only.
+    pooled residual matrix in memory and use trials that are valid for every unit only (units
+    without any valid value are left out and get NaN; both are counted in a warning).
 
     Parameters
     ----------
@@ -116,18 +115,9 @@ def noise_covariance(
             "ddof": "n_stimuli (one mean per stimulus): dof = n_valid_trials - n_stimuli",
         }
     else:
-        resid, n_used, n_nan = pooled_residuals(
-            data, chunk_size=chunk_size, progress=progress, func=func
-        )
+        res = pooled_residuals(data, chunk_size=chunk_size, progress=progress, func=func)
+        resid, n_used, dof = res.values, res.n_stimuli, res.dof
         n_rows = resid.shape[0]
-        if n_nan > 0:
-            warnings.warn(
-                f"{n_nan} trials with missing values for some units were left out of the "
-                f"'{estimator}' estimate, which needs complete trials.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        dof = n_rows - n_used
         if dof < 2:
             raise ValueError(
                 f"The 'responses' parameter of {func} has {dof} residual degrees of freedom "
@@ -135,7 +125,8 @@ def noise_covariance(
             )
         est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=True)
         est.fit(resid * np.sqrt(n_rows / dof))
-        cov = est.covariance_
+        cov = np.full((res.live.size, res.live.size), np.nan)
+        cov[np.ix_(res.live, res.live)] = est.covariance_
         attrs = {
             "estimator": estimator,
             "n_valid_trials": n_rows,

@@ -9,7 +9,7 @@ import xarray as xr
 
 from neurovar.dims import TRIAL, UNIT, check_dims
 
-from ._util import check_real
+from ._util import center, check_real, warn_nan
 from .alignment import _same_units
 
 __all__ = ["linear_fisher_information", "differential_correlation_strength"]
@@ -49,8 +49,8 @@ def _two_stimuli(
 
 def _pooled_cov(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
     """Pooled within-stimulus covariance, dof = T_a + T_b - 2."""
-    ra = xa - xa.mean(axis=0)
-    rb = xb - xb.mean(axis=0)
+    ra = center(xa, axis=0)
+    rb = center(xb, axis=0)
     return (ra.T @ ra + rb.T @ rb) / (xa.shape[0] + xb.shape[0] - 2)
 
 
@@ -88,6 +88,10 @@ def linear_fisher_information(
     corresponding correction factor :math:`(\nu - 2)/\nu` (i.e. :math:`(2T-4)/(2T-2)`)
     instead of :math:`(\nu - N - 1)/\nu`.
 
+    Units with zero noise variance are left out (with a warning) when their mean does not
+    change, since they carry no information; if one does change, the information is unbounded
+    and the result is NaN, with a warning. ``attrs["n_units"]`` is the N used.
+
     Parameters
     ----------
     responses_a, responses_b
@@ -119,18 +123,45 @@ def linear_fisher_information(
         raise ValueError(f"The 'delta_s' parameter of {func} must be non-zero. Got 0 instead.")
     xa, xb = _two_stimuli(responses_a, responses_b, trial_dim, unit_dim, func)
     ta, tb = xa.shape[0], xb.shape[0]
-    n = xa.shape[1]
     nu = ta + tb - 2
     fprime = (xb.mean(axis=0) - xa.mean(axis=0)) / delta_s
     cov = _pooled_cov(xa, xb)
+    n_all = xa.shape[1]
+    attrs = {
+        "bias_corrected": int(bias_corrected),
+        "shuffled": int(shuffled),
+        "n_trials_a": ta,
+        "n_trials_b": tb,
+        "delta_s": delta_s,
+        "reference": "Kanitscheider et al. (2015)",
+    }
+    # Zero-variance units: without a mean difference they carry no information and are left
+    # out; with one, the information is unbounded (a noiseless discriminating unit) -> NaN.
+    const = ~(np.diag(cov) > 0)
+    unbounded = int(np.sum(const & (fprime != 0)))
+    if unbounded:
+        warn_nan(
+            unbounded,
+            n_all,
+            "units",
+            "have zero noise variance but a non-zero mean difference, so the linear Fisher "
+            "information is unbounded",
+            consequence="the value is NaN",
+        )
+        return xr.DataArray(
+            np.nan, name="fisher_information", attrs={**attrs, "naive": np.nan, "n_units": n_all}
+        )
+    warn_nan(
+        int(np.sum(const)),
+        n_all,
+        "units",
+        "have zero noise variance and no mean difference (no linear information)",
+        consequence="they were left out",
+    )
+    fprime, cov = fprime[~const], cov[np.ix_(~const, ~const)]
+    n = int(fprime.size)
     if shuffled:
-        var = np.diag(cov)
-        if np.any(var <= 0):
-            raise ValueError(
-                f"{int(np.sum(var <= 0))} units have zero variance in 'responses_a' and "
-                f"'responses_b'; drop them before calling {func}."
-            )
-        naive = float(np.sum(fprime**2 / var))
+        naive = float(np.sum(fprime**2 / np.diag(cov)))
         factor = (nu - 2) / nu
         needed = "T_a + T_b > 4"
         valid = nu > 2
@@ -142,7 +173,14 @@ def linear_fisher_information(
                 f"{func} needs more trials than units to invert the covariance ({needed}); "
                 f"got T_a={ta}, T_b={tb}, N={n}. Use shuffled=True or fewer units."
             )
-        naive = float(fprime @ np.linalg.solve(cov, fprime))
+        rank = int(np.linalg.matrix_rank(cov)) if n else 0
+        if rank < n:
+            raise ValueError(
+                f"The noise covariance of 'responses_a' and 'responses_b' is singular (rank "
+                f"{rank} < {n} units: some units are linear combinations of others), so {func} "
+                "cannot invert it. Use shuffled=True or remove the redundant units."
+            )
+        naive = float(fprime @ np.linalg.solve(cov, fprime)) if n else 0.0
         factor = (nu - n - 1) / nu
     if bias_corrected:
         if not valid:
@@ -153,18 +191,7 @@ def linear_fisher_information(
     else:
         value = naive
     return xr.DataArray(
-        value,
-        name="fisher_information",
-        attrs={
-            "naive": naive,
-            "bias_corrected": int(bias_corrected),
-            "shuffled": int(shuffled),
-            "n_trials_a": ta,
-            "n_trials_b": tb,
-            "n_units": n,
-            "delta_s": delta_s,
-            "reference": "Kanitscheider et al. (2015)",
-        },
+        value, name="fisher_information", attrs={**attrs, "naive": naive, "n_units": n}
     )
 
 

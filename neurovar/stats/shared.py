@@ -13,7 +13,7 @@ from sklearn.model_selection import KFold
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, stimulus_major
-from ._util import check_int, check_real, resolve_rng, unit_coords
+from ._util import check_int, check_real, resolve_rng, unit_coords, warn_nan
 
 __all__ = ["shared_variance"]
 
@@ -53,7 +53,9 @@ def shared_variance(
     r"""Percent shared variance per unit and shared dimensionality, by factor analysis.
 
     Trial-to-trial residuals (responses minus each stimulus' trial mean, complete trials
-    only, pooled over stimuli) are modelled as :math:`r = L z + \epsilon`,
+    only, pooled over stimuli, scaled by :math:`\sqrt{n_\mathrm{trials}/(n_\mathrm{trials} -
+    n_\mathrm{stimuli})}` so that the fitted covariance is the unbiased pooled noise
+    covariance of :func:`noise_covariance`) are modelled as :math:`r = L z + \epsilon`,
     :math:`z \sim \mathcal N(0, I_k)`, :math:`\epsilon \sim \mathcal N(0, \Psi)` with
     :class:`sklearn.decomposition.FactorAnalysis`. For unit i
 
@@ -103,18 +105,30 @@ def shared_variance(
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func
     )
-    x, n_used, n_partial = pooled_residuals(data, func=func)
-    if n_partial:
-        warnings.warn(
-            f"{n_partial} trials with missing values for some units were left out of {func}.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    n_rows, n_units = x.shape
-    if n_rows - n_used < n_folds * 2:
+    res = pooled_residuals(data, func=func)
+    x, n_used = res.values, res.n_stimuli
+    n_rows = x.shape[0]
+    if res.dof < n_folds * 2:
         raise ValueError(
             f"The 'responses' parameter of {func} has too few residual degrees of freedom "
-            f"({n_rows - n_used}) for {n_folds}-fold cross-validation."
+            f"({res.dof}) for {n_folds}-fold cross-validation."
+        )
+    # FactorAnalysis (maximum likelihood) divides by the number of rows; scaling the residuals
+    # makes its covariance the unbiased pooled one (dof = rows - stimuli), as noise_covariance.
+    x = x * np.sqrt(n_rows / res.dof)
+    varying = x.var(axis=0) > 0
+    warn_nan(
+        int(np.sum(~varying)),
+        int(res.live.size),
+        "units",
+        "have zero trial-to-trial variance",
+        consequence="they were left out of the factor analysis; their percent shared is NaN",
+    )
+    x = x[:, varying]
+    n_units = x.shape[1]
+    if n_units == 0:
+        raise ValueError(
+            f"The 'responses' parameter of {func} has no unit with trial-to-trial variance."
         )
     ds_vars: dict = {}
     if n_factors is None:
@@ -149,16 +163,26 @@ def shared_variance(
             fa = FactorAnalysis(n_components=k, svd_method="lapack").fit(x)
         loading = fa.components_.T
         private = fa.noise_variance_
-    shared = np.sum(loading**2, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pct = 100.0 * shared / (shared + private)
     if k > 0:
         eig = np.clip(np.linalg.eigvalsh(loading @ loading.T)[::-1], 0, None)
         frac = np.cumsum(eig) / eig.sum() if eig.sum() > 0 else np.ones_like(eig)
         d_shared = int(np.searchsorted(frac, threshold - 1e-12) + 1)
     else:
         d_shared = 0
-    coords = {k_: v for k_, v in unit_coords(responses, unit_dim).items()}
+    # back to all units: zero-variance units have no shared or private variance, units
+    # without valid values are NaN
+    fitted = np.flatnonzero(res.live)[varying]
+    n_all = res.live.size
+    full_loading = np.full((n_all, k), np.nan)
+    full_loading[res.live] = 0.0
+    full_loading[fitted] = loading
+    full_private = np.where(res.live, 0.0, np.nan)
+    full_private[fitted] = private
+    loading, private = full_loading, full_private
+    shared = np.sum(loading**2, axis=1) if k else np.where(res.live, 0.0, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = 100.0 * shared / (shared + private)
+    coords = unit_coords(responses, unit_dim)
     out = xr.Dataset(
         {
             "percent_shared": (unit_dim, pct),
@@ -172,6 +196,8 @@ def shared_variance(
         coords=coords,
         attrs={"threshold": threshold, "n_trials": n_rows, "n_stimuli": n_used},
     )
+    for cname in coords.indexed:
+        out = out.set_xindex(cname)
     if "cv_log_likelihood" in ds_vars:
         out = out.assign_coords(n_factors_tried=np.arange(len(ds_vars["cv_log_likelihood"][1])))
     return out

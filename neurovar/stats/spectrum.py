@@ -7,7 +7,7 @@ import xarray as xr
 
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, is_dask, warn_nan
+from ._util import check_int, check_square, drop_nan_units, is_dask, warn_nan
 
 __all__ = ["eigenspectrum", "participation_ratio", "power_law_exponent"]
 
@@ -15,7 +15,60 @@ COMPONENT = "component"
 
 
 def _eigvals_desc(c: np.ndarray) -> np.ndarray:
-    return np.linalg.eigvalsh(c)[..., ::-1]
+    """Eigenvalues (largest first) of one matrix, units with a non-finite variance left out.
+
+    The spectrum is padded with NaN to the full number of units; a matrix with non-finite
+    entries between the remaining units gives all NaN.
+    """
+    sub, _ = drop_nan_units(c)
+    out = np.full(c.shape[-1], np.nan)
+    if np.all(np.isfinite(sub)):
+        out[: sub.shape[0]] = np.linalg.eigvalsh(sub)[::-1]
+    return out
+
+
+def _participation_ratio(c: np.ndarray) -> float:
+    """tr(C)^2 / sum_ij C_ij^2 of one matrix, units with a non-finite variance left out."""
+    sub, _ = drop_nan_units(c)
+    frob = float(np.sum(sub * sub))
+    if not np.all(np.isfinite(sub)) or frob <= 0:
+        return np.nan
+    return float(np.trace(sub)) ** 2 / frob
+
+
+def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str) -> int:
+    """Warn how many units were left out and how many matrices are NaN; return the latter.
+
+    Dask-backed input stays lazy and is not inspected.
+    """
+    if is_dask(cov):
+        return 0
+    n = cov.sizes[unit_dim]
+    mats = np.asarray(cov.transpose(..., unit_dim, unit_j).values, dtype=np.float64)
+    mats = mats.reshape(-1, n, n)
+    n_left_out = n_bad = 0
+    for m in mats:
+        sub, keep = drop_nan_units(m)
+        n_left_out += int(np.sum(~keep))
+        n_bad += int(not np.all(np.isfinite(sub)))
+    where = "units" if mats.shape[0] == 1 else f"units (over {mats.shape[0]} matrices)"
+    warn_nan(
+        n_left_out,
+        mats.shape[0] * n,
+        where,
+        "have a non-finite variance on the diagonal (e.g. zero-variance units of a "
+        "correlation matrix, or units without valid trials)",
+        consequence="they were left out",
+        stacklevel=4,
+    )
+    warn_nan(
+        n_bad,
+        mats.shape[0],
+        "matrices",
+        "have non-finite entries between units with a finite variance",
+        stacklevel=4,
+    )
+    return n_bad
 
 
 def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
@@ -24,6 +77,11 @@ def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
     :math:`\Sigma = U \Lambda U^\top`, :math:`\lambda_1 \ge \lambda_2 \ge \dots`, computed
     with :func:`numpy.linalg.eigvalsh` (the matrix is taken as symmetric). Extra dims (e.g.
     layers) are kept; dask-backed input is computed block by block.
+
+    Units whose diagonal entry is NaN (a noise correlation of a zero-variance unit, a
+    covariance of a unit without valid trials) are left out, with a warning that says how
+    many, and the spectrum of the remaining units is padded with NaN at the end; any other
+    non-finite entry gives an all-NaN spectrum, with a warning.
 
     Parameters
     ----------
@@ -44,11 +102,13 @@ def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
     """
     unit_j = check_square(cov, "cov", unit_dim)
     n = cov.sizes[unit_dim]
+    _report_nan(cov, unit_dim, unit_j)
     out = xr.apply_ufunc(
         _eigvals_desc,
         cov,
         input_core_dims=[[unit_dim, unit_j]],
         output_core_dims=[[COMPONENT]],
+        vectorize=True,
         dask="parallelized",
         output_dtypes=[float],
         dask_gufunc_kwargs={"output_sizes": {COMPONENT: n}},
@@ -67,7 +127,9 @@ def participation_ratio(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataAr
                     = \frac{\operatorname{tr}(\Sigma)^2}{\operatorname{tr}(\Sigma^2)},
 
     between 1 (one dimension) and N (isotropic). Computed from the trace and the Frobenius
-    norm, without an eigendecomposition. A zero matrix gives NaN with a warning.
+    norm (for symmetric :math:`\Sigma`, :math:`\operatorname{tr}\Sigma^2 = \sum_{ij}
+    \Sigma_{ij}^2`), without an eigendecomposition. Units with a NaN diagonal entry are left
+    out as in :func:`eigenspectrum`; a zero matrix gives NaN, with a warning.
 
     Parameters
     ----------
@@ -88,19 +150,18 @@ def participation_ratio(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataAr
     dimensionality. Patterns 3, 100555.
     """
     unit_j = check_square(cov, "cov", unit_dim)
-    diag = xr.apply_ufunc(
-        lambda c: np.trace(c, axis1=-2, axis2=-1),
+    n_bad = _report_nan(cov, unit_dim, unit_j)
+    pr = xr.apply_ufunc(
+        _participation_ratio,
         cov,
         input_core_dims=[[unit_dim, unit_j]],
+        vectorize=True,
         dask="parallelized",
         output_dtypes=[float],
     )
-    # For symmetric cov, tr(cov @ cov) = sum_ij cov_ij^2.
-    frob = (cov**2).sum(dim=[unit_dim, unit_j])
-    pr = (diag**2 / frob).where(frob > 0)
     pr.name = "participation_ratio"
     if not is_dask(pr):
-        warn_nan(int(pr.isnull().sum()), pr.size, "covariance matrices", "are all zero")
+        warn_nan(int(pr.isnull().sum()) - n_bad, pr.size, "covariance matrices", "are all zero")
     return pr
 
 

@@ -11,7 +11,7 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from neurovar.dims import STIMULUS, TRIAL, UNIT, check_dims
+from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
 
@@ -19,9 +19,28 @@ __all__ = ["fano_factor", "mean_matched_fano_factor"]
 
 
 def _moments(
-    responses: xr.DataArray, trial_dim: str, ddof: int
+    responses: xr.DataArray,
+    *,
+    trial_dim: str,
+    stimulus_dim: str | None,
+    unit_dim: str,
+    ddof: int,
+    func: str,
 ) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
-    """NaN-aware count, mean and variance over trials (NaN where fewer than ddof+1 trials)."""
+    """Validate; NaN-aware count, mean and variance over trials (NaN if < ddof+1 trials).
+
+    Computed in float64 (recordings are often float32), lazily for dask-backed input.
+    """
+    require_counts(responses, "responses", func)
+    check_responses(
+        responses,
+        trial_dim=trial_dim,
+        stimulus_dim=stimulus_dim,
+        unit_dim=unit_dim,
+        min_trials=ddof + 1,
+    )
+    if responses.dtype != np.float64:
+        responses = responses.astype(np.float64)
     count = responses.count(dim=trial_dim)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices, dof <= 0
@@ -79,16 +98,11 @@ def fano_factor(
     """
     func = "fano_factor"
     ddof = check_int(ddof, "ddof", func, low=0)
-    require_counts(responses, "responses", func)
-    check_dims(
-        responses,
-        [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None],
-        name="responses",
-        min_sizes={trial_dim: ddof + 1},
-    )
-    count, mean, var = _moments(responses, trial_dim, ddof)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ff = (var / mean).where((mean != 0) & (count > ddof))
+    dims = {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim}
+    count, mean, var = _moments(responses, **dims, ddof=ddof, func=func)
+    # var is already NaN where count <= ddof; masking the zero means keeps lazy (dask)
+    # evaluation free of 0/0 warnings too.
+    ff = var / mean.where(mean != 0)
     ff.name = "fano_factor"
     ff.attrs = {"ddof": ddof, "long_name": "Fano factor (variance / mean over trials)"}
     if not is_dask(ff):
@@ -227,7 +241,6 @@ def mean_matched_fano_factor(
     cortical phenomenon. Nat. Neurosci. 13, 369-378.
     """
     func = "mean_matched_fano_factor"
-    require_counts(responses, "responses", func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
@@ -235,17 +248,12 @@ def mean_matched_fano_factor(
         confidence, "confidence", func, low=0, high=1, low_open=True, high_open=True
     )
     gen = resolve_rng(rng, func)
-    check_dims(
-        responses,
-        [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None],
-        name="responses",
-        min_sizes={trial_dim: ddof + 1},
-    )
     if condition is not None and condition == trial_dim:
         raise ValueError(
             f"The 'condition' parameter of {func} must not be the trial dim {trial_dim!r}."
         )
-    count, mean, var = _moments(responses, trial_dim, ddof)
+    dims = {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim}
+    count, mean, var = _moments(responses, **dims, ddof=ddof, func=func)
     moments = xr.Dataset({"n": count, "mean": mean, "var": var}).compute()
     labels, parts, cond_name = _groups(moments, condition, func)
 
@@ -265,7 +273,6 @@ def mean_matched_fano_factor(
         "(stimulus, unit) points",
         "have zero (or negative) mean or too few valid trials",
         consequence="they were left out of the regression",
-        stacklevel=2,
     )
     if any(p[0].size == 0 for p in points):
         empty = [lab for lab, p in zip(labels, points) if p[0].size == 0]

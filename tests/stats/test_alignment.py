@@ -98,3 +98,37 @@ def test_principal_angles_known_configuration():
         principal_angles(
             a, xr.DataArray(np.stack([e[0], e[0]], axis=1), dims=("unit", "component"))
         )
+
+
+def test_zero_or_nan_covariance_warns_instead_of_silent_nan():
+    dirs = xr.DataArray(np.eye(3)[:2], dims=("direction", "unit"))
+    with pytest.warns(RuntimeWarning, match="no positive total variance"):
+        v = variance_along(_as_cov(np.zeros((3, 3))), dirs)
+    assert np.isnan(v.values).all()
+    # a unit without valid trials (NaN row/column) is left out of cov, N and the directions
+    c = np.diag([2.0, 1.0, 3.0])
+    c[2, :] = c[:, 2] = np.nan
+    d = xr.DataArray([[1.0, 0.0, 5.0], [0.0, 1.0, 0.0]], dims=("direction", "unit"))
+    with pytest.warns(RuntimeWarning, match="1 of 3 units of 'cov'"):
+        v = variance_along(_as_cov(c), d)
+    np.testing.assert_allclose(v.values, [2.0 / 1.5, 1.0 / 1.5])
+
+
+def test_alignment_index_with_nan_units_and_rank_deficient_b():
+    a = np.diag([5.0, 4.0, 1.0, 0.5])
+    b = np.diag([0.1, 3.0, 2.0, 1.0])
+    a_nan = a.copy()
+    a_nan[3, :] = a_nan[:, 3] = np.nan
+    with pytest.warns(RuntimeWarning, match="1 of 4 units of 'cov_a' or 'cov_b'"):
+        out = alignment_index(_as_cov(a_nan), _as_cov(b), n_components=2)
+    ref = alignment_index(_as_cov(a[:3, :3]), _as_cov(b[:3, :3]), n_components=2)
+    xr.testing.assert_allclose(out, ref)
+    # B of rank 1 has no unique top-2 subspace: NaN and a warning, not an arbitrary number
+    with pytest.warns(RuntimeWarning, match="only 1 positive eigenvalues"):
+        out = alignment_index(_as_cov(a), _as_cov(np.diag([0, 0, 1.0, 0])), n_components=2)
+    assert np.isnan(float(out.alignment_index))
+    with pytest.raises(ValueError, match="'subspace_a' parameter must hold finite values"):
+        principal_angles(
+            xr.DataArray([[np.nan], [1.0]], dims=("unit", "component")),
+            xr.DataArray([[1.0], [0.0]], dims=("unit", "component")),
+        )

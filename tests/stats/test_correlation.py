@@ -206,3 +206,43 @@ def test_per_stimulus_and_signal_correlation_on_dask(gaussian_population):
     xr.testing.assert_allclose(per, noise_correlation(da, method="per_stimulus"))
     assert per.stimulus_id.chunks is None  # coordinates come back computed
     xr.testing.assert_allclose(signal_correlation(lazy), signal_correlation(da))
+
+
+def test_constant_unit_with_inexact_mean_is_zero_variance(make_responses):
+    # Ten copies of 0.1 average to 0.10000000000000002: the residuals must be exactly 0, not
+    # rounding error that z-scores to +-1 and correlates with everything.
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((10, 4, 3)) + 1.0
+    x[:, :, 1] = 0.1
+    da = make_responses(x)
+    with pytest.warns(RuntimeWarning, match="1 of 3 units have zero trial-to-trial variance"):
+        r = noise_correlation(da)
+    assert np.isnan(r.values[1]).all() and np.isnan(r.values[:, 1]).all()
+    np.testing.assert_allclose(r.values[np.ix_([0, 2], [0, 2])], _brute_force_rsc(x[..., [0, 2]]))
+    assert noise_covariance(da).values[1, 1] == 0.0
+    with pytest.warns(RuntimeWarning, match="1 of 3 units have the same mean response"):
+        s = signal_correlation(da)
+    assert np.isnan(s.values[1]).all()
+
+
+def test_signal_correlation_unit_without_trials_is_nan_not_an_error(make_responses):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((6, 8, 4)) + rng.standard_normal((1, 8, 4)) * 2
+    x[:, :, 2] = np.nan  # a neuron that was never recorded
+    x[4:, 3, :] = np.nan  # and unequal repeats
+    with pytest.warns(RuntimeWarning, match="1 of 4 units"):
+        got = signal_correlation(make_responses(x))
+    keep = [0, 1, 3]
+    expect = np.corrcoef(np.nanmean(x[..., keep], axis=0), rowvar=False)
+    np.testing.assert_allclose(got.values[np.ix_(keep, keep)], expect, atol=1e-12)
+    assert np.isnan(got.values[2]).all()
+
+
+def test_pairwise_results_keep_the_channel_index(make_responses):
+    rng = np.random.default_rng(11)
+    da = make_responses(rng.standard_normal((8, 3, 8))).set_xindex("channel")
+    for r in (noise_correlation(da), signal_correlation(da), noise_covariance(da)):
+        picked = r.sel(channel=1, channel_j=2)
+        assert picked.dims == ("unit", "unit_j") and picked.shape == (2, 2)
+        np.testing.assert_array_equal(picked.unit_id.values, ["u1", "u5"])
+        np.testing.assert_array_equal(picked.unit_id_j.values, ["u2", "u6"])

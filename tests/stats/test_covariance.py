@@ -151,3 +151,15 @@ def test_single_stimulus_and_errors(make_responses):
         noise_covariance(da, estimator="shrunk")
     with pytest.raises(ValueError, match="degrees of freedom"):
         noise_covariance(da.isel(trial=[0, 1]), estimator="oas")
+
+
+def test_shrinkage_leaves_out_units_without_any_value(gaussian_population):
+    da, _ = gaussian_population
+    x = da.values.copy()
+    x[:, :, 4] = np.nan
+    with pytest.warns(RuntimeWarning, match="1 of 6 units have no valid"):
+        cov = noise_covariance(da.copy(data=x), estimator="ledoit_wolf")
+    assert np.isnan(cov.values[4]).all() and np.isnan(cov.values[:, 4]).all()
+    keep = [0, 1, 2, 3, 5]
+    ref = noise_covariance(da.isel(unit=keep), estimator="ledoit_wolf")
+    np.testing.assert_allclose(cov.values[np.ix_(keep, keep)], ref.values, atol=1e-12)

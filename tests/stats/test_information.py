@@ -94,13 +94,15 @@ def test_errors_name_the_problem():
     b = xr.DataArray(rng.standard_normal((4, 8)), dims=("trial", "unit"))
     with pytest.raises(ValueError, match="more trials than units"):
         linear_fisher_information(a, b, delta_s=1.0)
-    # invertible (nu = N) but too few trials for the bias correction
+    # invertible (nu = N) but too few trials for the bias correction. (b5 is an independent
+    # draw: with b5 = a5 + 1 the pooled covariance has rank 4 < 8 and is not invertible.)
     a5 = xr.DataArray(rng.standard_normal((5, 8)), dims=("trial", "unit"))
+    b5 = xr.DataArray(rng.standard_normal((5, 8)) + 1, dims=("trial", "unit"))
     with pytest.raises(ValueError, match=r"needs T_a \+ T_b > N \+ 3 = 11"):
-        linear_fisher_information(a5, a5 + 1, delta_s=1.0)
-    assert np.isfinite(
-        float(linear_fisher_information(a5, a5 + 1, delta_s=1.0, bias_corrected=False))
-    )
+        linear_fisher_information(a5, b5, delta_s=1.0)
+    assert np.isfinite(float(linear_fisher_information(a5, b5, delta_s=1.0, bias_corrected=False)))
+    with pytest.raises(ValueError, match="singular"):
+        linear_fisher_information(a5, a5 + 1, delta_s=1.0, bias_corrected=False)
     with pytest.raises(ValueError, match="'delta_s' parameter"):
         linear_fisher_information(a, b, delta_s=0.0)
     with pytest.raises(ValueError, match="exactly the dims"):
@@ -131,3 +133,33 @@ def test_differential_correlation_strength():
             assert abs(np.mean(naive) - true_share) > 2 * abs(np.mean(shares) - true_share)
     out = differential_correlation_strength(a, b)
     assert float(out.relative_to_isotropic) == pytest.approx(float(out.share) * n_units)
+
+
+def test_zero_variance_units_warn_instead_of_crashing():
+    rng = np.random.default_rng(5)
+    xa = rng.standard_normal((30, 3))
+    xb = rng.standard_normal((30, 3)) + 0.5
+    a = xr.DataArray(xa, dims=("trial", "unit"))
+    b = xr.DataArray(xb, dims=("trial", "unit"))
+    # a dead unit (constant 0.1 in both: no variance, no mean difference) carries no
+    # information; it is left out instead of making the covariance singular
+    dead = 0.1 * np.ones((30, 1))
+    a4 = xr.DataArray(np.hstack([xa, dead]), dims=("trial", "unit"))
+    b4 = xr.DataArray(np.hstack([xb, dead]), dims=("trial", "unit"))
+    for shuffled in (False, True):
+        with pytest.warns(RuntimeWarning, match="1 of 4 units have zero noise variance"):
+            got = linear_fisher_information(a4, b4, delta_s=1.0, shuffled=shuffled)
+        ref = linear_fisher_information(a, b, delta_s=1.0, shuffled=shuffled)
+        assert float(got) == pytest.approx(float(ref))
+        assert got.attrs["n_units"] == 3
+    # a noiseless unit whose mean changes makes the information unbounded: NaN, said so
+    b_step = xr.DataArray(np.hstack([xb, dead + 1.0]), dims=("trial", "unit"))
+    with pytest.warns(RuntimeWarning, match="1 of 4 units .* unbounded"):
+        got = linear_fisher_information(a4, b_step, delta_s=1.0)
+    assert np.isnan(float(got))
+    # exactly collinear units: a clear error instead of LinAlgError
+    twin = xr.DataArray(np.hstack([xa, xa[:, :1]]), dims=("trial", "unit"))
+    twin_b = xr.DataArray(np.hstack([xb, xb[:, :1]]), dims=("trial", "unit"))
+    with pytest.raises(ValueError, match=r"singular \(rank 3 < 4 units"):
+        linear_fisher_information(twin, twin_b, delta_s=1.0)
+    assert np.isfinite(float(linear_fisher_information(twin, twin_b, delta_s=1.0, shuffled=True)))

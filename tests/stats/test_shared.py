@@ -53,3 +53,41 @@ def test_fixed_n_factors_and_errors():
         shared_variance(da, n_factors=12)
     with pytest.raises(ValueError, match="'threshold' parameter"):
         shared_variance(da, threshold=0.0)
+
+
+def test_shared_plus_private_is_the_unbiased_noise_variance():
+    # With 4 trials per stimulus, the maximum-likelihood variance of pooled residuals (divide
+    # by rows) is 25% low; the FA variances must add up to noise_covariance's unbiased one.
+    from neurovar.stats import noise_covariance
+
+    rng = np.random.default_rng(3)
+    da, _ = _fa_population(rng, n_trials=4, n_stim=60)
+    cov = noise_covariance(da)
+    for k in (None, 0, 2):
+        out = shared_variance(da, n_factors=k, rng=0, max_factors=3)
+        np.testing.assert_allclose(
+            out.shared_variance.values + out.private_variance.values,
+            np.diag(cov.values),
+            rtol=2e-3,  # sklearn stops EM (tol on the log-likelihood) just before its psi update
+        )
+
+
+def test_zero_variance_and_missing_units_are_nan_with_a_warning():
+    rng = np.random.default_rng(4)
+    da, _ = _fa_population(rng)
+    x = da.values.copy()
+    x[:, :, 3] = 0.1  # a silent unit (constant, inexact mean)
+    x[:, :, 5] = np.nan  # a unit never recorded
+    with pytest.warns(RuntimeWarning) as caught:
+        out = shared_variance(da.copy(data=x), n_factors=2)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "1 of 12 units have zero trial-to-trial variance" in messages
+    assert "1 of 12 units have no valid (non-NaN) value" in messages
+    pct = out.percent_shared.values
+    assert np.isnan(pct[3]) and np.isnan(pct[5])
+    assert out.shared_variance.values[3] == 0 and out.private_variance.values[3] == 0
+    assert np.isnan(out.private_variance.values[5])
+    keep = [i for i in range(12) if i not in (3, 5)]
+    ref = shared_variance(da.isel(unit=keep), n_factors=2)
+    np.testing.assert_allclose(pct[keep], ref.percent_shared.values, rtol=1e-6)
+    assert out.loading.shape == (12, 2)

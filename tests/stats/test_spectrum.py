@@ -78,3 +78,29 @@ def test_power_law_range_matters_and_errors():
         eigenspectrum(_cov(lam).isel(unit_j=slice(0, 3)))
     with pytest.raises(ValueError, match="unit_j"):
         participation_ratio(_cov(lam).rename(unit_j="other"))
+
+
+def test_nan_units_are_left_out_with_a_warning_instead_of_crashing():
+    # A noise correlation matrix with two zero-variance units (NaN rows and columns) used to
+    # raise LinAlgError in eigvalsh; now the spectrum is that of the other units.
+    c = _cov(np.array([4.0, 2.0, 1.0, 0.5, 0.25])).values
+    sub = c[np.ix_([0, 2, 4], [0, 2, 4])]
+    c[[1, 3], :] = np.nan
+    c[:, [1, 3]] = np.nan
+    cov = xr.DataArray(c, dims=("unit", "unit_j"))
+    with pytest.warns(RuntimeWarning, match="2 of 5 units have a non-finite variance"):
+        spec = eigenspectrum(cov)
+    np.testing.assert_allclose(spec.values[:3], np.linalg.eigvalsh(sub)[::-1], atol=1e-12)
+    assert np.isnan(spec.values[3:]).all()
+    with pytest.warns(RuntimeWarning, match="2 of 5 units"):
+        pr = float(participation_ratio(cov))
+    np.testing.assert_allclose(pr, np.trace(sub) ** 2 / np.sum(sub**2))
+    with pytest.warns(RuntimeWarning, match="2 of 5 units"):
+        assert np.isfinite(float(power_law_exponent(cov)))
+    # a NaN between two units that do have a variance makes the whole result NaN, said so
+    c2 = _cov(np.arange(1.0, 4)).values
+    c2[0, 1] = c2[1, 0] = np.nan
+    with pytest.warns(RuntimeWarning, match="1 of 1 matrices have non-finite entries"):
+        assert np.isnan(eigenspectrum(xr.DataArray(c2, dims=("unit", "unit_j"))).values).all()
+    with pytest.warns(RuntimeWarning, match="1 of 1 matrices have non-finite entries"):
+        assert np.isnan(float(participation_ratio(xr.DataArray(c2, dims=("unit", "unit_j")))))

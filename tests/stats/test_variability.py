@@ -211,3 +211,25 @@ def test_fano_factor_refuses_mean_subtracted_residuals():
     noise_correlation(resid)  # still valid on residuals
     resid.attrs["mean_subtracted"] = 0
     assert fano_factor(xr.DataArray(counts, dims=resid.dims)).notnull().all()
+
+
+def test_dataset_input_is_a_clear_error_and_float32_matches_float64(make_responses):
+    rng = np.random.default_rng(12)
+    da = make_responses(rng.poisson(4.0, size=(12, 3, 4)) + 0.5)
+    with pytest.raises(TypeError, match="'responses' parameter must be a DataArray"):
+        fano_factor(da.to_dataset(name="activation"))
+    with pytest.raises(TypeError, match="'responses' parameter must be a DataArray"):
+        mean_matched_fano_factor(da.to_dataset(name="activation"))
+    f32 = fano_factor(da.astype(np.float32))
+    assert f32.dtype == np.float64
+    np.testing.assert_allclose(f32.values, fano_factor(da).values, rtol=1e-12)
+
+
+def test_dask_fano_is_free_of_numpy_warnings(make_responses):
+    x = np.ones((5, 4, 3))
+    x[:, :, 1] = 0.0  # zero mean
+    lazy = fano_factor(make_responses(x).chunk({"stimulus": 2}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = lazy.compute().values
+    assert np.isnan(values[:, 1]).all() and not np.isinf(values).any()
