@@ -70,8 +70,9 @@ def fano_factor(
     (Fano 1947; Tolhurst et al. 1983). The default ``ddof=1`` gives the unbiased variance;
     Elephant's ``fanofactor`` uses ``ddof=0``. Works lazily on dask-backed input.
 
-    Units with zero mean (or fewer than ``ddof + 1`` valid trials) give NaN; for in-memory
-    input a warning says how many (dask-backed input stays lazy and is not counted). The
+    Entries with zero mean, zero variance (no trial-to-trial variability, e.g. ANN units
+    before the noise site: the Fano factor is not a meaningful variability measure there) or
+    fewer than ``ddof + 1`` valid trials give NaN; for in-memory input a warning says how many (dask-backed input stays lazy and is not counted). The
     Fano factor assumes non-negative responses (spike counts, rectified activations); a
     warning is given if any mean is negative.
 
@@ -102,7 +103,7 @@ def fano_factor(
     count, mean, var = _moments(responses, **dims, ddof=ddof, func=func)
     # var is already NaN where count <= ddof; masking the zero means keeps lazy (dask)
     # evaluation free of 0/0 warnings too.
-    ff = var / mean.where(mean != 0)
+    ff = (var / mean.where(mean != 0)).where(var != 0)
     ff.name = "fano_factor"
     ff.attrs = {"ddof": ddof, "long_name": "Fano factor (variance / mean over trials)"}
     if not is_dask(ff):
@@ -111,7 +112,7 @@ def fano_factor(
             bad,
             ff.size,
             "(stimulus, unit) entries",
-            f"have zero mean or fewer than {ddof + 1} valid trials",
+            f"have zero mean, zero variance or fewer than {ddof + 1} valid trials",
         )
         if bool((mean < 0).any()):
             warnings.warn(

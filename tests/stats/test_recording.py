@@ -131,9 +131,11 @@ def test_every_statistic_runs_on_a_recording(recording, layer, global_rng_guard)
     pooled_var = act.isel(stimulus=[0, 1]).var("trial").sum("stimulus")
     assert out["fisher_shuffled"].attrs["n_units"] == int((pooled_var > 0).sum())
     assert np.isfinite(float(out["fisher_shuffled"]))
-    # Fano factor is NaN exactly where the mean is zero (silent ReLUs), never inf
-    n_zero_mean = int((act.mean("trial") == 0).sum())
-    assert int(out["fano_factor"].isnull().sum()) == n_zero_mean
+    # Fano factor is NaN exactly where the mean or the variance is zero (silent ReLUs, units
+    # without trial-to-trial variability), never inf
+    constant = act.max("trial") == act.min("trial")  # exact: no float rounding in a variance
+    n_degenerate = int(((act.mean("trial") == 0) | constant).sum())
+    assert int(out["fano_factor"].isnull().sum()) == n_degenerate
 
 
 def test_deterministic_layer_warns_instead_of_crashing(recording):

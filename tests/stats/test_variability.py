@@ -67,7 +67,7 @@ def test_nan_padded_trials_are_skipped(make_responses):
 
 
 def test_zero_mean_gives_nan_with_count_in_warning(make_responses):
-    x = np.ones((5, 2, 3))
+    x = 1.0 + np.random.default_rng(3).poisson(2.0, size=(5, 2, 3))  # variable, positive
     x[:, 0, 1] = 0.0
     x[:, 1, 2] = 0.0
     with pytest.warns(RuntimeWarning, match="2 of 6"):
@@ -233,3 +233,20 @@ def test_dask_fano_is_free_of_numpy_warnings(make_responses):
         warnings.simplefilter("error")
         values = lazy.compute().values
     assert np.isnan(values[:, 1]).all() and not np.isinf(values).any()
+
+
+def test_zero_variance_gives_nan_with_a_count():
+    import numpy as np
+    import pytest
+    import xarray as xr
+
+    from neurovar.stats import fano_factor
+
+    counts = np.random.default_rng(1).poisson(4.0, size=(12, 2, 3)).astype(float)
+    counts[:, 0, 1] = 3.0  # deterministic, positive mean
+    counts[:, 1, 2] = 0.0  # silent
+    da = xr.DataArray(counts, dims=("trial", "stimulus", "unit"))
+    with pytest.warns(RuntimeWarning, match="2 of 6"):
+        ff = fano_factor(da)
+    assert np.isnan(ff.values[0, 1]) and np.isnan(ff.values[1, 2])
+    assert int(ff.isnull().sum()) == 2 and np.isfinite(ff.values).sum() == 4
