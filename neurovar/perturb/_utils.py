@@ -104,20 +104,59 @@ def _mode_snapshot(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(m, m.training) for m in model.modules()]
 
 
+def noise_modules(model: nn.Module) -> list[nn.Module]:
+    """Noise modules of :mod:`neurovar.noise` in ``model``: submodules and injected (hooked) ones.
+
+    They draw from their own seeded :class:`torch.Generator`, not from the global torch RNG.
+    """
+    from neurovar.noise import NoiseModule, find_noise_hooks  # local: keep import light
+
+    found: dict[int, nn.Module] = {id(m): m for m in model.modules() if isinstance(m, NoiseModule)}
+    for _, hook in find_noise_hooks(model):
+        if isinstance(hook.noise, NoiseModule):
+            found.setdefault(id(hook.noise), hook.noise)
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def reseeded_noise(model: nn.Module, seed: int) -> Iterator[None]:
+    """Inside the block every :mod:`neurovar.noise` module of ``model`` draws from a fresh stream
+    seeded from ``seed`` (one independent stream per module, ``numpy.random.SeedSequence``).
+
+    On exit each module gets its own generators (left untouched, so their states are exactly
+    as before), seed and frozen draw back: the caller's noise streams are not advanced.
+    """
+    modules = noise_modules(model)
+    saved = [(m, m.seed, m._user_generator, m._generators, m._frozen_draw) for m in modules]
+    try:
+        for m, child in zip(modules, np.random.SeedSequence(seed).spawn(len(modules))):
+            m.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] >> 1))
+        yield
+    finally:
+        for m, m_seed, user_gen, gens, frozen_draw in saved:
+            m.seed, m._user_generator, m._generators = m_seed, user_gen, gens
+            m._frozen_draw = frozen_draw
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module, device: torch.device, seed: int) -> Iterator[None]:
-    """Fork the global torch RNG (seeded with ``seed``) and restore every module's train flag.
+    """Seed the model's noise from ``seed``; restore train flags, buffers and all RNG streams.
 
     Noise layers such as :class:`torch.nn.Dropout` draw from the global torch RNG. Inside this
-    context they draw from a stream seeded by the attack's ``rng`` (so results are reproducible
-    from a seed), and after it the global RNG state is exactly what it was before
-    (:func:`torch.random.fork_rng`). The train/eval flag of every submodule is restored in
-    ``finally`` even if something inside switched it.
+    context they draw from a stream seeded by ``seed`` (so results are reproducible from a
+    seed), and after it the global RNG state is exactly what it was before
+    (:func:`torch.random.fork_rng`). Noise modules of :mod:`neurovar.noise` (which draw from
+    their own generators) are reseeded likewise and get their streams back afterwards
+    (:func:`reseeded_noise`). The train/eval flag of every submodule and every buffer of the
+    model and of its noise modules (BatchNorm running statistics, running noise-variance
+    estimates, which forward passes in training mode update) are restored in ``finally``.
     """
     snapshot = _mode_snapshot(model)
+    modules = [model, *noise_modules(model)]
+    buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), reseeded_noise(model, seed + 1):
             # inside fork_rng: both streams are restored on exit
             torch.random.default_generator.manual_seed(seed)
             if device.type == "cuda":
@@ -128,6 +167,9 @@ def preserved_state(model: nn.Module, device: torch.device, seed: int) -> Iterat
         for module, flag in snapshot:
             if module.training != flag:
                 module.train(flag)
+        with torch.no_grad():
+            for buf, value in buffers:
+                buf.copy_(value)
 
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

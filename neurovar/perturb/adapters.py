@@ -2,11 +2,12 @@
 
 ``TorchattacksAttack("CW", model, c=1.0)(images, labels) -> adversarial images``, with
 
-- the model's train/eval state *kept during the attack* (torchattacks switches models to eval
-  mode by default, and even with ``set_model_training_mode(model_training=True)`` it switches
-  every ``Dropout`` submodule to eval unless ``dropout_training=True`` is also set: it would then
-  attack a deterministic twin of a dropout network). Every submodule's flag is restored in
-  ``finally``;
+- the model's train/eval state *kept during the attack*, module by module (torchattacks
+  switches models to eval mode by default, and even with
+  ``set_model_training_mode(model_training=True)`` it switches every ``Dropout`` submodule to
+  eval unless ``dropout_training=True`` is also set: it would then attack a deterministic twin
+  of a dropout network; its modes are all-train or all-eval, never a mix such as MC dropout in
+  an eval-mode model). Every submodule's flag is restored in ``finally``;
 - torchattacks' random draws (it uses the global torch RNG) made inside
   :func:`torch.random.fork_rng` seeded from ``rng``: reproducible from a seed and the caller's
   global RNG state unchanged.
@@ -57,6 +58,23 @@ def torchattacks_names() -> list[str]:
         and issubclass(getattr(ta, name), base)
         and getattr(ta, name) is not base
     )
+
+
+def _keep_model_modes(atk: Any) -> None:
+    """Stop a torchattacks attack (and its sub-attacks) from switching train/eval modes.
+
+    Its ``set_model_training_mode`` is not enough: it chooses between ``model.eval()`` and
+    ``model.train()`` from the *top-level* flag only, so a model in eval mode with dropout or
+    a noise layer switched on (MC dropout, test-time noise) would lose its noise, and a model
+    in train mode with some modules deliberately in eval (frozen BatchNorm) would have them
+    switched to train. Here the model is used exactly in the modes it is in.
+    """
+    subs = atk.__dict__.get("_attacks", {})
+    for a in (atk, *subs.values()):
+        # object.__setattr__: torchattacks' __setattr__ registers attribute values as sub-attacks
+        object.__setattr__(a, "_change_model_mode", lambda given_training: None)
+        object.__setattr__(a, "_recover_model_mode", lambda given_training: None)
+        object.__setattr__(a, "get_output_with_eval_nograd", torch.no_grad()(a.get_logits))
 
 
 class TorchattacksAttack:
@@ -131,11 +149,8 @@ class TorchattacksAttack:
         device = model_device(self.model, self.device)
         seed = seed_from(self.rng)
         atk = self._build(seed)
-        if self.keep_training_mode and self.model.training:
-            # all three flags: with model_training alone torchattacks still sets Dropout to eval
-            atk.set_model_training_mode(
-                model_training=True, batchnorm_training=True, dropout_training=True
-            )
+        if self.keep_training_mode:
+            _keep_model_modes(atk)
         with preserved_state(self.model, device, seed):
             if hasattr(atk, "set_device"):
                 atk.set_device(device)

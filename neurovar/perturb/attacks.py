@@ -12,12 +12,16 @@ Every attack here
 - draws its own randomness (random start, Square's proposals) from a :class:`torch.Generator`
   seeded from ``rng``, and runs the model inside :func:`torch.random.fork_rng` seeded from the
   same ``rng``, so noise layers that use the global torch RNG are reproducible from a seed and
-  the caller's global RNG state is unchanged afterwards.
+  the caller's global RNG state is unchanged afterwards; noise modules of
+  :mod:`neurovar.noise` (own generators) are reseeded from ``rng`` too and get their streams
+  back afterwards; buffers that forwards in training mode update (BatchNorm running
+  statistics, running noise-variance estimates) are restored.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -293,10 +297,10 @@ class PGD(Attack):
     Iterates :math:`x_{t+1} = \\Pi_{B_\\epsilon(x)\\cap[0,1]^d}(x_t + \\alpha\\,s(\\bar g_t))`
     with :math:`\\bar g_t = \\frac1k \\sum_{i=1}^k \\nabla_x L(f_{\\xi_i}(x_t), y)` averaged over
     ``k = eot_samples`` noise draws :math:`\\xi_i`, :math:`s` the sign (L-inf) or the
-    L2-normalized gradient. Per example it returns the last iterate (plain PGD), except where
-    an earlier iterate was misclassified (margin of the EOT-averaged logits < 0) and the last
-    scored one is not: then the earlier iterate with the lowest margin. The margins come with
-    the gradient passes at no extra cost.
+    L2-normalized gradient. Per example it returns the most adversarial iterate: the one with
+    the lowest margin :math:`z_y - \\max_{j\\ne y} z_j` of the EOT-averaged logits, the last
+    iterate included (for a stochastic model the winner is confirmed on fresh draws, see
+    :meth:`_run`).
     Input: images in [0, 1], shape (N, C, H, W).
 
     Parameters
@@ -308,7 +312,9 @@ class PGD(Attack):
     steps
         Number of iterations.
     random_start
-        Start at a uniformly random point of the eps-ball.
+        Start at a random point of the eps-ball: uniform in the L-inf box; for L2 a uniformly
+        random direction at a radius uniform in [0, eps] (as torchattacks' ``PGDL2``; not uniform
+        in volume).
     loss
         ``"ce"`` (cross-entropy), ``"dlr"`` (Croce & Hein 2020) or ``"margin"`` (CW).
     """
@@ -375,15 +381,15 @@ class PGD(Attack):
         gen: torch.Generator,
         device: torch.device,
         targets: torch.Tensor | None = None,
-        final_margin: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run PGD.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run PGD; return per example the most adversarial iterate and its margin.
 
-        Per example: the iterate with the lowest margin of the EOT-mean logits if some iterate
-        already misclassifies (margin < 0), else the last iterate (plain PGD). The margins come
-        free with the gradient passes, so this costs no extra forward pass. With
-        ``final_margin`` the last iterate is also scored (``eot_samples`` extra forward passes)
-        and the lowest-margin iterate and its margin are returned.
+        Every iterate, the last included, is scored by the margin of its EOT-mean logits (those
+        of the iterates the gradient was taken at come free with the gradient passes; the last
+        one costs ``eot_samples`` forward passes). For a stochastic model (``eot_samples > 1``)
+        the lowest-scored iterate was picked on noisy estimates and looks better than it is
+        (selection bias), so it and the last iterate are re-scored with fresh draws and the
+        lower of the two fresh margins decides.
         """
         x_adv = self._random_start(x, gen) if self.random_start else x.clone()
         best = x_adv.clone()
@@ -395,16 +401,12 @@ class PGD(Attack):
             best[improved] = x_adv[improved]
             best_margin = torch.where(improved, m, best_margin)
             x_adv = self._project(x_adv.detach() + self._step(grad, alpha), x)
-        if not final_margin:
-            # an earlier iterate fooled the model but the last scored one no longer does (the
-            # attack oscillated out): keep the earlier one; otherwise the last iterate
-            lost = (best_margin < 0) & (m >= 0)
-            return torch.where(lost.view(-1, 1, 1, 1), best, x_adv), None
-        m = self._eot_margin(x_adv, y, device)
-        improved = m < best_margin
-        best[improved] = x_adv[improved]
-        best_margin = torch.where(improved, m, best_margin)
-        return best, best_margin
+        if self.eot_samples > 1:  # fresh draws: no selection bias
+            best_margin = self._eot_margin(best, y, device)
+        m_last = self._eot_margin(x_adv, y, device)
+        last_wins = m_last <= best_margin
+        best = torch.where(last_wins.view(-1, 1, 1, 1), x_adv, best)
+        return best, torch.where(last_wins, m_last, best_margin)
 
     def _perturb(self, x, y, gen, device):
         return self._run(x, y, gen, device)[0]
@@ -428,8 +430,9 @@ class TargetedPGD(PGD):
         Number of target classes tried (capped at ``n_classes - 1``).
     loss
         ``"dlr"`` (default), ``"margin"`` or ``"ce"``.
-    Other parameters
-        As in :class:`PGD`.
+    **kwargs
+        ``eps``, ``norm``, ``alpha``, ``steps``, ``random_start``, ``eot_samples``,
+        ``eot_batch``, ``rng``, ``device``: as in :class:`PGD`.
     """
 
     name = "pgd_targeted"
@@ -438,36 +441,18 @@ class TargetedPGD(PGD):
         self,
         model: nn.Module,
         *,
-        eps: float,
-        norm: str = "linf",
-        alpha: float | None = None,
-        steps: int = 10,
-        random_start: bool = True,
         loss: str = "dlr",
         n_target_classes: int = 3,
-        eot_samples: int = 1,
-        eot_batch: int | str = "auto",
-        rng: RNGLike = None,
-        device: str | torch.device | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model,
-            eps=eps,
-            norm=norm,
-            alpha=alpha,
-            steps=steps,
-            random_start=random_start,
-            loss=loss,
-            eot_samples=eot_samples,
-            eot_batch=eot_batch,
-            rng=rng,
-            device=device,
-        )
+        super().__init__(model, loss=loss, **kwargs)
         self.n_target_classes = n_target_classes
 
     def _validate(self) -> None:
         super()._validate()
-        check_number(self.n_target_classes, "n_target_classes", type(self).__name__, low=1)
+        check_number(
+            self.n_target_classes, "n_target_classes", type(self).__name__, low=1, integer=True
+        )
 
     def _perturb(self, x, y, gen, device):
         logits = self._eot_logits(x, device)
@@ -477,11 +462,16 @@ class TargetedPGD(PGD):
         best = x.clone()
         best_margin = torch.full((x.shape[0],), torch.inf, device=device)
         for rank in range(n_t):
-            adv, m = self._run(x, y, gen, device, targets=order[:, rank], final_margin=True)
+            adv, m = self._run(x, y, gen, device, targets=order[:, rank])
             improved = m < best_margin
             best[improved] = adv[improved]
             best_margin = torch.where(improved, m, best_margin)
         return best
+
+
+#: Square: redraws of a proposal that would leave the image unchanged (the reference redraws
+#: until it changes; a window of 1-channel pixels already at the proposed sign is common).
+_MAX_REDRAWS = 10
 
 
 def _p_selection(p_init: float, it: int, n_queries: int) -> float:
@@ -510,9 +500,17 @@ class Square(Attack):
     Starts from vertical stripes :math:`x + \\epsilon\\,\\sigma`, :math:`\\sigma\\in\\{\\pm1\\}`,
     then repeatedly proposes to set a random square window (side :math:`\\approx\\sqrt{p\\,HW}`,
     :math:`p` shrinking on a fixed schedule) to :math:`\\pm\\epsilon` per channel, and accepts
-    the proposal if it lowers the margin loss :math:`z_y - \\max_{j\\ne y} z_j` averaged over
-    ``eot_samples`` noise draws. No gradients are used, so it is immune to gradient masking; if it
-    is *stronger* than the white-box attacks, the white-box numbers are not trustworthy.
+    the proposal if it lowers the margin loss :math:`z_y - \\max_{j\\ne y} z_j` of the logits
+    averaged over ``eot_samples`` noise draws (proposals that change no pixel are redrawn, as in
+    the reference code). No gradients are used, so it is immune to gradient masking; if it is
+    *stronger* than the white-box attacks, the white-box numbers are not trustworthy.
+
+    On a stochastic model (``eot_samples > 1``) the incumbent's loss is the lowest of noisy
+    estimates and so biased low; left alone, proposals stop beating it and examples stop being
+    attacked on one lucky estimate. Here the incumbent is re-scored with fresh draws in the same
+    forward pass as every proposal (twice the forward passes per query), its loss is the mean of
+    all its scorings, and an example stops only when that mean over at least two scorings is
+    <= 0.
     Proposals are vectorized over the batch (one window per example per query). Input: images
     in [0, 1], shape (N, C, H, W). Only ``norm="linf"``; for L2 use
     ``TorchattacksAttack("Square", model, norm="L2", ...)``.
@@ -523,35 +521,18 @@ class Square(Attack):
         Number of proposals per example.
     p_init
         Initial fraction of pixels changed per proposal.
-    Other parameters
-        As in :class:`Attack`.
+    **kwargs
+        ``eps``, ``norm``, ``eot_samples``, ``eot_batch``, ``rng``, ``device``: as in
+        :class:`Attack`.
     """
 
     name = "square"
     _supported_norms = ("linf",)
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float,
-        norm: str = "linf",
-        n_queries: int = 1000,
-        p_init: float = 0.8,
-        eot_samples: int = 1,
-        eot_batch: int | str = "auto",
-        rng: RNGLike = None,
-        device: str | torch.device | None = None,
+        self, model: nn.Module, *, n_queries: int = 1000, p_init: float = 0.8, **kwargs: Any
     ) -> None:
-        super().__init__(
-            model,
-            eps=eps,
-            norm=norm,
-            eot_samples=eot_samples,
-            eot_batch=eot_batch,
-            rng=rng,
-            device=device,
-        )
+        super().__init__(model, **kwargs)
         self.n_queries = n_queries
         self.p_init = p_init
 
@@ -567,12 +548,16 @@ class Square(Attack):
     def _perturb(self, x, y, gen, device):
         n, c, h, w = x.shape
         eps = self.eps
+        stochastic = self.eot_samples > 1
         x_best = (x + eps * self._sign((n, c, 1, w), gen, x)).clamp(0, 1)
         loss_best = self._eot_margin(x_best, y, device)
+        n_scored = torch.ones(n, device=device)  # estimates averaged into loss_best
         rows = torch.arange(h, device=device).view(1, 1, h, 1)
         cols = torch.arange(w, device=device).view(1, 1, 1, w)
         for it in range(self.n_queries - 1):
-            active = loss_best > 0
+            # stochastic model: stop only once the incumbent's mean estimate over >= 2 scorings
+            # says it is fooled (a single lucky estimate does not count)
+            active = (loss_best > 0) | (n_scored < 2) if stochastic else loss_best > 0
             if not bool(active.any()):
                 break
             idx = active.nonzero().squeeze(1)
@@ -584,12 +569,30 @@ class Square(Attack):
             vh = torch.randint(0, h - s + 1, (na, 1, 1, 1), generator=gen, device=device)
             vw = torch.randint(0, w - s + 1, (na, 1, 1, 1), generator=gen, device=device)
             window = (rows >= vh) & (rows < vh + s) & (cols >= vw) & (cols < vw + s)
-            new_delta = eps * self._sign((na, c, 1, 1), gen, x)
-            delta = torch.where(window, new_delta, xb - xa)
-            x_new = (xa + delta).clamp(0, 1)
-            loss_new = self._eot_margin(x_new, ya, device)
+            sign = self._sign((na, c, 1, 1), gen, x)
+            for attempt in range(_MAX_REDRAWS + 1):
+                x_new = torch.where(window, (xa + eps * sign).clamp(0, 1), xb)
+                # as the reference: redraw the signs of a proposal that changes nothing; the
+                # last resort, the opposite signs, always changes the window (eps > 0)
+                same = ((x_new - xb).abs() < 1e-7).flatten(1).all(1).view(-1, 1, 1, 1)
+                if not bool(same.any()) or attempt == _MAX_REDRAWS:
+                    break
+                redraw = self._sign((na, c, 1, 1), gen, x) if attempt < _MAX_REDRAWS - 1 else -sign
+                sign = torch.where(same, redraw, sign)
+            if stochastic:
+                # The incumbent's stored loss was selected as the lowest of noisy estimates and
+                # is biased low (proposals could no longer beat it and the attack would stall):
+                # re-score it with fresh draws in the same pass and keep the running mean.
+                both = self._eot_margin(torch.cat([x_new, xb]), torch.cat([ya, ya]), device)
+                loss_new, again = both[:na], both[na:]
+                cnt = n_scored[idx]
+                loss_best[idx] = (loss_best[idx] * cnt + again) / (cnt + 1)
+                n_scored[idx] = cnt + 1
+            else:
+                loss_new = self._eot_margin(x_new, ya, device)
             better = loss_new < loss_best[idx]
             upd = idx[better]
             x_best[upd] = x_new[better]
             loss_best[upd] = loss_new[better]
+            n_scored[upd] = 1
         return x_best

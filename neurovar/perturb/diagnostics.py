@@ -32,6 +32,7 @@ from ._utils import (
     model_device,
     param_error,
     preserved_state,
+    reseeded_noise,
     seed_from,
 )
 from .attacks import PGD, _loss_per_example
@@ -175,10 +176,13 @@ def gradient_snr(
 
 
 class NoiseFreeTwin(nn.Module):
-    """The model with its noise removed: each forward runs ``model`` in eval mode.
+    """The model with its noise removed: each forward runs ``model`` in eval mode with injected
+    noise suspended.
 
-    Appropriate when the noise is switched off in eval mode (``nn.Dropout``, noise layers that
-    check ``self.training``). The wrapped model's train flags are restored after every forward.
+    Eval mode switches off :class:`torch.nn.Dropout` and noise layers that check
+    ``self.training``; noise injected with :func:`neurovar.noise.inject_noise` (added in train
+    and eval mode alike) is suspended with :func:`neurovar.noise.suspend_noise`. The wrapped
+    model's train flags and hooks are restored after every forward.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -186,10 +190,13 @@ class NoiseFreeTwin(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from neurovar.noise import suspend_noise
+
         snapshot = [(m, m.training) for m in self.model.modules()]
         try:
             self.model.eval()
-            return self.model(x)
+            with suspend_noise(self.model):
+                return self.model(x)
         finally:
             for m, flag in snapshot:
                 m.train(flag)
@@ -198,10 +205,11 @@ class NoiseFreeTwin(nn.Module):
 class FrozenNoiseTwin(nn.Module):
     """The model with its noise frozen: every forward draws the *same* noise realization.
 
-    Each forward runs inside :func:`torch.random.fork_rng` re-seeded with ``seed``, so noise
-    drawn from the global torch RNG (dropout masks, ``torch.randn_like`` noise layers) is the
-    same function of the input shape on every call: a deterministic network that is one sample
-    of the stochastic one.
+    Each forward runs inside :func:`torch.random.fork_rng` re-seeded with ``seed``, and with the
+    :mod:`neurovar.noise` modules of the model re-seeded from ``seed`` too (their own streams
+    given back afterwards), so dropout masks, ``torch.randn_like`` noise layers and injected
+    noise are the same function of the input shape on every call: a deterministic network that
+    is one sample of the stochastic one.
     """
 
     def __init__(self, model: nn.Module, *, seed: int = 0) -> None:
@@ -211,7 +219,10 @@ class FrozenNoiseTwin(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dev = x.device
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        with (
+            torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
+            reseeded_noise(self.model, self.seed),
+        ):
             torch.random.default_generator.manual_seed(self.seed)
             if dev.type == "cuda":
                 with torch.cuda.device(dev):

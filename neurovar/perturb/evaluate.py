@@ -56,7 +56,9 @@ def _build_attack(
     seed: int,
     device: torch.device,
 ) -> AttackCallable:
-    common = dict(eps=eps, norm=norm, eot_samples=eot_samples, rng=seed, device=device)
+    # a Generator, not the int: every batch of a batched evaluation gets its own draws
+    rng = np.random.default_rng(seed)
+    common = dict(eps=eps, norm=norm, eot_samples=eot_samples, rng=rng, device=device)
     if name == "fgsm":
         return FGSM(model, **common)
     if name == "pgd_ce":
@@ -76,7 +78,7 @@ def _build_attack(
             return Square(model, n_queries=n_queries, **common)
         # torchattacks' L2 Square; no EOT there (see attrs "notes" of the result)
         return TorchattacksAttack(
-            "Square", model, norm="L2", eps=eps, n_queries=n_queries, rng=seed, device=device
+            "Square", model, norm="L2", eps=eps, n_queries=n_queries, rng=rng, device=device
         )
     raise AssertionError(name)  # unreachable: names validated before
 
@@ -104,7 +106,9 @@ def correct_matrix(
 ) -> np.ndarray:
     """Boolean array (n_evaluations, N): is example n classified correctly in evaluation e.
 
-    Runs in the model's current mode, inside :func:`torch.random.fork_rng` seeded by ``seed``.
+    Runs in the model's current mode, inside :func:`torch.random.fork_rng` seeded by ``seed``
+    (injected :mod:`neurovar.noise` modules reseeded from it too). The evaluations are
+    successive passes on one noise stream, hence independent noise draws, not one draw repeated.
     """
     device = model_device(model, device)
     n = images.shape[0]
@@ -130,6 +134,31 @@ def _attack_batched(
         for s in range(0, images.shape[0], batch_size)
     ]
     return torch.cat(parts)
+
+
+def _evaluations(
+    model: nn.Module,
+    attack: AttackCallable | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    n_evaluations: int,
+    gen: np.random.Generator,
+    batch_size: int | None,
+    device: torch.device,
+) -> np.ndarray:
+    """:func:`correct_matrix` on ``attack(images, labels)`` (on ``images`` if ``attack`` is None),
+    the evaluation noise seeded from ``gen``."""
+    x = images if attack is None else _attack_batched(attack, images, labels, batch_size)
+    return correct_matrix(
+        model,
+        x,
+        labels,
+        n_evaluations=n_evaluations,
+        seed=int(gen.integers(2**62)),
+        batch_size=batch_size,
+        device=device,
+    )
 
 
 def _wilson(successes: int, n: int, alpha: float, method: str) -> tuple[float, float]:
@@ -208,28 +237,9 @@ def robust_accuracy(
     images, labels = check_images_labels(images, labels, owner)
     dev = model_device(model, device)
     gen = np.random.default_rng(rng)
-    clean = correct_matrix(
-        model,
-        images,
-        labels,
-        n_evaluations=n_evaluations,
-        seed=int(gen.integers(2**62)),
-        batch_size=batch_size,
-        device=dev,
-    )
-    if attack is None:
-        adv_correct = clean
-    else:
-        adv = _attack_batched(attack, images, labels, batch_size)
-        adv_correct = correct_matrix(
-            model,
-            adv,
-            labels,
-            n_evaluations=n_evaluations,
-            seed=int(gen.integers(2**62)),
-            batch_size=batch_size,
-            device=dev,
-        )
+    kw = dict(n_evaluations=n_evaluations, gen=gen, batch_size=batch_size, device=dev)
+    clean = _evaluations(model, None, images, labels, **kw)
+    adv_correct = clean if attack is None else _evaluations(model, attack, images, labels, **kw)
     correct = clean.all(axis=0) & adv_correct.all(axis=0)
     n = correct.size
     low, high = _wilson(int(correct.sum()), n, alpha, method)
@@ -381,15 +391,8 @@ def evaluate_robustness(
         eot = int(eot_samples)
     n_eval = n_evaluations if stochastic else 1
 
-    clean_mat = correct_matrix(
-        model,
-        images,
-        labels,
-        n_evaluations=n_eval,
-        seed=int(gen.integers(2**62)),
-        batch_size=batch_size,
-        device=dev,
-    )
+    kw = dict(n_evaluations=n_eval, gen=gen, batch_size=batch_size, device=dev)
+    clean_mat = _evaluations(model, None, images, labels, **kw)
     clean = clean_mat.all(axis=0)
 
     n, n_eps, n_att = images.shape[0], len(eps_list), len(names)
@@ -406,7 +409,7 @@ def evaluate_robustness(
                     bar.update()
                     continue
                 if factories is not None:
-                    adv = _attack_batched(factories[name](e), images, labels, batch_size)
+                    attack = factories[name](e)
                 else:
                     attack = _build_attack(
                         name,
@@ -420,16 +423,7 @@ def evaluate_robustness(
                         seed=seed,
                         device=dev,
                     )
-                    adv = _attack_batched(attack, images, labels, batch_size)
-                mat = correct_matrix(
-                    model,
-                    adv,
-                    labels,
-                    n_evaluations=n_eval,
-                    seed=int(gen.integers(2**62)),
-                    batch_size=batch_size,
-                    device=dev,
-                )
+                mat = _evaluations(model, attack, images, labels, **kw)
                 correct[i, j] = clean & mat.all(axis=0)
                 fraction[i, j] = mat.mean(axis=0)
                 bar.update()

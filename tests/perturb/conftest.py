@@ -111,3 +111,15 @@ def rng_guard():
             return False
 
     return Guard()
+
+
+@pytest.fixture
+def injected_model(det_model):
+    """The deterministic MLP in eval mode with neurovar IsotropicNoise injected after the ReLU
+    (test-time injection: the noise module draws from its own generator, in eval mode too).
+    Yields ``(model, noise)``; the hook is removed afterwards."""
+    from neurovar.noise import IsotropicNoise, inject_noise
+
+    noise = IsotropicNoise(1.0, seed=123)
+    with inject_noise(det_model, {"2": noise}):
+        yield det_model, noise

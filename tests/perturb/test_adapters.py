@@ -65,3 +65,31 @@ def test_autoattack_rand_runs_on_stochastic_model(noisy_model, test_batch, rng_g
     assert float((adv - x[:4]).abs().max()) <= 0.1 + 1e-6
     assert torch.equal(adv, atk(x[:4], y[:4]))  # its internal seed is derived from rng
     assert all(m.training for m in noisy_model.modules())
+
+
+def test_keeps_mixed_modes(dropout_model, test_batch):
+    """MC dropout: model in eval mode with its dropout switched on. torchattacks' own mode
+    handling (all-eval or all-train) would switch the dropout off; the adapter keeps it on, and
+    keeps an eval-mode module in eval inside a train-mode model."""
+    x, y = test_batch
+    drop = next(m for m in dropout_model.modules() if isinstance(m, nn.Dropout))
+    first = dropout_model[1]
+    try:
+        dropout_model.eval()
+        drop.train()
+        atk = TorchattacksAttack("PGD", dropout_model, eps=0.1, alpha=0.02, steps=2, rng=0)
+        _, seen = _dropout_modes(dropout_model, atk, x, y)
+        assert seen and all(seen)
+        assert drop.training and not dropout_model.training
+        dropout_model.train()
+        first.eval()
+        modes: list[bool] = []
+        handle = first.register_forward_hook(lambda m, i, o: modes.append(m.training))
+        try:
+            TorchattacksAttack("PGD", dropout_model, eps=0.1, alpha=0.02, steps=2, rng=0)(x, y)
+        finally:
+            handle.remove()
+        assert modes and not any(modes)
+        assert not first.training
+    finally:
+        dropout_model.train()
