@@ -11,6 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurovar._rng import noise_modules, reseeded_noise, seed_from, seeded_torch
+
+__all__ = ["noise_modules", "reseeded_noise", "seed_from"]  # re-exported for the attack modules
+
 RNGLike = None | int | np.random.Generator
 
 
@@ -82,17 +86,6 @@ def model_device(model: nn.Module, device: str | torch.device | None = None) -> 
     return torch.device("cpu")
 
 
-def seed_from(rng: RNGLike | torch.Generator) -> int:
-    """Draw a 63-bit seed from ``rng`` (None, int, numpy Generator or torch Generator).
-
-    ``np.random.default_rng(rng)`` is used, so ``None`` gives fresh OS entropy and an int gives a
-    reproducible stream; a numpy Generator is advanced. The global RNGs are never touched.
-    """
-    if isinstance(rng, torch.Generator):
-        return int(torch.randint(0, 2**62, (1,), generator=rng).item())
-    return int(np.random.default_rng(rng).integers(0, 2**62))
-
-
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
     """A torch Generator on ``device`` seeded with ``seed``."""
     gen = torch.Generator(device=device)
@@ -102,40 +95,6 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
 
 def _mode_snapshot(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(m, m.training) for m in model.modules()]
-
-
-def noise_modules(model: nn.Module) -> list[nn.Module]:
-    """Noise modules of :mod:`neurovar.noise` in ``model``: submodules and injected (hooked) ones.
-
-    They draw from their own seeded :class:`torch.Generator`, not from the global torch RNG.
-    """
-    from neurovar.noise import NoiseModule, find_noise_hooks  # local: keep import light
-
-    found: dict[int, nn.Module] = {id(m): m for m in model.modules() if isinstance(m, NoiseModule)}
-    for _, hook in find_noise_hooks(model):
-        if isinstance(hook.noise, NoiseModule):
-            found.setdefault(id(hook.noise), hook.noise)
-    return list(found.values())
-
-
-@contextlib.contextmanager
-def reseeded_noise(model: nn.Module, seed: int) -> Iterator[None]:
-    """Inside the block every :mod:`neurovar.noise` module of ``model`` draws from a fresh stream
-    seeded from ``seed`` (one independent stream per module, ``numpy.random.SeedSequence``).
-
-    On exit each module gets its own generators (left untouched, so their states are exactly
-    as before), seed and frozen draw back: the caller's noise streams are not advanced.
-    """
-    modules = noise_modules(model)
-    saved = [(m, m.seed, m._user_generator, m._generators, m._frozen_draw) for m in modules]
-    try:
-        for m, child in zip(modules, np.random.SeedSequence(seed).spawn(len(modules))):
-            m.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0] >> 1))
-        yield
-    finally:
-        for m, m_seed, user_gen, gens, frozen_draw in saved:
-            m.seed, m._user_generator, m._generators = m_seed, user_gen, gens
-            m._frozen_draw = frozen_draw
 
 
 @contextlib.contextmanager
@@ -154,14 +113,8 @@ def preserved_state(model: nn.Module, device: torch.device, seed: int) -> Iterat
     snapshot = _mode_snapshot(model)
     modules = [model, *noise_modules(model)]
     buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
-    devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices), reseeded_noise(model, seed + 1):
-            # inside fork_rng: both streams are restored on exit
-            torch.random.default_generator.manual_seed(seed)
-            if device.type == "cuda":
-                with torch.cuda.device(device):
-                    torch.cuda.manual_seed(seed)
+        with seeded_torch(seed, device), reseeded_noise(model, seed + 1):
             yield
     finally:
         for module, flag in snapshot:

@@ -118,10 +118,14 @@ def gradient_snr(
     :math:`\\hat g_r = \\frac1k \\sum_{i=1}^{k} \\nabla_x L(f_{\\xi_{ri}}(x), y)` are drawn per
     example and
 
-    .. math:: \\mathrm{SNR}_k = \\frac{\\|\\bar g\\|^2}{\\frac{1}{R-1}\\sum_r \\|\\hat g_r -
-       \\bar g\\|^2},
+    .. math:: \\mathrm{SNR}_k = \\frac{\\max(\\|\\bar g\\|^2 - V_k / R,\\ 0)}{V_k}, \\qquad
+       V_k = \\frac{1}{R-1}\\sum_r \\|\\hat g_r - \\bar g\\|^2,
 
-    the squared norm of the mean over the total variance of one estimate (``ddof=1``). For
+    the squared norm of the mean gradient over the total variance of one estimate
+    (``ddof=1``). :math:`\\|\\bar g\\|^2` alone overestimates the squared norm of the true mean
+    by :math:`V_k / R` (the variance of the mean of :math:`R` estimates); that bias is
+    subtracted, otherwise the SNR of very noisy gradients would level off near :math:`R`
+    instead of falling towards 0. For
     independent draws the variance falls as :math:`1/k`, so SNR grows about linearly in
     :math:`k`; a deterministic model gives infinite SNR. Also reported: the mean cosine
     similarity between pairs of independent estimates, and the sign agreement (fraction of
@@ -157,7 +161,8 @@ def gradient_snr(
             est = torch.stack(ests)  # (R, N, D)
             mean = est.mean(0)
             var = ((est - mean) ** 2).sum(-1).sum(0) / (n_repeats - 1)
-            signal = (mean**2).sum(-1)
+            # unbiased |E g|^2: subtract the variance of the mean of n_repeats estimates
+            signal = ((mean**2).sum(-1) - var / n_repeats).clamp(min=0)
             sig, v = signal.cpu().double().numpy(), var.cpu().double().numpy()
             snr[i] = np.where(v > 0, sig / np.where(v > 0, v, 1.0), np.inf)
             a, b = est[0::2][: n_repeats // 2], est[1::2][: n_repeats // 2]

@@ -31,7 +31,7 @@ def test_randomness_check(det_model, noisy_model, dropout_model, test_batch, rng
 def test_gradient_snr_grows_with_eot(noisy_model, det_model, test_batch, rng_guard):
     x, y = test_batch
     with rng_guard:
-        res = gradient_snr(noisy_model, x[:16], y[:16], eot_samples=(1, 16), n_repeats=6, rng=0)
+        res = gradient_snr(noisy_model, x[:16], y[:16], eot_samples=(1, 16), n_repeats=12, rng=0)
     snr = res.snr.values
     assert snr[1] > 4 * snr[0]  # variance falls like 1/k: expected ratio about 16
     assert res.cosine.sel(eot_samples=16) > res.cosine.sel(eot_samples=1)
