@@ -76,8 +76,17 @@ REGISTRY: dict[str, RemoteFile] = {
 def data_home_path(data_home: str | os.PathLike[str] | None = None) -> Path:
     """Resolve the data home: argument, then ``$NEUROVAR_DATA``, then the user cache dir.
 
-    The user cache dir is ``$XDG_CACHE_HOME/neurovar`` if ``XDG_CACHE_HOME`` is set, else
-    ``~/.cache/neurovar``. Nothing is created here.
+    Parameters
+    ----------
+    data_home
+        Folder to use; ``None`` falls back to the environment variable ``NEUROVAR_DATA``
+        (if set and non-empty), then to ``$XDG_CACHE_HOME/neurovar`` if ``XDG_CACHE_HOME`` is
+        set, else ``~/.cache/neurovar``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (``~`` expanded). Nothing is created here.
     """
     if data_home is not None:
         return Path(data_home).expanduser()
@@ -90,7 +99,20 @@ def data_home_path(data_home: str | os.PathLike[str] | None = None) -> Path:
 
 
 def sha256sum(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
+    """Hex sha256 digest (FIPS 180-4) of a file, read in chunks of ``chunk_size`` bytes.
+
+    Parameters
+    ----------
+    path
+        File to hash.
+    chunk_size
+        Bytes read at a time (memory stays bounded for large files).
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits, as printed by ``sha256sum``.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk_size), b""):

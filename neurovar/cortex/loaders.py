@@ -106,19 +106,38 @@ def from_array(
     xarray.DataArray
         Float array with dims ``("trial", "stimulus", "unit")``, coord ``n_repeats`` on
         ``stimulus`` (number of non-NaN repeats of each stimulus).
+
+    Raises
+    ------
+    ValueError
+        If ``dims`` is not a permutation of the three dims (or is changed for a sequence of
+        per-stimulus blocks), ``counts`` is neither a 3-d array nor a sequence of 2-d blocks
+        with one common number of units, or an id sequence has the wrong length.
     """
+    dims = tuple(dims)
+    if sorted(dims) != sorted(RESPONSE_DIMS):
+        raise ValueError(
+            f"The 'dims' parameter must be a permutation of {RESPONSE_DIMS!r}. "
+            f"Got {dims!r} instead."
+        )
     if isinstance(counts, (list, tuple)) and counts and np.ndim(counts[0]) == 2:
-        shapes = {np.shape(a)[0] for a in counts}
-        arrays = [np.asarray(a, dtype=float) for a in counts]
-        data = _pad_repeats(arrays) if len(shapes) > 1 else np.stack(arrays, axis=1)
+        if dims != RESPONSE_DIMS:
+            raise ValueError(
+                "The 'dims' parameter names the axes of a 3-d array; a sequence of per-stimulus "
+                "arrays is always read as (n_repeats, n_units) blocks. Got dims="
+                f"{dims!r} with a sequence of {len(counts)} 2-d arrays instead; transpose the "
+                "blocks to (n_repeats, n_units) and leave 'dims' at its default."
+            )
+        bad = [i for i, a in enumerate(counts) if np.ndim(a) != 2]
+        if bad:
+            raise ValueError(
+                "The 'counts' parameter must be a sequence of 2-d (n_repeats, n_units) arrays, "
+                f"one per stimulus. Got arrays with ndim != 2 at positions {bad[:5]} instead."
+            )
+        # _pad_repeats also checks that every stimulus has the same units
+        data = _pad_repeats([np.asarray(a, dtype=float) for a in counts])
     else:
         data = np.asarray(counts, dtype=float)
-        dims = tuple(dims)
-        if sorted(dims) != sorted(RESPONSE_DIMS):
-            raise ValueError(
-                f"The 'dims' parameter must be a permutation of {RESPONSE_DIMS!r}. "
-                f"Got {dims!r} instead."
-            )
         if data.ndim != 3:
             raise ValueError(
                 "The 'counts' parameter must be a 3-d array with axes named by 'dims' or a "

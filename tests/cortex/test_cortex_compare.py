@@ -171,3 +171,57 @@ def test_mean_subtracted_refuses_fano(cortex_dir):
     assert "fano_factor" not in set(auto["statistic"])
     assert "signal_correlation" not in set(auto["statistic"])
     assert {"noise_correlation", "participation_ratio", "shared_variance"} <= set(auto["statistic"])
+
+
+def test_regression_fano_ci_is_a_bootstrap_over_units():
+    """Cells of one unit share its Fano factor: the CI must reflect the few units, not the cells."""
+    rng = np.random.default_rng(5)
+    n_units, fanos = 8, np.linspace(0.5, 2.0, 8)
+    rates = rng.uniform(4, 20, size=(1, 300, n_units))
+    # a scaled Poisson count a * Poisson(rate / a) has Fano factor a
+    counts = fanos * rng.poisson(rates / fanos, size=(20, 300, n_units))
+    da = xr.DataArray(counts, dims=("trial", "stimulus", "unit"))
+    table = compare(da, None, statistics=["mean_matched_fano_factor"], n_bootstrap=300, rng=0)
+    row = _row(table, "mean_matched_fano_factor")
+    assert "over units" in row.ci_method
+    # 8 units with Fano factors 0.5..2: the unit-level spread dominates; a t-interval over
+    # the 2400 cells as if independent would be about +-0.01 wide
+    assert row.ci_high - row.ci_low > 0.3
+    assert row.ci_low < row.value < row.ci_high
+
+
+def test_regression_fano_decomposition_matches_stats():
+    """The bootstrap's per-unit decomposition reproduces the stats module's estimate."""
+    from neurovar.cortex.compare import _regression_fano_boot
+    from neurovar.stats import fano_factor, mean_matched_fano_factor
+
+    da = _poisson(np.random.default_rng(6), n_trials=7).copy()
+    da[5:, :4] = np.nan  # unequal repeats
+    ff = fano_factor(da)
+    w = (da.count("trial") - 1).where(ff.notnull() & (da.mean("trial") > 0))
+    mm = mean_matched_fano_factor(da, rng=0).squeeze()
+    np.testing.assert_allclose(float((w * ff).sum() / w.sum()), float(mm["fano_factor_raw"]))
+    boot = _regression_fano_boot(da, 200, np.random.default_rng(0))
+    assert abs(np.median(boot) - float(mm["fano_factor_raw"])) < 0.05
+
+
+def test_shared_variance_factor_cap_is_reported_and_warned():
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(7)
+    latent = rng.standard_normal((60, 10, 3))  # 3 shared factors, strong
+    loading = rng.standard_normal((3, 12))
+    x = latent @ loading + 0.5 * rng.standard_normal((60, 10, 12))
+    da = xr.DataArray(x, dims=("trial", "stimulus", "unit"))
+    threads = [p["num_threads"] for p in threadpool_info()]
+    with pytest.warns(UserWarning, match="largest candidate number of factors"):
+        table = compare(da, None, statistics=["shared_variance"], max_factors=1, rng=0,
+                        n_bootstrap=20)  # fmt: skip
+    assert "cross-validation over 0..1" in _row(table, "shared_variance").ci_method
+    assert [p["num_threads"] for p in threadpool_info()] == threads  # BLAS threads restored
+    fixed = compare(da, None, statistics=["shared_variance"], n_factors=3, n_bootstrap=20, rng=0)
+    assert "3 factors, fixed" in _row(fixed, "shared_variance").ci_method
+    with pytest.raises(TypeError, match="'max_factors' parameter"):
+        compare(da, None, max_factors=2.5)
+    with pytest.raises(ValueError, match="'max_factors' parameter"):
+        compare(da, None, max_factors=-1)

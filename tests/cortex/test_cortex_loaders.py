@@ -121,3 +121,19 @@ def test_from_array_dims_order_and_errors():
         from_array(counts, dims=("unit", "stimulus", "trial"), unit_ids=[1, 2, 3])
     with pytest.raises(ValueError, match="same number of units"):
         from_array([np.zeros((2, 3)), np.zeros((4, 2))])
+
+
+def test_from_array_equal_repeats_still_checks_units_and_dims():
+    # equal repeat counts but different unit counts: a clear error, not a numpy stack error
+    with pytest.raises(ValueError, match="same number of units"):
+        from_array([np.zeros((3, 4)), np.zeros((3, 5))])
+    # equal repeats: same result as the padded path, nothing padded
+    blocks = [np.full((3, 2), float(s)) for s in range(4)]
+    da = from_array(blocks)
+    assert da.shape == (3, 4, 2) and not np.isnan(da.values).any()
+    np.testing.assert_array_equal(da.values[:, 2], blocks[2])
+    # 'dims' cannot silently be ignored for per-stimulus blocks
+    with pytest.raises(ValueError, match="'dims' parameter"):
+        from_array(blocks, dims=("unit", "trial", "stimulus"))
+    with pytest.raises(ValueError, match="'counts' parameter must be a sequence of 2-d"):
+        from_array([np.zeros((3, 2)), np.zeros(3)])

@@ -27,3 +27,13 @@ def test_reference_filter():
     assert len(ff) >= 1 and set(ff["statistic"]) == {"fano_factor"}
     with pytest.raises(ValueError, match="'statistic' parameter"):
         load_reference_values(statistic="rsc")
+
+
+def test_every_row_has_context_and_ranges_are_marked_approximate():
+    table = load_reference_values()
+    for column in ("citation", "count_window_ms", "preparation", "area", "stimulus"):
+        assert table[column].notna().all() and (table[column].str.strip() != "").all(), column
+    ranges = table["value"].isna()
+    # ranges are this table's summaries of reviews, not numbers stated in one paper
+    assert table.loc[ranges, "value_kind"].str.startswith("approximate").all()
+    assert table.loc[ranges, "notes"].str.contains("Approximate").all()
