@@ -9,6 +9,7 @@ Subpackages (import what you need; ``import neurovar`` also registers the ``da.n
 - :mod:`neurovar.inference`: permutation tests, bootstrap CIs, mixed models
 - :mod:`neurovar.cortex`: real cortical recordings and ANN-vs-cortex comparison
 - :mod:`neurovar.datasets`, :mod:`neurovar.models`: data and small reference networks
+- :mod:`neurovar.plot`: matplotlib figures for robustness, variability, correlations, spectra
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 from . import dims, stats  # noqa: E402  (stats registers the .nv accessor)
 from .record import load_recording, record_activations, save_recording  # noqa: E402
 
-_LAZY = ("noise", "perturb", "inference", "cortex", "datasets", "models", "record", "demo")
+_LAZY = ("noise", "perturb", "inference", "cortex", "datasets", "models", "record", "demo", "plot")
 
 __all__ = [
     "__version__",
