@@ -123,3 +123,20 @@ def injected_model(det_model):
     noise = IsotropicNoise(1.0, seed=123)
     with inject_noise(det_model, {"2": noise}):
         yield det_model, noise
+
+
+class Saturated(nn.Module):
+    """Logits x 1e4: float32 softmax saturates, so cross-entropy gradients vanish (masking)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return 1e4 * self.model(x)
+
+
+@pytest.fixture
+def saturated():
+    """Wrap a model so that its logits are multiplied by 1e4 (a gradient-masking model)."""
+    return Saturated

@@ -136,20 +136,9 @@ def test_stronger_with_eps(det_model, test_batch):
     assert accs[1] <= 0.1
 
 
-class _Saturated(nn.Module):
-    """Logits x 1e4: float32 softmax saturates, so cross-entropy gradients vanish (masking)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return 1e4 * self.model(x)
-
-
-def test_margin_and_square_see_through_gradient_masking(det_model, test_batch):
+def test_margin_and_square_see_through_gradient_masking(det_model, saturated, test_batch):
     x, y = test_batch
-    masked = _Saturated(det_model).eval()
+    masked = saturated(det_model).eval()
     acc_ce = _acc(masked, PGD(masked, eps=0.1, steps=10, random_start=False, rng=0)(x, y), y)
     acc_dlr = _acc(masked, TargetedPGD(masked, eps=0.1, steps=10, rng=0)(x, y), y)
     acc_sq = _acc(masked, Square(masked, eps=0.1, n_queries=200, rng=0)(x, y), y)

@@ -13,15 +13,6 @@ from neurovar.perturb import PGD, evaluate_robustness, robust_accuracy
 FAST = {"steps": 5, "n_queries": 50, "n_target_classes": 2}
 
 
-class _Saturated(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return 1e4 * self.model(x)
-
-
 def test_result_structure_and_worst_case(det_model, test_batch):
     x, y = test_batch
     res = evaluate_robustness(det_model, x, y, eps=[0.0, 0.05, 0.2], rng=0, **FAST)
@@ -67,10 +58,10 @@ def test_reproducible_from_seed(noisy_model, test_batch):
     np.testing.assert_array_equal(a.correct_fraction, b.correct_fraction)
 
 
-def test_ensemble_exposes_gradient_masking(det_model, test_batch):
+def test_ensemble_exposes_gradient_masking(det_model, saturated, test_batch):
     """CE-PGD alone reports a false robustness on a saturated model; the worst case does not."""
     x, y = test_batch
-    masked = _Saturated(det_model).eval()
+    masked = saturated(det_model).eval()
     res = evaluate_robustness(masked, x, y, eps=0.1, rng=0, steps=10, n_queries=200)
     acc = res.accuracy.sel(eps=0.1)
     assert float(acc.sel(attack="pgd_ce")) > 0.9
