@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..dims import UNIT, UNIT_J
+from ..record import layer_names
 from ._utils import check_int, check_nonneg_float, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
@@ -70,7 +71,7 @@ def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
         )
     modules = dict(model.named_modules())
     if not isinstance(layer, str) or layer not in modules:
-        valid = [n for n in modules if n]
+        valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
         raise ValueError(
             f"The 'layer' parameter of {owner} must name a submodule of the model. "

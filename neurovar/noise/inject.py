@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..record import layer_names
 from .models import NoiseModule
 
 __all__ = [
@@ -178,10 +179,6 @@ class NoiseInjection:
         return f"NoiseInjection(layers={list(self.hooks)!r}, {state})"
 
 
-def _valid_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model.named_modules() if name]
-
-
 def inject_noise(
     model: nn.Module,
     noise: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
@@ -241,7 +238,7 @@ def inject_noise(
     modules = dict(model.named_modules())
     unknown = [name for name in noise if name not in modules]
     if unknown:
-        valid = _valid_names(model)
+        valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
         raise ValueError(
             f"The 'noise' parameter of inject_noise names layer(s) {unknown!r} that the model "
