@@ -140,3 +140,22 @@ class Saturated(nn.Module):
 def saturated():
     """Wrap a model so that its logits are multiplied by 1e4 (a gradient-masking model)."""
     return Saturated
+
+
+class InputRecorder(nn.Module):
+    """Deterministic model that records every input it sees."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+@pytest.fixture
+def input_recorder():
+    """Wrap a deterministic model so that it records every input it sees (``.seen``)."""
+    return InputRecorder

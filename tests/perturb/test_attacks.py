@@ -183,19 +183,6 @@ def test_input_errors(det_model, test_batch):
         Square(det_model, eps=0.1, norm="l2")(x, y)
 
 
-class _Recorder(nn.Module):
-    """Deterministic model that records every input it sees."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
-
-
 def _margin(model, x, y):
     with torch.no_grad():
         z = model(x)
@@ -204,12 +191,14 @@ def _margin(model, x, y):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_pgd_returns_most_adversarial_iterate_last_included(norm, det_model, test_batch):
+def test_pgd_returns_most_adversarial_iterate_last_included(
+    input_recorder, norm, det_model, test_batch
+):
     """Best-so-far over *all* iterates, the last one included: the returned example is an
     iterate the attack scored, with the lowest margin of all of them (large steps oscillate,
     so the last iterate is often not the best)."""
     x, y = test_batch
-    rec = _Recorder(det_model).eval()
+    rec = input_recorder(det_model).eval()
     eps = 0.1 if norm == "linf" else 1.0
     adv = PGD(rec, eps=eps, norm=norm, alpha=eps, steps=6, rng=0)(x, y)
     iterates = torch.stack(rec.seen)  # (n_forward, N, C, H, W), last one: the final iterate

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from statsmodels.stats.proportion import proportion_confint
-from torch import nn
 
 from neurovar.perturb import PGD, evaluate_robustness, robust_accuracy
 
@@ -122,23 +121,12 @@ def test_evaluate_errors(kwargs, match, det_model, test_batch):
         evaluate_robustness(det_model, x, y, **kwargs)
 
 
-class _Recorder(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        return self.model(x)
-
-
-def test_batches_get_their_own_random_draws(det_model, test_batch):
+def test_batches_get_their_own_random_draws(input_recorder, det_model, test_batch):
     """With batch_size, each batch of the attack draws its own random start: two identical
     batches must not get the identical start (an int seed reused per call would do that)."""
     x, y = test_batch
     x2, y2 = torch.cat([x[:16], x[:16]]), torch.cat([y[:16], y[:16]])
-    rec = _Recorder(det_model).eval()
+    rec = input_recorder(det_model).eval()
     evaluate_robustness(rec, x2, y2, eps=0.1, attacks=["pgd_ce"], steps=1, batch_size=16, rng=0)
     # forwards: 2 randomness check, 2 clean, then per attack batch (start, final), 2 evaluation
     starts = rec.seen[4:8:2]
