@@ -158,8 +158,8 @@ def test_mean_matched_bad_parameters(make_responses):
         mean_matched_fano_factor(da, condition="nope")
     with pytest.raises(ValueError, match="'n_resamples' parameter"):
         mean_matched_fano_factor(da, n_resamples=0)
-    with pytest.raises(ValueError, match="'confidence' parameter"):
-        mean_matched_fano_factor(da, confidence=1.5)
+    with pytest.raises(ValueError, match="'confidence_level' parameter"):
+        mean_matched_fano_factor(da, confidence_level=1.5)
     with pytest.raises(TypeError, match="'rng' parameter"):
         mean_matched_fano_factor(da, rng="seed")
 
