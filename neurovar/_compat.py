@@ -81,19 +81,21 @@ def renamed_parameters(
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # a constructor names the class actually built (a subclass passes kwargs up)
+            where = type(args[0]).__name__ if func.__name__ == "__init__" and args else owner
             if positional and len(args) > n_positional:
                 extra = args[n_positional:]
                 if len(extra) > len(positional):
                     raise TypeError(
-                        f"{owner} takes at most {n_positional + len(positional)} positional "
+                        f"{where} takes at most {n_positional + len(positional)} positional "
                         f"arguments; got {len(args)}."
                     )
                 args = args[:n_positional]
                 for name, value in zip(positional, extra):
                     if name in kwargs:
-                        raise TypeError(f"{owner} got multiple values for argument '{name}'.")
+                        raise TypeError(f"{where} got multiple values for argument '{name}'.")
                     warnings.warn(
-                        f"Passing '{name}' of {owner} positionally is deprecated since neurovar "
+                        f"Passing '{name}' of {where} positionally is deprecated since neurovar "
                         f"{since}; it is keyword-only now. Use {name}=... instead.",
                         FutureWarning,
                         stacklevel=_caller_stacklevel(),
@@ -104,9 +106,9 @@ def renamed_parameters(
                     continue
                 if new in kwargs:
                     raise TypeError(
-                        f"{owner}: pass either '{new}' or the old name '{old}', not both."
+                        f"{where}: pass either '{new}' or the old name '{old}', not both."
                     )
-                warn_renamed(owner, old, new, since=since)
+                warn_renamed(where, old, new, since=since)
                 kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
 

@@ -66,14 +66,9 @@ def _check_layers(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
     return layers
 
 
-def _noise_hooks(module: nn.Module) -> list[Any]:
-    """Hooks on ``module`` that currently add noise (see :mod:`neurovar._torch`)."""
-    return noise_hooks(module, active_only=True)
-
-
 def _stochastic_kind(module: nn.Module) -> str | None:
     """``"output"`` for injected noise, ``"input"`` for active dropout, else None."""
-    if _noise_hooks(module):
+    if noise_hooks(module, active_only=True):
         return "output"
     if isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
         return "input"
@@ -98,7 +93,7 @@ def noise_config(model: nn.Module) -> dict[str, Any]:
     """
     config: dict[str, Any] = {}
     for name, module in model.named_modules():
-        hooks = _noise_hooks(module)
+        hooks = noise_hooks(module, active_only=True)
         if hooks:
             described = [_describe_noise(getattr(h, "noise", h)) for h in hooks]
             config[name] = described[0] if len(described) == 1 else described

@@ -199,13 +199,15 @@ def _cov_unit_shape(unit_shape: tuple[int, ...], share: str) -> tuple[int, ...]:
 def _cov_dataarray(
     cov: np.ndarray, unit_shape: tuple[int, ...], share: str, layer: str, attrs: dict[str, Any]
 ) -> xr.DataArray:
-    return xr.DataArray(
+    out = xr.DataArray(
         cov,
         dims=(UNIT, UNIT_J),
         coords=unit_coords(layer, _cov_unit_shape(unit_shape, share), pair=True),
         attrs={"layer": layer, "share": share, "unit_shape": list(unit_shape), **attrs},
         name="cov_matrix",
     )
+    # selectable like a recording and its noise covariance: cov.sel(channel=3, channel_j=5)
+    return out.set_xindex("channel").set_xindex("channel_j")
 
 
 def layer_activation_covariance(

@@ -10,10 +10,12 @@ from noise_helpers import assert_rng_unchanged, random_cov, rng_states
 from scipy import stats
 
 from neurovar.noise import (
+    NOISE_KINDS,
     CovarianceNoise,
     DiagonalNoise,
     IsotropicNoise,
     LowRankNoise,
+    NoiseModule,
     PoissonLikeNoise,
     diagonal_control,
     isotropic_control,
@@ -21,6 +23,7 @@ from neurovar.noise import (
     matched_controls,
     noise_from_covariance,
     random_orthogonal,
+    register_noise_kind,
     rotate_spectrum,
 )
 
@@ -216,3 +219,85 @@ def test_module_controls_use_the_diagonal_without_a_dense_covariance(monkeypatch
         assert iso.std**2 * 9 == pytest.approx(float(torch.trace(cov)), rel=1e-6)
     with pytest.raises(ValueError, match="scalar 'variance'"):
         diagonal_control(DiagonalNoise(0.3))
+
+
+class _BlockNoise(NoiseModule):
+    """A user's own noise model: pairs of units share a correlated 2 x 2 block.
+
+    Only the draw and the covariance are written; every control must work from them.
+    """
+
+    def __init__(self, n_pairs: int, rho: float, **kwargs):
+        super().__init__(**kwargs)
+        self.n_pairs, self.rho = n_pairs, rho
+        block = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=torch.float64)
+        self.register_buffer("chol", torch.linalg.cholesky(block).float())
+
+    @property
+    def n_units(self) -> int:
+        return 2 * self.n_pairs
+
+    def _add_noise(self, x3, draws, s):
+        z = draws[0].reshape(x3.shape[0], self.n_pairs, 2, x3.shape[2])
+        eps = torch.einsum("ij,bpjq->bpiq", self.chol.to(x3.dtype), z)
+        return x3 + s * eps.reshape(x3.shape)
+
+    def dense_covariance(self) -> torch.Tensor:
+        block = torch.tensor([[1.0, self.rho], [self.rho, 1.0]], dtype=torch.float64)
+        return torch.block_diag(*[block] * self.n_pairs)
+
+
+def test_controls_work_for_a_users_own_noise_module():
+    noise = _BlockNoise(3, 0.8, scale=0.5, rng=1)
+    dense = noise.dense_covariance().numpy()
+    # the base class derives the diagonal and the trace from dense_covariance()
+    np.testing.assert_array_equal(noise.diagonal().numpy(), np.ones(6))
+    assert noise.trace == pytest.approx(0.25 * 6)
+    diag = diagonal_control(noise)
+    assert isinstance(diag, DiagonalNoise) and diag.scale == 0.5 and diag.seed == 1
+    np.testing.assert_allclose(diag.variance.numpy(), np.ones(6))
+    iso = isotropic_control(noise)
+    assert iso.n_units == 6 and iso.std == pytest.approx(1.0)
+    matched = match_total_variance(noise, 3.0)
+    assert isinstance(matched, _BlockNoise) and matched.trace == pytest.approx(3.0)
+    rotated = rotate_spectrum(noise, rng=0)
+    assert isinstance(rotated, CovarianceNoise) and rotated.scale == 0.5
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(rotated.dense_covariance().numpy()), np.linalg.eigvalsh(dense), atol=1e-6
+    )
+    assert not np.allclose(rotated.dense_covariance().numpy(), dense, atol=1e-3)
+    # and the draws have the declared covariance
+    x = torch.zeros(20000, 6)
+    sample = np.cov(_BlockNoise(3, 0.8, rng=2)(x).numpy(), rowvar=False)
+    np.testing.assert_allclose(sample, dense, atol=0.05)
+
+
+def test_a_noise_module_without_a_covariance_is_refused_by_name():
+    class _Opaque(NoiseModule):
+        def _add_noise(self, x3, draws, s):
+            return x3 + s * draws[0]
+
+    with pytest.raises(TypeError, match="diagonal_control needs a fixed covariance.*_Opaque"):
+        diagonal_control(_Opaque(rng=0))
+
+
+def test_noise_kinds_registry_dispatches_and_extends(cov):
+    assert set(NOISE_KINDS) >= {"full", "low_rank", "diagonal", "isotropic"}
+    calls = []
+
+    def scaled_identity(c, *, rank=None, **kwargs):
+        calls.append(rank)
+        d = np.asarray(c).shape[0]
+        return IsotropicNoise(float(np.sqrt(np.trace(c) / d)), n_units=d, **kwargs)
+
+    register_noise_kind("test_scaled_identity", scaled_identity)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_noise_kind("test_scaled_identity", scaled_identity)
+        noise = noise_from_covariance(cov, kind="test_scaled_identity", rng=0, scale=2.0)
+        assert isinstance(noise, IsotropicNoise) and noise.scale == 2.0 and calls == [None]
+        assert noise._trace() == pytest.approx(np.trace(cov))
+    finally:
+        NOISE_KINDS.pop("test_scaled_identity")
+    with pytest.raises(ValueError, match="'kind' parameter.*'full'"):
+        noise_from_covariance(cov, kind="test_scaled_identity")
