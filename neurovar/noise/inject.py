@@ -222,7 +222,7 @@ def inject_noise(
 
     Examples
     --------
-    >>> noise = LowRankNoise(factors, 0.1, share="channel", seed=0)  # doctest: +SKIP
+    >>> noise = LowRankNoise(factors, 0.1, share="channel", rng=0)  # doctest: +SKIP
     >>> with inject_noise(model, {"layer1": noise}):                  # doctest: +SKIP
     ...     logits = model(images)
     """
