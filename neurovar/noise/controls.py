@@ -390,7 +390,9 @@ def register_noise_kind(kind: str, factory: NoiseKindFactory, *, overwrite: bool
         Allow replacing a registered kind.
     """
     if not isinstance(kind, str) or not kind:
-        raise ValueError(f"The 'kind' parameter of register_noise_kind must be a non-empty str. Got {kind!r}.")
+        raise ValueError(
+            f"The 'kind' parameter of register_noise_kind must be a non-empty str. Got {kind!r}."
+        )
     if not callable(factory):
         raise TypeError(
             "The 'factory' parameter of register_noise_kind must be callable. "

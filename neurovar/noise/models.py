@@ -87,7 +87,9 @@ def _seed_of(rng: Any, owner: str) -> int | None:
     """The seed an ``rng`` argument (None, int >= 0 or numpy Generator) stands for."""
     if isinstance(rng, np.random.Generator):
         return seed_from(rng) >> 1  # 61 bits: a valid torch seed
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_))):
+    if rng is None or (
+        isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_))
+    ):
         if rng is not None and rng < 0:
             raise ValueError(
                 f"The 'rng' parameter of {owner} must be a non-negative int seed, a numpy or "

@@ -11,9 +11,8 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
-
 from neurovar._compat import renamed_parameters
+from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
 

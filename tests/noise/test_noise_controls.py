@@ -204,7 +204,9 @@ def test_module_controls_use_the_diagonal_without_a_dense_covariance(monkeypatch
         DiagonalNoise(rng.uniform(0.1, 1.0, 9), rng=1),
         IsotropicNoise(0.4, n_units=9, rng=1),
     ]
-    dense = [(m.factors @ m.factors.T + torch.diag(m.residual_variance)).double() for m in modules[:1]]
+    dense = [
+        (m.factors @ m.factors.T + torch.diag(m.residual_variance)).double() for m in modules[:1]
+    ]
     dense.append((modules[1].factor @ modules[1].factor.T).double())
     dense += [torch.diag(modules[2].variance).double(), 0.16 * torch.eye(9, dtype=torch.float64)]
     for cls in (LowRankNoise, CovarianceNoise, DiagonalNoise, IsotropicNoise):

@@ -80,9 +80,7 @@ def test_same_seed_bit_identical_outputs(images):
     outs = []
     for _ in range(2):
         model = make_tiny_cnn()
-        with inject_noise(
-            model, {"conv1": _low_rank_c4(seed=3), "fc": IsotropicNoise(0.5, rng=9)}
-        ):
+        with inject_noise(model, {"conv1": _low_rank_c4(seed=3), "fc": IsotropicNoise(0.5, rng=9)}):
             outs.append(model(images))
     assert torch.equal(outs[0], outs[1])
     model = make_tiny_cnn()
