@@ -202,3 +202,18 @@ def test_old_names_still_work_with_a_future_warning():
         old_ff = mean_matched_fano_factor(da, confidence=0.9, n_resamples=2, rng=0)
     new_ff = mean_matched_fano_factor(da, confidence_level=0.9, n_resamples=2, rng=0)
     xr.testing.assert_identical(old_ff, new_ff)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rng_state_round_trip_on_cuda():
+    from neurovar.noise import IsotropicNoise
+
+    noise = IsotropicNoise(1.0, rng=3)
+    x = torch.zeros(6, 4, device="cuda")
+    noise(x)
+    state = noise.get_rng_state()
+    first = noise(x)
+    noise.set_rng_state(state)
+    assert torch.equal(noise(x), first)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    assert _torch.seed_from(gen) == _torch.seed_from(torch.Generator(device="cuda").manual_seed(0))
