@@ -191,9 +191,12 @@ def _check_cov_size(n_units: int, share: str, owner: str) -> None:
         )
 
 
-def _cov_unit_shape(unit_shape: tuple[int, ...], share: str) -> tuple[int, ...]:
-    """Shape whose units the covariance runs over: the layer's, or ``(C,)`` for ``"channel"``."""
-    return (unit_shape[0],) if share == "channel" else unit_shape
+def _unit_coords(unit_shape: tuple[int, ...], share: str, layer: str) -> dict[str, Any]:
+    """Unit coords of a covariance over a layer, and their ``_j`` twins, from the one builder
+    :func:`neurovar.dims.unit_coords`: the layer's units for ``"flat"`` (as in a recording of
+    the layer), its ``C`` channels for ``"channel"``."""
+    shape = (unit_shape[0],) if share == "channel" else unit_shape
+    return unit_coords(layer, shape, pair=True)
 
 
 def _cov_dataarray(
@@ -202,7 +205,7 @@ def _cov_dataarray(
     out = xr.DataArray(
         cov,
         dims=(UNIT, UNIT_J),
-        coords=unit_coords(layer, _cov_unit_shape(unit_shape, share), pair=True),
+        coords=_unit_coords(unit_shape, share, layer),
         attrs={"layer": layer, "share": share, "unit_shape": list(unit_shape), **attrs},
         name="cov_matrix",
     )

@@ -327,3 +327,22 @@ def test_relative_scale_in_eval_needs_a_running_estimate():
     # querying the expected variance of an untracked module still uses the batch
     fresh = IsotropicNoise(1.0, relative_scale=0.1, rng=0).eval()
     assert fresh.expected_total_variance(clean) == pytest.approx(0.1 * act_var, rel=1e-6)
+
+
+def test_low_rank_residual_variance_and_old_checkpoints():
+    """The diagonal term d is the buffer ``residual_variance`` (``diagonal()`` is the method of
+    every noise model: the whole diagonal of the covariance); checkpoints of neurovar 0.1
+    stored d under the key "diagonal" and still load."""
+    f = np.array([[1.0], [2.0], [0.0]])
+    noise = LowRankNoise(f, [0.1, 0.2, 0.3], rng=0)
+    np.testing.assert_allclose(noise.diagonal().numpy(), [1.1, 4.2, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(
+        noise.dense_covariance().numpy(), f @ f.T + np.diag([0.1, 0.2, 0.3]), rtol=1e-6
+    )
+    old = {
+        ("diagonal" if k == "residual_variance" else k): v for k, v in noise.state_dict().items()
+    }
+    fresh = LowRankNoise(np.zeros((3, 1)), 0.0, rng=0)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.residual_variance, noise.residual_variance)
+    assert torch.equal(fresh.factors, noise.factors)
