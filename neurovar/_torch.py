@@ -78,7 +78,7 @@ def layer_names(model: nn.Module) -> list[str]:
 
 # ---------------------------------------------------------------------------------- device
 def resolve_device(
-    device: str | torch.device | None = None, model: nn.Module | None = None
+    device: str | torch.device | None = None, *, model: nn.Module | None = None
 ) -> torch.device:
     """The device a call runs on: the package's one device rule.
 
@@ -109,7 +109,7 @@ def resolve_device(
 
 def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
     """:func:`resolve_device` with the model first (the argument order of the perturb code)."""
-    return resolve_device(device, model)
+    return resolve_device(device, model=model)
 
 
 # ---------------------------------------------------------------------------------- noise

@@ -117,7 +117,7 @@ def evaluate_accuracy(
 
     Runs where the model is unless ``device`` is given (:func:`neurovar._torch.resolve_device`).
     """
-    dev = resolve_device(device, model)
+    dev = resolve_device(device, model=model)
     correct = 0
     for start in range(0, len(images), batch_size):
         xb = images[start : start + batch_size].to(dev)
@@ -175,7 +175,7 @@ def train(
             )
     if lr <= 0:
         raise ValueError(f"The 'lr' parameter of train must be > 0. Got {lr!r} instead.")
-    dev = resolve_device(device, model)
+    dev = resolve_device(device, model=model)
     seed = seed_from(rng)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -459,7 +459,7 @@ def record_activations(
                 "or choose another path. Nothing was written."
             )
 
-    dev = resolve_device(device, model)
+    dev = resolve_device(device, model=model)
     seed = seed_from(rng)
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)

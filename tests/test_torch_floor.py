@@ -35,12 +35,12 @@ def test_one_implementation_is_re_exported_everywhere():
 
 def test_device_rule_explicit_then_model_then_cpu():
     model = _model()
-    assert _torch.resolve_device("cpu", model) == torch.device("cpu")
-    assert _torch.resolve_device(torch.device("meta"), model) == torch.device("meta")
-    assert _torch.resolve_device(None, model.to("meta")) == torch.device("meta")
+    assert _torch.resolve_device("cpu", model=model) == torch.device("cpu")
+    assert _torch.resolve_device(torch.device("meta"), model=model) == torch.device("meta")
+    assert _torch.resolve_device(model=model.to("meta")) == torch.device("meta")
     buffers_only = nn.BatchNorm1d(3, affine=False).to("meta")
-    assert _torch.resolve_device(None, buffers_only) == torch.device("meta")
-    assert _torch.resolve_device(None, nn.ReLU()) == torch.device("cpu")
+    assert _torch.resolve_device(model=buffers_only) == torch.device("meta")
+    assert _torch.resolve_device(model=nn.ReLU()) == torch.device("cpu")
     # no model: the CPU, never a GPU behind the caller's back
     assert _torch.resolve_device() == torch.device("cpu")
     assert _torch.model_device(model) == torch.device("meta")
@@ -52,9 +52,9 @@ def test_record_and_train_run_where_the_model_is(monkeypatch):
     seen = []
     real = _torch.resolve_device
 
-    def spy(device=None, model=None):
+    def spy(device=None, *, model=None):
         seen.append((device, model is not None))
-        return real(device, model)
+        return real(device, model=model)
 
     monkeypatch.setattr(record, "resolve_device", spy)
     monkeypatch.setattr(models, "resolve_device", spy)

@@ -133,8 +133,8 @@ def collect_layer_activations(
     target = _check_layer(model, layer, owner)
     images = _as_images(images, name="images", owner=owner)
     batch_size = check_int(batch_size, name="batch_size", owner=owner)
-    original_device = resolve_device(None, model)
-    run_device = resolve_device(device, model)
+    original_device = resolve_device(None, model=model)
+    run_device = resolve_device(device, model=model)
     dtype = _model_dtype(model)  # float64 numpy images into a float32 model would fail
     captured: list[torch.Tensor] = []
 
