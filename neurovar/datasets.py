@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._compat import renamed_parameters
+from ._torch import seed_from
+
 __all__ = ["ImageDataset", "load_digits", "load_mnist", "load_cifar10"]
 
 
@@ -48,19 +51,22 @@ class ImageDataset:
         return len(self.classes)
 
 
-def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
+@renamed_parameters({"seed": "rng"})
+def load_digits(
+    *, test_fraction: float = 0.25, rng: int | np.random.Generator | torch.Generator = 0
+) -> ImageDataset:
     """scikit-learn's handwritten digits (UCI ML, 1797 images, 8x8, 10 classes) as tensors.
 
     Pixel values 0..16 are divided by 16, so images lie in [0, 1]. The train/test split is a
     stratified, seeded split (:func:`sklearn.model_selection.train_test_split`), identical for
-    the same ``seed`` on every machine.
+    the same ``rng`` seed on every machine.
 
     Parameters
     ----------
     test_fraction
         Fraction of images in the test split, in (0, 1).
-    seed
-        Seed of the split.
+    rng
+        Seed of the split (int), or a numpy / torch Generator that gives one (one draw).
 
     References
     ----------
@@ -73,11 +79,19 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
         raise ValueError(
             f"The 'test_fraction' parameter of load_digits must be in (0, 1). Got {test_fraction!r} instead."
         )
+    if isinstance(rng, bool) or not isinstance(
+        rng, (int, np.integer, np.random.Generator, torch.Generator)
+    ):
+        raise TypeError(
+            "The 'rng' parameter of load_digits must be an int seed or a numpy / torch Generator. "
+            f"Got {type(rng).__name__} instead."
+        )
+    random_state = int(rng) if isinstance(rng, (int, np.integer)) else seed_from(rng) % 2**32
     bunch = _sk_load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     labels = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+        images, labels, test_size=test_fraction, random_state=random_state, stratify=labels
     )
     return ImageDataset(
         x_train=torch.from_numpy(x_tr),

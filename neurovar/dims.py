@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import xarray as xr
 
 TRIAL = "trial"
@@ -27,6 +28,7 @@ __all__ = [
     "check_dims",
     "check_responses",
     "pair_dim",
+    "unit_coords",
 ]
 
 
@@ -127,3 +129,48 @@ def check_responses(
         )
     dims: Sequence[str] = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
     check_dims(responses, dims, name=name, min_sizes={trial_dim: min_trials})
+
+
+def unit_coords(
+    layer: str, shape: Sequence[int], *, pair: bool = False
+) -> dict[str, tuple[str, np.ndarray]]:
+    """Coordinates along ``unit`` for one layer's output of per-sample ``shape``: the one builder.
+
+    Recording (:func:`neurovar.record.record_activations`) and fitting
+    (:func:`neurovar.noise.fit_perturbation_covariance`) both use it, so a fitted covariance
+    and a recording's noise covariance (:func:`neurovar.stats.noise_covariance`) line up unit
+    by unit. ``(C, H, W)`` maps give ``channel``, ``y``, ``x``; every other shape gives
+    ``channel`` = index along its first axis (``(F,)`` vectors: the feature index; a
+    ``share="channel"`` covariance passes ``(C,)``). ``unit_id`` is the flat index (C-order,
+    as ``tensor.flatten(1)``) and ``layer`` the layer name, like Brain-Score's neuroid
+    coordinates.
+
+    Parameters
+    ----------
+    layer
+        Layer name (stored as the ``layer`` coordinate).
+    shape
+        Per-sample output shape (without the batch dim).
+    pair
+        Also return the twins on ``unit_j`` (``unit_id_j``, ``channel_j``, ...) for a pairwise
+        ``(unit, unit_j)`` matrix.
+
+    Returns
+    -------
+    dict
+        ``{name: (dim, values)}``, ready for ``xr.DataArray(coords=...)``.
+    """
+    shape = tuple(int(s) for s in shape)
+    n_units = int(np.prod(shape)) if shape else 1
+    coords: dict[str, tuple[str, np.ndarray]] = {
+        "unit_id": (UNIT, np.arange(n_units)),
+        "layer": (UNIT, np.full(n_units, layer, dtype=object)),
+    }
+    if len(shape) == 3:
+        c, y, x = np.unravel_index(np.arange(n_units), shape)
+        coords.update(channel=(UNIT, c), y=(UNIT, y), x=(UNIT, x))
+    elif len(shape) >= 1:
+        coords["channel"] = (UNIT, np.unravel_index(np.arange(n_units), shape)[0])
+    if pair:
+        coords.update({f"{name}_j": (UNIT_J, values) for name, (_, values) in coords.items()})
+    return coords

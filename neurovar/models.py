@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._rng import seeded_torch
+from ._compat import renamed_parameters
+from ._torch import resolve_device, seed_from, seeded_torch
 from .datasets import ImageDataset
 
+# resolve_device is re-exported: the one device rule lives in neurovar._torch
 __all__ = ["SmallCNN", "TrainHistory", "train", "evaluate_accuracy", "resolve_device"]
 
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+RNGLike = int | np.random.Generator | torch.Generator
 
 
 class SmallCNN(nn.Sequential):
@@ -42,11 +40,12 @@ class SmallCNN(nn.Sequential):
         Width of ``fc1``.
     dropout
         Dropout probability after ``relu3`` (0 disables the layer: it is not created).
-    seed
-        Seed of the weight initialisation (PyTorch's default initialisers). The caller's global
-        torch RNG state is unchanged.
+    rng
+        Seed (or numpy / torch Generator giving one) of the weight initialisation (PyTorch's
+        default initialisers). The caller's global torch RNG state is unchanged.
     """
 
+    @renamed_parameters({"seed": "rng"})
     def __init__(
         self,
         *,
@@ -56,7 +55,7 @@ class SmallCNN(nn.Sequential):
         channels: tuple[int, int] = (16, 32),
         hidden: int = 64,
         dropout: float = 0.0,
-        seed: int = 0,
+        rng: RNGLike = 0,
     ) -> None:
         if image_size < 2 or image_size % 2:
             raise ValueError(
@@ -66,6 +65,7 @@ class SmallCNN(nn.Sequential):
             raise ValueError(
                 f"The 'dropout' parameter of SmallCNN must be in [0, 1). Got {dropout!r} instead."
             )
+        seed = seed_from(rng)
         c1, c2 = channels
         flat = c2 * (image_size // 2) ** 2
         # Weight initialisers draw from torch's global generator: build under a fork of it.
@@ -113,8 +113,11 @@ def evaluate_accuracy(
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> float:
-    """Fraction of ``images`` classified as ``labels`` (model used in its current train/eval mode)."""
-    dev = resolve_device(device)
+    """Fraction of ``images`` classified as ``labels`` (model used in its current train/eval mode).
+
+    Runs where the model is unless ``device`` is given (:func:`neurovar._torch.resolve_device`).
+    """
+    dev = resolve_device(device, model=model)
     correct = 0
     for start in range(0, len(images), batch_size):
         xb = images[start : start + batch_size].to(dev)
@@ -123,6 +126,7 @@ def evaluate_accuracy(
     return correct / max(len(images), 1)
 
 
+@renamed_parameters({"seed": "rng"})
 def train(
     model: nn.Module,
     data: ImageDataset,
@@ -131,14 +135,14 @@ def train(
     batch_size: int = 64,
     lr: float = 3e-3,
     weight_decay: float = 0.0,
-    seed: int = 0,
+    rng: RNGLike = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> TrainHistory:
-    """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``seed``.
+    """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``rng``.
 
     Mini-batch order and every draw of stochastic layers (dropout, noise modules that use the
-    global generator) come from ``seed``; the caller's global torch RNG state is unchanged
+    global generator) come from ``rng``; the caller's global torch RNG state is unchanged
     afterwards. Noise injected with :func:`neurovar.noise.inject_noise` stays active during
     training (train-time injection). The model is left in eval mode with its parameters on
     ``device``.
@@ -151,10 +155,11 @@ def train(
         Train and test tensors (:class:`neurovar.datasets.ImageDataset`).
     epochs, batch_size, lr, weight_decay
         Optimisation settings (Adam, Kingma & Ba 2015).
-    seed
-        Seed for batch order and stochastic layers.
+    rng
+        Seed (or numpy / torch Generator giving one) for batch order and stochastic layers.
     device
-        ``None`` picks CUDA when available.
+        Where to train; default: where the model is (its parameters' device, else the CPU;
+        :func:`neurovar._torch.resolve_device`). Pass ``device="cuda"`` to train on a GPU.
     progress
         Show a tqdm progress bar over epochs.
 
@@ -170,7 +175,8 @@ def train(
             )
     if lr <= 0:
         raise ValueError(f"The 'lr' parameter of train must be > 0. Got {lr!r} instead.")
-    dev = resolve_device(device)
+    dev = resolve_device(device, model=model)
+    seed = seed_from(rng)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()

@@ -21,9 +21,17 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._rng import reseeded_noise, seed_from, seeded_torch
-from .dims import STIMULUS, TRIAL, UNIT
-from .models import resolve_device
+from ._torch import (
+    find_noise_hooks,
+    layer_names,
+    noise_hooks,
+    reseeded_noise,
+    resolve_device,
+    seed_from,
+    seeded_torch,
+)
+from ._version import __version__
+from .dims import STIMULUS, TRIAL, UNIT, unit_coords
 
 __all__ = [
     "record_activations",
@@ -36,11 +44,6 @@ __all__ = [
 
 _DROPOUT_TYPES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Dotted names of all submodules of ``model`` (as accepted by ``layers=``)."""
-    return [name for name, _ in model.named_modules() if name]
 
 
 def _check_layers(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
@@ -63,17 +66,9 @@ def _check_layers(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
     return layers
 
 
-def _is_noise_hook(hook: Any) -> bool:
-    return bool(getattr(hook, "_neurovar_noise", False))
-
-
-def _noise_hooks(module: nn.Module) -> list[Any]:
-    return [h for h in module._forward_hooks.values() if _is_noise_hook(h)]
-
-
 def _stochastic_kind(module: nn.Module) -> str | None:
     """``"output"`` for injected noise, ``"input"`` for active dropout, else None."""
-    if _noise_hooks(module):
+    if noise_hooks(module, active_only=True):
         return "output"
     if isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
         return "input"
@@ -98,7 +93,7 @@ def noise_config(model: nn.Module) -> dict[str, Any]:
     """
     config: dict[str, Any] = {}
     for name, module in model.named_modules():
-        hooks = _noise_hooks(module)
+        hooks = noise_hooks(module, active_only=True)
         if hooks:
             described = [_describe_noise(getattr(h, "noise", h)) for h in hooks]
             config[name] = described[0] if len(described) == 1 else described
@@ -160,28 +155,6 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
     kind = _stochastic_kind(dict(model.named_modules())[first])
     assert kind is not None  # internal invariant: only stochastic modules were hooked
     return first, kind
-
-
-def unit_coords(layer: str, shape: Sequence[int]) -> dict[str, tuple[str, np.ndarray]]:
-    """Coordinates along ``unit`` for one layer's output of per-sample ``shape``.
-
-    ``(C, H, W)`` maps give ``channel``, ``y``, ``x``; ``(F,)`` vectors give ``channel`` = feature
-    index; other shapes are flattened with ``channel`` = index along the first axis.
-    ``unit_id`` is the flat index (C-order, as ``tensor.flatten(1)``), like Brain-Score's
-    neuroid coordinates.
-    """
-    shape = tuple(int(s) for s in shape)
-    n_units = int(np.prod(shape)) if shape else 1
-    coords: dict[str, tuple[str, np.ndarray]] = {
-        "unit_id": (UNIT, np.arange(n_units)),
-        "layer": (UNIT, np.full(n_units, layer, dtype=object)),
-    }
-    if len(shape) == 3:
-        c, y, x = np.unravel_index(np.arange(n_units), shape)
-        coords.update(channel=(UNIT, c), y=(UNIT, y), x=(UNIT, x))
-    elif len(shape) >= 1:
-        coords["channel"] = (UNIT, np.unravel_index(np.arange(n_units), shape)[0])
-    return coords
 
 
 def _to_tensor(stimuli: Any) -> torch.Tensor:
@@ -395,7 +368,9 @@ def record_activations(
         ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs
         per trial), or a layer name whose *output* is branched.
     device
-        Where to run; ``None`` picks CUDA when available. Results are returned on the CPU.
+        Where to run; default: where the model is (its parameters' device, else the CPU; the
+        rule of :func:`neurovar._torch.resolve_device`). The model is moved there for the call
+        and back afterwards. Results are returned on the CPU.
     rng
         Seed (int), numpy or torch Generator, or None (fresh entropy). It seeds torch's generator
         inside a fork of the global RNG (dropout draws from it), so the caller's global torch and
@@ -430,8 +405,6 @@ def record_activations(
     >>> tree = record_activations(model, x, layers=["conv1", "fc1"], n_trials=20, rng=0)
     >>> tree["fc1"]["activation"].sel(channel=3)
     """
-    from . import __version__
-
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"The 'model' parameter of record_activations must be a torch.nn.Module. Got {type(model).__name__}."
@@ -486,7 +459,7 @@ def record_activations(
                 "or choose another path. Nothing was written."
             )
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, model=model)
     seed = seed_from(rng)
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)
@@ -494,8 +467,7 @@ def record_activations(
     # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies
     noise_buffers = [
         (buf, buf.detach().clone())
-        for m in model.modules()
-        for h in _noise_hooks(m)
+        for _, h in find_noise_hooks(model, active_only=True)
         if isinstance(getattr(h, "noise", None), nn.Module)
         for buf in h.noise.buffers()
     ]

@@ -140,7 +140,7 @@ def base_network(
             hist = train(
                 model, load_data(cfg), epochs=cfg.training.epochs,
                 batch_size=cfg.training.batch_size, lr=cfg.training.lr,
-                seed=stream_seed(seed, "base", "train") % 2**62, device=device, progress=progress,
+                rng=stream_seed(seed, "base", "train") % 2**62, device=device, progress=progress,
             )
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             entry = {"state": state, "test_accuracy": float(hist.test_accuracy[-1]),
@@ -268,7 +268,7 @@ def _condition_covariance(cfg: ExperimentConfig, condition: str, covs: dict[str,
         out.attrs = {**pooled.attrs, "method": "diagonal"}
         return out
     if condition == "rotated":
-        out = rotate_spectrum(pooled, rng)
+        out = rotate_spectrum(pooled, rng=rng)
         out.attrs = {**pooled.attrs, "method": "rotated"}
         return out
     return covs[condition.split(":", 1)[1]]
@@ -276,7 +276,7 @@ def _condition_covariance(cfg: ExperimentConfig, condition: str, covs: dict[str,
 
 def _noise_module(cov: xr.DataArray, condition: str, cfg: ExperimentConfig, *, seed: int,
                   relative_scale: float | None) -> NoiseModule:
-    kw: dict[str, Any] = {"share": cfg.fit.share, "seed": seed, "relative_scale": relative_scale}
+    kw: dict[str, Any] = {"share": cfg.fit.share, "rng": seed, "relative_scale": relative_scale}
     d = cov.shape[0]
     if condition == "isotropic":
         return IsotropicNoise(1.0, n_units=d, **kw)
@@ -387,7 +387,7 @@ def _variability(model: nn.Module, st: _Structure, cfg: ExperimentConfig, layer:
 def _fine_tune(model: nn.Module, cfg: ExperimentConfig, epochs: int, seed: int,
                device: torch.device, progress: bool = False) -> float:
     hist = train(model, load_data(cfg), epochs=epochs, batch_size=cfg.training.batch_size,
-                 lr=cfg.training.finetune_lr, seed=seed, device=device, progress=progress)
+                 lr=cfg.training.finetune_lr, rng=seed, device=device, progress=progress)
     return float(hist.test_accuracy[-1])
 
 

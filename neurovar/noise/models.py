@@ -3,8 +3,13 @@
 Every model maps a layer output ``x`` of shape ``(B, ...)`` to ``x + s * eps`` with
 ``eps`` drawn independently for each batch element from a zero-mean distribution with a given
 covariance, and ``s`` the module's ``scale``. Randomness comes only from a
-:class:`torch.Generator` (given, or created lazily per device from ``seed``); the global
-torch RNG is never touched.
+:class:`torch.Generator` (given as ``rng``, or created lazily per device from the seed ``rng``);
+the global torch RNG is never touched.
+
+Writing your own noise model: subclass :class:`NoiseModule`, implement ``_add_noise`` (the
+draw) and :meth:`NoiseModule.dense_covariance` (its covariance), and every control of
+:mod:`neurovar.noise.controls` works with it (:meth:`NoiseModule.diagonal` and the trace
+follow from the covariance unless you override them with something faster).
 
 How a covariance is laid over a layer's units is chosen with ``share``:
 
@@ -25,6 +30,7 @@ Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (structured noise f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +38,8 @@ import torch
 import xarray as xr
 from torch import nn
 
+from .._compat import renamed_parameters
+from .._torch import seed_from
 from ._utils import (
     as_numpy_matrix,
     check_int,
@@ -75,6 +83,25 @@ def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
     return torch.as_tensor(arr, dtype=torch.float32)
 
 
+def _seed_of(rng: Any, owner: str) -> int | None:
+    """The seed an ``rng`` argument (None, int >= 0 or numpy Generator) stands for."""
+    if isinstance(rng, np.random.Generator):
+        return seed_from(rng) >> 1  # 61 bits: a valid torch seed
+    if rng is None or (
+        isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_))
+    ):
+        if rng is not None and rng < 0:
+            raise ValueError(
+                f"The 'rng' parameter of {owner} must be a non-negative int seed, a numpy or "
+                f"torch Generator, or None. Got {rng} instead."
+            )
+        return None if rng is None else int(rng)
+    raise TypeError(
+        f"The 'rng' parameter of {owner} must be a non-negative int seed, a numpy or torch "
+        f"Generator, or None. Got {type(rng).__name__} instead."
+    )
+
+
 class NoiseModule(nn.Module):
     r"""Base class of the noise models: :math:`\tilde h = h + s\,\epsilon`, one draw per sample.
 
@@ -105,18 +132,26 @@ class NoiseModule(nn.Module):
     track_snr
         Track running estimates of activation and noise variance even when ``relative_scale``
         is None, to report :attr:`effective_snr`.
-    seed
-        Seed of the generators created lazily on each device (``None``: a fresh seed from OS
-        entropy, stored in :attr:`seed` so the run can be reproduced).
-    generator
-        A :class:`torch.Generator` to use instead of ``seed``. Draws are made on the generator's
-        device and moved to the activation's device when they differ.
+    rng
+        Source of the draws. An int seeds the generators created lazily on each device;
+        ``None`` takes a fresh seed from OS entropy; a :class:`numpy.random.Generator` gives
+        one seed (one draw from it). The seed is stored in :attr:`seed` so the run can be
+        reproduced. A :class:`torch.Generator` is used as it is (shared, not copied; :attr:`seed`
+        is then None): draws are made on the generator's device and moved to the activation's
+        device when they differ.
 
     Notes
     -----
     Each batch element gets an independent draw, whatever the batch size, so a recorder can
     expand the batch (trials) before the noise is applied. :meth:`freeze` replays one draw
-    (for attacks and debugging). Running estimates are updated only when the module is in
+    (for attacks and debugging); :meth:`get_rng_state` / :meth:`set_rng_state` save and
+    restore the random streams.
+
+    Subclasses implement ``_add_noise(x3, draws, s)`` (``x3 + s * eps`` in the layout
+    ``(B, D, P)``) and :meth:`dense_covariance` (the ``D x D`` covariance of ``eps``), and may
+    override :meth:`diagonal` and ``_draw_shapes`` for speed or for several draws.
+
+    Running estimates are updated only when the module is in
     training mode; :func:`neurovar.noise.inject_noise` keeps that mode in sync with the hooked
     layer, so ``model.train()`` / ``model.eval()`` control it.
 
@@ -126,6 +161,9 @@ class NoiseModule(nn.Module):
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise relative to the layer).
     """
 
+    _neurovar_noise_module = True  # the marker neurovar._torch.is_noise_module looks for
+
+    @renamed_parameters({"seed": "rng", "generator": "rng"})
     def __init__(
         self,
         *,
@@ -134,8 +172,7 @@ class NoiseModule(nn.Module):
         relative_scale: float | None = None,
         momentum: float = 0.1,
         track_snr: bool = False,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
+        rng: int | np.random.Generator | torch.Generator | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -152,14 +189,8 @@ class NoiseModule(nn.Module):
                 f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
             )
         self.track_snr = bool(track_snr)
-        if generator is not None and seed is not None:
-            raise ValueError(f"{owner}: pass either 'seed' or 'generator', not both.")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
-        seed = check_seed(seed, owner=owner)
+        generator = rng if isinstance(rng, torch.Generator) else None
+        seed = None if generator is not None else _seed_of(rng, owner)
         self.seed: int | None = (
             None if generator is not None else (fresh_seed() if seed is None else seed)
         )
@@ -180,6 +211,53 @@ class NoiseModule(nn.Module):
         self._user_generator = None
         self._generators = {}
         self._frozen_draw = None
+        return self
+
+    def get_rng_state(self) -> dict[str, Any]:
+        """A snapshot of the module's random state, for :meth:`set_rng_state`.
+
+        It holds the seed, the generator given as ``rng`` (the object, with a copy of its
+        state), a copy of the state of every per-device generator, and the frozen draw.
+        ``set_rng_state(get_rng_state())`` around any forwards makes the module draw again
+        exactly what it drew after the snapshot.
+
+        Returns
+        -------
+        dict
+            Opaque; pass it to :meth:`set_rng_state`.
+        """
+        user = self._user_generator
+        return {
+            "seed": self.seed,
+            "generator": user,
+            "generator_state": None if user is None else user.get_state(),
+            "streams": {key: gen.get_state() for key, gen in self._generators.items()},
+            "frozen_draw": self._frozen_draw,
+        }
+
+    def set_rng_state(self, state: dict[str, Any]) -> NoiseModule:
+        """Restore a snapshot taken by :meth:`get_rng_state` (in place; returns ``self``).
+
+        A generator given as ``rng`` is set back to its saved state too (it may be shared with
+        other modules or with the caller, who then see it rewound as well).
+        """
+        keys = {"seed", "generator", "generator_state", "streams", "frozen_draw"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise TypeError(
+                f"The 'state' parameter of {type(self).__name__}.set_rng_state must be a dict "
+                f"returned by get_rng_state(). Got {type(state).__name__} instead."
+            )
+        self.seed = state["seed"]
+        self._user_generator = state["generator"]
+        if state["generator"] is not None:
+            state["generator"].set_state(state["generator_state"])
+        generators = {}
+        for key, stream in state["streams"].items():
+            gen = torch.Generator(device=key)
+            gen.set_state(stream)
+            generators[key] = gen
+        self._generators = generators
+        self._frozen_draw = state["frozen_draw"]
         return self
 
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -283,9 +361,55 @@ class NoiseModule(nn.Module):
         """``x3 + s * eps`` in layout ``(B, D, P)`` (fused ops: these tensors can be large)."""
         raise NotImplementedError
 
+    def dense_covariance(self) -> torch.Tensor:
+        r"""The ``D x D`` covariance :math:`\Sigma` of the draw :math:`\epsilon` (before ``scale``).
+
+        ``D`` is :attr:`n_units` (flattened units for ``share="flat"``, channels for
+        ``"channel"``); the noise added to the layer has covariance ``scale**2 * Sigma``
+        (:attr:`covariance` where a model defines it). Subclasses override this; the controls
+        of :mod:`neurovar.noise.controls` use it for any noise model.
+
+        Returns
+        -------
+        torch.Tensor
+            float64, on the CPU, detached.
+
+        Raises
+        ------
+        TypeError
+            The model has no fixed covariance (e.g. its variance follows the input).
+        ValueError
+            The model does not know its number of units.
+        """
+        raise TypeError(
+            f"{type(self).__name__} does not define its covariance; implement "
+            "dense_covariance() (and optionally diagonal()) to use it with the controls."
+        )
+
+    def diagonal(self) -> torch.Tensor:
+        r"""Per-unit variances :math:`\Sigma_{ii}` of the draw :math:`\epsilon` (before ``scale``).
+
+        Shape ``(D,)``, float64 on the CPU. The default takes the diagonal of
+        :meth:`dense_covariance`; the models override it without forming the ``D x D`` matrix
+        (which for a flat conv layer would need tens of GiB).
+        """
+        return torch.diagonal(self.dense_covariance()).clone()
+
     def _trace(self) -> float:
         """Trace of the covariance at scale 1 (per position for ``"channel"``)."""
-        raise NotImplementedError
+        return float(self.diagonal().sum())
+
+    def _rotated_spectrum(
+        self, random_frame: Callable[[int, int], np.ndarray], kwargs: dict[str, Any]
+    ) -> NoiseModule | None:
+        """A cheaper module with the spectrum of this one and random eigenvectors, or None.
+
+        :func:`neurovar.noise.rotate_spectrum` calls it with ``random_frame(n, k)`` (a
+        Haar-random ``n x k`` orthonormal frame) and the keyword arguments of the new module;
+        None (the default) makes it rotate :meth:`dense_covariance` into a
+        :class:`CovarianceNoise`.
+        """
+        return None
 
     def _base_total_variance(self, x3: torch.Tensor) -> torch.Tensor:
         """Expected total noise variance per sample at scale 1, summed over all units."""
@@ -421,7 +545,7 @@ class NoiseModule(nn.Module):
         parts = [f"share={self.share!r}", f"scale={self.scale:g}"]
         if self.relative_scale is not None:
             parts.append(f"relative_scale={self.relative_scale:g}")
-        parts.append(f"seed={self.seed}")
+        parts.append(f"rng={self.seed}")
         return ", ".join(parts)
 
 
@@ -478,6 +602,12 @@ class IsotropicNoise(NoiseModule):
     def _trace_units(self) -> int:
         self._trace()
         return int(self._n_units)
+
+    def diagonal(self) -> torch.Tensor:
+        return torch.full((self._trace_units(),), self.std**2, dtype=torch.float64)
+
+    def dense_covariance(self) -> torch.Tensor:
+        return self.std**2 * torch.eye(self._trace_units(), dtype=torch.float64)
 
     def _extra_config(self):
         return {"std": self.std}
@@ -537,6 +667,13 @@ class DiagonalNoise(NoiseModule):
         """The diagonal covariance matrix at the current scale."""
         self._trace()
         return self.scale**2 * torch.diag(self.variance)
+
+    def diagonal(self) -> torch.Tensor:
+        self._trace()
+        return self.variance.detach().to("cpu", torch.float64).clone()
+
+    def dense_covariance(self) -> torch.Tensor:
+        return torch.diag(self.diagonal())
 
 
 class CovarianceNoise(NoiseModule):
@@ -600,6 +737,13 @@ class CovarianceNoise(NoiseModule):
         """The covariance ``scale**2 * L L^T``."""
         return self.scale**2 * (self.factor @ self.factor.T)
 
+    def diagonal(self) -> torch.Tensor:
+        return self.factor.detach().to("cpu", torch.float64).pow(2).sum(1)
+
+    def dense_covariance(self) -> torch.Tensor:
+        factor = self.factor.detach().to("cpu", torch.float64)
+        return factor @ factor.T
+
 
 class LowRankNoise(NoiseModule):
     r"""Low-rank plus diagonal Gaussian noise, :math:`\Sigma = F F^T + \mathrm{diag}(d)`.
@@ -614,7 +758,9 @@ class LowRankNoise(NoiseModule):
         ``(D, r)`` matrix :math:`F`.
     diagonal
         Non-negative per-unit variances :math:`d`, shape ``(D,)``, or a scalar (isotropic
-        residual); 0 gives a purely low-rank covariance.
+        residual); 0 gives a purely low-rank covariance. Stored as the buffer
+        :attr:`residual_variance` (:meth:`diagonal` is the whole diagonal of
+        :math:`\Sigma`, :math:`\mathrm{diag}(FF^T) + d`).
     **kwargs
         See :class:`NoiseModule`.
 
@@ -647,7 +793,7 @@ class LowRankNoise(NoiseModule):
                 f"per row of 'factors') or be a scalar. Got {d.numel()} instead."
             )
         self.register_buffer("factors", torch.as_tensor(f, dtype=torch.float32))
-        self.register_buffer("diagonal", d)
+        self.register_buffer("residual_variance", d)
 
     @classmethod
     def from_covariance(
@@ -714,7 +860,7 @@ class LowRankNoise(NoiseModule):
 
     def _add_noise(self, x3, draws, s):
         f = self.factors.to(x3.dtype)
-        sd = self.diagonal.to(x3.dtype).sqrt()[None, :, None]
+        sd = self.residual_variance.to(x3.dtype).sqrt()[None, :, None]
         z1, z2 = draws
         out = torch.addcmul(x3, sd, z2, value=s)
         if z1.shape[2] == 1:  # flat: x + s (d^1/2 * z2) + s z1 F^T, O(B D r)
@@ -722,12 +868,41 @@ class LowRankNoise(NoiseModule):
         return out.add_(torch.matmul(f, z1), alpha=s)
 
     def _trace(self) -> float:
-        return float(self.factors.double().pow(2).sum() + self.diagonal.double().sum())
+        return float(self.factors.double().pow(2).sum() + self.residual_variance.double().sum())
 
     @property
     def covariance(self) -> torch.Tensor:
         """The dense covariance ``scale**2 (F F^T + diag(d))``."""
-        return self.scale**2 * (self.factors @ self.factors.T + torch.diag(self.diagonal))
+        return self.scale**2 * (self.factors @ self.factors.T + torch.diag(self.residual_variance))
+
+    def diagonal(self) -> torch.Tensor:
+        f = self.factors.detach().to("cpu", torch.float64)
+        return f.pow(2).sum(1) + self.residual_variance.detach().to("cpu", torch.float64)
+
+    def _rotated_spectrum(self, random_frame, kwargs):
+        # Q (F F^T + d I) Q^T = (Q F)(Q F)^T + d I: only a random D x r frame is needed
+        diag = self.residual_variance.double()
+        if not torch.allclose(diag, diag[0].expand_as(diag), rtol=1e-6, atol=0.0):
+            raise ValueError(
+                "rotate_spectrum: a LowRankNoise with a non-constant diagonal does not stay "
+                "low-rank under rotation; rotate its dense covariance instead: "
+                "rotate_spectrum(noise.dense_covariance())."
+            )
+        f = self.factors.double().numpy()
+        _, s, _ = np.linalg.svd(f, full_matrices=False)
+        frame = random_frame(f.shape[0], f.shape[1])
+        return LowRankNoise(frame * s[None, :], self.residual_variance.clone(), **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of neurovar 0.1 stored the residual variance under the key "diagonal"
+        old = prefix + "diagonal"
+        if old in state_dict and prefix + "residual_variance" not in state_dict:
+            state_dict[prefix + "residual_variance"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def dense_covariance(self) -> torch.Tensor:
+        f = self.factors.detach().to("cpu", torch.float64)
+        return f @ f.T + torch.diag(self.residual_variance.detach().to("cpu", torch.float64))
 
     def _extra_config(self):
         return {"rank": self.rank}
@@ -783,6 +958,14 @@ class PoissonLikeNoise(NoiseModule):
             "PoissonLikeNoise has no fixed covariance: its variance follows the input. "
             "Use expected_total_variance(x) or neurovar.noise.scale_to_activation_variance."
         )
+
+    def dense_covariance(self) -> torch.Tensor:
+        self._trace()  # raises: no fixed covariance
+        raise AssertionError  # pragma: no cover
+
+    def diagonal(self) -> torch.Tensor:
+        self._trace()  # raises: no fixed covariance
+        raise AssertionError  # pragma: no cover
 
     def _base_total_variance(self, x3):
         return self._variance(x3.to(torch.float64)).sum(dim=(1, 2)).mean()

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurovar._rng import noise_modules, reseeded_noise, seed_from, seeded_torch
+from neurovar._torch import model_device, noise_modules, reseeded_noise, seed_from, seeded_torch
 
-__all__ = ["noise_modules", "reseeded_noise", "seed_from"]  # re-exported for the attack modules
+# re-exported for the attack modules; the device rule and noise discovery live in neurovar._torch
+__all__ = ["model_device", "noise_modules", "reseeded_noise", "seed_from"]
 
 RNGLike = None | int | np.random.Generator
 
@@ -75,15 +76,6 @@ def check_images_labels(images: Any, labels: Any, owner: str) -> tuple[torch.Ten
     if labels.is_floating_point():
         raise param_error(owner, "labels", "an integer tensor", labels.dtype)
     return images, labels.long()
-
-
-def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
-    """The device to run on: ``device`` if given, else the model's parameters' device."""
-    if device is not None:
-        return torch.device(device)
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

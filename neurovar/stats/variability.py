@@ -11,6 +11,7 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._compat import renamed_parameters
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
@@ -169,13 +170,14 @@ def _groups(
     )
 
 
+@renamed_parameters({"confidence": "confidence_level"})
 def mean_matched_fano_factor(
     responses: xr.DataArray,
     *,
     condition: Hashable | None = None,
     n_bins: int = 10,
     n_resamples: int = 50,
-    confidence: float = 0.95,
+    confidence_level: float = 0.95,
     ddof: int = 1,
     rng: None | int | np.random.Generator = None,
     trial_dim: str = TRIAL,
@@ -217,8 +219,8 @@ def mean_matched_fano_factor(
         Number of common bins of the mean.
     n_resamples
         Number of random mean-matched subsamplings.
-    confidence
-        Level of the confidence interval, in (0, 1).
+    confidence_level
+        Two-sided confidence level of the interval, in (0, 1).
     ddof
         Delta degrees of freedom of the per-point variance.
     rng
@@ -245,8 +247,8 @@ def mean_matched_fano_factor(
     n_bins = check_int(n_bins, "n_bins", func, low=1)
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
-    confidence = check_real(
-        confidence, "confidence", func, low=0, high=1, low_open=True, high_open=True
+    confidence_level = check_real(
+        confidence_level, "confidence_level", func, low=0, high=1, low_open=True, high_open=True
     )
     gen = resolve_rng(rng, func)
     if condition is not None and condition == trial_dim:
@@ -309,9 +311,9 @@ def mean_matched_fano_factor(
             )
             mk, vk, nk = m[keep], v[keep], n[keep]
             slopes[r, c], lows[r, c], highs[r, c] = _wls_origin(
-                mk, vk, _weights(mk, nk), confidence
+                mk, vk, _weights(mk, nk), confidence_level
             )
-    raw = np.array([_wls_origin(m, v, _weights(m, n), confidence)[0] for m, v, n in points])
+    raw = np.array([_wls_origin(m, v, _weights(m, n), confidence_level)[0] for m, v, n in points])
     data_vars = {
         "fano_factor": (cond_name, slopes.mean(axis=0)),
         "ci_low": (cond_name, lows.mean(axis=0)),
@@ -330,7 +332,7 @@ def mean_matched_fano_factor(
             "method": "mean-matched Fano factor (Churchland et al. 2010)",
             "n_bins": n_bins,
             "n_resamples": n_resamples,
-            "confidence": confidence,
+            "confidence_level": confidence_level,
             "ddof": ddof,
             "bin_edges": edges,
         },
