@@ -10,7 +10,13 @@
   :func:`plot_comparison` draws them side by side.
 """
 
-from neurovar.cortex.cache import REGISTRY, data_home_path, fetch
+from neurovar.cortex.cache import (
+    REGISTRY,
+    data_home_candidates,
+    data_home_path,
+    fetch,
+    find_data_home,
+)
 from neurovar.cortex.compare import compare, plot_comparison
 from neurovar.cortex.loaders import (
     from_array,
@@ -26,8 +32,10 @@ __all__ = [
     "REGISTRY",
     "compare",
     "counts_from_nwbfile",
+    "data_home_candidates",
     "data_home_path",
     "fetch",
+    "find_data_home",
     "from_array",
     "load_cowley_v4",
     "load_cowley_v4_images",
