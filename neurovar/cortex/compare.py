@@ -540,12 +540,16 @@ def _analyse(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     check_responses(da, name=label, min_trials=2)
     da = da.transpose(TRIAL, STIMULUS, UNIT)
+    # separate streams (unit draw, factor analysis, figures' subsample, one per statistic), so
+    # a statistic's interval does not depend on which other statistics were asked for
+    unit_gen, fa_gen, detail_gen, *stat_gens = gen.spawn(3 + len(_REGISTRY))
+    stat_gen = dict(zip(_REGISTRY, stat_gens))
     n_units_total = da.sizes[UNIT]
     if max_units is not None and n_units_total > max_units:
-        keep = np.sort(gen.choice(n_units_total, size=max_units, replace=False))
+        keep = np.sort(unit_gen.choice(n_units_total, size=max_units, replace=False))
         da = da.isel({UNIT: keep})
     da = da.copy(data=np.asarray(da.values, dtype=np.float64))
-    data = _Data(da, n_factors=n_factors, max_factors=max_factors, gen=gen, label=label)
+    data = _Data(da, n_factors=n_factors, max_factors=max_factors, gen=fa_gen, label=label)
     residual_only = bool(int(da.attrs.get("mean_subtracted", 0)))
     wanted = []
     for name in statistics:
@@ -582,7 +586,11 @@ def _analyse(
         stat = _REGISTRY[name]
         v = stat.compute(data)
         ci = _interval(
-            v, method=ci_method, n_bootstrap=n_bootstrap, confidence_level=confidence_level, gen=gen
+            v,
+            method=ci_method,
+            n_bootstrap=n_bootstrap,
+            confidence_level=confidence_level,
+            gen=stat_gen[name],
         )
         how = (
             f"none ({v.over})"
@@ -631,7 +639,7 @@ def _analyse(
             group = "_cell_pick" if key in ("mean", "var") else "_pair_pick"
             if group not in details:
                 details[group] = np.sort(
-                    gen.choice(details[key].size, _MAX_DETAIL_POINTS, replace=False)
+                    detail_gen.choice(details[key].size, _MAX_DETAIL_POINTS, replace=False)
                 )
             details[key] = details[key][details[group]]
     details.pop("_cell_pick", None)
@@ -826,7 +834,11 @@ def compare(
         ]
     rows: list[dict[str, Any]] = []
     details: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for source, layer, condition, da in tqdm(jobs, disable=not progress, desc="compare"):
+    # one independent stream per array: its numbers do not depend on the other arrays
+    streams = gen.spawn(len(jobs))
+    for (source, layer, condition, da), stream in zip(
+        tqdm(jobs, disable=not progress, desc="compare"), streams
+    ):
         label = "ann_responses" if source == "ann" else "cortical_responses"
         r, d = _analyse(
             da,
@@ -838,7 +850,7 @@ def compare(
             max_units=max_units,
             n_factors=n_factors,
             max_factors=max_factors,
-            gen=gen,
+            gen=stream,
             label=label,
             source=source,
         )

@@ -369,3 +369,18 @@ def test_cortex_does_not_import_the_plot_module():
         "assert plot_comparison.__module__ == 'neurovar.plot'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_interval_does_not_depend_on_what_else_was_computed():
+    rng = np.random.default_rng(13)
+    arrays = {"a": _poisson(rng), "b": _poisson(rng)}
+    alone = compare(arrays, None, statistics=["noise_correlation"], n_bootstrap=50, rng=4)
+    more = compare(arrays, None, n_bootstrap=50, rng=4, max_units=10,
+                   statistics=["fano_factor", "noise_correlation", "participation_ratio"])
+    fewer = compare(arrays, None, n_bootstrap=50, rng=4, max_units=10,
+                    statistics=["noise_correlation"])  # fmt: skip
+    for layer in ("a", "b"):
+        # one random stream per array and per statistic (and one for the unit draw)
+        r1, r2 = _row(more, "noise_correlation", layer), _row(fewer, "noise_correlation", layer)
+        assert (r1.value, r1.ci_low, r1.ci_high) == (r2.value, r2.ci_low, r2.ci_high)
+    assert _row(alone, "noise_correlation", "b").n_units == 12
