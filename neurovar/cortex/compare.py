@@ -34,6 +34,7 @@ from neurovar.stats import (
     signal_correlation,
 )
 from neurovar.stats._residuals import pooled_residuals, stimulus_major
+from neurovar.stats.variability import _moments
 
 __all__ = ["CI_METHODS", "STATISTICS", "compare", "plot_comparison"]
 
@@ -264,12 +265,14 @@ class _Data:
             self._cache[key] = fn()
         return self._cache[key]
 
-    # cell moments (stimulus, unit): xarray reductions, NaN trials skipped
+    # cell moments (stimulus, unit) as fano_factor computes them, NaN trials skipped
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         def fn():
-            mean = np.asarray(self.da.mean(dim=TRIAL).values, dtype=float)
-            var = np.asarray(self.da.var(dim=TRIAL, ddof=1).values, dtype=float)
-            return mean, var
+            _, mean, var = _moments(
+                self.da, trial_dim=TRIAL, stimulus_dim=STIMULUS, unit_dim=UNIT, ddof=1,
+                func="compare",
+            )  # fmt: skip
+            return np.asarray(mean.values, dtype=float), np.asarray(var.values, dtype=float)
 
         return self.cached("moments", fn)
 
