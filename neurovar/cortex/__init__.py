@@ -13,7 +13,6 @@
 
 from typing import Any
 
-
 from neurovar.cortex.cache import (
     REGISTRY,
     data_home_candidates,

@@ -36,7 +36,7 @@ from neurovar.stats import (
 from neurovar.stats._residuals import pooled_residuals, stimulus_major
 from neurovar.stats.variability import _moments
 
-__all__ = ["CI_METHODS", "STATISTICS", "compare", "plot_comparison"]
+__all__ = ["CI_METHODS", "STATISTICS", "compare"]
 
 #: Interval methods of :func:`compare` (all through :func:`neurovar.inference.bootstrap_ci`).
 CI_METHODS: tuple[str, ...] = ("percentile", "BCa", "basic")
@@ -565,8 +565,7 @@ def _analyse(
             if auto:
                 continue
             raise ValueError(
-                f"The statistic {name!r} needs at least 2 stimuli; '{label}' has "
-                f"{data.n_stimuli}."
+                f"The statistic {name!r} needs at least 2 stimuli; '{label}' has {data.n_stimuli}."
             )
         if name == "shared_dimensionality" and n_factors is not None:
             if auto:

@@ -173,9 +173,7 @@ def _value_column(df: pd.DataFrame, value: str | None, used) -> str:
             raise StatsInputError(
                 f"--value {value!r} is not a column; columns are {list(df.columns)!r}."
             )
-        if not (
-            pd.api.types.is_numeric_dtype(df[value]) or pd.api.types.is_bool_dtype(df[value])
-        ):
+        if not (pd.api.types.is_numeric_dtype(df[value]) or pd.api.types.is_bool_dtype(df[value])):
             raise StatsInputError(
                 f"--value {value!r} is not numeric or boolean (dtype {df[value].dtype})."
             )

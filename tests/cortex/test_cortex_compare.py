@@ -375,8 +375,14 @@ def test_an_interval_does_not_depend_on_what_else_was_computed():
     rng = np.random.default_rng(13)
     arrays = {"a": _poisson(rng), "b": _poisson(rng)}
     alone = compare(arrays, None, statistics=["noise_correlation"], n_bootstrap=50, rng=4)
-    more = compare(arrays, None, n_bootstrap=50, rng=4, max_units=10,
-                   statistics=["fano_factor", "noise_correlation", "participation_ratio"])
+    more = compare(
+        arrays,
+        None,
+        n_bootstrap=50,
+        rng=4,
+        max_units=10,
+        statistics=["fano_factor", "noise_correlation", "participation_ratio"],
+    )
     fewer = compare(arrays, None, n_bootstrap=50, rng=4, max_units=10,
                     statistics=["noise_correlation"])  # fmt: skip
     for layer in ("a", "b"):

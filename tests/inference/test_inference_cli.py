@@ -293,10 +293,24 @@ def _robustness_table(tmp_path, n_seeds=5):
             ("worst_case", "ensemble", 0.25),
         ]:
             level = base + rng.normal(0, 0.02)
-            rows.append({"seed": seed, "metric": metric, "attack": attack,
-                         "noise": "structured", "value": level + 0.05})
-            rows.append({"seed": seed, "metric": metric, "attack": attack,
-                         "noise": "isotropic", "value": level})
+            rows.append(
+                {
+                    "seed": seed,
+                    "metric": metric,
+                    "attack": attack,
+                    "noise": "structured",
+                    "value": level + 0.05,
+                }
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "metric": metric,
+                    "attack": attack,
+                    "noise": "isotropic",
+                    "value": level,
+                }
+            )
     df = pd.DataFrame(rows)
     path = tmp_path / "robustness.csv"
     df.to_csv(path, index=False)
@@ -325,8 +339,20 @@ def test_consistent_effect_gets_exact_p_statistic_and_effect_size(tmp_path):
 
     _, path = _robustness_table(tmp_path)
     out = tmp_path / "o.csv"
-    argv = ["stats", str(path), "--compare", "structured", "isotropic", "--by", "metric",
-            "attack", "--pair-on", "seed", "--out", str(out)]
+    argv = [
+        "stats",
+        str(path),
+        "--compare",
+        "structured",
+        "isotropic",
+        "--by",
+        "metric",
+        "attack",
+        "--pair-on",
+        "seed",
+        "--out",
+        str(out),
+    ]
     with pytest.warns(RuntimeWarning, match="zero variance of the paired differences"):
         assert main(argv) == 0
     res = pd.read_csv(out)
@@ -361,8 +387,14 @@ def test_pair_on_several_columns(tmp_path):
     for seed in range(3):
         for example in range(6):
             base = rng.normal()
-            rows.append({"seed": seed, "example": example, "noise": "structured",
-                         "value": base + 0.5 + rng.normal(0, 0.1)})
+            rows.append(
+                {
+                    "seed": seed,
+                    "example": example,
+                    "noise": "structured",
+                    "value": base + 0.5 + rng.normal(0, 0.1),
+                }
+            )
             rows.append({"seed": seed, "example": example, "noise": "isotropic", "value": base})
     df = pd.DataFrame(rows)
     path, out = tmp_path / "p.csv", tmp_path / "o.csv"
@@ -394,8 +426,19 @@ def test_requested_boolean_variable_is_the_one_tested(tmp_path):
     )
     path, out = tmp_path / "rob.nc", tmp_path / "o.csv"
     ds.to_netcdf(path)
-    argv = ["stats", str(path), "--variable", "worst_case_correct", "--compare", "structured",
-            "isotropic", "--n-permutations", "999", "--out", str(out)]
+    argv = [
+        "stats",
+        str(path),
+        "--variable",
+        "worst_case_correct",
+        "--compare",
+        "structured",
+        "isotropic",
+        "--n-permutations",
+        "999",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     res = pd.read_csv(out)
     assert res.value.item() == "worst_case_correct"
