@@ -359,7 +359,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     path = Path(args.results)
     df = _load(path, args.variable)
-    pair_on = list(args.pair_on or [])
+    # one column or several (a Namespace built by hand may hold a plain string)
+    pair_on = [args.pair_on] if isinstance(args.pair_on, str) else list(args.pair_on or [])
+    args.pair_on = pair_on or None
     for c in [*args.by, *pair_on]:
         if c not in df.columns:
             raise StatsInputError(f"column {c!r} not found; columns are {list(df.columns)!r}.")
