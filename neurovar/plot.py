@@ -10,7 +10,9 @@ axes (e.g. one panel of ``plt.subplots``) and returns its figure.
 
 Artists that tests and users may want to find again carry a ``gid``
 (``artist.get_gid()``): ``"attack:<name>"``, ``"worst_case"``, ``"worst_case_ci"``,
-``"clean"``, ``"chance"``, ``"poisson"``, ``"mean"``, ``"spectrum"``, ``"panel:<name>:<severity>"``.
+``"clean"``, ``"chance"``, ``"poisson"``, ``"mean"``, ``"spectrum"``, ``"panel:<name>:<severity>"``;
+in :func:`plot_comparison` ``"reference:<area>"`` (published band of that area) and
+``"reference_note"`` (which study each band comes from).
 """
 
 from __future__ import annotations
