@@ -270,9 +270,16 @@ def _compare_group(sub, args, column, value):
             kind = f"{n_a} pairs" if paired else f"{n_a} + {n_b} samples"
             notes.append(
                 f"this design cannot reach p <= {args.alpha:g}: with {kind} there are "
-                f"{n_distinct} distinct rearrangements, so the smallest attainable "
-                f"{args.alternative} p-value is {smallest:.4g}; the p-value shown is the exact "
-                "one, with the statistic and effect size, so that a consistent effect stays "
+                f"{n_distinct} distinct rearrangements"
+                + (
+                    ""
+                    if n_distinct <= args.n_permutations
+                    else f" and --n-permutations {args.n_permutations}"
+                )
+                + f", so the smallest attainable {args.alternative} p-value is "
+                f"{smallest:.4g}; the p-value shown is "
+                + ("the exact one" if n_distinct <= args.n_permutations else "the Monte Carlo one")
+                + ", with the statistic and effect size, so that a consistent effect stays "
                 "visible. Collect more seeds or samples to test it."
             )
             # permutation_test refuses such designs; here the p-value is wanted anyway
