@@ -718,11 +718,12 @@ def compare(
     more, so with many units and few trials a percentile interval sits below the estimate and
     undercovers; ``"basic"`` (:math:`[2\hat\theta - q_{hi}, 2\hat\theta - q_{lo}]`) and
     ``"BCa"`` correct that first-order bias and may then lie above the estimate. In our
-    simulation (30 units, power-law spectrum, 40 stimuli x 8 trials, 200 data sets) nominal
-    95% intervals of the participation ratio covered 73% (percentile), 84% (basic) and 85%
-    (bias-corrected): report spectrum intervals with that caveat. Unit averages (Fano factor,
-    r_sc, shared variance) are unbiased and their percentile intervals cover as stated (see
-    the coverage test in ``tests/cortex/test_cortex_compare.py``).
+    simulation (``benchmarks/coverage_compare_intervals.py``: 30 units, eigenvalues 1/k, 40
+    stimuli x 8 trials, 100 data sets) nominal 95% intervals of the participation ratio
+    covered 79% (percentile; 21% lay entirely below the truth), 81% (basic) and 81% (BCa):
+    report spectrum intervals with that caveat. Unit averages are unbiased and cover about as
+    stated (mean Fano factor of 15 units: 93% percentile, 89% basic, 97% BCa; see also the
+    coverage test in ``tests/cortex/test_cortex_compare.py``).
 
     Table column ``scale_dependent`` is True for ANN rows of statistics whose value changes
     when a layer's activations are multiplied by a constant (``fano_factor``,
