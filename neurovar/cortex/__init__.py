@@ -7,11 +7,20 @@
 - :func:`fetch` downloads public files once into a checksum-verified cache.
 - :func:`load_reference_values` returns published Fano factors and noise correlations.
 - :func:`compare` runs the same statistics on ANN layers and cortical areas;
-  :func:`plot_comparison` draws them side by side.
+  :func:`neurovar.plot.plot_comparison` draws them side by side (also importable from here,
+  loaded on first use so that this package never imports the plotting module).
 """
 
-from neurovar.cortex.cache import REGISTRY, data_home_path, fetch
-from neurovar.cortex.compare import compare, plot_comparison
+from typing import Any
+
+from neurovar.cortex.cache import (
+    REGISTRY,
+    data_home_candidates,
+    data_home_path,
+    fetch,
+    find_data_home,
+)
+from neurovar.cortex.compare import CI_METHODS, compare
 from neurovar.cortex.loaders import (
     from_array,
     load_cowley_v4,
@@ -20,20 +29,34 @@ from neurovar.cortex.loaders import (
     require_counts,
 )
 from neurovar.cortex.nwb import counts_from_nwbfile, load_nwb
-from neurovar.cortex.reference import load_reference_values
+from neurovar.cortex.reference import count_window_ms, load_reference_values, match_reference
 
 __all__ = [
+    "CI_METHODS",
     "REGISTRY",
     "compare",
+    "count_window_ms",
     "counts_from_nwbfile",
+    "data_home_candidates",
     "data_home_path",
     "fetch",
+    "find_data_home",
     "from_array",
     "load_cowley_v4",
     "load_cowley_v4_images",
     "load_nwb",
     "load_reference_values",
     "load_semedo_v1v2",
+    "match_reference",
     "plot_comparison",
     "require_counts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # plot sits at the roof of the package: re-exported lazily, never imported at import time
+    if name == "plot_comparison":
+        from neurovar.plot import plot_comparison
+
+        return plot_comparison
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ from ._validation import (
 __all__ = ["bootstrap_ci", "BOOTSTRAP_STATISTICS"]
 
 RESAMPLE_DIM = "resample"
-METHODS = ("BCa", "percentile")
+METHODS = ("BCa", "percentile", "basic")
 
 #: Named statistics (NaN-aware so ragged hierarchical designs work): name -> f(x, axis).
 BOOTSTRAP_STATISTICS: dict[str, Callable] = {
@@ -70,6 +70,11 @@ def _interval(theta_hat, theta_b, jack, method, confidence_level):
     """
     alpha = (1.0 - confidence_level) / 2.0
     q = np.array([alpha, 1.0 - alpha])
+    if method == "basic":  # reverse percentile: 2 theta_hat - G^-1(1 - a/2), ...
+        q_lo = np.full(theta_b.shape[0], q[0])
+        q_hi = np.full(theta_b.shape[0], q[1])
+        lo, hi = _quantile_rows(theta_b, q_lo), _quantile_rows(theta_b, q_hi)
+        return 2 * theta_hat - hi, 2 * theta_hat - lo
     if method == "percentile":
         q_lo = np.full(theta_b.shape[0], q[0])
         q_hi = np.full(theta_b.shape[0], q[1])
@@ -165,8 +170,11 @@ def bootstrap_ci(
     With :math:`\hat\theta` the statistic of the data, :math:`\theta^*_1, \dots, \theta^*_B`
     its values on the resamples, :math:`\hat G` their empirical CDF and
     :math:`\alpha = 1 - \text{confidence\_level}`, the **percentile** interval is
-    :math:`[\hat G^{-1}(\alpha/2), \hat G^{-1}(1-\alpha/2)]`. **BCa** replaces the two
-    levels by
+    :math:`[\hat G^{-1}(\alpha/2), \hat G^{-1}(1-\alpha/2)]`; the **basic** (reverse
+    percentile) interval is :math:`[2\hat\theta - \hat G^{-1}(1-\alpha/2), 2\hat\theta -
+    \hat G^{-1}(\alpha/2)]` (Davison & Hinkley 1997, eq. 5.6), which corrects a first-order
+    bias of the estimator and may therefore exclude :math:`\hat\theta`. **BCa** replaces the
+    two levels by
 
     .. math::
 
@@ -215,7 +223,7 @@ def bootstrap_ci(
     confidence_level
         Two-sided confidence level in (0, 1).
     method
-        ``"BCa"`` (bias-corrected and accelerated, default) or ``"percentile"``.
+        ``"BCa"`` (bias-corrected and accelerated, default), ``"percentile"`` or ``"basic"``.
     resample_within
         Hierarchical only: also resample units within each drawn group (default True).
     nan_policy

@@ -156,6 +156,11 @@ def fit_mixed_model(
     ``vc_formula``. Typical use: ``"fano ~ noise * layer"`` with ``groups="seed"`` so that units
     of one network seed are not treated as independent.
 
+    For a binary outcome (correct / not correct per example) use
+    :func:`neurovar.inference.fit_binomial_model` instead: a linear model of 0/1 data predicts
+    outside [0, 1], its residual variance depends on the mean, and it typically gives
+    convergence and boundary warnings.
+
     Parameters
     ----------
     df
