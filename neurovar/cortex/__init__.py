@@ -7,11 +7,9 @@
 - :func:`fetch` downloads public files once into a checksum-verified cache.
 - :func:`load_reference_values` returns published Fano factors and noise correlations.
 - :func:`compare` runs the same statistics on ANN layers and cortical areas;
-  :func:`neurovar.plot.plot_comparison` draws them side by side (also importable from here,
-  loaded on first use so that this package never imports the plotting module).
+  :func:`neurovar.plot.plot_comparison` draws them side by side (the figure lives in the
+  plot module at the roof; this package never imports it).
 """
-
-from typing import Any
 
 from neurovar.cortex.cache import (
     REGISTRY,
@@ -48,15 +46,5 @@ __all__ = [
     "load_reference_values",
     "load_semedo_v1v2",
     "match_reference",
-    "plot_comparison",
     "require_counts",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # plot sits at the roof of the package: re-exported lazily, never imported at import time
-    if name == "plot_comparison":
-        from neurovar.plot import plot_comparison
-
-        return plot_comparison
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

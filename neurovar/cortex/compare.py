@@ -75,16 +75,6 @@ _MAX_DETAIL_POINTS = 20_000
 _MAX_SPECTRUM_BLOCKS = 400
 
 
-def __getattr__(name: str) -> Any:
-    # plot_comparison lives in neurovar.plot (at the roof); re-exported lazily so that
-    # importing neurovar.cortex never imports matplotlib or the plot module
-    if name == "plot_comparison":
-        from neurovar.plot import plot_comparison
-
-        return plot_comparison
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # --------------------------------------------------------------------------- inputs
 def _layer_name(da: xr.DataArray, default: str) -> str:
     for key in ("layer", "area"):
