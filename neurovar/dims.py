@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import xarray as xr
 
+from ._validation import InvalidParameterError, check_dim_names
+
 TRIAL = "trial"
 STIMULUS = "stimulus"
 UNIT = "unit"
@@ -42,6 +44,7 @@ def check_dims(
     name: str = "responses",
     allow_extra: bool = True,
     min_sizes: dict[str, int] | None = None,
+    owner: str | None = None,
 ) -> None:
     """Raise a clear error unless ``obj`` has the ``required`` dims.
 
@@ -57,27 +60,39 @@ def check_dims(
         If False, dims other than ``required`` are an error too.
     min_sizes
         Minimum length per dim, e.g. ``{"trial": 2}`` for a variance.
+    owner
+        The public function checking, named in the message.
 
     Raises
     ------
-    TypeError
-        If ``obj`` is not an xarray DataArray or Dataset.
-    ValueError
-        Naming the missing (or extra) dims, the dims that exist, and how to rename.
+    neurovar._validation.InvalidParameterError
+        (a TypeError and a ValueError) If ``obj`` is not an xarray DataArray or Dataset, or
+        naming the missing (or extra, or repeated) dims, the dims that exist, and how to rename.
     """
+    of = f"The '{name}' parameter" + (f" of {owner}" if owner else "")
+
+    def fail(message: str) -> InvalidParameterError:
+        return InvalidParameterError(message, name=name, owner=owner)
+
     if isinstance(obj, xr.DataTree):
         layers = list(obj.children)
-        raise TypeError(
-            f"The '{name}' parameter must be an xarray.DataArray, got a DataTree (a recording of "
+        raise fail(
+            f"{of} must be an xarray.DataArray, got a DataTree (a recording of "
             f"layers {layers!r}); select one layer, e.g. tree[{(layers or ['layer'])[0]!r}]['activation']."
         )
     if not isinstance(obj, (xr.DataArray, xr.Dataset)):
-        raise TypeError(
-            f"The '{name}' parameter must be an xarray.DataArray with named dims. "
+        raise fail(
+            f"{of} must be an xarray.DataArray with named dims. "
             f"Got {type(obj).__name__} instead; wrap arrays with "
             f"xr.DataArray(values, dims={RESPONSE_DIMS!r})."
         )
     required = list(required)
+    repeated = sorted({str(d) for d in required if required.count(d) > 1})
+    if repeated:
+        raise fail(
+            f"{of} is checked for the dims {tuple(required)!r}, which name {repeated!r} twice; "
+            "each dim parameter (trial_dim, stimulus_dim, unit_dim, ...) must name a different dim."
+        )
     have = list(obj.dims)
     missing = [d for d in required if d not in have]
     if missing:
@@ -87,22 +102,22 @@ def check_dims(
             mapping = dict(zip(spare, missing))
             hint = f" If they are named differently, rename them, e.g. {name}.rename({mapping!r}),"
             hint += " or pass the dim names as keyword arguments."
-        raise ValueError(
-            f"The '{name}' parameter must have dims {tuple(required)!r}; "
+        raise fail(
+            f"{of} must have dims {tuple(required)!r}; "
             f"missing {tuple(missing)!r}, found {tuple(have)!r}.{hint}"
         )
     if not allow_extra:
         extra = [d for d in have if d not in required]
         if extra:
-            raise ValueError(
-                f"The '{name}' parameter must have exactly the dims {tuple(required)!r}; "
+            raise fail(
+                f"{of} must have exactly the dims {tuple(required)!r}; "
                 f"found extra dims {tuple(extra)!r}. Select or reduce them first, "
                 f"e.g. {name}.isel({extra[0]}=0)."
             )
     for dim, size in (min_sizes or {}).items():
         if obj.sizes[dim] < size:
-            raise ValueError(
-                f"The '{name}' parameter needs at least {size} entries along '{dim}'; "
+            raise fail(
+                f"{of} needs at least {size} entries along '{dim}'; "
                 f"got {obj.sizes[dim]}."
             )
 
@@ -115,15 +130,23 @@ def check_responses(
     unit_dim: str = UNIT,
     name: str = "responses",
     min_trials: int = 1,
+    owner: str | None = None,
 ) -> None:
     """Check a ``(trial, stimulus, unit)`` response array (dims may be renamed by keyword).
 
-    ``stimulus_dim=None`` checks a single-condition array with dims ``(trial, unit)``.
+    ``stimulus_dim=None`` checks a single-condition array with dims ``(trial, unit)``. The dim
+    names must be distinct strs (``trial_dim="unit"`` would silently reduce over units).
     """
+    check_dim_names(
+        {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim},
+        owner=owner or "check_responses",
+    )
     if isinstance(responses, xr.Dataset):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter must be a DataArray, got a Dataset with variables "
-            f"{list(responses.data_vars)!r}; select one, e.g. ds['activation']."
+            f"{list(responses.data_vars)!r}; select one, e.g. ds['activation'].",
+            name=name,
+            owner=owner,
         )
     dims: Sequence[str] = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
-    check_dims(responses, dims, name=name, min_sizes={trial_dim: min_trials})
+    check_dims(responses, dims, name=name, min_sizes={trial_dim: min_trials}, owner=owner)

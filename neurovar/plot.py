@@ -45,8 +45,10 @@ _ROBUSTNESS_VARS = {
 
 # ---------------------------------------------------------------------------- helpers
 def _error(owner: str, name: str, expected: str, got: Any) -> ValueError:
-    """The package's uniform error message (sklearn style)."""
-    return ValueError(f"The '{name}' parameter of {owner} must be {expected}. Got {got!r} instead.")
+    """The package's uniform error (:class:`neurovar._validation.InvalidParameterError`)."""
+    from neurovar._validation import param_error
+
+    return param_error(name, owner, expected, got)
 
 
 def _figure_and_axes(ax: Axes | None, owner: str, figsize: tuple[float, float]) -> tuple[Any, Axes]:

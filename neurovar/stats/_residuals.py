@@ -71,6 +71,7 @@ def stimulus_major(
         unit_dim=unit_dim,
         name=name,
         min_trials=min_trials,
+        owner=func,
     )
     wanted = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
     extra = [d for d in responses.dims if d not in wanted]

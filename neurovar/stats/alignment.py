@@ -10,13 +10,13 @@ from scipy.linalg import subspace_angles
 
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, drop_nan_units, warn_nan
+from ._util import check_int, check_square, check_symmetric_psd, drop_nan_units, warn_nan
 
 __all__ = ["variance_along", "alignment_index", "principal_angles"]
 
 
-def _matrix(cov: xr.DataArray, name: str, unit_dim: str) -> np.ndarray:
-    unit_j = check_square(cov, name, unit_dim)
+def _matrix(cov: xr.DataArray, name: str, unit_dim: str, func: str | None = None) -> np.ndarray:
+    unit_j = check_square(cov, name, unit_dim, func)
     extra = [d for d in cov.dims if d not in (unit_dim, unit_j)]
     if extra:
         raise ValueError(
@@ -25,6 +25,7 @@ def _matrix(cov: xr.DataArray, name: str, unit_dim: str) -> np.ndarray:
             f"e.g. {name}.isel({extra[0]}=0)."
         )
     c = np.asarray(cov.transpose(unit_dim, unit_j).values, dtype=np.float64)
+    check_symmetric_psd(c, name, func or "alignment")
     return (c + c.T) / 2
 
 
@@ -99,7 +100,7 @@ def variance_along(
     Moreno-Bote, R. et al. (2014). Information-limiting correlations. Nat. Neurosci. 17,
     1410-1417.
     """
-    c = _matrix(cov, "cov", unit_dim)
+    c = _matrix(cov, "cov", unit_dim, "variance_along")
     check_dims(directions, [unit_dim], name="directions")
     _same_units(cov, directions, ("cov", "directions"), unit_dim)
     other = [d for d in directions.dims if d != unit_dim]
@@ -195,8 +196,8 @@ def alignment_index(
     Nat. Commun. 7, 13239.
     """
     func = "alignment_index"
-    a = _matrix(cov_a, "cov_a", unit_dim)
-    b = _matrix(cov_b, "cov_b", unit_dim)
+    a = _matrix(cov_a, "cov_a", unit_dim, "alignment_index")
+    b = _matrix(cov_b, "cov_b", unit_dim, "alignment_index")
     _same_units(cov_a, cov_b, ("cov_a", "cov_b"), unit_dim)
     keep = np.isfinite(np.diag(a)) & np.isfinite(np.diag(b))
     _warn_left_out(keep, "cov_a' or 'cov_b")
@@ -269,7 +270,7 @@ def principal_angles(
     """
     mats = []
     for name, sub in (("subspace_a", subspace_a), ("subspace_b", subspace_b)):
-        check_dims(sub, [unit_dim], name=name)
+        check_dims(sub, [unit_dim], name=name, owner="principal_angles")
         if sub.ndim != 2:
             raise ValueError(
                 f"The '{name}' parameter must be 2-D: ({unit_dim!r}, <vectors>). "

@@ -25,7 +25,7 @@ def _two_stimuli(
     """Validate two (trial, unit) arrays; return their complete trials as float64."""
     out = []
     for name, resp in (("responses_a", responses_a), ("responses_b", responses_b)):
-        check_dims(resp, [trial_dim, unit_dim], name=name, allow_extra=False)
+        check_dims(resp, [trial_dim, unit_dim], name=name, allow_extra=False, owner=func)
         x = np.asarray(resp.transpose(trial_dim, unit_dim).values, dtype=np.float64)
         nan = np.isnan(x)
         partial = int(np.sum(nan.any(axis=1) & ~nan.all(axis=1)))

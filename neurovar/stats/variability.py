@@ -38,6 +38,7 @@ def _moments(
         stimulus_dim=stimulus_dim,
         unit_dim=unit_dim,
         min_trials=ddof + 1,
+        owner=func,
     )
     if responses.dtype != np.float64:
         responses = responses.astype(np.float64)
