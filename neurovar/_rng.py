@@ -26,6 +26,9 @@ def seed_from(rng: Any) -> int:
     An int is used as the seed itself, so ``attrs["seed"]`` of a result shows the number the
     user passed; a Generator is advanced by one draw. The global RNGs are never touched.
     """
+    from ._validation import check_rng
+
+    check_rng(rng)  # names the public function the user called
     if isinstance(rng, torch.Generator):
         return int(torch.randint(0, 2**62, (1,), generator=rng).item())
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):

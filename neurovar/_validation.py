@@ -20,8 +20,10 @@ device and tensor checks).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import sys
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -31,6 +33,7 @@ import numpy as np
 __all__ = [
     "InvalidParameterError",
     "param_error",
+    "public_caller",
     "describe",
     "check_bool",
     "check_int",
@@ -86,14 +89,47 @@ def param_error(
     return InvalidParameterError(message, name=name, owner=owner)
 
 
+def public_caller(default: str = "neurovar") -> str:
+    """Name of the outermost public neurovar function or class on the call stack: the one
+    the user called.
+
+    For shared helpers (seed and device resolution, a public function called by another) that
+    are called from many public functions: the error then names the function the user called
+    (a function listed in its module's ``__all__``, or the class of a method's ``self``).
+    """
+    frame = inspect.currentframe()
+    found = None
+    try:
+        frame = frame.f_back if frame is not None else None
+        while frame is not None:
+            glb = frame.f_globals
+            mod = glb.get("__name__", "")
+            if mod == "neurovar" or mod.startswith("neurovar."):
+                public = glb.get("__all__", ())
+                name = frame.f_code.co_name
+                self_obj = frame.f_locals.get("self")
+                if name in public:
+                    found = name
+                elif self_obj is not None and type(self_obj).__name__ in getattr(
+                    sys.modules.get(type(self_obj).__module__), "__all__", ()
+                ):
+                    found = type(self_obj).__name__
+            frame = frame.f_back
+    finally:
+        del frame
+    return found or default
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def check_bool(value: Any, *, name: str, owner: str) -> bool:
-    """A flag: ``bool`` or ``numpy.bool_`` only (``"False"``, ``0``, ``None`` are refused)."""
+def check_bool(value: Any, *, name: str, owner: str | None = None) -> bool:
+    """A flag: ``bool`` or ``numpy.bool_`` only (``"False"``, ``0``, ``None`` are refused).
+
+    ``owner=None`` names the public function on the call stack (:func:`public_caller`)."""
     if not _is_bool(value):
-        raise param_error(name, owner, "a bool (True or False)", value)
+        raise param_error(name, owner or public_caller(), "a bool (True or False)", value)
     return bool(value)
 
 
@@ -160,8 +196,9 @@ def check_choice(value: Any, *, name: str, owner: str, options: Iterable[Any]) -
     """One of ``options`` (compared with ``==``; unhashable values are refused cleanly)."""
     options = tuple(options)
     try:
-        ok = any(_is_bool(value) == _is_bool(o) and value == o for o in options)
-    except (TypeError, ValueError):  # e.g. an array compared elementwise
+        hash(value)  # arrays, lists, dicts are never a choice
+        ok = any(_is_bool(value) == _is_bool(o) and bool(value == o) for o in options)
+    except (TypeError, ValueError):
         ok = False
     if not ok:
         raise param_error(name, owner, f"one of {options!r}", value)
@@ -187,9 +224,19 @@ def check_instance(
     return value
 
 
-def check_rng(value: Any, *, name: str = "rng", owner: str, torch_ok: bool = True) -> Any:
+def check_rng(
+    value: Any, *, name: str = "rng", owner: str | None = None, torch_ok: bool = True
+) -> Any:
     """``None``, a non-negative int seed, a numpy ``Generator``/``SeedSequence`` (or, with
-    ``torch_ok``, a ``torch.Generator``); returned unchanged (ints as Python ints)."""
+    ``torch_ok``, a ``torch.Generator``); returned unchanged (ints as Python ints).
+
+    ``owner=None`` names the public function on the call stack (:func:`public_caller`)."""
+    if owner is None and not (
+        value is None
+        or isinstance(value, (np.random.Generator, np.random.SeedSequence))
+        or (isinstance(value, (Integral, np.integer)) and not _is_bool(value) and value >= 0)
+    ):
+        owner = public_caller()
     if value is None or isinstance(value, (np.random.Generator, np.random.SeedSequence)):
         return value
     if isinstance(value, (Integral, np.integer)) and not _is_bool(value):
@@ -207,13 +254,21 @@ def check_rng(value: Any, *, name: str = "rng", owner: str, torch_ok: bool = Tru
     raise param_error(name, owner, expected, value)
 
 
-def check_device(value: Any, *, name: str = "device", owner: str, allow_none: bool = True):
+def check_device(
+    value: Any, *, name: str = "device", owner: str | None = None, allow_none: bool = True
+):
     """A usable torch device (``None`` -> CUDA when available, else CPU).
 
     Refuses unknown strings (``"bogus"``) and devices that this machine does not have
-    (``"cuda"`` without CUDA, ``"cuda:3"`` with one GPU, ``"mps"`` off Apple).
+    (``"cuda"`` without CUDA, ``"cuda:3"`` with one GPU, ``"mps"`` off Apple). ``owner=None``
+    names the public function on the call stack (:func:`public_caller`).
     """
     import torch
+
+    if owner is None:
+        if isinstance(value, torch.device) and value.type == "cpu":
+            return value
+        owner = public_caller()
 
     if value is None:
         if not allow_none:

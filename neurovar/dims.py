@@ -8,7 +8,7 @@ results carry the dims ``("unit", "unit_j")`` (Elephant's ``_i``/``_j`` naming).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 import xarray as xr
 
@@ -45,6 +45,7 @@ def check_dims(
     allow_extra: bool = True,
     min_sizes: dict[str, int] | None = None,
     owner: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> None:
     """Raise a clear error unless ``obj`` has the ``required`` dims.
 
@@ -62,6 +63,9 @@ def check_dims(
         Minimum length per dim, e.g. ``{"trial": 2}`` for a variance.
     owner
         The public function checking, named in the message.
+    params
+        ``{dim: parameter name}`` for dims that a parameter of ``owner`` chose (``trial_dim``,
+        ``unit_dim``, ...): a missing one is then blamed on that parameter.
 
     Raises
     ------
@@ -87,6 +91,16 @@ def check_dims(
             f"xr.DataArray(values, dims={RESPONSE_DIMS!r})."
         )
     required = list(required)
+    params = dict(params or {})
+    for d in required:
+        if not isinstance(d, str):
+            pname = params.get(d, "dims") if isinstance(d, Hashable) else "dims"
+            raise InvalidParameterError(
+                f"The '{pname}' parameter{' of ' + owner if owner else ''} must be a dimension "
+                f"name (str). Got {d!r} instead.",
+                name=pname,
+                owner=owner,
+            )
     repeated = sorted({str(d) for d in required if required.count(d) > 1})
     if repeated:
         raise fail(
@@ -102,8 +116,15 @@ def check_dims(
             mapping = dict(zip(spare, missing))
             hint = f" If they are named differently, rename them, e.g. {name}.rename({mapping!r}),"
             hint += " or pass the dim names as keyword arguments."
+        blamed = [params[d] for d in missing if d in params]
+        prefix = ""
+        if blamed:
+            prefix = (
+                f"The '{blamed[0]}' parameter{' of ' + owner if owner else ''} must name a "
+                f"dimension of '{name}'. Got {missing[0]!r} instead. "
+            )
         raise fail(
-            f"{of} must have dims {tuple(required)!r}; "
+            f"{prefix}{of} must have dims {tuple(required)!r}; "
             f"missing {tuple(missing)!r}, found {tuple(have)!r}.{hint}"
         )
     if not allow_extra:
@@ -114,6 +135,9 @@ def check_dims(
                 f"found extra dims {tuple(extra)!r}. Select or reduce them first, "
                 f"e.g. {name}.isel({extra[0]}=0)."
             )
+    empty = [d for d in required if obj.sizes[d] == 0]
+    if empty:
+        raise fail(f"{of} is empty along {tuple(empty)!r} (sizes {dict(obj.sizes)!r}).")
     for dim, size in (min_sizes or {}).items():
         if obj.sizes[dim] < size:
             raise fail(
@@ -149,4 +173,7 @@ def check_responses(
             owner=owner,
         )
     dims: Sequence[str] = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
-    check_dims(responses, dims, name=name, min_sizes={trial_dim: min_trials}, owner=owner)
+    params = {d: p for d, p in ((trial_dim, "trial_dim"), (stimulus_dim, "stimulus_dim"), (unit_dim, "unit_dim")) if d is not None}
+    check_dims(
+        responses, dims, name=name, min_sizes={trial_dim: min_trials}, owner=owner, params=params
+    )

@@ -194,6 +194,7 @@ def train(
     from ._validation import check_bool, check_instance, check_int, check_real
 
     check_instance(model, nn.Module, name="model", owner="train", expected="a torch.nn.Module")
+    check_int(seed, name="seed", owner="train", low=0)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         check_int(value, name=name, owner="train", low=1)
     check_real(lr, name="lr", owner="train", low=0, low_open=True)

@@ -50,7 +50,7 @@ def _pad_repeats(per_stimulus: Sequence[np.ndarray]) -> np.ndarray:
     """Stack per-stimulus ``(n_repeats_s, n_units)`` arrays into ``(trial, stimulus, unit)``."""
     n_units = {a.shape[1] for a in per_stimulus}
     if len(n_units) != 1:
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'counts' parameter must give the same number of units for every stimulus. "
             f"Got unit counts {sorted(n_units)} instead."
         )
@@ -210,7 +210,7 @@ def require_counts(
 
 def _check_session(session: str) -> None:
     if session not in _COWLEY_SESSIONS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'session' parameter must be one of {sorted(_COWLEY_SESSIONS)!r}. "
             f"Got {session!r} instead."
         )
@@ -308,7 +308,7 @@ def load_cowley_v4_images(
     _check_session(session)
     if not _COWLEY_SESSIONS[session][1]:
         available = sorted(s for s, (_, ok) in _COWLEY_SESSIONS.items() if ok)
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'session' parameter must be a session with public images, one of "
             f"{available!r}. Got {session!r} instead (its images were not released)."
         )
@@ -373,7 +373,7 @@ def load_semedo_v1v2(
     from scipy.io import loadmat
 
     if bins not in ("separate", "summed"):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'bins' parameter must be 'separate' or 'summed'. Got {bins!r} instead."
         )
     name = "semedo2019_v1v2/sample_data.mat"

@@ -64,7 +64,7 @@ def _get_intervals(nwbfile: Any, intervals: str) -> Any:
     tables = dict(nwbfile.intervals or {})
     if intervals not in tables:
         have = (["trials"] if nwbfile.trials is not None else []) + sorted(tables)
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'intervals' parameter must name a TimeIntervals table of the file, one of "
             f"{have!r}. Got {intervals!r} instead."
         )
@@ -136,11 +136,11 @@ def counts_from_nwbfile(
             )
     units = nwbfile.units
     if units is None or len(units) == 0:
-        raise ValueError("The 'nwbfile' parameter must contain a non-empty units table.")
+        raise InvalidParameterError("The 'nwbfile' parameter must contain a non-empty units table.")
     table = _get_intervals(nwbfile, intervals)
     columns = list(table.colnames)
     if stimulus_column not in columns:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'stimulus_column' parameter must be a column of the '{intervals}' table, one "
             f"of {columns!r}. Got {stimulus_column!r} instead."
         )

@@ -10,6 +10,7 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._validation import InvalidParameterError
 from ._validation import (
     ALTERNATIVES,
     check_choice,
@@ -18,6 +19,7 @@ from ._validation import (
     default_batch,
 )
 from .effect_size import _cohens_d_np, _prepare_pair, _rank_biserial_np
+from neurovar._validation import check_bool, check_rng, param_error
 
 __all__ = ["permutation_test", "PERMUTATION_STATISTICS"]
 
@@ -76,7 +78,7 @@ def _n_distinct(n_a: int, n_b: int, paired: bool) -> int:
 def _check_design(n_a, n_b, paired, n_permutations, alternative, alpha, where=""):
     """Refuse designs too small for a test: fewer than 2 samples, or p < alpha unreachable."""
     if n_a < 2 or n_b < 2:
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'a' and 'b' parameters of permutation_test need at least 2 samples each"
             f"{where}. Got {n_a} and {n_b}."
         )
@@ -196,6 +198,10 @@ def permutation_test(
     ('layer',)
     """
     owner = "permutation_test"
+    progress = check_bool(progress, name="progress", owner=owner)
+    check_rng(rng, owner=owner, torch_ok=False)
+    if dim is not None and not isinstance(dim, str):
+        raise param_error("dim", owner, "a dimension name (str) or None", dim)
     xa, xb, template, dim = _prepare_pair(a, b, dim, paired, nan_policy, owner)
     check_choice(alternative, ALTERNATIVES, name="alternative", owner=owner)
     n_permutations = check_positive_int(n_permutations, name="n_permutations", owner=owner)
@@ -212,7 +218,7 @@ def permutation_test(
         stat_fn = statistic
         stat_desc = f"user callable {stat_name}(x, y, axis)"
     else:
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'statistic' parameter of {owner} must be one of "
             f"{tuple(PERMUTATION_STATISTICS)!r} or a callable statistic(x, y, axis). "
             f"Got {type(statistic).__name__} instead."

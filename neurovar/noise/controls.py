@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, check_rng, public_caller
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
 from .models import (
     CovarianceNoise,
@@ -85,12 +86,8 @@ def _module_kwargs(noise: NoiseModule) -> dict[str, Any]:
 
 
 def _check_rng(rng: Any, owner: str) -> np.random.Generator:
-    if rng is not None and not isinstance(rng, (int, np.integer, np.random.Generator)):
-        raise TypeError(
-            f"The 'rng' parameter of {owner} must be None, an int or a numpy Generator. "
-            f"Got {type(rng).__name__} instead."
-        )
-    return np.random.default_rng(rng)
+    # a control called by another (matched_controls -> rotate_spectrum) names the caller
+    return np.random.default_rng(check_rng(rng, owner=public_caller(owner), torch_ok=False))
 
 
 def _as_covariance(cov: Any, owner: str) -> np.ndarray:
@@ -100,12 +97,12 @@ def _as_covariance(cov: Any, owner: str) -> np.ndarray:
     scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(arr - arr.T))) / scale
     if asym > 1e-6:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must be a symmetric covariance matrix; "
             f"max |C - C^T| / max |C| = {asym:.3g}."
         )
     if np.any(np.diag(arr) < 0):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must be a covariance matrix (variances on "
             f"the diagonal >= 0). Got a minimum diagonal entry of {np.diag(arr).min():.4g}."
         )
@@ -194,7 +191,7 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
     cov = _as_covariance(noise_or_cov, owner)
     trace = float(np.trace(cov))
     if trace <= 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must have a positive trace. Got {trace:g}."
         )
     return _wrap_like(noise_or_cov, cov * (target / trace), "matched_total_variance")
@@ -436,17 +433,24 @@ def noise_from_covariance(
     owner = "noise_from_covariance"
     kinds = ("full", "low_rank", "diagonal", "isotropic")
     if kind not in kinds:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'kind' parameter of {owner} must be one of {kinds!r}. Got {kind!r} instead."
         )
     if isinstance(cov, xr.DataArray) and "share" in cov.attrs:
         kwargs.setdefault("share", cov.attrs["share"])
     if kind == "low_rank":
         if rank is None:
-            raise ValueError(f"{owner}: kind='low_rank' needs the 'rank' parameter.")
+            raise InvalidParameterError(
+                f"The 'rank' parameter of {owner} must be an int >= 1: kind='low_rank' needs the "
+                "'rank' parameter. Got None instead.", name="rank", owner=owner,
+            )
         return LowRankNoise.from_covariance(cov, rank, **kwargs)
     if rank is not None:
-        raise ValueError(f"{owner}: 'rank' applies to kind='low_rank' only; got kind={kind!r}.")
+        raise InvalidParameterError(
+            f"The 'rank' parameter of {owner} must be None: 'rank' applies to kind='low_rank' only "
+            f"(kind={kind!r}). "
+            f"Got {rank!r} instead.", name="rank", owner=owner,
+        )
     if kind == "full":
         return CovarianceNoise(cov, **kwargs)
     arr = as_numpy_matrix(cov, name="cov", owner=owner)

@@ -20,8 +20,11 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from neurovar._validation import InvalidParameterError
 from ..dims import UNIT, UNIT_J
 from ..record import layer_names
+from neurovar._validation import check_bool, check_choice, check_device, public_caller
+
 from ._utils import check_int, check_nonneg_float, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
@@ -49,14 +52,14 @@ def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be a torch.Tensor or numpy array of images. "
             f"Got {type(images).__name__} instead."
         )
     if not torch.is_floating_point(images):
         images = images.float()
     if images.ndim < 2 or images.shape[0] == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must have shape (N, ...) with N >= 1. "
             f"Got shape {tuple(images.shape)} instead."
         )
@@ -65,7 +68,7 @@ def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
 
 def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'model' parameter of {owner} must be a torch.nn.Module. "
             f"Got {type(model).__name__} instead."
         )
@@ -73,7 +76,7 @@ def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     if not isinstance(layer, str) or layer not in modules:
         valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'layer' parameter of {owner} must name a submodule of the model. "
             f"Got {layer!r}; valid layer names: {shown}."
         )
@@ -135,7 +138,10 @@ def collect_layer_activations(
     ----------
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
-    owner = "collect_layer_activations"
+    owner = public_caller("collect_layer_activations")  # the caller, e.g. fit_perturbation_covariance
+    check_bool(progress, name="progress", owner=owner)
+    if device is not None:
+        check_device(device, owner=owner)
     target = _check_layer(model, layer, owner)
     images = _as_images(images, name="images", owner=owner)
     batch_size = check_int(batch_size, name="batch_size", owner=owner)
@@ -422,12 +428,12 @@ def scale_to_activation_variance(
     """
     owner = "scale_to_activation_variance"
     if not isinstance(noise, NoiseModule):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of {owner} must be a neurovar NoiseModule. "
             f"Got {type(noise).__name__} instead."
         )
     if noise.relative_scale is not None:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of {owner} has relative_scale={noise.relative_scale}: it "
             "already follows the layer's running variance. Build it with relative_scale=None."
         )
@@ -539,18 +545,20 @@ def fit_perturbation_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     owner = "fit_perturbation_covariance"
+    check_choice(method, name="method", owner=owner, options=METHODS)
+    check_choice(estimator, name="estimator", owner=owner, options=ESTIMATORS)
     if method not in METHODS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'method' parameter of {owner} must be one of {METHODS!r}. Got {method!r} instead."
         )
     if estimator not in ESTIMATORS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'estimator' parameter of {owner} must be one of {ESTIMATORS!r}. "
             f"Got {estimator!r} instead."
         )
     share = check_share(share, owner=owner)
     if ddof is not None and estimator != "sample":
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'ddof' parameter of {owner} applies to estimator='sample' only; "
             f"{estimator!r} uses scikit-learn's 1/n normalisation. Got ddof={ddof!r}."
         )
@@ -561,13 +569,13 @@ def fit_perturbation_covariance(
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
     if method == "within_image":
         if pert.ndim != clean.ndim + 1 or tuple(pert.shape[1:]) != tuple(clean.shape):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"With method='within_image' the 'perturbed_images' parameter of {owner} must "
                 f"have shape (V, *clean_images.shape) = (V, {', '.join(map(str, clean.shape))}). "
                 f"Got {tuple(pert.shape)} instead."
             )
     elif tuple(pert.shape) != tuple(clean.shape):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'perturbed_images' parameter of {owner} must have the shape of "
             f"'clean_images' {tuple(clean.shape)} for method={method!r}. "
             f"Got {tuple(pert.shape)} instead."

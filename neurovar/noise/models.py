@@ -32,6 +32,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from neurovar._validation import InvalidParameterError, check_bool, param_error
 from ._utils import (
     as_numpy_matrix,
     check_int,
@@ -60,15 +61,17 @@ def _share_from_attrs(cov: Any, kwargs: dict[str, Any]) -> None:
 
 def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
     """A non-negative 1-D float vector (scalars become length-1 vectors)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise param_error(name, owner, "a non-negative number or array of numbers", value)
     if isinstance(value, torch.Tensor):
         arr = value.detach().to("cpu", torch.float64).numpy()
     else:
         arr = np.asarray(getattr(value, "values", value), dtype=np.float64)
     arr = np.atleast_1d(arr).reshape(-1)
     if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"The '{name}' parameter of {owner} must be finite and non-empty.")
+        raise InvalidParameterError(f"The '{name}' parameter of {owner} must be finite and non-empty.")
     if np.any(arr < 0):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be non-negative. "
             f"Got a minimum of {arr.min():.4g} instead."
         )
@@ -148,14 +151,14 @@ class NoiseModule(nn.Module):
         )
         self.momentum = check_nonneg_float(momentum, name="momentum", owner=owner)
         if not 0 < self.momentum <= 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
             )
-        self.track_snr = bool(track_snr)
+        self.track_snr = check_bool(track_snr, name="track_snr", owner=owner)
         if generator is not None and seed is not None:
             raise ValueError(f"{owner}: pass either 'seed' or 'generator', not both.")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
+            raise InvalidParameterError(
                 f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
                 f"Got {type(generator).__name__} instead."
             )
@@ -176,7 +179,7 @@ class NoiseModule(nn.Module):
         """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
         self.seed = check_seed(seed, owner=type(self).__name__)
         if self.seed is None:
-            raise ValueError("The 'seed' parameter of manual_seed must be an int. Got None.")
+            raise InvalidParameterError("The 'seed' parameter of manual_seed must be an int. Got None.")
         self._user_generator = None
         self._generators = {}
         self._frozen_draw = None
@@ -573,6 +576,7 @@ class CovarianceNoise(NoiseModule):
     def __init__(self, cov_matrix: Any, *, psd_tol: float = 1e-6, **kwargs: Any) -> None:
         _share_from_attrs(cov_matrix, kwargs)
         super().__init__(**kwargs)
+        psd_tol = check_nonneg_float(psd_tol, name="psd_tol", owner="CovarianceNoise")
         cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="CovarianceNoise")
         evals, _, factor, info = psd_factor(
             cov, name="cov_matrix", owner="CovarianceNoise", psd_tol=psd_tol
@@ -634,7 +638,7 @@ class LowRankNoise(NoiseModule):
         if f.ndim == 1:
             f = f[:, None]
         if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'factors' parameter of LowRankNoise must be a (D, r) matrix. "
                 f"Got shape {f.shape} instead."
             )
@@ -642,7 +646,7 @@ class LowRankNoise(NoiseModule):
         if d.numel() == 1:
             d = d.expand(f.shape[0]).clone()
         if d.numel() != f.shape[0]:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'diagonal' parameter of LowRankNoise must have {f.shape[0]} entries (one "
                 f"per row of 'factors') or be a scalar. Got {d.numel()} instead."
             )
@@ -688,7 +692,7 @@ class LowRankNoise(NoiseModule):
         n = cov.shape[0]
         rank = check_int(rank, name="rank", owner="LowRankNoise.from_covariance", high=n)
         if residual not in ("diagonal", "none"):
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'residual' parameter of LowRankNoise.from_covariance must be 'diagonal' or "
                 f"'none'. Got {residual!r} instead."
             )

@@ -95,10 +95,24 @@ def check_label_range(labels: torch.Tensor, n_classes: int, owner: str) -> None:
         )
 
 
+def check_validation_common(owner: str, **values: Any) -> None:
+    """Check the common keyword arguments of a public perturb function: ``rng`` (None, int
+    seed >= 0, numpy or torch Generator) and flags (``progress``, ``warn``: bools)."""
+    from neurovar._validation import check_bool, check_rng
+
+    for name, value in values.items():
+        if name == "rng":
+            check_rng(value, owner=owner)
+        else:
+            check_bool(value, name=name, owner=owner)
+
+
 def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
     """The device to run on: ``device`` if given, else the model's parameters' device."""
     if device is not None:
-        return torch.device(device)
+        from neurovar._validation import check_device
+
+        return check_device(device)  # names the public function the user called
     for p in model.parameters():
         return p.device
     return torch.device("cpu")

@@ -27,6 +27,7 @@ from ._utils import (
     check_choice,
     check_images_labels,
     check_number,
+    check_validation_common,
     model_device,
     param_error,
     preserved_state,
@@ -230,6 +231,7 @@ def robust_accuracy(
         ``correct_fraction`` (example; fraction of evaluations correct on the attacked image).
     """
     owner = "robust_accuracy"
+    check_validation_common(owner, rng=rng)
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
     if attack is not None and not callable(attack):
@@ -343,6 +345,9 @@ def evaluate_robustness(
     gradients give a false sense of security", ICML.
     """
     owner = "evaluate_robustness"
+    check_validation_common(owner, rng=rng, progress=progress)
+    if not isinstance(attacks, (str, Sequence, Mapping)):
+        raise param_error(owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks)
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(norm, "norm", owner, ("linf", "l2"))
     images, labels = check_images_labels(images, labels, owner)

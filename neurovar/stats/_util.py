@@ -179,7 +179,7 @@ def check_square(cov: xr.DataArray, name: str, unit_dim: str, func: str | None =
     if not isinstance(unit_dim, str):
         raise param_error("unit_dim", func or "check_square", "a dimension name (str)", unit_dim)
     unit_j = pair_dim(unit_dim)
-    check_dims(cov, [unit_dim, unit_j], name=name, owner=func)
+    check_dims(cov, [unit_dim, unit_j], name=name, owner=func, params={unit_dim: "unit_dim"})
     if cov.sizes[unit_dim] != cov.sizes[unit_j]:
         raise InvalidParameterError(
             f"The '{name}' parameter{' of ' + func if func else ''} must be square over "
@@ -194,7 +194,9 @@ def resolve_rng(rng: None | int | np.random.Generator, func: str) -> np.random.G
     """``np.random.default_rng(rng)`` with a clear error for anything else."""
     if rng is None or isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
         return np.random.default_rng(rng)
-    if isinstance(rng, Integral) and not isinstance(rng, bool):
+    if isinstance(rng, (Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise param_error("rng", func, "None, an int seed >= 0 or a numpy Generator", rng)
         return np.random.default_rng(int(rng))
     raise param_error("rng", func, "None, an int seed or a numpy Generator", rng)
 

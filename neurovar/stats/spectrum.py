@@ -225,7 +225,7 @@ def power_law_exponent(
     if isinstance(cov, xr.DataArray) and COMPONENT in cov.dims:
         spec = cov
     else:
-        check_dims(cov, [unit_dim], name="cov", owner=func)
+        check_dims(cov, [unit_dim], name="cov", owner=func, params={unit_dim: "unit_dim"})
         spec = eigenspectrum(cov, unit_dim=unit_dim)
     out = xr.apply_ufunc(
         _fit_exponent,

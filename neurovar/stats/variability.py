@@ -11,9 +11,11 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._validation import InvalidParameterError
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
+from neurovar._validation import check_bool
 
 __all__ = ["fano_factor", "mean_matched_fano_factor"]
 
@@ -163,7 +165,7 @@ def _groups(
             mean.isel({along: np.flatnonzero(np.asarray(coord.values) == lab)}) for lab in labels
         ]
         return labels, parts, str(condition)
-    raise ValueError(
+    raise InvalidParameterError(
         f"The 'condition' parameter of {func} must name a dim or a 1-D coordinate of "
         f"'responses'. Got {condition!r}; dims are {tuple(mean.dims)!r} and coordinates "
         f"{tuple(mean.coords)!r}."
@@ -243,6 +245,7 @@ def mean_matched_fano_factor(
     cortical phenomenon. Nat. Neurosci. 13, 369-378.
     """
     func = "mean_matched_fano_factor"
+    progress = check_bool(progress, name="progress", owner=func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
@@ -251,7 +254,7 @@ def mean_matched_fano_factor(
     )
     gen = resolve_rng(rng, func)
     if condition is not None and condition == trial_dim:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'condition' parameter of {func} must not be the trial dim {trial_dim!r}."
         )
     dims = {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim}
@@ -278,7 +281,7 @@ def mean_matched_fano_factor(
     )
     if any(p[0].size == 0 for p in points):
         empty = [lab for lab, p in zip(labels, points) if p[0].size == 0]
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {func} has no usable (positive-mean) points in "
             f"conditions {empty!r}."
         )
