@@ -74,6 +74,18 @@ class SmallCNN(nn.Sequential):
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)
         ):
             raise param_error("channels", "SmallCNN", "a pair of ints >= 1", channels)
+        from ._validation import check_memory
+
+        c1_, c2_ = channels
+        flat_ = c2_ * (image_size // 2) ** 2
+        for pname, value, n_weights in (
+            ("in_channels", in_channels, in_channels * c1_ * 9),
+            ("channels", channels, c1_ * c2_ * 9 + flat_ * hidden),
+            ("image_size", image_size, flat_ * hidden),
+            ("hidden", hidden, flat_ * hidden),
+            ("n_classes", n_classes, hidden * n_classes),
+        ):
+            check_memory(4.0 * n_weights, name=pname, owner="SmallCNN", value=value, what="the weights")
         c1, c2 = channels
         flat = c2 * (image_size // 2) ** 2
         # Weight initialisers draw from torch's global generator: build under a fork of it.

@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_dims, check_responses, pair_dim
-from ._validation import InvalidParameterError, check_bool, check_rng
+from ._validation import InvalidParameterError, check_bool, check_memory, check_rng
 
 __all__ = [
     "plot_robustness",
@@ -481,6 +481,12 @@ def plot_noise_correlations(
             f"({n} units, {pairs.size} pairs)."
         )
     fig, ax = _figure_and_axes(ax, owner, (4.5, 3.5))
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise _error(owner, "bins", "an int >= 1 or a sequence of bin edges", bins)
+        check_memory(8.0 * 4 * bins, name="bins", owner=owner, value=bins, what="the histogram")
+    elif isinstance(bins, (str, bool)) or not isinstance(bins, Sequence):
+        raise _error(owner, "bins", "an int >= 1 or a sequence of bin edges", bins)
     ax.hist(finite, bins=bins, color="tab:blue", alpha=0.8)
     mean = float(finite.mean())
     line = ax.axvline(mean, color="k", lw=1.5, label=f"mean {mean:.3f}")

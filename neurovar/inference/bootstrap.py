@@ -22,7 +22,7 @@ from ._validation import (
     numeric_values,
     resolve_dim,
 )
-from neurovar._validation import check_bool, check_rng, param_error
+from neurovar._validation import check_bool, check_memory, check_rng, param_error
 
 __all__ = ["bootstrap_ci", "BOOTSTRAP_STATISTICS"]
 
@@ -260,9 +260,16 @@ def bootstrap_ci(
             "group_dim", owner, f"a dimension of 'data' (one of {tuple(data.dims)!r}) or None", group_dim
         )
     data = as_dataarray(data, name="data")
+    if data.size == 0:
+        raise param_error("data", owner, "non-empty", f"sizes {dict(data.sizes)}", raw=True)
     stat_name, stat_fn = _resolve_statistic(statistic, owner)
     check_choice(method, METHODS, name="method", owner=owner)
     n_resamples = check_positive_int(n_resamples, name="n_resamples", owner=owner, minimum=2)
+    n_positions = max(1, data.size // max(1, data.sizes[dim])) if dim in data.dims else 1
+    check_memory(  # scipy keeps every resampled statistic of every position
+        2 * 8.0 * n_resamples * n_positions, name="n_resamples", owner=owner, value=n_resamples,
+        what="the bootstrap distribution",
+    )
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)

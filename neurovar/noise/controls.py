@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, check_rng, public_caller
+from neurovar._validation import InvalidParameterError, check_memory, check_rng, public_caller
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
 from .models import (
     CovarianceNoise,
@@ -286,6 +286,7 @@ def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.nd
     """
     owner = "random_orthogonal"
     n = check_int(n, name="n", owner=owner)
+    check_memory(3 * 8.0 * n * n, name="n", owner=owner, value=n, what="an n x n matrix")
     k = n if k is None else check_int(k, name="k", owner=owner, high=n)
     gen = _check_rng(rng, owner)
     z = gen.standard_normal((n, k))

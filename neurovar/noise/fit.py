@@ -287,7 +287,10 @@ def layer_activation_covariance(
     x = _samples(acts, share)
     _check_cov_size(x.shape[1], share, owner)
     if x.shape[0] <= ddof:
-        raise ValueError(f"{owner} needs more than ddof={ddof} samples; got {x.shape[0]}.")
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {owner} must be smaller than the number of samples, "
+            f"{x.shape[0]}. Got {ddof} instead.", name="ddof", owner=owner,
+        )
     cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
     return _cov_dataarray(
         cov,
@@ -339,7 +342,10 @@ def layer_total_variance(
 def _total_variance(acts: torch.Tensor, ddof: int, owner: str) -> float:
     ddof = check_int(ddof, name="ddof", owner=owner, low=0)
     if acts.shape[0] <= ddof:
-        raise ValueError(f"{owner} needs more than ddof={ddof} images; got {acts.shape[0]}.")
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {owner} must be smaller than the number of images, "
+            f"{acts.shape[0]}. Got {ddof} instead.", name="ddof", owner=owner,
+        )
     return float(
         acts.to(torch.float64).reshape(acts.shape[0], -1).var(dim=0, correction=ddof).sum()
     )
@@ -611,7 +617,7 @@ def fit_perturbation_covariance(
     if n_samples - (0 if centred else 1) < 1 or (estimator == "sample" and n_samples <= ddof):
         raise ValueError(
             f"{owner} needs more samples: got {n_samples} sample(s) for method={method!r}, "
-            f"estimator={estimator!r}, ddof={ddof}."
+            f"estimator={estimator!r}, 'ddof' parameter = {ddof}."
         )
     shrinkage = float("nan")
     if estimator == "sample":

@@ -22,6 +22,8 @@ from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 from tqdm.auto import tqdm
 
+from neurovar._validation import check_memory
+
 from ._utils import (
     RNGLike,
     check_choice,
@@ -232,6 +234,8 @@ def robust_accuracy(
     """
     owner = "robust_accuracy"
     check_validation_common(owner, rng=rng)
+    if hasattr(images, "shape") and len(images.shape) and isinstance(n_evaluations, int):
+        check_memory(2.0 * n_evaluations * images.shape[0], name="n_evaluations", owner=owner, value=n_evaluations)
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
     if attack is not None and not callable(attack):

@@ -15,7 +15,7 @@ from neurovar._validation import InvalidParameterError
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
-from neurovar._validation import check_bool
+from neurovar._validation import check_bool, check_memory
 
 __all__ = ["fano_factor", "mean_matched_fano_factor"]
 
@@ -247,6 +247,7 @@ def mean_matched_fano_factor(
     func = "mean_matched_fano_factor"
     progress = check_bool(progress, name="progress", owner=func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
+    check_memory(8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts")
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
     confidence = check_real(
@@ -298,6 +299,10 @@ def mean_matched_fano_factor(
             f"is impossible. Try fewer bins (n_bins={n_bins})."
         )
     n_cond = len(points)
+    check_memory(
+        3 * 8.0 * n_resamples * n_cond, name="n_resamples", owner=func, value=n_resamples,
+        what="the per-resample slopes and their confidence bounds",
+    )
     slopes = np.empty((n_resamples, n_cond))
     lows = np.empty_like(slopes)
     highs = np.empty_like(slopes)
