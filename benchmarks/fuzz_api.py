@@ -118,7 +118,9 @@ def main(argv=None):
                 warnings.simplefilter("ignore")
                 run()
         except Exception as err:  # noqa: BLE001  (the valid call itself fails: report it)
-            problems.append((qual, "-", "-", "valid call fails", f"{type(err).__name__}: {err}"[:160]))
+            problems.append(
+                (qual, "-", "-", "valid call fails", f"{type(err).__name__}: {err}"[:160])
+            )
             continue
         n_objects += 1
         for p in _params(obj):
@@ -192,7 +194,13 @@ def main(argv=None):
         f"| unclear error (e.g. MemoryError, torch allocator) | {hc['unclear']} |",
         f"| hang (> {args.timeout} s) | {hc['hang']} |",
     ]
-    lines += ["", "## Not clear", "", "| object | parameter | value | outcome | detail |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Not clear",
+        "",
+        "| object | parameter | value | outcome | detail |",
+        "|---|---|---|---|---|",
+    ]
     for qual, pname, value, outcome, detail in problems + huge_problems:
         detail = detail.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {qual} | {pname} | {value} | {outcome} | {detail} |")

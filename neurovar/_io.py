@@ -96,7 +96,9 @@ def atomic_path(
     try:
         yield tmp
         if not _exists(tmp):
-            raise FileNotFoundError(f"{owner}: nothing was written to the temporary path {str(tmp)!r}.")
+            raise FileNotFoundError(
+                f"{owner}: nothing was written to the temporary path {str(tmp)!r}."
+            )
         if _exists(path) and not overwrite:
             raise FileExistsError(
                 f"{owner}: {str(path)!r} appeared while writing; the new content was discarded."

@@ -213,13 +213,20 @@ def check_str(value: Any, *, name: str, owner: str, allow_empty: bool = False) -
 
 
 def check_instance(
-    value: Any, types: type | tuple[type, ...], *, name: str, owner: str, expected: str | None = None
+    value: Any,
+    types: type | tuple[type, ...],
+    *,
+    name: str,
+    owner: str,
+    expected: str | None = None,
 ) -> Any:
     """An instance of ``types`` (described as ``expected`` in the message)."""
     if not isinstance(value, types):
         if expected is None:
             tt = types if isinstance(types, tuple) else (types,)
-            expected = "an instance of " + " or ".join(f"{t.__module__}.{t.__qualname__}" for t in tt)
+            expected = "an instance of " + " or ".join(
+                f"{t.__module__}.{t.__qualname__}" for t in tt
+            )
         raise param_error(name, owner, expected, type(value).__name__, raw=True)
     return value
 
@@ -275,25 +282,38 @@ def check_device(
             raise param_error(name, owner, "a torch device such as 'cpu' or 'cuda'", value)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(value, (str, torch.device)) or _is_bool(value):
-        raise param_error(name, owner, "None, a str such as 'cpu' or 'cuda', or a torch.device", value)
+        raise param_error(
+            name, owner, "None, a str such as 'cpu' or 'cuda', or a torch.device", value
+        )
     try:
         dev = torch.device(value)
     except (RuntimeError, TypeError, ValueError):
-        raise param_error(name, owner, "a torch device such as 'cpu', 'cuda' or 'cuda:0'", value) from None
+        raise param_error(
+            name, owner, "a torch device such as 'cpu', 'cuda' or 'cuda:0'", value
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise param_error(
-                name, owner, "an available device", value, hint="CUDA is not available here; use 'cpu'."
+                name,
+                owner,
+                "an available device",
+                value,
+                hint="CUDA is not available here; use 'cpu'.",
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise param_error(
-                name, owner, f"an available device (this machine has {torch.cuda.device_count()} "
-                "CUDA device(s))", value,
+                name,
+                owner,
+                f"an available device (this machine has {torch.cuda.device_count()} "
+                "CUDA device(s))",
+                value,
             )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise param_error(name, owner, "an available device", value, hint="MPS is not available here.")
+            raise param_error(
+                name, owner, "an available device", value, hint="MPS is not available here."
+            )
     elif dev.type not in ("cpu", "meta"):
         raise param_error(name, owner, "a torch device such as 'cpu' or 'cuda'", value)
     return dev
@@ -320,12 +340,17 @@ def check_dim_names(
             raise param_error(pname, owner, "a dimension name (str)", dim)
         if dim in seen:
             raise param_error(
-                pname, owner, f"a dimension name different from {seen[dim]}={dim!r}", dim,
+                pname,
+                owner,
+                f"a dimension name different from {seen[dim]}={dim!r}",
+                dim,
                 hint="Each dim parameter must name a different dimension.",
             )
         seen[dim] = pname
         if have is not None and dim not in have:
-            raise param_error(pname, owner, f"a dimension of {data_name!r} (one of {tuple(have)!r})", dim)
+            raise param_error(
+                pname, owner, f"a dimension of {data_name!r} (one of {tuple(have)!r})", dim
+            )
 
 
 def check_array(
@@ -356,8 +381,11 @@ def check_array(
         n_inf = int(np.isinf(arr).sum()) if not allow_inf else 0
         if n_nan or n_inf:
             raise param_error(
-                name, owner, "finite (no NaN or infinite values)",
-                f"{n_nan} NaN and {n_inf} infinite value(s)", raw=True,
+                name,
+                owner,
+                "finite (no NaN or infinite values)",
+                f"{n_nan} NaN and {n_inf} infinite value(s)",
+                raw=True,
             )
     return arr
 
@@ -384,23 +412,40 @@ def check_tensor(
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if value.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
-            raise param_error(name, owner, f"a {want} tensor", f"shape {tuple(value.shape)}", raw=True)
+            raise param_error(
+                name, owner, f"a {want} tensor", f"shape {tuple(value.shape)}", raw=True
+            )
     if floating is True and not value.is_floating_point():
         raise param_error(name, owner, "a floating-point tensor", f"dtype {value.dtype}", raw=True)
-    if floating is False and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+    if floating is False and (
+        value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+    ):
         raise param_error(name, owner, "an integer tensor", f"dtype {value.dtype}", raw=True)
     if not allow_empty and value.numel() == 0:
-        raise param_error(name, owner, "a non-empty tensor", f"shape {tuple(value.shape)}", raw=True)
+        raise param_error(
+            name, owner, "a non-empty tensor", f"shape {tuple(value.shape)}", raw=True
+        )
     if value.numel() and value.is_floating_point():
-        if (finite or low is not None or high is not None) and not bool(torch.isfinite(value).all()):
+        if (finite or low is not None or high is not None) and not bool(
+            torch.isfinite(value).all()
+        ):
             n_bad = int((~torch.isfinite(value)).sum())
-            raise param_error(name, owner, "finite (no NaN or infinite values)", f"{n_bad} non-finite value(s)", raw=True)
+            raise param_error(
+                name,
+                owner,
+                "finite (no NaN or infinite values)",
+                f"{n_bad} non-finite value(s)",
+                raw=True,
+            )
     if value.numel() and (low is not None or high is not None):
         lo, hi = float(value.min()), float(value.max())
         if (low is not None and lo < low) or (high is not None and hi > high):
             raise param_error(
-                name, owner, f"in the range {_interval(low, high, False, False)}",
-                f"values in ({lo:g}, {hi:g})", raw=True,
+                name,
+                owner,
+                f"in the range {_interval(low, high, False, False)}",
+                f"values in ({lo:g}, {hi:g})",
+                raw=True,
             )
     return value
 
@@ -439,8 +484,11 @@ def check_memory(
     if n_bytes > limit:
         need = _fmt_bytes(n_bytes)
         raise param_error(
-            name, owner, f"small enough for its arrays to fit in memory (limit {_fmt_bytes(limit)})",
-            value, hint=f"It needs about {need}{' for ' + what if what else ''}; reduce it or work in smaller pieces.",
+            name,
+            owner,
+            f"small enough for its arrays to fit in memory (limit {_fmt_bytes(limit)})",
+            value,
+            hint=f"It needs about {need}{' for ' + what if what else ''}; reduce it or work in smaller pieces.",
         )
 
 
@@ -450,4 +498,3 @@ def _fmt_bytes(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1024
     return f"{n:.3g} PiB"  # pragma: no cover
-

@@ -71,7 +71,15 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
 
     from ._validation import check_int, check_real
 
-    check_real(test_fraction, name="test_fraction", owner="load_digits", low=0, high=1, low_open=True, high_open=True)
+    check_real(
+        test_fraction,
+        name="test_fraction",
+        owner="load_digits",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
     check_int(seed, name="seed", owner="load_digits", low=0, high=2**32 - 1)
     bunch = _sk_load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
@@ -114,7 +122,9 @@ def _check_root(root: str | Path, loader: str, limit: int | None = None) -> Path
 
     check_int(limit, name="limit", owner=loader, low=1, allow_none=True)
     if not isinstance(root, (str, Path)):
-        raise param_error("root", loader, "a path (str or pathlib.Path) to an existing folder", root)
+        raise param_error(
+            "root", loader, "a path (str or pathlib.Path) to an existing folder", root
+        )
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(

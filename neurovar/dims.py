@@ -140,10 +140,7 @@ def check_dims(
         raise fail(f"{of} is empty along {tuple(empty)!r} (sizes {dict(obj.sizes)!r}).")
     for dim, size in (min_sizes or {}).items():
         if obj.sizes[dim] < size:
-            raise fail(
-                f"{of} needs at least {size} entries along '{dim}'; "
-                f"got {obj.sizes[dim]}."
-            )
+            raise fail(f"{of} needs at least {size} entries along '{dim}'; got {obj.sizes[dim]}.")
 
 
 def check_responses(
@@ -173,7 +170,15 @@ def check_responses(
             owner=owner,
         )
     dims: Sequence[str] = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
-    params = {d: p for d, p in ((trial_dim, "trial_dim"), (stimulus_dim, "stimulus_dim"), (unit_dim, "unit_dim")) if d is not None}
+    params = {
+        d: p
+        for d, p in (
+            (trial_dim, "trial_dim"),
+            (stimulus_dim, "stimulus_dim"),
+            (unit_dim, "unit_dim"),
+        )
+        if d is not None
+    }
     check_dims(
         responses, dims, name=name, min_sizes={trial_dim: min_trials}, owner=owner, params=params
     )

@@ -15,7 +15,9 @@ from .datasets import ImageDataset
 __all__ = ["SmallCNN", "TrainHistory", "train", "evaluate_accuracy", "resolve_device"]
 
 
-def resolve_device(device: str | torch.device | None, owner: str = "resolve_device") -> torch.device:
+def resolve_device(
+    device: str | torch.device | None, owner: str = "resolve_device"
+) -> torch.device:
     """``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``, refusing
     unknown or unavailable devices with a clear error."""
     from ._validation import check_device
@@ -61,7 +63,11 @@ class SmallCNN(nn.Sequential):
     ) -> None:
         from ._validation import check_int, check_real, param_error
 
-        for pname, value in (("in_channels", in_channels), ("n_classes", n_classes), ("hidden", hidden)):
+        for pname, value in (
+            ("in_channels", in_channels),
+            ("n_classes", n_classes),
+            ("hidden", hidden),
+        ):
             check_int(value, name=pname, owner="SmallCNN", low=1)
         check_int(seed, name="seed", owner="SmallCNN", low=0)
         image_size = check_int(image_size, name="image_size", owner="SmallCNN", low=2)
@@ -80,12 +86,14 @@ class SmallCNN(nn.Sequential):
         flat_ = c2_ * (image_size // 2) ** 2
         for pname, value, n_weights in (
             ("in_channels", in_channels, in_channels * c1_ * 9),
-            ("channels", channels, c1_ * c2_ * 9 + flat_ * hidden),
-            ("image_size", image_size, flat_ * hidden),
+            ("channels", channels, c1_ * c2_ * 9 + c2_),
+            ("image_size", image_size, flat_),
             ("hidden", hidden, flat_ * hidden),
             ("n_classes", n_classes, hidden * n_classes),
         ):
-            check_memory(4.0 * n_weights, name=pname, owner="SmallCNN", value=value, what="the weights")
+            check_memory(
+                4.0 * n_weights, name=pname, owner="SmallCNN", value=value, what="the weights"
+            )
         c1, c2 = channels
         flat = c2 * (image_size // 2) ** 2
         # Weight initialisers draw from torch's global generator: build under a fork of it.
@@ -156,7 +164,9 @@ def evaluate_accuracy(
             n_out = logits.shape[-1]
             if int(labels.max()) >= n_out:
                 raise param_error(
-                    "labels", owner, f"class indices in [0, {n_out - 1}] (the model has {n_out} outputs)",
+                    "labels",
+                    owner,
+                    f"class indices in [0, {n_out - 1}] (the model has {n_out} outputs)",
                     f"max label {int(labels.max())}",
                 )
         correct += (logits.argmax(1) == yb).sum().item()

@@ -25,6 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_dims, check_responses, pair_dim
+
 from ._validation import InvalidParameterError, check_bool, check_memory, check_rng
 
 __all__ = [
@@ -463,7 +464,11 @@ def plot_noise_correlations(
         raise _error(owner, "unit_dim", "a dimension name (str)", unit_dim)
     unit_j = pair_dim(unit_dim)
     check_dims(
-        rsc, [unit_dim, unit_j], name="rsc", allow_extra=False, owner=owner,
+        rsc,
+        [unit_dim, unit_j],
+        name="rsc",
+        allow_extra=False,
+        owner=owner,
         params={unit_dim: "unit_dim"},
     )
     n = rsc.sizes[unit_dim]
@@ -594,7 +599,9 @@ def plot_spectrum(
         )
     eigs = eigs[np.isfinite(eigs)]
     if eigs.size == 0:
-        raise InvalidParameterError(f"The 'cov_or_eigs' parameter of {owner} has no finite eigenvalue.")
+        raise InvalidParameterError(
+            f"The 'cov_or_eigs' parameter of {owner} has no finite eigenvalue."
+        )
     eigs = np.sort(eigs)[::-1]
     total = float(eigs.sum())
     sq = float(np.sum(eigs**2))

@@ -68,11 +68,16 @@ def _check_layers(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
     unknown = [name for name in layers if name not in valid or name == ""]
     if unknown:
         raise param_error(
-            "layers", _OWNER, "dotted module names of the model", unknown,
+            "layers",
+            _OWNER,
+            "dotted module names of the model",
+            unknown,
             hint=f"Valid dotted module names are: {layer_names(model)!r}.",
         )
     if len(set(layers)) != len(layers):
-        raise param_error("layers", _OWNER, "a list of distinct layer names (a layer twice)", layers)
+        raise param_error(
+            "layers", _OWNER, "a list of distinct layer names (a layer twice)", layers
+        )
     return layers
 
 
@@ -204,16 +209,24 @@ def _to_tensor(stimuli: Any) -> torch.Tensor:
         stimuli = torch.from_numpy(stimuli)
     if not isinstance(stimuli, torch.Tensor):
         raise param_error(
-            "stimuli", _OWNER, "a torch.Tensor or numpy array of shape (n_stimuli, ...)",
-            type(stimuli).__name__, raw=True,
+            "stimuli",
+            _OWNER,
+            "a torch.Tensor or numpy array of shape (n_stimuli, ...)",
+            type(stimuli).__name__,
+            raw=True,
         )
     if stimuli.ndim < 2 or len(stimuli) == 0:
         raise param_error(
-            "stimuli", _OWNER, "of shape (n_stimuli, ...) with n_stimuli >= 1",
-            f"shape {tuple(stimuli.shape)}", raw=True,
+            "stimuli",
+            _OWNER,
+            "of shape (n_stimuli, ...) with n_stimuli >= 1",
+            f"shape {tuple(stimuli.shape)}",
+            raw=True,
         )
     if stimuli.is_complex() or stimuli.dtype == torch.bool:
-        raise param_error("stimuli", _OWNER, "a real-valued tensor", f"dtype {stimuli.dtype}", raw=True)
+        raise param_error(
+            "stimuli", _OWNER, "a real-valued tensor", f"dtype {stimuli.dtype}", raw=True
+        )
     return stimuli if stimuli.is_floating_point() else stimuli.float()
 
 
@@ -479,31 +492,49 @@ def record_activations(
         lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
         if lab.shape != (n_stim,):
             raise param_error(
-                "labels", _OWNER, f"of shape ({n_stim},) to match 'stimuli'", f"shape {lab.shape}", raw=True
+                "labels",
+                _OWNER,
+                f"of shape ({n_stim},) to match 'stimuli'",
+                f"shape {lab.shape}",
+                raw=True,
             )
         stim_coords["label"] = lab
     if stimulus_coords is not None and not isinstance(stimulus_coords, Mapping):
-        raise param_error("stimulus_coords", _OWNER, "a mapping {name: values} or None", stimulus_coords)
+        raise param_error(
+            "stimulus_coords", _OWNER, "a mapping {name: values} or None", stimulus_coords
+        )
     for key, values in (stimulus_coords or {}).items():
         arr = np.asarray(values)
         if arr.shape != (n_stim,):
             raise param_error(
-                f"stimulus_coords[{key!r}]", _OWNER, f"of shape ({n_stim},)", f"shape {arr.shape}", raw=True
+                f"stimulus_coords[{key!r}]",
+                _OWNER,
+                f"of shape ({n_stim},)",
+                f"shape {arr.shape}",
+                raw=True,
             )
         stim_coords[key] = arr
     if branch not in ("auto", "input") and branch not in dict(model.named_modules()):
         raise param_error(
-            "branch", _OWNER, "'auto', 'input' or a layer name", branch,
+            "branch",
+            _OWNER,
+            "'auto', 'input' or a layer name",
+            branch,
             hint=f"Valid layer names: {layer_names(model)!r}.",
         )
     store_path = None
     if store is not None:
         if not isinstance(store, (str, Path)):
-            raise param_error("store", _OWNER, "a path (str or pathlib.Path) ending in '.zarr'", store)
+            raise param_error(
+                "store", _OWNER, "a path (str or pathlib.Path) ending in '.zarr'", store
+            )
         store_path = Path(store)
         if store_path.suffix != ".zarr":
             raise param_error(
-                "store", _OWNER, "a path ending in '.zarr' (streamed chunk by chunk)", str(store),
+                "store",
+                _OWNER,
+                "a path ending in '.zarr' (streamed chunk by chunk)",
+                str(store),
                 hint="Use save_recording(tree, 'file.nc') for netCDF.",
             )
         if store_path.exists() and not overwrite:
@@ -514,7 +545,10 @@ def record_activations(
     # a lower bound of the result's size (one unit per layer) refuses n_trials=10**9 at once
     if store_path is None:
         check_memory(
-            4.0 * n_trials * n_stim * len(layers), name="n_trials", owner=_OWNER, value=n_trials,
+            4.0 * n_trials * n_stim * len(layers),
+            name="n_trials",
+            owner=_OWNER,
+            value=n_trials,
             what="the recorded activations",
         )
 
@@ -651,19 +685,26 @@ _PROGRESS_ATTRS = (
 )
 
 
-def _check_size(out: Mapping[str, torch.Tensor], n_trials: int, n_stim: int, store: Path | None) -> None:
+def _check_size(
+    out: Mapping[str, torch.Tensor], n_trials: int, n_stim: int, store: Path | None
+) -> None:
     """Refuse a recording whose result cannot fit in memory (or on disk for a store)."""
     n_units = sum(int(np.prod(t.shape[2:])) for t in out.values())
     n_bytes = 4.0 * n_trials * n_stim * n_units
     if store is None:
-        check_memory(n_bytes, name="n_trials", owner=_OWNER, value=n_trials, what="the recorded activations")
+        check_memory(
+            n_bytes, name="n_trials", owner=_OWNER, value=n_trials, what="the recorded activations"
+        )
         return
     import shutil
 
     free = shutil.disk_usage(store.parent if store.parent.exists() else Path(".")).free
     if n_bytes > free:
         raise param_error(
-            "n_trials", _OWNER, "small enough for the store to fit on disk", n_trials,
+            "n_trials",
+            _OWNER,
+            "small enough for the store to fit on disk",
+            n_trials,
             hint=f"The store needs about {n_bytes / 2**30:.3g} GiB, {free / 2**30:.3g} GiB are free.",
         )
 
@@ -718,7 +759,8 @@ def _netcdf_attr_ok(value: Any) -> bool:
         if all(isinstance(v, str) for v in value):
             return True
         return all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_))
             for v in value
         )
     return False
@@ -735,10 +777,12 @@ def _check_netcdf_attrs(tree: xr.DataTree, owner: str) -> None:
             for key, value in attrs.items():
                 if not _netcdf_attr_ok(value):
                     raise param_error(
-                        "tree", owner,
+                        "tree",
+                        owner,
                         "storable in netCDF: attrs must be str, numbers, or 1-D lists/arrays of "
                         "numbers or of str (no dict, None or bool)",
-                        f"{place}[{key!r}] = {value!r}"[:200], raw=True,
+                        f"{place}[{key!r}] = {value!r}"[:200],
+                        raw=True,
                         hint="Convert it (e.g. json.dumps) or save to '.zarr'. Nothing was written.",
                     )
 
@@ -755,7 +799,9 @@ def save_recording(tree: xr.DataTree, path: str | Path, *, overwrite: bool = Fal
     check_instance(tree, xr.DataTree, name="tree", owner=owner, expected="an xarray.DataTree")
     overwrite = check_bool(overwrite, name="overwrite", owner=owner)
     if not isinstance(path, (str, Path)):
-        raise param_error("path", owner, "a path (str or pathlib.Path) ending in '.nc' or '.zarr'", path)
+        raise param_error(
+            "path", owner, "a path (str or pathlib.Path) ending in '.nc' or '.zarr'", path
+        )
     path = Path(path)
     if path.suffix not in (".nc", ".zarr"):
         raise param_error("path", owner, "a path ending in '.nc' or '.zarr'", str(path))

@@ -37,7 +37,9 @@ def public_api() -> dict[str, Any]:
     out: dict[str, Any] = {}
     seen: set[int] = set()
     for mod_name in names:
-        if mod_name.startswith(EXCLUDED_MODULES) or any(p.startswith("_") for p in mod_name.split(".")[1:]):
+        if mod_name.startswith(EXCLUDED_MODULES) or any(
+            p.startswith("_") for p in mod_name.split(".")[1:]
+        ):
             continue
         mod = importlib.import_module(mod_name)
         for attr in getattr(mod, "__all__", ()):
@@ -146,8 +148,12 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         if tiny_data is None:
             d = load_digits()
             tiny_data = type(d)(
-                x_train=d.x_train[:32], y_train=d.y_train[:32] % 3, x_test=d.x_test[:8],
-                y_test=d.y_test[:8] % 3, name=d.name, classes=d.classes[:3],
+                x_train=d.x_train[:32],
+                y_train=d.y_train[:32] % 3,
+                x_test=d.x_test[:8],
+                y_test=d.y_test[:8] % 3,
+                name=d.name,
+                classes=d.classes[:3],
             )
         return tiny_data
 
@@ -158,8 +164,13 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         nonlocal rob
         if rob is None:
             rob = perturb.evaluate_robustness(
-                small_model(), images(), labels(), eps=[0.0, 0.05], attacks=["fgsm"],
-                n_evaluations=1, rng=0,
+                small_model(),
+                images(),
+                labels(),
+                eps=[0.0, 0.05],
+                attacks=["fgsm"],
+                n_evaluations=1,
+                rng=0,
             )
         return rob
 
@@ -167,8 +178,13 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
     return {
         # ------------------------------------------------------------ record
         "neurovar.record.record_activations": lambda: _positional_call(
-            record.record_activations, small_model(), images(), layers=["fc1"], n_trials=2,
-            rng=0, progress=False,
+            record.record_activations,
+            small_model(),
+            images(),
+            layers=["fc1"],
+            n_trials=2,
+            rng=0,
+            progress=False,
         ),
         "neurovar.record.save_recording": None,  # path-based: covered by tests/test_record_faults.py
         "neurovar.record.load_recording": None,  # idem
@@ -180,11 +196,18 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         # ------------------------------------------------------------ stats
         f"{S}.variability.fano_factor": lambda: _positional_call(stats.fano_factor, resp),
         f"{S}.variability.mean_matched_fano_factor": lambda: _positional_call(
-            stats.mean_matched_fano_factor, responses(n_stim=6, n_units=6), n_bins=2,
-            n_resamples=2, rng=0,
+            stats.mean_matched_fano_factor,
+            responses(n_stim=6, n_units=6),
+            n_bins=2,
+            n_resamples=2,
+            rng=0,
         ),
-        f"{S}.correlation.noise_correlation": lambda: _positional_call(stats.noise_correlation, resp),
-        f"{S}.correlation.signal_correlation": lambda: _positional_call(stats.signal_correlation, resp),
+        f"{S}.correlation.noise_correlation": lambda: _positional_call(
+            stats.noise_correlation, resp
+        ),
+        f"{S}.correlation.signal_correlation": lambda: _positional_call(
+            stats.signal_correlation, resp
+        ),
         f"{S}.covariance.noise_covariance": lambda: _positional_call(stats.noise_covariance, resp),
         f"{S}.spectrum.eigenspectrum": lambda: _positional_call(stats.eigenspectrum, covariance()),
         f"{S}.spectrum.participation_ratio": lambda: _positional_call(
@@ -205,11 +228,14 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             xr.DataArray(np.eye(4)[:, 1:3], dims=("unit", "k")),
         ),
         f"{S}.information.linear_fisher_information": lambda: _positional_call(
-            stats.linear_fisher_information, responses(n_trials=12).isel(stimulus=0),
-            responses(n_trials=12, seed=1).isel(stimulus=0), delta_s=1.0,
+            stats.linear_fisher_information,
+            responses(n_trials=12).isel(stimulus=0),
+            responses(n_trials=12, seed=1).isel(stimulus=0),
+            delta_s=1.0,
         ),
         f"{S}.information.differential_correlation_strength": lambda: _positional_call(
-            stats.differential_correlation_strength, responses(n_trials=12).isel(stimulus=0),
+            stats.differential_correlation_strength,
+            responses(n_trials=12).isel(stimulus=0),
             responses(n_trials=12, seed=1).isel(stimulus=0),
         ),
         f"{S}.shared.shared_variance": lambda: _positional_call(
@@ -217,7 +243,10 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         ),
         # ------------------------------------------------------------ inference
         "neurovar.inference.permutation.permutation_test": lambda: _positional_call(
-            inference.permutation_test, samples(), samples(shift=1.0, seed=1), n_permutations=99,
+            inference.permutation_test,
+            samples(),
+            samples(shift=1.0, seed=1),
+            n_permutations=99,
             rng=0,
         ),
         "neurovar.inference.bootstrap.bootstrap_ci": lambda: _positional_call(
@@ -234,12 +263,18 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         ),
         # ------------------------------------------------------------ noise
         "neurovar.noise.models.IsotropicNoise": lambda: _noise(noise.IsotropicNoise, 0.1, seed=0),
-        "neurovar.noise.models.DiagonalNoise": lambda: _noise(noise.DiagonalNoise, np.ones(4), seed=0),
+        "neurovar.noise.models.DiagonalNoise": lambda: _noise(
+            noise.DiagonalNoise, np.ones(4), seed=0
+        ),
         "neurovar.noise.models.CovarianceNoise": lambda: _noise(
             noise.CovarianceNoise, covariance().values, seed=0
         ),
-        "neurovar.noise.models.LowRankNoise": lambda: _noise(noise.LowRankNoise, np.ones((4, 1)), seed=0),
-        "neurovar.noise.models.PoissonLikeNoise": lambda: _noise(noise.PoissonLikeNoise, 1.0, seed=0),
+        "neurovar.noise.models.LowRankNoise": lambda: _noise(
+            noise.LowRankNoise, np.ones((4, 1)), seed=0
+        ),
+        "neurovar.noise.models.PoissonLikeNoise": lambda: _noise(
+            noise.PoissonLikeNoise, 1.0, seed=0
+        ),
         "neurovar.noise.controls.random_orthogonal": lambda: _positional_call(
             noise.random_orthogonal, 4, rng=0
         ),
@@ -273,10 +308,13 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.perturb.attacks.TargetedPGD": lambda: _attack(
             perturb.TargetedPGD, eps=0.05, steps=2, n_target_classes=2, rng=0
         ),
-        "neurovar.perturb.attacks.Square": lambda: _attack(perturb.Square, eps=0.05, n_queries=3, rng=0),
+        "neurovar.perturb.attacks.Square": lambda: _attack(
+            perturb.Square, eps=0.05, n_queries=3, rng=0
+        ),
         "neurovar.perturb.adapters.TorchattacksAttack": lambda: (
             lambda **over: perturb.TorchattacksAttack(
-                over.pop("attack", "FGSM"), over.pop("model", small_model()),
+                over.pop("attack", "FGSM"),
+                over.pop("model", small_model()),
                 **{"eps": 0.05, "rng": 0, **over},
             )(images(), labels())
         ),
@@ -290,8 +328,14 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             perturb.robust_accuracy, small_model(), None, images(), labels(), n_evaluations=1, rng=0
         ),
         "neurovar.perturb.evaluate.evaluate_robustness": lambda: _positional_call(
-            perturb.evaluate_robustness, small_model(), images(), labels(), eps=[0.05],
-            attacks=["fgsm"], n_evaluations=1, rng=0,
+            perturb.evaluate_robustness,
+            small_model(),
+            images(),
+            labels(),
+            eps=[0.05],
+            attacks=["fgsm"],
+            n_evaluations=1,
+            rng=0,
         ),
         "neurovar.perturb.diagnostics.randomness_check": lambda: _positional_call(
             perturb.randomness_check, small_model(), images(), rng=0
@@ -300,8 +344,13 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             perturb.is_stochastic, small_model(), images(), rng=0
         ),
         "neurovar.perturb.diagnostics.gradient_snr": lambda: _positional_call(
-            perturb.gradient_snr, small_model(0.5).train(), images(), labels(), eot_samples=(1, 2),
-            n_repeats=2, rng=0,
+            perturb.gradient_snr,
+            small_model(0.5).train(),
+            images(),
+            labels(),
+            eot_samples=(1, 2),
+            n_repeats=2,
+            rng=0,
         ),
         "neurovar.perturb.diagnostics.check_robustness_result": lambda: _positional_call(
             perturb.check_robustness_result, robustness(), n_classes=3, warn=False
@@ -321,14 +370,20 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.cortex.loaders.from_array": lambda: _positional_call(
             cortex.from_array, np.ones((3, 2, 4))
         ),
-        "neurovar.cortex.loaders.require_counts": lambda: _positional_call(cortex.require_counts, resp),
+        "neurovar.cortex.loaders.require_counts": lambda: _positional_call(
+            cortex.require_counts, resp
+        ),
         # ------------------------------------------------------------ plot
-        "neurovar.plot.plot_variance_vs_mean": lambda: _positional_call(plot.plot_variance_vs_mean, resp),
+        "neurovar.plot.plot_variance_vs_mean": lambda: _positional_call(
+            plot.plot_variance_vs_mean, resp
+        ),
         "neurovar.plot.plot_noise_correlations": lambda: _positional_call(
             plot.plot_noise_correlations, stats.noise_correlation(resp), bins=5
         ),
         "neurovar.plot.plot_spectrum": lambda: _positional_call(plot.plot_spectrum, covariance()),
-        "neurovar.plot.plot_robustness": lambda: _positional_call(plot.plot_robustness, robustness()),
+        "neurovar.plot.plot_robustness": lambda: _positional_call(
+            plot.plot_robustness, robustness()
+        ),
     }
 
 
@@ -343,7 +398,18 @@ def cases() -> dict[str, Callable[[], Callable[..., Any]] | None]:
 
 # ----------------------------------------------------------------------------- bad values
 #: Parameter names never fuzzed generically, with the reason (see also SKIP in the test).
-FREE_TEXT = {"title", "label", "name", "model_id", "node_column", "formula", "groups", "layer", "units", "owner"}
+FREE_TEXT = {
+    "title",
+    "label",
+    "name",
+    "model_id",
+    "node_column",
+    "formula",
+    "groups",
+    "layer",
+    "units",
+    "owner",
+}
 
 
 def param_kind(p: inspect.Parameter) -> str | None:

@@ -33,7 +33,9 @@ def test_nan_pixels_refused_everywhere():
     with pytest.raises(InvalidParameterError, match="'images' parameter of FGSM.*1 NaN"):
         perturb.FGSM(model, eps=0.1)(x, labels())
     with pytest.raises(InvalidParameterError, match="'images' parameter of evaluate_robustness"):
-        perturb.evaluate_robustness(model, x, labels(), eps=[0.1], attacks=["fgsm"], n_evaluations=1)
+        perturb.evaluate_robustness(
+            model, x, labels(), eps=[0.1], attacks=["fgsm"], n_evaluations=1
+        )
     with pytest.raises(InvalidParameterError, match="'images' parameter of corrupt"):
         perturb.corrupt(x, "gaussian_noise", severity=1)
     with pytest.raises(InvalidParameterError, match="'images' parameter of modify"):
@@ -43,10 +45,22 @@ def test_nan_pixels_refused_everywhere():
 @pytest.mark.parametrize(
     ("y", "kw", "match"),
     [
-        (torch.zeros(4, 1, dtype=torch.long), {}, "'labels' parameter of evaluate_accuracy must be a 1-D"),
+        (
+            torch.zeros(4, 1, dtype=torch.long),
+            {},
+            "'labels' parameter of evaluate_accuracy must be a 1-D",
+        ),
         (labels(), {"batch_size": -1}, "'batch_size' parameter of evaluate_accuracy"),
-        (torch.full((4,), 3), {}, r"'labels' parameter of evaluate_accuracy must be class indices in \[0, 2\]"),
-        (torch.full((4,), -1), {}, "'labels' parameter of evaluate_accuracy must be class indices >= 0"),
+        (
+            torch.full((4,), 3),
+            {},
+            r"'labels' parameter of evaluate_accuracy must be class indices in \[0, 2\]",
+        ),
+        (
+            torch.full((4,), -1),
+            {},
+            "'labels' parameter of evaluate_accuracy must be class indices >= 0",
+        ),
     ],
 )
 def test_evaluate_accuracy_refuses_bad_labels(y, kw, match):
@@ -97,7 +111,9 @@ def test_covariance_inputs_checked_symmetric_and_psd():
             func(asym)
     # rounding error passes, and the result is unchanged
     noisy = c + 1e-12 * np.random.default_rng(0).standard_normal((4, 4))
-    assert float(stats.participation_ratio(noisy)) == pytest.approx(float(stats.participation_ratio(c)))
+    assert float(stats.participation_ratio(noisy)) == pytest.approx(
+        float(stats.participation_ratio(c))
+    )
     with pytest.raises(InvalidParameterError, match="positive semi-definite"):
         stats.alignment_index(-c, c, n_components=2)
 
@@ -107,7 +123,14 @@ def test_train_stops_on_non_finite_loss_naming_the_epoch():
     x = torch.rand(16, 1, 8, 8, generator=gen)
     y = torch.arange(16) % 3
     x[5, 0, 0, 0] = math.nan  # poisons the loss of the batch that holds it
-    data = ImageDataset(x_train=x, y_train=y, x_test=x[:4].nan_to_num(), y_test=y[:4], name="t", classes=("a", "b", "c"))
+    data = ImageDataset(
+        x_train=x,
+        y_train=y,
+        x_test=x[:4].nan_to_num(),
+        y_test=y[:4],
+        name="t",
+        classes=("a", "b", "c"),
+    )
     with pytest.raises(FloatingPointError, match="epoch 1"):
         train(small_model(), data, epochs=2, batch_size=8, progress=False)
     with pytest.raises(InvalidParameterError, match="'lr' parameter of train"):
@@ -157,9 +180,14 @@ def test_rng_string_and_empty_inference_input():
 
 def test_huge_counts_refused_before_allocating(monkeypatch):
     monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(2**30))
-    with pytest.raises(InvalidParameterError, match="'n_resamples' parameter of mean_matched_fano_factor.*fit in memory"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'n_resamples' parameter of mean_matched_fano_factor.*fit in memory",
+    ):
         stats.mean_matched_fano_factor(responses(n_stim=6, n_units=6), n_bins=2, n_resamples=10**9)
-    with pytest.raises(InvalidParameterError, match="'n_permutations' parameter of permutation_test"):
+    with pytest.raises(
+        InvalidParameterError, match="'n_permutations' parameter of permutation_test"
+    ):
         inference.permutation_test(samples(), samples(seed=1), n_permutations=10**12)
     with pytest.raises(InvalidParameterError, match="'n_resamples' parameter of bootstrap_ci"):
         inference.bootstrap_ci(samples(), n_resamples=10**12)

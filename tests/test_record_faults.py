@@ -150,7 +150,9 @@ def test_string_and_int_flags_are_refused(images, tmp_path, flag):
     nc_bytes = nc.read_bytes()
     with pytest.raises(InvalidParameterError, match="'overwrite' parameter of save_recording"):
         save_recording(tree.load(), nc, overwrite=flag)
-    with pytest.raises(InvalidParameterError, match="'allow_incomplete' parameter of load_recording"):
+    with pytest.raises(
+        InvalidParameterError, match="'allow_incomplete' parameter of load_recording"
+    ):
         load_recording(path, allow_incomplete=flag)
     assert _listing(path) == before and nc.read_bytes() == nc_bytes
     # numpy bools are flags too

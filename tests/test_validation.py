@@ -30,7 +30,9 @@ from neurovar._validation import InvalidParameterError
 def test_message_shape_and_error_class():
     with pytest.raises(InvalidParameterError) as info:
         v.check_real(-0.1, name="eps", owner="PGD", low=0, high=1)
-    assert str(info.value) == "The 'eps' parameter of PGD must be a float in [0, 1]. Got -0.1 instead."
+    assert (
+        str(info.value) == "The 'eps' parameter of PGD must be a float in [0, 1]. Got -0.1 instead."
+    )
     assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
     assert (info.value.name, info.value.owner) == ("eps", "PGD")
 
@@ -72,9 +74,13 @@ def test_choice_rng_device_dims():
         with pytest.raises(InvalidParameterError, match="CUDA is not available"):
             v.check_device("cuda", owner="f")
     assert v.check_device("cpu", owner="f") == torch.device("cpu")
-    with pytest.raises(InvalidParameterError, match="'unit_dim' parameter of f .* different from trial_dim"):
+    with pytest.raises(
+        InvalidParameterError, match="'unit_dim' parameter of f .* different from trial_dim"
+    ):
         v.check_dim_names({"trial_dim": "trial", "unit_dim": "trial"}, owner="f")
-    with pytest.raises(InvalidParameterError, match="'unit_dim' parameter of f must be a dimension of"):
+    with pytest.raises(
+        InvalidParameterError, match="'unit_dim' parameter of f must be a dimension of"
+    ):
         v.check_dim_names({"unit_dim": "neuron"}, owner="f", have=("trial", "unit"))
 
 
@@ -202,7 +208,14 @@ def generated_cases():
                 continue
             for which, values in BAD_VALUES[kind].items():
                 for value in values:
-                    out.append(pytest.param(qual, p.name, value, id=f"{qual.split('.')[-1]}-{p.name}-{which}-{value!r}"))
+                    out.append(
+                        pytest.param(
+                            qual,
+                            p.name,
+                            value,
+                            id=f"{qual.split('.')[-1]}-{p.name}-{which}-{value!r}",
+                        )
+                    )
     return out
 
 
@@ -210,7 +223,9 @@ def test_every_public_object_has_a_case_or_a_reason():
     api = public_api()
     table = cases()
     missing = [q for q in api if q not in NO_CASE and table.get(q) is None]
-    assert not missing, f"add a tiny valid call to api_cases.CASES or a reason to NO_CASE: {missing}"
+    assert not missing, (
+        f"add a tiny valid call to api_cases.CASES or a reason to NO_CASE: {missing}"
+    )
     stale = [q for q in list(NO_CASE) + list(table) if q not in api]
     assert not stale, f"names no longer public: {stale}"
 

@@ -149,7 +149,13 @@ def from_array(
         try:
             data = np.asarray(counts, dtype=float)
         except (TypeError, ValueError):
-            raise param_error("counts", "from_array", "a numeric 3-d array or a sequence of 2-d arrays", type(counts).__name__, raw=True) from None
+            raise param_error(
+                "counts",
+                "from_array",
+                "a numeric 3-d array or a sequence of 2-d arrays",
+                type(counts).__name__,
+                raw=True,
+            ) from None
         if data.ndim != 3:
             raise InvalidParameterError(
                 "The 'counts' parameter of from_array must be a 3-d array with axes named by 'dims' or a "

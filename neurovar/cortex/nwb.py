@@ -125,9 +125,17 @@ def counts_from_nwbfile(
         if (
             not isinstance(window, (tuple, list))
             or len(window) != 2
-            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w) for w in window)
+            or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w)
+                for w in window
+            )
         ):
-            raise param_error("window", "counts_from_nwbfile", "a pair (start, stop) of finite seconds or None", window)
+            raise param_error(
+                "window",
+                "counts_from_nwbfile",
+                "a pair (start, stop) of finite seconds or None",
+                window,
+            )
         w0, w1 = (float(w) for w in window)
         if not w1 > w0:
             raise InvalidParameterError(

@@ -40,7 +40,7 @@ def as_dataarray(x: Any, *, name: str) -> xr.DataArray:
         )
     try:
         arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError):
         raise InvalidParameterError(
             f"The '{name}' parameter must be an xarray.DataArray or a 1-D array of numbers. "
             f"Got {type(x).__name__} instead."
@@ -87,7 +87,11 @@ def check_choice(value: Any, choices: Sequence[Any], *, name: str, owner: str) -
 
 
 def check_positive_int(value: Any, *, name: str, owner: str, minimum: int = 1) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
         raise param_error(name, owner, f"an integer >= {minimum}", value)
     return int(value)
 

@@ -11,7 +11,14 @@ from scipy import special
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_memory,
+    check_rng,
+    param_error,
+)
+
 from ._validation import (
     as_dataarray,
     check_choice,
@@ -22,7 +29,6 @@ from ._validation import (
     numeric_values,
     resolve_dim,
 )
-from neurovar._validation import check_bool, check_memory, check_rng, param_error
 
 __all__ = ["bootstrap_ci", "BOOTSTRAP_STATISTICS"]
 
@@ -257,7 +263,10 @@ def bootstrap_ci(
             raise param_error(pname, owner, "a dimension name (str) or None", d)
     if group_dim is not None and isinstance(data, xr.DataArray) and group_dim not in data.dims:
         raise param_error(
-            "group_dim", owner, f"a dimension of 'data' (one of {tuple(data.dims)!r}) or None", group_dim
+            "group_dim",
+            owner,
+            f"a dimension of 'data' (one of {tuple(data.dims)!r}) or None",
+            group_dim,
         )
     data = as_dataarray(data, name="data")
     if data.size == 0:
@@ -267,7 +276,10 @@ def bootstrap_ci(
     n_resamples = check_positive_int(n_resamples, name="n_resamples", owner=owner, minimum=2)
     n_positions = max(1, data.size // max(1, data.sizes[dim])) if dim in data.dims else 1
     check_memory(  # scipy keeps every resampled statistic of every position
-        2 * 8.0 * n_resamples * n_positions, name="n_resamples", owner=owner, value=n_resamples,
+        2 * 8.0 * n_resamples * n_positions,
+        name="n_resamples",
+        owner=owner,
+        value=n_resamples,
         what="the bootstrap distribution",
     )
     confidence_level = check_confidence_level(confidence_level, owner=owner)

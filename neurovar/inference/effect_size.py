@@ -75,7 +75,9 @@ def _prepare_pair(a, b, dim, paired, nan_policy, owner):
     check_choice(paired, (True, False), name="paired", owner=owner)
     for name, x in (("a", a), ("b", b)):
         if x.sizes[dim] == 0:
-            raise param_error(name, owner, f"non-empty along {dim!r}", f"dims {dict(x.sizes)}", raw=True)
+            raise param_error(
+                name, owner, f"non-empty along {dim!r}", f"dims {dict(x.sizes)}", raw=True
+            )
     if paired and a.sizes[dim] != b.sizes[dim]:
         raise ValueError(
             f"The 'a' and 'b' parameters of {owner} must have the same length along '{dim}' "

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from ._validation import NAN_POLICIES, check_choice, check_confidence_level, check_positive_int
 from neurovar._validation import InvalidParameterError
+
+from ._validation import NAN_POLICIES, check_choice, check_confidence_level, check_positive_int
 
 __all__ = ["fit_mixed_model", "MixedModelResult"]
 

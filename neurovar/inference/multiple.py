@@ -9,6 +9,7 @@ import xarray as xr
 from statsmodels.stats.multitest import multipletests
 
 from neurovar._validation import InvalidParameterError
+
 from ._validation import check_choice, check_unit_interval
 
 __all__ = ["correct_pvalues", "PVALUE_METHODS"]

@@ -10,7 +10,14 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_memory,
+    check_rng,
+    param_error,
+)
+
 from ._validation import (
     ALTERNATIVES,
     check_choice,
@@ -19,7 +26,6 @@ from ._validation import (
     default_batch,
 )
 from .effect_size import _cohens_d_np, _prepare_pair, _rank_biserial_np
-from neurovar._validation import check_bool, check_memory, check_rng, param_error
 
 __all__ = ["permutation_test", "PERMUTATION_STATISTICS"]
 
@@ -206,8 +212,11 @@ def permutation_test(
     check_choice(alternative, ALTERNATIVES, name="alternative", owner=owner)
     n_permutations = check_positive_int(n_permutations, name="n_permutations", owner=owner)
     check_memory(  # the null distribution of every position is returned
-        2 * 8.0 * n_permutations * max(1, int(np.prod(xa.shape[:-1]))), name="n_permutations",
-        owner=owner, value=n_permutations, what="the null distribution",
+        2 * 8.0 * n_permutations * max(1, int(np.prod(xa.shape[:-1]))),
+        name="n_permutations",
+        owner=owner,
+        value=n_permutations,
+        what="the null distribution",
     )
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)

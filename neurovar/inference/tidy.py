@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
+
 from neurovar._validation import InvalidParameterError
 
 __all__ = ["to_tidy"]

@@ -78,14 +78,18 @@ def as_numpy_matrix(cov: Any, *, name: str, owner: str) -> np.ndarray:
             ) from None
     if not np.all(np.isfinite(arr)):
         raise InvalidParameterError(
-            f"The '{name}' parameter of {owner} contains NaN or infinite values.", name=name, owner=owner
+            f"The '{name}' parameter of {owner} contains NaN or infinite values.",
+            name=name,
+            owner=owner,
         )
     return arr
 
 
 def check_square(arr: np.ndarray, *, name: str, owner: str) -> None:
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-        raise param_error(name, owner, "a non-empty square 2-D matrix", f"shape {arr.shape}", raw=True)
+        raise param_error(
+            name, owner, "a non-empty square 2-D matrix", f"shape {arr.shape}", raw=True
+        )
 
 
 def psd_factor(

@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 
 from neurovar._validation import InvalidParameterError, check_memory, check_rng, public_caller
+
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
 from .models import (
     CovarianceNoise,
@@ -443,14 +444,18 @@ def noise_from_covariance(
         if rank is None:
             raise InvalidParameterError(
                 f"The 'rank' parameter of {owner} must be an int >= 1: kind='low_rank' needs the "
-                "'rank' parameter. Got None instead.", name="rank", owner=owner,
+                "'rank' parameter. Got None instead.",
+                name="rank",
+                owner=owner,
             )
         return LowRankNoise.from_covariance(cov, rank, **kwargs)
     if rank is not None:
         raise InvalidParameterError(
             f"The 'rank' parameter of {owner} must be None: 'rank' applies to kind='low_rank' only "
             f"(kind={kind!r}). "
-            f"Got {rank!r} instead.", name="rank", owner=owner,
+            f"Got {rank!r} instead.",
+            name="rank",
+            owner=owner,
         )
     if kind == "full":
         return CovarianceNoise(cov, **kwargs)

@@ -20,11 +20,16 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_choice,
+    check_device,
+    public_caller,
+)
+
 from ..dims import UNIT, UNIT_J
 from ..record import layer_names
-from neurovar._validation import check_bool, check_choice, check_device, public_caller
-
 from ._utils import check_int, check_nonneg_float, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
@@ -138,7 +143,9 @@ def collect_layer_activations(
     ----------
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
-    owner = public_caller("collect_layer_activations")  # the caller, e.g. fit_perturbation_covariance
+    owner = public_caller(
+        "collect_layer_activations"
+    )  # the caller, e.g. fit_perturbation_covariance
     check_bool(progress, name="progress", owner=owner)
     if device is not None:
         check_device(device, owner=owner)
@@ -289,7 +296,9 @@ def layer_activation_covariance(
     if x.shape[0] <= ddof:
         raise InvalidParameterError(
             f"The 'ddof' parameter of {owner} must be smaller than the number of samples, "
-            f"{x.shape[0]}. Got {ddof} instead.", name="ddof", owner=owner,
+            f"{x.shape[0]}. Got {ddof} instead.",
+            name="ddof",
+            owner=owner,
         )
     cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
     return _cov_dataarray(
@@ -344,7 +353,9 @@ def _total_variance(acts: torch.Tensor, ddof: int, owner: str) -> float:
     if acts.shape[0] <= ddof:
         raise InvalidParameterError(
             f"The 'ddof' parameter of {owner} must be smaller than the number of images, "
-            f"{acts.shape[0]}. Got {ddof} instead.", name="ddof", owner=owner,
+            f"{acts.shape[0]}. Got {ddof} instead.",
+            name="ddof",
+            owner=owner,
         )
     return float(
         acts.to(torch.float64).reshape(acts.shape[0], -1).var(dim=0, correction=ddof).sum()

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from neurovar._validation import InvalidParameterError
+
 from ..record import layer_names
 from .models import NoiseModule
 

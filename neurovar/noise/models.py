@@ -33,6 +33,7 @@ import xarray as xr
 from torch import nn
 
 from neurovar._validation import InvalidParameterError, check_bool, param_error
+
 from ._utils import (
     as_numpy_matrix,
     check_int,
@@ -69,7 +70,9 @@ def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
         arr = np.asarray(getattr(value, "values", value), dtype=np.float64)
     arr = np.atleast_1d(arr).reshape(-1)
     if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise InvalidParameterError(f"The '{name}' parameter of {owner} must be finite and non-empty.")
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {owner} must be finite and non-empty."
+        )
     if np.any(arr < 0):
         raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be non-negative. "
@@ -179,7 +182,9 @@ class NoiseModule(nn.Module):
         """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
         self.seed = check_seed(seed, owner=type(self).__name__)
         if self.seed is None:
-            raise InvalidParameterError("The 'seed' parameter of manual_seed must be an int. Got None.")
+            raise InvalidParameterError(
+                "The 'seed' parameter of manual_seed must be an int. Got None."
+            )
         self._user_generator = None
         self._generators = {}
         self._frozen_draw = None
@@ -255,7 +260,8 @@ class NoiseModule(nn.Module):
                 else f"; with share='flat' it would need {math.prod(x.shape[1:])} units"
             )
             raise ValueError(
-                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}), but the "
+                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}; its "
+                "'n_units' or covariance size), but the "
                 f"layer output has shape {tuple(x.shape)}, i.e. {d} {what}{other}."
             )
         return batch, d, p

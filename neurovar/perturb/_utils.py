@@ -90,8 +90,10 @@ def check_label_range(labels: torch.Tensor, n_classes: int, owner: str) -> None:
     """Refuse labels ``>= n_classes`` (the number of logits the model returns)."""
     if labels.numel() and int(labels.max()) >= n_classes:
         raise param_error(
-            owner, "labels", f"class indices in [0, {n_classes - 1}] (the model has {n_classes} "
-            "outputs)", f"max label {int(labels.max())}",
+            owner,
+            "labels",
+            f"class indices in [0, {n_classes - 1}] (the model has {n_classes} outputs)",
+            f"max label {int(labels.max())}",
         )
 
 

@@ -198,7 +198,9 @@ class Attack:
                 if "out of bounds" not in str(err):
                     raise
                 raise param_error(
-                    type(self).__name__, "labels", "class indices below the model's number of outputs",
+                    type(self).__name__,
+                    "labels",
+                    "class indices below the model's number of outputs",
                     f"max label {int(labels.max())}",
                 ) from err
         return adv.detach().to(device=images.device, dtype=images.dtype)

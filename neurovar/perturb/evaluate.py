@@ -235,7 +235,12 @@ def robust_accuracy(
     owner = "robust_accuracy"
     check_validation_common(owner, rng=rng)
     if hasattr(images, "shape") and len(images.shape) and isinstance(n_evaluations, int):
-        check_memory(2.0 * n_evaluations * images.shape[0], name="n_evaluations", owner=owner, value=n_evaluations)
+        check_memory(
+            2.0 * n_evaluations * images.shape[0],
+            name="n_evaluations",
+            owner=owner,
+            value=n_evaluations,
+        )
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
     if attack is not None and not callable(attack):
@@ -351,7 +356,9 @@ def evaluate_robustness(
     owner = "evaluate_robustness"
     check_validation_common(owner, rng=rng, progress=progress)
     if not isinstance(attacks, (str, Sequence, Mapping)):
-        raise param_error(owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks)
+        raise param_error(
+            owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
+        )
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(norm, "norm", owner, ("linf", "l2"))
     images, labels = check_images_labels(images, labels, owner)

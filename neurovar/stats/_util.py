@@ -28,7 +28,10 @@ def require_counts(responses: xr.DataArray, name: str, func: str) -> None:
         flag = flag.item()
     if not isinstance(flag, (bool, Integral, np.integer, np.bool_)) or int(flag) not in (0, 1):
         raise param_error(
-            name, func, "marked with attrs['mean_subtracted'] as 0 or 1 (an int or bool)", flag,
+            name,
+            func,
+            "marked with attrs['mean_subtracted'] as 0 or 1 (an int or bool)",
+            flag,
             hint="A string such as '1' is ambiguous: set the attr to 0 (counts) or 1 (residuals).",
         )
     if int(flag):
@@ -228,16 +231,22 @@ def check_symmetric_psd(
         asym = float(np.max(np.abs(sub - sub.T))) / scale
         if asym > sym_tol:
             raise param_error(
-                name, func, f"a symmetric matrix (max |C - C^T| / max |C| <= {sym_tol:g})",
-                f"a matrix with relative asymmetry {asym:.3g}", raw=True,
+                name,
+                func,
+                f"a symmetric matrix (max |C - C^T| / max |C| <= {sym_tol:g})",
+                f"a matrix with relative asymmetry {asym:.3g}",
+                raw=True,
             )
         evals = np.linalg.eigvalsh(0.5 * (sub + sub.T))
         top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
         if evals[0] < -psd_tol * top:
             raise param_error(
-                name, func, "a positive semi-definite covariance matrix",
+                name,
+                func,
+                "a positive semi-definite covariance matrix",
                 f"a matrix with smallest eigenvalue {evals[0]:.4g} (largest |eigenvalue| "
-                f"{top:.4g})", raw=True,
+                f"{top:.4g})",
+                raw=True,
             )
 
 

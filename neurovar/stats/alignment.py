@@ -102,7 +102,13 @@ def variance_along(
     1410-1417.
     """
     c = _matrix(cov, "cov", unit_dim, "variance_along")
-    check_dims(directions, [unit_dim], name="directions", owner="variance_along", params={unit_dim: "unit_dim"})
+    check_dims(
+        directions,
+        [unit_dim],
+        name="directions",
+        owner="variance_along",
+        params={unit_dim: "unit_dim"},
+    )
     _same_units(cov, directions, ("cov", "directions"), unit_dim)
     other = [d for d in directions.dims if d != unit_dim]
     d = np.asarray(directions.transpose(*other, unit_dim).values, dtype=np.float64)
@@ -271,7 +277,9 @@ def principal_angles(
     """
     mats = []
     for name, sub in (("subspace_a", subspace_a), ("subspace_b", subspace_b)):
-        check_dims(sub, [unit_dim], name=name, owner="principal_angles", params={unit_dim: "unit_dim"})
+        check_dims(
+            sub, [unit_dim], name=name, owner="principal_angles", params={unit_dim: "unit_dim"}
+        )
         if sub.ndim != 2:
             raise InvalidParameterError(
                 f"The '{name}' parameter must be 2-D: ({unit_dim!r}, <vectors>). "

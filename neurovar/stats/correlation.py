@@ -7,12 +7,11 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import residual_gram, stimulus_major
 from ._util import center, check_option, pairwise_dataarray, unit_coords, warn_nan
-from neurovar._validation import check_bool
 
 __all__ = ["noise_correlation", "signal_correlation"]
 

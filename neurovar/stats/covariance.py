@@ -6,12 +6,11 @@ import numpy as np
 import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
 from ._util import check_option, pairwise_dataarray, unit_coords, warn_nan
-from neurovar._validation import check_bool
 
 __all__ = ["noise_covariance"]
 

@@ -7,12 +7,11 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import TRIAL, UNIT, check_dims
 
 from ._util import center, check_real, warn_nan
 from .alignment import _same_units
-from neurovar._validation import check_bool
 
 __all__ = ["linear_fisher_information", "differential_correlation_strength"]
 
@@ -28,7 +27,11 @@ def _two_stimuli(
     out = []
     for name, resp in (("responses_a", responses_a), ("responses_b", responses_b)):
         check_dims(
-            resp, [trial_dim, unit_dim], name=name, allow_extra=False, owner=func,
+            resp,
+            [trial_dim, unit_dim],
+            name=name,
+            allow_extra=False,
+            owner=func,
             params={trial_dim: "trial_dim", unit_dim: "unit_dim"},
         )
         x = np.asarray(resp.transpose(trial_dim, unit_dim).values, dtype=np.float64)
@@ -127,7 +130,9 @@ def linear_fisher_information(
     shuffled = check_bool(shuffled, name="shuffled", owner=func)
     delta_s = check_real(delta_s, "delta_s", func)
     if delta_s == 0:
-        raise InvalidParameterError(f"The 'delta_s' parameter of {func} must be non-zero. Got 0 instead.")
+        raise InvalidParameterError(
+            f"The 'delta_s' parameter of {func} must be non-zero. Got 0 instead."
+        )
     xa, xb = _two_stimuli(responses_a, responses_b, trial_dim, unit_dim, func)
     ta, tb = xa.shape[0], xb.shape[0]
     nu = ta + tb - 2

@@ -115,7 +115,7 @@ def shared_variance(
     if res.dof < n_folds * 2:
         raise InvalidParameterError(
             f"The 'responses' parameter of {func} has too few residual degrees of freedom "
-            f"({res.dof}) for {n_folds}-fold cross-validation."
+            f"({res.dof}) for {n_folds}-fold cross-validation (the 'n_folds' parameter)."
         )
     # FactorAnalysis (maximum likelihood) divides by the number of rows; scaling the residuals
     # makes its covariance the unbiased pooled one (dof = rows - stimuli), as noise_covariance.

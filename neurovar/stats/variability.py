@@ -11,11 +11,10 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_bool, check_memory, param_error
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
-from neurovar._validation import check_bool, check_memory
 
 __all__ = ["fano_factor", "mean_matched_fano_factor"]
 
@@ -34,6 +33,16 @@ def _moments(
     Computed in float64 (recordings are often float32), lazily for dask-backed input.
     """
     require_counts(responses, "responses", func)
+    n_trials = (
+        getattr(responses, "sizes", {}).get(trial_dim) if isinstance(trial_dim, str) else None
+    )
+    if n_trials is not None and 0 < n_trials <= ddof:
+        raise param_error(
+            "ddof",
+            func,
+            f"smaller than the number of trials along {trial_dim!r} ({n_trials})",
+            ddof,
+        )
     check_responses(
         responses,
         trial_dim=trial_dim,
@@ -247,7 +256,9 @@ def mean_matched_fano_factor(
     func = "mean_matched_fano_factor"
     progress = check_bool(progress, name="progress", owner=func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
-    check_memory(8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts")
+    check_memory(
+        8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts"
+    )
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
     confidence = check_real(
@@ -300,7 +311,10 @@ def mean_matched_fano_factor(
         )
     n_cond = len(points)
     check_memory(
-        3 * 8.0 * n_resamples * n_cond, name="n_resamples", owner=func, value=n_resamples,
+        3 * 8.0 * n_resamples * n_cond,
+        name="n_resamples",
+        owner=func,
+        value=n_resamples,
         what="the per-resample slopes and their confidence bounds",
     )
     slopes = np.empty((n_resamples, n_cond))

@@ -135,5 +135,7 @@ def test_from_array_equal_repeats_still_checks_units_and_dims():
     # 'dims' cannot silently be ignored for per-stimulus blocks
     with pytest.raises(ValueError, match="'dims' parameter"):
         from_array(blocks, dims=("unit", "trial", "stimulus"))
-    with pytest.raises(ValueError, match="'counts' parameter of from_array must be a sequence of 2-d"):
+    with pytest.raises(
+        ValueError, match="'counts' parameter of from_array must be a sequence of 2-d"
+    ):
         from_array([np.zeros((3, 2)), np.zeros(3)])
