@@ -78,7 +78,10 @@ def layer_names(model: nn.Module) -> list[str]:
 
 # ---------------------------------------------------------------------------------- device
 def resolve_device(
-    device: str | torch.device | None = None, *, model: nn.Module | None = None
+    device: str | torch.device | None = None,
+    *,
+    model: nn.Module | None = None,
+    owner: str | None = None,
 ) -> torch.device:
     """The device a call runs on: the package's one device rule.
 
@@ -92,13 +95,17 @@ def resolve_device(
         Explicit device, or None.
     model
         The model the call runs, if any.
+    owner
+        The public function asking, named in the error for an unknown or unavailable device.
 
     Returns
     -------
     torch.device
     """
     if device is not None:
-        return torch.device(device)
+        from ._validation import check_device  # refuses "bogus", "cuda" without CUDA, ...
+
+        return check_device(device, owner=owner)
     if model is not None:
         for tensor in model.parameters():
             return tensor.device
@@ -176,6 +183,9 @@ def seed_from(rng: Any) -> int:
     An int is used as the seed itself, so ``attrs["seed"]`` of a result shows the number the
     user passed; a Generator is advanced by one draw. The global RNGs are never touched.
     """
+    from ._validation import check_rng  # the bottom floor too; names the user's function
+
+    check_rng(rng)
     if isinstance(rng, torch.Generator):
         return int(torch.randint(0, 2**62, (1,), generator=rng, device=rng.device).item())
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):

@@ -75,17 +75,18 @@ def load_digits(
     from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(
-            f"The 'test_fraction' parameter of load_digits must be in (0, 1). Got {test_fraction!r} instead."
-        )
-    if isinstance(rng, bool) or not isinstance(
-        rng, (int, np.integer, np.random.Generator, torch.Generator)
-    ):
-        raise TypeError(
-            "The 'rng' parameter of load_digits must be an int seed or a numpy / torch Generator. "
-            f"Got {type(rng).__name__} instead."
-        )
+    from ._validation import check_real, check_rng
+
+    check_real(
+        test_fraction,
+        name="test_fraction",
+        owner="load_digits",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    check_rng(rng, name="rng", owner="load_digits")
     random_state = int(rng) if isinstance(rng, (int, np.integer)) else seed_from(rng) % 2**32
     bunch = _sk_load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
@@ -123,7 +124,14 @@ def _from_torchvision(train_ds, test_ds, name: str, limit: int | None) -> ImageD
     )
 
 
-def _check_root(root: str | Path, loader: str) -> Path:
+def _check_root(root: str | Path, loader: str, limit: int | None = None) -> Path:
+    from ._validation import check_int, param_error
+
+    check_int(limit, name="limit", owner=loader, low=1, allow_none=True)
+    if not isinstance(root, (str, Path)):
+        raise param_error(
+            "root", loader, "a path (str or pathlib.Path) to an existing folder", root
+        )
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -146,7 +154,7 @@ def load_mnist(root: str | Path, *, limit: int | None = None) -> ImageDataset:
     """
     from torchvision.datasets import MNIST
 
-    root = _check_root(root, "load_mnist")
+    root = _check_root(root, "load_mnist", limit)
     train = MNIST(str(root), train=True, download=False)
     test = MNIST(str(root), train=False, download=False)
     return _from_torchvision(train, test, "mnist", limit)
@@ -168,7 +176,7 @@ def load_cifar10(
     """
     from torchvision.datasets import CIFAR10
 
-    root = _check_root(root, "load_cifar10")
+    root = _check_root(root, "load_cifar10", limit)
     cls = CIFAR10
     if not verify:
 

@@ -28,6 +28,8 @@ from matplotlib.figure import Figure
 
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_dims, check_responses, pair_dim
 
+from ._validation import InvalidParameterError, check_bool, check_memory, check_rng
+
 __all__ = [
     "plot_robustness",
     "plot_robustness_comparison",
@@ -49,8 +51,10 @@ _ROBUSTNESS_VARS = {
 
 # ---------------------------------------------------------------------------- helpers
 def _error(owner: str, name: str, expected: str, got: Any) -> ValueError:
-    """The package's uniform error message (sklearn style)."""
-    return ValueError(f"The '{name}' parameter of {owner} must be {expected}. Got {got!r} instead.")
+    """The package's uniform error (:class:`neurovar._validation.InvalidParameterError`)."""
+    from neurovar._validation import param_error
+
+    return param_error(name, owner, expected, got)
 
 
 def _figure_and_axes(ax: Axes | None, owner: str, figsize: tuple[float, float]) -> tuple[Any, Axes]:
@@ -59,7 +63,7 @@ def _figure_and_axes(ax: Axes | None, owner: str, figsize: tuple[float, float]) 
         fig = Figure(figsize=figsize, layout="constrained")
         return fig, fig.add_subplot()
     if not isinstance(ax, Axes):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'ax' parameter of {owner} must be a matplotlib Axes or None. "
             f"Got {type(ax).__name__} instead."
         )
@@ -77,19 +81,19 @@ def _check_n_classes(n_classes: Any, owner: str) -> int | None:
 def _check_robustness_result(result: Any, owner: str, name: str = "result") -> None:
     """Raise unless ``result`` looks like the Dataset of ``evaluate_robustness``."""
     if not isinstance(result, xr.Dataset):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be the xarray.Dataset returned by "
             f"neurovar.perturb.evaluate_robustness. Got {type(result).__name__} instead."
         )
     missing = [v for v in _ROBUSTNESS_VARS if v not in result.data_vars]
     if missing:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be the output of evaluate_robustness; "
             f"missing variables {missing!r}, found {sorted(map(str, result.data_vars))!r}."
         )
     for var, dims in _ROBUSTNESS_VARS.items():
         if tuple(result[var].dims) != dims:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The '{name}' parameter of {owner}: variable {var!r} must have dims {dims!r}. "
                 f"Got {tuple(result[var].dims)!r} instead."
             )
@@ -354,6 +358,7 @@ def plot_variance_vs_mean(
     13, 369-378.
     """
     owner = "plot_variance_vs_mean"
+    check_rng(rng, owner=owner, torch_ok=False)
     check_responses(
         responses,
         trial_dim=trial_dim,
@@ -361,6 +366,7 @@ def plot_variance_vs_mean(
         unit_dim=unit_dim,
         name="responses",
         min_trials=2,
+        owner=owner,
     )
     if isinstance(ddof, bool) or not isinstance(ddof, Integral) or ddof < 0:
         raise _error(owner, "ddof", "an int >= 0", ddof)
@@ -379,7 +385,7 @@ def plot_variance_vs_mean(
     ok = np.isfinite(mean) & np.isfinite(var) & (mean > 0) & (var > 0)
     n_ok, n_all = int(ok.sum()), int(mean.size)
     if n_ok == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {owner} has no (stimulus, unit) pair with positive "
             f"trial mean and variance ({n_all} pairs); nothing can be drawn on log axes."
         )
@@ -387,7 +393,7 @@ def plot_variance_vs_mean(
     median_ff = float(np.median(v / m))
     shown = np.arange(n_ok)
     if max_points is not None and n_ok > max_points:
-        gen = np.random.default_rng(rng)
+        gen = np.random.default_rng(check_rng(rng, owner=owner, torch_ok=False))
         shown = np.sort(gen.choice(n_ok, size=int(max_points), replace=False))
     fig, ax = _figure_and_axes(ax, owner, (4.5, 4.0))
     pts = ax.scatter(
@@ -458,11 +464,20 @@ def plot_noise_correlations(
     Nat. Neurosci. 14, 811-819.
     """
     owner = "plot_noise_correlations"
+    if not isinstance(unit_dim, str):
+        raise _error(owner, "unit_dim", "a dimension name (str)", unit_dim)
     unit_j = pair_dim(unit_dim)
-    check_dims(rsc, [unit_dim, unit_j], name="rsc", allow_extra=False)
+    check_dims(
+        rsc,
+        [unit_dim, unit_j],
+        name="rsc",
+        allow_extra=False,
+        owner=owner,
+        params={unit_dim: "unit_dim"},
+    )
     n = rsc.sizes[unit_dim]
     if rsc.sizes[unit_j] != n:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'rsc' parameter of {owner} must be square over ({unit_dim!r}, {unit_j!r}); "
             f"got sizes {n} and {rsc.sizes[unit_j]}."
         )
@@ -470,11 +485,17 @@ def plot_noise_correlations(
     pairs = mat[np.triu_indices(n, k=1)]
     finite = pairs[np.isfinite(pairs)]
     if finite.size == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'rsc' parameter of {owner} has no finite off-diagonal entry "
             f"({n} units, {pairs.size} pairs)."
         )
     fig, ax = _figure_and_axes(ax, owner, (4.5, 3.5))
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise _error(owner, "bins", "an int >= 1 or a sequence of bin edges", bins)
+        check_memory(8.0 * 4 * bins, name="bins", owner=owner, value=bins, what="the histogram")
+    elif isinstance(bins, (str, bool)) or not isinstance(bins, Sequence):
+        raise _error(owner, "bins", "an int >= 1 or a sequence of bin edges", bins)
     ax.hist(finite, bins=bins, color="tab:blue", alpha=0.8)
     mean = float(finite.mean())
     line = ax.axvline(mean, color="k", lw=1.5, label=f"mean {mean:.3f}")
@@ -543,6 +564,9 @@ def plot_spectrum(
     from neurovar.stats import eigenspectrum
 
     owner = "plot_spectrum"
+    normalize = check_bool(normalize, name="normalize", owner=owner)
+    if not isinstance(unit_dim, str):
+        raise _error(owner, "unit_dim", "a dimension name (str)", unit_dim)
     unit_j = pair_dim(unit_dim)
     obj = cov_or_eigs
     if not isinstance(obj, xr.DataArray):
@@ -564,28 +588,31 @@ def plot_spectrum(
         eigs = np.asarray(obj.values, dtype=float)
     elif set(obj.dims) == {unit_dim, unit_j}:
         if obj.sizes[unit_dim] != obj.sizes[unit_j]:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'cov_or_eigs' parameter of {owner} must be square over "
                 f"({unit_dim!r}, {unit_j!r}); got sizes {obj.sizes[unit_dim]} and "
                 f"{obj.sizes[unit_j]}."
             )
         eigs = np.asarray(eigenspectrum(obj, unit_dim=unit_dim).values, dtype=float)
     else:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'cov_or_eigs' parameter of {owner} must have dims ({unit_dim!r}, {unit_j!r}) "
-            f"or ('component',); found {tuple(obj.dims)!r}. Select extra dims first, "
+            f"or ('component',) (set by the 'unit_dim' parameter, {unit_dim!r}); found "
+            f"{tuple(obj.dims)!r}. Select extra dims first, "
             f"e.g. cov.isel(layer=0)."
         )
     eigs = eigs[np.isfinite(eigs)]
     if eigs.size == 0:
-        raise ValueError(f"The 'cov_or_eigs' parameter of {owner} has no finite eigenvalue.")
+        raise InvalidParameterError(
+            f"The 'cov_or_eigs' parameter of {owner} has no finite eigenvalue."
+        )
     eigs = np.sort(eigs)[::-1]
     total = float(eigs.sum())
     sq = float(np.sum(eigs**2))
     pr = total**2 / sq if sq > 0 else float("nan")
     if normalize:
         if total <= 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'cov_or_eigs' parameter of {owner} has eigenvalues summing to {total:g}; "
                 "cannot normalize."
             )

@@ -194,18 +194,25 @@ def test_hooks_and_modes_restored_after_error(images):
 
 def test_bad_input_errors(images):
     model = SmallCNN()
-    with pytest.raises(ValueError, match=r"unknown layers \['conv9'\].*'conv1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'layers' parameter of record_activations.*Got \['conv9'\] instead.*'conv1'",
+    ):
         record_activations(model, images, layers=["conv9"], n_trials=2)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="'n_trials' parameter"):
             record_activations(model, images, layers=["fc2"], n_trials=bad)
     with pytest.raises(ValueError, match="'stimuli' parameter"):
         record_activations(model, torch.zeros(0, 1, 8, 8), layers=["fc2"], n_trials=2)
-    with pytest.raises(ValueError, match="'labels' parameter must have shape \\(7,\\)"):
+    with pytest.raises(
+        ValueError, match="'labels' parameter of record_activations must be of shape \\(7,\\)"
+    ):
         record_activations(model, images, layers=["fc2"], n_trials=2, labels=[1, 2])
     with pytest.raises(ValueError, match="'branch' parameter"):
         record_activations(model, images, layers=["fc2"], n_trials=2, branch="nowhere")
-    with pytest.raises(ValueError, match="'store' parameter must be a path ending in '.zarr'"):
+    with pytest.raises(
+        ValueError, match="'store' parameter of record_activations must be a path ending in '.zarr'"
+    ):
         record_activations(model, images, layers=["fc2"], n_trials=2, store="x.h5")
     assert _no_hooks(model)
 

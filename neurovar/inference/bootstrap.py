@@ -11,6 +11,14 @@ from scipy import special
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_memory,
+    check_rng,
+    param_error,
+)
+
 from ._validation import (
     as_dataarray,
     check_choice,
@@ -40,7 +48,7 @@ def _resolve_statistic(statistic, owner):
         return statistic, BOOTSTRAP_STATISTICS[statistic]
     if callable(statistic):
         return getattr(statistic, "__name__", "custom"), statistic
-    raise TypeError(
+    raise InvalidParameterError(
         f"The 'statistic' parameter of {owner} must be one of {tuple(BOOTSTRAP_STATISTICS)!r} "
         f"or a callable statistic(x, axis) -> array. Got {type(statistic).__name__} instead."
     )
@@ -255,10 +263,33 @@ def bootstrap_ci(
     Theory* 3(5).
     """
     owner = "bootstrap_ci"
+    progress = check_bool(progress, name="progress", owner=owner)
+    resample_within = check_bool(resample_within, name="resample_within", owner=owner)
+    check_rng(rng, owner=owner, torch_ok=False)
+    for pname, d in (("dim", dim), ("group_dim", group_dim)):
+        if d is not None and not isinstance(d, str):
+            raise param_error(pname, owner, "a dimension name (str) or None", d)
+    if group_dim is not None and isinstance(data, xr.DataArray) and group_dim not in data.dims:
+        raise param_error(
+            "group_dim",
+            owner,
+            f"a dimension of 'data' (one of {tuple(data.dims)!r}) or None",
+            group_dim,
+        )
     data = as_dataarray(data, name="data")
+    if data.size == 0:
+        raise param_error("data", owner, "non-empty", f"sizes {dict(data.sizes)}", raw=True)
     stat_name, stat_fn = _resolve_statistic(statistic, owner)
     check_choice(method, METHODS, name="method", owner=owner)
     n_resamples = check_positive_int(n_resamples, name="n_resamples", owner=owner, minimum=2)
+    n_positions = max(1, data.size // max(1, data.sizes[dim])) if dim in data.dims else 1
+    check_memory(  # scipy keeps every resampled statistic of every position
+        2 * 8.0 * n_resamples * n_positions,
+        name="n_resamples",
+        owner=owner,
+        value=n_resamples,
+        what="the bootstrap distribution",
+    )
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)
@@ -280,7 +311,7 @@ def bootstrap_ci(
 
         def run(sample):
             if sample.shape[-1] < 2:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"The 'data' parameter of {owner} needs at least 2 observations along "
                     f"'{dim}' (after omitting NaN). Got {sample.shape[-1]}."
                 )
@@ -316,19 +347,19 @@ def bootstrap_ci(
         extra = {}
     else:
         if dim is None:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'dim' parameter of {owner} must name the dimension of the units within "
                 f"each '{group_dim}' when group_dim is given. Got None; data has dims "
                 f"{tuple(data.dims)!r}."
             )
         for name, d in (("group_dim", group_dim), ("dim", dim)):
             if d not in data.dims:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"The '{name}' parameter of {owner} must be a dimension of 'data'. Got "
                     f"{d!r}, but data has dims {tuple(data.dims)!r}."
                 )
         if group_dim == dim:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'group_dim' and 'dim' parameters of {owner} must differ. Got {dim!r} "
                 "for both."
             )
@@ -347,7 +378,7 @@ def bootstrap_ci(
         n_groups = np.sum(n_per_group > 0, axis=-1)
         n = n_per_group.sum(axis=-1)
         if np.any(n_groups < 2):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'data' parameter of {owner} needs at least 2 non-empty groups along "
                 f"'{group_dim}' for a hierarchical bootstrap. Got {int(n_groups.min())}."
             )

@@ -13,6 +13,8 @@ import numpy as np
 import xarray as xr
 from scipy import stats as sps
 
+from neurovar._validation import param_error
+
 from ._validation import as_dataarray, check_choice, check_nan, numeric_values, resolve_dim
 
 __all__ = ["cohens_d", "rank_biserial"]
@@ -108,6 +110,11 @@ def _prepare_pair(a, b, dim, paired, nan_policy, owner):
     b = as_dataarray(b, name="b")
     dim = resolve_dim(dim, [a, b], names=["a", "b"])
     check_choice(paired, (True, False), name="paired", owner=owner)
+    for name, x in (("a", a), ("b", b)):
+        if x.sizes[dim] == 0:
+            raise param_error(
+                name, owner, f"non-empty along {dim!r}", f"dims {dict(x.sizes)}", raw=True
+            )
     if paired and a.sizes[dim] != b.sizes[dim]:
         raise ValueError(
             f"The 'a' and 'b' parameters of {owner} must have the same length along '{dim}' "

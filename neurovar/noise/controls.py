@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, check_memory, check_rng, public_caller
+
 from .._compat import renamed_parameters
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
 from .models import CovarianceNoise, DiagonalNoise, IsotropicNoise, LowRankNoise, NoiseModule
@@ -79,12 +81,8 @@ def _module_kwargs(noise: NoiseModule) -> dict[str, Any]:
 
 
 def _check_rng(rng: Any, owner: str) -> np.random.Generator:
-    if rng is not None and not isinstance(rng, (int, np.integer, np.random.Generator)):
-        raise TypeError(
-            f"The 'rng' parameter of {owner} must be None, an int or a numpy Generator. "
-            f"Got {type(rng).__name__} instead."
-        )
-    return np.random.default_rng(rng)
+    # a control called by another (matched_controls -> rotate_spectrum) names the caller
+    return np.random.default_rng(check_rng(rng, owner=public_caller(owner), torch_ok=False))
 
 
 def _as_covariance(cov: Any, owner: str) -> np.ndarray:
@@ -94,12 +92,12 @@ def _as_covariance(cov: Any, owner: str) -> np.ndarray:
     scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(arr - arr.T))) / scale
     if asym > 1e-6:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must be a symmetric covariance matrix; "
             f"max |C - C^T| / max |C| = {asym:.3g}."
         )
     if np.any(np.diag(arr) < 0):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must be a covariance matrix (variances on "
             f"the diagonal >= 0). Got a minimum diagonal entry of {np.diag(arr).min():.4g}."
         )
@@ -175,7 +173,7 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
     cov = _as_covariance(noise_or_cov, owner)
     trace = float(np.trace(cov))
     if trace <= 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must have a positive trace. Got {trace:g}."
         )
     return _wrap_like(noise_or_cov, cov * (target / trace), "matched_total_variance")
@@ -270,6 +268,7 @@ def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.nd
     """
     owner = "random_orthogonal"
     n = check_int(n, name="n", owner=owner)
+    check_memory(3 * 8.0 * n * n, name="n", owner=owner, value=n, what="an n x n matrix")
     k = n if k is None else check_int(k, name="k", owner=owner, high=n)
     gen = _check_rng(rng, owner)
     z = gen.standard_normal((n, k))
@@ -408,8 +407,11 @@ def register_noise_kind(kind: str, factory: NoiseKindFactory, *, overwrite: bool
 
 def _no_rank(kind: str, rank: int | None) -> None:
     if rank is not None:
-        raise ValueError(
-            f"noise_from_covariance: 'rank' applies to kind='low_rank' only; got kind={kind!r}."
+        raise InvalidParameterError(
+            "The 'rank' parameter of noise_from_covariance must be None: 'rank' applies to "
+            f"kind='low_rank' only (kind={kind!r}). Got {rank!r} instead.",
+            name="rank",
+            owner="noise_from_covariance",
         )
 
 
@@ -426,7 +428,12 @@ def _full_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModu
 
 def _low_rank_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
     if rank is None:
-        raise ValueError("noise_from_covariance: kind='low_rank' needs the 'rank' parameter.")
+        raise InvalidParameterError(
+            "The 'rank' parameter of noise_from_covariance must be an int >= 1: kind='low_rank' "
+            "needs the 'rank' parameter. Got None instead.",
+            name="rank",
+            owner="noise_from_covariance",
+        )
     return LowRankNoise.from_covariance(cov, rank, **kwargs)
 
 
@@ -489,9 +496,11 @@ def noise_from_covariance(
     """
     owner = "noise_from_covariance"
     if kind not in NOISE_KINDS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'kind' parameter of {owner} must be one of {tuple(NOISE_KINDS)!r}. "
-            f"Got {kind!r} instead."
+            f"Got {kind!r} instead.",
+            name="kind",
+            owner=owner,
         )
     if isinstance(cov, xr.DataArray) and "share" in cov.attrs:
         kwargs.setdefault("share", cov.attrs["share"])

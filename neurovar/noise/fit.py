@@ -20,6 +20,14 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_choice,
+    check_device,
+    public_caller,
+)
+
 from .._torch import layer_names, resolve_device
 from ..dims import UNIT, UNIT_J, unit_coords
 from ..stats.covariance import shrinkage_covariance
@@ -51,14 +59,14 @@ def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be a torch.Tensor or numpy array of images. "
             f"Got {type(images).__name__} instead."
         )
     if not torch.is_floating_point(images):
         images = images.float()
     if images.ndim < 2 or images.shape[0] == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must have shape (N, ...) with N >= 1. "
             f"Got shape {tuple(images.shape)} instead."
         )
@@ -67,7 +75,7 @@ def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
 
 def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'model' parameter of {owner} must be a torch.nn.Module. "
             f"Got {type(model).__name__} instead."
         )
@@ -75,7 +83,7 @@ def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     if not isinstance(layer, str) or layer not in modules:
         valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'layer' parameter of {owner} must name a submodule of the model. "
             f"Got {layer!r}; valid layer names: {shown}."
         )
@@ -130,7 +138,12 @@ def collect_layer_activations(
     ----------
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
-    owner = "collect_layer_activations"
+    owner = public_caller(
+        "collect_layer_activations"
+    )  # the caller, e.g. fit_perturbation_covariance
+    check_bool(progress, name="progress", owner=owner)
+    if device is not None:
+        check_device(device, owner=owner)
     target = _check_layer(model, layer, owner)
     images = _as_images(images, name="images", owner=owner)
     batch_size = check_int(batch_size, name="batch_size", owner=owner)
@@ -262,7 +275,12 @@ def layer_activation_covariance(
     x = _samples(acts, share)
     _check_cov_size(x.shape[1], share, owner)
     if x.shape[0] <= ddof:
-        raise ValueError(f"{owner} needs more than ddof={ddof} samples; got {x.shape[0]}.")
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {owner} must be smaller than the number of samples, "
+            f"{x.shape[0]}. Got {ddof} instead.",
+            name="ddof",
+            owner=owner,
+        )
     cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
     return _cov_dataarray(
         cov,
@@ -314,7 +332,12 @@ def layer_total_variance(
 def _total_variance(acts: torch.Tensor, ddof: int, owner: str) -> float:
     ddof = check_int(ddof, name="ddof", owner=owner, low=0)
     if acts.shape[0] <= ddof:
-        raise ValueError(f"{owner} needs more than ddof={ddof} images; got {acts.shape[0]}.")
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {owner} must be smaller than the number of images, "
+            f"{acts.shape[0]}. Got {ddof} instead.",
+            name="ddof",
+            owner=owner,
+        )
     return float(
         acts.to(torch.float64).reshape(acts.shape[0], -1).var(dim=0, correction=ddof).sum()
     )
@@ -403,12 +426,12 @@ def scale_to_activation_variance(
     """
     owner = "scale_to_activation_variance"
     if not isinstance(noise, NoiseModule):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of {owner} must be a neurovar NoiseModule. "
             f"Got {type(noise).__name__} instead."
         )
     if noise.relative_scale is not None:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of {owner} has relative_scale={noise.relative_scale}: it "
             "already follows the layer's running variance. Build it with relative_scale=None."
         )
@@ -522,12 +545,14 @@ def fit_perturbation_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     owner = "fit_perturbation_covariance"
+    check_choice(method, name="method", owner=owner, options=METHODS)
+    check_choice(estimator, name="estimator", owner=owner, options=ESTIMATORS)
     if method not in METHODS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'method' parameter of {owner} must be one of {METHODS!r}. Got {method!r} instead."
         )
     if estimator not in ESTIMATORS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'estimator' parameter of {owner} must be one of {ESTIMATORS!r}. "
             f"Got {estimator!r} instead."
         )
@@ -539,13 +564,13 @@ def fit_perturbation_covariance(
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
     if method == "within_image":
         if pert.ndim != clean.ndim + 1 or tuple(pert.shape[1:]) != tuple(clean.shape):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"With method='within_image' the 'perturbed_images' parameter of {owner} must "
                 f"have shape (V, *clean_images.shape) = (V, {', '.join(map(str, clean.shape))}). "
                 f"Got {tuple(pert.shape)} instead."
             )
     elif tuple(pert.shape) != tuple(clean.shape):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'perturbed_images' parameter of {owner} must have the shape of "
             f"'clean_images' {tuple(clean.shape)} for method={method!r}. "
             f"Got {tuple(pert.shape)} instead."
@@ -581,7 +606,7 @@ def fit_perturbation_covariance(
     if n_samples - (0 if centred else 1) < 1 or n_samples <= ddof:
         raise ValueError(
             f"{owner} needs more samples: got {n_samples} sample(s) for method={method!r}, "
-            f"estimator={estimator!r}, ddof={ddof}."
+            f"estimator={estimator!r}, 'ddof' parameter = {ddof}."
         )
     shrinkage = float("nan")
     resid = x if centred else x - x.mean(axis=0, keepdims=True)

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from neurovar._validation import InvalidParameterError
+
 from .._torch import find_noise_hooks, layer_names, noise_modules
 from .models import NoiseModule
 
@@ -227,12 +229,12 @@ def inject_noise(
     ...     logits = model(images)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'model' parameter of inject_noise must be a torch.nn.Module. "
             f"Got {type(model).__name__} instead."
         )
     if not isinstance(noise, Mapping) or not noise:
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'noise' parameter of inject_noise must be a non-empty mapping "
             f"{{layer_name: noise_module}}. Got {noise!r} instead."
         )
@@ -241,7 +243,7 @@ def inject_noise(
     if unknown:
         valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of inject_noise names layer(s) {unknown!r} that the model "
             f"does not have. Valid layer names: {shown}."
         )

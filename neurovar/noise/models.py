@@ -38,6 +38,8 @@ import torch
 import xarray as xr
 from torch import nn
 
+from neurovar._validation import InvalidParameterError, check_bool, param_error
+
 from .._compat import renamed_parameters
 from .._torch import seed_from
 from ._utils import (
@@ -68,15 +70,19 @@ def _share_from_attrs(cov: Any, kwargs: dict[str, Any]) -> None:
 
 def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
     """A non-negative 1-D float vector (scalars become length-1 vectors)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise param_error(name, owner, "a non-negative number or array of numbers", value)
     if isinstance(value, torch.Tensor):
         arr = value.detach().to("cpu", torch.float64).numpy()
     else:
         arr = np.asarray(getattr(value, "values", value), dtype=np.float64)
     arr = np.atleast_1d(arr).reshape(-1)
     if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"The '{name}' parameter of {owner} must be finite and non-empty.")
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {owner} must be finite and non-empty."
+        )
     if np.any(arr < 0):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be non-negative. "
             f"Got a minimum of {arr.min():.4g} instead."
         )
@@ -85,21 +91,12 @@ def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
 
 def _seed_of(rng: Any, owner: str) -> int | None:
     """The seed an ``rng`` argument (None, int >= 0 or numpy Generator) stands for."""
-    if isinstance(rng, np.random.Generator):
+    from neurovar._validation import check_rng
+
+    check_rng(rng, name="rng", owner=owner)
+    if isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
         return seed_from(rng) >> 1  # 61 bits: a valid torch seed
-    if rng is None or (
-        isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_))
-    ):
-        if rng is not None and rng < 0:
-            raise ValueError(
-                f"The 'rng' parameter of {owner} must be a non-negative int seed, a numpy or "
-                f"torch Generator, or None. Got {rng} instead."
-            )
-        return None if rng is None else int(rng)
-    raise TypeError(
-        f"The 'rng' parameter of {owner} must be a non-negative int seed, a numpy or torch "
-        f"Generator, or None. Got {type(rng).__name__} instead."
-    )
+    return None if rng is None else int(rng)
 
 
 class NoiseModule(nn.Module):
@@ -185,10 +182,10 @@ class NoiseModule(nn.Module):
         )
         self.momentum = check_nonneg_float(momentum, name="momentum", owner=owner)
         if not 0 < self.momentum <= 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
             )
-        self.track_snr = bool(track_snr)
+        self.track_snr = check_bool(track_snr, name="track_snr", owner=owner)
         generator = rng if isinstance(rng, torch.Generator) else None
         seed = None if generator is not None else _seed_of(rng, owner)
         self.seed: int | None = (
@@ -207,7 +204,9 @@ class NoiseModule(nn.Module):
         """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
         self.seed = check_seed(seed, owner=type(self).__name__)
         if self.seed is None:
-            raise ValueError("The 'seed' parameter of manual_seed must be an int. Got None.")
+            raise InvalidParameterError(
+                "The 'seed' parameter of manual_seed must be an int. Got None."
+            )
         self._user_generator = None
         self._generators = {}
         self._frozen_draw = None
@@ -330,7 +329,8 @@ class NoiseModule(nn.Module):
                 else f"; with share='flat' it would need {math.prod(x.shape[1:])} units"
             )
             raise ValueError(
-                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}), but the "
+                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}; its "
+                "'n_units' or covariance size), but the "
                 f"layer output has shape {tuple(x.shape)}, i.e. {d} {what}{other}."
             )
         return batch, d, p
@@ -710,6 +710,7 @@ class CovarianceNoise(NoiseModule):
     def __init__(self, cov_matrix: Any, *, psd_tol: float = 1e-6, **kwargs: Any) -> None:
         _share_from_attrs(cov_matrix, kwargs)
         super().__init__(**kwargs)
+        psd_tol = check_nonneg_float(psd_tol, name="psd_tol", owner="CovarianceNoise")
         cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="CovarianceNoise")
         evals, _, factor, info = psd_factor(
             cov, name="cov_matrix", owner="CovarianceNoise", psd_tol=psd_tol
@@ -780,7 +781,7 @@ class LowRankNoise(NoiseModule):
         if f.ndim == 1:
             f = f[:, None]
         if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'factors' parameter of LowRankNoise must be a (D, r) matrix. "
                 f"Got shape {f.shape} instead."
             )
@@ -788,7 +789,7 @@ class LowRankNoise(NoiseModule):
         if d.numel() == 1:
             d = d.expand(f.shape[0]).clone()
         if d.numel() != f.shape[0]:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'diagonal' parameter of LowRankNoise must have {f.shape[0]} entries (one "
                 f"per row of 'factors') or be a scalar. Got {d.numel()} instead."
             )
@@ -834,7 +835,7 @@ class LowRankNoise(NoiseModule):
         n = cov.shape[0]
         rank = check_int(rank, name="rank", owner="LowRankNoise.from_covariance", high=n)
         if residual not in ("diagonal", "none"):
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'residual' parameter of LowRankNoise.from_covariance must be 'diagonal' or "
                 f"'none'. Got {residual!r} instead."
             )

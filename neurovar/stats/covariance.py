@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
 
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
@@ -134,6 +135,7 @@ def noise_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     func = "noise_covariance"
+    progress = check_bool(progress, name="progress", owner=func)
     check_option(estimator, "estimator", func, _ESTIMATORS)
     data = stimulus_major(
         responses,
@@ -169,7 +171,7 @@ def noise_covariance(
         resid, n_used, dof = res.values, res.n_stimuli, res.dof
         n_rows = resid.shape[0]
         if dof < 2:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'responses' parameter of {func} has {dof} residual degrees of freedom "
                 f"(valid trials minus stimuli); estimator={estimator!r} needs at least 2."
             )

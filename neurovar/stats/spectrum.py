@@ -7,7 +7,14 @@ import xarray as xr
 
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, drop_nan_units, is_dask, warn_nan
+from ._util import (
+    check_int,
+    check_square,
+    check_symmetric_psd,
+    drop_nan_units,
+    is_dask,
+    warn_nan,
+)
 
 __all__ = ["eigenspectrum", "participation_ratio", "power_law_exponent"]
 
@@ -85,7 +92,7 @@ def _participation_ratio(c: np.ndarray) -> float:
     return float(np.trace(sub)) ** 2 / frob
 
 
-def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str) -> int:
+def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str, func: str = "eigenspectrum") -> int:
     """Warn how many units were left out and how many matrices are NaN; return the latter.
 
     Dask-backed input stays lazy and is not inspected.
@@ -95,6 +102,7 @@ def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str) -> int:
     n = cov.sizes[unit_dim]
     mats = np.asarray(cov.transpose(..., unit_dim, unit_j).values, dtype=np.float64)
     mats = mats.reshape(-1, n, n)
+    check_symmetric_psd(mats, "cov", func)
     n_left_out = n_bad = 0
     for m in mats:
         sub, keep = drop_nan_units(m)
@@ -156,9 +164,9 @@ def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
     Stringer, C. et al. (2019). High-dimensional geometry of population responses in visual
     cortex. Nature 571, 361-365.
     """
-    unit_j = check_square(cov, "cov", unit_dim)
+    unit_j = check_square(cov, "cov", unit_dim, "eigenspectrum")
     n = cov.sizes[unit_dim]
-    _report_nan(cov, unit_dim, unit_j)
+    _report_nan(cov, unit_dim, unit_j, "eigenspectrum")
     _report_dead(cov, unit_dim, unit_j)
     out = xr.apply_ufunc(
         _eigvals_desc,
@@ -206,8 +214,8 @@ def participation_ratio(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataAr
     bioRxiv 214262. Recanatesi, S. et al. (2022). A scale-dependent measure of system
     dimensionality. Patterns 3, 100555.
     """
-    unit_j = check_square(cov, "cov", unit_dim)
-    n_bad = _report_nan(cov, unit_dim, unit_j)
+    unit_j = check_square(cov, "cov", unit_dim, "participation_ratio")
+    n_bad = _report_nan(cov, unit_dim, unit_j, "participation_ratio")
     pr = xr.apply_ufunc(
         _participation_ratio,
         cov,
@@ -286,7 +294,7 @@ def power_law_exponent(
     if isinstance(cov, xr.DataArray) and COMPONENT in cov.dims:
         spec = cov
     else:
-        check_dims(cov, [unit_dim], name="cov")
+        check_dims(cov, [unit_dim], name="cov", owner=func, params={unit_dim: "unit_dim"})
         spec = eigenspectrum(cov, unit_dim=unit_dim)
     if not is_dask(spec):
         lam = np.asarray(spec.transpose(..., COMPONENT).values, dtype=float)

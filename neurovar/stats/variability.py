@@ -12,6 +12,7 @@ from scipy import stats as sps
 from tqdm.auto import tqdm
 
 from neurovar._compat import renamed_parameters
+from neurovar._validation import InvalidParameterError, check_bool, check_memory, param_error
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
@@ -33,12 +34,23 @@ def _moments(
     Computed in float64 (recordings are often float32), lazily for dask-backed input.
     """
     require_counts(responses, "responses", func)
+    n_trials = (
+        getattr(responses, "sizes", {}).get(trial_dim) if isinstance(trial_dim, str) else None
+    )
+    if n_trials is not None and 0 < n_trials <= ddof:
+        raise param_error(
+            "ddof",
+            func,
+            f"smaller than the number of trials along {trial_dim!r} ({n_trials})",
+            ddof,
+        )
     check_responses(
         responses,
         trial_dim=trial_dim,
         stimulus_dim=stimulus_dim,
         unit_dim=unit_dim,
         min_trials=ddof + 1,
+        owner=func,
     )
     if responses.dtype != np.float64:
         responses = responses.astype(np.float64)
@@ -163,7 +175,7 @@ def _groups(
             mean.isel({along: np.flatnonzero(np.asarray(coord.values) == lab)}) for lab in labels
         ]
         return labels, parts, str(condition)
-    raise ValueError(
+    raise InvalidParameterError(
         f"The 'condition' parameter of {func} must name a dim or a 1-D coordinate of "
         f"'responses'. Got {condition!r}; dims are {tuple(mean.dims)!r} and coordinates "
         f"{tuple(mean.coords)!r}."
@@ -244,7 +256,11 @@ def mean_matched_fano_factor(
     cortical phenomenon. Nat. Neurosci. 13, 369-378.
     """
     func = "mean_matched_fano_factor"
+    progress = check_bool(progress, name="progress", owner=func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
+    check_memory(
+        8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts"
+    )
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
     confidence_level = check_real(
@@ -252,7 +268,7 @@ def mean_matched_fano_factor(
     )
     gen = resolve_rng(rng, func)
     if condition is not None and condition == trial_dim:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'condition' parameter of {func} must not be the trial dim {trial_dim!r}."
         )
     dims = {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim}
@@ -279,7 +295,7 @@ def mean_matched_fano_factor(
     )
     if any(p[0].size == 0 for p in points):
         empty = [lab for lab, p in zip(labels, points) if p[0].size == 0]
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {func} has no usable (positive-mean) points in "
             f"conditions {empty!r}."
         )
@@ -296,6 +312,13 @@ def mean_matched_fano_factor(
             f"is impossible. Try fewer bins (n_bins={n_bins})."
         )
     n_cond = len(points)
+    check_memory(
+        3 * 8.0 * n_resamples * n_cond,
+        name="n_resamples",
+        owner=func,
+        value=n_resamples,
+        what="the per-resample slopes and their confidence bounds",
+    )
     slopes = np.empty((n_resamples, n_cond))
     lows = np.empty_like(slopes)
     highs = np.empty_like(slopes)
