@@ -158,6 +158,9 @@ def find_noise_hooks(model: nn.Module, *, active_only: bool = False) -> list[tup
         In ``model.named_modules()`` order (the order layers are defined, which is the forward
         order for sequential models), then registration order; ``""`` is the model itself.
     """
+    from ._validation import check_bool
+
+    active_only = check_bool(active_only, name="active_only", owner="find_noise_hooks")
     return [
         (name, hook)
         for name, module in model.named_modules()

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable, Sequence
 import numpy as np
 import xarray as xr
 
-from ._validation import InvalidParameterError, check_dim_names
+from ._validation import InvalidParameterError, check_bool, check_dim_names
 
 TRIAL = "trial"
 STIMULUS = "stimulus"
@@ -216,6 +216,7 @@ def unit_coords(
     dict
         ``{name: (dim, values)}``, ready for ``xr.DataArray(coords=...)``.
     """
+    pair = check_bool(pair, name="pair", owner="unit_coords")
     shape = tuple(int(s) for s in shape)
     n_units = int(np.prod(shape)) if shape else 1
     coords: dict[str, tuple[str, np.ndarray]] = {

@@ -63,6 +63,11 @@ def plot_robustness_curves(results: xr.Dataset, *, regime: str, noise_at_test: b
                            magnitude: float | None = None, layer: str | None = None) -> Figure:
     """Accuracy against strength per target, one line per condition (mean over seeds, with
     the spread of the per-seed Wilson CIs as a band: the mean of ``ci_low``/``ci_high``)."""
+    from neurovar._validation import check_bool, check_real
+
+    noise_at_test = check_bool(noise_at_test, name="noise_at_test", owner="plot_robustness_curves")
+    magnitude = check_real(magnitude, name="magnitude", owner="plot_robustness_curves",
+                           low=0.0, allow_none=True)
     magnitude = float(results["magnitude"].values[0]) if magnitude is None else magnitude
     layer = str(results["layer"].values[0]) if layer is None else layer
     sub = results.sel(regime=regime, noise_at_test=noise_at_test, magnitude=magnitude,
@@ -101,6 +106,10 @@ def plot_transfer_matrix(tm: xr.Dataset, *, baseline: str = "isotropic") -> Figu
     """Heatmaps of the gain of ``structured:<source>`` over ``baseline``, source x target, one
     panel per regime x magnitude x noise_at_test; ``*`` marks q < 0.05 (FDR), ``o`` marks the
     diagonal (source = target perturbation)."""
+    from neurovar._validation import check_choice
+
+    check_choice(baseline, name="baseline", owner="plot_transfer_matrix",
+                 options=tuple(map(str, tm["baseline"].values)) if "baseline" in tm.coords else ())
     sub = tm.sel(baseline=baseline)
     groups = []
     for regime in sub["regime"].values:

@@ -13,10 +13,14 @@ it, as scikit-learn validates at ``fit``).
 from __future__ import annotations
 
 import importlib
+import atexit
 import inspect
 import math
 import pkgutil
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,6 +93,20 @@ def samples(n=8, shift=0.0, seed=0):
     return xr.DataArray(rng.standard_normal(n) + shift, dims=("sample",))
 
 
+def binary_table(n_groups=4, n_per=12, seed=0):
+    """Long 0/1 table (seed x condition x example) for the binomial models."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = [
+        {"seed": g, "condition": c, "correct": int(rng.random() < (0.4 if c == "a" else 0.7))}
+        for g in range(n_groups)
+        for c in ("a", "b")
+        for _ in range(n_per)
+    ]
+    return pd.DataFrame(rows)
+
+
 def _call(func, *args, **fixed):
     def run(**over):
         return func(*args, **{**fixed, **over})
@@ -137,9 +155,71 @@ def _positional_call(func, *args, **fixed):
     return run
 
 
+# ----------------------------------------------------------------------------- tiny experiment
+#: A tiny experiment grid (3 cells, seconds): one seed, the test-time regime, ``none``,
+#: ``isotropic`` and ``structured`` (one corruption source), an attack and a corruption target.
+TINY_EXPERIMENT: dict[str, Any] = {
+    "name": "api-cases",
+    "seeds": [0],
+    "layers": ["relu3"],
+    "regimes": ["test-time"],
+    "conditions": ["none", "isotropic", "structured"],
+    "magnitudes": [0.5],
+    "device": "cpu",
+    "data": {"n_fit": 8, "n_eval": 4},
+    "model": {"channels": [2, 2], "hidden": 4},
+    "training": {"epochs": 1, "finetune_epochs": 1},
+    "evaluation": {
+        "attacks": ["fgsm"], "steps": 1, "n_queries": 2, "eot_samples": 1, "n_evaluations": 1,
+        "n_record_trials": 2, "n_record_stimuli": 4, "n_bootstrap": 99, "n_permutations": 99,
+    },
+    "sources": [{"family": "corruption", "name": "gaussian_noise", "strength": 1}],
+    "targets": [
+        {"family": "attack", "norm": "linf", "strengths": [0.05]},
+        {"family": "corruption", "name": "gaussian_noise", "strengths": [1]},
+    ],
+}
+
+_EXPERIMENT: dict[str, Any] = {}
+
+
+def scratch_dir() -> Path:
+    """A temporary folder for the cases that write files (removed at exit)."""
+    if "scratch" not in _EXPERIMENT:
+        path = Path(tempfile.mkdtemp(prefix="neurovar-api-cases-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _EXPERIMENT["scratch"] = path
+    return _EXPERIMENT["scratch"]
+
+
+def tiny_experiment() -> dict[str, Any]:
+    """The tiny grid run once into a scratch folder: config, folder, specs, results, analysis."""
+    if "out" not in _EXPERIMENT:
+        from neurovar import experiment
+
+        cfg = experiment.load_config(TINY_EXPERIMENT)
+        out = scratch_dir() / "run"
+        outcome = experiment.run(cfg, out, progress=False)
+        assert outcome.ok, outcome.failed
+        results = outcome.results
+        _EXPERIMENT.update(
+            cfg=cfg,
+            out=out,
+            specs=experiment.plan(cfg),
+            results=results,
+            tm=experiment.transfer_matrix(results, cfg),
+            cost=experiment.clean_cost(results),
+            masking=experiment.masking_diagnostics(results, cfg)[0],
+            link=experiment.link_model(results, cfg),
+        )
+    return _EXPERIMENT
+
+
 def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
-    from neurovar import cortex, inference, models, noise, perturb, plot, record, stats
+    from neurovar import _torch, cortex, dims, inference, models, noise, perturb, plot, record, stats
+    from neurovar import experiment, report
     from neurovar.datasets import load_digits
+    from neurovar.experiment import setup
 
     tiny_data = None
 
@@ -188,8 +268,11 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         ),
         "neurovar.record.save_recording": None,  # path-based: covered by tests/test_record_faults.py
         "neurovar.record.load_recording": None,  # idem
-        "neurovar.record.unit_coords": lambda: _positional_call(record.unit_coords, "fc1", (4,)),
-        "neurovar.record.layer_names": lambda: _positional_call(record.layer_names, small_model()),
+        "neurovar.dims.unit_coords": lambda: _positional_call(dims.unit_coords, "fc1", (4,)),
+        "neurovar._torch.layer_names": lambda: _positional_call(_torch.layer_names, small_model()),
+        "neurovar._torch.find_noise_hooks": lambda: _positional_call(
+            _torch.find_noise_hooks, small_model()
+        ),
         "neurovar.record.find_noise_site": lambda: _positional_call(
             record.find_noise_site, small_model(), images(1)
         ),
@@ -262,18 +345,18 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             inference.correct_pvalues, xr.DataArray([0.01, 0.2, 0.03], dims=("test",))
         ),
         # ------------------------------------------------------------ noise
-        "neurovar.noise.models.IsotropicNoise": lambda: _noise(noise.IsotropicNoise, 0.1, seed=0),
+        "neurovar.noise.models.IsotropicNoise": lambda: _noise(noise.IsotropicNoise, 0.1, rng=0),
         "neurovar.noise.models.DiagonalNoise": lambda: _noise(
-            noise.DiagonalNoise, np.ones(4), seed=0
+            noise.DiagonalNoise, np.ones(4), rng=0
         ),
         "neurovar.noise.models.CovarianceNoise": lambda: _noise(
-            noise.CovarianceNoise, covariance().values, seed=0
+            noise.CovarianceNoise, covariance().values, rng=0
         ),
         "neurovar.noise.models.LowRankNoise": lambda: _noise(
-            noise.LowRankNoise, np.ones((4, 1)), seed=0
+            noise.LowRankNoise, np.ones((4, 1)), rng=0
         ),
         "neurovar.noise.models.PoissonLikeNoise": lambda: _noise(
-            noise.PoissonLikeNoise, 1.0, seed=0
+            noise.PoissonLikeNoise, 1.0, rng=0
         ),
         "neurovar.noise.controls.random_orthogonal": lambda: _positional_call(
             noise.random_orthogonal, 4, rng=0
@@ -383,6 +466,197 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.plot.plot_spectrum": lambda: _positional_call(plot.plot_spectrum, covariance()),
         "neurovar.plot.plot_robustness": lambda: _positional_call(
             plot.plot_robustness, robustness()
+        ),
+        # ------------------------------------------------------------ new in this round
+        f"{S}.covariance.signal_covariance": lambda: _positional_call(
+            stats.signal_covariance, resp
+        ),
+        f"{S}.alignment.top_subspace": lambda: _positional_call(
+            stats.top_subspace, covariance(), n_components=2
+        ),
+        f"{S}.covariance.shrinkage_covariance": lambda: _positional_call(
+            stats.covariance.shrinkage_covariance,
+            np.random.default_rng(0).standard_normal((10, 3)),
+            dof=9.0,
+            estimator="ledoit_wolf",
+        ),
+        "neurovar.noise.fit.perturbation_directions": lambda: _positional_call(
+            noise.perturbation_directions, small_model(), images(), images() * 0.9, layer="fc1"
+        ),
+        "neurovar.noise.controls.register_noise_kind": lambda: _positional_call(
+            # re-registers a shipped kind with its own factory: the registry is unchanged
+            noise.register_noise_kind,
+            "isotropic",
+            noise.controls.NOISE_KINDS["isotropic"],
+            overwrite=True,
+        ),
+        "neurovar.inference.binomial.fit_binomial_model": lambda: _positional_call(
+            inference.fit_binomial_model,
+            binary_table(),
+            "correct ~ condition",
+            groups="seed",
+        ),
+        "neurovar.perturb.spec.Perturbation": lambda: (
+            lambda **over: perturb.spec.Perturbation(
+                **{"family": "attack", "name": "pgd_ce", "strength": 0.05, "steps": 2, **over}
+            ).apply(images(), labels(), model=small_model(), rng=0)
+        ),
+        "neurovar.perturb.spec.TargetSpec": lambda: (
+            lambda **over: perturb.spec.evaluate_target(
+                small_model(),
+                images(),
+                labels(),
+                perturb.spec.TargetSpec(
+                    **{"family": "corruption", "name": "gaussian_noise", "strengths": (1,), **over}
+                ),
+                rng=0,
+            )
+        ),
+        "neurovar.perturb.spec.evaluate_target": lambda: _positional_call(
+            perturb.spec.evaluate_target,
+            small_model(),
+            images(),
+            labels(),
+            perturb.spec.TargetSpec("attack", "ensemble", (0.05,), attacks=("fgsm",)),
+            steps=2,
+            n_queries=3,
+            rng=0,
+        ),
+        "neurovar.perturb.spec.perturbation_names": lambda: _positional_call(
+            perturb.spec.perturbation_names, "corruption"
+        ),
+        "neurovar.cortex.reference.count_window_ms": lambda: _positional_call(
+            cortex.count_window_ms, "10 x 100 ms"
+        ),
+        "neurovar.cortex.reference.match_reference": lambda: _positional_call(
+            cortex.match_reference,
+            cortex.load_reference_values(),
+            statistic="r_sc",
+            area="V4",
+            count_window="100 ms",
+        ),
+        "neurovar.cortex.cache.data_home_candidates": lambda: _positional_call(
+            cortex.data_home_candidates, data_home=scratch_dir()
+        ),
+        "neurovar.cortex.cache.find_data_home": lambda: _positional_call(
+            cortex.find_data_home, "cowley2023_v4", data_home=scratch_dir()
+        ),
+        # ------------------------------------------------------------ experiment, report
+        "neurovar.experiment.config.load_config": lambda: _positional_call(
+            experiment.load_config, TINY_EXPERIMENT
+        ),
+        "neurovar.experiment.config.shipped_configs": lambda: _call(experiment.shipped_configs),
+        "neurovar.experiment.config.config_hash": lambda: _positional_call(
+            experiment.config_hash, experiment.load_config(TINY_EXPERIMENT)
+        ),
+        "neurovar.experiment.grid.plan": lambda: _positional_call(
+            experiment.plan, TINY_EXPERIMENT
+        ),
+        "neurovar.experiment.grid.stream_seed": lambda: _positional_call(
+            experiment.stream_seed, 0, "cell", "test-time", "isotropic"
+        ),
+        "neurovar.experiment.setup.build_model": lambda: _positional_call(
+            setup.build_model, experiment.load_config(TINY_EXPERIMENT), rng=0
+        ),
+        "neurovar.experiment.setup.load_data": lambda: _positional_call(
+            setup.load_data, experiment.load_config(TINY_EXPERIMENT)
+        ),
+        "neurovar.experiment.setup.resolve_config_device": lambda: _positional_call(
+            setup.resolve_config_device, "cpu"
+        ),
+        "neurovar.experiment.cell.base_network": lambda: _positional_call(
+            experiment.cell.base_network,
+            experiment.load_config(TINY_EXPERIMENT),
+            0,
+            torch.device("cpu"),
+        ),
+        "neurovar.experiment.cell.compute_cell": lambda: _positional_call(
+            experiment.compute_cell, tiny_experiment()["specs"][0]
+        ),
+        "neurovar.experiment.cell.run_cell": lambda: _positional_call(
+            # rewrites the finished cell of the shared run (atomically, same content)
+            experiment.run_cell,
+            tiny_experiment()["specs"][0],
+            tiny_experiment()["out"],
+        ),
+        "neurovar.experiment.store.write_cell": lambda: _positional_call(
+            experiment.write_cell,
+            scratch_dir() / "written",
+            tiny_experiment()["specs"][0],
+            experiment.CellResult(
+                tiny_experiment()["specs"][0].cell_id,
+                *experiment.read_cell(tiny_experiment()["out"], tiny_experiment()["specs"][0].cell_id),
+            ),
+        ),
+        "neurovar.experiment.store.read_cell": lambda: _positional_call(
+            experiment.read_cell, tiny_experiment()["out"], tiny_experiment()["specs"][0].cell_id
+        ),
+        "neurovar.experiment.store.is_done": lambda: _positional_call(
+            experiment.is_done, tiny_experiment()["out"], tiny_experiment()["specs"][0].cell_id
+        ),
+        "neurovar.experiment.store.done_cells": lambda: _positional_call(
+            experiment.done_cells, tiny_experiment()["out"]
+        ),
+        "neurovar.experiment.store.assemble": lambda: _positional_call(
+            experiment.assemble,
+            tiny_experiment()["out"],
+            tiny_experiment()["specs"],
+            tiny_experiment()["cfg"].magnitudes,
+        ),
+        "neurovar.experiment.store.to_tidy": lambda: _positional_call(
+            experiment.to_tidy, tiny_experiment()["results"]
+        ),
+        "neurovar.experiment.runner.run": lambda: _positional_call(
+            # resumes the finished shared run: every cell is skipped, results re-assembled
+            experiment.run,
+            tiny_experiment()["cfg"],
+            tiny_experiment()["out"],
+            progress=False,
+        ),
+        "neurovar.experiment.runner.prepare_folder": lambda: _positional_call(
+            experiment.runner.prepare_folder, tiny_experiment()["out"], tiny_experiment()["cfg"]
+        ),
+        "neurovar.experiment.runner.collect": lambda: _positional_call(
+            experiment.collect, tiny_experiment()["out"], tiny_experiment()["cfg"]
+        ),
+        "neurovar.experiment.analysis.transfer_matrix": lambda: _positional_call(
+            experiment.transfer_matrix, tiny_experiment()["results"], tiny_experiment()["cfg"]
+        ),
+        "neurovar.experiment.analysis.claims": lambda: _positional_call(
+            experiment.claims, tiny_experiment()["results"], tiny_experiment()["cfg"]
+        ),
+        "neurovar.experiment.analysis.clean_cost": lambda: _positional_call(
+            experiment.clean_cost, tiny_experiment()["results"]
+        ),
+        "neurovar.experiment.analysis.masking_diagnostics": lambda: _positional_call(
+            experiment.masking_diagnostics, tiny_experiment()["results"], tiny_experiment()["cfg"]
+        ),
+        "neurovar.experiment.analysis.link_model": lambda: _positional_call(
+            experiment.link_model, tiny_experiment()["results"], tiny_experiment()["cfg"]
+        ),
+        "neurovar.experiment.analysis.is_diagonal": lambda: _positional_call(
+            experiment.is_diagonal,
+            experiment.load_config(TINY_EXPERIMENT),
+            "gaussian_noise",
+            "gaussian_noise",
+        ),
+        "neurovar.report.plot_robustness_curves": lambda: _positional_call(
+            report.plot_robustness_curves,
+            tiny_experiment()["results"],
+            regime="test-time",
+            noise_at_test=True,
+        ),
+        "neurovar.report.plot_transfer_matrix": lambda: _positional_call(
+            report.plot_transfer_matrix, tiny_experiment()["tm"]
+        ),
+        "neurovar.report.plot_alignment_gain": lambda: _positional_call(
+            report.plot_alignment_gain, *tiny_experiment()["link"]
+        ),
+        "neurovar.report.plot_clean_cost": lambda: _positional_call(
+            report.plot_clean_cost, tiny_experiment()["cost"]
+        ),
+        "neurovar.report.plot_masking": lambda: _positional_call(
+            report.plot_masking, tiny_experiment()["masking"]
         ),
     }
 

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 from api_cases import covariance, images, labels, responses, samples, small_model
 
-from neurovar import inference, perturb, stats
+from neurovar import inference, noise, perturb, stats
 from neurovar._validation import InvalidParameterError
 from neurovar.cortex import from_array, require_counts
 from neurovar.datasets import ImageDataset, load_mnist
@@ -197,3 +197,90 @@ def test_huge_counts_refused_before_allocating(monkeypatch):
         random_orthogonal(10**6)
     with pytest.raises(InvalidParameterError, match="'n_evaluations' parameter of robust_accuracy"):
         perturb.robust_accuracy(small_model(), None, images(), labels(), n_evaluations=10**12)
+
+
+# ----------------------------------------------------------------------------- experiment, spec
+
+
+@pytest.mark.parametrize("flag", ["False", "no", 0, None])
+def test_experiment_run_string_overwrite_never_touches_the_folder(tmp_path, flag):
+    """A flag that is not a bool is refused before the folder is looked at, so a folder that
+    holds other files (which overwrite=True would move aside) is left exactly as it was."""
+    from api_cases import TINY_EXPERIMENT
+
+    from neurovar.experiment import run
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(InvalidParameterError, match="'overwrite' parameter of run must be a bool"):
+        run(TINY_EXPERIMENT, out, overwrite=flag, progress=False)
+    with pytest.raises(InvalidParameterError, match="'progress' parameter of run must be a bool"):
+        run(TINY_EXPERIMENT, out, progress="False")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no backup sibling
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: perturb.spec.Perturbation("attack", "pgd_ce", math.nan),
+            "'strength' parameter of Perturbation must be a finite number",
+        ),
+        (
+            lambda: perturb.spec.Perturbation("attack", "pgd_ce", 0.1, steps=0),
+            "'steps' parameter of Perturbation must be an int in",
+        ),
+        (
+            lambda: perturb.spec.TargetSpec("corruption", "gaussian_noise", []),
+            "'strengths' parameter of TargetSpec must be a non-empty sequence",
+        ),
+        (
+            lambda: perturb.spec.TargetSpec("corruption", "gaussian_noise", (1, 1)),
+            "'strengths' parameter of TargetSpec must be distinct",
+        ),
+        (
+            lambda: stats.top_subspace(covariance(), n_components=0),
+            "'n_components' parameter of top_subspace must be an int >= 1",
+        ),
+        (
+            lambda: stats.signal_covariance(responses(), ddof=-1),
+            "'ddof' parameter of signal_covariance must be an int >= 0",
+        ),
+        (
+            lambda: stats.covariance.shrinkage_covariance(
+                np.ones((4, 2)), dof=0, estimator="oas"
+            ),
+            r"'dof' parameter of shrinkage_covariance must be a finite number in \(0, inf",
+        ),
+        (
+            lambda: noise.perturbation_directions(
+                small_model(), images(), images(), layer="fc1", batch_size=0
+            ),
+            "'batch_size' parameter of perturbation_directions must be an int in",
+        ),
+    ],
+)
+def test_new_public_objects_refuse_bad_values(call, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        call()
+
+
+def test_evaluate_target_budget_and_experiment_seeds_refused():
+    target = perturb.spec.TargetSpec("corruption", "gaussian_noise", (1,))
+    with pytest.raises(InvalidParameterError, match="'eot_samples' parameter of evaluate_target"):
+        perturb.spec.evaluate_target(small_model(), images(), labels(), target, eot_samples=0)
+    with pytest.raises(InvalidParameterError, match="'rng' parameter of evaluate_target"):
+        perturb.spec.evaluate_target(small_model(), images(), labels(), target, rng="seed")
+    from neurovar.experiment import stream_seed
+    from neurovar.experiment.setup import resolve_config_device
+
+    with pytest.raises(InvalidParameterError, match="'seed' parameter of stream_seed"):
+        stream_seed(-1, "cell")
+    with pytest.raises(InvalidParameterError, match="'stream' parameter of stream_seed"):
+        stream_seed(0, "bogus")
+    with pytest.raises(InvalidParameterError, match="'device' parameter of resolve_config_device"):
+        resolve_config_device("bogus")
+    assert resolve_config_device("cpu") == torch.device("cpu")

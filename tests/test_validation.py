@@ -118,7 +118,7 @@ NO_CASE = {
     "neurovar.cortex.nwb.counts_from_nwbfile": "needs an NWB file: tests/cortex/test_cortex_nwb.py",
     "neurovar.cortex.reference.load_reference_values": "reads the shipped table",
     "neurovar.cortex.compare.compare": "owned by another branch (stats14) in this round",
-    "neurovar.cortex.compare.plot_comparison": "owned by another branch (stats14) in this round",
+    "neurovar.plot.plot_comparison": "needs a compare() table: tests/cortex/test_cortex_compare.py",
     "neurovar.datasets.ImageDataset": "a plain dataclass container",
     "neurovar.datasets.load_mnist": "needs MNIST files: tests/test_datasets.py",
     "neurovar.datasets.load_cifar10": "needs CIFAR-10 files: tests/test_datasets.py",
@@ -129,14 +129,13 @@ NO_CASE = {
     "neurovar.inference.mixed.fit_mixed_model": "needs a data frame and formula",
     "neurovar.inference.mixed.MixedModelResult": "a result container",
     "neurovar.models.TrainHistory": "a result container",
-    "neurovar.models.resolve_device": "the device checker itself",
+    "neurovar._torch.resolve_device": "the device rule itself (check_device with a model)",
     "neurovar.noise.models.NoiseModule": "abstract base class",
     "neurovar.noise.inject.inject_noise": "takes a mapping of modules: tests/noise/test_noise_inject.py",
     "neurovar.noise.inject.NoiseInjection": "created by inject_noise",
     "neurovar.noise.inject.NoiseHook": "created by inject_noise",
     "neurovar.noise.inject.frozen_noise": "context manager over noise modules",
     "neurovar.noise.inject.suspend_noise": "context manager over a model",
-    "neurovar.noise.inject.find_noise_hooks": "introspection of a model",
     "neurovar.noise.fit.scale_to_activation_variance": "needs a fitted noise module",
     "neurovar.noise.fit.NoiseCalibration": "a result container",
     "neurovar.noise.controls.diagonal_control": "one positional argument only",
@@ -152,6 +151,23 @@ NO_CASE = {
     "neurovar.plot.plot_robustness_comparison": "like plot_robustness",
     "neurovar.plot.plot_corruptions": "slow (every corruption)",
     "neurovar.stats.accessor.NeurovarAccessor": "the .nv accessor forwards to the statistics",
+    "neurovar.inference.binomial.BinomialModelResult": "a result container",
+    # the experiment: record types, and pydantic models whose validation is pydantic's own
+    # (every key checked, extra keys forbidden: tests/experiment/test_config.py)
+    "neurovar.experiment.config.ExperimentConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.DataConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.ModelConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.TrainingConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.FitConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.EvaluationConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.SourceConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.TargetConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.grid.CellSpec": "a record type built by plan() (frozen dataclass)",
+    "neurovar.experiment.cell.CellResult": "a result container of compute_cell",
+    "neurovar.experiment.runner.RunOutcome": "a result container of run",
+    "neurovar.experiment.analysis.Claim": "a result container of claims",
+    "neurovar.report.write_report": "writes every figure of a finished run (seconds): "
+    "tests/experiment/test_run.py::test_report_rebuilds_from_cells",
 }
 
 #: (qualified name, parameter) pairs where a generic bad value is not meaningful.

@@ -8,6 +8,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from neurovar._validation import check_real
+
 __all__ = ["count_window_ms", "load_reference_values", "match_reference"]
 
 _COLUMNS = [
@@ -125,6 +127,7 @@ def match_reference(
     pandas.DataFrame
         The fitting rows (possibly none).
     """
+    tolerance = check_real(tolerance, name="tolerance", owner="match_reference", low=1.0)
     window = count_window_ms(count_window)
     keep = []
     for _, row in reference.iterrows():

@@ -329,6 +329,10 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
         One row per regime x magnitude x layer x noise_at_test x condition, and the flags in
         words, each naming the condition and the attack.
     """
+    from neurovar._validation import check_int, check_real
+
+    n_classes = check_int(n_classes, name="n_classes", owner="masking_diagnostics", low=2)
+    tol = check_real(tol, name="tol", owner="masking_diagnostics", low=0.0)
     attacks = [str(a) for a in results["attack"].values]
     gradient = [a for a in attacks if a != "square"]
     adv_targets = [t for t in cfg.target_ids if cfg.target(t).family == "attack"]

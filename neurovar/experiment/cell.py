@@ -125,6 +125,11 @@ def base_network(
     """
     import hashlib
 
+    from neurovar._validation import check_bool, check_device, check_int
+
+    seed = check_int(seed, name="seed", owner="base_network", low=0)
+    device = check_device(device, owner="base_network", allow_none=False)
+    progress = check_bool(progress, name="progress", owner="base_network")
     key = (_science_key(cfg), int(seed), str(device))
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     if key not in _BASE:
@@ -401,6 +406,9 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
     the torch thread count is fixed to ``config.threads`` inside the cell, so the result is
     the same whichever process runs it.
     """
+    from neurovar._validation import check_bool
+
+    progress = check_bool(progress, name="progress", owner="compute_cell")
     cfg = spec.config()
     t0 = time.perf_counter()
     with fixed_threads(cfg.threads):
@@ -579,6 +587,9 @@ def run_cell(spec: CellSpec, out_dir: str | Path, *, progress: bool = False) -> 
 
     The seed's base network is cached in ``out_dir/cache/`` (shared by every worker that can
     see the folder)."""
+    from neurovar._validation import check_bool
+
+    progress = check_bool(progress, name="progress", owner="run_cell")
     out_dir = Path(out_dir)
     write_cell(out_dir, spec, compute_cell(spec, cache_dir=out_dir / "cache", progress=progress))
     return spec.cell_id

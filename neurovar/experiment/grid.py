@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from neurovar._validation import check_choice, check_int
+
 from .config import ExperimentConfig, load_config
 
 __all__ = ["CellSpec", "plan", "SCIENCE_KEYS", "stream_seed"]
@@ -46,6 +48,8 @@ def stream_seed(seed: int, stream: str, *parts: Any) -> int:
     ``"evaluation"`` (attack and evaluation draws, shared across conditions of a seed: common
     random numbers for paired comparisons).
     """
+    seed = check_int(seed, name="seed", owner="stream_seed", low=0)
+    check_choice(stream, name="stream", owner="stream_seed", options=tuple(_STREAMS))
     key = (_STREAMS[stream], *(_key_ints(*parts) if parts else ()))
     ss = np.random.SeedSequence(entropy=int(seed), spawn_key=key)
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> 1)

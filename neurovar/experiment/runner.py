@@ -29,6 +29,8 @@ from typing import Any
 import xarray as xr
 from tqdm.auto import tqdm
 
+from neurovar._validation import check_bool
+
 from .cell import run_cell
 from .config import ExperimentConfig, config_hash, load_config
 from .grid import CellSpec, plan
@@ -72,8 +74,7 @@ def prepare_folder(out: str | Path, cfg: ExperimentConfig, *, overwrite: bool = 
     FileExistsError
         ``out`` holds a different run or other files, and ``overwrite`` is False.
     """
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"The 'overwrite' parameter of run must be a bool. Got {overwrite!r} instead.")
+    overwrite = check_bool(overwrite, name="overwrite")  # names run() when called from it
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"The results folder {str(out)!r} is a file, not a folder.")
@@ -164,6 +165,8 @@ def run(
     RunOutcome
         With ``results`` (the assembled Dataset) when at least one cell is finished.
     """
+    overwrite = check_bool(overwrite, name="overwrite", owner="run")  # "False" must not delete
+    progress = check_bool(progress, name="progress", owner="run")
     cfg = load_config(config)
     t0 = time.perf_counter()
     specs = plan(cfg)

@@ -7,6 +7,7 @@ import functools
 import torch
 from torch import nn
 
+from neurovar._validation import check_device, check_int
 from neurovar.datasets import ImageDataset
 
 __all__ = ["build_model", "load_data", "resolve_config_device"]
@@ -21,6 +22,7 @@ def build_model(config, *, rng: int = 0) -> nn.Module:
     """
     from neurovar import models
 
+    rng = check_int(rng, name="rng", owner="build_model", low=0)
     shape = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32)}[config.data.name]
     if config.model.name == "small_cnn":
         return models.SmallCNN(
@@ -57,9 +59,7 @@ def load_data(config) -> ImageDataset:
 
 def resolve_config_device(device: str) -> torch.device:
     """``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available here")
-    return dev
+    # refuses unknown names and devices this machine does not have ("cuda" without CUDA)
+    return check_device(device, owner="resolve_config_device", allow_none=False)

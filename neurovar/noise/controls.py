@@ -24,7 +24,15 @@ import numpy as np
 import torch
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, check_memory, check_rng, public_caller
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_memory,
+    check_rng,
+    check_str,
+    param_error,
+    public_caller,
+)
 
 from .._compat import renamed_parameters
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
@@ -388,19 +396,18 @@ def register_noise_kind(kind: str, factory: NoiseKindFactory, *, overwrite: bool
     overwrite
         Allow replacing a registered kind.
     """
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(
-            f"The 'kind' parameter of register_noise_kind must be a non-empty str. Got {kind!r}."
-        )
+    owner = "register_noise_kind"
+    check_str(kind, name="kind", owner=owner)
+    overwrite = check_bool(overwrite, name="overwrite", owner=owner)
     if not callable(factory):
-        raise TypeError(
-            "The 'factory' parameter of register_noise_kind must be callable. "
-            f"Got {type(factory).__name__} instead."
-        )
+        raise param_error("factory", owner, "callable", type(factory).__name__, raw=True)
     if kind in NOISE_KINDS and not overwrite:
-        raise ValueError(
-            f"register_noise_kind: kind {kind!r} is already registered; pass overwrite=True to "
-            "replace it."
+        raise param_error(
+            "kind",
+            owner,
+            f"a kind that is not already registered (registered: {sorted(NOISE_KINDS)!r})",
+            kind,
+            hint="Pass overwrite=True to replace it.",
         )
     NOISE_KINDS[kind] = factory
 

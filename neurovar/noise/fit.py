@@ -676,6 +676,8 @@ def perturbation_directions(
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
     owner = "perturbation_directions"
+    batch_size = check_int(batch_size, name="batch_size", owner=owner)
+    device = check_device(device, owner=owner)
     clean = _as_images(clean_images, name="clean_images", owner=owner)
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
     if tuple(pert.shape) != tuple(clean.shape):

@@ -25,6 +25,7 @@ import xarray as xr
 from torch import nn
 
 from .._rng import seed_from
+from .._validation import InvalidParameterError, check_device, check_int, check_rng
 from ._utils import RNGLike, check_images_labels, model_device, param_error
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
 from .evaluate import ATTACK_NAMES, ENSEMBLE, _build_attack, correct_matrix, evaluate_robustness
@@ -118,6 +119,9 @@ class Perturbation:
             raise param_error(owner, "name", "a single attack (the ensemble is a target)", "ensemble")
         if self.norm not in ("linf", "l2"):
             raise param_error(owner, "norm", "'linf' or 'l2'", self.norm)
+        for budget in ("steps", "n_queries", "n_target_classes", "eot_samples"):
+            value = check_int(getattr(self, budget), name=budget, owner=owner, low=1)
+            object.__setattr__(self, budget, value)
         object.__setattr__(
             self, "strength", _check_strength(owner, self.family, self.name, self.norm, self.strength)
         )
@@ -248,6 +252,17 @@ def evaluate_target(
     owner = "evaluate_target"
     if not isinstance(target, TargetSpec):
         raise param_error(owner, "target", "a TargetSpec", target)
+    for budget, value in (("n_evaluations", n_evaluations), ("steps", steps),
+                          ("n_queries", n_queries), ("n_target_classes", n_target_classes)):
+        check_int(value, name=budget, owner=owner, low=1)
+    if not (isinstance(eot_samples, str) and eot_samples == "auto"):
+        try:
+            check_int(eot_samples, name="eot_samples", owner=owner, low=1)
+        except InvalidParameterError:
+            raise param_error(owner, "eot_samples", "an int >= 1 or 'auto'", eot_samples) from None
+    check_int(batch_size, name="batch_size", owner=owner, low=1, allow_none=True)
+    check_rng(rng, owner=owner, torch_ok=False)
+    device = check_device(device, owner=owner) if device is not None else None
     images, labels = check_images_labels(images, labels, owner)
     gen = np.random.default_rng(rng)
     strengths = np.asarray(target.strengths, dtype=float)

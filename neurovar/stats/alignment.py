@@ -337,9 +337,9 @@ def top_subspace(
     ----------
     Jolliffe, I. T. (2002). Principal Component Analysis, 2nd ed. Springer, ch. 1.
     """
-    c = _matrix(cov, "cov", unit_dim)
-    n = c.shape[0]
     k = check_int(n_components, "n_components", "top_subspace", low=1)
+    c = _matrix(cov, "cov", unit_dim, "top_subspace")
+    n = c.shape[0]
     if k > n:
         raise ValueError(
             f"The 'n_components' parameter of top_subspace must be <= the number of units "

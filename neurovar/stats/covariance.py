@@ -12,7 +12,14 @@ from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
-from ._util import check_option, pairwise_dataarray, unit_coords, warn_nan
+from ._util import (
+    check_int,
+    check_option,
+    check_real,
+    pairwise_dataarray,
+    unit_coords,
+    warn_nan,
+)
 
 __all__ = ["noise_covariance", "shrinkage_covariance", "signal_covariance"]
 
@@ -56,11 +63,8 @@ def shrinkage_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     check_option(estimator, "estimator", "shrinkage_covariance", ("ledoit_wolf", "oas"))
+    dof = check_real(dof, "dof", "shrinkage_covariance", low=0, low_open=True)
     residuals = np.asarray(residuals, dtype=np.float64)
-    if not dof > 0:
-        raise ValueError(
-            f"The 'dof' parameter of shrinkage_covariance must be > 0. Got {dof!r} instead."
-        )
     est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=True)
     est.fit(residuals * np.sqrt(residuals.shape[0] / dof))
     return est.covariance_, float(est.shrinkage_)
@@ -240,12 +244,11 @@ def signal_covariance(
     and computation. Nat. Rev. Neurosci. 7, 358-366.
     """
     func = "signal_covariance"
+    ddof = check_int(ddof, "ddof", func, low=0)
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func,
         min_trials=1,
     )
-    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
-        raise ValueError(f"The 'ddof' parameter of {func} must be an int >= 0. Got {ddof!r} instead.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
         means = np.nanmean(np.asarray(data.values, dtype=np.float64), axis=1)  # (stimulus, unit)
