@@ -41,7 +41,7 @@ def test_gradient_snr_grows_with_eot(noisy_model, det_model, test_batch, rng_gua
 
 def test_twins_are_deterministic_and_restore_state(noisy_model, test_batch):
     x, y = test_batch
-    free, frozen = NoiseFreeTwin(noisy_model), FrozenNoiseTwin(noisy_model, seed=3)
+    free, frozen = NoiseFreeTwin(noisy_model), FrozenNoiseTwin(noisy_model, rng=3)
     assert not is_stochastic(free, x)
     assert not is_stochastic(frozen, x)
     assert is_stochastic(noisy_model, x)  # the original is untouched
@@ -77,14 +77,14 @@ def _fake(acc_pgd, acc_square, wc):
 
 def test_check_robustness_result_flags():
     good = _fake([0.9, 0.5, 0.05], [0.9, 0.6, 0.1], [0.9, 0.5, 0.05])
-    assert check_robustness_result(good, n_classes=10) == {
+    assert check_robustness_result(good, n_classes=10).flags == {
         "monotone_in_eps": True,
         "reaches_chance": True,
         "black_box_not_stronger": True,
     }
     masked = _fake([0.9, 0.8, 0.5], [0.9, 0.3, 0.0], [0.9, 0.3, 0.6])
     with pytest.warns(UserWarning, match="gradient masking"):
-        flags = check_robustness_result(masked, n_classes=10)
+        flags = check_robustness_result(masked, n_classes=10).flags
     assert flags == {
         "monotone_in_eps": False,
         "reaches_chance": False,
