@@ -611,8 +611,10 @@ def evaluate_robustness(
     evaluations run with ``num_threads`` intra-op threads (default 1), and they never read or
     change the global RNG state. The thread count matters because it changes the order of float
     reductions in CPU kernels, so the last bits of logits and gradients, and with them attack
-    decisions at the margin (measured: the worst case of one condition of
-    ``notebooks/03_robustness.ipynb`` moved from 0.172 to 0.156 with another thread count).
+    decisions at the margin (reported: re-run on another machine with 2 threads, the worst case
+    of one condition of ``notebooks/03_robustness.ipynb`` moved from 0.172 to 0.156; on the
+    machine the tests were written on, 1-4 threads happened to give identical bits even
+    without fixing the count, which depends on the CPU and the BLAS build).
     Across machines (other CPU instruction sets, other BLAS, GPU vs CPU, other torch versions)
     the same holds only statistically: results differ by a few stimuli, within the stated
     confidence intervals -- that is the guarantee to rely on when comparing runs from
