@@ -126,6 +126,7 @@ def plot_robustness(
     *,
     n_classes: int | None = None,
     title: str | None = None,
+    diagnosis: Any = None,
     ax: Axes | None = None,
 ) -> Figure:
     r"""Accuracy vs attack radius for every attack, and the per-example worst case with its CI.
@@ -150,6 +151,10 @@ def plot_robustness(
         else no chance line.
     title
         Axes title; default from the attrs (norm, stochastic or not, EOT, evaluations).
+    diagnosis
+        Optional output of :func:`neurovar.perturb.check_robustness_result` on ``result``:
+        attacks it suspects of gradient masking are drawn dashed and labelled
+        ``"<name> (masking suspected)"``.
     ax
         Axes to draw into; default a new figure.
 
@@ -173,18 +178,27 @@ def plot_robustness(
     owner = "plot_robustness"
     _check_robustness_result(result, owner)
     k = _check_n_classes(n_classes, owner)
+    masked: set[str] = set()
+    if diagnosis is not None:
+        if not hasattr(diagnosis, "masked_attacks"):
+            raise _error(
+                owner, "diagnosis", "the output of check_robustness_result or None", diagnosis
+            )
+        masked = set(diagnosis.masked_attacks)
     fig, ax = _figure_and_axes(ax, owner, (5.0, 3.8))
     res = result.sortby("eps")
     eps = np.asarray(res["eps"].values, dtype=float)
     for attack in res["attack"].values:
+        flagged = str(attack) in masked
         (line,) = ax.plot(
             eps,
             res["accuracy"].sel(attack=attack).values,
             marker="o",
             ms=3,
             lw=1,
+            ls="--" if flagged else "-",
             alpha=0.8,
-            label=str(attack),
+            label=f"{attack} (masking suspected)" if flagged else str(attack),
         )
         line.set_gid(f"attack:{attack}")
     band = ax.fill_between(
@@ -225,8 +239,9 @@ def plot_robustness(
 
 
 def plot_robustness_comparison(
-    results: Mapping[str, xr.Dataset],
+    results: Mapping[str, xr.Dataset] | xr.Dataset,
     *,
+    dim: str = "condition",
     n_classes: int | None = None,
     title: str | None = None,
     ax: Axes | None = None,
@@ -241,7 +256,11 @@ def plot_robustness_comparison(
     Parameters
     ----------
     results
-        ``{condition name: evaluate_robustness output}`` (non-empty).
+        ``{condition name: evaluate_robustness output}`` (non-empty), or one Dataset of
+        results joined along ``dim`` (e.g. ``xr.concat(results, dim="condition")`` of results
+        evaluated with ``tags={"condition": ...}``).
+    dim
+        The dim to split a joined Dataset along (ignored for a mapping).
     n_classes
         Number of classes for a chance line (default: none unless every result's attrs set
         ``n_classes``).
@@ -261,6 +280,10 @@ def plot_robustness_comparison(
     of diverse parameter-free attacks. ICML.
     """
     owner = "plot_robustness_comparison"
+    if isinstance(results, xr.Dataset):
+        if dim not in results.dims:
+            raise _error(owner, "dim", f"a dim of the joined results {list(results.dims)}", dim)
+        results = {str(v): results.isel({dim: i}) for i, v in enumerate(results[dim].values)}
     if not isinstance(results, Mapping) or not results:
         raise _error(owner, "results", "a non-empty mapping {name: Dataset}", results)
     for name, res in results.items():

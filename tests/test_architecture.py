@@ -59,12 +59,7 @@ FORBIDDEN: list[tuple[str, tuple[str, ...]]] = [
 ]
 # Known cycles, to be removed. The lead removes an entry when the fix is merged (the test fails
 # on a stale entry, so it cannot be forgotten).
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # perturb.evaluate imports diagnostics.is_stochastic, diagnostics imports
-    # evaluate.robust_accuracy: engineer perturb13's part of issue 11 (perturb/evaluate.py,
-    # perturb/diagnostics.py). Remove this entry when that branch is merged.
-    frozenset({"neurovar.perturb.evaluate", "neurovar.perturb.diagnostics"}),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []  # none: every module imports only downwards
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

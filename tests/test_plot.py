@@ -40,7 +40,7 @@ def _fake_result(*, stochastic: int = 1, n_classes: int | None = None, seed: int
     p_correct = {0.0: 0.95, 0.1: 0.6, 0.2: 0.3}
     correct = np.stack(
         [gen.random((len(attacks), n)) < p_correct[float(e)] for e in eps]
-    )  # (eps, attack, example)
+    )  # (eps, attack, stimulus)
     worst = correct.all(axis=1)
     attrs = {
         "norm": "linf",
@@ -55,14 +55,14 @@ def _fake_result(*, stochastic: int = 1, n_classes: int | None = None, seed: int
     return xr.Dataset(
         {
             "accuracy": (("eps", "attack"), correct.mean(axis=2)),
-            "correct": (("eps", "attack", "example"), correct),
+            "correct": (("eps", "attack", "stimulus"), correct),
             "worst_case_accuracy": (("eps",), worst.mean(axis=1)),
-            "worst_case_correct": (("eps", "example"), worst),
+            "worst_case_correct": (("eps", "stimulus"), worst),
             "ci_low": (("eps",), np.clip(worst.mean(axis=1) - 0.1, 0, 1)),
             "ci_high": (("eps",), np.clip(worst.mean(axis=1) + 0.1, 0, 1)),
             "clean_accuracy": ((), 0.95),
         },
-        coords={"eps": eps, "attack": attacks, "example": np.arange(n)},
+        coords={"eps": eps, "attack": attacks, "stimulus_id": ("stimulus", np.arange(n))},
         attrs=attrs,
     )
 
@@ -161,6 +161,36 @@ def test_robustness_comparison_lines_per_condition():
         plot.plot_robustness_comparison({})
     with pytest.raises(ValueError, match=r"results\['bad'\]"):
         plot.plot_robustness_comparison({"bad": a.drop_vars("ci_low")})
+
+
+def test_robustness_marks_attacks_suspected_of_masking():
+    from neurovar.perturb import check_robustness_result
+
+    res = _fake_result(n_classes=10)
+    # plant a masked pgd_ce: far above the worst case and above chance at the largest eps
+    res["accuracy"].loc[{"attack": "pgd_ce", "eps": 0.2}] = 0.9
+    diag = check_robustness_result(res, n_classes=10, warn=False)
+    assert "pgd_ce" in diag.masked_attacks
+    ax = plot.plot_robustness(res, diagnosis=diag).axes[0]
+    assert _by_gid(ax, "attack:pgd_ce").get_linestyle() == "--"
+    assert _by_gid(ax, "attack:square").get_linestyle() == "-"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "pgd_ce (masking suspected)" in labels
+    with pytest.raises(ValueError, match="'diagnosis' parameter of plot_robustness"):
+        plot.plot_robustness(res, diagnosis={"pgd_ce": True})
+
+
+def test_robustness_comparison_of_a_joined_dataset():
+    a = _fake_result(seed=0).assign_coords(condition="isotropic")
+    b = _fake_result(seed=1).assign_coords(condition="structured")
+    joined = xr.concat([a, b], dim="condition")
+    ax = plot.plot_robustness_comparison(joined).axes[0]
+    order = np.argsort(a["eps"].values)
+    np.testing.assert_allclose(
+        _by_gid(ax, "worst_case:structured").get_ydata(), b["worst_case_accuracy"].values[order]
+    )
+    with pytest.raises(ValueError, match="'dim' parameter of plot_robustness_comparison"):
+        plot.plot_robustness_comparison(joined, dim="seed")
 
 
 class _Noisy(nn.Module):

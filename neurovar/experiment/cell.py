@@ -301,7 +301,7 @@ def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: 
     eot: int | str = ev.eot_samples if stochastic else 1
     gen = np.random.default_rng(stream_seed(seed, "evaluation"))
     clean = correct_matrix(model, st.x_eval, st.y_eval, n_evaluations=n_eval,
-                           seed=int(gen.integers(2**62)), batch_size=ev.batch_size,
+                           rng=int(gen.integers(2**62)), batch_size=ev.batch_size,
                            device=device)
     out: dict[str, Any] = {"clean_correct": clean.mean(axis=0), "targets": {}}
     budget = dict(n_evaluations=n_eval, eot_samples=eot, steps=ev.steps, n_queries=ev.n_queries,

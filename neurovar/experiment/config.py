@@ -280,7 +280,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
     """Checks that need the package: names of attacks, corruptions, layers, conditions."""
     from neurovar.perturb.corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES
-    from neurovar.perturb.evaluate import ATTACK_NAMES
+    from neurovar.perturb.evaluate import attack_names
+
+    ATTACK_NAMES = attack_names()  # built-in and user-registered attacks
 
     problems: list[str] = []
     names = {"attack": ATTACK_NAMES, "corruption": tuple(sorted(CORRUPTIONS)),

@@ -15,13 +15,27 @@ from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, Corruption, cor
 from .diagnostics import (
     FrozenNoiseTwin,
     NoiseFreeTwin,
+    RobustnessDiagnosis,
     check_robustness_result,
+    eot_check,
     gradient_snr,
     is_stochastic,
     randomness_check,
     twin_transfer,
 )
-from .evaluate import ATTACK_NAMES, ENSEMBLE, evaluate_robustness, robust_accuracy
+from .evaluate import (
+    ATTACK_NAMES,
+    DEFAULT_NUM_THREADS,
+    ENSEMBLE,
+    AttackFactory,
+    attack_names,
+    evaluate_robustness,
+    get_attack_factory,
+    register_attack,
+    robust_accuracy,
+    robustness_table,
+    unregister_attack,
+)
 
 __all__ = [
     "Attack",
@@ -35,6 +49,13 @@ __all__ = [
     "robust_accuracy",
     "ENSEMBLE",
     "ATTACK_NAMES",
+    "DEFAULT_NUM_THREADS",
+    "AttackFactory",
+    "attack_names",
+    "register_attack",
+    "unregister_attack",
+    "get_attack_factory",
+    "robustness_table",
     "randomness_check",
     "is_stochastic",
     "gradient_snr",
@@ -42,6 +63,8 @@ __all__ = [
     "FrozenNoiseTwin",
     "twin_transfer",
     "check_robustness_result",
+    "RobustnessDiagnosis",
+    "eot_check",
     "CORRUPTIONS",
     "SEVERITIES",
     "Corruption",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -160,3 +161,47 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def chunk_sizes(total: int, chunk: int) -> list[int]:
     """Split ``total`` into consecutive chunks of at most ``chunk``."""
     return [min(chunk, total - start) for start in range(0, total, chunk)]
+
+
+@contextlib.contextmanager
+def fixed_threads(num_threads: int | None) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(num_threads)``; the caller's count is restored.
+
+    The number of intra-op threads changes the order of float reductions in CPU kernels (GEMM,
+    convolutions), hence the last bits of logits and gradients, and so attack decisions at the
+    margin (the sign of a near-zero gradient component, an argmax between near-equal logits).
+    Fixing it makes results independent of the caller's setting (``OMP_NUM_THREADS``,
+    ``torch.set_num_threads``). ``None`` leaves the count alone. CUDA kernels are not affected.
+    """
+    if num_threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    if before != num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def renamed_kwarg(
+    owner: str, old: str, new: str, old_value: Any, new_value: Any, default: Any
+) -> Any:
+    """Resolve a keyword renamed from ``old`` to ``new`` (old one kept for one release).
+
+    Returns the value to use; warns with a :class:`FutureWarning` when ``old`` was given and
+    raises when both were.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not default:
+        raise TypeError(f"{owner} got both '{old}' (deprecated) and '{new}'; pass only '{new}'.")
+    warnings.warn(
+        f"The '{old}' parameter of {owner} is deprecated and will be removed in the next "
+        f"release; use '{new}' instead.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return old_value

@@ -11,20 +11,27 @@ Here:
   number of EOT samples (it should grow about linearly with k for independent draws).
 - :class:`NoiseFreeTwin`, :class:`FrozenNoiseTwin` and :func:`twin_transfer`: attack the twins
   and evaluate the stochastic model on the result.
-- :func:`check_robustness_result`: on an :func:`evaluate_robustness` result, accuracy going to
-  chance with eps and the black-box attack not stronger than the white-box ones.
+- :func:`check_robustness_result`: on an :func:`evaluate_robustness` result, judges *every*
+  attack -- reaches chance at the largest eps, close to the ensemble's worst case, not beaten
+  by a black-box attack, monotone in eps -- and names the attacks whose numbers look masked.
+- :func:`eot_check`: does averaging over noise draws (EOT) make an attack on a stochastic model
+  stronger, and has it converged in the number of draws?
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import nn
 
+from ._stochastic import is_stochastic, randomness_check
 from ._utils import (
     RNGLike,
     check_choice,
@@ -34,10 +41,12 @@ from ._utils import (
     model_device,
     param_error,
     preserved_state,
+    renamed_kwarg,
     reseeded_noise,
     seed_from,
 )
 from .attacks import LOSSES, PGD, _loss_per_example
+from .evaluate import STIMULUS, STIMULUS_ID, _wilson, evaluate_robustness, robust_accuracy
 
 __all__ = [
     "randomness_check",
@@ -47,60 +56,9 @@ __all__ = [
     "FrozenNoiseTwin",
     "twin_transfer",
     "check_robustness_result",
+    "RobustnessDiagnosis",
+    "eot_check",
 ]
-
-
-@torch.no_grad()
-def randomness_check(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    n_repeats: int = 4,
-    rng: RNGLike = None,
-    device: str | torch.device | None = None,
-) -> xr.Dataset:
-    """Does the model give different outputs on the same input?
-
-    Runs ``n_repeats`` forward passes on the same images (model in its current mode) and reports
-    the largest absolute logit difference between passes, the mean across-pass standard
-    deviation of the logits (``ddof=1``), and the fraction of examples whose predicted class
-    changes between passes.
-
-    Returns
-    -------
-    xarray.Dataset
-        Scalars ``is_stochastic`` (max difference > 0), ``max_abs_diff``, ``mean_logit_std``,
-        ``prediction_flip_rate``.
-    """
-    check_number(n_repeats, "n_repeats", "randomness_check", low=2, integer=True)
-    if not isinstance(images, torch.Tensor) or images.ndim < 2:
-        raise param_error("randomness_check", "images", "a batched torch.Tensor", images)
-    dev = model_device(model, device)
-    with preserved_state(model, dev, seed_from(rng)):
-        outs = torch.stack([model(images.to(dev)).float() for _ in range(n_repeats)])
-    max_diff = float((outs - outs[0]).abs().max())
-    preds = outs.argmax(dim=-1)
-    flips = (preds != preds[0]).any(dim=0).float().mean()
-    return xr.Dataset(
-        {
-            "is_stochastic": ((), max_diff > 0),
-            "max_abs_diff": ((), max_diff),
-            "mean_logit_std": ((), float(outs.std(dim=0, unbiased=True).mean())),
-            "prediction_flip_rate": ((), float(flips)),
-        },
-        attrs={"n_repeats": n_repeats},
-    )
-
-
-def is_stochastic(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    rng: RNGLike = None,
-    device: str | torch.device | None = None,
-) -> bool:
-    """True if two forward passes on the same images differ (see :func:`randomness_check`)."""
-    return bool(randomness_check(model, images, n_repeats=2, rng=rng, device=device).is_stochastic)
 
 
 def gradient_snr(
@@ -137,7 +95,7 @@ def gradient_snr(
     -------
     xarray.Dataset
         Over dim ``eot_samples``: ``snr`` (median over examples), ``cosine``, ``sign_agreement``;
-        ``snr_per_example`` (eot_samples, example).
+        ``snr_per_example`` (eot_samples, stimulus).
     """
     owner = "gradient_snr"
     check_choice(loss, "loss", owner, LOSSES)
@@ -174,11 +132,11 @@ def gradient_snr(
     return xr.Dataset(
         {
             "snr": (("eot_samples",), np.median(snr, axis=1)),
-            "snr_per_example": (("eot_samples", "example"), snr),
+            "snr_per_example": (("eot_samples", STIMULUS), snr),
             "cosine": (("eot_samples",), cos),
             "sign_agreement": (("eot_samples",), sign),
         },
-        coords={"eot_samples": ks, "example": np.arange(x.shape[0])},
+        coords={"eot_samples": ks, STIMULUS_ID: (STIMULUS, np.arange(x.shape[0]))},
         attrs={"n_repeats": n_repeats, "loss": loss},
     )
 
@@ -213,17 +171,19 @@ class NoiseFreeTwin(nn.Module):
 class FrozenNoiseTwin(nn.Module):
     """The model with its noise frozen: every forward draws the *same* noise realization.
 
-    Each forward runs inside :func:`torch.random.fork_rng` re-seeded with ``seed``, and with the
-    :mod:`neurovar.noise` modules of the model re-seeded from ``seed`` too (their own streams
+    Each forward runs inside :func:`torch.random.fork_rng` re-seeded with the seed taken from
+    ``rng`` (an int is the seed itself; a Generator gives one draw, at construction), and with
+    the :mod:`neurovar.noise` modules of the model re-seeded from it too (their own streams
     given back afterwards), so dropout masks, ``torch.randn_like`` noise layers and injected
     noise are the same function of the input shape on every call: a deterministic network that
-    is one sample of the stochastic one.
+    is one sample of the stochastic one. ``seed=`` is the deprecated name of ``rng=``.
     """
 
-    def __init__(self, model: nn.Module, *, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, *, rng: RNGLike = 0, seed: int | None = None) -> None:
         super().__init__()
+        rng = renamed_kwarg("FrozenNoiseTwin", "seed", "rng", seed, rng, 0)
         self.model = model
-        self.seed = seed
+        self.seed = seed_from(rng)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dev = x.device
@@ -265,8 +225,6 @@ def twin_transfer(
         Over dim ``source`` (``"direct"`` then the twin names): ``accuracy``, ``ci_low``,
         ``ci_high``; scalar ``direct_is_strongest``.
     """
-    from .evaluate import robust_accuracy  # local import: evaluate imports this module
-
     if not isinstance(twins, Mapping) or not twins:
         raise param_error("twin_transfer", "twins", "a non-empty mapping name -> nn.Module", twins)
     gen = np.random.default_rng(rng)
@@ -306,6 +264,70 @@ def twin_transfer(
     )
 
 
+@dataclass(frozen=True)
+class RobustnessDiagnosis:
+    """What :func:`check_robustness_result` found, per check and per attack.
+
+    Attributes
+    ----------
+    checks
+        :class:`xarray.Dataset` over dim ``attack`` (and ``eps`` where the number depends on
+        it): booleans ``reaches_chance``, ``near_worst_case``, ``not_beaten_by_black_box``,
+        ``monotone_in_eps``, ``masking_suspected``, ``is_black_box``; the numbers behind them
+        ``accuracy_at_max_eps``, ``gap_to_worst_case`` (eps, attack) with ``gap_ci_low`` /
+        ``gap_ci_high``, ``max_gap``, ``eps_of_max_gap``, ``black_box_advantage`` (eps, attack),
+        ``max_rise``; and the worst-case checks ``worst_case_monotone``,
+        ``worst_case_reaches_chance`` (scalars) and ``black_box_beats_every_gradient_attack``
+        (eps). ``attrs``: ``chance``, ``tol``, ``max_eps``, ``confidence_level``.
+    messages
+        One sentence per problem, naming the attack, e.g. ``"pgd_ce: accuracy 0.63 at eps 0.3
+        does not reach chance (0.10); square beats it by 0.36 at eps 0.3 -> gradient masking
+        suspected"``.
+    """
+
+    checks: xr.Dataset
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def flags(self) -> dict[str, bool]:
+        """The worst-case flags of earlier releases: ``monotone_in_eps``, ``reaches_chance``
+        (both of the worst case) and ``black_box_not_stronger`` (no black-box attack beats
+        the strongest white-box attack by more than ``tol``; present if both kinds ran)."""
+        c = self.checks
+        out = {
+            "monotone_in_eps": bool(c.worst_case_monotone),
+            "reaches_chance": bool(c.worst_case_reaches_chance),
+        }
+        if "black_box_not_stronger" in c:
+            out["black_box_not_stronger"] = bool(c.black_box_not_stronger)
+        return out
+
+    @property
+    def masked_attacks(self) -> list[str]:
+        """White-box attacks whose numbers look masked (``masking_suspected``)."""
+        c = self.checks
+        return [str(a) for a in c.attack.values[c.masking_suspected.values]]
+
+    @property
+    def flagged_attacks(self) -> list[str]:
+        """Attacks that fail any per-attack check (weak black-box attacks included)."""
+        c = self.checks
+        ok = c.reaches_chance & c.near_worst_case & c.not_beaten_by_black_box & c.monotone_in_eps
+        return [str(a) for a in c.attack.values[~ok.values]]
+
+    @property
+    def ok(self) -> bool:
+        """No attack suspected of masking and every worst-case flag passes."""
+        return not self.masked_attacks and all(self.flags.values())
+
+    def __str__(self) -> str:
+        return "\n".join(self.messages) if self.messages else "no robustness check failed"
+
+
+def _f(x: float) -> str:
+    return f"{x:.2f}"
+
+
 def check_robustness_result(
     result: xr.Dataset,
     *,
@@ -313,49 +335,301 @@ def check_robustness_result(
     black_box: Sequence[str] = ("square",),
     tol: float = 0.05,
     warn: bool = True,
-) -> dict[str, bool]:
-    """Sanity flags for an :func:`evaluate_robustness` result (Athalye et al. 2018, Sec. 3.1).
+) -> RobustnessDiagnosis:
+    """Judge every attack of an :func:`evaluate_robustness` result (Athalye et al. 2018, Sec. 3.1).
 
-    - ``"monotone_in_eps"``: worst-case accuracy does not rise (by more than ``tol``) as eps
+    For every attack :math:`a` with accuracy :math:`\\mathrm{acc}_a(\\epsilon)` and the
+    ensemble's per-stimulus worst case :math:`\\bar w(\\epsilon)`:
+
+    - ``reaches_chance``: at the largest eps, :math:`\\mathrm{acc}_a \\le 1/K + \\mathrm{tol}`
+      (only meaningful if the largest eps destroys the image; for digits in [0, 1], L-inf 0.5).
+    - ``near_worst_case``: :math:`\\max_\\epsilon (\\mathrm{acc}_a - \\bar w) \\le \\mathrm{tol}`.
+      The gap is the fraction of stimuli that survive :math:`a` but not some other attack
+      (:math:`c_{a,n} \\ge w_n`), a proportion, given with its Wilson interval when the result
+      holds the per-stimulus ``correct``.
+    - ``not_beaten_by_black_box`` (white-box attacks): no black-box attack is more than ``tol``
+      stronger than :math:`a` at any eps. A gradient-free attack beating a gradient attack is the
+      classic sign of gradient masking; ``black_box_beats_every_gradient_attack`` (per eps)
+      marks the case where it beats all of them.
+    - ``monotone_in_eps``: :math:`\\mathrm{acc}_a` does not rise by more than ``tol`` as eps
       grows.
-    - ``"reaches_chance"``: at the largest eps the worst-case accuracy is at most
-      ``1 / n_classes + tol``. Only meaningful if the largest eps is large enough to destroy
-      the image (for digits in [0, 1], L-inf 0.5 suffices).
-    - ``"black_box_not_stronger"``: at every eps each black-box attack's accuracy is at least the
-      best white-box attack's accuracy minus ``tol``.
 
-    A failing flag raises a :class:`UserWarning` (if ``warn``).
+    A white-box attack failing any of these is ``masking_suspected``: its number alone
+    overstates robustness (quote the worst case). A black-box attack failing them is only
+    weaker than the ensemble. The worst-case flags of earlier releases are in
+    :attr:`RobustnessDiagnosis.flags`. To compare attacks with and without EOT on a
+    stochastic model, see :func:`eot_check`.
+
+    Parameters
+    ----------
+    result
+        Output of :func:`evaluate_robustness` (``accuracy`` (eps, attack),
+        ``worst_case_accuracy`` (eps); ``correct`` and ``worst_case_correct`` give the gap CIs).
+    n_classes
+        Number of classes; chance is :math:`1/K`.
+    black_box
+        Names of the gradient-free attacks in the result.
+    tol
+        Tolerance on accuracy differences.
+    warn
+        Emit one :class:`UserWarning` listing the messages if masking is suspected or a
+        worst-case flag fails.
+
+    Returns
+    -------
+    RobustnessDiagnosis
+        ``checks`` (Dataset of per-attack booleans and numbers), ``messages``, ``flags`` (old
+        dict), ``masked_attacks``, ``flagged_attacks``, ``ok``.
     """
-    check_validation_common("check_robustness_result", warn=warn)
-    check_number(tol, "tol", "check_robustness_result", low=0.0, high=1.0)
-    check_number(n_classes, "n_classes", "check_robustness_result", low=2, integer=True)
+    owner = "check_robustness_result"
+    check_validation_common(owner, warn=warn)
+    check_number(n_classes, "n_classes", owner, low=2, integer=True)
+    check_number(tol, "tol", owner, low=0.0, high=1.0)
+    if not isinstance(result, xr.Dataset):
+        raise param_error(owner, "result", "an evaluate_robustness Dataset", type(result).__name__)
     for var in ("worst_case_accuracy", "accuracy"):
         if var not in result:
             raise param_error(
-                "check_robustness_result",
+                owner,
                 "result",
                 "an evaluate_robustness Dataset",
                 f"a Dataset without '{var}' (has {list(result.data_vars)})",
             )
-    wc = result.worst_case_accuracy.sortby("eps").values
-    flags = {
-        "monotone_in_eps": bool(np.all(np.diff(wc) <= tol)),
-        "reaches_chance": bool(wc[-1] <= 1.0 / n_classes + tol),
+    extra = [d for d in result.accuracy.dims if d not in ("eps", "attack")]
+    if extra:
+        raise param_error(
+            owner, "result", "one evaluation (dims eps, attack); select one element first",
+            f"a Dataset with extra dims {extra}",
+        )  # fmt: skip
+    res = result.sortby("eps")
+    eps = np.asarray(res.eps.values, dtype=float)
+    attacks = [str(a) for a in res.attack.values]
+    acc = res.accuracy.transpose("eps", "attack").values.astype(float)  # (E, A)
+    wc = res.worst_case_accuracy.values.astype(float)  # (E,)
+    chance = 1.0 / n_classes
+    level = float(res.attrs.get("confidence_level", 0.95))
+    is_bb = np.array([a in black_box for a in attacks])
+    n_e, n_a = acc.shape
+
+    # gap to the worst case, a proportion of stimuli (with CI if per-stimulus data are there)
+    gap = acc - wc[:, None]
+    gap_lo = np.full_like(gap, np.nan)
+    gap_hi = np.full_like(gap, np.nan)
+    if "correct" in res and "worst_case_correct" in res:
+        c = res.correct.transpose("eps", "attack", ...).values.astype(bool)
+        w = res.worst_case_correct.transpose("eps", ...).values.astype(bool)
+        only = c & ~w[:, None, :]
+        n_stim = c.shape[-1]
+        gap = only.mean(axis=-1)
+        for i in range(n_e):
+            for j in range(n_a):
+                gap_lo[i, j], gap_hi[i, j] = _wilson(int(only[i, j].sum()), n_stim, level)
+    i_gap = np.argmax(gap, axis=0)
+    max_gap = gap[i_gap, np.arange(n_a)]
+    near = max_gap <= tol
+
+    at_max = acc[-1]
+    reaches = at_max <= chance + tol
+    rise = np.max(np.diff(acc, axis=0), axis=0) if n_e > 1 else np.zeros(n_a)
+    monotone = rise <= tol
+
+    bb_adv = np.full_like(acc, np.nan)  # acc_a - (strongest black box), white-box attacks
+    not_beaten = np.ones(n_a, dtype=bool)
+    beats_all = np.zeros(n_e, dtype=bool)
+    strongest_bb = None
+    if is_bb.any() and (~is_bb).any():
+        bb_acc = acc[:, is_bb]
+        strongest_bb = np.array(attacks)[is_bb][np.argmin(bb_acc, axis=1)]  # per eps
+        best_bb = bb_acc.min(axis=1)
+        for j in np.flatnonzero(~is_bb):
+            bb_adv[:, j] = acc[:, j] - best_bb
+            not_beaten[j] = bool(np.all(bb_adv[:, j] <= tol))
+        beats_all = np.all(bb_adv[:, ~is_bb] > tol, axis=1) & (eps > 0)
+    masking = ~is_bb & ~(near & reaches & not_beaten & monotone)
+
+    # worst-case flags (as before)
+    wc_monotone = bool(np.all(np.diff(wc) <= tol))
+    wc_chance = bool(wc[-1] <= chance + tol)
+    data: dict[str, Any] = {
+        "is_black_box": (("attack",), is_bb),
+        "reaches_chance": (("attack",), reaches),
+        "accuracy_at_max_eps": (("attack",), at_max),
+        "near_worst_case": (("attack",), near),
+        "gap_to_worst_case": (("eps", "attack"), gap),
+        "gap_ci_low": (("eps", "attack"), gap_lo),
+        "gap_ci_high": (("eps", "attack"), gap_hi),
+        "max_gap": (("attack",), max_gap),
+        "eps_of_max_gap": (("attack",), eps[i_gap]),
+        "not_beaten_by_black_box": (("attack",), not_beaten),
+        "black_box_advantage": (("eps", "attack"), bb_adv),
+        "black_box_beats_every_gradient_attack": (("eps",), beats_all),
+        "monotone_in_eps": (("attack",), monotone),
+        "max_rise": (("attack",), rise),
+        "masking_suspected": (("attack",), masking),
+        "worst_case_monotone": ((), wc_monotone),
+        "worst_case_reaches_chance": ((), wc_chance),
     }
-    attacks = [str(a) for a in result.attack.values]
-    bb = [a for a in attacks if a in black_box]
-    wb = [a for a in attacks if a not in black_box]
-    if bb and wb:
-        best_wb = result.accuracy.sel(attack=wb).min("attack")
-        worst_bb = result.accuracy.sel(attack=bb).min("attack")
-        flags["black_box_not_stronger"] = bool((worst_bb >= best_wb - tol).all())
-    if warn:
-        for key, ok in flags.items():
-            if not ok:
-                warnings.warn(
-                    f"Robustness sanity check '{key}' failed: the white-box numbers may reflect "
-                    "gradient masking (Athalye et al. 2018); quote the worst case.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-    return flags
+    if strongest_bb is not None:
+        best_wb = acc[:, ~is_bb].min(axis=1)
+        bb_ok = bool(np.all(acc[:, is_bb].min(axis=1) >= best_wb - tol))
+        data["black_box_not_stronger"] = ((), bb_ok)
+    checks = xr.Dataset(
+        data,
+        coords={"eps": eps, "attack": attacks},
+        attrs={"chance": chance, "tol": tol, "max_eps": float(eps[-1]), "confidence_level": level},
+    )
+
+    messages = []
+    for j, a in enumerate(attacks):
+        problems = []
+        if not reaches[j]:
+            problems.append(
+                f"accuracy {_f(at_max[j])} at eps {eps[-1]:g} does not reach chance ({_f(chance)})"
+            )
+        if not not_beaten[j]:
+            i = int(np.nanargmax(bb_adv[:, j]))
+            problems.append(f"{strongest_bb[i]} beats it by {_f(bb_adv[i, j])} at eps {eps[i]:g}")
+        if not near[j]:
+            i = int(i_gap[j])
+            ci = (
+                f" ({100 * level:.0f}% CI {_f(gap_lo[i, j])}-{_f(gap_hi[i, j])})"
+                if np.isfinite(gap_lo[i, j])
+                else ""
+            )
+            problems.append(
+                f"exceeds the worst case ({_f(wc[i])}) by {_f(gap[i, j])}{ci} at eps {eps[i]:g}"
+            )
+        if not monotone[j]:
+            problems.append(f"accuracy rises by {_f(rise[j])} as eps grows")
+        if problems:
+            verdict = (
+                "weaker than the ensemble (a black-box attack: no masking sign by itself)"
+                if is_bb[j]
+                else "gradient masking suspected; quote the worst case"
+            )
+            messages.append(f"{a}: " + "; ".join(problems) + f" -> {verdict}")
+    for i in np.flatnonzero(beats_all):
+        messages.append(
+            f"at eps {eps[i]:g} the black-box {strongest_bb[i]} beats every gradient attack "
+            "-> gradient masking suspected"
+        )
+    if not wc_monotone:
+        messages.append("worst case: accuracy rises as eps grows (attacks too weak or masked)")
+    if not wc_chance:
+        messages.append(
+            f"worst case: accuracy {_f(wc[-1])} at eps {eps[-1]:g} does not reach chance "
+            f"({_f(chance)}): every attack may be masked, or the largest eps is too small"
+        )
+    diagnosis = RobustnessDiagnosis(checks=checks, messages=messages)
+    if warn and (diagnosis.masked_attacks or not all(diagnosis.flags.values())):
+        warnings.warn(
+            "Robustness checks failed, the white-box numbers may reflect gradient masking "
+            "(Athalye et al. 2018); quote the worst case:\n" + "\n".join(messages),
+            UserWarning,
+            stacklevel=2,
+        )
+    return diagnosis
+
+
+def eot_check(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    attack: str = "pgd_ce",
+    eot_samples: Sequence[int] = (1, 8, 16),
+    tol: float = 0.05,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Accuracy of one attack on a stochastic model with and without EOT (Athalye et al. 2018).
+
+    Runs :func:`evaluate_robustness` with ``attacks=[attack]`` once per number of EOT draws
+    :math:`k` in ``eot_samples`` (same seed, same repeated evaluations) and compares
+    :math:`\\mathrm{acc}(k)`:
+
+    - ``eot_helps``: :math:`\\mathrm{acc}(k_{\\min}) - \\mathrm{acc}(k_{\\max}) > \\mathrm{tol}`:
+      attacking single noise draws overstated robustness (randomness obfuscates the gradient;
+      a number computed without EOT must not be quoted).
+    - ``eot_converged``: the last doubling-or-more of :math:`k` changes the accuracy by at most
+      ``tol`` (:math:`\\mathrm{acc}(k_{-2}) - \\mathrm{acc}(k_{-1}) \\le \\mathrm{tol}`): more
+      draws would not make the attack much stronger. If False, raise ``eot_samples``.
+
+    Parameters
+    ----------
+    model, images, labels, eps
+        As in :func:`evaluate_robustness` (one eps).
+    attack
+        A registered attack name (:func:`neurovar.perturb.attack_names`).
+    eot_samples
+        At least two increasing numbers of draws.
+    tol
+        Tolerance on accuracy differences.
+    **kwargs
+        Passed on to :func:`evaluate_robustness` (``n_evaluations``, ``steps``, ``rng``,
+        ``device``, ``tags``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over dim ``eot_samples``: ``accuracy``, ``ci_low``, ``ci_high``; scalars ``eot_helps``,
+        ``eot_converged``, ``stochastic``; attrs ``attack``, ``eps``, ``tol`` and ``messages``
+        (the findings in words, naming the attack).
+    """
+    owner = "eot_check"
+    ks = list(eot_samples)
+    if len(ks) < 2 or any(b <= a for a, b in zip(ks, ks[1:], strict=False)):
+        raise param_error(owner, "eot_samples", "at least two increasing ints", eot_samples)
+    for k in ks:
+        check_number(k, "eot_samples", owner, low=1, integer=True)
+    check_number(tol, "tol", owner, low=0.0)
+    if not np.isscalar(eps):
+        raise param_error(owner, "eps", "one number", eps)
+    for bad in ("attacks", "eot_samples"):
+        if bad in kwargs:
+            raise param_error(owner, bad, "not given (set by eot_check)", kwargs[bad])
+    rng = kwargs.pop("rng", 0)
+    seed = seed_from(rng)
+    rows = []
+    stochastic = False
+    for k in ks:
+        res = evaluate_robustness(
+            model, images, labels, eps=eps, attacks=[attack], eot_samples=k, rng=seed, **kwargs
+        )
+        stochastic = bool(res.attrs["stochastic"])
+        rows.append(
+            (
+                float(res.accuracy.sel(attack=attack).item()),
+                float(res.accuracy_ci_low.sel(attack=attack).item()),
+                float(res.accuracy_ci_high.sel(attack=attack).item()),
+            )
+        )
+    arr = np.array(rows)
+    helps = bool(arr[0, 0] - arr[-1, 0] > tol)
+    converged = bool(arr[-2, 0] - arr[-1, 0] <= tol)
+    messages = []
+    if not stochastic:
+        messages.append(f"{attack}: the model is deterministic, EOT changes nothing")
+    if helps:
+        messages.append(
+            f"{attack}: accuracy {_f(arr[0, 0])} with {ks[0]} draw(s) vs {_f(arr[-1, 0])} with "
+            f"{ks[-1]} at eps {eps:g} -> randomness masks the gradient of single draws; "
+            "quote only EOT numbers"
+        )
+    if not converged:
+        messages.append(
+            f"{attack}: accuracy still falls by {_f(arr[-2, 0] - arr[-1, 0])} from {ks[-2]} to "
+            f"{ks[-1]} EOT draws at eps {eps:g} -> EOT not converged, use more draws"
+        )
+    return xr.Dataset(
+        {
+            "accuracy": (("eot_samples",), arr[:, 0]),
+            "ci_low": (("eot_samples",), arr[:, 1]),
+            "ci_high": (("eot_samples",), arr[:, 2]),
+            "eot_helps": ((), helps),
+            "eot_converged": ((), converged),
+            "stochastic": ((), stochastic),
+        },
+        coords={"eot_samples": ks},
+        attrs={"attack": attack, "eps": float(eps), "tol": tol, "messages": json.dumps(messages)},
+    )

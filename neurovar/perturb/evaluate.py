@@ -11,11 +11,16 @@ every evaluation, on the clean image and on the attacked image.
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from numbers import Number
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from statsmodels.stats.proportion import proportion_confint
@@ -24,76 +29,210 @@ from tqdm.auto import tqdm
 
 from neurovar._validation import check_memory
 
+from ._stochastic import is_stochastic
 from ._utils import (
     RNGLike,
     check_choice,
     check_images_labels,
     check_number,
     check_validation_common,
+    fixed_threads,
     model_device,
     param_error,
     preserved_state,
+    renamed_kwarg,
+    seed_from,
 )
 from .adapters import TorchattacksAttack
 from .attacks import FGSM, PGD, Square, TargetedPGD
-from .diagnostics import is_stochastic
 
-__all__ = ["evaluate_robustness", "robust_accuracy", "ENSEMBLE", "ATTACK_NAMES", "correct_matrix"]
+__all__ = [
+    "evaluate_robustness",
+    "robust_accuracy",
+    "robustness_table",
+    "correct_matrix",
+    "register_attack",
+    "unregister_attack",
+    "attack_names",
+    "get_attack_factory",
+    "AttackFactory",
+    "ENSEMBLE",
+    "ATTACK_NAMES",
+    "DEFAULT_NUM_THREADS",
+    "TABLE_COLUMNS",
+]
 
 #: Attacks of the default ensemble (AutoAttack-like: CE gradient, targeted margin, black box).
 ENSEMBLE: tuple[str, ...] = ("pgd_ce", "pgd_dlr_targeted", "square")
 
+#: Intra-op CPU threads that attacks and evaluations run with by default (see
+#: :func:`evaluate_robustness`, "Reproducibility").
+DEFAULT_NUM_THREADS = 1
+
+#: Names of the stimulus dim and of its id coordinate (as in recordings, :mod:`neurovar.record`).
+STIMULUS = "stimulus"
+STIMULUS_ID = "stimulus_id"
+
 AttackCallable = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _build_attack(
-    name: str,
-    model: nn.Module,
-    *,
-    eps: float,
-    norm: str,
-    steps: int,
-    n_queries: int,
-    n_target_classes: int,
-    eot_samples: int,
-    seed: int,
-    device: torch.device,
+class AttackFactory(Protocol):
+    """Builds one attack of the ensemble for one radius.
+
+    Called as ``factory(model, eps=, norm=, eot_samples=, rng=, device=, steps=, n_queries=,
+    n_target_classes=)``. ``rng`` is a :class:`numpy.random.Generator` (pass it on to the attack,
+    so that every batch of a batched evaluation gets its own draws); ``device`` a
+    :class:`torch.device`. A factory may leave out of its signature any of the budget keywords
+    ``steps``, ``n_queries``, ``n_target_classes`` (they are then not passed) or take
+    ``**kwargs``. Returns a callable ``attack(images, labels) -> adversarial images``.
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float,
+        norm: str,
+        eot_samples: int,
+        rng: np.random.Generator,
+        device: torch.device,
+        **budget: Any,
+    ) -> AttackCallable: ...
+
+
+_REQUIRED_FACTORY_KW = ("eps", "norm", "eot_samples", "rng", "device")
+_BUDGET_KW = ("steps", "n_queries", "n_target_classes")
+_REGISTRY: dict[str, AttackFactory] = {}
+
+
+def register_attack(
+    name: str, factory: AttackFactory | None = None, *, overwrite: bool = False
+) -> Any:
+    """Add an attack to the registry that :func:`evaluate_robustness` draws names from.
+
+    ``register_attack("mine", factory)`` or, as a decorator, ``@register_attack("mine")``. The
+    factory follows :class:`AttackFactory`: it receives ``model, eps, norm, eot_samples, rng,
+    device`` (and those of ``steps, n_queries, n_target_classes`` it names), so a registered
+    attack gets EOT on a stochastic model, its own seeded random stream and the device like the
+    built-in ones. Registering an existing name raises unless ``overwrite=True``.
+
+    Returns the factory (so it works as a decorator).
+    """
+    owner = "register_attack"
+    if not isinstance(name, str) or not name or name in ("worst_case", "clean"):
+        raise param_error(
+            owner, "name", "a non-empty str other than 'worst_case' and 'clean'", name
+        )
+
+    def add(f: AttackFactory) -> AttackFactory:
+        if not callable(f):
+            raise param_error(owner, "factory", "a callable factory(model, eps=, ...)", f)
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(
+                f"The 'name' parameter of {owner}: attack {name!r} is already registered; "
+                "pass overwrite=True to replace it."
+            )
+        _REGISTRY[name] = f
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def unregister_attack(name: str) -> None:
+    """Remove a registered attack (built-in ones included)."""
+    if name not in _REGISTRY:
+        raise param_error("unregister_attack", "name", f"one of {list(_REGISTRY)}", name)
+    del _REGISTRY[name]
+
+
+def attack_names() -> tuple[str, ...]:
+    """Names currently in the attack registry (built-in and user-registered)."""
+    return tuple(_REGISTRY)
+
+
+def get_attack_factory(name: str) -> AttackFactory:
+    """The registered factory of attack ``name``."""
+    check_choice(name, "name", "get_attack_factory", attack_names())
+    return _REGISTRY[name]
+
+
+def _fgsm(model, *, eps, norm, eot_samples, rng, device, **_):
+    return FGSM(model, eps=eps, norm=norm, eot_samples=eot_samples, rng=rng, device=device)
+
+
+def _pgd(loss: str) -> AttackFactory:
+    def factory(model, *, eps, norm, eot_samples, rng, device, steps=20, **_):
+        return PGD(
+            model, eps=eps, norm=norm, steps=steps, loss=loss, eot_samples=eot_samples,
+            rng=rng, device=device,
+        )  # fmt: skip
+
+    factory.__doc__ = f"Untargeted PGD on the {loss!r} loss."
+    return factory
+
+
+def _targeted(loss: str) -> AttackFactory:
+    def factory(model, *, eps, norm, eot_samples, rng, device, steps=20, n_target_classes=3, **_):
+        return TargetedPGD(
+            model, eps=eps, norm=norm, steps=steps, loss=loss, n_target_classes=n_target_classes,
+            eot_samples=eot_samples, rng=rng, device=device,
+        )  # fmt: skip
+
+    factory.__doc__ = f"Targeted PGD on the {loss!r} loss."
+    return factory
+
+
+def _square(model, *, eps, norm, eot_samples, rng, device, n_queries=1000, **_):
+    if norm == "linf":
+        return Square(
+            model, eps=eps, norm=norm, n_queries=n_queries, eot_samples=eot_samples, rng=rng,
+            device=device,
+        )  # fmt: skip
+    # torchattacks' L2 Square; no EOT there (see attrs "notes" of the result)
+    return TorchattacksAttack(
+        "Square", model, norm="L2", eps=eps, n_queries=n_queries, rng=rng, device=device
+    )
+
+
+for _name, _factory in (
+    ("fgsm", _fgsm),
+    ("pgd_ce", _pgd("ce")),
+    ("pgd_dlr", _pgd("dlr")),
+    ("pgd_dlr_targeted", _targeted("dlr")),
+    ("pgd_margin_targeted", _targeted("margin")),
+    ("square", _square),
+):
+    register_attack(_name, _factory)
+
+#: The built-in attack names (the registry, :func:`attack_names`, may hold more).
+ATTACK_NAMES: tuple[str, ...] = attack_names()
+
+
+def _is_legacy_factory(factory: Callable) -> bool:
+    """True for the old ``factory(eps)`` form: no ``model`` parameter, one positional one."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    if "model" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return False
+    positional = [
+        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) == 1
+
+
+def _call_factory(
+    factory: Callable, model: nn.Module, eps: float, budget: Mapping[str, Any], **common: Any
 ) -> AttackCallable:
-    # a Generator, not the int: every batch of a batched evaluation gets its own draws
-    rng = np.random.default_rng(seed)
-    common = dict(eps=eps, norm=norm, eot_samples=eot_samples, rng=rng, device=device)
-    if name == "fgsm":
-        return FGSM(model, **common)
-    if name == "pgd_ce":
-        return PGD(model, steps=steps, loss="ce", **common)
-    if name == "pgd_dlr":
-        return PGD(model, steps=steps, loss="dlr", **common)
-    if name == "pgd_dlr_targeted":
-        return TargetedPGD(
-            model, steps=steps, loss="dlr", n_target_classes=n_target_classes, **common
-        )
-    if name == "pgd_margin_targeted":
-        return TargetedPGD(
-            model, steps=steps, loss="margin", n_target_classes=n_target_classes, **common
-        )
-    if name == "square":
-        if norm == "linf":
-            return Square(model, n_queries=n_queries, **common)
-        # torchattacks' L2 Square; no EOT there (see attrs "notes" of the result)
-        return TorchattacksAttack(
-            "Square", model, norm="L2", eps=eps, n_queries=n_queries, rng=rng, device=device
-        )
-    raise AssertionError(name)  # unreachable: names validated before
-
-
-ATTACK_NAMES: tuple[str, ...] = (
-    "fgsm",
-    "pgd_ce",
-    "pgd_dlr",
-    "pgd_dlr_targeted",
-    "pgd_margin_targeted",
-    "square",
-)
+    """Call a factory with the common keywords and the budget keywords it accepts."""
+    try:
+        params = inspect.signature(factory).parameters
+        var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        params, var_kw = {}, True
+    extra = {k: v for k, v in budget.items() if var_kw or k in params}
+    return factory(model, eps=eps, **common, **extra)
 
 
 @torch.no_grad()
@@ -103,21 +242,26 @@ def correct_matrix(
     labels: torch.Tensor,
     *,
     n_evaluations: int,
-    seed: int,
+    rng: RNGLike = None,
     batch_size: int | None = None,
     device: torch.device | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
+    seed: int | None = None,
 ) -> np.ndarray:
-    """Boolean array (n_evaluations, N): is example n classified correctly in evaluation e.
+    """Boolean array (n_evaluations, N): is stimulus n classified correctly in evaluation e.
 
-    Runs in the model's current mode, inside :func:`torch.random.fork_rng` seeded by ``seed``
-    (injected :mod:`neurovar.noise` modules reseeded from it too). The evaluations are
-    successive passes on one noise stream, hence independent noise draws, not one draw repeated.
+    Runs in the model's current mode, inside :func:`torch.random.fork_rng` seeded from ``rng``
+    (an int is the seed itself; injected :mod:`neurovar.noise` modules reseeded from it too), with
+    ``num_threads`` intra-op threads (``None``: the caller's). The evaluations are successive
+    passes on one noise stream, hence independent noise draws, not one draw repeated.
+    ``seed=`` is the deprecated name of ``rng=``.
     """
+    rng = renamed_kwarg("correct_matrix", "seed", "rng", seed, rng, None)
     device = model_device(model, device)
     n = images.shape[0]
     bs = n if batch_size is None else batch_size
     out = np.zeros((n_evaluations, n), dtype=bool)
-    with preserved_state(model, device, seed):
+    with fixed_threads(num_threads), preserved_state(model, device, seed_from(rng)):
         for e in range(n_evaluations):
             for start in range(0, n, max(bs, 1)):
                 xb = images[start : start + bs].to(device)
@@ -158,24 +302,66 @@ def _evaluations(
         x,
         labels,
         n_evaluations=n_evaluations,
-        seed=int(gen.integers(2**62)),
+        rng=int(gen.integers(2**62)),
         batch_size=batch_size,
         device=device,
+        num_threads=None,  # the caller fixed them
     )
 
 
-def _wilson(successes: int, n: int, alpha: float, method: str) -> tuple[float, float]:
+def _wilson(
+    successes: int, n: int, confidence_level: float, method: str = "wilson"
+) -> tuple[float, float]:
     if n == 0:
         return float("nan"), float("nan")
-    low, high = proportion_confint(successes, n, alpha=alpha, method=method)
+    low, high = proportion_confint(successes, n, alpha=1 - confidence_level, method=method)
     return float(low), float(high)
 
 
-def _check_common(owner: str, n_evaluations: Any, batch_size: Any, alpha: float) -> None:
+def _confidence_level(owner: str, confidence_level: Any, alpha: Any) -> float:
+    """Resolve ``confidence_level`` and its deprecated complement ``alpha`` (FutureWarning)."""
+    if alpha is not None:
+        check_number(alpha, "alpha", owner, low=0.0, high=1.0, low_inclusive=False)
+        alpha = 1.0 - float(alpha)
+    level = renamed_kwarg(owner, "alpha", "confidence_level", alpha, confidence_level, 0.95)
+    check_number(level, "confidence_level", owner, low=0.0, high=1.0, low_inclusive=False)
+    if level == 1.0:
+        raise param_error(owner, "confidence_level", "a float in (0, 1)", level)
+    return float(level)
+
+
+def _check_common(owner: str, n_evaluations: Any, batch_size: Any, num_threads: Any) -> None:
     check_number(n_evaluations, "n_evaluations", owner, low=1, integer=True)
     if batch_size is not None:
         check_number(batch_size, "batch_size", owner, low=1, integer=True)
-    check_number(alpha, "alpha", owner, low=0.0, high=1.0, low_inclusive=False)
+    if num_threads is not None:
+        check_number(num_threads, "num_threads", owner, low=1, integer=True)
+
+
+_RESERVED_COORDS = ("eps", "attack", STIMULUS, STIMULUS_ID, "label")
+
+
+def _check_tags(tags: Any, owner: str) -> dict[str, Any]:
+    """Tags: a mapping of str to a scalar (str, bool, int, float), stored as scalar coords."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise param_error(owner, "tags", "a mapping {name: scalar} or None", tags)
+    out = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key.isidentifier() or key in _RESERVED_COORDS:
+            raise param_error(
+                owner,
+                "tags",
+                f"a mapping whose keys are identifiers other than {list(_RESERVED_COORDS)}",
+                key,
+            )
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, (str, bool, Number)):
+            raise param_error(owner, "tags", "a mapping to scalars (str, bool, int, float)", value)
+        out[key] = value
+    return out
 
 
 def robust_accuracy(
@@ -185,15 +371,18 @@ def robust_accuracy(
     labels: torch.Tensor,
     *,
     n_evaluations: int = 10,
-    alpha: float = 0.05,
+    confidence_level: float = 0.95,
     method: str = "wilson",
     batch_size: int | None = None,
     rng: RNGLike = None,
     device: str | torch.device | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
+    tags: Mapping[str, Any] | None = None,
+    alpha: float | None = None,
 ) -> xr.Dataset:
     """Worst-case accuracy of a (stochastic) model under one attack, with a confidence interval.
 
-    An example is robust if it is classified correctly in *every* one of ``n_evaluations``
+    A stimulus is robust if it is classified correctly in *every* one of ``n_evaluations``
     forward passes on the clean image and on the attacked image:
 
     .. math:: r_n = \\prod_{e=1}^{E} 1[f_{\\xi_e}(x_n) = y_n]\\,1[f_{\\xi'_e}(x'_n) = y_n],
@@ -215,8 +404,8 @@ def robust_accuracy(
         Images in [0, 1] of shape (N, C, H, W) and integer labels (N,).
     n_evaluations
         Number of repeated evaluations (use 1 for a deterministic model).
-    alpha
-        1 - confidence level of the interval.
+    confidence_level
+        Confidence level of the interval, in (0, 1).
     method
         Any method of ``proportion_confint`` (``"wilson"``, ``"beta"``, ``"agresti_coull"``...).
     batch_size
@@ -225,12 +414,20 @@ def robust_accuracy(
         Seed for the evaluation noise.
     device
         Device; default the model's.
+    num_threads
+        Intra-op CPU threads for the attack and the evaluations (restored afterwards); None
+        keeps the caller's. See :func:`evaluate_robustness`, "Reproducibility".
+    tags
+        Labels stored as scalar coordinates (see :func:`evaluate_robustness`).
+    alpha
+        Deprecated: ``1 - confidence_level``.
 
     Returns
     -------
     xarray.Dataset
-        ``accuracy``, ``ci_low``, ``ci_high`` (scalars), ``correct`` (example; bool) and
-        ``correct_fraction`` (example; fraction of evaluations correct on the attacked image).
+        ``accuracy``, ``ci_low``, ``ci_high`` (scalars), ``correct`` (stimulus; bool) and
+        ``correct_fraction`` (stimulus; fraction of evaluations correct on the attacked image);
+        coords ``stimulus_id``, ``label`` and the tags.
     """
     owner = "robust_accuracy"
     check_validation_common(owner, rng=rng)
@@ -241,35 +438,84 @@ def robust_accuracy(
             owner=owner,
             value=n_evaluations,
         )
-    _check_common(owner, n_evaluations, batch_size, alpha)
+    level = _confidence_level(owner, confidence_level, alpha)
+    _check_common(owner, n_evaluations, batch_size, num_threads)
     check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
     if attack is not None and not callable(attack):
         raise param_error(owner, "attack", "a callable attack(images, labels) or None", attack)
     images, labels = check_images_labels(images, labels, owner)
+    tag_coords = _check_tags(tags, owner)
     dev = model_device(model, device)
     gen = np.random.default_rng(rng)
     kw = dict(n_evaluations=n_evaluations, gen=gen, batch_size=batch_size, device=dev)
-    clean = _evaluations(model, None, images, labels, **kw)
-    adv_correct = clean if attack is None else _evaluations(model, attack, images, labels, **kw)
+    with fixed_threads(num_threads):
+        clean = _evaluations(model, None, images, labels, **kw)
+        adv_correct = clean if attack is None else _evaluations(model, attack, images, labels, **kw)
     correct = clean.all(axis=0) & adv_correct.all(axis=0)
     n = correct.size
-    low, high = _wilson(int(correct.sum()), n, alpha, method)
+    low, high = _wilson(int(correct.sum()), n, level, method)
     return xr.Dataset(
         {
             "accuracy": ((), float(correct.mean()) if n else float("nan")),
             "ci_low": ((), low),
             "ci_high": ((), high),
-            "correct": (("example",), correct),
-            "correct_fraction": (("example",), adv_correct.mean(axis=0)),
+            "correct": ((STIMULUS,), correct),
+            "correct_fraction": ((STIMULUS,), adv_correct.mean(axis=0)),
         },
-        coords={"example": np.arange(n), "label": ("example", labels.cpu().numpy())},
+        coords={
+            STIMULUS_ID: (STIMULUS, np.arange(n)),
+            "label": (STIMULUS, labels.cpu().numpy()),
+            **tag_coords,
+        },
         attrs={
             "n_evaluations": n_evaluations,
-            "confidence_level": 1 - alpha,
+            "confidence_level": level,
             "ci_method": method,
             "attack": repr(attack),
+            "num_threads": -1 if num_threads is None else num_threads,
+            "tags": json.dumps(sorted(tag_coords)),
         },
     )
+
+
+def _resolve_attacks(attacks: Any, owner: str) -> tuple[list[str], dict[str, Callable], set[str]]:
+    """Names, factories and the names given in the old ``factory(eps)`` form."""
+    if isinstance(attacks, str):
+        if attacks != "ensemble":
+            raise param_error(
+                owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
+            )
+        names = list(ENSEMBLE)
+        return names, {k: _REGISTRY[k] for k in names}, set()
+    if isinstance(attacks, Mapping):
+        names = list(attacks)
+        factories = dict(attacks)
+        legacy = set()
+        for k, f in factories.items():
+            if not isinstance(k, str) or not callable(f):
+                raise param_error(owner, "attacks", "a mapping of names to callables", {k: f})
+            if _is_legacy_factory(f):
+                legacy.add(k)
+        if legacy:
+            warnings.warn(
+                f"{owner}: attack factories of the form factory(eps) ({sorted(legacy)}) are "
+                "deprecated and will stop working in the next release; write "
+                "factory(model, *, eps, norm, eot_samples, rng, device, **budget) so that the "
+                "attack gets EOT, the seeded rng and the device (see register_attack).",
+                FutureWarning,
+                stacklevel=3,
+            )
+        return names, factories, legacy
+    if not isinstance(attacks, Sequence):
+        raise param_error(
+            owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
+        )
+    names = list(attacks)
+    for k in names:
+        check_choice(k, "attacks", owner, attack_names())
+    if len(set(names)) != len(names):
+        raise param_error(owner, "attacks", "a sequence of distinct names", attacks)
+    return names, {k: _REGISTRY[k] for k in names}, set()
 
 
 def evaluate_robustness(
@@ -279,19 +525,22 @@ def evaluate_robustness(
     *,
     eps: float | Sequence[float],
     norm: str = "linf",
-    attacks: str | Sequence[str] | Mapping[str, Callable[[float], AttackCallable]] = "ensemble",
+    attacks: str | Sequence[str] | Mapping[str, AttackFactory] = "ensemble",
     n_evaluations: int = 10,
     eot_samples: int | str = "auto",
     steps: int = 20,
     n_queries: int = 1000,
     n_target_classes: int = 3,
-    alpha: float = 0.05,
+    confidence_level: float = 0.95,
     batch_size: int | None = None,
     rng: RNGLike = None,
     device: str | torch.device | None = None,
+    num_threads: int | None = DEFAULT_NUM_THREADS,
+    tags: Mapping[str, Any] | None = None,
     progress: bool = False,
+    alpha: float | None = None,
 ) -> xr.Dataset:
-    """Robust accuracy over eps under an attack ensemble, per attack and worst case per example.
+    """Robust accuracy over eps under an attack ensemble, per attack and worst case per stimulus.
 
     The default ensemble (``attacks="ensemble"``, :data:`ENSEMBLE`) follows AutoAttack (Croce &
     Hein 2020): ``"pgd_ce"`` (cross-entropy PGD, Madry et al. 2018), ``"pgd_dlr_targeted"``
@@ -299,13 +548,13 @@ def evaluate_robustness(
     (gradient-free Square attack, Andriushchenko et al. 2020). If the model is stochastic
     (outputs differ between two passes on the same input, :func:`is_stochastic`), every attack
     averages over ``eot_samples`` noise draws (EOT, Athalye et al. 2018) and the model is
-    evaluated ``n_evaluations`` times. Per attack :math:`a` and example :math:`n`,
+    evaluated ``n_evaluations`` times. Per attack :math:`a` and stimulus :math:`n`,
 
     .. math:: c_{a,n} = \\prod_{e} 1[f_{\\xi_e}(x_n) = y_n]\\, 1[f_{\\xi'_e}(x^{a}_n) = y_n],
        \\qquad w_n = \\min_a c_{a,n},
 
     and the reported numbers are :math:`\\mathrm{acc}_a = \\bar c_{a}` and the worst case
-    :math:`\\bar w` (what to quote), with a Wilson interval.
+    :math:`\\bar w` (what to quote), with Wilson intervals.
 
     Parameters
     ----------
@@ -318,34 +567,69 @@ def evaluate_robustness(
     norm
         ``"linf"`` or ``"l2"``.
     attacks
-        ``"ensemble"``, a sequence of names from :data:`ATTACK_NAMES`, or a mapping
-        ``name -> factory`` where ``factory(eps)`` returns a callable
-        ``attack(images, labels) -> adversarial images``.
+        ``"ensemble"``, a sequence of registered names (:func:`attack_names`; built-in:
+        :data:`ATTACK_NAMES`; add your own with :func:`register_attack`), or a mapping
+        ``name -> factory`` with the :class:`AttackFactory` signature
+        ``factory(model, *, eps, norm, eot_samples, rng, device, **budget)``. The old form
+        ``factory(eps)`` still works for one release (:class:`FutureWarning`); it gets neither
+        EOT nor the seeded rng nor the device.
     n_evaluations
         Repeated evaluations of a stochastic model (a deterministic model is evaluated once).
     eot_samples
         EOT draws per gradient/loss; ``"auto"``: 8 for a stochastic model, 1 otherwise.
     steps, n_queries, n_target_classes
-        PGD iterations, Square queries, and target classes of the targeted attack.
-    alpha
-        1 - confidence level of the intervals.
+        PGD iterations, Square queries, and target classes of the targeted attack (passed to
+        the factories that name them).
+    confidence_level
+        Confidence level of the Wilson intervals, in (0, 1).
     batch_size
         Examples per attack call; default all.
     rng
         None, int or numpy Generator; seeds every attack and evaluation.
     device
         Device; default the model's.
+    num_threads
+        Number of intra-op CPU threads that the attacks and evaluations run with
+        (``torch.set_num_threads``, the caller's count restored afterwards); default
+        :data:`DEFAULT_NUM_THREADS` = 1. ``None`` keeps the caller's count, and the results then
+        depend on it (see "Reproducibility").
+    tags
+        Labels of this evaluation, e.g. ``{"condition": "isotropic", "seed": 0, "regime":
+        "test-time", "noise_at_test": True}``: stored as scalar coordinates, so that results
+        of several conditions can be joined with ``xr.concat(results, dim="condition")``, and
+        copied into every row of :func:`robustness_table`. Keys must be identifiers other than
+        the result's own coordinates; values str, bool, int or float.
     progress
         Show a tqdm progress bar over (eps, attack).
+    alpha
+        Deprecated: ``1 - confidence_level`` (:class:`FutureWarning`).
 
     Returns
     -------
     xarray.Dataset
-        Dims ``("eps", "attack", "example")``: ``accuracy`` (eps, attack), ``correct`` and
-        ``correct_fraction`` (eps, attack, example), ``worst_case_accuracy``, ``ci_low``,
-        ``ci_high`` (eps), ``worst_case_correct`` (eps, example), ``clean_accuracy`` and
-        ``clean_correct`` (example). ``attrs`` record the settings and whether the model was
-        found stochastic.
+        Dims ``("eps", "attack", "stimulus")``: ``accuracy``, ``accuracy_ci_low``,
+        ``accuracy_ci_high`` (eps, attack), ``correct`` and ``correct_fraction`` (eps, attack,
+        stimulus), ``worst_case_accuracy``, ``ci_low``, ``ci_high`` (eps; the worst case's
+        interval), ``worst_case_correct`` (eps, stimulus), ``clean_accuracy`` and
+        ``clean_correct`` (stimulus). Coordinates ``stimulus_id`` and ``label`` along
+        ``stimulus``, and the ``tags`` as scalars. ``attrs`` record the settings and whether
+        the model was found stochastic.
+
+    Notes
+    -----
+    **Reproducibility.** With an int ``rng``, a result is bit-identical when re-run on the same
+    machine, software and device, whatever the caller's thread settings: the attacks and
+    evaluations run with ``num_threads`` intra-op threads (default 1), and they never read or
+    change the global RNG state. The thread count matters because it changes the order of float
+    reductions in CPU kernels, so the last bits of logits and gradients, and with them attack
+    decisions at the margin (reported: re-run on another machine with 2 threads, the worst case
+    of one condition of ``notebooks/03_robustness.ipynb`` moved from 0.172 to 0.156; on the
+    machine the tests were written on, 1-4 threads happened to give identical bits even
+    without fixing the count, which depends on the CPU and the BLAS build).
+    Across machines (other CPU instruction sets, other BLAS, GPU vs CPU, other torch versions)
+    the same holds only statistically: results differ by a few stimuli, within the stated
+    confidence intervals -- that is the guarantee to rely on when comparing runs from
+    different machines.
 
     References
     ----------
@@ -359,7 +643,8 @@ def evaluate_robustness(
         raise param_error(
             owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
         )
-    _check_common(owner, n_evaluations, batch_size, alpha)
+    level = _confidence_level(owner, confidence_level, alpha)
+    _check_common(owner, n_evaluations, batch_size, num_threads)
     check_choice(norm, "norm", owner, ("linf", "l2"))
     images, labels = check_images_labels(images, labels, owner)
     eps_list = [eps] if np.isscalar(eps) else list(eps)
@@ -375,99 +660,89 @@ def evaluate_robustness(
     for name, value in (("steps", steps), ("n_queries", n_queries)):
         check_number(value, name, owner, low=1, integer=True)
     check_number(n_target_classes, "n_target_classes", owner, low=1, integer=True)
-
-    if isinstance(attacks, str):
-        if attacks != "ensemble":
-            raise param_error(
-                owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
-            )
-        names: list[str] = list(ENSEMBLE)
-        factories: dict[str, Callable[[float], AttackCallable]] | None = None
-    elif isinstance(attacks, Mapping):
-        names = list(attacks)
-        factories = dict(attacks)
-        for k, f in factories.items():
-            if not callable(f):
-                raise param_error(owner, "attacks", "a mapping of names to callables", {k: f})
-    else:
-        names = list(attacks)
-        factories = None
-        for k in names:
-            check_choice(k, "attacks", owner, ATTACK_NAMES)
+    names, factories, legacy = _resolve_attacks(attacks, owner)
     if not names:
         raise param_error(owner, "attacks", "at least one attack", attacks)
+    tag_coords = _check_tags(tags, owner)
+    budget = {"steps": steps, "n_queries": n_queries, "n_target_classes": n_target_classes}
 
     dev = model_device(model, device)
     gen = np.random.default_rng(rng)
-    stochastic = is_stochastic(model, images[: min(16, len(images))], rng=gen, device=dev)
-    if eot_samples == "auto":
-        eot = 8 if stochastic else 1
-    else:
-        check_number(eot_samples, "eot_samples", owner, low=1, integer=True)
-        eot = int(eot_samples)
-    n_eval = n_evaluations if stochastic else 1
-
-    kw = dict(n_evaluations=n_eval, gen=gen, batch_size=batch_size, device=dev)
-    clean_mat = _evaluations(model, None, images, labels, **kw)
-    clean = clean_mat.all(axis=0)
-
     n, n_eps, n_att = images.shape[0], len(eps_list), len(names)
     correct = np.zeros((n_eps, n_att, n), dtype=bool)
     fraction = np.zeros((n_eps, n_att, n))
     bar = tqdm(total=n_eps * n_att, disable=not progress, desc="evaluate_robustness")
-    try:
-        for i, e in enumerate(eps_list):
-            for j, name in enumerate(names):
-                seed = int(gen.integers(2**62))
-                if e == 0:  # no perturbation: the clean evaluations, shared by all attacks
-                    correct[i, j] = clean
-                    fraction[i, j] = clean_mat.mean(axis=0)
+    with fixed_threads(num_threads):
+        stochastic = is_stochastic(model, images[: min(16, len(images))], rng=gen, device=dev)
+        if eot_samples == "auto":
+            eot = 8 if stochastic else 1
+        else:
+            check_number(eot_samples, "eot_samples", owner, low=1, integer=True)
+            eot = int(eot_samples)
+        n_eval = n_evaluations if stochastic else 1
+        kw = dict(n_evaluations=n_eval, gen=gen, batch_size=batch_size, device=dev)
+        clean_mat = _evaluations(model, None, images, labels, **kw)
+        clean = clean_mat.all(axis=0)
+        try:
+            for i, e in enumerate(eps_list):
+                for j, name in enumerate(names):
+                    seed = int(gen.integers(2**62))
+                    if e == 0:  # no perturbation: the clean evaluations, shared by all attacks
+                        correct[i, j] = clean
+                        fraction[i, j] = clean_mat.mean(axis=0)
+                        bar.update()
+                        continue
+                    if name in legacy:
+                        attack = factories[name](e)
+                    else:
+                        # a Generator, not the int: every batch gets its own draws
+                        attack = _call_factory(
+                            factories[name],
+                            model,
+                            float(e),
+                            budget,
+                            norm=norm,
+                            eot_samples=eot,
+                            rng=np.random.default_rng(seed),
+                            device=dev,
+                        )
+                    mat = _evaluations(model, attack, images, labels, **kw)
+                    correct[i, j] = clean & mat.all(axis=0)
+                    fraction[i, j] = mat.mean(axis=0)
                     bar.update()
-                    continue
-                if factories is not None:
-                    attack = factories[name](e)
-                else:
-                    attack = _build_attack(
-                        name,
-                        model,
-                        eps=float(e),
-                        norm=norm,
-                        steps=steps,
-                        n_queries=n_queries,
-                        n_target_classes=n_target_classes,
-                        eot_samples=eot,
-                        seed=seed,
-                        device=dev,
-                    )
-                mat = _evaluations(model, attack, images, labels, **kw)
-                correct[i, j] = clean & mat.all(axis=0)
-                fraction[i, j] = mat.mean(axis=0)
-                bar.update()
-    finally:
-        bar.close()
+        finally:
+            bar.close()
 
     worst = correct.all(axis=1)
-    ci = np.array([_wilson(int(w.sum()), n, alpha, "wilson") for w in worst])
+    ci = np.array([_wilson(int(w.sum()), n, level) for w in worst])
+    att_ci = np.array(
+        [[_wilson(int(c.sum()), n, level) for c in per_eps] for per_eps in correct]
+    ).reshape(n_eps, n_att, 2)
     notes = []
-    if norm == "l2" and "square" in names and factories is None:
+    if norm == "l2" and "square" in names and factories.get("square") is _REGISTRY.get("square"):
         notes.append("L2 'square' is torchattacks' Square: no EOT averaging of its loss.")
+    if legacy:
+        notes.append(f"Attacks {sorted(legacy)} came from old factory(eps) forms: no EOT/rng.")
     return xr.Dataset(
         {
             "accuracy": (("eps", "attack"), correct.mean(axis=2)),
-            "correct": (("eps", "attack", "example"), correct),
-            "correct_fraction": (("eps", "attack", "example"), fraction),
+            "accuracy_ci_low": (("eps", "attack"), att_ci[..., 0]),
+            "accuracy_ci_high": (("eps", "attack"), att_ci[..., 1]),
+            "correct": (("eps", "attack", STIMULUS), correct),
+            "correct_fraction": (("eps", "attack", STIMULUS), fraction),
             "worst_case_accuracy": (("eps",), worst.mean(axis=1)),
-            "worst_case_correct": (("eps", "example"), worst),
+            "worst_case_correct": (("eps", STIMULUS), worst),
             "ci_low": (("eps",), ci[:, 0]),
             "ci_high": (("eps",), ci[:, 1]),
             "clean_accuracy": ((), float(clean.mean())),
-            "clean_correct": (("example",), clean),
+            "clean_correct": ((STIMULUS,), clean),
         },
         coords={
             "eps": np.asarray(eps_list, dtype=float),
             "attack": names,
-            "example": np.arange(n),
-            "label": ("example", labels.cpu().numpy()),
+            STIMULUS_ID: (STIMULUS, np.arange(n)),
+            "label": (STIMULUS, labels.cpu().numpy()),
+            **tag_coords,
         },
         attrs={
             "norm": norm,
@@ -477,9 +752,113 @@ def evaluate_robustness(
             "steps": steps,
             "n_queries": n_queries,
             "n_target_classes": n_target_classes,
-            "confidence_level": 1 - alpha,
+            "confidence_level": level,
             "ci_method": "wilson",
             "attacks": json.dumps(names),
+            "num_threads": -1 if num_threads is None else num_threads,
+            "tags": json.dumps(sorted(tag_coords)),
             "notes": " ".join(notes),
         },
     )
+
+
+#: Columns of :func:`robustness_table` before the tags.
+TABLE_COLUMNS = (
+    "attack",
+    "eps",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_correct",
+    "norm",
+    "stochastic",
+    "n_evaluations",
+    "eot_samples",
+    "confidence_level",
+)
+
+
+def _table_one(res: xr.Dataset, level: float, scalars: dict[str, Any]) -> list[dict[str, Any]]:
+    n = int(res.sizes[STIMULUS]) if STIMULUS in res.sizes else int(res.attrs.get("n", 0))
+    common = {
+        "norm": res.attrs.get("norm", ""),
+        "stochastic": bool(int(res.attrs.get("stochastic", 0))),
+        "n_evaluations": int(res.attrs.get("n_evaluations", 1)),
+        "eot_samples": int(res.attrs.get("eot_samples", 1)),
+        "confidence_level": level,
+    }
+
+    def row(attack: str, eps: float, acc: float, k: int | None, low=None, high=None) -> dict:
+        if k is None:  # no per-stimulus outcomes: the count from the accuracy
+            k = int(round(float(acc) * n))
+        if low is None or high is None:
+            low, high = _wilson(k, n, level)
+        return {
+            "attack": attack, "eps": float(eps), "accuracy": float(acc),
+            "ci_low": float(low), "ci_high": float(high), "n": n, "n_correct": int(k),
+            **common, **scalars,
+        }  # fmt: skip
+
+    rows = []
+    if "clean_accuracy" in res:
+        k = int(res.clean_correct.sum()) if "clean_correct" in res else None
+        rows.append(row("clean", 0.0, float(res.clean_accuracy), k))
+    has_correct = "correct" in res
+    for e in res.eps.values:
+        for a in res.attack.values:
+            sel = res.sel(eps=e, attack=a)
+            k = int(sel.correct.sum()) if has_correct else None
+            low = float(sel.accuracy_ci_low) if "accuracy_ci_low" in res else None
+            high = float(sel.accuracy_ci_high) if "accuracy_ci_high" in res else None
+            rows.append(row(str(a), e, float(sel.accuracy), k, low, high))
+        sel = res.sel(eps=e)
+        k = int(sel.worst_case_correct.sum()) if "worst_case_correct" in res else None
+        rows.append(
+            row("worst_case", e, float(sel.worst_case_accuracy), k, float(sel.ci_low),
+                float(sel.ci_high))
+        )  # fmt: skip
+    return rows
+
+
+def robustness_table(result: xr.Dataset) -> pd.DataFrame:
+    """Tidy table of an :func:`evaluate_robustness` result: one row per (eps, attack).
+
+    Rows: every attack at every eps, the per-stimulus ``worst_case`` over the attacks at every
+    eps (the number to quote) and one ``clean`` row (eps 0). Columns :data:`TABLE_COLUMNS` --
+    ``attack, eps, accuracy, ci_low, ci_high`` (Wilson interval at the result's confidence
+    level), ``n`` (stimuli), ``n_correct``, ``norm``, ``stochastic``, ``n_evaluations``,
+    ``eot_samples``, ``confidence_level`` -- then one column per tag (scalar coordinates, see
+    ``tags=``). A result joined over further dims (``xr.concat(results, dim="condition")``)
+    gives the rows of every element, with those dims as columns. Readable by pandas,
+    statsmodels and ``neurovar stats`` (group by ``attack``: rows of different attacks are
+    different quantities).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    owner = "robustness_table"
+    if not isinstance(result, xr.Dataset) or any(
+        v not in result for v in ("accuracy", "worst_case_accuracy", "ci_low", "ci_high")
+    ):
+        raise param_error(
+            owner,
+            "result",
+            "an evaluate_robustness Dataset (accuracy, worst_case_accuracy, ci_low, ci_high)",
+            type(result).__name__ if not isinstance(result, xr.Dataset) else list(result),
+        )
+    level = float(result.attrs.get("confidence_level", 0.95))
+    extra = [d for d in result.dims if d not in ("eps", "attack", STIMULUS)]
+    rows: list[dict[str, Any]] = []
+    for idx in itertools.product(*(range(result.sizes[d]) for d in extra)):
+        sub = result.isel(dict(zip(extra, idx, strict=True))) if extra else result
+        scalars = {
+            str(k): (v.item() if hasattr(v, "item") else v)
+            for k, v in ((k, sub.coords[k].values) for k in sub.coords)
+            if sub.coords[k].ndim == 0
+        }
+        rows.extend(_table_one(sub, level, scalars))
+    cols = list(TABLE_COLUMNS)
+    df = pd.DataFrame(rows)
+    return df[cols + [c for c in df.columns if c not in cols]]

@@ -28,7 +28,14 @@ from .._rng import seed_from
 from .._validation import InvalidParameterError, check_device, check_int, check_rng
 from ._utils import RNGLike, check_images_labels, model_device, param_error
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
-from .evaluate import ATTACK_NAMES, ENSEMBLE, _build_attack, correct_matrix, evaluate_robustness
+from .evaluate import (
+    ENSEMBLE,
+    _call_factory,
+    attack_names,
+    correct_matrix,
+    evaluate_robustness,
+    get_attack_factory,
+)
 
 __all__ = ["FAMILIES", "Perturbation", "TargetSpec", "evaluate_target", "perturbation_names"]
 
@@ -40,7 +47,7 @@ def perturbation_names(family: str) -> tuple[str, ...]:
     """Valid ``name`` values of a family (attack names of the ensemble registry, the 15
     CIFAR-10-C corruptions, or the parametric modifications)."""
     if family == "attack":
-        return tuple(ATTACK_NAMES)
+        return attack_names()
     if family == "corruption":
         return tuple(sorted(CORRUPTIONS))
     if family == "modification":
@@ -92,7 +99,7 @@ class Perturbation:
         ``"attack"``, ``"corruption"`` (CIFAR-10-C, Hendrycks & Dietterich 2019) or
         ``"modification"`` (parametric, :func:`modify`).
     name
-        An attack of :data:`ATTACK_NAMES`, a corruption of ``CORRUPTIONS`` or a modification
+        An attack of the registry (:func:`neurovar.perturb.attack_names`), a corruption of ``CORRUPTIONS`` or a modification
         of ``MODIFICATIONS``.
     strength
         eps for attacks (L-inf in [0, 1], L2 >= 0), severity 1-5 for corruptions, the
@@ -151,17 +158,12 @@ class Perturbation:
             if model is None or labels is None:
                 raise param_error(owner, "model", "a model and labels for an attack", model)
             images, labels = check_images_labels(images, labels, owner)
-            attack = _build_attack(
-                self.name,
-                model,
-                eps=self.strength,
-                norm=self.norm,
-                steps=self.steps,
-                n_queries=self.n_queries,
-                n_target_classes=self.n_target_classes,
-                eot_samples=self.eot_samples,
-                seed=seed_from(rng),
-                device=model_device(model, device),
+            budget = {"steps": self.steps, "n_queries": self.n_queries,
+                      "n_target_classes": self.n_target_classes}
+            attack = _call_factory(
+                get_attack_factory(self.name), model, self.strength, budget,
+                norm=self.norm, eot_samples=self.eot_samples,
+                rng=np.random.default_rng(seed_from(rng)), device=model_device(model, device),
             )
             return attack(images, labels)
         if self.family == "corruption":
@@ -207,8 +209,8 @@ class TargetSpec:
         object.__setattr__(self, "strengths", checked)
         object.__setattr__(self, "attacks", tuple(self.attacks))
         for a in self.attacks:
-            if a not in ATTACK_NAMES:
-                raise param_error(owner, "attacks", f"names from {list(ATTACK_NAMES)}", a)
+            if a not in attack_names():
+                raise param_error(owner, "attacks", f"names from {list(attack_names())}", a)
 
     def perturbation(self, strength: float, **budget: Any) -> Perturbation:
         """The :class:`Perturbation` of this target at ``strength`` (attacks: CE-PGD)."""
@@ -284,7 +286,7 @@ def evaluate_target(
             rng=gen,
             device=device,
         )
-        correct = res["worst_case_correct"].values.astype(float)
+        correct = res["worst_case_correct"].transpose("eps", "stimulus").values.astype(float)
         out = xr.Dataset(
             {
                 "correct": (("strength", "stimulus"), correct),
@@ -303,7 +305,7 @@ def evaluate_target(
             pert = target.perturbation(s).apply(images, rng=gen)
             mat = correct_matrix(
                 model, pert, labels, n_evaluations=n_evaluations,
-                seed=int(gen.integers(2**62)), batch_size=batch_size, device=dev,
+                rng=int(gen.integers(2**62)), batch_size=batch_size, device=dev,
             )
             correct[i] = mat.mean(axis=0)
         out = xr.Dataset(

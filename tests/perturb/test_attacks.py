@@ -261,3 +261,23 @@ def test_square_never_wastes_a_query_on_an_unchanged_image():
     assert proposals.shape[0] == 39
     unchanged = (proposals == init[None]).flatten(2).all(-1)
     assert not bool(unchanged.any())
+
+
+def test_eot_pgd_scores_iterates_from_its_gradient_passes(input_recorder, noisy_model, test_batch):
+    """With EOT (k > 1) PGD makes exactly steps x k forward passes (the iterates are scored from
+    the logits of their gradient passes, no extra scoring pass), and returns per example the
+    lowest-scored iterate if that fools the EOT-mean model, else the last iterate."""
+    x, y = test_batch
+    rec = input_recorder(noisy_model).train()
+    steps, k = 4, 3
+    adv = PGD(rec, eps=0.1, alpha=0.05, steps=steps, eot_samples=k, rng=0)(x, y)
+    assert len(rec.seen) == steps * k
+    iterates = torch.stack(rec.seen[::k])  # (steps, N, ...): x_0 .. x_{T-1}
+    is_scored = (iterates == adv[None]).flatten(2).all(-1).any(0)
+    # an example not returned as a scored iterate got the final one: inside the ball, and
+    # one PGD step away from x_{T-1}
+    delta = (adv - x).abs().flatten(1).max(1).values
+    assert bool((delta <= 0.1 + 1e-6).all())
+    last_step = (adv - iterates[-1]).abs().flatten(1).max(1).values
+    assert bool((last_step[~is_scored] <= 0.05 + 1e-6).all())
+    assert bool(is_scored.any()) and bool((~is_scored).any())

@@ -10,6 +10,7 @@ from neurovar.perturb import (
     FrozenNoiseTwin,
     NoiseFreeTwin,
     check_robustness_result,
+    eot_check,
     gradient_snr,
     is_stochastic,
     randomness_check,
@@ -41,7 +42,7 @@ def test_gradient_snr_grows_with_eot(noisy_model, det_model, test_batch, rng_gua
 
 def test_twins_are_deterministic_and_restore_state(noisy_model, test_batch):
     x, y = test_batch
-    free, frozen = NoiseFreeTwin(noisy_model), FrozenNoiseTwin(noisy_model, seed=3)
+    free, frozen = NoiseFreeTwin(noisy_model), FrozenNoiseTwin(noisy_model, rng=3)
     assert not is_stochastic(free, x)
     assert not is_stochastic(frozen, x)
     assert is_stochastic(noisy_model, x)  # the original is untouched
@@ -77,14 +78,14 @@ def _fake(acc_pgd, acc_square, wc):
 
 def test_check_robustness_result_flags():
     good = _fake([0.9, 0.5, 0.05], [0.9, 0.6, 0.1], [0.9, 0.5, 0.05])
-    assert check_robustness_result(good, n_classes=10) == {
+    assert check_robustness_result(good, n_classes=10).flags == {
         "monotone_in_eps": True,
         "reaches_chance": True,
         "black_box_not_stronger": True,
     }
     masked = _fake([0.9, 0.8, 0.5], [0.9, 0.3, 0.0], [0.9, 0.3, 0.6])
     with pytest.warns(UserWarning, match="gradient masking"):
-        flags = check_robustness_result(masked, n_classes=10)
+        flags = check_robustness_result(masked, n_classes=10).flags
     assert flags == {
         "monotone_in_eps": False,
         "reaches_chance": False,
@@ -92,3 +93,85 @@ def test_check_robustness_result_flags():
     }
     with pytest.raises(ValueError, match="'result' parameter of check_robustness_result"):
         check_robustness_result(xr.Dataset(), n_classes=10)
+
+
+def test_check_judges_every_attack_on_fake_result():
+    """The issue-13 case: the worst case reaches chance, CE-PGD does not and Square beats it.
+    The old worst-case flags all pass; the per-attack checks name pgd_ce."""
+    res = _fake([0.9, 0.845, 0.63], [0.9, 0.465, 0.27], [0.9, 0.465, 0.0])
+    diag = check_robustness_result(res, n_classes=10, warn=False)
+    assert diag.flags == {
+        "monotone_in_eps": True,
+        "reaches_chance": True,
+        "black_box_not_stronger": False,
+    }
+    c = diag.checks
+    assert diag.masked_attacks == ["pgd_ce"]
+    assert not bool(c.reaches_chance.sel(attack="pgd_ce"))
+    assert not bool(c.not_beaten_by_black_box.sel(attack="pgd_ce"))
+    assert float(c.black_box_advantage.sel(attack="pgd_ce", eps=0.3)) == pytest.approx(0.36)
+    assert float(c.max_gap.sel(attack="pgd_ce")) == pytest.approx(0.63)
+    # square is weaker than the worst case too, but a black-box attack is not "masked"
+    assert not bool(c.masking_suspected.sel(attack="square"))
+    assert set(diag.flagged_attacks) == {"pgd_ce", "square"}
+    msg = next(m for m in diag.messages if m.startswith("pgd_ce:"))
+    assert "accuracy 0.63 at eps 0.3 does not reach chance (0.10)" in msg
+    assert "square beats it by 0.38 at eps 0.1" in msg  # the largest advantage
+    assert "gradient masking suspected" in msg
+    assert not diag.ok
+    with pytest.warns(UserWarning, match="pgd_ce"):
+        check_robustness_result(res, n_classes=10)
+    healthy = _fake([0.9, 0.5, 0.06], [0.9, 0.52, 0.08], [0.9, 0.48, 0.05])
+    ok = check_robustness_result(healthy, n_classes=10)
+    assert ok.ok and ok.messages == [] and ok.flagged_attacks == []
+
+
+@pytest.fixture
+def masked_result(det_model, saturated, test_batch):
+    """The planted gradient-masking model (logits x 1e4) under the default ensemble."""
+    x, y = test_batch
+    from neurovar.perturb import evaluate_robustness
+
+    model = saturated(det_model).eval()
+    return evaluate_robustness(model, x, y, eps=[0.1, 0.5], rng=0, steps=10, n_queries=200)
+
+
+def test_planted_masking_model_is_flagged_by_name(masked_result):
+    res = masked_result
+    with pytest.warns(UserWarning, match="pgd_ce"):
+        diag = check_robustness_result(res, n_classes=10)
+    assert "pgd_ce" in diag.masked_attacks
+    assert "pgd_dlr_targeted" not in diag.masked_attacks  # the margin loss sees through it
+    c = diag.checks
+    assert not bool(c.near_worst_case.sel(attack="pgd_ce"))
+    # the gap is a proportion of stimuli with a Wilson CI that excludes 0
+    i = float(c.eps_of_max_gap.sel(attack="pgd_ce"))
+    gap = c.gap_to_worst_case.sel(attack="pgd_ce", eps=i)
+    assert float(c.gap_ci_low.sel(attack="pgd_ce", eps=i)) > 0
+    assert float(c.gap_ci_low.sel(attack="pgd_ce", eps=i)) < float(gap)
+    expected = float(res.accuracy.sel(attack="pgd_ce", eps=i) - res.worst_case_accuracy.sel(eps=i))
+    assert float(gap) == pytest.approx(expected)
+    assert any(m.startswith("pgd_ce:") and "gradient masking" in m for m in diag.messages)
+
+
+def test_check_errors():
+    with pytest.raises(ValueError, match="'n_classes' parameter of check_robustness_result"):
+        check_robustness_result(_fake([1, 1, 1], [1, 1, 1], [1, 1, 1]), n_classes=1)
+    with pytest.raises(ValueError, match="'result' parameter of check_robustness_result"):
+        check_robustness_result("not a dataset", n_classes=10)
+
+
+def test_eot_check(noisy_model, det_model, test_batch, rng_guard):
+    x, y = test_batch
+    kw = dict(eps=0.1, steps=5, n_evaluations=2, rng=0)
+    with rng_guard:
+        res = eot_check(noisy_model, x[:32], y[:32], eot_samples=(1, 4), **kw)
+    assert list(res.eot_samples.values) == [1, 4] and bool(res.stochastic)
+    acc = res.accuracy.values
+    assert bool(res.eot_helps) == bool(acc[0] - acc[1] > 0.05)
+    assert bool(res.eot_converged) == bool(acc[0] - acc[1] <= 0.05)
+    assert bool((res.ci_low <= res.accuracy).all() and (res.accuracy <= res.ci_high).all())
+    det = eot_check(det_model, x[:16], y[:16], eot_samples=(1, 2), **kw)
+    assert not bool(det.stochastic) and "deterministic" in det.attrs["messages"]
+    with pytest.raises(ValueError, match="'eot_samples' parameter of eot_check"):
+        eot_check(det_model, x, y, eot_samples=(4, 2), **kw)

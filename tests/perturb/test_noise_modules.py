@@ -82,7 +82,7 @@ def test_repeated_evaluations_draw_different_noise(injected_model, noisy_model, 
 
         handle = model.register_forward_hook(record)
         try:
-            mat = correct_matrix(model, x, y, n_evaluations=4, seed=3)
+            mat = correct_matrix(model, x, y, n_evaluations=4, rng=3)
         finally:
             handle.remove()
         assert len(logits) == 4
@@ -91,7 +91,7 @@ def test_repeated_evaluations_draw_different_noise(injected_model, noisy_model, 
                 assert not torch.equal(logits[i], logits[j])
         assert mat.shape == (4, 64)
         assert (mat.any(0) & ~mat.all(0)).any()  # some example flips between evaluations
-        np.testing.assert_array_equal(mat, correct_matrix(model, x, y, n_evaluations=4, seed=3))
+        np.testing.assert_array_equal(mat, correct_matrix(model, x, y, n_evaluations=4, rng=3))
 
 
 def test_evaluate_robustness_on_injected_noise(injected_model, test_batch, rng_guard):
@@ -113,7 +113,7 @@ def test_evaluate_robustness_on_injected_noise(injected_model, test_batch, rng_g
 def test_twins_remove_and_freeze_injected_noise(injected_model, test_batch):
     model, noise = injected_model
     x, _ = test_batch
-    free, frozen = NoiseFreeTwin(model), FrozenNoiseTwin(model, seed=3)
+    free, frozen = NoiseFreeTwin(model), FrozenNoiseTwin(model, rng=3)
     assert not is_stochastic(free, x)
     assert not is_stochastic(frozen, x)
     assert is_stochastic(model, x)

@@ -1,0 +1,64 @@
+"""Is a model stochastic? (Below :mod:`.evaluate` and :mod:`.diagnostics`, which both use it.)"""
+
+from __future__ import annotations
+
+import torch
+import xarray as xr
+from torch import nn
+
+from ._utils import RNGLike, check_number, model_device, param_error, preserved_state, seed_from
+
+__all__ = ["randomness_check", "is_stochastic"]
+
+
+@torch.no_grad()
+def randomness_check(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    n_repeats: int = 4,
+    rng: RNGLike = None,
+    device: str | torch.device | None = None,
+) -> xr.Dataset:
+    """Does the model give different outputs on the same input?
+
+    Runs ``n_repeats`` forward passes on the same images (model in its current mode) and reports
+    the largest absolute logit difference between passes, the mean across-pass standard
+    deviation of the logits (``ddof=1``), and the fraction of examples whose predicted class
+    changes between passes.
+
+    Returns
+    -------
+    xarray.Dataset
+        Scalars ``is_stochastic`` (max difference > 0), ``max_abs_diff``, ``mean_logit_std``,
+        ``prediction_flip_rate``.
+    """
+    check_number(n_repeats, "n_repeats", "randomness_check", low=2, integer=True)
+    if not isinstance(images, torch.Tensor) or images.ndim < 2:
+        raise param_error("randomness_check", "images", "a batched torch.Tensor", images)
+    dev = model_device(model, device)
+    with preserved_state(model, dev, seed_from(rng)):
+        outs = torch.stack([model(images.to(dev)).float() for _ in range(n_repeats)])
+    max_diff = float((outs - outs[0]).abs().max())
+    preds = outs.argmax(dim=-1)
+    flips = (preds != preds[0]).any(dim=0).float().mean()
+    return xr.Dataset(
+        {
+            "is_stochastic": ((), max_diff > 0),
+            "max_abs_diff": ((), max_diff),
+            "mean_logit_std": ((), float(outs.std(dim=0, unbiased=True).mean())),
+            "prediction_flip_rate": ((), float(flips)),
+        },
+        attrs={"n_repeats": n_repeats},
+    )
+
+
+def is_stochastic(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    rng: RNGLike = None,
+    device: str | torch.device | None = None,
+) -> bool:
+    """True if two forward passes on the same images differ (see :func:`randomness_check`)."""
+    return bool(randomness_check(model, images, n_repeats=2, rng=rng, device=device).is_stochastic)
