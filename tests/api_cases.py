@@ -420,10 +420,10 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             n_evaluations=1,
             rng=0,
         ),
-        "neurovar.perturb.diagnostics.randomness_check": lambda: _positional_call(
+        "neurovar.perturb._stochastic.randomness_check": lambda: _positional_call(
             perturb.randomness_check, small_model(), images(), rng=0
         ),
-        "neurovar.perturb.diagnostics.is_stochastic": lambda: _positional_call(
+        "neurovar.perturb._stochastic.is_stochastic": lambda: _positional_call(
             perturb.is_stochastic, small_model(), images(), rng=0
         ),
         "neurovar.perturb.diagnostics.gradient_snr": lambda: _positional_call(
@@ -466,6 +466,37 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.plot.plot_spectrum": lambda: _positional_call(plot.plot_spectrum, covariance()),
         "neurovar.plot.plot_robustness": lambda: _positional_call(
             plot.plot_robustness, robustness()
+        ),
+        "neurovar.perturb.evaluate.attack_names": lambda: _call(perturb.attack_names),
+        "neurovar.perturb.evaluate.get_attack_factory": lambda: _positional_call(
+            perturb.get_attack_factory, "fgsm"
+        ),
+        "neurovar.perturb.evaluate.register_attack": lambda: _positional_call(
+            # re-registers a built-in attack with its own factory: the registry is unchanged
+            perturb.register_attack,
+            "fgsm",
+            perturb.get_attack_factory("fgsm"),
+            overwrite=True,
+        ),
+        "neurovar.perturb.evaluate.unregister_attack": lambda: (
+            lambda **over: (
+                perturb.register_attack("api_case_attack", perturb.get_attack_factory("fgsm")),
+                perturb.unregister_attack(**{"name": "api_case_attack", **over}),
+            )
+        ),
+        "neurovar.perturb.evaluate.robustness_table": lambda: _positional_call(
+            perturb.robustness_table, robustness()
+        ),
+        "neurovar.perturb.diagnostics.eot_check": lambda: _positional_call(
+            perturb.eot_check,
+            small_model(0.5).train(),
+            images(),
+            labels(),
+            eps=0.05,
+            eot_samples=(1, 2),
+            steps=1,
+            n_evaluations=1,
+            rng=0,
         ),
         # ------------------------------------------------------------ new in this round
         f"{S}.covariance.signal_covariance": lambda: _positional_call(

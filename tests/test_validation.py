@@ -152,6 +152,8 @@ NO_CASE = {
     "neurovar.plot.plot_corruptions": "slow (every corruption)",
     "neurovar.stats.accessor.NeurovarAccessor": "the .nv accessor forwards to the statistics",
     "neurovar.inference.binomial.BinomialModelResult": "a result container",
+    "neurovar.perturb.evaluate.AttackFactory": "a typing.Protocol (the factory signature)",
+    "neurovar.perturb.diagnostics.RobustnessDiagnosis": "a result container",
     # the experiment: record types, and pydantic models whose validation is pydantic's own
     # (every key checked, extra keys forbidden: tests/experiment/test_config.py)
     "neurovar.experiment.config.ExperimentConfig": "pydantic model: tests/experiment/test_config.py",

@@ -585,6 +585,10 @@ def eot_check(
     check_number(tol, "tol", owner, low=0.0)
     if not np.isscalar(eps):
         raise param_error(owner, "eps", "one number", eps)
+    check_number(eps, "eps", owner, low=0.0)
+    from .evaluate import attack_names
+
+    check_choice(attack, "attack", owner, attack_names())
     for bad in ("attacks", "eot_samples"):
         if bad in kwargs:
             raise param_error(owner, bad, "not given (set by eot_check)", kwargs[bad])

@@ -27,7 +27,7 @@ from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 from tqdm.auto import tqdm
 
-from neurovar._validation import check_memory
+from neurovar._validation import check_bool, check_memory
 
 from ._stochastic import is_stochastic
 from ._utils import (
@@ -119,6 +119,7 @@ def register_attack(
     Returns the factory (so it works as a decorator).
     """
     owner = "register_attack"
+    check_bool(overwrite, name="overwrite", owner=owner)
     if not isinstance(name, str) or not name or name in ("worst_case", "clean"):
         raise param_error(
             owner, "name", "a non-empty str other than 'worst_case' and 'clean'", name
@@ -128,9 +129,11 @@ def register_attack(
         if not callable(f):
             raise param_error(owner, "factory", "a callable factory(model, eps=, ...)", f)
         if name in _REGISTRY and not overwrite:
-            raise ValueError(
-                f"The 'name' parameter of {owner}: attack {name!r} is already registered; "
-                "pass overwrite=True to replace it."
+            raise param_error(
+                owner,
+                "name",
+                "a name that is not already registered (pass overwrite=True to replace it)",
+                name,
             )
         _REGISTRY[name] = f
         return f
