@@ -284,3 +284,17 @@ def test_evaluate_target_budget_and_experiment_seeds_refused():
     with pytest.raises(InvalidParameterError, match="'device' parameter of resolve_config_device"):
         resolve_config_device("bogus")
     assert resolve_config_device("cpu") == torch.device("cpu")
+
+
+def test_is_diagonal_names_unknown_ids():
+    from api_cases import TINY_EXPERIMENT
+
+    from neurovar.experiment import is_diagonal, load_config
+
+    cfg = load_config(TINY_EXPERIMENT)
+    assert is_diagonal(cfg, "gaussian_noise", "gaussian_noise")
+    assert not is_diagonal(cfg, "gaussian_noise", "adversarial_linf")
+    with pytest.raises(InvalidParameterError, match="'source_id' parameter of is_diagonal"):
+        is_diagonal(cfg, "pgd_ce", "gaussian_noise")
+    with pytest.raises(InvalidParameterError, match="'target_id' parameter of is_diagonal"):
+        is_diagonal(cfg, "gaussian_noise", "bogus")

@@ -51,6 +51,10 @@ _GROUP = ("regime", "magnitude", "layer", "noise_at_test")
 def is_diagonal(cfg: ExperimentConfig, source_id: str, target_id: str) -> bool:
     """Whether a source and a target are the same perturbation (the transfer matrix diagonal):
     the same corruption/modification, or an attack source and an attack target of one norm."""
+    from neurovar._validation import check_choice
+
+    check_choice(source_id, name="source_id", owner="is_diagonal", options=cfg.source_ids)
+    check_choice(target_id, name="target_id", owner="is_diagonal", options=cfg.target_ids)
     s, t = cfg.source(source_id), cfg.target(target_id)
     if s.family == "attack":
         return t.family == "attack" and t.norm == s.norm
