@@ -572,6 +572,22 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.cortex.cache.find_data_home": lambda: _positional_call(
             cortex.find_data_home, "cowley2023_v4", data_home=scratch_dir()
         ),
+        "neurovar.cortex.compare.compare": lambda: _positional_call(
+            cortex.compare,
+            responses(n_stim=4, n_units=5),
+            responses(n_stim=4, n_units=5, seed=1),
+            n_bootstrap=20,
+            rng=0,
+        ),
+        "neurovar.plot.plot_comparison": lambda: _positional_call(
+            plot.plot_comparison,
+            cortex.compare(
+                responses(n_stim=4, n_units=5),
+                responses(n_stim=4, n_units=5, seed=1),
+                n_bootstrap=20,
+                rng=0,
+            ),
+        ),
         # ------------------------------------------------------------ experiment, report
         "neurovar.experiment.config.load_config": lambda: _positional_call(
             experiment.load_config, TINY_EXPERIMENT

@@ -117,8 +117,6 @@ NO_CASE = {
     "neurovar.cortex.nwb.load_nwb": "needs an NWB file: tests/cortex/test_cortex_nwb.py",
     "neurovar.cortex.nwb.counts_from_nwbfile": "needs an NWB file: tests/cortex/test_cortex_nwb.py",
     "neurovar.cortex.reference.load_reference_values": "reads the shipped table",
-    "neurovar.cortex.compare.compare": "owned by another branch (stats14) in this round",
-    "neurovar.plot.plot_comparison": "needs a compare() table: tests/cortex/test_cortex_compare.py",
     "neurovar.datasets.ImageDataset": "a plain dataclass container",
     "neurovar.datasets.load_mnist": "needs MNIST files: tests/test_datasets.py",
     "neurovar.datasets.load_cifar10": "needs CIFAR-10 files: tests/test_datasets.py",

@@ -20,6 +20,14 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from neurovar._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_real,
+    check_rng,
+    param_error,
+)
 from neurovar.cortex.loaders import require_counts
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 from neurovar.inference import bootstrap_ci
@@ -146,13 +154,13 @@ def _resolve_statistics(statistics: str | Sequence[str]) -> tuple[list[str], boo
         if statistics == "auto":
             return available, True
         statistics = [statistics]
+    expected = f"'auto' or a list drawn from {available!r}"
+    if not isinstance(statistics, Sequence) or isinstance(statistics, bytes):
+        raise param_error("statistics", "compare", expected, statistics)
     statistics = list(statistics)
-    unknown = [s for s in statistics if s not in available]
+    unknown = [s for s in statistics if not isinstance(s, str) or s not in available]
     if unknown or not statistics:
-        raise ValueError(
-            f"The 'statistics' parameter must be 'auto' or a list drawn from {available!r}. "
-            f"Got {unknown or statistics!r} instead."
-        )
+        raise param_error("statistics", "compare", expected, unknown or statistics)
     return statistics, False
 
 
@@ -789,29 +797,19 @@ def compare(
     et al. (2016). Scaling properties of dimensionality reduction for neural populations and
     network models. PLoS Comput. Biol. 12, e1005141.
     """
+    owner = "compare"
     stat_list, auto = _resolve_statistics(statistics)
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)):
-        raise TypeError(f"The 'n_bootstrap' parameter must be an int. Got {n_bootstrap!r} instead.")
-    if n_bootstrap < 2:
-        raise ValueError(f"The 'n_bootstrap' parameter must be >= 2. Got {n_bootstrap} instead.")
-    if not (isinstance(confidence_level, float) and 0 < confidence_level < 1):
-        raise ValueError(
-            "The 'confidence_level' parameter must be a float in (0, 1). "
-            f"Got {confidence_level!r} instead."
-        )
-    if isinstance(max_factors, bool) or not isinstance(max_factors, (int, np.integer)):
-        raise TypeError(f"The 'max_factors' parameter must be an int. Got {max_factors!r} instead.")
-    if max_factors < 0:
-        raise ValueError(f"The 'max_factors' parameter must be >= 0. Got {max_factors} instead.")
-    if ci_method not in CI_METHODS:
-        raise ValueError(
-            f"The 'ci_method' parameter of compare must be one of {CI_METHODS!r}. "
-            f"Got {ci_method!r} instead."
-        )
-    if max_units is not None and (not isinstance(max_units, (int, np.integer)) or max_units < 2):
-        raise ValueError(
-            f"The 'max_units' parameter must be an int >= 2 or None. Got {max_units!r} instead."
-        )
+    n_bootstrap = check_int(n_bootstrap, name="n_bootstrap", owner=owner, low=2)
+    confidence_level = check_real(
+        confidence_level, name="confidence_level", owner=owner, low=0, high=1,
+        low_open=True, high_open=True,
+    )  # fmt: skip
+    max_factors = check_int(max_factors, name="max_factors", owner=owner, low=0)
+    n_factors = check_int(n_factors, name="n_factors", owner=owner, low=0, allow_none=True)
+    check_choice(ci_method, name="ci_method", owner=owner, options=CI_METHODS)
+    max_units = check_int(max_units, name="max_units", owner=owner, low=2, allow_none=True)
+    check_rng(rng, owner=owner, torch_ok=False)
+    progress = check_bool(progress, name="progress", owner=owner)
     gen = np.random.default_rng(rng)
     if ann_responses is None and cortical_responses is None:
         raise ValueError(
