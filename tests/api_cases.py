@@ -262,18 +262,18 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             inference.correct_pvalues, xr.DataArray([0.01, 0.2, 0.03], dims=("test",))
         ),
         # ------------------------------------------------------------ noise
-        "neurovar.noise.models.IsotropicNoise": lambda: _noise(noise.IsotropicNoise, 0.1, seed=0),
+        "neurovar.noise.models.IsotropicNoise": lambda: _noise(noise.IsotropicNoise, 0.1, rng=0),
         "neurovar.noise.models.DiagonalNoise": lambda: _noise(
-            noise.DiagonalNoise, np.ones(4), seed=0
+            noise.DiagonalNoise, np.ones(4), rng=0
         ),
         "neurovar.noise.models.CovarianceNoise": lambda: _noise(
-            noise.CovarianceNoise, covariance().values, seed=0
+            noise.CovarianceNoise, covariance().values, rng=0
         ),
         "neurovar.noise.models.LowRankNoise": lambda: _noise(
-            noise.LowRankNoise, np.ones((4, 1)), seed=0
+            noise.LowRankNoise, np.ones((4, 1)), rng=0
         ),
         "neurovar.noise.models.PoissonLikeNoise": lambda: _noise(
-            noise.PoissonLikeNoise, 1.0, seed=0
+            noise.PoissonLikeNoise, 1.0, rng=0
         ),
         "neurovar.noise.controls.random_orthogonal": lambda: _positional_call(
             noise.random_orthogonal, 4, rng=0

@@ -52,9 +52,9 @@ def test_record_and_train_run_where_the_model_is(monkeypatch):
     seen = []
     real = _torch.resolve_device
 
-    def spy(device=None, *, model=None):
+    def spy(device=None, *, model=None, **kwargs):
         seen.append((device, model is not None))
-        return real(device, model=model)
+        return real(device, model=model, **kwargs)
 
     monkeypatch.setattr(record, "resolve_device", spy)
     monkeypatch.setattr(models, "resolve_device", spy)
