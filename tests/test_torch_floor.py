@@ -52,7 +52,7 @@ def test_record_and_train_run_where_the_model_is(monkeypatch):
     seen = []
     real = _torch.resolve_device
 
-    def spy(device=None, *, model=None, **kwargs):  # kwargs: owner= (names the caller)
+    def spy(device=None, *, model=None, **kwargs):
         seen.append((device, model is not None))
         return real(device, model=model, **kwargs)
 
