@@ -12,8 +12,8 @@ it, as scikit-learn validates at ``fit``).
 
 from __future__ import annotations
 
-import importlib
 import atexit
+import importlib
 import inspect
 import math
 import pkgutil
@@ -216,8 +216,20 @@ def tiny_experiment() -> dict[str, Any]:
 
 
 def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
-    from neurovar import _torch, cortex, dims, inference, models, noise, perturb, plot, record, stats
-    from neurovar import experiment, report
+    from neurovar import (
+        _torch,
+        cortex,
+        dims,
+        experiment,
+        inference,
+        models,
+        noise,
+        perturb,
+        plot,
+        record,
+        report,
+        stats,
+    )
     from neurovar.datasets import load_digits
     from neurovar.experiment import setup
 
