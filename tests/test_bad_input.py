@@ -250,6 +250,16 @@ def test_experiment_run_string_overwrite_never_touches_the_folder(tmp_path, flag
             "'ddof' parameter of signal_covariance must be an int >= 0",
         ),
         (
+            lambda: stats.signal_covariance(responses(n_stim=3), ddof=3),
+            r"'ddof' parameter of signal_covariance must be smaller than the number of stimuli",
+        ),
+        (
+            lambda: perturb.robust_accuracy(
+                small_model(), None, images(), labels(), n_evaluations=1, num_threads=10**12
+            ),
+            r"'num_threads' parameter of robust_accuracy must be an int in \[1, 4096\]",
+        ),
+        (
             lambda: stats.covariance.shrinkage_covariance(
                 np.ones((4, 2)), dof=0, estimator="oas"
             ),

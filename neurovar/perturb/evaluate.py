@@ -338,7 +338,8 @@ def _check_common(owner: str, n_evaluations: Any, batch_size: Any, num_threads: 
     if batch_size is not None:
         check_number(batch_size, "batch_size", owner, low=1, integer=True)
     if num_threads is not None:
-        check_number(num_threads, "num_threads", owner, low=1, integer=True)
+        # torch.set_num_threads takes a C int; more threads than that is never meant
+        check_number(num_threads, "num_threads", owner, low=1, high=4096, integer=True)
 
 
 _RESERVED_COORDS = ("eps", "attack", STIMULUS, STIMULUS_ID, "label")

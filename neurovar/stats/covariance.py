@@ -254,9 +254,11 @@ def signal_covariance(
         means = np.nanmean(np.asarray(data.values, dtype=np.float64), axis=1)  # (stimulus, unit)
     n_stim = means.shape[0]
     if n_stim <= ddof:
-        raise ValueError(
-            f"The 'responses' parameter of {func} needs more than ddof={ddof} stimuli; "
-            f"got {n_stim}."
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {func} must be smaller than the number of stimuli of "
+            f"'responses' ({n_stim}). Got {ddof} instead.",
+            name="ddof",
+            owner=func,
         )
     bad = ~np.all(np.isfinite(means), axis=0)
     warn_nan(int(bad.sum()), bad.size, "units", "have no valid trial for some stimulus",
