@@ -58,6 +58,7 @@ would raise the same error), and a rerun of the grid redoes only the failed and 
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 import uuid
@@ -206,12 +207,26 @@ def _sees_marker(path: str, token: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _defaults(compute, writer, done):
+def _defaults(compute, writer, done, out: Path, write: str, in_process: bool):
+    """The real cell functions where none were injected.
+
+    The default compute is :func:`neurovar.experiment.cell.compute_cell` with the run's disk
+    cache of base networks (``out_dir/cache``, as :func:`~neurovar.experiment.cell.run_cell`
+    uses it) in-process and with ``write="worker"`` (a shared filesystem); with
+    ``write="client"`` workers share no folder, so each worker process caches in memory.
+    """
     if compute is None or writer is None or done is None:
-        from . import store  # the lead's cell store (write_cell, is_done)
+        from . import store  # the cell store (write_cell, is_done)
 
         if compute is None:
-            from .cell import compute_cell as compute
+            from .cell import compute_cell
+
+            shared = in_process or write == "worker"
+            compute = (
+                functools.partial(compute_cell, cache_dir=str((out / "cache").resolve()))
+                if shared
+                else compute_cell
+            )
         writer = store.write_cell if writer is None else writer
         done = store.is_done if done is None else done
     return compute, writer, done
@@ -269,8 +284,10 @@ def run_cells(
         tqdm progress bar over the cells.
     compute, writer, done
         ``compute(spec) -> result``, ``writer(out_dir, spec, result)`` and
-        ``done(out_dir, cell_id) -> bool``; defaults: ``neurovar.experiment.cell.compute_cell``,
-        ``neurovar.experiment.store.write_cell`` and ``neurovar.experiment.store.is_done``.
+        ``done(out_dir, cell_id) -> bool``; defaults: ``neurovar.experiment.cell.compute_cell``
+        (with the base-network cache ``out_dir/cache`` in-process and with
+        ``write="worker"``), ``neurovar.experiment.store.write_cell`` and
+        ``neurovar.experiment.store.is_done``.
         On a cluster they must be importable (or picklable) on the workers.
 
     Returns
@@ -297,8 +314,9 @@ def run_cells(
     _check_specs(specs)
     client_given = scheduler is not None and not isinstance(scheduler, str)
     address = None if client_given else parse_scheduler(scheduler)  # type: ignore[arg-type]
-    compute, writer, done = _defaults(compute, writer, done)
     out = Path(out_dir)
+    in_process = not client_given and address is None
+    compute, writer, done = _defaults(compute, writer, done, out, write, in_process)
 
     outcome = GridOutcome(labels={s.cell_id: str(getattr(s, "label", s.cell_id)) for s in specs})
     todo = []
@@ -326,7 +344,7 @@ def run_cells(
         bar.set_postfix(failed=len(outcome.failed), refresh=False)
 
     try:
-        if not client_given and address is None:
+        if in_process:
             for spec in todo:
                 status, cid, payload = _attempt(spec, str(out), compute, writer)
                 record(status, cid, payload)
