@@ -1,4 +1,4 @@
-"""The ``neurovar`` command: ``neurovar demo`` (the main job) and ``neurovar stats``."""
+"""The ``neurovar`` command: ``demo`` (the main job), ``run``, ``report`` and ``stats``."""
 
 from __future__ import annotations
 
@@ -9,63 +9,110 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 
+def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None) -> None:
+    p.add_argument("--out", default=default_out, required=default_out is None,
+                   help="results folder" + (f" (default: ./{default_out})" if default_out else ""))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a folder that holds a different run (kept until the new one "
+                        "finishes)")
+    p.add_argument("--scheduler", default=None,
+                   help="run cells on dask.distributed: 'local:N' (a LocalCluster with N "
+                        "workers) or a scheduler address 'tcp://host:port' (default: in-process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="neurovar",
         description="Treat ANN units like cortical neurons: variability, structured noise, robustness.",
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"neurovar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train the small CNN on digits, record noisy trials, report")
-    demo.add_argument("--out", default="results", help="results folder (default: ./results)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--epochs", type=int, default=15)
-    demo.add_argument("--n-trials", type=int, default=50)
-    demo.add_argument("--n-stimuli", type=int, default=200)
-    demo.add_argument("--dropout", type=float, default=0.3)
-    demo.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
-    demo.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
-    demo.add_argument("--no-progress", action="store_true")
+    demo = sub.add_parser(
+        "demo", help="the structured-noise robustness experiment on digits (about 5 min on 2 CPUs)",
+        description="Run (or resume) the shipped 'demo' experiment: SmallCNN on scikit-learn's "
+                    "digits, every condition, three regimes, 2 adversarial + 2 naturalistic "
+                    "sources, 3 seeds; writes results, figures and report.md.")
+    _add_run_options(demo, default_out="results")
+
+    run = sub.add_parser(
+        "run", help="run (or resume) an experiment config",
+        description="Run the grid of CONFIG (a TOML file or the name of a shipped config: "
+                    "demo, cifar10-resnet18) into --out; started again with the same --out it "
+                    "resumes where it stopped.")
+    run.add_argument("config", help="TOML file or shipped config name")
+    _add_run_options(run, default_out=None)
+
+    report = sub.add_parser("report", help="rebuild figures and report.md of a results folder")
+    report.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
+
+    from .inference import _cli as stats_cli
+
+    stats = sub.add_parser("stats", help="compare groups in a results table (permutation tests)")
+    stats_cli.add_arguments(stats)
+    stats.set_defaults(_run=stats_cli.run)
+    return parser
+
+
+def _error(command: str, message: str) -> int:
+    print(f"neurovar {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from .experiment import ConfigError, load_config, run
+    from .report import write_report
 
     try:
-        from .inference import _cli as stats_cli
-    except ImportError:  # pragma: no cover - inference is part of the package
-        stats_cli = None
-    if stats_cli is not None:
-        stats = sub.add_parser(
-            "stats", help="compare groups in a results table (permutation tests)"
-        )
-        stats_cli.add_arguments(stats)
-        stats.set_defaults(_run=stats_cli.run)
-    return parser
+        config = load_config("demo" if args.command == "demo" else args.config)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"neurovar {args.command}: {err.source}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        outcome = run(config, args.out, overwrite=args.overwrite,
+                      progress=not args.no_progress, scheduler=args.scheduler)
+        if outcome.results is not None:
+            write_report(args.out, seconds=outcome.seconds)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        return _error(args.command, str(err).splitlines()[0])
+    except OSError as err:
+        return _error(args.command, f"cannot write results to {args.out!r}: {err}")
+    except KeyboardInterrupt:
+        print(f"neurovar {args.command}: interrupted; finished cells are kept, run the same "
+              "command again to resume.", file=sys.stderr)
+        return 130
+    n = len(outcome.completed) + len(outcome.skipped) + len(outcome.failed)
+    print(f"{len(outcome.completed)} cells computed, {len(outcome.skipped)} resumed, "
+          f"{len(outcome.failed)} failed of {n}, in {outcome.seconds:.0f} s; results in "
+          f"{args.out}/ (see {args.out}/report.md)")
+    if outcome.failed:
+        print(f"failed cells (tracebacks in {args.out}/failed_cells.txt; run again to retry "
+              "them):", file=sys.stderr)
+        for text in outcome.failed.values():
+            print(f"  {text.splitlines()[0]}", file=sys.stderr)
+        if outcome.backup is not None:
+            print(f"the replaced folder is kept at {outcome.backup}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import DemoConfig, run_demo
+    if args.command in ("demo", "run"):
+        return _run_experiment(args)
+    if args.command == "report":
+        from .report import write_report
 
-        for name in ("epochs", "n_trials", "n_stimuli"):
-            if getattr(args, name) < 1:
-                parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-        cfg = DemoConfig(
-            seed=args.seed,
-            epochs=args.epochs,
-            n_trials=args.n_trials,
-            n_stimuli=args.n_stimuli,
-            dropout=args.dropout,
-            device=args.device,
-        )
         try:
-            out = run_demo(args.out, cfg, progress=not args.no_progress, overwrite=args.overwrite)
-        except (FileExistsError, ValueError) as err:
-            print(f"neurovar demo: error: {err}", file=sys.stderr)
-            return 2
-        print(f"results written to {out}/ (see {out}/report.md)")
+            path = write_report(args.results)
+        except (FileNotFoundError, ValueError) as err:
+            return _error("report", str(err).splitlines()[0])
+        print(f"report written to {path}")
         return 0
     return int(args._run(args))
 

@@ -41,7 +41,13 @@ def load_nwb(
         Spike counts, NaN-padded where a stimulus was shown fewer times than the most
         repeated one.
     """
-    from pynwb import NWBHDF5IO
+    try:
+        from pynwb import NWBHDF5IO
+    except ImportError as err:  # an optional extra, not part of the base install
+        raise ImportError(
+            "load_nwb needs pynwb, which is not installed: pip install 'neurovar[peers]' "
+            "(or pip install pynwb)."
+        ) from err
 
     path = os.fspath(path)
     with NWBHDF5IO(path, "r") as io:

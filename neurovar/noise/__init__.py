@@ -30,6 +30,7 @@ from .fit import (
     fit_perturbation_covariance,
     layer_activation_covariance,
     layer_total_variance,
+    perturbation_directions,
     scale_to_activation_variance,
 )
 from .inject import (
@@ -66,6 +67,7 @@ __all__ = [
     "find_noise_hooks",
     # fitting and magnitude
     "fit_perturbation_covariance",
+    "perturbation_directions",
     "collect_layer_activations",
     "layer_activation_covariance",
     "layer_total_variance",

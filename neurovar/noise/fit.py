@@ -31,6 +31,7 @@ __all__ = [
     "layer_activation_covariance",
     "layer_total_variance",
     "fit_perturbation_covariance",
+    "perturbation_directions",
     "scale_to_activation_variance",
     "NoiseCalibration",
     "METHODS",
@@ -642,3 +643,61 @@ def fit_perturbation_covariance(
         "mean_shift_norm": mean_shift,
     }
     return _cov_dataarray(cov, unit_shape, share, layer, attrs)
+
+
+def perturbation_directions(
+    model: nn.Module,
+    clean_images: torch.Tensor | np.ndarray,
+    perturbed_images: torch.Tensor | np.ndarray,
+    *,
+    layer: str,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> xr.DataArray:
+    r"""The perturbation directions of a source in activation space, one per image.
+
+    .. math:: d_n = h_l(\tilde x_n) - h_l(x_n)
+
+    with :math:`h_l` the deterministic (noise suspended, eval mode) output of ``layer``. These
+    are the directions whose covariance :func:`fit_perturbation_covariance` estimates with
+    ``method="difference"``; pass them to :func:`neurovar.stats.variance_along` to measure how
+    much injected noise lies along them.
+
+    Parameters
+    ----------
+    model, layer, batch_size, device
+        As in :func:`collect_layer_activations`.
+    clean_images, perturbed_images
+        ``(N, *image_shape)`` each, perturbed image ``n`` a version of clean image ``n``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``direction`` with dims ``("stimulus", "unit")`` and the unit coords of a recording of
+        the same layer (``unit_id``, ``layer``, ``channel``, ``y``, ``x``).
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
+    """
+    owner = "perturbation_directions"
+    clean = _as_images(clean_images, name="clean_images", owner=owner)
+    pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
+    if tuple(pert.shape) != tuple(clean.shape):
+        raise ValueError(
+            f"The 'perturbed_images' parameter of {owner} must have the shape of "
+            f"'clean_images' {tuple(clean.shape)}. Got {tuple(pert.shape)} instead."
+        )
+    kw = dict(layer=layer, batch_size=batch_size, device=device)
+    h_clean = collect_layer_activations(model, clean, **kw)
+    diff = (collect_layer_activations(model, pert, **kw) - h_clean).to(torch.float64)
+    unit_shape = tuple(h_clean.shape[1:])
+    coords = {k: v for k, v in _unit_coords(unit_shape, "flat", layer).items()
+              if not k.endswith("_j")}
+    return xr.DataArray(
+        diff.reshape(diff.shape[0], -1).numpy(),
+        dims=("stimulus", UNIT),
+        coords={"stimulus_id": ("stimulus", np.arange(diff.shape[0])), **coords},
+        attrs={"layer": layer, "unit_shape": list(unit_shape)},
+        name="direction",
+    )

@@ -12,7 +12,7 @@ from neurovar.dims import UNIT, check_dims
 
 from ._util import check_int, check_square, drop_nan_units, warn_nan
 
-__all__ = ["variance_along", "alignment_index", "principal_angles"]
+__all__ = ["variance_along", "alignment_index", "principal_angles", "top_subspace"]
 
 
 def _matrix(cov: xr.DataArray, name: str, unit_dim: str) -> np.ndarray:
@@ -292,3 +292,68 @@ def principal_angles(
             )
     angles = np.sort(subspace_angles(mats[0], mats[1]))
     return xr.DataArray(angles, dims=["angle"], name="principal_angle", attrs={"units": "radians"})
+
+
+def top_subspace(
+    cov: xr.DataArray,
+    n_components: int,
+    *,
+    unit_dim: str = UNIT,
+) -> xr.DataArray:
+    r"""Orthonormal basis of a covariance's top principal subspace, for :func:`principal_angles`.
+
+    The eigenvectors :math:`u_1, \dots, u_k` of :math:`\Sigma` with the ``k`` largest
+    eigenvalues (:func:`numpy.linalg.eigh` of the symmetrised matrix), each with its sign fixed
+    so that its largest-magnitude entry is positive (a deterministic basis). Units with a NaN
+    variance are left out with a warning (their entries are 0).
+
+    Parameters
+    ----------
+    cov
+        Covariance with dims ``(unit, unit_j)``.
+    n_components
+        ``k``, ``1 <= k <= N``; fewer than ``k`` positive eigenvalues is an error (the subspace
+        would not be unique).
+    unit_dim
+        Name of the unit dim.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``subspace`` with dims ``(unit, component)``, the unit coords of ``cov``, and
+        ``eigenvalue`` along ``component``.
+
+    References
+    ----------
+    Jolliffe, I. T. (2002). Principal Component Analysis, 2nd ed. Springer, ch. 1.
+    """
+    c = _matrix(cov, "cov", unit_dim)
+    n = c.shape[0]
+    k = check_int(n_components, "n_components", "top_subspace", low=1)
+    if k > n:
+        raise ValueError(
+            f"The 'n_components' parameter of top_subspace must be <= the number of units "
+            f"({n}). Got {k} instead."
+        )
+    c_live, keep = drop_nan_units(c)
+    _warn_left_out(keep, "cov")
+    evals, evecs = np.linalg.eigh(c_live)
+    order = np.argsort(evals)[::-1][:k]
+    top = max(float(np.max(np.abs(evals))), np.finfo(float).tiny) if evals.size else 0.0
+    if evals.size < k or np.sum(evals[order] > 1e-12 * top) < k:
+        raise ValueError(
+            f"top_subspace: the covariance has fewer than n_components={k} positive "
+            "eigenvalues, so its top subspace is not unique."
+        )
+    vecs = evecs[:, order]
+    signs = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(k)])
+    vecs = vecs * np.where(signs == 0, 1.0, signs)
+    full = np.zeros((n, k))
+    full[keep] = vecs
+    coords = {name: (unit_dim, var.values) for name, var in cov.coords.items()
+              if var.dims == (unit_dim,)}
+    return xr.DataArray(
+        full, dims=(unit_dim, "component"),
+        coords={**coords, "component": np.arange(k), "eigenvalue": ("component", evals[order])},
+        name="subspace",
+    )

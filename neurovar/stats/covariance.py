@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
@@ -11,7 +13,7 @@ from neurovar.dims import STIMULUS, TRIAL, UNIT
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
 from ._util import check_option, pairwise_dataarray, unit_coords, warn_nan
 
-__all__ = ["noise_covariance"]
+__all__ = ["noise_covariance", "signal_covariance"]
 
 _ESTIMATORS = ("sample", "ledoit_wolf", "oas")
 
@@ -144,3 +146,73 @@ def _attr(value: np.ndarray | float) -> float | str:
         return float(value)
     value = np.asarray(value)
     return f"pairwise, {value.min():g} to {value.max():g}"
+
+
+def signal_covariance(
+    responses: xr.DataArray,
+    *,
+    trial_dim: str = TRIAL,
+    stimulus_dim: str = STIMULUS,
+    unit_dim: str = UNIT,
+    ddof: int = 1,
+) -> xr.DataArray:
+    r"""Signal covariance: covariance across stimuli of the trial-averaged responses.
+
+    .. math::
+
+        \bar x_{si} = \frac{1}{T_{si}} \sum_t x_{tsi}, \qquad
+        \Sigma^{signal}_{ij} = \frac{1}{S - \mathrm{ddof}} \sum_s
+        (\bar x_{si} - \bar{\bar x}_i)(\bar x_{sj} - \bar{\bar x}_j),
+
+    with NaN-padded trials skipped in the trial means (:math:`T_{si}` valid trials). It is the
+    structure a population uses to tell stimuli apart, the counterpart of
+    :func:`noise_covariance` (Averbeck, Latham & Pouget 2006); compare the two with
+    :func:`neurovar.stats.alignment_index`. Note that trial averaging leaves
+    :math:`\Sigma^{noise}/T` in it (not subtracted here).
+
+    Parameters
+    ----------
+    responses
+        Responses with dims ``(trial, stimulus, unit)``.
+    trial_dim, stimulus_dim, unit_dim
+        Names of the dims.
+    ddof
+        Delta degrees of freedom across stimuli (1: unbiased).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(unit, unit_j)`` with unit coords on both; ``attrs["n_stimuli"]``, ``ddof``.
+        Units whose mean is NaN for some stimulus (no valid trial) get NaN.
+
+    References
+    ----------
+    Averbeck, B. B., Latham, P. E. & Pouget, A. (2006). Neural correlations, population coding
+    and computation. Nat. Rev. Neurosci. 7, 358-366.
+    """
+    func = "signal_covariance"
+    data = stimulus_major(
+        responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func,
+        min_trials=1,
+    )
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or ddof < 0:
+        raise ValueError(f"The 'ddof' parameter of {func} must be an int >= 0. Got {ddof!r} instead.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are reported below
+        means = np.nanmean(np.asarray(data.values, dtype=np.float64), axis=1)  # (stimulus, unit)
+    n_stim = means.shape[0]
+    if n_stim <= ddof:
+        raise ValueError(
+            f"The 'responses' parameter of {func} needs more than ddof={ddof} stimuli; "
+            f"got {n_stim}."
+        )
+    bad = ~np.all(np.isfinite(means), axis=0)
+    warn_nan(int(bad.sum()), bad.size, "units", "have no valid trial for some stimulus",
+             consequence="their signal covariance is NaN")
+    centred = means - means.mean(axis=0)
+    cov = centred.T @ centred / (n_stim - ddof)
+    cov[bad, :] = np.nan
+    cov[:, bad] = np.nan
+    coords = unit_coords(responses, unit_dim)
+    return pairwise_dataarray(cov, coords, unit_dim=unit_dim, name="signal_covariance",
+                              attrs={"n_stimuli": n_stim, "ddof": int(ddof)})

@@ -182,17 +182,21 @@ def test_wrong_size_for_layer_names_both_layouts():
 
 
 def test_near_singular_covariance_clipped_and_reported():
+    # One eigenvalue is clearly (if slightly) negative; the exact zero may round to either side
+    # of 0 depending on the BLAS build, so the count is 1 or 2 -- what matters is that the
+    # negative one is clipped, the clipping is reported, and the result is PSD with rank 3.
     rng = np.random.default_rng(4)
     q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
     evals = np.array([-1e-7, 0.0, 0.5, 1.0, 2.0])
     cov = (q * evals) @ q.T
-    with pytest.warns(RuntimeWarning, match="clipped 1"):
+    with pytest.warns(RuntimeWarning, match=r"clipped [12] slightly negative eigenvalue"):
         noise = CovarianceNoise(cov, seed=0)
-    assert noise.factor_info["n_clipped"] == 1
+    assert noise.factor_info["n_clipped"] in (1, 2)
+    assert noise.factor_info["min_eigenvalue"] == pytest.approx(-1e-7, rel=1e-3)
     assert noise.factor_info["rank"] == 3
-    np.testing.assert_allclose(
-        noise.covariance.double().numpy(), (q * np.clip(evals, 0, None)) @ q.T, atol=1e-6
-    )
+    fitted = noise.covariance.double().numpy()
+    assert np.linalg.eigvalsh(fitted).min() > -1e-6  # PSD up to float32 storage
+    np.testing.assert_allclose(fitted, (q * np.clip(evals, 0, None)) @ q.T, atol=1e-6)
 
 
 def test_low_rank_from_covariance_keeps_trace_and_top_directions():

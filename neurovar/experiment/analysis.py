@@ -1,0 +1,464 @@
+"""What the grid says: transfer matrix, masking diagnostics, link model, the three claims.
+
+Every number here is computed from the assembled results (:func:`neurovar.experiment.store.
+assemble`) through :mod:`neurovar.inference` (permutation tests, hierarchical bootstrap, FDR,
+mixed models); nothing is tuned to make an expected answer appear.
+
+Per (regime, magnitude, layer, noise_at_test), source ``s`` and target ``t`` the **gain** of
+``structured:s`` over a baseline ``b`` (``isotropic`` or ``none``) is
+
+.. math:: g_{s,t} = \\frac{1}{S N}\\sum_{k=1}^{S}\\sum_{n=1}^{N} d_{kn}, \\qquad
+   d_{kn} = \\bar c^{\\,structured:s}_{t,kn} - \\bar c^{\\,b}_{t,kn},
+
+with :math:`\\bar c_{t,kn}` the outcome of test image ``n`` of seed ``k`` averaged over the
+target's strengths (attack targets: worst case over the ensemble, 0/1; corruption targets:
+fraction of repeated evaluations correct). Its CI is a hierarchical bootstrap (seeds, then
+images within seeds; :func:`neurovar.inference.bootstrap_ci`); ``p_example`` is a paired
+sign-flip permutation test over the (seed, image) pairs (treats images as independent within
+a seed); ``p_seed`` is the exact paired permutation test over seeds (with S seeds it cannot go
+below :math:`2^{1-S}`: 0.25 with 3 seeds); ``q_value`` is Benjamini-Hochberg over the whole
+matrix. The diagonal (source and target the same perturbation: the same corruption or
+modification, or an attack of the same norm) and the off-diagonal are summarised separately.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from neurovar.inference import bootstrap_ci, correct_pvalues, fit_mixed_model, permutation_test
+
+from .config import ExperimentConfig
+
+__all__ = [
+    "transfer_matrix",
+    "masking_diagnostics",
+    "link_model",
+    "clean_cost",
+    "claims",
+    "Claim",
+    "is_diagonal",
+]
+
+_GROUP = ("regime", "magnitude", "layer", "noise_at_test")
+
+
+def is_diagonal(cfg: ExperimentConfig, source_id: str, target_id: str) -> bool:
+    """Whether a source and a target are the same perturbation (the transfer matrix diagonal):
+    the same corruption/modification, or an attack source and an attack target of one norm."""
+    s, t = cfg.source(source_id), cfg.target(target_id)
+    if s.family == "attack":
+        return t.family == "attack" and t.norm == s.norm
+    return t.family == s.family and t.name == s.name
+
+
+def _outcomes(results: xr.Dataset, condition: str, target: str) -> xr.DataArray:
+    """Per-image outcome averaged over the target's strengths: dims (seed, ..., stimulus)."""
+    c = results["correct"].sel(condition=condition, target=target)
+    return c.mean("strength", skipna=True)
+
+
+def _pair_test(a: np.ndarray, b: np.ndarray, *, n_permutations: int, n_bootstrap: int,
+               confidence_level: float, rng: int) -> dict[str, float]:
+    """Paired statistics of per-image outcomes ``a`` and ``b`` of shape (seed, stimulus)."""
+    out = {"gain": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+           "p_example": float("nan"), "p_seed": float("nan"), "cohens_d": float("nan"),
+           "n_seeds": 0}
+    keep = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    a, b = a[keep], b[keep]
+    if a.shape[0] == 0:
+        return out
+    d = a - b
+    out["gain"] = float(d.mean())
+    out["n_seeds"] = int(a.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few seeds / constant differences are reported as such
+        diff = xr.DataArray(d, dims=("seed", "stimulus"))
+        if a.shape[0] >= 2:
+            ci = bootstrap_ci(diff, "mean", dim="stimulus", group_dim="seed",
+                              n_resamples=n_bootstrap, confidence_level=confidence_level,
+                              method="percentile", rng=rng)
+        else:
+            ci = bootstrap_ci(diff.isel(seed=0), "mean", dim="stimulus",
+                              n_resamples=n_bootstrap, confidence_level=confidence_level,
+                              method="percentile", rng=rng)
+        out["ci_low"], out["ci_high"] = float(ci["ci_low"]), float(ci["ci_high"])
+        # alpha only gates permutation_test's refusal of designs that cannot reach it; the
+        # exact attainable p-value is what is reported (with few seeds it is large)
+        if np.any(d != 0):
+            flat_a = xr.DataArray(a.ravel(), dims="obs")
+            flat_b = xr.DataArray(b.ravel(), dims="obs")
+            res = permutation_test(flat_a, flat_b, paired=True, dim="obs",
+                                   n_permutations=n_permutations, alpha=0.99, rng=rng)
+            out["p_example"] = float(res["p_value"])
+            out["cohens_d"] = float(res["cohens_d"])
+        else:
+            out["p_example"], out["cohens_d"] = 1.0, 0.0
+        if a.shape[0] >= 2:
+            sa = xr.DataArray(a.mean(axis=1), dims="seed")
+            sb = xr.DataArray(b.mean(axis=1), dims="seed")
+            if np.any(sa.values != sb.values):
+                res = permutation_test(sa, sb, paired=True, dim="seed",
+                                       n_permutations=n_permutations, alpha=0.99, rng=rng)
+                out["p_seed"] = float(res["p_value"])
+            else:
+                out["p_seed"] = 1.0
+    return out
+
+
+def _groups(results: xr.Dataset) -> list[dict[str, Any]]:
+    out = []
+    for regime in results["regime"].values:
+        for magnitude in results["magnitude"].values:
+            for layer in results["layer"].values:
+                for flag in results["noise_at_test"].values:
+                    sel = results["accuracy"].sel(regime=regime, magnitude=magnitude,
+                                                  layer=layer, noise_at_test=flag)
+                    if np.isfinite(sel.values).any():
+                        out.append({"regime": str(regime), "magnitude": float(magnitude),
+                                    "layer": str(layer), "noise_at_test": bool(flag)})
+    return out
+
+
+def transfer_matrix(results: xr.Dataset, cfg: ExperimentConfig) -> xr.Dataset:
+    """Gain of ``structured:<source>`` over ``isotropic`` and over ``none``, source x target.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(regime, magnitude, layer, noise_at_test, baseline, source, target)``:
+        ``gain``, ``ci_low``, ``ci_high``, ``p_example``, ``p_seed``, ``q_value`` (FDR over
+        sources x targets within each regime/magnitude/layer/noise_at_test and baseline),
+        ``cohens_d`` (paired, per image), ``n_seeds``; coords ``diagonal`` (source, target)
+        and ``source_kind`` / ``target_kind``. ``attrs`` name the test behind every p-value.
+    """
+    ev = cfg.evaluation
+    sources = [s for s in cfg.source_ids if f"structured:{s}" in results["condition"].values]
+    targets = list(cfg.target_ids)
+    baselines = [b for b in ("isotropic", "none") if b in results["condition"].values]
+    groups = _groups(results)
+    names = ("gain", "ci_low", "ci_high", "p_example", "p_seed", "cohens_d", "n_seeds")
+    shape = (len(groups), len(baselines), len(sources), len(targets))
+    arrays = {n: np.full(shape, np.nan) for n in names}
+    for gi, g in enumerate(groups):
+        sub = results.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
+                          noise_at_test=g["noise_at_test"])
+        for bi, base in enumerate(baselines):
+            for si, s in enumerate(sources):
+                for ti, t in enumerate(targets):
+                    a = _outcomes(sub, f"structured:{s}", t).transpose("seed", "stimulus").values
+                    b = _outcomes(sub, base, t).transpose("seed", "stimulus").values
+                    stats = _pair_test(a, b, n_permutations=ev.n_permutations,
+                                       n_bootstrap=ev.n_bootstrap,
+                                       confidence_level=ev.confidence_level,
+                                       rng=1000 * gi + 100 * bi + 10 * si + ti)
+                    for n in names:
+                        arrays[n][gi, bi, si, ti] = stats[n]
+    if not groups:
+        return xr.Dataset()
+    index = xr.Coordinates.from_pandas_multiindex(
+        pd.MultiIndex.from_frame(pd.DataFrame(groups)), "group")
+    ds = xr.Dataset(
+        {n: (("group", "baseline", "source", "target"), v) for n, v in arrays.items()},
+        coords={"baseline": baselines, "source": sources, "target": targets},
+    ).assign_coords(index)
+    q = np.full(shape, np.nan)
+    for gi in range(len(groups)):
+        for bi in range(len(baselines)):
+            p = xr.DataArray(arrays["p_example"][gi, bi], dims=("source", "target"))
+            if np.isfinite(p.values).any():
+                q[gi, bi] = correct_pvalues(p, method="fdr_bh").values
+    ds["q_value"] = (("group", "baseline", "source", "target"), q)
+    ds = ds.unstack("group")
+    ds = ds.assign_coords(
+        diagonal=(("source", "target"),
+                  np.array([[is_diagonal(cfg, s, t) for t in targets] for s in sources])),
+        source_kind=("source", [cfg.source(s).kind for s in sources]),
+        target_kind=("target", [cfg.target(t).kind for t in targets]),
+    )
+    ds.attrs.update(
+        gain="mean over seeds and test images of the paired difference in per-image outcome "
+             "(averaged over the target's strengths), structured minus baseline",
+        ci=f"{ev.confidence_level:g} hierarchical percentile bootstrap (seeds, then images)",
+        p_example="paired sign-flip permutation test over (seed, image) pairs",
+        p_seed="exact paired permutation test over seeds (min 2^(1-S))",
+        q_value="Benjamini-Hochberg FDR of p_example over the sources x targets matrix",
+        cohens_d="paired Cohen's d_z of the per-image differences",
+    )
+    return ds
+
+
+@dataclass
+class Claim:
+    """One claim of the paper, answered from this run's numbers."""
+
+    number: int
+    text: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @staticmethod
+    def verdict(low: float, high: float) -> str:
+        if not (np.isfinite(low) and np.isfinite(high)):
+            return "inconclusive (not testable here)"
+        if low > 0:
+            return "supported"
+        if high < 0:
+            return "not supported (the opposite holds)"
+        return "inconclusive"
+
+
+def _pooled_contrast(results: xr.Dataset, g: dict[str, Any], pairs: list[tuple[str, str, str]],
+                     cfg: ExperimentConfig, rng: int, minus: list[list[tuple[str, str, str]]]
+                     | None = None) -> dict[str, float]:
+    """Pooled per-image gain over (condition, baseline, target) triples, optionally minus the
+    mean of other triples (per image), with a hierarchical bootstrap CI."""
+    ev = cfg.evaluation
+    sub = results.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
+                      noise_at_test=g["noise_at_test"])
+
+    def gain(c: str, b: str, t: str) -> np.ndarray:
+        a = _outcomes(sub, c, t).transpose("seed", "stimulus").values
+        z = _outcomes(sub, b, t).transpose("seed", "stimulus").values
+        return a - z
+
+    if not pairs:
+        return {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "p_example": float("nan")}
+    d = np.mean([gain(*p) for p in pairs], axis=0)
+    if minus:
+        d = d - np.mean([np.mean([gain(*p) for p in group], axis=0) for group in minus], axis=0)
+    keep = np.isfinite(d).all(axis=1)
+    d = d[keep]
+    stats = _pair_test(d, np.zeros_like(d), n_permutations=ev.n_permutations,
+                       n_bootstrap=ev.n_bootstrap, confidence_level=ev.confidence_level, rng=rng)
+    return {"estimate": stats["gain"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
+            "p_example": stats["p_example"], "p_seed": stats["p_seed"]}
+
+
+def claims(results: xr.Dataset, cfg: ExperimentConfig) -> list[Claim]:
+    """The three claims of Preble et al. (2026), each answered per regime and noise_at_test.
+
+    1. Structured noise beats isotropic noise of the same total variance: the pooled diagonal
+       gain over ``isotropic`` (every source against its own target).
+    2. Naturalistic structure helps most against the same modification and transfers poorly:
+       for naturalistic sources, the diagonal gain minus the mean off-diagonal gain.
+    3. Adversarial structure generalises across attacks: for adversarial sources, the pooled
+       gain over ``isotropic`` on every adversarial target (each target is an ensemble of
+       attacks, scored by its worst case).
+
+    Verdicts: ``supported`` (CI above 0), ``not supported (the opposite holds)`` (CI below
+    0), ``inconclusive`` (CI includes 0).
+    """
+    conds = set(map(str, results["condition"].values))
+    src = [s for s in cfg.source_ids if f"structured:{s}" in conds]
+    nat = [s for s in src if cfg.source(s).kind == "naturalistic"]
+    adv = [s for s in src if cfg.source(s).kind == "adversarial"]
+    adv_targets = [t for t in cfg.target_ids if cfg.target(t).kind == "adversarial"]
+    c1 = Claim(1, "noise with covariance from modified-vs-clean activations improves "
+                  "robustness over isotropic noise of the same total variance (diagonal of the "
+                  "transfer matrix, gain over isotropic)")
+    c2 = Claim(2, "structure from naturalistic modifications helps most against the same "
+                  "modification and transfers poorly (diagonal minus off-diagonal gain, "
+                  "naturalistic sources)")
+    c3 = Claim(3, "structure from adversarial attacks generalises across attacks (gain over "
+                  "isotropic of adversarial sources on every adversarial target)")
+    if "isotropic" not in conds:
+        return [c1, c2, c3]
+    for gi, g in enumerate(_groups(results)):
+        diag = [(f"structured:{s}", "isotropic", t) for s in src for t in cfg.target_ids
+                if is_diagonal(cfg, s, t)]
+        c1.rows.append({**g, **_pooled_contrast(results, g, diag, cfg, rng=10 * gi)})
+        rows2 = []
+        for s in nat:
+            d = [(f"structured:{s}", "isotropic", t) for t in cfg.target_ids
+                 if is_diagonal(cfg, s, t)]
+            off = [(f"structured:{s}", "isotropic", t) for t in cfg.target_ids
+                   if not is_diagonal(cfg, s, t)]
+            if d and off:
+                rows2.append((d, off))
+        if rows2:
+            diag_pairs = [p for d, _ in rows2 for p in d]
+            minus = [off for _, off in rows2]
+            c2.rows.append({**g, **_pooled_contrast(results, g, diag_pairs, cfg, rng=10 * gi + 1,
+                                                    minus=minus)})
+        pairs3 = [(f"structured:{s}", "isotropic", t) for s in adv for t in adv_targets]
+        if pairs3:
+            c3.rows.append({**g, **_pooled_contrast(results, g, pairs3, cfg, rng=10 * gi + 2)})
+    for c in (c1, c2, c3):
+        for r in c.rows:
+            r["verdict"] = Claim.verdict(r["ci_low"], r["ci_high"])
+    return [c1, c2, c3]
+
+
+def clean_cost(results: xr.Dataset) -> pd.DataFrame:
+    """Clean accuracy of every condition minus that of ``none`` (mean over seeds, with the
+    per-seed spread), per regime, magnitude, layer and noise_at_test."""
+    clean = results["clean_accuracy"]
+    if "none" not in clean["condition"].values:
+        return pd.DataFrame()
+    cost = clean - clean.sel(condition="none")
+    df = cost.to_dataframe(name="cost").reset_index()
+    df = df[np.isfinite(df["cost"])]
+    agg = df.groupby(["regime", "magnitude", "layer", "noise_at_test", "condition"])["cost"]
+    out = agg.agg(["mean", "std", "count"]).reset_index()
+    out = out.rename(columns={"mean": "clean_cost", "std": "sd_over_seeds", "count": "n_seeds"})
+    base = clean.sel(condition="none").to_dataframe(name="clean_none").reset_index()
+    base = base.groupby(["regime", "magnitude", "layer", "noise_at_test"])["clean_none"].mean()
+    return out.merge(base.reset_index(), on=["regime", "magnitude", "layer", "noise_at_test"])
+
+
+def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes: int = 10,
+                        tol: float = 0.1) -> tuple[pd.DataFrame, list[str]]:
+    """Gradient-masking checks for every stochastic or noise-trained condition, per attack.
+
+    For each (seed-averaged) cell: ``ce_pgd_minus_worst`` (CE-PGD accuracy above the ensemble
+    worst case, at each attack target's largest strength), ``square_minus_best_gradient``
+    (negative: the black-box attack beats every gradient attack), accuracy of every attack at
+    the large eps (must reach chance ``1/n_classes``), ``eot_gap`` (CE-PGD without EOT minus
+    with EOT), ``gradient_snr``, and ``apparent_gain`` flags: a condition whose gain over
+    isotropic under one attack exceeds ``tol`` while its worst-case gain does not.
+
+    Returns
+    -------
+    (pandas.DataFrame, list of str)
+        One row per regime x magnitude x layer x noise_at_test x condition, and the flags in
+        words, each naming the condition and the attack.
+    """
+    attacks = [str(a) for a in results["attack"].values]
+    gradient = [a for a in attacks if a != "square"]
+    adv_targets = [t for t in cfg.target_ids if cfg.target(t).family == "attack"]
+    chance = 1.0 / n_classes
+    rows: list[dict[str, Any]] = []
+    messages: list[str] = []
+    mean = results.mean("seed", skipna=True)
+    for g in _groups(results):
+        sub = mean.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
+                       noise_at_test=g["noise_at_test"])
+        for cond in map(str, results["condition"].values):
+            c = sub.sel(condition=cond)
+            stochastic = g["noise_at_test"] and cond != "none"
+            trained = g["regime"] != "test-time"
+            if not (stochastic or trained):
+                continue
+            where = f"{cond} [{g['regime']}, m={g['magnitude']:g}, noise {'on' if g['noise_at_test'] else 'off'} at test]"
+            row: dict[str, Any] = {**g, "condition": cond, "stochastic": stochastic}
+            flagged = []
+            for t in adv_targets:
+                at = c["attack_accuracy"].sel(target=t)
+                valid = np.isfinite(c["strength_value"].sel(target=t).values)
+                last = int(np.flatnonzero(valid)[-1])
+                worst = float(c["accuracy"].sel(target=t).isel(strength=last))
+                eps = float(c["strength_value"].sel(target=t).isel(strength=last))
+                if "pgd_ce" in attacks:
+                    gap = float(at.sel(attack="pgd_ce").isel(strength=last)) - worst
+                    row[f"ce_pgd_minus_worst:{t}"] = gap
+                    if gap > tol:
+                        flagged.append("ce_pgd_overstates")
+                        messages.append(f"{where}: CE-PGD alone says {worst + gap:.2f} on {t} at "
+                                        f"eps {eps:g}, the ensemble worst case {worst:.2f} — "
+                                        "CE-PGD is masked here; quote the worst case.")
+                if "square" in attacks and gradient:
+                    sq = float(at.sel(attack="square").isel(strength=last))
+                    best = float(at.sel(attack=gradient).isel(strength=last).min())
+                    row[f"square_minus_best_gradient:{t}"] = sq - best
+                    if np.isfinite(sq) and sq < best - tol / 2:
+                        flagged.append("black_box_stronger")
+                        messages.append(f"{where}: the black-box square attack ({sq:.2f}) beats "
+                                        f"every gradient attack (best {best:.2f}) on {t} at eps "
+                                        f"{eps:g} — gradient masking suspected.")
+            for a in attacks:
+                v = float(c["large_eps_accuracy"].sel(attack=a))
+                row[f"large_eps:{a}"] = v
+                if np.isfinite(v) and v > chance + tol:
+                    flagged.append("not_chance")
+                    messages.append(f"{where}: {a} leaves accuracy {v:.2f} at L-inf eps "
+                                    f"{cfg.evaluation.large_eps:g} (chance {chance:.2f}) — this "
+                                    "attack does not work on this network; its numbers are not "
+                                    "evidence of robustness.")
+            row["eot_gap"] = float(c["eot_gap"])
+            row["gradient_snr"] = float(c["gradient_snr"])
+            if np.isfinite(row["eot_gap"]) and row["eot_gap"] > tol:
+                messages.append(f"{where}: CE-PGD without EOT leaves {row['eot_gap']:+.2f} more "
+                                "accuracy than with EOT — an attack that ignores the noise "
+                                "overstates robustness.")
+            # apparent gains: one attack shows a gain over isotropic that the worst case does not
+            if cond.startswith("structured") and "isotropic" in results["condition"].values:
+                iso = sub.sel(condition="isotropic")
+                for t in adv_targets:
+                    gain_wc = float((c["accuracy"].sel(target=t)
+                                     - iso["accuracy"].sel(target=t)).mean("strength"))
+                    for a in attacks:
+                        ga = float((c["attack_accuracy"].sel(target=t, attack=a)
+                                    - iso["attack_accuracy"].sel(target=t, attack=a))
+                                   .mean("strength"))
+                        if np.isfinite(ga) and ga > tol and gain_wc <= tol / 2:
+                            flagged.append("apparent_gain")
+                            messages.append(
+                                f"{where}: an apparent gain over isotropic of {ga:+.2f} under "
+                                f"{a} on {t} is not in the worst case ({gain_wc:+.2f}) — do "
+                                "not report it as robustness.")
+            row["flags"] = ",".join(sorted(set(flagged)))
+            row["masking_suspected"] = bool({"ce_pgd_overstates", "black_box_stronger",
+                                             "not_chance"} & set(flagged))
+            rows.append(row)
+    return pd.DataFrame(rows), messages
+
+
+def link_model(results: xr.Dataset, cfg: ExperimentConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Mixed model of gain on alignment, seed as group, per regime and noise_at_test.
+
+    For every noisy condition other than ``isotropic`` and every target: ``gain`` = accuracy
+    minus isotropic's (mean over strengths), ``log_alignment`` = :math:`\\log_2` of the noise
+    variance along the target's top perturbation directions relative to isotropic
+    (``variance_ratio``; 0 = isotropic). Fitted as ``gain ~ log_alignment`` with a random
+    intercept per seed (:func:`neurovar.inference.fit_mixed_model`).
+
+    Returns
+    -------
+    (pandas.DataFrame, list of str)
+        The rows used (for the figure), and one summary line per fit (slope, CI, p, and the
+        fit's convergence/boundary warnings).
+    """
+    if "isotropic" not in results["condition"].values:
+        return pd.DataFrame(), []
+    acc = results["accuracy"].mean("strength", skipna=True)
+    gain = acc - acc.sel(condition="isotropic")
+    df = gain.to_dataframe(name="gain").reset_index()
+    align = results["variance_ratio"].to_dataframe(name="variance_ratio").reset_index()
+    df = df.merge(align, on=["seed", "regime", "condition", "magnitude", "layer", "target"])
+    df = df[~df["condition"].isin(["none", "isotropic"])]
+    df = df[np.isfinite(df["gain"]) & np.isfinite(df["variance_ratio"])
+            & (df["variance_ratio"] > 0)].copy()
+    df["log_alignment"] = np.log2(df["variance_ratio"])
+    lines = []
+    for (regime, flag), sub in df.groupby(["regime", "noise_at_test"]):
+        label = f"{regime}, noise {'on' if flag else 'off'} at test"
+        if sub["seed"].nunique() < 3 or len(sub) < 6:
+            lines.append(f"{label}: too few seeds/rows for a mixed model ({sub['seed'].nunique()} "
+                         "seeds); not fitted.")
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                res = fit_mixed_model(sub, "gain ~ log_alignment", groups="seed")
+            except (ValueError, np.linalg.LinAlgError) as err:
+                lines.append(f"{label}: mixed model not fitted ({err}).")
+                continue
+        p = res.params.loc["log_alignment"]
+        notes = []
+        if not res.converged:
+            notes.append("did not converge")
+        if res.boundary:
+            notes.append("seed variance on the boundary (0)")
+        if caught:
+            notes.append(f"{len(caught)} warning(s) from statsmodels")
+        lines.append(
+            f"{label}: gain per doubling of alignment {p['estimate']:+.3f} "
+            f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}], Wald p = {p['p_value']:.3g} "
+            f"({res.n_obs} rows, {res.n_groups} seeds{'; ' + '; '.join(notes) if notes else ''})")
+    return df, lines

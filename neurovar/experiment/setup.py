@@ -1,0 +1,65 @@
+"""Data, model and device of an experiment config (shared by every cell, cached per process)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from neurovar.datasets import ImageDataset
+
+__all__ = ["build_model", "load_data", "resolve_config_device"]
+
+
+def build_model(config, *, rng: int = 0) -> nn.Module:
+    """The config's untrained network, its weights initialised from ``rng`` (an int seed).
+
+    ``small_cnn``: :class:`neurovar.models.SmallCNN` for the data set's image shape;
+    ``resnet18_cifar``: torchvision's ResNet-18 adapted to 32x32 inputs
+    (:func:`neurovar.models.resnet18_cifar`).
+    """
+    from neurovar import models
+
+    shape = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32)}[config.data.name]
+    if config.model.name == "small_cnn":
+        return models.SmallCNN(
+            in_channels=shape[0],
+            image_size=shape[1],
+            n_classes=10,
+            channels=tuple(config.model.channels),
+            hidden=config.model.hidden,
+            dropout=config.model.dropout,
+            seed=int(rng),
+        )
+    factory = getattr(models, "resnet18_cifar", None)
+    if factory is None:  # pragma: no cover - depends on the models module of this version
+        raise ValueError("model 'resnet18_cifar' is not available in this version of neurovar")
+    return factory(n_classes=10, rng=int(rng))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, root: str | None, limit: int | None, verify: bool) -> ImageDataset:
+    from neurovar import datasets
+
+    if name == "digits":
+        return datasets.load_digits()
+    if name == "mnist":
+        return datasets.load_mnist(root, limit=limit)
+    return datasets.load_cifar10(root, limit=limit, verify=verify)
+
+
+def load_data(config) -> ImageDataset:
+    """The config's data set (the split is fixed; seeds vary the network, not the data)."""
+    d = config.data
+    return _load(d.name, d.root, d.limit, d.verify)
+
+
+def resolve_config_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available here")
+    return dev

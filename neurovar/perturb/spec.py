@@ -1,0 +1,304 @@
+"""One perturbation interface: a spec (family, name, strength) usable as a source and a target.
+
+Attacks, CIFAR-10-C corruptions and parametric modifications are called three ways
+(``Attack(model, eps=...)(x, y)``, ``corrupt(x, name, severity=...)``, ``modify(x, name,
+strength=...)``). A :class:`Perturbation` names one of them at one strength and
+
+- **as a source** (:meth:`Perturbation.apply`) returns perturbed images, e.g. to fit a noise
+  covariance from the activation change :math:`h(\\tilde x) - h(x)`
+  (:func:`neurovar.noise.fit_perturbation_covariance`);
+- **as a target** (:func:`evaluate_target`) is evaluated over several strengths. An attack
+  target's number is the per-example worst case of the attack ensemble of
+  :func:`evaluate_robustness` (never one attack alone); a corruption or modification target's
+  number is the accuracy under it. Corruption targets are never mixed into the attack
+  ensemble's worst case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from .._rng import seed_from
+from ._utils import RNGLike, check_images_labels, model_device, param_error
+from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
+from .evaluate import ATTACK_NAMES, ENSEMBLE, _build_attack, correct_matrix, evaluate_robustness
+
+__all__ = ["FAMILIES", "Perturbation", "TargetSpec", "evaluate_target", "perturbation_names"]
+
+#: The three families of perturbations.
+FAMILIES: tuple[str, ...] = ("attack", "corruption", "modification")
+
+
+def perturbation_names(family: str) -> tuple[str, ...]:
+    """Valid ``name`` values of a family (attack names of the ensemble registry, the 15
+    CIFAR-10-C corruptions, or the parametric modifications)."""
+    if family == "attack":
+        return tuple(ATTACK_NAMES)
+    if family == "corruption":
+        return tuple(sorted(CORRUPTIONS))
+    if family == "modification":
+        return tuple(sorted(MODIFICATIONS))
+    raise param_error("perturbation_names", "family", f"one of {FAMILIES}", family)
+
+
+def _check_family_name(owner: str, family: Any, name: Any) -> None:
+    if family not in FAMILIES:
+        raise param_error(owner, "family", f"one of {FAMILIES}", family)
+    if family == "attack" and name == "ensemble":
+        return
+    valid = perturbation_names(family)
+    if name not in valid:
+        raise param_error(owner, "name", f"one of {list(valid)} for family {family!r}", name)
+
+
+def _check_strength(owner: str, family: str, name: str, norm: str, strength: Any) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.number)):
+        raise param_error(owner, "strength", "a number", strength)
+    s = float(strength)
+    if not np.isfinite(s):
+        raise param_error(owner, "strength", "a finite number", strength)
+    if family == "attack":
+        high = 1.0 if norm == "linf" else np.inf
+        if not 0.0 <= s <= high:
+            raise param_error(
+                owner, "strength", f"an eps in [0, {high:g}] for norm {norm!r}", strength
+            )
+    elif family == "corruption":
+        if s not in SEVERITIES:
+            raise param_error(owner, "strength", f"a severity in {list(SEVERITIES)}", strength)
+    else:
+        _, (low, high), _ = MODIFICATIONS[name]
+        if not low <= s <= high:
+            raise param_error(
+                owner, "strength", f"a strength in [{low:g}, {high:g}] for {name!r}", strength
+            )
+    return s
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One perturbation at one strength: an attack, a corruption or a modification.
+
+    Parameters
+    ----------
+    family
+        ``"attack"``, ``"corruption"`` (CIFAR-10-C, Hendrycks & Dietterich 2019) or
+        ``"modification"`` (parametric, :func:`modify`).
+    name
+        An attack of :data:`ATTACK_NAMES`, a corruption of ``CORRUPTIONS`` or a modification
+        of ``MODIFICATIONS``.
+    strength
+        eps for attacks (L-inf in [0, 1], L2 >= 0), severity 1-5 for corruptions, the
+        modification's strength otherwise.
+    norm
+        ``"linf"`` or ``"l2"`` (attacks only).
+    steps, n_queries, n_target_classes, eot_samples
+        Attack budget (PGD steps, Square queries, targeted classes, EOT draws).
+    """
+
+    family: str
+    name: str
+    strength: float
+    norm: str = "linf"
+    steps: int = 10
+    n_queries: int = 1000
+    n_target_classes: int = 3
+    eot_samples: int = 1
+
+    def __post_init__(self) -> None:
+        owner = "Perturbation"
+        _check_family_name(owner, self.family, self.name)
+        if self.family == "attack" and self.name == "ensemble":
+            raise param_error(owner, "name", "a single attack (the ensemble is a target)", "ensemble")
+        if self.norm not in ("linf", "l2"):
+            raise param_error(owner, "norm", "'linf' or 'l2'", self.norm)
+        object.__setattr__(
+            self, "strength", _check_strength(owner, self.family, self.name, self.norm, self.strength)
+        )
+
+    @property
+    def key(self) -> str:
+        """Short identifier, e.g. ``"attack:pgd_ce[linf]@0.1"``."""
+        norm = f"[{self.norm}]" if self.family == "attack" else ""
+        return f"{self.family}:{self.name}{norm}@{self.strength:g}"
+
+    def apply(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        model: nn.Module | None = None,
+        rng: RNGLike = None,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor:
+        """Perturbed versions of ``images`` (same shape, in [0, 1]).
+
+        Attacks need ``model`` and ``labels`` and attack the model in the mode it is in;
+        corruptions and modifications ignore both. ``rng`` seeds every random choice.
+        """
+        owner = "Perturbation.apply"
+        if self.family == "attack":
+            if model is None or labels is None:
+                raise param_error(owner, "model", "a model and labels for an attack", model)
+            images, labels = check_images_labels(images, labels, owner)
+            attack = _build_attack(
+                self.name,
+                model,
+                eps=self.strength,
+                norm=self.norm,
+                steps=self.steps,
+                n_queries=self.n_queries,
+                n_target_classes=self.n_target_classes,
+                eot_samples=self.eot_samples,
+                seed=seed_from(rng),
+                device=model_device(model, device),
+            )
+            return attack(images, labels)
+        if self.family == "corruption":
+            return corrupt(images, self.name, severity=int(self.strength), rng=rng)
+        return modify(images, self.name, strength=self.strength, rng=rng)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target: a perturbation family/name evaluated at several strengths.
+
+    Parameters
+    ----------
+    family, name
+        As in :class:`Perturbation`; for attacks ``name="ensemble"`` (default) evaluates the
+        AutoAttack-like ensemble :data:`ENSEMBLE` and reports its per-example worst case.
+    strengths
+        eps values / severities / modification strengths.
+    norm
+        Threat model of an attack target.
+    attacks
+        Attacks of the ensemble (attack targets only).
+    """
+
+    family: str
+    name: str
+    strengths: tuple[float, ...]
+    norm: str = "linf"
+    attacks: tuple[str, ...] = field(default=ENSEMBLE)
+
+    def __post_init__(self) -> None:
+        owner = "TargetSpec"
+        _check_family_name(owner, self.family, self.name)
+        if self.norm not in ("linf", "l2"):
+            raise param_error(owner, "norm", "'linf' or 'l2'", self.norm)
+        strengths = tuple(self.strengths)
+        if not strengths:
+            raise param_error(owner, "strengths", "a non-empty sequence", self.strengths)
+        name = self.name if self.family != "attack" else "pgd_ce"
+        checked = tuple(_check_strength(owner, self.family, name, self.norm, s) for s in strengths)
+        if len(set(checked)) != len(checked):
+            raise param_error(owner, "strengths", "distinct values", self.strengths)
+        object.__setattr__(self, "strengths", checked)
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        for a in self.attacks:
+            if a not in ATTACK_NAMES:
+                raise param_error(owner, "attacks", f"names from {list(ATTACK_NAMES)}", a)
+
+    def perturbation(self, strength: float, **budget: Any) -> Perturbation:
+        """The :class:`Perturbation` of this target at ``strength`` (attacks: CE-PGD)."""
+        name = "pgd_ce" if self.family == "attack" and self.name == "ensemble" else self.name
+        return Perturbation(self.family, name, strength, norm=self.norm, **budget)
+
+
+def evaluate_target(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    target: TargetSpec,
+    *,
+    n_evaluations: int = 1,
+    eot_samples: int | str = "auto",
+    steps: int = 20,
+    n_queries: int = 1000,
+    n_target_classes: int = 3,
+    batch_size: int | None = None,
+    rng: RNGLike = None,
+    device: str | torch.device | None = None,
+) -> xr.Dataset:
+    r"""Accuracy of ``model`` under ``target`` at each of its strengths, per stimulus.
+
+    - attack targets: :func:`evaluate_robustness` with the ensemble ``target.attacks``; the
+      per-stimulus outcome is the worst case over attacks and evaluations,
+      :math:`w_n = \min_a c_{a,n}`, and ``attack_accuracy`` keeps each attack's accuracy
+      (for the masking diagnostics);
+    - corruption / modification targets: the fraction of ``n_evaluations`` forward passes
+      that classify the perturbed image correctly, :math:`\frac1E \sum_e 1[f_{\xi_e}(\tilde
+      x_n) = y_n]` (the expected accuracy of a stochastic network), one seeded perturbation per
+      strength.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``correct`` (strength, stimulus), ``accuracy`` (strength), ``attack_accuracy``
+        (strength, attack; attack targets only, else absent); attrs ``family``, ``name``,
+        ``norm``, ``outcome`` ("worst_case" or "mean_over_evaluations").
+    """
+    owner = "evaluate_target"
+    if not isinstance(target, TargetSpec):
+        raise param_error(owner, "target", "a TargetSpec", target)
+    images, labels = check_images_labels(images, labels, owner)
+    gen = np.random.default_rng(rng)
+    strengths = np.asarray(target.strengths, dtype=float)
+    n = images.shape[0]
+    if target.family == "attack":
+        res = evaluate_robustness(
+            model,
+            images,
+            labels,
+            eps=list(target.strengths),
+            norm=target.norm,
+            attacks=list(target.attacks),
+            n_evaluations=n_evaluations,
+            eot_samples=eot_samples,
+            steps=steps,
+            n_queries=n_queries,
+            n_target_classes=n_target_classes,
+            batch_size=batch_size,
+            rng=gen,
+            device=device,
+        )
+        correct = res["worst_case_correct"].values.astype(float)
+        out = xr.Dataset(
+            {
+                "correct": (("strength", "stimulus"), correct),
+                "accuracy": (("strength",), correct.mean(axis=1)),
+                "attack_accuracy": (("strength", "attack"), res["accuracy"].values),
+            },
+            coords={"strength": strengths, "attack": list(res["attack"].values)},
+            attrs={"outcome": "worst_case", "eot_samples": int(res.attrs["eot_samples"]),
+                   "n_evaluations": int(res.attrs["n_evaluations"]),
+                   "stochastic": int(res.attrs["stochastic"])},
+        )
+    else:
+        dev = model_device(model, device)
+        correct = np.zeros((len(strengths), n))
+        for i, s in enumerate(target.strengths):
+            pert = target.perturbation(s).apply(images, rng=gen)
+            mat = correct_matrix(
+                model, pert, labels, n_evaluations=n_evaluations,
+                seed=int(gen.integers(2**62)), batch_size=batch_size, device=dev,
+            )
+            correct[i] = mat.mean(axis=0)
+        out = xr.Dataset(
+            {
+                "correct": (("strength", "stimulus"), correct),
+                "accuracy": (("strength",), correct.mean(axis=1)),
+            },
+            coords={"strength": strengths},
+            attrs={"outcome": "mean_over_evaluations", "n_evaluations": int(n_evaluations)},
+        )
+    out.attrs.update(family=target.family, name=target.name, norm=target.norm)
+    return out
+

@@ -1,0 +1,130 @@
+"""Transfer-matrix statistics against scipy/statsmodels, claim verdicts, planted masking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import xarray as xr
+from experiment_helpers import tiny_config
+from statsmodels.stats.multitest import multipletests
+
+from neurovar.experiment import (
+    claims,
+    compute_cell,
+    load_config,
+    masking_diagnostics,
+    plan,
+    transfer_matrix,
+)
+from neurovar.experiment.analysis import Claim
+
+
+def _synthetic_results(cfg, rng, n_stim=6, effect=0.0):
+    """A results Dataset with known per-image outcomes (0/1) for every condition."""
+    conds = list(cfg.expanded_conditions())
+    targets = list(cfg.target_ids)
+    seeds = list(cfg.seeds)
+    shape = (len(seeds), 1, len(conds), 1, 1, 1, len(targets), 2, n_stim)
+    p = np.full(shape, 0.5)
+    for ci, c in enumerate(conds):
+        if c.startswith("structured"):
+            p[:, :, ci] += effect
+    correct = (rng.random(shape) < p).astype(float)
+    coords = {
+        "seed": seeds, "regime": ["train-time"], "condition": conds, "magnitude": [0.5],
+        "layer": ["relu3"], "noise_at_test": [True], "target": targets,
+        "strength": [0, 1], "stimulus": np.arange(n_stim),
+        "strength_value": (("target", "strength"),
+                           np.array([t.strengths for t in cfg.targets], dtype=float)),
+    }
+    dims = ("seed", "regime", "condition", "magnitude", "layer", "noise_at_test", "target",
+            "strength", "stimulus")
+    ds = xr.Dataset({"correct": (dims, correct)}, coords=coords)
+    ds["accuracy"] = ds["correct"].mean("stimulus")
+    return ds
+
+
+def test_transfer_matrix_matches_scipy_and_statsmodels():
+    cfg = load_config(tiny_config(seeds=[0, 1]))
+    res = _synthetic_results(cfg, np.random.default_rng(0))
+    tm = transfer_matrix(res, cfg)
+    g = tm.sel(regime="train-time", magnitude=0.5, layer="relu3", noise_at_test=True,
+               baseline="isotropic")
+    ps = []
+    for s in g["source"].values:
+        for t in g["target"].values:
+            a = res["correct"].sel(condition=f"structured:{s}", target=t).mean("strength")
+            b = res["correct"].sel(condition="isotropic", target=t).mean("strength")
+            a, b = a.values.ravel(), b.values.ravel()
+            d = a - b
+            cell = g.sel(source=s, target=t)
+            assert float(cell["gain"]) == pytest.approx(d.mean())
+            assert float(cell["ci_low"]) <= d.mean() <= float(cell["ci_high"])
+            ref = scipy.stats.permutation_test(
+                (a, b), lambda x, y, axis: np.mean(x - y, axis=axis),
+                permutation_type="samples", n_resamples=np.inf, alternative="two-sided")
+            if np.any(d != 0):  # 12 pairs: 4096 sign flips, enumerated exactly by both
+                assert float(cell["p_example"]) == pytest.approx(ref.pvalue, rel=1e-9)
+            ps.append(float(cell["p_example"]))
+    q = multipletests(ps, method="fdr_bh")[1]
+    np.testing.assert_allclose(g["q_value"].transpose("source", "target").values.ravel(), q)
+    diag = tm["diagonal"]
+    assert bool(diag.sel(source="pgd_ce", target="adversarial_linf"))
+    assert bool(diag.sel(source="gaussian_noise", target="gaussian_noise"))
+    assert not bool(diag.sel(source="pgd_ce", target="gaussian_noise"))
+
+
+def test_claim_verdicts_follow_the_intervals():
+    assert Claim.verdict(0.01, 0.2) == "supported"
+    assert Claim.verdict(-0.2, -0.01).startswith("not supported")
+    assert Claim.verdict(-0.1, 0.1) == "inconclusive"
+    cfg = load_config(tiny_config(seeds=[0, 1, 2, 3]))
+    helps = claims(_synthetic_results(cfg, np.random.default_rng(1), n_stim=40, effect=0.45), cfg)
+    assert helps[0].rows[0]["verdict"] == "supported"
+    null = claims(_synthetic_results(cfg, np.random.default_rng(2), n_stim=40), cfg)
+    assert null[0].rows[0]["verdict"] != "supported" or null[0].rows[0]["ci_low"] > 0
+
+
+class _Saturated(torch.nn.Module):
+    """Wraps the SmallCNN and multiplies its logits by 1e4 (CE gradients vanish: masking),
+    keeping the layer names of the wrapped network."""
+
+    def __init__(self, inner):
+        super().__init__()
+        for name, module in inner.named_children():
+            self.add_module(name, module)
+
+    def forward(self, x):
+        for module in self.children():
+            x = module(x)
+        return 1e4 * x
+
+
+def test_planted_gradient_masking_is_flagged_by_name(monkeypatch, tmp_path):
+    from neurovar.experiment import assemble, setup, write_cell
+    from neurovar.experiment import cell as cell_module
+
+    real = setup.build_model
+    monkeypatch.setattr(cell_module, "build_model",
+                        lambda cfg, rng=0: _Saturated(real(cfg, rng=rng)))
+    cell_module._BASE.clear()
+    cell_module._STRUCTURE.clear()
+    try:
+        cfg = load_config(tiny_config(seeds=[0], regimes=["test-time"],
+                                      conditions=["none", "isotropic"],
+                                      evaluation={**tiny_config()["evaluation"], "steps": 5,
+                                                  "n_queries": 30}))
+        specs = plan(cfg)
+        for spec in specs:
+            write_cell(tmp_path, spec, compute_cell(spec))
+        res = assemble(tmp_path, specs, cfg.magnitudes)
+    finally:
+        cell_module._BASE.clear()
+        cell_module._STRUCTURE.clear()
+    table, messages = masking_diagnostics(res, cfg)
+    row = table[table["condition"] == "isotropic"].iloc[0]
+    assert row["masking_suspected"]
+    assert row["large_eps:pgd_ce"] > 0.5  # CE-PGD cannot move a saturated network
+    assert any(m.startswith("isotropic [test-time") and "pgd_ce" in m for m in messages)
