@@ -269,3 +269,43 @@ def test_local_n_starts_and_closes_its_own_cluster(reference, tmp_path):
             break
         time.sleep(0.2)
     assert not left, f"worker processes left running: {left}"
+
+
+# ------------------------------------------------------------------ the experiment's own cells
+
+
+def _untimed(meta: dict) -> dict:
+    """spec.json without the wall-clock times (which differ from run to run)."""
+    info = {k: v for k, v in meta["info"].items() if not k.endswith("seconds")}
+    return {**meta, "info": info}
+
+
+def test_real_cells_identical_in_process_and_on_the_cluster(client, tmp_path):
+    """Real cells (training, fitting, attacks) with the default compute/writer/done: the
+    numbers of a LocalCluster run equal the in-process run's bitwise, whichever write mode."""
+    from experiment_helpers import tiny_config
+
+    from neurovar.experiment import load_config, plan, read_cell
+
+    cfg = load_config(tiny_config(seeds=[0], regimes=["test-time"],
+                                  conditions=["none", "structured"]))
+    specs = plan(cfg)[:2]
+    here = run_cells(specs, tmp_path / "here", progress=False)
+    there = run_cells(specs, tmp_path / "there", scheduler=client, progress=False)
+    client_side = run_cells(specs, tmp_path / "client", scheduler=client, write="client",
+                            progress=False)
+    assert here.ok and there.ok and client_side.ok, (here.failed, there.failed)
+    for s in specs:
+        a, meta = read_cell(tmp_path / "here", s.cell_id)
+        for other in ("there", "client"):
+            b, meta_b = read_cell(tmp_path / other, s.cell_id)
+            assert set(a.variables) == set(b.variables)
+            for name in a.variables:  # every number, bitwise
+                assert a[name].values.tobytes() == b[name].values.tobytes(), (s.label, name)
+            assert _untimed(meta) == _untimed(meta_b), (s.label, other)
+    assert meta["cell_id"] == specs[-1].cell_id
+    # the default compute shares the base network through out_dir/cache in-process and with
+    # write="worker"; with write="client" nothing but cells/ is written to the results folder
+    assert any((tmp_path / "here" / "cache").iterdir())
+    assert any((tmp_path / "there" / "cache").iterdir())
+    assert not (tmp_path / "client" / "cache").exists()
