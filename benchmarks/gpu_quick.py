@@ -223,8 +223,9 @@ def write_fake_cifar(root: Path, n: int) -> None:
 
 
 def small_cifar_config(root: Path, device: str, *, tiny: bool = False):
-    """The shipped cifar10-resnet18 config with the budget cut to seconds per cell (``tiny``:
-    the smallest sizes the schema allows, for a CPU)."""
+    """The shipped cifar10-resnet18 config with the budget cut to seconds per cell on a GPU
+    (every source and target kept); ``tiny``: the smallest sizes, one source and one strength
+    of each family, and CE-PGD alone, for a CPU dry run."""
     import tomllib
 
     from neurovar.experiment.config import CONFIG_DIR, parse_config
@@ -239,6 +240,16 @@ def small_cifar_config(root: Path, device: str, *, tiny: bool = False):
                               eot_samples=1 if tiny else 2, n_evaluations=1 if tiny else 2,
                               n_record_trials=2 if tiny else 3, n_record_stimuli=n_rec,
                               n_bootstrap=99, n_permutations=99, batch_size=32)
+    if tiny:  # one source and one strength of each family: a CPU cell in seconds
+        first: dict = {}
+        for src in data["sources"]:
+            first.setdefault(src["family"], src)
+        data["sources"] = list(first.values())
+        targets: dict = {}
+        for t in data["targets"]:
+            targets.setdefault(t["family"], {**t, "strengths": t["strengths"][-1:]})
+        data["targets"] = list(targets.values())
+        data["evaluation"]["attacks"] = ["pgd_ce"]
     return parse_config(data, source="cifar10-resnet18 (reduced)")
 
 
