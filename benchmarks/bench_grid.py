@@ -182,6 +182,16 @@ def main() -> None:
         f"{60 / args.work:.0f} cells/min in-process and {args.workers * 60 / args.work:.0f} "
         f"on {args.workers} workers when the cores are free.",
     ]
+    if args.demo:
+        lines += [
+            "",
+            f"`demo cell`: the first {args.demo} cells of the shipped demo grid (seed 0). They share "
+            "seed 0's base network: in-process it is trained once and kept in memory; on the "
+            "cluster both workers start at once, so each trains it (the disk cache under "
+            "`out/cache` only helps cells that start after it is written) and each imports the "
+            "experiment modules on its first cell. With a handful of cells that start-up cost "
+            "dominates; a cluster pays off on grids of many cells per worker (the `work` rows).",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

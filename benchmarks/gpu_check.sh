@@ -24,7 +24,8 @@
 #   bash benchmarks/gpu_wheels.sh            # here, where pip reaches the registry
 #   bash benchmarks/gpu_check.sh             # there (CUDA); results in $OUT/gpu_check or a temp dir
 #   bash benchmarks/gpu_check.sh --cpu       # dry run of every step on the CPU, small sizes
-# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds, default 450),
+# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (seconds, default 450; 3x that
+# and 3x every step's limit with --cpu),
 # GPU_CHECK_SITE (default /tmp/site).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,8 @@ if [ "${1:-}" = "--cpu" ]; then MODE=cpu; elif [ -n "${1:-}" ]; then
   echo "usage: bash benchmarks/gpu_check.sh [--cpu]" >&2; exit 2
 fi
 PY="${PYTHON:-python3}"
-BUDGET="${GPU_CHECK_BUDGET:-450}"
+if [ "$MODE" = cpu ]; then SCALE=3; else SCALE=1; fi  # a CPU dry run: 3x every time limit
+BUDGET="${GPU_CHECK_BUDGET:-$((450 * SCALE))}"
 SITE="${GPU_CHECK_SITE:-/tmp/site}"
 START=$(date +%s)
 RES="${OUT:-$(mktemp -d /tmp/gpu_check.XXXXXX)}/gpu_check"
@@ -54,6 +56,7 @@ step() {  # step NAME LIMIT_SECONDS CMD...
   if [ "$left" -lt 20 ]; then
     printf '| %s | SKIP | 0 | budget of %ss used up |\n' "$name" "$BUDGET" >> "$SUMMARY"; return
   fi
+  limit=$((limit * SCALE))
   [ "$limit" -gt "$left" ] && limit="$left"
   echo "===== $name (limit ${limit}s): $*" >> "$LOG"
   echo "[gpu_check] $name ..." >&2
