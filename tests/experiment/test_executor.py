@@ -280,6 +280,7 @@ def _untimed(meta: dict) -> dict:
     return {**meta, "info": info}
 
 
+@pytest.mark.slow
 def test_real_cells_identical_in_process_and_on_the_cluster(client, tmp_path):
     """Real cells (training, fitting, attacks) with the default compute/writer/done: the
     numbers of a LocalCluster run equal the in-process run's bitwise, whichever write mode."""
