@@ -63,7 +63,7 @@ def small_cnn() -> tuple[nn.Module, str]:
         from neurovar.models import SmallCNN
 
         return SmallCNN(
-            in_channels=3, image_size=32, n_classes=10, seed=0
+            in_channels=3, image_size=32, n_classes=10, rng=0
         ), "neurovar.models.SmallCNN"
     except ImportError:
         with torch.random.fork_rng(devices=[]):
@@ -110,23 +110,23 @@ def noise_models(
 ) -> dict[str, nn.Module]:
     d, c = math.prod(shape), shape[0]
     out: dict[str, nn.Module] = {
-        "isotropic": IsotropicNoise(0.1, seed=0),
-        "diagonal (flat)": DiagonalNoise(rng.uniform(0.01, 0.02, d), seed=0),
+        "isotropic": IsotropicNoise(0.1, rng=0),
+        "diagonal (flat)": DiagonalNoise(rng.uniform(0.01, 0.02, d), rng=0),
         f"low-rank r={rank} (flat)": LowRankNoise(
-            rng.standard_normal((d, rank)) * 0.01, 0.01, seed=0
+            rng.standard_normal((d, rank)) * 0.01, 0.01, rng=0
         ),
-        "poisson-like": PoissonLikeNoise(1.0, seed=0),
+        "poisson-like": PoissonLikeNoise(1.0, rng=0),
     }
     if len(shape) > 1:
         r_c = min(rank, c)
         out[f"low-rank r={r_c} (channel)"] = LowRankNoise(
-            rng.standard_normal((c, r_c)) * 0.1, 0.01, share="channel", seed=0
+            rng.standard_normal((c, r_c)) * 0.1, 0.01, share="channel", rng=0
         )
         a = rng.standard_normal((c, c))
-        out[f"full {c}x{c} (channel)"] = CovarianceNoise(a @ a.T / c, share="channel", seed=0)
+        out[f"full {c}x{c} (channel)"] = CovarianceNoise(a @ a.T / c, share="channel", rng=0)
     if d <= 4096:
         a = rng.standard_normal((d, min(d, 256)))
-        out[f"full {d}x{d} (flat)"] = CovarianceNoise(a @ a.T / d + 1e-3 * np.eye(d), seed=0)
+        out[f"full {d}x{d} (flat)"] = CovarianceNoise(a @ a.T / d + 1e-3 * np.eye(d), rng=0)
     return out
 
 

@@ -47,7 +47,7 @@ def loop(model, x, layer, n_trials, batch_size):
 
 def case(name, model, x, noise_layer, record_layer, n_trials, batch_size):
     model.eval()
-    with inject_noise(model, {noise_layer: IsotropicNoise(0.1, seed=0)}):
+    with inject_noise(model, {noise_layer: IsotropicNoise(0.1, rng=0)}):
         # same samples per forward pass for all three methods
         t_loop = timeit(lambda: loop(model, x, record_layer, n_trials, batch_size * n_trials))
         kw = dict(

@@ -14,9 +14,8 @@ Subpackages (import what you need; ``import neurovar`` also registers the ``da.n
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import dims, stats  # noqa: E402  (stats registers the .nv accessor)
+from ._version import __version__  # noqa: E402
 from .record import load_recording, record_activations, save_recording  # noqa: E402
 
 _LAZY = ("noise", "perturb", "inference", "cortex", "datasets", "models", "record", "demo", "plot")

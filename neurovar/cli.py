@@ -76,7 +76,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
         outcome = run(config, args.out, overwrite=args.overwrite,
                       progress=not args.no_progress, scheduler=args.scheduler)
         if outcome.results is not None:
-            write_report(args.out, seconds=outcome.seconds)
+            write_report(args.out)
     except (FileExistsError, NotADirectoryError, PermissionError) as err:
         return _error(args.command, str(err).splitlines()[0])
     except OSError as err:

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._compat import renamed_parameters
+from ._torch import seed_from
+
 __all__ = ["ImageDataset", "load_digits", "load_mnist", "load_cifar10"]
 
 
@@ -48,19 +51,22 @@ class ImageDataset:
         return len(self.classes)
 
 
-def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
+@renamed_parameters({"seed": "rng"})
+def load_digits(
+    *, test_fraction: float = 0.25, rng: int | np.random.Generator | torch.Generator = 0
+) -> ImageDataset:
     """scikit-learn's handwritten digits (UCI ML, 1797 images, 8x8, 10 classes) as tensors.
 
     Pixel values 0..16 are divided by 16, so images lie in [0, 1]. The train/test split is a
     stratified, seeded split (:func:`sklearn.model_selection.train_test_split`), identical for
-    the same ``seed`` on every machine.
+    the same ``rng`` seed on every machine.
 
     Parameters
     ----------
     test_fraction
         Fraction of images in the test split, in (0, 1).
-    seed
-        Seed of the split.
+    rng
+        Seed of the split (int), or a numpy / torch Generator that gives one (one draw).
 
     References
     ----------
@@ -69,15 +75,24 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
     from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(
-            f"The 'test_fraction' parameter of load_digits must be in (0, 1). Got {test_fraction!r} instead."
-        )
+    from ._validation import check_real, check_rng
+
+    check_real(
+        test_fraction,
+        name="test_fraction",
+        owner="load_digits",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    check_rng(rng, name="rng", owner="load_digits")
+    random_state = int(rng) if isinstance(rng, (int, np.integer)) else seed_from(rng) % 2**32
     bunch = _sk_load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
     labels = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+        images, labels, test_size=test_fraction, random_state=random_state, stratify=labels
     )
     return ImageDataset(
         x_train=torch.from_numpy(x_tr),
@@ -109,7 +124,14 @@ def _from_torchvision(train_ds, test_ds, name: str, limit: int | None) -> ImageD
     )
 
 
-def _check_root(root: str | Path, loader: str) -> Path:
+def _check_root(root: str | Path, loader: str, limit: int | None = None) -> Path:
+    from ._validation import check_int, param_error
+
+    check_int(limit, name="limit", owner=loader, low=1, allow_none=True)
+    if not isinstance(root, (str, Path)):
+        raise param_error(
+            "root", loader, "a path (str or pathlib.Path) to an existing folder", root
+        )
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
@@ -132,7 +154,7 @@ def load_mnist(root: str | Path, *, limit: int | None = None) -> ImageDataset:
     """
     from torchvision.datasets import MNIST
 
-    root = _check_root(root, "load_mnist")
+    root = _check_root(root, "load_mnist", limit)
     train = MNIST(str(root), train=True, download=False)
     test = MNIST(str(root), train=False, download=False)
     return _from_torchvision(train, test, "mnist", limit)
@@ -154,7 +176,7 @@ def load_cifar10(
     """
     from torchvision.datasets import CIFAR10
 
-    root = _check_root(root, "load_cifar10")
+    root = _check_root(root, "load_cifar10", limit)
     cls = CIFAR10
     if not verify:
 

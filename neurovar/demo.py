@@ -52,5 +52,5 @@ def run_demo(
     outcome = run(load_config(config), out_dir, overwrite=overwrite, progress=progress,
                   scheduler=scheduler)
     if outcome.results is not None:
-        write_report(out_dir, seconds=outcome.seconds)
+        write_report(out_dir)
     return outcome

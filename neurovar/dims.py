@@ -8,9 +8,12 @@ results carry the dims ``("unit", "unit_j")`` (Elephant's ``_i``/``_j`` naming).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
+import numpy as np
 import xarray as xr
+
+from ._validation import InvalidParameterError, check_dim_names
 
 TRIAL = "trial"
 STIMULUS = "stimulus"
@@ -27,6 +30,7 @@ __all__ = [
     "check_dims",
     "check_responses",
     "pair_dim",
+    "unit_coords",
 ]
 
 
@@ -42,6 +46,8 @@ def check_dims(
     name: str = "responses",
     allow_extra: bool = True,
     min_sizes: dict[str, int] | None = None,
+    owner: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> None:
     """Raise a clear error unless ``obj`` has the ``required`` dims.
 
@@ -57,27 +63,52 @@ def check_dims(
         If False, dims other than ``required`` are an error too.
     min_sizes
         Minimum length per dim, e.g. ``{"trial": 2}`` for a variance.
+    owner
+        The public function checking, named in the message.
+    params
+        ``{dim: parameter name}`` for dims that a parameter of ``owner`` chose (``trial_dim``,
+        ``unit_dim``, ...): a missing one is then blamed on that parameter.
 
     Raises
     ------
-    TypeError
-        If ``obj`` is not an xarray DataArray or Dataset.
-    ValueError
-        Naming the missing (or extra) dims, the dims that exist, and how to rename.
+    neurovar._validation.InvalidParameterError
+        (a TypeError and a ValueError) If ``obj`` is not an xarray DataArray or Dataset, or
+        naming the missing (or extra, or repeated) dims, the dims that exist, and how to rename.
     """
+    of = f"The '{name}' parameter" + (f" of {owner}" if owner else "")
+
+    def fail(message: str) -> InvalidParameterError:
+        return InvalidParameterError(message, name=name, owner=owner)
+
     if isinstance(obj, xr.DataTree):
         layers = list(obj.children)
-        raise TypeError(
-            f"The '{name}' parameter must be an xarray.DataArray, got a DataTree (a recording of "
+        raise fail(
+            f"{of} must be an xarray.DataArray, got a DataTree (a recording of "
             f"layers {layers!r}); select one layer, e.g. tree[{(layers or ['layer'])[0]!r}]['activation']."
         )
     if not isinstance(obj, (xr.DataArray, xr.Dataset)):
-        raise TypeError(
-            f"The '{name}' parameter must be an xarray.DataArray with named dims. "
+        raise fail(
+            f"{of} must be an xarray.DataArray with named dims. "
             f"Got {type(obj).__name__} instead; wrap arrays with "
             f"xr.DataArray(values, dims={RESPONSE_DIMS!r})."
         )
     required = list(required)
+    params = dict(params or {})
+    for d in required:
+        if not isinstance(d, str):
+            pname = params.get(d, "dims") if isinstance(d, Hashable) else "dims"
+            raise InvalidParameterError(
+                f"The '{pname}' parameter{' of ' + owner if owner else ''} must be a dimension "
+                f"name (str). Got {d!r} instead.",
+                name=pname,
+                owner=owner,
+            )
+    repeated = sorted({str(d) for d in required if required.count(d) > 1})
+    if repeated:
+        raise fail(
+            f"{of} is checked for the dims {tuple(required)!r}, which name {repeated!r} twice; "
+            "each dim parameter (trial_dim, stimulus_dim, unit_dim, ...) must name a different dim."
+        )
     have = list(obj.dims)
     missing = [d for d in required if d not in have]
     if missing:
@@ -87,24 +118,31 @@ def check_dims(
             mapping = dict(zip(spare, missing))
             hint = f" If they are named differently, rename them, e.g. {name}.rename({mapping!r}),"
             hint += " or pass the dim names as keyword arguments."
-        raise ValueError(
-            f"The '{name}' parameter must have dims {tuple(required)!r}; "
+        blamed = [params[d] for d in missing if d in params]
+        prefix = ""
+        if blamed:
+            prefix = (
+                f"The '{blamed[0]}' parameter{' of ' + owner if owner else ''} must name a "
+                f"dimension of '{name}'. Got {missing[0]!r} instead. "
+            )
+        raise fail(
+            f"{prefix}{of} must have dims {tuple(required)!r}; "
             f"missing {tuple(missing)!r}, found {tuple(have)!r}.{hint}"
         )
     if not allow_extra:
         extra = [d for d in have if d not in required]
         if extra:
-            raise ValueError(
-                f"The '{name}' parameter must have exactly the dims {tuple(required)!r}; "
+            raise fail(
+                f"{of} must have exactly the dims {tuple(required)!r}; "
                 f"found extra dims {tuple(extra)!r}. Select or reduce them first, "
                 f"e.g. {name}.isel({extra[0]}=0)."
             )
+    empty = [d for d in required if obj.sizes[d] == 0]
+    if empty:
+        raise fail(f"{of} is empty along {tuple(empty)!r} (sizes {dict(obj.sizes)!r}).")
     for dim, size in (min_sizes or {}).items():
         if obj.sizes[dim] < size:
-            raise ValueError(
-                f"The '{name}' parameter needs at least {size} entries along '{dim}'; "
-                f"got {obj.sizes[dim]}."
-            )
+            raise fail(f"{of} needs at least {size} entries along '{dim}'; got {obj.sizes[dim]}.")
 
 
 def check_responses(
@@ -115,15 +153,80 @@ def check_responses(
     unit_dim: str = UNIT,
     name: str = "responses",
     min_trials: int = 1,
+    owner: str | None = None,
 ) -> None:
     """Check a ``(trial, stimulus, unit)`` response array (dims may be renamed by keyword).
 
-    ``stimulus_dim=None`` checks a single-condition array with dims ``(trial, unit)``.
+    ``stimulus_dim=None`` checks a single-condition array with dims ``(trial, unit)``. The dim
+    names must be distinct strs (``trial_dim="unit"`` would silently reduce over units).
     """
+    check_dim_names(
+        {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim},
+        owner=owner or "check_responses",
+    )
     if isinstance(responses, xr.Dataset):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter must be a DataArray, got a Dataset with variables "
-            f"{list(responses.data_vars)!r}; select one, e.g. ds['activation']."
+            f"{list(responses.data_vars)!r}; select one, e.g. ds['activation'].",
+            name=name,
+            owner=owner,
         )
     dims: Sequence[str] = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
+    params = {
+        d: p
+        for d, p in (
+            (trial_dim, "trial_dim"),
+            (stimulus_dim, "stimulus_dim"),
+            (unit_dim, "unit_dim"),
+        )
+        if d is not None
+    }
+    check_dims(
+        responses, dims, name=name, min_sizes={trial_dim: min_trials}, owner=owner, params=params
+    )
     check_dims(responses, dims, name=name, min_sizes={trial_dim: min_trials})
+
+
+def unit_coords(
+    layer: str, shape: Sequence[int], *, pair: bool = False
+) -> dict[str, tuple[str, np.ndarray]]:
+    """Coordinates along ``unit`` for one layer's output of per-sample ``shape``: the one builder.
+
+    Recording (:func:`neurovar.record.record_activations`) and fitting
+    (:func:`neurovar.noise.fit_perturbation_covariance`) both use it, so a fitted covariance
+    and a recording's noise covariance (:func:`neurovar.stats.noise_covariance`) line up unit
+    by unit. ``(C, H, W)`` maps give ``channel``, ``y``, ``x``; every other shape gives
+    ``channel`` = index along its first axis (``(F,)`` vectors: the feature index; a
+    ``share="channel"`` covariance passes ``(C,)``). ``unit_id`` is the flat index (C-order,
+    as ``tensor.flatten(1)``) and ``layer`` the layer name, like Brain-Score's neuroid
+    coordinates.
+
+    Parameters
+    ----------
+    layer
+        Layer name (stored as the ``layer`` coordinate).
+    shape
+        Per-sample output shape (without the batch dim).
+    pair
+        Also return the twins on ``unit_j`` (``unit_id_j``, ``channel_j``, ...) for a pairwise
+        ``(unit, unit_j)`` matrix.
+
+    Returns
+    -------
+    dict
+        ``{name: (dim, values)}``, ready for ``xr.DataArray(coords=...)``.
+    """
+    shape = tuple(int(s) for s in shape)
+    n_units = int(np.prod(shape)) if shape else 1
+    coords: dict[str, tuple[str, np.ndarray]] = {
+        "unit_id": (UNIT, np.arange(n_units)),
+        "layer": (UNIT, np.full(n_units, layer, dtype=object)),
+    }
+    if len(shape) == 3:
+        c, y, x = np.unravel_index(np.arange(n_units), shape)
+        coords.update(channel=(UNIT, c), y=(UNIT, y), x=(UNIT, x))
+    elif len(shape) >= 1:
+        coords["channel"] = (UNIT, np.unravel_index(np.arange(n_units), shape)[0])
+    if pair:
+        coords.update({f"{name}_j": (UNIT_J, values) for name, (_, values) in coords.items()})
+    return coords

@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._rng import seeded_torch
+from ._compat import renamed_parameters
+from ._torch import resolve_device, seed_from, seeded_torch
 from .datasets import ImageDataset
 
+# resolve_device is re-exported: the one device rule lives in neurovar._torch
 __all__ = ["SmallCNN", "TrainHistory", "train", "evaluate_accuracy", "resolve_device"]
 
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+RNGLike = int | np.random.Generator | torch.Generator
 
 
 class SmallCNN(nn.Sequential):
@@ -42,11 +40,12 @@ class SmallCNN(nn.Sequential):
         Width of ``fc1``.
     dropout
         Dropout probability after ``relu3`` (0 disables the layer: it is not created).
-    seed
-        Seed of the weight initialisation (PyTorch's default initialisers). The caller's global
-        torch RNG state is unchanged.
+    rng
+        Seed (or numpy / torch Generator giving one) of the weight initialisation (PyTorch's
+        default initialisers). The caller's global torch RNG state is unchanged.
     """
 
+    @renamed_parameters({"seed": "rng"})
     def __init__(
         self,
         *,
@@ -56,16 +55,42 @@ class SmallCNN(nn.Sequential):
         channels: tuple[int, int] = (16, 32),
         hidden: int = 64,
         dropout: float = 0.0,
-        seed: int = 0,
+        rng: RNGLike = 0,
     ) -> None:
-        if image_size < 2 or image_size % 2:
-            raise ValueError(
-                f"The 'image_size' parameter of SmallCNN must be an even integer >= 2. Got {image_size!r} instead."
+        from ._validation import check_int, check_real, check_rng, param_error
+
+        for pname, value in (
+            ("in_channels", in_channels),
+            ("n_classes", n_classes),
+            ("hidden", hidden),
+        ):
+            check_int(value, name=pname, owner="SmallCNN", low=1)
+        check_rng(rng, name="rng", owner="SmallCNN")
+        image_size = check_int(image_size, name="image_size", owner="SmallCNN", low=2)
+        if image_size % 2:
+            raise param_error("image_size", "SmallCNN", "an even integer >= 2", image_size)
+        check_real(dropout, name="dropout", owner="SmallCNN", low=0.0, high=1.0, high_open=True)
+        if (
+            not isinstance(channels, (tuple, list))
+            or len(channels) != 2
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)
+        ):
+            raise param_error("channels", "SmallCNN", "a pair of ints >= 1", channels)
+        from ._validation import check_memory
+
+        c1_, c2_ = channels
+        flat_ = c2_ * (image_size // 2) ** 2
+        for pname, value, n_weights in (
+            ("in_channels", in_channels, in_channels * c1_ * 9),
+            ("channels", channels, c1_ * c2_ * 9 + c2_),
+            ("image_size", image_size, flat_),
+            ("hidden", hidden, flat_ * hidden),
+            ("n_classes", n_classes, hidden * n_classes),
+        ):
+            check_memory(
+                4.0 * n_weights, name=pname, owner="SmallCNN", value=value, what="the weights"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"The 'dropout' parameter of SmallCNN must be in [0, 1). Got {dropout!r} instead."
-            )
+        seed = seed_from(rng)
         c1, c2 = channels
         flat = c2 * (image_size // 2) ** 2
         # Weight initialisers draw from torch's global generator: build under a fork of it.
@@ -113,16 +138,42 @@ def evaluate_accuracy(
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> float:
-    """Fraction of ``images`` classified as ``labels`` (model used in its current train/eval mode)."""
-    dev = resolve_device(device)
+    """Fraction of ``images`` classified as ``labels`` (model used in its current train/eval mode).
+
+    Runs where the model is unless ``device`` is given (:func:`neurovar._torch.resolve_device`).
+    """
+    from ._validation import check_instance, check_int, check_tensor, param_error
+
+    owner = "evaluate_accuracy"
+    check_instance(model, nn.Module, name="model", owner=owner, expected="a torch.nn.Module")
+    check_tensor(images, name="images", owner=owner, floating=True)
+    check_tensor(labels, name="labels", owner=owner, ndim=1, floating=False)
+    if len(labels) != len(images):
+        raise param_error("labels", owner, f"of length {len(images)} (one per image)", len(labels))
+    if int(labels.min()) < 0:
+        raise param_error("labels", owner, "class indices >= 0", f"min label {int(labels.min())}")
+    batch_size = check_int(batch_size, name="batch_size", owner=owner, low=1)
+    dev = resolve_device(device, model=model, owner=owner)
+    n_out: int | None = None
     correct = 0
     for start in range(0, len(images), batch_size):
         xb = images[start : start + batch_size].to(dev)
         yb = labels[start : start + batch_size].to(dev)
-        correct += (model(xb).argmax(1) == yb).sum().item()
-    return correct / max(len(images), 1)
+        logits = model(xb)
+        if n_out is None:
+            n_out = logits.shape[-1]
+            if int(labels.max()) >= n_out:
+                raise param_error(
+                    "labels",
+                    owner,
+                    f"class indices in [0, {n_out - 1}] (the model has {n_out} outputs)",
+                    f"max label {int(labels.max())}",
+                )
+        correct += (logits.argmax(1) == yb).sum().item()
+    return correct / len(images)
 
 
+@renamed_parameters({"seed": "rng"})
 def train(
     model: nn.Module,
     data: ImageDataset,
@@ -131,14 +182,14 @@ def train(
     batch_size: int = 64,
     lr: float = 3e-3,
     weight_decay: float = 0.0,
-    seed: int = 0,
+    rng: RNGLike = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> TrainHistory:
-    """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``seed``.
+    """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``rng``.
 
     Mini-batch order and every draw of stochastic layers (dropout, noise modules that use the
-    global generator) come from ``seed``; the caller's global torch RNG state is unchanged
+    global generator) come from ``rng``; the caller's global torch RNG state is unchanged
     afterwards. Noise injected with :func:`neurovar.noise.inject_noise` stays active during
     training (train-time injection). The model is left in eval mode with its parameters on
     ``device``.
@@ -151,10 +202,11 @@ def train(
         Train and test tensors (:class:`neurovar.datasets.ImageDataset`).
     epochs, batch_size, lr, weight_decay
         Optimisation settings (Adam, Kingma & Ba 2015).
-    seed
-        Seed for batch order and stochastic layers.
+    rng
+        Seed (or numpy / torch Generator giving one) for batch order and stochastic layers.
     device
-        ``None`` picks CUDA when available.
+        Where to train; default: where the model is (its parameters' device, else the CPU;
+        :func:`neurovar._torch.resolve_device`). Pass ``device="cuda"`` to train on a GPU.
     progress
         Show a tqdm progress bar over epochs.
 
@@ -163,14 +215,17 @@ def train(
     TrainHistory
         Mean training loss, train accuracy and test accuracy per epoch.
     """
+    from ._validation import check_bool, check_instance, check_int, check_real, check_rng
+
+    check_instance(model, nn.Module, name="model", owner="train", expected="a torch.nn.Module")
+    check_rng(rng, name="rng", owner="train")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"The '{name}' parameter of train must be a positive integer. Got {value!r} instead."
-            )
-    if lr <= 0:
-        raise ValueError(f"The 'lr' parameter of train must be > 0. Got {lr!r} instead.")
-    dev = resolve_device(device)
+        check_int(value, name=name, owner="train", low=1)
+    check_real(lr, name="lr", owner="train", low=0, low_open=True)
+    check_real(weight_decay, name="weight_decay", owner="train", low=0)
+    progress = check_bool(progress, name="progress", owner="train")
+    dev = resolve_device(device, model=model, owner="train")
+    seed = seed_from(rng)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -189,6 +244,11 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 logits = model(xb)
                 loss = loss_fn(logits, yb)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"train: the loss became {loss.item()} in epoch {len(history.loss) + 1} "
+                        f"(batch starting at {start}); lower 'lr' (now {lr!r}) or check the data."
+                    )
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)

@@ -21,9 +21,26 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._rng import reseeded_noise, seed_from, seeded_torch
-from .dims import STIMULUS, TRIAL, UNIT
-from .models import resolve_device
+from ._io import remove_path, replace_path, temp_sibling
+from ._torch import (
+    find_noise_hooks,
+    layer_names,
+    noise_hooks,
+    reseeded_noise,
+    resolve_device,
+    seed_from,
+    seeded_torch,
+)
+from ._validation import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_memory,
+    check_rng,
+    param_error,
+)
+from ._version import __version__
+from .dims import STIMULUS, TRIAL, UNIT, unit_coords
 
 __all__ = [
     "record_activations",
@@ -32,48 +49,44 @@ __all__ = [
     "unit_coords",
     "save_recording",
     "load_recording",
+    "IncompleteRecordingError",
 ]
 
 _DROPOUT_TYPES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Dotted names of all submodules of ``model`` (as accepted by ``layers=``)."""
-    return [name for name, _ in model.named_modules() if name]
+_OWNER = "record_activations"
 
 
 def _check_layers(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
     if isinstance(layers, str):
         layers = [layers]
+    if not isinstance(layers, Sequence) or not all(isinstance(n, str) for n in layers):
+        raise param_error("layers", _OWNER, "a layer name or a sequence of layer names", layers)
     layers = list(layers)
     if not layers:
-        raise ValueError(
-            "The 'layers' parameter of record_activations must name at least one layer."
-        )
+        raise param_error("layers", _OWNER, "a non-empty list of layer names", layers)
     valid = dict(model.named_modules())
     unknown = [name for name in layers if name not in valid or name == ""]
     if unknown:
-        raise ValueError(
-            f"The 'layers' parameter names unknown layers {unknown!r}. Valid dotted module names "
-            f"are: {layer_names(model)!r}."
+        raise param_error(
+            "layers",
+            _OWNER,
+            "dotted module names of the model",
+            unknown,
+            hint=f"Valid dotted module names are: {layer_names(model)!r}.",
         )
     if len(set(layers)) != len(layers):
-        raise ValueError(f"The 'layers' parameter lists a layer twice: {layers!r}.")
+        raise param_error(
+            "layers", _OWNER, "a list of distinct layer names (a layer twice)", layers
+        )
     return layers
-
-
-def _is_noise_hook(hook: Any) -> bool:
-    return bool(getattr(hook, "_neurovar_noise", False))
-
-
-def _noise_hooks(module: nn.Module) -> list[Any]:
-    return [h for h in module._forward_hooks.values() if _is_noise_hook(h)]
 
 
 def _stochastic_kind(module: nn.Module) -> str | None:
     """``"output"`` for injected noise, ``"input"`` for active dropout, else None."""
-    if _noise_hooks(module):
+    if noise_hooks(module, active_only=True):
         return "output"
     if isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
         return "input"
@@ -98,7 +111,7 @@ def noise_config(model: nn.Module) -> dict[str, Any]:
     """
     config: dict[str, Any] = {}
     for name, module in model.named_modules():
-        hooks = _noise_hooks(module)
+        hooks = noise_hooks(module, active_only=True)
         if hooks:
             described = [_describe_noise(getattr(h, "noise", h)) for h in hooks]
             config[name] = described[0] if len(described) == 1 else described
@@ -162,44 +175,39 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
     return first, kind
 
 
-def unit_coords(layer: str, shape: Sequence[int]) -> dict[str, tuple[str, np.ndarray]]:
-    """Coordinates along ``unit`` for one layer's output of per-sample ``shape``.
-
-    ``(C, H, W)`` maps give ``channel``, ``y``, ``x``; ``(F,)`` vectors give ``channel`` = feature
-    index; other shapes are flattened with ``channel`` = index along the first axis.
-    ``unit_id`` is the flat index (C-order, as ``tensor.flatten(1)``), like Brain-Score's
-    neuroid coordinates.
-    """
-    shape = tuple(int(s) for s in shape)
-    n_units = int(np.prod(shape)) if shape else 1
-    coords: dict[str, tuple[str, np.ndarray]] = {
-        "unit_id": (UNIT, np.arange(n_units)),
-        "layer": (UNIT, np.full(n_units, layer, dtype=object)),
-    }
-    if len(shape) == 3:
-        c, y, x = np.unravel_index(np.arange(n_units), shape)
-        coords.update(channel=(UNIT, c), y=(UNIT, y), x=(UNIT, x))
-    elif len(shape) >= 1:
-        coords["channel"] = (UNIT, np.unravel_index(np.arange(n_units), shape)[0])
-    return coords
-
-
 def _to_tensor(stimuli: Any) -> torch.Tensor:
     if isinstance(stimuli, xr.DataArray):
         stimuli = stimuli.values
     if isinstance(stimuli, np.ndarray):
         stimuli = torch.from_numpy(stimuli)
     if not isinstance(stimuli, torch.Tensor):
-        raise TypeError(
-            "The 'stimuli' parameter of record_activations must be a torch.Tensor or numpy array "
-            f"of shape (n_stimuli, ...). Got {type(stimuli).__name__} instead."
+        raise param_error(
+            "stimuli",
+            _OWNER,
+            "a torch.Tensor or numpy array of shape (n_stimuli, ...)",
+            type(stimuli).__name__,
+            raw=True,
         )
     if stimuli.ndim < 2 or len(stimuli) == 0:
-        raise ValueError(
-            "The 'stimuli' parameter of record_activations must have shape (n_stimuli, ...) with "
-            f"n_stimuli >= 1. Got shape {tuple(stimuli.shape)} instead."
+        raise param_error(
+            "stimuli",
+            _OWNER,
+            "of shape (n_stimuli, ...) with n_stimuli >= 1",
+            f"shape {tuple(stimuli.shape)}",
+            raw=True,
+        )
+    if stimuli.is_complex() or stimuli.dtype == torch.bool:
+        raise param_error(
+            "stimuli", _OWNER, "a real-valued tensor", f"dtype {stimuli.dtype}", raw=True
         )
     return stimuli if stimuli.is_floating_point() else stimuli.float()
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
 
 
 class _Recorder:
@@ -378,7 +386,8 @@ def record_activations(
         stimuli in one batch do not influence each other; every mode and hook is restored, and
         so are the buffers (running estimates) of injected noise modules.
     stimuli
-        Inputs of shape ``(n_stimuli, ...)``, e.g. ``(N, C, H, W)`` images.
+        Inputs of shape ``(n_stimuli, ...)``, e.g. ``(N, C, H, W)`` images; cast to the dtype of
+        the model's parameters (float64 or float16 stimuli run a float32 model in float32).
     layers
         Dotted module names (``model.named_modules()``); an unknown name is an error listing the
         valid names.
@@ -395,7 +404,9 @@ def record_activations(
         ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs
         per trial), or a layer name whose *output* is branched.
     device
-        Where to run; ``None`` picks CUDA when available. Results are returned on the CPU.
+        Where to run; default: where the model is (its parameters' device, else the CPU; the
+        rule of :func:`neurovar._torch.resolve_device`). The model is moved there for the call
+        and back afterwards. Results are returned on the CPU.
     rng
         Seed (int), numpy or torch Generator, or None (fresh entropy). It seeds torch's generator
         inside a fork of the global RNG (dropout draws from it), so the caller's global torch and
@@ -409,10 +420,13 @@ def record_activations(
         chunk, so recordings larger than memory work. The returned tree is then opened lazily
         (dask) from the store.
     overwrite
-        Allow replacing an existing ``store``; otherwise an existing path is an error and is left
-        untouched.
+        Allow replacing an existing ``store`` (a bool). The old store is replaced only once the
+        new recording is complete (it is written to a temporary sibling first), so a failed
+        rerun leaves it intact; without ``overwrite`` an existing path is an error and is left
+        untouched. A new store is written in place and marked complete last: an interrupted
+        one is refused by :func:`load_recording`.
     model_id
-        Identifier stored in attrs (default: the model's class name).
+        Identifier stored in attrs (a str; default: the model's class name).
     progress
         Show a tqdm progress bar.
 
@@ -430,63 +444,88 @@ def record_activations(
     >>> tree = record_activations(model, x, layers=["conv1", "fc1"], n_trials=20, rng=0)
     >>> tree["fc1"]["activation"].sel(channel=3)
     """
-    from . import __version__
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"The 'model' parameter of record_activations must be a torch.nn.Module. Got {type(model).__name__}."
-        )
-    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
-        raise ValueError(
-            f"The 'n_trials' parameter of record_activations must be an integer >= 1. Got {n_trials!r} instead."
-        )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"The 'batch_size' parameter of record_activations must be an integer >= 1. Got {batch_size!r} instead."
-        )
-    n_trials = int(n_trials)
+    check_instance(model, nn.Module, name="model", owner=_OWNER, expected="a torch.nn.Module")
+    n_trials = check_int(n_trials, name="n_trials", owner=_OWNER, low=1)
+    batch_size = check_int(batch_size, name="batch_size", owner=_OWNER, low=1)
+    overwrite = check_bool(overwrite, name="overwrite", owner=_OWNER)
+    progress = check_bool(progress, name="progress", owner=_OWNER)
+    if model_id is not None and (not isinstance(model_id, str) or not model_id):
+        raise param_error("model_id", _OWNER, "a non-empty str or None", model_id)
+    if not isinstance(branch, str):
+        raise param_error("branch", _OWNER, "'auto', 'input' or a layer name", branch)
+    check_rng(rng, owner=_OWNER)
     layers = _check_layers(model, layers)
     x_all = _to_tensor(stimuli)
+    dtype = _model_dtype(model)
+    if dtype is not None and x_all.dtype != dtype:
+        x_all = x_all.to(dtype)  # float64/float16 stimuli run in the model's precision
     n_stim = len(x_all)
     stim_coords: dict[str, np.ndarray] = {"stimulus_id": np.arange(n_stim)}
     if labels is not None:
         lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
         if lab.shape != (n_stim,):
-            raise ValueError(
-                f"The 'labels' parameter must have shape ({n_stim},) to match 'stimuli'. Got {lab.shape}."
+            raise param_error(
+                "labels",
+                _OWNER,
+                f"of shape ({n_stim},) to match 'stimuli'",
+                f"shape {lab.shape}",
+                raw=True,
             )
         stim_coords["label"] = lab
+    if stimulus_coords is not None and not isinstance(stimulus_coords, Mapping):
+        raise param_error(
+            "stimulus_coords", _OWNER, "a mapping {name: values} or None", stimulus_coords
+        )
     for key, values in (stimulus_coords or {}).items():
         arr = np.asarray(values)
         if arr.shape != (n_stim,):
-            raise ValueError(
-                f"The 'stimulus_coords[{key!r}]' entry must have shape ({n_stim},). Got {arr.shape}."
+            raise param_error(
+                f"stimulus_coords[{key!r}]",
+                _OWNER,
+                f"of shape ({n_stim},)",
+                f"shape {arr.shape}",
+                raw=True,
             )
         stim_coords[key] = arr
     if branch not in ("auto", "input") and branch not in dict(model.named_modules()):
-        raise ValueError(
-            f"The 'branch' parameter must be 'auto', 'input' or a layer name. Got {branch!r}; "
-            f"valid layer names: {layer_names(model)!r}."
+        raise param_error(
+            "branch",
+            _OWNER,
+            "'auto', 'input' or a layer name",
+            branch,
+            hint=f"Valid layer names: {layer_names(model)!r}.",
         )
     store_path = None
     if store is not None:
+        if not isinstance(store, (str, Path)):
+            raise param_error(
+                "store", _OWNER, "a path (str or pathlib.Path) ending in '.zarr'", store
+            )
         store_path = Path(store)
         if store_path.suffix != ".zarr":
-            raise ValueError(
-                "The 'store' parameter must be a path ending in '.zarr' (streamed chunk by chunk). "
-                f"Got {str(store)!r}; use save_recording(tree, 'file.nc') for netCDF."
+            raise param_error(
+                "store",
+                _OWNER,
+                "a path ending in '.zarr' (streamed chunk by chunk)",
+                str(store),
+                hint="Use save_recording(tree, 'file.nc') for netCDF.",
             )
         if store_path.exists() and not overwrite:
             raise FileExistsError(
                 f"The 'store' path {str(store_path)!r} already exists; pass overwrite=True to replace it "
                 "or choose another path. Nothing was written."
             )
+    # a lower bound of the result's size (one unit per layer) refuses n_trials=10**9 at once
+    if store_path is None:
+        check_memory(
+            4.0 * n_trials * n_stim * len(layers),
+            name="n_trials",
+            owner=_OWNER,
+            value=n_trials,
+            what="the recorded activations",
+        )
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, model=model, owner=_OWNER)
     seed = seed_from(rng)
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)
@@ -494,8 +533,7 @@ def record_activations(
     # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies
     noise_buffers = [
         (buf, buf.detach().clone())
-        for m in model.modules()
-        for h in _noise_hooks(m)
+        for _, h in find_noise_hooks(model, active_only=True)
         if isinstance(getattr(h, "noise", None), nn.Module)
         for buf in h.noise.buffers()
     ]
@@ -505,6 +543,11 @@ def record_activations(
     shapes: dict[str, tuple[int, ...]] = {}
     site: tuple[str, str] | None = None
     attrs: dict[str, Any] = {}
+    # an existing store (overwrite=True) is only replaced once the new one is complete
+    write_path = store_path
+    if store_path is not None and store_path.exists():
+        write_path = temp_sibling(store_path)
+    finished = False
     try:
         for m in bn_modes:
             m.eval()
@@ -539,6 +582,8 @@ def record_activations(
                             stacklevel=2,
                         )
                         site = None
+                    if ci == 0 and t0 == 0:
+                        _check_size(out, n_trials, n_stim, write_path)
                     for name in layers:
                         parts[name].append(out[name].float().cpu())
                 chunk = {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
@@ -565,15 +610,22 @@ def record_activations(
                             )
                             for name in layers
                         }
-                        _init_store(store_path, templates, overwrite=overwrite)
-                if store_path is not None:
-                    _write_region(store_path, chunk, a, b)
+                        _init_store(write_path, templates, n_chunks=n_chunks, stim_chunk=stim_chunk)
+                if write_path is not None:
+                    _write_region(write_path, chunk, a, b, ci + 1)
                 else:
                     for name in layers:
                         results[name].append(chunk[name])
                 pbar.update(b - a)
             pbar.close()
+        if write_path is not None:
+            _mark_complete(write_path)
+            if write_path != store_path:
+                replace_path(write_path, store_path)
+        finished = True
     finally:
+        if not finished and write_path is not None and write_path != store_path:
+            remove_path(write_path)  # the old store stays as it was
         for m, mode in bn_modes.items():
             m.train(mode)
         with torch.no_grad():
@@ -594,22 +646,117 @@ def record_activations(
     return tree
 
 
-def _init_store(path: Path, datasets: Mapping[str, xr.Dataset], *, overwrite: bool) -> None:
-    """Write metadata and coordinates of every layer; the activations follow region by region."""
+#: Root attrs of a store streamed by ``record_activations(store=...)`` that track its progress:
+#: chunks are written in order, so ``chunks_written`` of ``n_chunks`` says exactly which
+#: stimuli are on disk; ``complete`` is set to 1 last. They are removed on loading.
+_PROGRESS_ATTRS = (
+    "neurovar_complete",
+    "neurovar_chunks_written",
+    "neurovar_n_chunks",
+    "neurovar_chunk_stimuli",
+)
+
+
+def _check_size(
+    out: Mapping[str, torch.Tensor], n_trials: int, n_stim: int, store: Path | None
+) -> None:
+    """Refuse a recording whose result cannot fit in memory (or on disk for a store)."""
+    n_units = sum(int(np.prod(t.shape[2:])) for t in out.values())
+    n_bytes = 4.0 * n_trials * n_stim * n_units
+    if store is None:
+        check_memory(
+            n_bytes, name="n_trials", owner=_OWNER, value=n_trials, what="the recorded activations"
+        )
+        return
     import shutil
 
-    if path.exists() and overwrite:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    free = shutil.disk_usage(store.parent if store.parent.exists() else Path(".")).free
+    if n_bytes > free:
+        raise param_error(
+            "n_trials",
+            _OWNER,
+            "small enough for the store to fit on disk",
+            n_trials,
+            hint=f"The store needs about {n_bytes / 2**30:.3g} GiB, {free / 2**30:.3g} GiB are free.",
+        )
+
+
+def _init_store(
+    path: Path, datasets: Mapping[str, xr.Dataset], *, n_chunks: int, stim_chunk: int
+) -> None:
+    """Write metadata and coordinates of every layer; the activations follow region by region.
+
+    The root attrs mark the store incomplete until :func:`_mark_complete` runs.
+    """
     root_attrs = {k: v for k, v in next(iter(datasets.values())).attrs.items() if k != "layer"}
+    root_attrs.update(
+        neurovar_complete=0,
+        neurovar_chunks_written=0,
+        neurovar_n_chunks=n_chunks,
+        neurovar_chunk_stimuli=stim_chunk,
+    )
     xr.Dataset(attrs=root_attrs).to_zarr(path, mode="w-", consolidated=False)
     for name, ds in datasets.items():
         ds.to_zarr(path, group=name, mode="w-", compute=False, consolidated=False)
 
 
-def _write_region(path: Path, chunk: Mapping[str, np.ndarray], a: int, b: int) -> None:
+def _set_root_attrs(path: Path, **attrs: Any) -> None:
+    import zarr
+
+    zarr.open_group(str(path), mode="r+").attrs.update(attrs)
+
+
+def _write_region(path: Path, chunk: Mapping[str, np.ndarray], a: int, b: int, n_done: int) -> None:
     for name, values in chunk.items():
         part = xr.Dataset({"activation": ((TRIAL, STIMULUS, UNIT), values)})
         part.to_zarr(path, group=name, region={STIMULUS: slice(a, b)}, consolidated=False)
+    _set_root_attrs(path, neurovar_chunks_written=n_done)  # only after every layer's region
+
+
+def _mark_complete(path: Path) -> None:
+    _set_root_attrs(path, neurovar_complete=1)
+
+
+_NETCDF_SCALARS = (str, bytes, int, float, np.integer, np.floating)
+
+
+def _netcdf_attr_ok(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, _NETCDF_SCALARS):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.ndim <= 1 and value.dtype.kind in "iuf"
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return True
+        return all(
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_))
+            for v in value
+        )
+    return False
+
+
+def _check_netcdf_attrs(tree: xr.DataTree, owner: str) -> None:
+    """Refuse, before anything is written, attrs that HDF5/netCDF cannot store faithfully."""
+    for node in tree.subtree:
+        where = node.path
+        places = [(f"attrs of node {where!r}", node.attrs)]
+        for vname, var in node.variables.items():
+            places.append((f"attrs of variable {vname!r} in node {where!r}", var.attrs))
+        for place, attrs in places:
+            for key, value in attrs.items():
+                if not _netcdf_attr_ok(value):
+                    raise param_error(
+                        "tree",
+                        owner,
+                        "storable in netCDF: attrs must be str, numbers, or 1-D lists/arrays of "
+                        "numbers or of str (no dict, None or bool)",
+                        f"{place}[{key!r}] = {value!r}"[:200],
+                        raw=True,
+                        hint="Convert it (e.g. json.dumps) or save to '.zarr'. Nothing was written.",
+                    )
 
 
 def save_recording(tree: xr.DataTree, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -618,29 +765,64 @@ def save_recording(tree: xr.DataTree, path: str | Path, *, overwrite: bool = Fal
     Round trips through :func:`load_recording` are exact: values, dtypes, coords and attrs.
     An existing path is an error unless ``overwrite=True``.
     """
+    from ._io import atomic_path
+
+    owner = "save_recording"
+    check_instance(tree, xr.DataTree, name="tree", owner=owner, expected="an xarray.DataTree")
+    overwrite = check_bool(overwrite, name="overwrite", owner=owner)
+    if not isinstance(path, (str, Path)):
+        raise param_error(
+            "path", owner, "a path (str or pathlib.Path) ending in '.nc' or '.zarr'", path
+        )
     path = Path(path)
     if path.suffix not in (".nc", ".zarr"):
-        raise ValueError(
-            f"The 'path' parameter of save_recording must end in '.nc' or '.zarr'. Got {str(path)!r}."
-        )
+        raise param_error("path", owner, "a path ending in '.nc' or '.zarr'", str(path))
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"The 'path' {str(path)!r} already exists; pass overwrite=True to replace it. Nothing was written."
         )
-    plain = tree.map_over_datasets(_drop_unit_index)
     if path.suffix == ".nc":
-        plain.to_netcdf(path, engine="h5netcdf", mode="w")
-    else:
-        plain.to_zarr(path, mode="w", consolidated=False)
+        _check_netcdf_attrs(tree, owner)
+    plain = tree.map_over_datasets(_drop_unit_index)
+    # written to a temporary sibling and renamed into place: a failed save leaves nothing
+    # behind, and a failed overwrite leaves the old file as it was
+    with atomic_path(path, overwrite=overwrite, owner=owner) as tmp:
+        if path.suffix == ".nc":
+            plain.to_netcdf(tmp, engine="h5netcdf", mode="w")
+        else:
+            plain.to_zarr(tmp, mode="w-", consolidated=False)
     return path
 
 
-def load_recording(path: str | Path, *, chunks: Mapping[str, int] | None = None) -> xr.DataTree:
+class IncompleteRecordingError(RuntimeError):
+    """A store streamed by ``record_activations(store=...)`` was not finished (the recording
+    raised or was killed); its unwritten stimuli would read as NaN."""
+
+
+def load_recording(
+    path: str | Path,
+    *,
+    chunks: Mapping[str, int] | None = None,
+    allow_incomplete: bool = False,
+) -> xr.DataTree:
     """Open a recording written by :func:`save_recording` or ``record_activations(store=...)``.
 
     Data are opened lazily with dask (``chunks={}`` uses the on-disk chunks); ``channel`` is
     made a selectable index again.
+
+    A store streamed by ``record_activations(store=...)`` records its progress in its root
+    attrs (chunks written, in order; a completion flag written last). An interrupted store
+    (exception in a hook, ``kill -9``) raises :class:`IncompleteRecordingError` naming how
+    many stimuli are missing, because its unwritten stimuli read as NaN, which is also what
+    legitimate trial padding looks like. ``allow_incomplete=True`` opens it anyway with a
+    :class:`RuntimeWarning`, keeping only the stimuli that were written.
     """
+    owner = "load_recording"
+    allow_incomplete = check_bool(allow_incomplete, name="allow_incomplete", owner=owner)
+    if not isinstance(path, (str, Path)):
+        raise param_error("path", owner, "a path (str or pathlib.Path)", path)
+    if chunks is not None and not isinstance(chunks, Mapping):
+        raise param_error("chunks", owner, "a mapping {dim: chunk size} or None", chunks)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -650,4 +832,34 @@ def load_recording(path: str | Path, *, chunks: Mapping[str, int] | None = None)
         tree = xr.open_datatree(path, engine="zarr", chunks=dict(chunks or {}), consolidated=False)
     else:
         tree = xr.open_datatree(path, engine="h5netcdf", chunks=dict(chunks or {}))
+    if "neurovar_complete" in tree.attrs:
+        tree = _check_complete(tree, path, allow_incomplete)
     return tree.map_over_datasets(_index_units)
+
+
+def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr.DataTree:
+    attrs = dict(tree.attrs)
+    complete = int(attrs.get("neurovar_complete", 1))
+    n_chunks = int(attrs.get("neurovar_n_chunks", 0))
+    written = int(attrs.get("neurovar_chunks_written", n_chunks))
+    per_chunk = int(attrs.get("neurovar_chunk_stimuli", 1))
+    for key in _PROGRESS_ATTRS:
+        attrs.pop(key, None)
+    tree.attrs = attrs
+    if complete:
+        return tree
+    layers = [name for name in tree.children if "activation" in tree[name].ds]
+    n_stim = int(tree[layers[0]].ds.sizes[STIMULUS]) if layers else 0
+    n_ok = min(n_stim, written * per_chunk)
+    message = (
+        f"The recording store {str(path)!r} is incomplete: {n_stim - n_ok} of {n_stim} stimuli "
+        f"({n_chunks - written} of {n_chunks} chunks) were never written, because the recording "
+        "was interrupted. Record it again, or pass allow_incomplete=True to open the "
+        f"{n_ok} stimuli that were written."
+    )
+    if not allow_incomplete:
+        raise IncompleteRecordingError(message)
+    warnings.warn(message + " Only those are returned.", RuntimeWarning, stacklevel=3)
+    tree = tree.isel({STIMULUS: slice(0, n_ok)})
+    tree.attrs = {**attrs, "incomplete": 1}
+    return tree

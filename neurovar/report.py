@@ -232,7 +232,7 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
 
 
-def write_report(out_dir: str | Path, *, seconds: float | None = None) -> Path:
+def write_report(out_dir: str | Path) -> Path:
     """Rebuild results, analysis, figures and ``report.md`` in ``out_dir`` from its cells.
 
     Returns the path of ``report.md``.
@@ -276,6 +276,9 @@ def write_report(out_dir: str | Path, *, seconds: float | None = None) -> Path:
     _save(plot_clean_cost(cost), figs / "clean_cost.png")
     _save(plot_masking(masking), figs / "masking.png")
     written += ["clean_cost.png", "masking.png"]
+    seconds = []
+    for spec in (out / "cells").glob("*/spec.json"):
+        seconds.append(float(json.loads(spec.read_text()).get("info", {}).get("seconds", np.nan)))
     text = _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines, written,
                      seconds)
     tmp = out / f".report.md.{os.getpid()}.tmp"
@@ -321,8 +324,9 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
         f"{cfg.training.finetune_epochs} epochs (the `none` condition too, without noise); the "
         f"adaptive regime re-fits the covariance every {cfg.training.adapt_every} epoch(s) with "
         "a magnitude that follows the layer's running variance.",
-        f"- cells: {n_done} of {n_cells} finished"
-        + (f"; wall time {seconds:.0f} s" if seconds is not None else "") + ".",
+        f"- cells: {n_done} of {n_cells} finished; compute time {np.nansum(seconds):.0f} s in "
+        f"all, {np.nanmedian(seconds) if seconds else float('nan'):.1f} s median per cell "
+        f"(threads per cell: {cfg.threads}; device {cfg.device}).",
         "",
         "## The three claims",
         "",

@@ -17,7 +17,7 @@ def test_digits_shapes_range_and_seeded_split():
     assert set(d.y_test.tolist()) == set(range(10)) and d.n_classes == 10
     again = load_digits()
     assert torch.equal(d.x_test, again.x_test) and torch.equal(d.y_test, again.y_test)
-    other = load_digits(seed=1)
+    other = load_digits(rng=1)
     assert not torch.equal(d.y_test, other.y_test)
 
 

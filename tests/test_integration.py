@@ -26,9 +26,9 @@ LAYER = "fc1"  # 64 units, before the ReLU: noise is not rectified away
 
 @pytest.fixture(scope="module")
 def setup():
-    data = load_digits(seed=0)
-    model = SmallCNN(seed=0)
-    train(model, data, epochs=4, seed=0, progress=False)
+    data = load_digits(rng=0)
+    model = SmallCNN(rng=0)
+    train(model, data, epochs=4, rng=0, progress=False)
     x, y = data.x_test[:96], data.y_test[:96]
     adv = PGD(model, eps=0.1, steps=5, rng=0)(x, y)
     return model, x, y, adv
@@ -54,7 +54,7 @@ def test_structured_noise_lies_along_adversarial_directions(setup, global_rng_gu
     directions = xr.DataArray(d.flatten(1).numpy(), dims=("direction", "unit"))
     along = {}
     for name, c in controls.items():
-        with inject_noise(model, {LAYER: CovarianceNoise(np.asarray(c), seed=1)}):
+        with inject_noise(model, {LAYER: CovarianceNoise(np.asarray(c), rng=1)}):
             tree = record_activations(
                 model, x[:32], layers=[LAYER], n_trials=40, rng=0, progress=False
             )
@@ -75,7 +75,7 @@ def test_robustness_of_the_noisy_network_is_an_ensemble_worst_case(setup, global
     cov = fit_perturbation_covariance(model, x, adv, layer=LAYER, method="difference")
     noise = CovarianceNoise(
         np.asarray(match_total_variance(cov, 0.2 * layer_total_variance(model, x, layer=LAYER))),
-        seed=2,
+        rng=2,
     )
     with inject_noise(model, {LAYER: noise}):
         res = evaluate_robustness(

@@ -7,8 +7,8 @@ from neurovar.models import SmallCNN, evaluate_accuracy, train
 
 def test_small_cnn_reaches_95_percent_on_digits(global_rng_guard):
     data = load_digits()
-    model = SmallCNN(seed=0)
-    history = train(model, data, epochs=15, seed=0, progress=False)
+    model = SmallCNN(rng=0)
+    history = train(model, data, epochs=15, rng=0, progress=False)
     assert history.test_accuracy[-1] >= 0.95
     assert history.loss[-1] < history.loss[0]
     assert not model.training
@@ -19,22 +19,22 @@ def test_small_cnn_reaches_95_percent_on_digits(global_rng_guard):
 
 def test_training_is_reproducible_from_seed():
     data = load_digits()
-    a, b = SmallCNN(dropout=0.2, seed=3), SmallCNN(dropout=0.2, seed=3)
-    train(a, data, epochs=2, seed=5, progress=False)
-    train(b, data, epochs=2, seed=5, progress=False)
+    a, b = SmallCNN(dropout=0.2, rng=3), SmallCNN(dropout=0.2, rng=3)
+    train(a, data, epochs=2, rng=5, progress=False)
+    train(b, data, epochs=2, rng=5, progress=False)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
-    c = SmallCNN(dropout=0.2, seed=3)
-    train(c, data, epochs=2, seed=6, progress=False)
+    c = SmallCNN(dropout=0.2, rng=3)
+    train(c, data, epochs=2, rng=6, progress=False)
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
 
 
 def test_init_seed_and_global_rng(global_rng_guard):
     assert all(
         torch.equal(p, q)
-        for p, q in zip(SmallCNN(seed=1).parameters(), SmallCNN(seed=1).parameters())
+        for p, q in zip(SmallCNN(rng=1).parameters(), SmallCNN(rng=1).parameters())
     )
-    assert not torch.equal(SmallCNN(seed=1).conv1.weight, SmallCNN(seed=2).conv1.weight)
+    assert not torch.equal(SmallCNN(rng=1).conv1.weight, SmallCNN(rng=2).conv1.weight)
 
 
 def test_bad_arguments():

@@ -194,18 +194,25 @@ def test_hooks_and_modes_restored_after_error(images):
 
 def test_bad_input_errors(images):
     model = SmallCNN()
-    with pytest.raises(ValueError, match=r"unknown layers \['conv9'\].*'conv1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'layers' parameter of record_activations.*Got \['conv9'\] instead.*'conv1'",
+    ):
         record_activations(model, images, layers=["conv9"], n_trials=2)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="'n_trials' parameter"):
             record_activations(model, images, layers=["fc2"], n_trials=bad)
     with pytest.raises(ValueError, match="'stimuli' parameter"):
         record_activations(model, torch.zeros(0, 1, 8, 8), layers=["fc2"], n_trials=2)
-    with pytest.raises(ValueError, match="'labels' parameter must have shape \\(7,\\)"):
+    with pytest.raises(
+        ValueError, match="'labels' parameter of record_activations must be of shape \\(7,\\)"
+    ):
         record_activations(model, images, layers=["fc2"], n_trials=2, labels=[1, 2])
     with pytest.raises(ValueError, match="'branch' parameter"):
         record_activations(model, images, layers=["fc2"], n_trials=2, branch="nowhere")
-    with pytest.raises(ValueError, match="'store' parameter must be a path ending in '.zarr'"):
+    with pytest.raises(
+        ValueError, match="'store' parameter of record_activations must be a path ending in '.zarr'"
+    ):
         record_activations(model, images, layers=["fc2"], n_trials=2, store="x.h5")
     assert _no_hooks(model)
 
@@ -269,7 +276,7 @@ def test_rng_reseeds_injected_noise_modules(images):
     from neurovar.noise import IsotropicNoise, inject_noise
 
     model = SmallCNN().eval()
-    with inject_noise(model, {"relu2": IsotropicNoise(0.2, seed=123)}):
+    with inject_noise(model, {"relu2": IsotropicNoise(0.2, rng=123)}):
         a = record_activations(model, images, layers=["fc2"], n_trials=4, rng=5, progress=False)
         b = record_activations(model, images, layers=["fc2"], n_trials=4, rng=5, progress=False)
         c = record_activations(model, images, layers=["fc2"], n_trials=4, progress=False)
@@ -281,7 +288,7 @@ def test_rng_reseeds_injected_noise_modules(images):
     # without rng the module keeps drawing from its own stream: successive recordings differ
     assert not np.array_equal(c["fc2"]["activation"].values, d["fc2"]["activation"].values)
     # with rng the module's own stream is left where it was
-    own, fresh = IsotropicNoise(0.2, seed=9), IsotropicNoise(0.2, seed=9)
+    own, fresh = IsotropicNoise(0.2, rng=9), IsotropicNoise(0.2, rng=9)
     with inject_noise(model, {"relu2": own}):
         record_activations(model, images, layers=["fc2"], n_trials=2, rng=1, progress=False)
     z = torch.zeros(3, 4)
@@ -292,14 +299,14 @@ def test_frozen_and_running_estimate_noise_survive_recording(images):
     from neurovar.noise import IsotropicNoise, frozen_noise, inject_noise
 
     model = SmallCNN().eval()
-    noise = IsotropicNoise(0.3, seed=0)
+    noise = IsotropicNoise(0.3, rng=0)
     with inject_noise(model, {"relu2": noise}):
         with frozen_noise(noise):
             # the probe draws no noise, so the frozen draw is made for the real batch
             tree = record_activations(model, images, layers=["fc2"], n_trials=3, progress=False)
         vals = tree["fc2"]["activation"].values
         assert vals.shape == (3, 7, 10)
-    relative = IsotropicNoise(1.0, relative_scale=0.5, seed=0)
+    relative = IsotropicNoise(1.0, relative_scale=0.5, rng=0)
     model.train()
     with inject_noise(model, {"relu2": relative}):
         model(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)))  # estimate

@@ -7,11 +7,18 @@
 - :func:`fetch` downloads public files once into a checksum-verified cache.
 - :func:`load_reference_values` returns published Fano factors and noise correlations.
 - :func:`compare` runs the same statistics on ANN layers and cortical areas;
-  :func:`plot_comparison` draws them side by side.
+  :func:`neurovar.plot.plot_comparison` draws them side by side (the figure lives in the
+  plot module at the roof; this package never imports it).
 """
 
-from neurovar.cortex.cache import REGISTRY, data_home_path, fetch
-from neurovar.cortex.compare import compare, plot_comparison
+from neurovar.cortex.cache import (
+    REGISTRY,
+    data_home_candidates,
+    data_home_path,
+    fetch,
+    find_data_home,
+)
+from neurovar.cortex.compare import CI_METHODS, compare
 from neurovar.cortex.loaders import (
     from_array,
     load_cowley_v4,
@@ -20,20 +27,24 @@ from neurovar.cortex.loaders import (
     require_counts,
 )
 from neurovar.cortex.nwb import counts_from_nwbfile, load_nwb
-from neurovar.cortex.reference import load_reference_values
+from neurovar.cortex.reference import count_window_ms, load_reference_values, match_reference
 
 __all__ = [
+    "CI_METHODS",
     "REGISTRY",
     "compare",
+    "count_window_ms",
     "counts_from_nwbfile",
+    "data_home_candidates",
     "data_home_path",
     "fetch",
+    "find_data_home",
     "from_array",
     "load_cowley_v4",
     "load_cowley_v4_images",
     "load_nwb",
     "load_reference_values",
     "load_semedo_v1v2",
-    "plot_comparison",
+    "match_reference",
     "require_counts",
 ]

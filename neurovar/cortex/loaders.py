@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, check_bool, param_error
 from neurovar.cortex.cache import REGISTRY, fetch
 from neurovar.dims import RESPONSE_DIMS, STIMULUS, TRIAL, UNIT
 
@@ -49,7 +50,7 @@ def _pad_repeats(per_stimulus: Sequence[np.ndarray]) -> np.ndarray:
     """Stack per-stimulus ``(n_repeats_s, n_units)`` arrays into ``(trial, stimulus, unit)``."""
     n_units = {a.shape[1] for a in per_stimulus}
     if len(n_units) != 1:
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'counts' parameter must give the same number of units for every stimulus. "
             f"Got unit counts {sorted(n_units)} instead."
         )
@@ -114,33 +115,50 @@ def from_array(
         per-stimulus blocks), ``counts`` is neither a 3-d array nor a sequence of 2-d blocks
         with one common number of units, or an id sequence has the wrong length.
     """
+    mean_subtracted = check_bool(mean_subtracted, name="mean_subtracted", owner="from_array")
+    if isinstance(dims, str) or not isinstance(dims, Sequence):
+        raise param_error("dims", "from_array", f"a permutation of {RESPONSE_DIMS!r}", dims)
+    if attrs is not None and not isinstance(attrs, Mapping):
+        raise param_error("attrs", "from_array", "a mapping or None", attrs)
+    for pname, value in (("count_window", count_window), ("units", units)):
+        if value is not None and not isinstance(value, str):
+            raise param_error(pname, "from_array", "a str", value)
     dims = tuple(dims)
-    if sorted(dims) != sorted(RESPONSE_DIMS):
-        raise ValueError(
-            f"The 'dims' parameter must be a permutation of {RESPONSE_DIMS!r}. "
+    if sorted(map(str, dims)) != sorted(RESPONSE_DIMS):
+        raise InvalidParameterError(
+            f"The 'dims' parameter of from_array must be a permutation of {RESPONSE_DIMS!r}. "
             f"Got {dims!r} instead."
         )
     if isinstance(counts, (list, tuple)) and counts and np.ndim(counts[0]) == 2:
         if dims != RESPONSE_DIMS:
-            raise ValueError(
-                "The 'dims' parameter names the axes of a 3-d array; a sequence of per-stimulus "
+            raise InvalidParameterError(
+                "The 'dims' parameter of from_array names the axes of a 3-d array; a sequence of per-stimulus "
                 "arrays is always read as (n_repeats, n_units) blocks. Got dims="
                 f"{dims!r} with a sequence of {len(counts)} 2-d arrays instead; transpose the "
                 "blocks to (n_repeats, n_units) and leave 'dims' at its default."
             )
         bad = [i for i, a in enumerate(counts) if np.ndim(a) != 2]
         if bad:
-            raise ValueError(
-                "The 'counts' parameter must be a sequence of 2-d (n_repeats, n_units) arrays, "
+            raise InvalidParameterError(
+                "The 'counts' parameter of from_array must be a sequence of 2-d (n_repeats, n_units) arrays, "
                 f"one per stimulus. Got arrays with ndim != 2 at positions {bad[:5]} instead."
             )
         # _pad_repeats also checks that every stimulus has the same units
         data = _pad_repeats([np.asarray(a, dtype=float) for a in counts])
     else:
-        data = np.asarray(counts, dtype=float)
+        try:
+            data = np.asarray(counts, dtype=float)
+        except (TypeError, ValueError):
+            raise param_error(
+                "counts",
+                "from_array",
+                "a numeric 3-d array or a sequence of 2-d arrays",
+                type(counts).__name__,
+                raw=True,
+            ) from None
         if data.ndim != 3:
-            raise ValueError(
-                "The 'counts' parameter must be a 3-d array with axes named by 'dims' or a "
+            raise InvalidParameterError(
+                "The 'counts' parameter of from_array must be a 3-d array with axes named by 'dims' or a "
                 "sequence of (n_repeats, n_units) arrays, one per stimulus. Got an array with "
                 f"shape {data.shape} instead."
             )
@@ -153,8 +171,8 @@ def from_array(
         ("unit_ids", unit_ids, n_units),
     ):
         if len(values) != n:
-            raise ValueError(
-                f"The '{pname}' parameter must have length {n}. Got {len(values)} instead."
+            raise InvalidParameterError(
+                f"The '{pname}' parameter of from_array must have length {n}. Got {len(values)} instead."
             )
     # A repeat counts as present when any unit has a value (units are recorded together).
     n_repeats = (~np.isnan(data)).any(axis=2).sum(axis=0)
@@ -173,7 +191,9 @@ def from_array(
     return xr.DataArray(data, dims=RESPONSE_DIMS, coords=coords, attrs=out_attrs, name="responses")
 
 
-def require_counts(responses: xr.DataArray, *, name: str = "responses") -> None:
+def require_counts(
+    responses: xr.DataArray, *, name: str = "responses", owner: str = "require_counts"
+) -> None:
     """Raise unless ``responses`` hold spike counts with their means (Fano factors need them).
 
     Data marked ``attrs["mean_subtracted"] = 1`` (residuals such as the Semedo et al. 2019
@@ -181,19 +201,22 @@ def require_counts(responses: xr.DataArray, *, name: str = "responses") -> None:
     information about the mean count, so the Fano factor :math:`F = \\sigma^2 / \\mu` is
     undefined for them. Noise correlations and covariances remain exact.
 
+    ``owner`` is the public function named in the error (a caller checking its own argument
+    passes its name).
+
     Raises
     ------
     ValueError
-        If the data are marked as mean-subtracted.
+        If the data are marked as mean-subtracted, or the mark is not 0/1 (e.g. the string "1").
     """
     from neurovar.stats._util import require_counts as _require_counts
 
-    _require_counts(responses, name, "require_counts")
+    _require_counts(responses, name, owner)
 
 
 def _check_session(session: str) -> None:
     if session not in _COWLEY_SESSIONS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'session' parameter must be one of {sorted(_COWLEY_SESSIONS)!r}. "
             f"Got {session!r} instead."
         )
@@ -291,7 +314,7 @@ def load_cowley_v4_images(
     _check_session(session)
     if not _COWLEY_SESSIONS[session][1]:
         available = sorted(s for s, (_, ok) in _COWLEY_SESSIONS.items() if ok)
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'session' parameter must be a session with public images, one of "
             f"{available!r}. Got {session!r} instead (its images were not released)."
         )
@@ -356,7 +379,7 @@ def load_semedo_v1v2(
     from scipy.io import loadmat
 
     if bins not in ("separate", "summed"):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'bins' parameter must be 'separate' or 'summed'. Got {bins!r} instead."
         )
     name = "semedo2019_v1v2/sample_data.mat"

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, param_error
 from neurovar.cortex.loaders import from_array
 
 __all__ = ["load_nwb", "counts_from_nwbfile"]
@@ -69,7 +70,7 @@ def _get_intervals(nwbfile: Any, intervals: str) -> Any:
     tables = dict(nwbfile.intervals or {})
     if intervals not in tables:
         have = (["trials"] if nwbfile.trials is not None else []) + sorted(tables)
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'intervals' parameter must name a TimeIntervals table of the file, one of "
             f"{have!r}. Got {intervals!r} instead."
         )
@@ -106,8 +107,8 @@ def counts_from_nwbfile(
         counts from ``start_time`` to ``stop_time`` of each presentation (then the count
         window differs between presentations if their durations differ).
     area_column
-        Column of the units table with each unit's brain area (ignored if absent; set None
-        to skip).
+        Column of the units table with each unit's brain area (the default ``"location"``
+        is ignored if absent; another missing column is an error; set None to skip).
 
     Returns
     -------
@@ -121,20 +122,39 @@ def counts_from_nwbfile(
     ValueError
         If the file has no units, the table or column does not exist, or the window is empty.
     """
+    for pname, value in (("intervals", intervals), ("stimulus_column", stimulus_column)):
+        if not isinstance(value, str):
+            raise param_error(pname, "counts_from_nwbfile", "a str", value)
+    if area_column is not None and not isinstance(area_column, str):
+        raise param_error("area_column", "counts_from_nwbfile", "a str or None", area_column)
     if window is not None:
+        if (
+            not isinstance(window, (tuple, list))
+            or len(window) != 2
+            or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and np.isfinite(w)
+                for w in window
+            )
+        ):
+            raise param_error(
+                "window",
+                "counts_from_nwbfile",
+                "a pair (start, stop) of finite seconds or None",
+                window,
+            )
         w0, w1 = (float(w) for w in window)
         if not w1 > w0:
-            raise ValueError(
-                "The 'window' parameter must be (start, stop) in seconds with stop > start. "
+            raise InvalidParameterError(
+                "The 'window' parameter of counts_from_nwbfile must be (start, stop) in seconds with stop > start. "
                 f"Got {window!r} instead."
             )
     units = nwbfile.units
     if units is None or len(units) == 0:
-        raise ValueError("The 'nwbfile' parameter must contain a non-empty units table.")
+        raise InvalidParameterError("The 'nwbfile' parameter must contain a non-empty units table.")
     table = _get_intervals(nwbfile, intervals)
     columns = list(table.colnames)
     if stimulus_column not in columns:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'stimulus_column' parameter must be a column of the '{intervals}' table, one "
             f"of {columns!r}. Got {stimulus_column!r} instead."
         )
@@ -163,6 +183,13 @@ def counts_from_nwbfile(
     area = None
     if area_column is not None and area_column in units.colnames:
         area = [str(a) for a in units[area_column][:]]
+    elif area_column is not None and area_column != "location":  # only the default may be absent
+        raise InvalidParameterError(
+            f"The 'area_column' parameter of counts_from_nwbfile must be a column of the units "
+            f"table, one of {list(units.colnames)!r}, or None. Got {area_column!r} instead.",
+            name="area_column",
+            owner="counts_from_nwbfile",
+        )
     return from_array(
         list(per_stimulus),
         stimulus_ids=stimulus_ids,

@@ -142,6 +142,8 @@ def transfer_matrix(results: xr.Dataset, cfg: ExperimentConfig) -> xr.Dataset:
     targets = list(cfg.target_ids)
     baselines = [b for b in ("isotropic", "none") if b in results["condition"].values]
     groups = _groups(results)
+    if not (sources and baselines and groups):
+        return xr.Dataset()  # nothing to compare (no structured condition or no baseline)
     names = ("gain", "ci_low", "ci_high", "p_example", "p_seed", "cohens_d", "n_seeds")
     shape = (len(groups), len(baselines), len(sources), len(targets))
     arrays = {n: np.full(shape, np.nan) for n in names}
@@ -159,8 +161,6 @@ def transfer_matrix(results: xr.Dataset, cfg: ExperimentConfig) -> xr.Dataset:
                                        rng=1000 * gi + 100 * bi + 10 * si + ti)
                     for n in names:
                         arrays[n][gi, bi, si, ti] = stats[n]
-    if not groups:
-        return xr.Dataset()
     index = xr.Coordinates.from_pandas_multiindex(
         pd.MultiIndex.from_frame(pd.DataFrame(groups)), "group")
     ds = xr.Dataset(
@@ -341,6 +341,8 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                        noise_at_test=g["noise_at_test"])
         for cond in map(str, results["condition"].values):
             c = sub.sel(condition=cond)
+            if cond == "none" and g["noise_at_test"]:
+                continue  # no noise to switch on: the same network as its noise-off row
             stochastic = g["noise_at_test"] and cond != "none"
             trained = g["regime"] != "test-time"
             if not (stochastic or trained):

@@ -72,6 +72,7 @@ from neurovar.stats import (
 from .config import ExperimentConfig
 from .grid import SCIENCE_KEYS, CellSpec, stream_seed
 from .setup import build_model, load_data, resolve_config_device
+from .store import write_cell
 
 __all__ = ["CellResult", "compute_cell", "run_cell", "base_network"]
 
@@ -114,7 +115,8 @@ _BASE: dict[tuple[str, int, str], dict[str, Any]] = {}
 
 
 def base_network(
-    cfg: ExperimentConfig, seed: int, device: torch.device, *, cache_dir: Path | None = None
+    cfg: ExperimentConfig, seed: int, device: torch.device, *, cache_dir: Path | None = None,
+    progress: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The seed's base network (trained without noise) and its training summary.
 
@@ -138,7 +140,7 @@ def base_network(
             hist = train(
                 model, load_data(cfg), epochs=cfg.training.epochs,
                 batch_size=cfg.training.batch_size, lr=cfg.training.lr,
-                seed=stream_seed(seed, "base", "train") % 2**62, device=device, progress=False,
+                rng=stream_seed(seed, "base", "train") % 2**62, device=device, progress=progress,
             )
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             entry = {"state": state, "test_accuracy": float(hist.test_accuracy[-1]),
@@ -266,7 +268,7 @@ def _condition_covariance(cfg: ExperimentConfig, condition: str, covs: dict[str,
         out.attrs = {**pooled.attrs, "method": "diagonal"}
         return out
     if condition == "rotated":
-        out = rotate_spectrum(pooled, rng)
+        out = rotate_spectrum(pooled, rng=rng)
         out.attrs = {**pooled.attrs, "method": "rotated"}
         return out
     return covs[condition.split(":", 1)[1]]
@@ -274,7 +276,7 @@ def _condition_covariance(cfg: ExperimentConfig, condition: str, covs: dict[str,
 
 def _noise_module(cov: xr.DataArray, condition: str, cfg: ExperimentConfig, *, seed: int,
                   relative_scale: float | None) -> NoiseModule:
-    kw: dict[str, Any] = {"share": cfg.fit.share, "seed": seed, "relative_scale": relative_scale}
+    kw: dict[str, Any] = {"share": cfg.fit.share, "rng": seed, "relative_scale": relative_scale}
     d = cov.shape[0]
     if condition == "isotropic":
         return IsotropicNoise(1.0, n_units=d, **kw)
@@ -383,14 +385,17 @@ def _variability(model: nn.Module, st: _Structure, cfg: ExperimentConfig, layer:
 
 # ----------------------------------------------------------------------------- the cell
 def _fine_tune(model: nn.Module, cfg: ExperimentConfig, epochs: int, seed: int,
-               device: torch.device) -> float:
+               device: torch.device, progress: bool = False) -> float:
     hist = train(model, load_data(cfg), epochs=epochs, batch_size=cfg.training.batch_size,
-                 lr=cfg.training.finetune_lr, seed=seed, device=device, progress=False)
+                 lr=cfg.training.finetune_lr, rng=seed, device=device, progress=progress)
     return float(hist.test_accuracy[-1])
 
 
-def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None) -> CellResult:
+def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
+                 progress: bool = False) -> CellResult:
     """Compute one cell (no files written except the optional base-network cache).
+
+    ``progress`` shows tqdm bars for the long steps (training, fine-tuning).
 
     All randomness derives from the spec (:func:`neurovar.experiment.grid.stream_seed`), and
     the torch thread count is fixed to ``config.threads`` inside the cell, so the result is
@@ -400,7 +405,7 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None) -> Cell
     t0 = time.perf_counter()
     with fixed_threads(cfg.threads):
         device = resolve_config_device(cfg.device)
-        base, info = base_network(cfg, spec.seed, device,
+        base, info = base_network(cfg, spec.seed, device, progress=progress,
                                   cache_dir=None if cache_dir is None else Path(cache_dir))
         st = _structure(cfg, spec.seed, spec.layer, base, device)
         cell_seed = stream_seed(spec.seed, "cell", spec.regime, spec.condition, spec.magnitude,
@@ -424,7 +429,8 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None) -> Cell
         try:
             if spec.regime == "train-time":
                 info["finetune_test_accuracy"] = _fine_tune(
-                    model, cfg, cfg.training.finetune_epochs, int(gen.integers(2**62)), device)
+                    model, cfg, cfg.training.finetune_epochs, int(gen.integers(2**62)), device,
+                    progress)
             elif adaptive:
                 done = 0
                 while done < cfg.training.finetune_epochs:
@@ -432,7 +438,7 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None) -> Cell
                         cov = _refit(cfg, spec, model, st, covs, handle, gen)
                     k = min(cfg.training.adapt_every, cfg.training.finetune_epochs - done)
                     info["finetune_test_accuracy"] = _fine_tune(
-                        model, cfg, k, int(gen.integers(2**62)), device)
+                        model, cfg, k, int(gen.integers(2**62)), device, progress)
                     done += k
                 if handle is not None:
                     noise = handle.noise[spec.layer]
@@ -568,10 +574,11 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
     return xr.Dataset(data, coords=coords)
 
 
-def run_cell(spec: CellSpec, out_dir: str | Path) -> str:
-    """Compute ``spec`` and write it under ``out_dir/cells/`` (atomically); its cell id."""
-    from .store import write_cell
+def run_cell(spec: CellSpec, out_dir: str | Path, *, progress: bool = False) -> str:
+    """Compute ``spec`` and write it under ``out_dir/cells/`` (atomically); its cell id.
 
+    The seed's base network is cached in ``out_dir/cache/`` (shared by every worker that can
+    see the folder)."""
     out_dir = Path(out_dir)
-    write_cell(out_dir, spec, compute_cell(spec, cache_dir=out_dir / "cache"))
+    write_cell(out_dir, spec, compute_cell(spec, cache_dir=out_dir / "cache", progress=progress))
     return spec.cell_id

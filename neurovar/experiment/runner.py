@@ -124,7 +124,7 @@ def _run_inprocess(specs: Sequence[CellSpec], out: Path, progress: bool
     for spec in bar:
         bar.set_postfix_str(spec.label, refresh=False)
         try:
-            run_cell(spec, out)
+            run_cell(spec, out, progress=progress)
             completed.append(spec.cell_id)
         except KeyboardInterrupt:
             raise

@@ -30,7 +30,7 @@ def build_model(config, *, rng: int = 0) -> nn.Module:
             channels=tuple(config.model.channels),
             hidden=config.model.hidden,
             dropout=config.model.dropout,
-            seed=int(rng),
+            rng=int(rng),
         )
     factory = getattr(models, "resnet18_cifar", None)
     if factory is None:  # pragma: no cover - depends on the models module of this version

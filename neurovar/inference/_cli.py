@@ -13,13 +13,16 @@ groups, prints a table and writes it as CSV.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .effect_size import _cohens_d_np
 from .multiple import PVALUE_METHODS, correct_pvalues
 from .permutation import PERMUTATION_STATISTICS, permutation_test
 from .tidy import to_tidy
@@ -64,13 +67,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--value",
         default=None,
         metavar="COL",
-        help="numeric column to compare (default: 'value', else the only numeric column left)",
+        help="numeric or boolean column to compare (default: the --variable if one was "
+        "given, else 'value', else the only numeric column left)",
+    )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="pool rows that differ in other label columns (e.g. metric, attack) into one "
+        "test; without it such a table is refused and the needed --by is named",
     )
     parser.add_argument(
         "--pair-on",
+        nargs="+",
         default=None,
         metavar="COL",
-        help="pair A and B rows on this column (e.g. seed, stimulus_id): paired test",
+        help="pair A and B rows on these column(s) (e.g. seed, or seed example): paired test",
     )
     parser.add_argument(
         "--statistic",
@@ -98,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variable",
         default=None,
-        help="netCDF/zarr input: data variable to use (default: all, see --value)",
+        help="netCDF/zarr input: data variable to compare (default: all, see --value); "
+        "booleans (e.g. correct / not correct) are tested as proportions",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed for the permutations (default: 0)"
@@ -161,8 +173,10 @@ def _value_column(df: pd.DataFrame, value: str | None, used) -> str:
             raise StatsInputError(
                 f"--value {value!r} is not a column; columns are {list(df.columns)!r}."
             )
-        if not pd.api.types.is_numeric_dtype(df[value]):
-            raise StatsInputError(f"--value {value!r} is not numeric (dtype {df[value].dtype}).")
+        if not (pd.api.types.is_numeric_dtype(df[value]) or pd.api.types.is_bool_dtype(df[value])):
+            raise StatsInputError(
+                f"--value {value!r} is not numeric or boolean (dtype {df[value].dtype})."
+            )
         return value
     if "value" in df.columns and "value" not in used:
         return "value"
@@ -183,46 +197,113 @@ def _match(series: pd.Series, label: str) -> pd.Series:
     return series.astype(str) == label
 
 
-def _compare_group(sub, args, column, value):
+def _smallest_p(n_a: int, n_b: int, paired: bool, n_permutations: int, alternative: str):
+    """Number of distinct rearrangements and the smallest p-value the design can give."""
+    n_distinct = 2**n_a if paired else math.comb(n_a + n_b, n_a)
+    n_eff = min(n_distinct, n_permutations + 1)  # Monte Carlo: the observed counts once
+    return n_distinct, (2.0 if alternative == "two-sided" else 1.0) / n_eff
+
+
+def _samples(sub, args, column, value):
+    """The A and B values of one group (matched on --pair-on when given) and a note."""
     a_label, b_label = args.compare
     is_a, is_b = _match(sub[column], a_label), _match(sub[column], b_label)
-    if args.pair_on:
-        a_rows = sub.loc[is_a, [args.pair_on, value]]
-        b_rows = sub.loc[is_b, [args.pair_on, value]]
-        for lab, rows in ((a_label, a_rows), (b_label, b_rows)):
-            if rows[args.pair_on].duplicated().any():
-                raise StatsInputError(
-                    f"several {lab!r} rows share one {args.pair_on!r} value within a group; "
-                    "add --by columns or aggregate first."
-                )
-        merged = a_rows.merge(b_rows, on=args.pair_on, suffixes=("_a", "_b"))
-        a = merged[f"{value}_a"].to_numpy(float)
-        b = merged[f"{value}_b"].to_numpy(float)
-        unmatched = [
-            f"{len(rows) - len(merged)} {lab!r} row(s)"
-            for lab, rows in ((a_label, a_rows), (b_label, b_rows))
-            if len(rows) > len(merged)
-        ]
-        note = (
-            f"{' and '.join(unmatched)} without a partner on {args.pair_on!r} left out"
-            if unmatched
-            else ""
-        )
-    else:
+    if not args.pair_on:
         a = sub.loc[is_a, value].to_numpy(float)
         b = sub.loc[is_b, value].to_numpy(float)
-        note = ""
-    res = permutation_test(
-        a,
-        b,
-        statistic=args.statistic,
-        paired=bool(args.pair_on),
-        n_permutations=args.n_permutations,
-        alternative=args.alternative,
-        nan_policy=args.nan_policy,
-        alpha=args.alpha,
-        rng=np.random.default_rng(args.seed),
-    )
+        return a, b, ""
+    keys = list(args.pair_on)
+    a_rows = sub.loc[is_a, [*keys, value]]
+    b_rows = sub.loc[is_b, [*keys, value]]
+    for lab, rows in ((a_label, a_rows), (b_label, b_rows)):
+        if rows.duplicated(subset=keys).any():
+            raise StatsInputError(
+                f"several {lab!r} rows share one value of {keys!r} within a group; pair on "
+                "more columns (--pair-on seed example), add --by columns or aggregate first."
+            )
+    merged = a_rows.merge(b_rows, on=keys, suffixes=("_a", "_b"))
+    a = merged[f"{value}_a"].to_numpy(float)
+    b = merged[f"{value}_b"].to_numpy(float)
+    unmatched = [
+        f"{len(rows) - len(merged)} {lab!r} row(s)"
+        for lab, rows in ((a_label, a_rows), (b_label, b_rows))
+        if len(rows) > len(merged)
+    ]
+    on = keys[0] if len(keys) == 1 else keys
+    note = f"{' and '.join(unmatched)} without a partner on {on!r} left out" if unmatched else ""
+    return a, b, note
+
+
+def _descriptives(a, b, paired):
+    """Sizes, means, the mean difference and Cohen's d: reported even when no test can run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if paired:
+            keep = ~(np.isnan(a) | np.isnan(b))
+            a, b = a[keep], b[keep]
+        else:
+            a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        d = _cohens_d_np(a, b, paired=paired) if min(a.size, b.size) >= 2 else np.nan
+    return {
+        "n_a": int(a.size),
+        "n_b": int(b.size),
+        "mean_a": float(np.mean(a)) if a.size else np.nan,
+        "mean_b": float(np.mean(b)) if b.size else np.nan,
+        "cohens_d": float(d),
+    }
+
+
+def _compare_group(sub, args, column, value):
+    a, b, note = _samples(sub, args, column, value)
+    paired = bool(args.pair_on)
+    notes = [note] if note else []
+    alpha = args.alpha
+    if args.nan_policy == "omit":
+        keep_a = ~np.isnan(a) & (~np.isnan(b) if paired else True)
+        keep_b = ~np.isnan(b) & (~np.isnan(a) if paired else True)
+        n_a, n_b = int(keep_a.sum()), int(keep_b.sum())
+    else:
+        n_a, n_b = a.size, b.size
+    if min(n_a, n_b) >= 2:
+        n_distinct, smallest = _smallest_p(n_a, n_b, paired, args.n_permutations, args.alternative)
+        if smallest > alpha:
+            kind = f"{n_a} pairs" if paired else f"{n_a} + {n_b} samples"
+            notes.append(
+                f"this design cannot reach p <= {args.alpha:g}: with {kind} there are "
+                f"{n_distinct} distinct rearrangements"
+                + (
+                    ""
+                    if n_distinct <= args.n_permutations
+                    else f" and --n-permutations {args.n_permutations}"
+                )
+                + f", so the smallest attainable {args.alternative} p-value is "
+                f"{smallest:.4g}; the p-value shown is "
+                + ("the exact one" if n_distinct <= args.n_permutations else "the Monte Carlo one")
+                + ", with the statistic and effect size, so that a consistent effect stays "
+                "visible. Collect more seeds or samples to test it."
+            )
+            # permutation_test refuses such designs; here the p-value is wanted anyway
+            alpha = min(max(smallest, alpha), 1.0 - 1e-12)
+    try:
+        res = permutation_test(
+            a,
+            b,
+            statistic=args.statistic,
+            paired=paired,
+            n_permutations=args.n_permutations,
+            alternative=args.alternative,
+            nan_policy=args.nan_policy,
+            alpha=alpha,
+            rng=np.random.default_rng(args.seed),
+        )
+    except ValueError as err:
+        desc = _descriptives(a, b, paired)
+        stat = desc["mean_a"] - desc["mean_b"] if args.statistic == "mean_difference" else np.nan
+        if paired and args.statistic == "mean_difference":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                stat = float(np.nanmean(a - b)) if a.size else np.nan
+        return {**desc, "statistic": stat, "p_value": np.nan, "note": "; ".join([*notes, str(err)])}
     return {
         "n_a": int(res.n_a),
         "n_b": int(res.n_b),
@@ -233,8 +314,35 @@ def _compare_group(sub, args, column, value):
         "cohens_d": float(res.cohens_d),
         "rank_biserial": float(res.rank_biserial),
         "exact": bool(res.attrs["exact"]),
-        "note": note,
+        "note": "; ".join(notes),
     }
+
+
+def _row_type_columns(df, column, value, used):
+    """Label columns whose several values mark rows of different kinds (metric, attack, eps).
+
+    A string, categorical or boolean column, or a float column, qualifies when, among the
+    compared rows, it takes at least 2 values and some value repeats within a condition (so it
+    is not a per-sample identifier). Integer columns (seed, example, unit) are taken as sample
+    identifiers.
+    """
+    out = []
+    for c in df.columns:
+        if c in used or c in (column, value):
+            continue
+        col = df[c]
+        is_float = pd.api.types.is_float_dtype(col)
+        is_label = not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+        if not (is_float or is_label):
+            continue
+        labels = col.astype(str)
+        n_values = labels.nunique(dropna=False)
+        if n_values < 2:
+            continue
+        repeats = labels.groupby(df[column].astype(str)).apply(lambda x: x.duplicated().any())
+        if bool(repeats.any()) and n_values < len(df):
+            out.append((c, sorted(labels.unique())))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -258,16 +366,35 @@ def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     path = Path(args.results)
     df = _load(path, args.variable)
-    for c in [*args.by, *([args.pair_on] if args.pair_on else [])]:
+    # one column or several (a Namespace built by hand may hold a plain string)
+    pair_on = [args.pair_on] if isinstance(args.pair_on, str) else list(args.pair_on or [])
+    args.pair_on = pair_on or None
+    for c in [*args.by, *pair_on]:
         if c not in df.columns:
             raise StatsInputError(f"column {c!r} not found; columns are {list(df.columns)!r}.")
     a_label, b_label = args.compare
     if a_label == b_label:
         raise StatsInputError(f"--compare needs two different labels; got {a_label!r} twice.")
-    keys = set(args.by) | ({args.pair_on} if args.pair_on else set())
+    keys = set(args.by) | set(pair_on)
     column = _condition_column(df, a_label, b_label, args.column, skip=keys)
-    value = _value_column(df, args.value, used=keys | {column})
+    requested = args.value
+    if requested is None and args.variable is not None:
+        requested = args.variable  # a requested variable is what is tested, never another
+    value = _value_column(df, requested, used=keys | {column})
     compared = _match(df[column], a_label) | _match(df[column], b_label)
+    if not args.pool:
+        mixed = _row_type_columns(df.loc[compared], column, value, keys)
+        if mixed:
+            listed = "; ".join(
+                f"{c!r} has {len(v)} values ({', '.join(v[:5])}{', ...' if len(v) > 5 else ''})"
+                for c, v in mixed
+            )
+            by = " ".join([*args.by, *(c for c, _ in mixed)])
+            raise StatsInputError(
+                f"the compared rows differ in {listed}: they look like different quantities "
+                f"(metrics, attacks, targets), which one test must not pool. Test each group "
+                f"with --by {by}, or pass --pool if pooling them is really intended."
+            )
     n_nan = int(df.loc[compared, value].isna().sum())
     if n_nan and args.nan_policy == "raise":
         raise StatsInputError(
@@ -280,13 +407,7 @@ def _run(args: argparse.Namespace) -> int:
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(args.by, key, strict=True))
         row.update({"condition_column": column, "a": a_label, "b": b_label, "value": value})
-        try:
-            row.update(_compare_group(sub, args, column, value))
-        except ValueError as err:
-            if args.by:  # one untestable group should not hide the others
-                row.update({"p_value": np.nan, "note": str(err)})
-            else:
-                raise
+        row.update(_compare_group(sub, args, column, value))
         rows.append(row)
     table = pd.DataFrame(rows)
     p = xr.DataArray(table["p_value"].to_numpy(float), dims=("group",))
@@ -303,7 +424,7 @@ def _run(args: argparse.Namespace) -> int:
     shown = [c for c in table.columns if c not in ("condition_column", "a", "b", "value", "note")]
     print(
         f"{a_label} vs {b_label} on {column!r}, value {value!r}"
-        f"{', paired on ' + repr(args.pair_on) if args.pair_on else ''}; "
+        f"{', paired on ' + repr(pair_on) if pair_on else ''}; "
         f"permutation test ({args.statistic}, {args.alternative}), {args.correction} correction"
     )
     with pd.option_context("display.width", 200, "display.max_columns", 50):

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, param_error
+
 ALTERNATIVES = ("two-sided", "less", "greater")
 NAN_POLICIES = ("raise", "omit")
 DEFAULT_SAMPLE_DIM = "sample"
@@ -32,19 +34,19 @@ def as_dataarray(x: Any, *, name: str) -> xr.DataArray:
     if isinstance(x, xr.DataArray):
         return x
     if isinstance(x, xr.Dataset):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter must be an xarray.DataArray, got a Dataset with variables "
             f"{list(x.data_vars)!r}; select one, e.g. ds[{next(iter(x.data_vars), 'var')!r}]."
         )
     try:
         arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
             f"The '{name}' parameter must be an xarray.DataArray or a 1-D array of numbers. "
             f"Got {type(x).__name__} instead."
-        ) from err
+        ) from None
     if arr.ndim != 1:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter must be an xarray.DataArray with named dims, or a 1-D "
             f"array. Got a numpy array with shape {arr.shape}; wrap it as "
             f"xr.DataArray(values, dims=(...)) so the tested dim has a name."
@@ -58,7 +60,7 @@ def resolve_dim(dim: Hashable | None, arrays: Sequence[xr.DataArray], *, names: 
         dims = {a.dims for a in arrays}
         if all(a.ndim == 1 for a in arrays) and len(dims) == 1:
             return arrays[0].dims[0]
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'dim' parameter must name the dimension that holds the samples "
             "(e.g. 'trial', 'stimulus', 'unit', 'seed'). Got None, but "
             + ", ".join(f"'{n}' has dims {a.dims!r}" for n, a in zip(names, arrays, strict=True))
@@ -66,7 +68,7 @@ def resolve_dim(dim: Hashable | None, arrays: Sequence[xr.DataArray], *, names: 
         )
     for n, a in zip(names, arrays, strict=True):
         if dim not in a.dims:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'dim' parameter must be a dimension of '{n}'. Got {dim!r}, but '{n}' "
                 f"has dims {a.dims!r}."
             )
@@ -74,32 +76,34 @@ def resolve_dim(dim: Hashable | None, arrays: Sequence[xr.DataArray], *, names: 
 
 
 def check_choice(value: Any, choices: Sequence[Any], *, name: str, owner: str) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be one of {tuple(choices)!r}. "
-            f"Got {value!r} instead."
-        )
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    try:
+        ok = any(isinstance(value, type(c)) and value == c for c in choices)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise param_error(name, owner, f"one of {tuple(choices)!r}", value)
 
 
 def check_positive_int(value: Any, *, name: str, owner: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be an integer >= {minimum}. "
-            f"Got {value!r} instead."
-        )
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        raise param_error(name, owner, f"an integer >= {minimum}", value)
     return int(value)
 
 
 def check_unit_interval(value: Any, *, name: str, owner: str) -> float:
     """Return ``value`` as a float strictly inside (0, 1), else raise naming ``name``."""
     if (
-        isinstance(value, bool)
+        isinstance(value, (bool, np.bool_))
         or not isinstance(value, (float, int, np.floating, np.integer))
         or not 0 < float(value) < 1
     ):
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be a float in (0, 1). Got {value!r} instead."
-        )
+        raise param_error(name, owner, "a float in (0, 1)", value)
     return float(value)
 
 
@@ -112,7 +116,7 @@ def check_nan(values: np.ndarray, *, name: str, nan_policy: str, owner: str) -> 
     check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
     has_nan = bool(np.isnan(values).any())
     if has_nan and nan_policy == "raise":
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} contains {int(np.isnan(values).sum())} NaN "
             "value(s). Remove them, or pass nan_policy='omit' to drop NaN samples "
             "(pairs, for paired tests) separately for every tested position."
@@ -125,7 +129,7 @@ def numeric_values(da: xr.DataArray, *, name: str) -> np.ndarray:
     if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
         values.dtype, np.complexfloating
     ):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter must hold real numbers. Got dtype {values.dtype} instead."
         )
     return values.astype(float, copy=False)

@@ -11,6 +11,14 @@ from scipy import special
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_memory,
+    check_rng,
+    param_error,
+)
+
 from ._validation import (
     as_dataarray,
     check_choice,
@@ -25,7 +33,7 @@ from ._validation import (
 __all__ = ["bootstrap_ci", "BOOTSTRAP_STATISTICS"]
 
 RESAMPLE_DIM = "resample"
-METHODS = ("BCa", "percentile")
+METHODS = ("BCa", "percentile", "basic")
 
 #: Named statistics (NaN-aware so ragged hierarchical designs work): name -> f(x, axis).
 BOOTSTRAP_STATISTICS: dict[str, Callable] = {
@@ -40,7 +48,7 @@ def _resolve_statistic(statistic, owner):
         return statistic, BOOTSTRAP_STATISTICS[statistic]
     if callable(statistic):
         return getattr(statistic, "__name__", "custom"), statistic
-    raise TypeError(
+    raise InvalidParameterError(
         f"The 'statistic' parameter of {owner} must be one of {tuple(BOOTSTRAP_STATISTICS)!r} "
         f"or a callable statistic(x, axis) -> array. Got {type(statistic).__name__} instead."
     )
@@ -70,6 +78,11 @@ def _interval(theta_hat, theta_b, jack, method, confidence_level):
     """
     alpha = (1.0 - confidence_level) / 2.0
     q = np.array([alpha, 1.0 - alpha])
+    if method == "basic":  # reverse percentile: 2 theta_hat - G^-1(1 - a/2), ...
+        q_lo = np.full(theta_b.shape[0], q[0])
+        q_hi = np.full(theta_b.shape[0], q[1])
+        lo, hi = _quantile_rows(theta_b, q_lo), _quantile_rows(theta_b, q_hi)
+        return 2 * theta_hat - hi, 2 * theta_hat - lo
     if method == "percentile":
         q_lo = np.full(theta_b.shape[0], q[0])
         q_hi = np.full(theta_b.shape[0], q[1])
@@ -165,8 +178,11 @@ def bootstrap_ci(
     With :math:`\hat\theta` the statistic of the data, :math:`\theta^*_1, \dots, \theta^*_B`
     its values on the resamples, :math:`\hat G` their empirical CDF and
     :math:`\alpha = 1 - \text{confidence\_level}`, the **percentile** interval is
-    :math:`[\hat G^{-1}(\alpha/2), \hat G^{-1}(1-\alpha/2)]`. **BCa** replaces the two
-    levels by
+    :math:`[\hat G^{-1}(\alpha/2), \hat G^{-1}(1-\alpha/2)]`; the **basic** (reverse
+    percentile) interval is :math:`[2\hat\theta - \hat G^{-1}(1-\alpha/2), 2\hat\theta -
+    \hat G^{-1}(\alpha/2)]` (Davison & Hinkley 1997, eq. 5.6), which corrects a first-order
+    bias of the estimator and may therefore exclude :math:`\hat\theta`. **BCa** replaces the
+    two levels by
 
     .. math::
 
@@ -215,7 +231,7 @@ def bootstrap_ci(
     confidence_level
         Two-sided confidence level in (0, 1).
     method
-        ``"BCa"`` (bias-corrected and accelerated, default) or ``"percentile"``.
+        ``"BCa"`` (bias-corrected and accelerated, default), ``"percentile"`` or ``"basic"``.
     resample_within
         Hierarchical only: also resample units within each drawn group (default True).
     nan_policy
@@ -247,10 +263,33 @@ def bootstrap_ci(
     Theory* 3(5).
     """
     owner = "bootstrap_ci"
+    progress = check_bool(progress, name="progress", owner=owner)
+    resample_within = check_bool(resample_within, name="resample_within", owner=owner)
+    check_rng(rng, owner=owner, torch_ok=False)
+    for pname, d in (("dim", dim), ("group_dim", group_dim)):
+        if d is not None and not isinstance(d, str):
+            raise param_error(pname, owner, "a dimension name (str) or None", d)
+    if group_dim is not None and isinstance(data, xr.DataArray) and group_dim not in data.dims:
+        raise param_error(
+            "group_dim",
+            owner,
+            f"a dimension of 'data' (one of {tuple(data.dims)!r}) or None",
+            group_dim,
+        )
     data = as_dataarray(data, name="data")
+    if data.size == 0:
+        raise param_error("data", owner, "non-empty", f"sizes {dict(data.sizes)}", raw=True)
     stat_name, stat_fn = _resolve_statistic(statistic, owner)
     check_choice(method, METHODS, name="method", owner=owner)
     n_resamples = check_positive_int(n_resamples, name="n_resamples", owner=owner, minimum=2)
+    n_positions = max(1, data.size // max(1, data.sizes[dim])) if dim in data.dims else 1
+    check_memory(  # scipy keeps every resampled statistic of every position
+        2 * 8.0 * n_resamples * n_positions,
+        name="n_resamples",
+        owner=owner,
+        value=n_resamples,
+        what="the bootstrap distribution",
+    )
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)
@@ -272,7 +311,7 @@ def bootstrap_ci(
 
         def run(sample):
             if sample.shape[-1] < 2:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"The 'data' parameter of {owner} needs at least 2 observations along "
                     f"'{dim}' (after omitting NaN). Got {sample.shape[-1]}."
                 )
@@ -308,19 +347,19 @@ def bootstrap_ci(
         extra = {}
     else:
         if dim is None:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'dim' parameter of {owner} must name the dimension of the units within "
                 f"each '{group_dim}' when group_dim is given. Got None; data has dims "
                 f"{tuple(data.dims)!r}."
             )
         for name, d in (("group_dim", group_dim), ("dim", dim)):
             if d not in data.dims:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"The '{name}' parameter of {owner} must be a dimension of 'data'. Got "
                     f"{d!r}, but data has dims {tuple(data.dims)!r}."
                 )
         if group_dim == dim:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'group_dim' and 'dim' parameters of {owner} must differ. Got {dim!r} "
                 "for both."
             )
@@ -339,7 +378,7 @@ def bootstrap_ci(
         n_groups = np.sum(n_per_group > 0, axis=-1)
         n = n_per_group.sum(axis=-1)
         if np.any(n_groups < 2):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'data' parameter of {owner} needs at least 2 non-empty groups along "
                 f"'{group_dim}' for a hierarchical bootstrap. Got {int(n_groups.min())}."
             )

@@ -6,11 +6,14 @@ large it is. Every test in :mod:`neurovar.inference` reports both.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 
 import numpy as np
 import xarray as xr
 from scipy import stats as sps
+
+from neurovar._validation import param_error
 
 from ._validation import as_dataarray, check_choice, check_nan, numeric_values, resolve_dim
 
@@ -27,14 +30,48 @@ def _paired_diff(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return x - y  # NaN in either member of a pair propagates, i.e. the pair is dropped
 
 
+def _zero_spread(ss: np.ndarray, n: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Sums of squares that are rounding error only: SD <= 64 eps x the largest |value|.
+
+    Differences such as 0.85 - 0.80 and 0.80 - 0.75 are "constant" but not bit-identical,
+    so their SD is ~1e-17 instead of 0 and the ratio a plausible-looking 6e15.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(ss / np.maximum(n - 1, 1))
+    return np.isfinite(sd) & (sd <= 64 * np.finfo(float).eps * scale)
+
+
+def _ratio_or_inf(
+    mean: np.ndarray, sd: np.ndarray, zero: np.ndarray, scale: np.ndarray, what: str
+) -> np.ndarray:
+    """``mean / sd``; +-inf (mean != 0) or NaN (mean = 0) where the spread is zero, warned."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.asarray(mean / sd, dtype=float)
+        tied = np.abs(mean) <= 64 * np.finfo(float).eps * scale
+        d = np.where(zero, np.where(tied, np.nan, np.sign(mean) * np.inf), d)
+    n_zero = int(np.sum(zero))
+    if n_zero:
+        warnings.warn(
+            f"Cohen's d: {n_zero} of {np.size(zero)} comparisons have zero {what} (every value "
+            "the same up to rounding), so d is undefined: reported as +-inf where the means "
+            "differ and NaN where they do not. Report the raw difference instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return d
+
+
 def _cohens_d_np(x: np.ndarray, y: np.ndarray, *, paired: bool) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         if paired:
             d = _paired_diff(x, y)
             n = np.sum(~np.isnan(d), axis=-1)
             mean = np.nansum(d, axis=-1) / n
-            sd = np.sqrt(np.nansum((d - mean[..., None]) ** 2, axis=-1) / (n - 1))
-            return mean / sd
+            ss = np.nansum((d - mean[..., None]) ** 2, axis=-1)
+            sd = np.sqrt(ss / (n - 1))
+            scale = np.nanmax(np.abs(np.concatenate([x, y], axis=-1)), axis=-1)
+            zero = _zero_spread(ss, n, scale)
+            return _ratio_or_inf(mean, sd, zero, scale, "variance of the paired differences")
         nx = np.sum(~np.isnan(x), axis=-1)
         ny = np.sum(~np.isnan(y), axis=-1)
         mx = np.nansum(x, axis=-1) / nx
@@ -42,7 +79,9 @@ def _cohens_d_np(x: np.ndarray, y: np.ndarray, *, paired: bool) -> np.ndarray:
         ssx = np.nansum((x - mx[..., None]) ** 2, axis=-1)
         ssy = np.nansum((y - my[..., None]) ** 2, axis=-1)
         pooled = np.sqrt((ssx + ssy) / (nx + ny - 2))
-        return (mx - my) / pooled
+        scale = np.nanmax(np.abs(np.concatenate([x, y], axis=-1)), axis=-1)
+        zero = _zero_spread(ssx + ssy, nx + ny - 1, scale)
+        return _ratio_or_inf(mx - my, pooled, zero, scale, "within-group variance")
 
 
 def _rank_biserial_np(x: np.ndarray, y: np.ndarray, *, paired: bool) -> np.ndarray:
@@ -71,6 +110,11 @@ def _prepare_pair(a, b, dim, paired, nan_policy, owner):
     b = as_dataarray(b, name="b")
     dim = resolve_dim(dim, [a, b], names=["a", "b"])
     check_choice(paired, (True, False), name="paired", owner=owner)
+    for name, x in (("a", a), ("b", b)):
+        if x.sizes[dim] == 0:
+            raise param_error(
+                name, owner, f"non-empty along {dim!r}", f"dims {dict(x.sizes)}", raw=True
+            )
     if paired and a.sizes[dim] != b.sizes[dim]:
         raise ValueError(
             f"The 'a' and 'b' parameters of {owner} must have the same length along '{dim}' "
@@ -143,6 +187,11 @@ def cohens_d(
 
     Paired samples use the differences :math:`\delta_i = a_i - b_i`:
     :math:`d_z = \bar\delta / s_\delta` (``ddof=1``).
+
+    When the spread is zero up to rounding (:math:`s \le 64\,\epsilon \max|x|`, e.g. a
+    difference that is the same in every seed), d is undefined: it is returned as
+    :math:`\pm\infty` (means differ) or NaN (means equal), with a ``RuntimeWarning``, never as
+    the ratio of a difference to rounding noise.
 
     Parameters
     ----------

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
+from neurovar._validation import InvalidParameterError
+
 from ._validation import NAN_POLICIES, check_choice, check_confidence_level, check_positive_int
 
 __all__ = ["fit_mixed_model", "MixedModelResult"]
@@ -156,6 +158,11 @@ def fit_mixed_model(
     ``vc_formula``. Typical use: ``"fano ~ noise * layer"`` with ``groups="seed"`` so that units
     of one network seed are not treated as independent.
 
+    For a binary outcome (correct / not correct per example) use
+    :func:`neurovar.inference.fit_binomial_model` instead: a linear model of 0/1 data predicts
+    outside [0, 1], its residual variance depends on the mean, and it typically gives
+    convergence and boundary warnings.
+
     Parameters
     ----------
     df
@@ -202,17 +209,17 @@ def fit_mixed_model(
     """
     owner = "fit_mixed_model"
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'df' parameter of {owner} must be a pandas DataFrame (e.g. from to_tidy). "
             f"Got {type(df).__name__} instead."
         )
     if not isinstance(formula, str) or "~" not in formula:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'formula' parameter of {owner} must be a patsy formula like 'y ~ x'. "
             f"Got {formula!r} instead."
         )
     if not isinstance(groups, str) or groups not in df.columns:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'groups' parameter of {owner} must be a column of 'df'. Got {groups!r}; "
             f"columns are {list(df.columns)!r}."
         )
@@ -232,12 +239,12 @@ def fit_mixed_model(
         msg = str(err)
         name = re.search(r"name '([^']+)' is not defined", msg)
         if name:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'formula' parameter of {owner} uses column {name.group(1)!r}, which is not "
                 f"in 'df'. Columns are {list(df.columns)!r}."
             ) from err
         if "missing" in msg.lower() or "nan" in msg.lower():
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'df' parameter of {owner} has NaN in columns used by the model. Drop them "
                 f"or pass nan_policy='omit'. ({msg})"
             ) from err

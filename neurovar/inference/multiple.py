@@ -8,6 +8,8 @@ import numpy as np
 import xarray as xr
 from statsmodels.stats.multitest import multipletests
 
+from neurovar._validation import InvalidParameterError
+
 from ._validation import check_choice, check_unit_interval
 
 __all__ = ["correct_pvalues", "PVALUE_METHODS"]
@@ -85,7 +87,7 @@ def correct_pvalues(
     owner = "correct_pvalues"
     if isinstance(p, xr.Dataset):
         if "p_value" not in p.data_vars:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'p' parameter of {owner} must be a DataArray of p-values or a Dataset with "
                 f"a 'p_value' variable. Got a Dataset with variables {list(p.data_vars)!r}."
             )
@@ -95,7 +97,7 @@ def correct_pvalues(
         )
         return out
     if not isinstance(p, xr.DataArray):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'p' parameter of {owner} must be an xarray.DataArray (or Dataset with "
             f"'p_value'). Got {type(p).__name__} instead; wrap arrays with xr.DataArray(p)."
         )
@@ -104,7 +106,7 @@ def correct_pvalues(
     values = np.asarray(p.values, dtype=float)
     finite = values[~np.isnan(values)]
     if finite.size and (finite.min() < 0 or finite.max() > 1):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'p' parameter of {owner} must hold p-values in [0, 1] (or NaN). Got values in "
             f"[{finite.min():g}, {finite.max():g}]."
         )
@@ -114,7 +116,7 @@ def correct_pvalues(
         family = [dim] if isinstance(dim, str) or not isinstance(dim, Sequence) else list(dim)
         missing = [d for d in family if d not in p.dims]
         if missing:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'dim' parameter of {owner} must name dims of 'p'. Got {missing!r}, but "
                 f"'p' has dims {tuple(p.dims)!r}."
             )

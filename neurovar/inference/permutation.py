@@ -10,6 +10,14 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_memory,
+    check_rng,
+    param_error,
+)
+
 from ._validation import (
     ALTERNATIVES,
     check_choice,
@@ -76,7 +84,7 @@ def _n_distinct(n_a: int, n_b: int, paired: bool) -> int:
 def _check_design(n_a, n_b, paired, n_permutations, alternative, alpha, where=""):
     """Refuse designs too small for a test: fewer than 2 samples, or p < alpha unreachable."""
     if n_a < 2 or n_b < 2:
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'a' and 'b' parameters of permutation_test need at least 2 samples each"
             f"{where}. Got {n_a} and {n_b}."
         )
@@ -196,9 +204,20 @@ def permutation_test(
     ('layer',)
     """
     owner = "permutation_test"
+    progress = check_bool(progress, name="progress", owner=owner)
+    check_rng(rng, owner=owner, torch_ok=False)
+    if dim is not None and not isinstance(dim, str):
+        raise param_error("dim", owner, "a dimension name (str) or None", dim)
     xa, xb, template, dim = _prepare_pair(a, b, dim, paired, nan_policy, owner)
     check_choice(alternative, ALTERNATIVES, name="alternative", owner=owner)
     n_permutations = check_positive_int(n_permutations, name="n_permutations", owner=owner)
+    check_memory(  # the null distribution of every position is returned
+        2 * 8.0 * n_permutations * max(1, int(np.prod(xa.shape[:-1]))),
+        name="n_permutations",
+        owner=owner,
+        value=n_permutations,
+        what="the null distribution",
+    )
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)
     alpha = check_unit_interval(alpha, name="alpha", owner=owner)
@@ -212,7 +231,7 @@ def permutation_test(
         stat_fn = statistic
         stat_desc = f"user callable {stat_name}(x, y, axis)"
     else:
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'statistic' parameter of {owner} must be one of "
             f"{tuple(PERMUTATION_STATISTICS)!r} or a callable statistic(x, y, axis). "
             f"Got {type(statistic).__name__} instead."

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError
+
 __all__ = ["to_tidy"]
 
 #: Dims of resampling distributions; variables carrying them are left out by default.
@@ -51,7 +53,7 @@ def _dataset_frame(ds: xr.Dataset, variables, exclude_dims, include_attrs) -> pd
         names = [variables] if isinstance(variables, str) else list(variables)
         missing = [v for v in names if v not in ds.data_vars]
         if missing:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'variables' parameter of to_tidy must name data variables. Got {missing!r}, "
                 f"available: {list(ds.data_vars)!r}."
             )
@@ -126,7 +128,7 @@ def to_tidy(
     if isinstance(results, xr.DataArray):
         value = name or (str(results.name) if results.name is not None else "value")
         if value in results.coords or value in results.dims:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'name' parameter of to_tidy must differ from the dimension and coordinate "
                 f"names. Got {value!r}, which is also a {'coordinate' if value in results.coords else 'dimension'}; pass another name."
             )
@@ -144,12 +146,12 @@ def to_tidy(
     elif isinstance(results, Mapping):
         items = [(str(k), v) for k, v in results.items()]
     else:
-        raise TypeError(
+        raise InvalidParameterError(
             "The 'results' parameter of to_tidy must be an xarray DataArray, Dataset, DataTree, "
             f"or a mapping of them. Got {type(results).__name__} instead."
         )
     if not items:
-        raise ValueError("The 'results' parameter of to_tidy holds no data.")
+        raise InvalidParameterError("The 'results' parameter of to_tidy holds no data.")
     frames = []
     for key, obj in items:
         df = to_tidy(
@@ -160,7 +162,7 @@ def to_tidy(
             include_attrs=include_attrs,
         )
         if node_column in df.columns:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'node_column' parameter of to_tidy clashes with an existing column "
                 f"{node_column!r}; pass another name."
             )

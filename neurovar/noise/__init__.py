@@ -8,18 +8,22 @@
 - :mod:`~neurovar.noise.fit`: :func:`fit_perturbation_covariance` and noise magnitude relative
   to the layer's activation variance (:func:`scale_to_activation_variance`).
 - :mod:`~neurovar.noise.controls`: matched-trace controls (:func:`match_total_variance`,
-  :func:`diagonal_control`, :func:`isotropic_control`, :func:`rotate_spectrum`).
+  :func:`diagonal_control`, :func:`isotropic_control`, :func:`rotate_spectrum`), for any noise
+  model through :meth:`NoiseModule.diagonal` / :meth:`NoiseModule.dense_covariance`; the kinds of
+  :func:`noise_from_covariance` are a registry (:data:`NOISE_KINDS`, :func:`register_noise_kind`).
 """
 
 from __future__ import annotations
 
 from .controls import (
+    NOISE_KINDS,
     diagonal_control,
     isotropic_control,
     match_total_variance,
     matched_controls,
     noise_from_covariance,
     random_orthogonal,
+    register_noise_kind,
     rotate_spectrum,
 )
 from .fit import (
@@ -83,4 +87,6 @@ __all__ = [
     "random_orthogonal",
     "matched_controls",
     "noise_from_covariance",
+    "NOISE_KINDS",
+    "register_noise_kind",
 ]

@@ -10,32 +10,29 @@ import numpy as np
 import torch
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, param_error
+
 SHARES = ("flat", "channel")
 
 
 def check_share(share: Any, *, owner: str) -> str:
     """Validate the ``share`` option (how a covariance is laid over a layer's units)."""
-    if share not in SHARES:
-        raise ValueError(
-            f"The 'share' parameter of {owner} must be one of {SHARES!r}. Got {share!r} instead."
-        )
+    if not isinstance(share, str) or share not in SHARES:
+        raise param_error("share", owner, f"one of {SHARES!r}", share)
     return share
 
 
 def check_nonneg_float(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
     """A finite real number in ``[0, inf)`` (``(0, inf)`` with ``positive=True``)."""
+    interval = "(0, inf)" if positive else "[0, inf)"
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise param_error(name, owner, f"a real number in {interval}", value)
     try:
         out = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"The '{name}' parameter of {owner} must be a real number. "
-            f"Got {type(value).__name__} instead."
-        ) from err
+    except (TypeError, ValueError):
+        raise param_error(name, owner, f"a real number in {interval}", value) from None
     if not math.isfinite(out) or (out <= 0 if positive else out < 0):
-        interval = "(0, inf)" if positive else "[0, inf)"
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be in {interval}. Got {value!r} instead."
-        )
+        raise param_error(name, owner, f"in {interval}", value)
     return out
 
 
@@ -49,10 +46,7 @@ def check_int(value: Any, *, name: str, owner: str, low: int = 1, high: int | No
     )
     if not ok:
         interval = f"[{low}, {'inf)' if high is None else f'{high}]'}"
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be an int in {interval}. "
-            f"Got {value!r} instead."
-        )
+        raise param_error(name, owner, f"an int in {interval}", value)
     return int(value)
 
 
@@ -64,15 +58,8 @@ def fresh_seed() -> int:
 def check_seed(seed: Any, *, owner: str) -> int | None:
     if seed is None:
         return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(
-            f"The 'seed' parameter of {owner} must be a non-negative int or None. "
-            f"Got {type(seed).__name__} instead."
-        )
-    if seed < 0:
-        raise ValueError(
-            f"The 'seed' parameter of {owner} must be a non-negative int or None. Got {seed} instead."
-        )
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise param_error("seed", owner, "a non-negative int or None", seed)
     return int(seed)
 
 
@@ -85,21 +72,23 @@ def as_numpy_matrix(cov: Any, *, name: str, owner: str) -> np.ndarray:
     else:
         try:
             arr = np.asarray(cov, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"The '{name}' parameter of {owner} must be a numeric array, tensor or DataArray. "
-                f"Got {type(cov).__name__} instead."
-            ) from err
+        except (TypeError, ValueError):
+            raise param_error(
+                name, owner, "a numeric array, tensor or DataArray", type(cov).__name__, raw=True
+            ) from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"The '{name}' parameter of {owner} contains NaN or infinite values.")
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {owner} contains NaN or infinite values.",
+            name=name,
+            owner=owner,
+        )
     return arr
 
 
 def check_square(arr: np.ndarray, *, name: str, owner: str) -> None:
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-        raise ValueError(
-            f"The '{name}' parameter of {owner} must be a non-empty square 2-D matrix. "
-            f"Got shape {arr.shape} instead."
+        raise param_error(
+            name, owner, "a non-empty square 2-D matrix", f"shape {arr.shape}", raw=True
         )
 
 
@@ -125,19 +114,23 @@ def psd_factor(
     scale = max(float(np.max(np.abs(cov))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(cov - cov.T))) / scale
     if asym > sym_tol:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be a symmetric matrix; "
-            f"max |C - C^T| / max |C| = {asym:.3g} > {sym_tol:g}."
+            f"max |C - C^T| / max |C| = {asym:.3g} > {sym_tol:g}.",
+            name=name,
+            owner=owner,
         )
     cov = 0.5 * (cov + cov.T)
     evals, evecs = np.linalg.eigh(cov)
     top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
     min_eval = float(evals[0])
     if min_eval < -psd_tol * top:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be positive semi-definite; its smallest "
             f"eigenvalue is {min_eval:.4g} (largest {top:.4g}). Fit it with a shrinkage "
-            "estimator or clip its eigenvalues."
+            "estimator or clip its eigenvalues.",
+            name=name,
+            owner=owner,
         )
     negative = evals < 0
     n_clipped = int(np.sum(negative))

@@ -17,21 +17,18 @@ makes sense, a noise module (a new module comes back; the input is not modified)
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, check_memory, check_rng, public_caller
+
+from .._compat import renamed_parameters
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
-from .models import (
-    CovarianceNoise,
-    DiagonalNoise,
-    IsotropicNoise,
-    LowRankNoise,
-    NoiseModule,
-    PoissonLikeNoise,
-)
+from .models import CovarianceNoise, DiagonalNoise, IsotropicNoise, LowRankNoise, NoiseModule
 
 __all__ = [
     "match_total_variance",
@@ -41,6 +38,8 @@ __all__ = [
     "random_orthogonal",
     "matched_controls",
     "noise_from_covariance",
+    "NOISE_KINDS",
+    "register_noise_kind",
 ]
 
 CovLike = np.ndarray | torch.Tensor | xr.DataArray
@@ -76,21 +75,14 @@ def _module_kwargs(noise: NoiseModule) -> dict[str, Any]:
         "relative_scale": noise.relative_scale,
         "momentum": noise.momentum,
         "track_snr": noise.track_snr,
+        "rng": noise._user_generator if noise._user_generator is not None else noise.seed,
     }
-    if noise._user_generator is not None:
-        kwargs["generator"] = noise._user_generator
-    else:
-        kwargs["seed"] = noise.seed
     return kwargs
 
 
 def _check_rng(rng: Any, owner: str) -> np.random.Generator:
-    if rng is not None and not isinstance(rng, (int, np.integer, np.random.Generator)):
-        raise TypeError(
-            f"The 'rng' parameter of {owner} must be None, an int or a numpy Generator. "
-            f"Got {type(rng).__name__} instead."
-        )
-    return np.random.default_rng(rng)
+    # a control called by another (matched_controls -> rotate_spectrum) names the caller
+    return np.random.default_rng(check_rng(rng, owner=public_caller(owner), torch_ok=False))
 
 
 def _as_covariance(cov: Any, owner: str) -> np.ndarray:
@@ -100,55 +92,42 @@ def _as_covariance(cov: Any, owner: str) -> np.ndarray:
     scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
     asym = float(np.max(np.abs(arr - arr.T))) / scale
     if asym > 1e-6:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must be a symmetric covariance matrix; "
             f"max |C - C^T| / max |C| = {asym:.3g}."
         )
     if np.any(np.diag(arr) < 0):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must be a covariance matrix (variances on "
             f"the diagonal >= 0). Got a minimum diagonal entry of {np.diag(arr).min():.4g}."
         )
     return arr
 
 
-def _check_fixed_covariance(noise: NoiseModule, owner: str) -> None:
-    if isinstance(noise, PoissonLikeNoise):
-        raise TypeError(
-            f"{owner} needs a fixed covariance; PoissonLikeNoise's variance follows its input. "
-            "Calibrate it with neurovar.noise.scale_to_activation_variance instead."
+def _module_matrix(noise: NoiseModule, owner: str, what: str) -> np.ndarray:
+    """``noise.diagonal()`` or ``noise.dense_covariance()`` (scale 1) as float64 numpy, with
+    the control's name on the error of a module without a fixed covariance."""
+    try:
+        out = noise.diagonal() if what == "diagonal" else noise.dense_covariance()
+    except (TypeError, ValueError) as err:
+        hint = (
+            " Calibrate it with neurovar.noise.scale_to_activation_variance instead."
+            if isinstance(err, TypeError)
+            else ""
         )
+        raise type(err)(f"{owner} needs a fixed covariance: {err}{hint}") from err
+    return torch.as_tensor(out).detach().to("cpu", torch.float64).numpy()
 
 
 def _module_cov(noise: NoiseModule, owner: str) -> np.ndarray:
-    """Dense covariance of a module at scale 1, in float64."""
-    _check_fixed_covariance(noise, owner)
-    if isinstance(noise, CovarianceNoise):
-        factor = noise.factor.detach().to("cpu", torch.float64)
-        return (factor @ factor.T).numpy()
-    scale = noise.scale
-    if scale == 0:
-        raise ValueError(f"{owner}: the noise module has scale 0 (no covariance to work from).")
-    return noise.covariance.detach().to("cpu", torch.float64).numpy() / scale**2
+    """Dense covariance of a module at scale 1 (:meth:`NoiseModule.dense_covariance`)."""
+    return _module_matrix(noise, owner, "dense")
 
 
 def _module_diag(noise: NoiseModule, owner: str) -> np.ndarray:
-    """Diagonal of a module's covariance at scale 1, without forming the dense ``D x D`` matrix
-    (which for a flat conv layer would need tens of GiB)."""
-    _check_fixed_covariance(noise, owner)
-    noise._trace()  # errors for modules that do not know their number of units
-    if isinstance(noise, LowRankNoise):
-        f = noise.factors.detach().to("cpu", torch.float64)
-        diag = f.pow(2).sum(1) + noise.diagonal.detach().to("cpu", torch.float64)
-    elif isinstance(noise, CovarianceNoise):
-        diag = noise.factor.detach().to("cpu", torch.float64).pow(2).sum(1)
-    elif isinstance(noise, DiagonalNoise):
-        diag = noise.variance.detach().to("cpu", torch.float64)
-    elif isinstance(noise, IsotropicNoise):
-        diag = torch.full((int(noise.n_units),), noise.std**2, dtype=torch.float64)
-    else:
-        return np.diag(_module_cov(noise, owner)).copy()
-    return diag.numpy()
+    """Per-unit variances of a module at scale 1 (:meth:`NoiseModule.diagonal`), without
+    forming the dense ``D x D`` matrix where the model knows how."""
+    return _module_matrix(noise, owner, "diagonal")
 
 
 def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
@@ -179,13 +158,13 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
     owner = "match_total_variance"
     target = check_nonneg_float(total_variance, name="total_variance", owner=owner)
     if isinstance(noise_or_cov, NoiseModule):
-        _check_fixed_covariance(noise_or_cov, owner)
+        diag = _module_diag(noise_or_cov, owner)  # errors without a fixed covariance
         if noise_or_cov.relative_scale is not None:
             raise ValueError(
                 f"{owner}: the noise module follows the layer (relative_scale="
                 f"{noise_or_cov.relative_scale}); its total variance is set by relative_scale."
             )
-        base = noise_or_cov._trace()
+        base = float(diag.sum())
         if base <= 0:
             raise ValueError(f"{owner}: the noise module's covariance has zero trace.")
         out = _copy_module(noise_or_cov)
@@ -194,7 +173,7 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
     cov = _as_covariance(noise_or_cov, owner)
     trace = float(np.trace(cov))
     if trace <= 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise_or_cov' parameter of {owner} must have a positive trace. Got {trace:g}."
         )
     return _wrap_like(noise_or_cov, cov * (target / trace), "matched_total_variance")
@@ -289,6 +268,7 @@ def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.nd
     """
     owner = "random_orthogonal"
     n = check_int(n, name="n", owner=owner)
+    check_memory(3 * 8.0 * n * n, name="n", owner=owner, value=n, what="an n x n matrix")
     k = n if k is None else check_int(k, name="k", owner=owner, high=n)
     gen = _check_rng(rng, owner)
     z = gen.standard_normal((n, k))
@@ -298,7 +278,8 @@ def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.nd
     return q * signs[None, :]
 
 
-def rotate_spectrum(noise_or_cov: Any, rng: Any = None) -> Any:
+@renamed_parameters(positional=("rng",))
+def rotate_spectrum(noise_or_cov: Any, *, rng: Any = None) -> Any:
     r"""Same eigenvalues, random orthonormal eigenvectors: :math:`Q \Lambda Q^T`.
 
     With :math:`\Sigma = V \Lambda V^T` and :math:`Q` Haar-distributed on the orthogonal group
@@ -308,11 +289,13 @@ def rotate_spectrum(noise_or_cov: Any, rng: Any = None) -> Any:
     Parameters
     ----------
     noise_or_cov
-        Covariance (ndarray, tensor, DataArray), :class:`CovarianceNoise`, or
-        :class:`LowRankNoise` with a constant diagonal (:math:`Q(FF^T + dI)Q^T =
-        (QF)(QF)^T + dI`, so the result stays low-rank: only a random ``D x r`` frame is drawn).
+        Covariance (ndarray, tensor, DataArray), or a noise module with a fixed covariance
+        (:meth:`NoiseModule.dense_covariance`): a :class:`CovarianceNoise` of the rotated
+        covariance comes back, with the module's share, scale and seed. A
+        :class:`LowRankNoise` with a constant diagonal stays low-rank
+        (:math:`Q(FF^T + dI)Q^T = (QF)(QF)^T + dI`: only a random ``D x r`` frame is drawn).
     rng
-        None, int seed or :class:`numpy.random.Generator`.
+        None, int seed or :class:`numpy.random.Generator` (keyword-only).
 
     Returns
     -------
@@ -328,28 +311,14 @@ def rotate_spectrum(noise_or_cov: Any, rng: Any = None) -> Any:
     """
     owner = "rotate_spectrum"
     gen = _check_rng(rng, owner)
-    if isinstance(noise_or_cov, LowRankNoise):
-        diag = noise_or_cov.diagonal.double()
-        if not torch.allclose(diag, diag[0].expand_as(diag), rtol=1e-6, atol=0.0):
-            raise ValueError(
-                f"{owner}: a LowRankNoise with a non-constant diagonal does not stay low-rank "
-                "under rotation; rotate its dense covariance instead: "
-                "rotate_spectrum(noise.covariance / noise.scale**2)."
-            )
-        f = noise_or_cov.factors.double().numpy()
-        u, s, _ = np.linalg.svd(f, full_matrices=False)
-        frame = random_orthogonal(f.shape[0], k=f.shape[1], rng=gen)
-        return LowRankNoise(
-            frame * s[None, :], noise_or_cov.diagonal.clone(), **_module_kwargs(noise_or_cov)
-        )
     if isinstance(noise_or_cov, NoiseModule):
-        if not isinstance(noise_or_cov, CovarianceNoise):
-            raise TypeError(
-                f"{owner} takes a covariance, CovarianceNoise or LowRankNoise. "
-                f"Got {type(noise_or_cov).__name__}; build a CovarianceNoise from its covariance."
-            )
-        rotated = _rotate(_module_cov(noise_or_cov, owner), gen, owner)
-        return CovarianceNoise(rotated, **_module_kwargs(noise_or_cov))
+        rotated = noise_or_cov._rotated_spectrum(
+            lambda n, k: random_orthogonal(n, k=k, rng=gen), _module_kwargs(noise_or_cov)
+        )
+        if rotated is not None:
+            return rotated
+        cov = _rotate(_module_cov(noise_or_cov, owner), gen, owner)
+        return CovarianceNoise(cov, **_module_kwargs(noise_or_cov))
     cov = as_numpy_matrix(noise_or_cov, name="noise_or_cov", owner=owner)
     return _wrap_like(noise_or_cov, _rotate(cov, gen, owner), "rotated_spectrum")
 
@@ -391,8 +360,99 @@ def matched_controls(cov: CovLike, *, rng: Any = None) -> dict[str, Any]:
         "structured": cov,
         "diagonal": diagonal_control(cov),
         "isotropic": isotropic_control(cov),
-        "rotated": rotate_spectrum(cov, rng),
+        "rotated": rotate_spectrum(cov, rng=rng),
     }
+
+
+NoiseKindFactory = Callable[..., NoiseModule]
+
+NOISE_KINDS: dict[str, NoiseKindFactory] = {}
+"""The kinds of :func:`noise_from_covariance`: ``{kind: factory(cov, rank=..., **kwargs)}``.
+
+Add one with :func:`register_noise_kind`.
+"""
+
+
+def register_noise_kind(kind: str, factory: NoiseKindFactory, *, overwrite: bool = False) -> None:
+    """Make ``noise_from_covariance(cov, kind=kind, ...)`` build ``factory(cov, rank=rank,
+    **kwargs)``.
+
+    Parameters
+    ----------
+    kind
+        Name of the kind.
+    factory
+        ``factory(cov, *, rank, **kwargs) -> NoiseModule``. ``cov`` is what the caller passed
+        (ndarray, tensor or DataArray; ``kwargs`` already hold a DataArray's ``share``),
+        ``rank`` is None unless given; a factory that takes no rank should refuse one.
+    overwrite
+        Allow replacing a registered kind.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(
+            f"The 'kind' parameter of register_noise_kind must be a non-empty str. Got {kind!r}."
+        )
+    if not callable(factory):
+        raise TypeError(
+            "The 'factory' parameter of register_noise_kind must be callable. "
+            f"Got {type(factory).__name__} instead."
+        )
+    if kind in NOISE_KINDS and not overwrite:
+        raise ValueError(
+            f"register_noise_kind: kind {kind!r} is already registered; pass overwrite=True to "
+            "replace it."
+        )
+    NOISE_KINDS[kind] = factory
+
+
+def _no_rank(kind: str, rank: int | None) -> None:
+    if rank is not None:
+        raise InvalidParameterError(
+            "The 'rank' parameter of noise_from_covariance must be None: 'rank' applies to "
+            f"kind='low_rank' only (kind={kind!r}). Got {rank!r} instead.",
+            name="rank",
+            owner="noise_from_covariance",
+        )
+
+
+def _square(cov: Any) -> np.ndarray:
+    arr = as_numpy_matrix(cov, name="cov", owner="noise_from_covariance")
+    check_square(arr, name="cov", owner="noise_from_covariance")
+    return arr
+
+
+def _full_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
+    _no_rank("full", rank)
+    return CovarianceNoise(cov, **kwargs)
+
+
+def _low_rank_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
+    if rank is None:
+        raise InvalidParameterError(
+            "The 'rank' parameter of noise_from_covariance must be an int >= 1: kind='low_rank' "
+            "needs the 'rank' parameter. Got None instead.",
+            name="rank",
+            owner="noise_from_covariance",
+        )
+    return LowRankNoise.from_covariance(cov, rank, **kwargs)
+
+
+def _diagonal_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
+    _no_rank("diagonal", rank)
+    return DiagonalNoise(np.diag(_square(cov)).copy(), **kwargs)
+
+
+def _isotropic_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
+    _no_rank("isotropic", rank)
+    arr = _square(cov)
+    d = arr.shape[0]
+    return IsotropicNoise(float(np.sqrt(max(np.trace(arr), 0.0) / d)), n_units=d, **kwargs)
+
+
+register_noise_kind("full", _full_kind)
+register_noise_kind("low_rank", _low_rank_kind)
+register_noise_kind("diagonal", _diagonal_kind)
+register_noise_kind("isotropic", _isotropic_kind)
 
 
 def noise_from_covariance(
@@ -415,14 +475,15 @@ def noise_from_covariance(
     cov
         ``D x D`` covariance; a DataArray's ``attrs["share"]`` is used unless ``share`` is given.
     kind
-        ``"full"`` (:class:`CovarianceNoise`), ``"low_rank"`` (:meth:`LowRankNoise.from_covariance`
-        with ``rank`` and the residual on the diagonal, same trace), ``"diagonal"``
-        (:class:`DiagonalNoise` of ``diag(cov)``) or ``"isotropic"`` (:class:`IsotropicNoise`
-        at matched trace).
+        A key of :data:`NOISE_KINDS`: ``"full"`` (:class:`CovarianceNoise`), ``"low_rank"``
+        (:meth:`LowRankNoise.from_covariance` with ``rank`` and the residual on the diagonal,
+        same trace), ``"diagonal"`` (:class:`DiagonalNoise` of ``diag(cov)``),
+        ``"isotropic"`` (:class:`IsotropicNoise` at matched trace), or one added with
+        :func:`register_noise_kind`.
     rank
         Rank for ``kind="low_rank"``.
     **kwargs
-        ``seed``, ``generator``, ``scale``, ``share``, ... (see :class:`NoiseModule`).
+        ``rng``, ``scale``, ``share``, ... (see :class:`NoiseModule`).
 
     Returns
     -------
@@ -434,24 +495,13 @@ def noise_from_covariance(
     variance).
     """
     owner = "noise_from_covariance"
-    kinds = ("full", "low_rank", "diagonal", "isotropic")
-    if kind not in kinds:
-        raise ValueError(
-            f"The 'kind' parameter of {owner} must be one of {kinds!r}. Got {kind!r} instead."
+    if kind not in NOISE_KINDS:
+        raise InvalidParameterError(
+            f"The 'kind' parameter of {owner} must be one of {tuple(NOISE_KINDS)!r}. "
+            f"Got {kind!r} instead.",
+            name="kind",
+            owner=owner,
         )
     if isinstance(cov, xr.DataArray) and "share" in cov.attrs:
         kwargs.setdefault("share", cov.attrs["share"])
-    if kind == "low_rank":
-        if rank is None:
-            raise ValueError(f"{owner}: kind='low_rank' needs the 'rank' parameter.")
-        return LowRankNoise.from_covariance(cov, rank, **kwargs)
-    if rank is not None:
-        raise ValueError(f"{owner}: 'rank' applies to kind='low_rank' only; got kind={kind!r}.")
-    if kind == "full":
-        return CovarianceNoise(cov, **kwargs)
-    arr = as_numpy_matrix(cov, name="cov", owner=owner)
-    check_square(arr, name="cov", owner=owner)
-    if kind == "diagonal":
-        return DiagonalNoise(np.diag(arr).copy(), **kwargs)
-    d = arr.shape[0]
-    return IsotropicNoise(float(np.sqrt(max(np.trace(arr), 0.0) / d)), n_units=d, **kwargs)
+    return NOISE_KINDS[kind](cov, rank=rank, **kwargs)

@@ -20,8 +20,17 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..dims import UNIT, UNIT_J
-from ..record import layer_names
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_choice,
+    check_device,
+    public_caller,
+)
+
+from .._torch import layer_names, resolve_device
+from ..dims import UNIT, UNIT_J, unit_coords
+from ..stats.covariance import shrinkage_covariance
 from ._utils import check_int, check_nonneg_float, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
@@ -50,14 +59,14 @@ def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be a torch.Tensor or numpy array of images. "
             f"Got {type(images).__name__} instead."
         )
     if not torch.is_floating_point(images):
         images = images.float()
     if images.ndim < 2 or images.shape[0] == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must have shape (N, ...) with N >= 1. "
             f"Got shape {tuple(images.shape)} instead."
         )
@@ -66,7 +75,7 @@ def _as_images(images: Any, *, name: str, owner: str) -> torch.Tensor:
 
 def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'model' parameter of {owner} must be a torch.nn.Module. "
             f"Got {type(model).__name__} instead."
         )
@@ -74,19 +83,11 @@ def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     if not isinstance(layer, str) or layer not in modules:
         valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'layer' parameter of {owner} must name a submodule of the model. "
             f"Got {layer!r}; valid layer names: {shown}."
         )
     return modules[layer]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -123,7 +124,8 @@ def collect_layer_activations(
     batch_size
         Images per forward pass.
     device
-        Where to run (default: the model's device). The model is moved there and back.
+        Where to run; default: where the model is (:func:`neurovar._torch.resolve_device`). The
+        model is moved there and back.
     progress
         Show a tqdm progress bar.
 
@@ -136,12 +138,17 @@ def collect_layer_activations(
     ----------
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
-    owner = "collect_layer_activations"
+    owner = public_caller(
+        "collect_layer_activations"
+    )  # the caller, e.g. fit_perturbation_covariance
+    check_bool(progress, name="progress", owner=owner)
+    if device is not None:
+        check_device(device, owner=owner)
     target = _check_layer(model, layer, owner)
     images = _as_images(images, name="images", owner=owner)
     batch_size = check_int(batch_size, name="batch_size", owner=owner)
-    original_device = _model_device(model)
-    run_device = original_device if device is None else torch.device(device)
+    original_device = resolve_device(None, model=model)
+    run_device = resolve_device(device, model=model)
     dtype = _model_dtype(model)  # float64 numpy images into a float32 model would fail
     captured: list[torch.Tensor] = []
 
@@ -199,39 +206,25 @@ def _check_cov_size(n_units: int, share: str, owner: str) -> None:
 
 
 def _unit_coords(unit_shape: tuple[int, ...], share: str, layer: str) -> dict[str, Any]:
-    if share == "channel":
-        n = unit_shape[0]
-        channel, y, x = np.arange(n), np.zeros(n, int), np.zeros(n, int)
-    else:
-        if len(unit_shape) == 1:
-            shape3 = (unit_shape[0], 1, 1)
-        elif len(unit_shape) == 2:
-            shape3 = (unit_shape[0], 1, unit_shape[1])
-        else:
-            shape3 = (unit_shape[0], unit_shape[1], math.prod(unit_shape[2:]))
-        channel, y, x = (g.ravel() for g in np.indices(shape3))
-    n = channel.size
-    coords: dict[str, Any] = {}
-    for suffix, dim in (("", UNIT), ("_j", UNIT_J)):
-        coords[f"unit_id{suffix}"] = (dim, np.arange(n))
-        coords[f"channel{suffix}"] = (dim, channel)
-        if share == "flat":
-            coords[f"y{suffix}"] = (dim, y)
-            coords[f"x{suffix}"] = (dim, x)
-        coords[f"layer{suffix}"] = (dim, np.full(n, layer, dtype=object))
-    return coords
+    """Unit coords of a covariance over a layer, and their ``_j`` twins, from the one builder
+    :func:`neurovar.dims.unit_coords`: the layer's units for ``"flat"`` (as in a recording of
+    the layer), its ``C`` channels for ``"channel"``."""
+    shape = (unit_shape[0],) if share == "channel" else unit_shape
+    return unit_coords(layer, shape, pair=True)
 
 
 def _cov_dataarray(
     cov: np.ndarray, unit_shape: tuple[int, ...], share: str, layer: str, attrs: dict[str, Any]
 ) -> xr.DataArray:
-    return xr.DataArray(
+    out = xr.DataArray(
         cov,
         dims=(UNIT, UNIT_J),
         coords=_unit_coords(unit_shape, share, layer),
         attrs={"layer": layer, "share": share, "unit_shape": list(unit_shape), **attrs},
         name="cov_matrix",
     )
+    # selectable like a recording and its noise covariance: cov.sel(channel=3, channel_j=5)
+    return out.set_xindex("channel").set_xindex("channel_j")
 
 
 def layer_activation_covariance(
@@ -282,7 +275,12 @@ def layer_activation_covariance(
     x = _samples(acts, share)
     _check_cov_size(x.shape[1], share, owner)
     if x.shape[0] <= ddof:
-        raise ValueError(f"{owner} needs more than ddof={ddof} samples; got {x.shape[0]}.")
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {owner} must be smaller than the number of samples, "
+            f"{x.shape[0]}. Got {ddof} instead.",
+            name="ddof",
+            owner=owner,
+        )
     cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
     return _cov_dataarray(
         cov,
@@ -334,7 +332,12 @@ def layer_total_variance(
 def _total_variance(acts: torch.Tensor, ddof: int, owner: str) -> float:
     ddof = check_int(ddof, name="ddof", owner=owner, low=0)
     if acts.shape[0] <= ddof:
-        raise ValueError(f"{owner} needs more than ddof={ddof} images; got {acts.shape[0]}.")
+        raise InvalidParameterError(
+            f"The 'ddof' parameter of {owner} must be smaller than the number of images, "
+            f"{acts.shape[0]}. Got {ddof} instead.",
+            name="ddof",
+            owner=owner,
+        )
     return float(
         acts.to(torch.float64).reshape(acts.shape[0], -1).var(dim=0, correction=ddof).sum()
     )
@@ -423,12 +426,12 @@ def scale_to_activation_variance(
     """
     owner = "scale_to_activation_variance"
     if not isinstance(noise, NoiseModule):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of {owner} must be a neurovar NoiseModule. "
             f"Got {type(noise).__name__} instead."
         )
     if noise.relative_scale is not None:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of {owner} has relative_scale={noise.relative_scale}: it "
             "already follows the layer's running variance. Build it with relative_scale=None."
         )
@@ -506,9 +509,11 @@ def fit_perturbation_covariance(
     method
         ``"difference"``, ``"perturbed"`` or ``"within_image"`` (see above).
     estimator
-        ``"sample"`` (with ``ddof``), or a shrinkage estimator from scikit-learn for few samples:
-        ``"ledoit_wolf"`` (Ledoit & Wolf 2004) or ``"oas"`` (Chen et al. 2010); both use the
-        1/n normalisation of scikit-learn, and ``assume_centered=True`` for ``"within_image"``.
+        ``"sample"``, or a shrinkage estimator for few samples: ``"ledoit_wolf"`` (Ledoit &
+        Wolf 2004) or ``"oas"`` (Chen et al. 2010). All three normalise by
+        ``n_samples - ddof``: the shrinkage estimators shrink that sample covariance
+        (:func:`neurovar.stats.covariance.shrinkage_covariance`, the same implementation as
+        :func:`neurovar.stats.noise_covariance`).
     rank
         If given, keep only the top ``rank`` eigenpairs, :math:`\Sigma_r = V_r \Lambda_r V_r^T`
         (the discarded variance fraction is in ``attrs``). Use
@@ -516,8 +521,8 @@ def fit_perturbation_covariance(
     share
         ``"flat"`` (``D x D`` over all flattened units) or ``"channel"`` (``C x C``).
     ddof
-        Delta degrees of freedom of the ``"sample"`` estimator. Default: 1 for the centred
-        methods (``"difference"``, ``"perturbed"``), 0 for ``"within_image"`` (known centre).
+        Delta degrees of freedom (every estimator). Default: 1 for the centred methods
+        (``"difference"``, ``"perturbed"``), 0 for ``"within_image"`` (known centre).
     batch_size, device, progress
         Forward-pass options (see :func:`collect_layer_activations`).
 
@@ -540,21 +545,18 @@ def fit_perturbation_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     owner = "fit_perturbation_covariance"
+    check_choice(method, name="method", owner=owner, options=METHODS)
+    check_choice(estimator, name="estimator", owner=owner, options=ESTIMATORS)
     if method not in METHODS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'method' parameter of {owner} must be one of {METHODS!r}. Got {method!r} instead."
         )
     if estimator not in ESTIMATORS:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'estimator' parameter of {owner} must be one of {ESTIMATORS!r}. "
             f"Got {estimator!r} instead."
         )
     share = check_share(share, owner=owner)
-    if ddof is not None and estimator != "sample":
-        raise ValueError(
-            f"The 'ddof' parameter of {owner} applies to estimator='sample' only; "
-            f"{estimator!r} uses scikit-learn's 1/n normalisation. Got ddof={ddof!r}."
-        )
     if ddof is None:
         ddof = 0 if method == "within_image" else 1
     ddof = check_int(ddof, name="ddof", owner=owner, low=0)
@@ -562,13 +564,13 @@ def fit_perturbation_covariance(
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
     if method == "within_image":
         if pert.ndim != clean.ndim + 1 or tuple(pert.shape[1:]) != tuple(clean.shape):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"With method='within_image' the 'perturbed_images' parameter of {owner} must "
                 f"have shape (V, *clean_images.shape) = (V, {', '.join(map(str, clean.shape))}). "
                 f"Got {tuple(pert.shape)} instead."
             )
     elif tuple(pert.shape) != tuple(clean.shape):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'perturbed_images' parameter of {owner} must have the shape of "
             f"'clean_images' {tuple(clean.shape)} for method={method!r}. "
             f"Got {tuple(pert.shape)} instead."
@@ -601,24 +603,17 @@ def fit_perturbation_covariance(
 
     n_samples, n_units = x.shape
     _check_cov_size(n_units, share, owner)
-    if n_samples - (0 if centred else 1) < 1 or (estimator == "sample" and n_samples <= ddof):
+    if n_samples - (0 if centred else 1) < 1 or n_samples <= ddof:
         raise ValueError(
             f"{owner} needs more samples: got {n_samples} sample(s) for method={method!r}, "
-            f"estimator={estimator!r}, ddof={ddof}."
+            f"estimator={estimator!r}, 'ddof' parameter = {ddof}."
         )
     shrinkage = float("nan")
+    resid = x if centred else x - x.mean(axis=0, keepdims=True)
     if estimator == "sample":
-        if centred:
-            cov = x.T @ x / (n_samples - ddof)
-        else:
-            cov = np.atleast_2d(np.cov(x, rowvar=False, ddof=ddof))
+        cov = np.atleast_2d(resid.T @ resid / (n_samples - ddof))
     else:
-        from sklearn.covariance import OAS, LedoitWolf
-
-        est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=centred)
-        est.fit(x)
-        cov = est.covariance_
-        shrinkage = float(est.shrinkage_)
+        cov, shrinkage = shrinkage_covariance(resid, dof=n_samples - ddof, estimator=estimator)
     cov = 0.5 * (cov + cov.T)
 
     discarded = 0.0
@@ -636,7 +631,7 @@ def fit_perturbation_covariance(
         "method": method,
         "estimator": estimator,
         "n_samples": int(n_samples),
-        "ddof": int(ddof) if estimator == "sample" else 0,  # scikit-learn normalises by 1/n
+        "ddof": int(ddof),
         "shrinkage": shrinkage,
         "rank": "full" if rank is None else int(rank),
         "discarded_variance_fraction": discarded,

@@ -7,8 +7,9 @@ output ``h`` by ``noise_module(h)``. The returned :class:`NoiseInjection` is a c
 train-time and test-time injection are both explicit choices of the caller.
 
 Every hook is a :class:`NoiseHook`, whose attribute ``_neurovar_noise`` is true while it adds
-noise, so :func:`neurovar.record.record_activations` can find the first noisy layer by
-scanning ``module._forward_hooks.values()`` and branch trials there.
+noise, so :func:`neurovar.record.record_activations` can find the first noisy layer (with
+:func:`find_noise_hooks`, which lives in :mod:`neurovar._torch` with the rest of the noise
+discovery) and branch trials there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..record import layer_names
+from neurovar._validation import InvalidParameterError
+
+from .._torch import find_noise_hooks, layer_names, noise_modules
 from .models import NoiseModule
 
 __all__ = [
@@ -151,13 +154,13 @@ class NoiseInjection:
 
     def freeze(self) -> NoiseInjection:
         """Freeze every noise module (see :meth:`NoiseModule.freeze`)."""
-        for module in _noise_modules(self):
+        for module in _target_noise_modules(self):
             module.freeze()
         return self
 
     def unfreeze(self) -> NoiseInjection:
         """Unfreeze every noise module."""
-        for module in _noise_modules(self):
+        for module in _target_noise_modules(self):
             module.unfreeze()
         return self
 
@@ -221,17 +224,17 @@ def inject_noise(
 
     Examples
     --------
-    >>> noise = LowRankNoise(factors, 0.1, share="channel", seed=0)  # doctest: +SKIP
+    >>> noise = LowRankNoise(factors, 0.1, share="channel", rng=0)  # doctest: +SKIP
     >>> with inject_noise(model, {"layer1": noise}):                  # doctest: +SKIP
     ...     logits = model(images)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The 'model' parameter of inject_noise must be a torch.nn.Module. "
             f"Got {type(model).__name__} instead."
         )
     if not isinstance(noise, Mapping) or not noise:
-        raise ValueError(
+        raise InvalidParameterError(
             "The 'noise' parameter of inject_noise must be a non-empty mapping "
             f"{{layer_name: noise_module}}. Got {noise!r} instead."
         )
@@ -240,7 +243,7 @@ def inject_noise(
     if unknown:
         valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:60]) + (" ..." if len(valid) > 60 else "")
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'noise' parameter of inject_noise names layer(s) {unknown!r} that the model "
             f"does not have. Valid layer names: {shown}."
         )
@@ -265,7 +268,7 @@ def inject_noise(
     return NoiseInjection(model, hooks, handles)
 
 
-def _noise_modules(*targets: Any) -> list[NoiseModule]:
+def _target_noise_modules(*targets: Any) -> list[NoiseModule]:
     out: list[NoiseModule] = []
     for target in targets:
         if isinstance(target, NoiseInjection):
@@ -273,9 +276,7 @@ def _noise_modules(*targets: Any) -> list[NoiseModule]:
         elif isinstance(target, NoiseModule):
             out.append(target)
         elif isinstance(target, nn.Module):
-            out.extend(
-                h.noise for _, h in find_noise_hooks(target) if isinstance(h.noise, NoiseModule)
-            )
+            out.extend(noise_modules(target))
         else:
             raise TypeError(
                 "frozen_noise takes noise modules, NoiseInjection handles or models with "
@@ -308,7 +309,7 @@ def frozen_noise(*targets: NoiseModule | NoiseInjection | nn.Module) -> Iterator
     Athalye, A., Carlini, N. & Wagner, D. (2018). Obfuscated gradients give a false sense of
     security. ICML.
     """
-    modules = _noise_modules(*targets)
+    modules = _target_noise_modules(*targets)
     saved = [(m, m._frozen, m._frozen_draw) for m in modules]
     try:
         for m in modules:
@@ -318,32 +319,6 @@ def frozen_noise(*targets: NoiseModule | NoiseInjection | nn.Module) -> Iterator
         for m, was_frozen, draw in saved:
             m._frozen = was_frozen
             m._frozen_draw = draw
-
-
-def find_noise_hooks(model: nn.Module) -> list[tuple[str, NoiseHook]]:
-    """``[(layer_name, NoiseHook), ...]`` for all neurovar noise hooks registered in ``model``.
-
-    Parameters
-    ----------
-    model
-        The network.
-
-    Returns
-    -------
-    list of (str, NoiseHook)
-        Listed in ``model.named_modules()`` order (the order layers are defined, which is the
-        forward order for sequential models), then registration order.
-
-    References
-    ----------
-    PyTorch documentation, ``torch.nn.Module.named_modules`` and forward hooks.
-    """
-    found: list[tuple[str, NoiseHook]] = []
-    for name, module in model.named_modules():
-        for hook in module._forward_hooks.values():
-            if isinstance(hook, NoiseHook):
-                found.append((name, hook))
-    return found
 
 
 @contextlib.contextmanager

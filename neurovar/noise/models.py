@@ -3,8 +3,13 @@
 Every model maps a layer output ``x`` of shape ``(B, ...)`` to ``x + s * eps`` with
 ``eps`` drawn independently for each batch element from a zero-mean distribution with a given
 covariance, and ``s`` the module's ``scale``. Randomness comes only from a
-:class:`torch.Generator` (given, or created lazily per device from ``seed``); the global
-torch RNG is never touched.
+:class:`torch.Generator` (given as ``rng``, or created lazily per device from the seed ``rng``);
+the global torch RNG is never touched.
+
+Writing your own noise model: subclass :class:`NoiseModule`, implement ``_add_noise`` (the
+draw) and :meth:`NoiseModule.dense_covariance` (its covariance), and every control of
+:mod:`neurovar.noise.controls` works with it (:meth:`NoiseModule.diagonal` and the trace
+follow from the covariance unless you override them with something faster).
 
 How a covariance is laid over a layer's units is chosen with ``share``:
 
@@ -25,6 +30,7 @@ Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (structured noise f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +38,10 @@ import torch
 import xarray as xr
 from torch import nn
 
+from neurovar._validation import InvalidParameterError, check_bool, param_error
+
+from .._compat import renamed_parameters
+from .._torch import seed_from
 from ._utils import (
     as_numpy_matrix,
     check_int,
@@ -60,19 +70,33 @@ def _share_from_attrs(cov: Any, kwargs: dict[str, Any]) -> None:
 
 def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
     """A non-negative 1-D float vector (scalars become length-1 vectors)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise param_error(name, owner, "a non-negative number or array of numbers", value)
     if isinstance(value, torch.Tensor):
         arr = value.detach().to("cpu", torch.float64).numpy()
     else:
         arr = np.asarray(getattr(value, "values", value), dtype=np.float64)
     arr = np.atleast_1d(arr).reshape(-1)
     if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"The '{name}' parameter of {owner} must be finite and non-empty.")
+        raise InvalidParameterError(
+            f"The '{name}' parameter of {owner} must be finite and non-empty."
+        )
     if np.any(arr < 0):
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {owner} must be non-negative. "
             f"Got a minimum of {arr.min():.4g} instead."
         )
     return torch.as_tensor(arr, dtype=torch.float32)
+
+
+def _seed_of(rng: Any, owner: str) -> int | None:
+    """The seed an ``rng`` argument (None, int >= 0 or numpy Generator) stands for."""
+    from neurovar._validation import check_rng
+
+    check_rng(rng, name="rng", owner=owner)
+    if isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
+        return seed_from(rng) >> 1  # 61 bits: a valid torch seed
+    return None if rng is None else int(rng)
 
 
 class NoiseModule(nn.Module):
@@ -105,18 +129,26 @@ class NoiseModule(nn.Module):
     track_snr
         Track running estimates of activation and noise variance even when ``relative_scale``
         is None, to report :attr:`effective_snr`.
-    seed
-        Seed of the generators created lazily on each device (``None``: a fresh seed from OS
-        entropy, stored in :attr:`seed` so the run can be reproduced).
-    generator
-        A :class:`torch.Generator` to use instead of ``seed``. Draws are made on the generator's
-        device and moved to the activation's device when they differ.
+    rng
+        Source of the draws. An int seeds the generators created lazily on each device;
+        ``None`` takes a fresh seed from OS entropy; a :class:`numpy.random.Generator` gives
+        one seed (one draw from it). The seed is stored in :attr:`seed` so the run can be
+        reproduced. A :class:`torch.Generator` is used as it is (shared, not copied; :attr:`seed`
+        is then None): draws are made on the generator's device and moved to the activation's
+        device when they differ.
 
     Notes
     -----
     Each batch element gets an independent draw, whatever the batch size, so a recorder can
     expand the batch (trials) before the noise is applied. :meth:`freeze` replays one draw
-    (for attacks and debugging). Running estimates are updated only when the module is in
+    (for attacks and debugging); :meth:`get_rng_state` / :meth:`set_rng_state` save and
+    restore the random streams.
+
+    Subclasses implement ``_add_noise(x3, draws, s)`` (``x3 + s * eps`` in the layout
+    ``(B, D, P)``) and :meth:`dense_covariance` (the ``D x D`` covariance of ``eps``), and may
+    override :meth:`diagonal` and ``_draw_shapes`` for speed or for several draws.
+
+    Running estimates are updated only when the module is in
     training mode; :func:`neurovar.noise.inject_noise` keeps that mode in sync with the hooked
     layer, so ``model.train()`` / ``model.eval()`` control it.
 
@@ -126,6 +158,9 @@ class NoiseModule(nn.Module):
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise relative to the layer).
     """
 
+    _neurovar_noise_module = True  # the marker neurovar._torch.is_noise_module looks for
+
+    @renamed_parameters({"seed": "rng", "generator": "rng"})
     def __init__(
         self,
         *,
@@ -134,8 +169,7 @@ class NoiseModule(nn.Module):
         relative_scale: float | None = None,
         momentum: float = 0.1,
         track_snr: bool = False,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
+        rng: int | np.random.Generator | torch.Generator | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -148,18 +182,12 @@ class NoiseModule(nn.Module):
         )
         self.momentum = check_nonneg_float(momentum, name="momentum", owner=owner)
         if not 0 < self.momentum <= 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
             )
-        self.track_snr = bool(track_snr)
-        if generator is not None and seed is not None:
-            raise ValueError(f"{owner}: pass either 'seed' or 'generator', not both.")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"The 'generator' parameter of {owner} must be a torch.Generator or None. "
-                f"Got {type(generator).__name__} instead."
-            )
-        seed = check_seed(seed, owner=owner)
+        self.track_snr = check_bool(track_snr, name="track_snr", owner=owner)
+        generator = rng if isinstance(rng, torch.Generator) else None
+        seed = None if generator is not None else _seed_of(rng, owner)
         self.seed: int | None = (
             None if generator is not None else (fresh_seed() if seed is None else seed)
         )
@@ -176,10 +204,59 @@ class NoiseModule(nn.Module):
         """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
         self.seed = check_seed(seed, owner=type(self).__name__)
         if self.seed is None:
-            raise ValueError("The 'seed' parameter of manual_seed must be an int. Got None.")
+            raise InvalidParameterError(
+                "The 'seed' parameter of manual_seed must be an int. Got None."
+            )
         self._user_generator = None
         self._generators = {}
         self._frozen_draw = None
+        return self
+
+    def get_rng_state(self) -> dict[str, Any]:
+        """A snapshot of the module's random state, for :meth:`set_rng_state`.
+
+        It holds the seed, the generator given as ``rng`` (the object, with a copy of its
+        state), a copy of the state of every per-device generator, and the frozen draw.
+        ``set_rng_state(get_rng_state())`` around any forwards makes the module draw again
+        exactly what it drew after the snapshot.
+
+        Returns
+        -------
+        dict
+            Opaque; pass it to :meth:`set_rng_state`.
+        """
+        user = self._user_generator
+        return {
+            "seed": self.seed,
+            "generator": user,
+            "generator_state": None if user is None else user.get_state(),
+            "streams": {key: gen.get_state() for key, gen in self._generators.items()},
+            "frozen_draw": self._frozen_draw,
+        }
+
+    def set_rng_state(self, state: dict[str, Any]) -> NoiseModule:
+        """Restore a snapshot taken by :meth:`get_rng_state` (in place; returns ``self``).
+
+        A generator given as ``rng`` is set back to its saved state too (it may be shared with
+        other modules or with the caller, who then see it rewound as well).
+        """
+        keys = {"seed", "generator", "generator_state", "streams", "frozen_draw"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise TypeError(
+                f"The 'state' parameter of {type(self).__name__}.set_rng_state must be a dict "
+                f"returned by get_rng_state(). Got {type(state).__name__} instead."
+            )
+        self.seed = state["seed"]
+        self._user_generator = state["generator"]
+        if state["generator"] is not None:
+            state["generator"].set_state(state["generator_state"])
+        generators = {}
+        for key, stream in state["streams"].items():
+            gen = torch.Generator(device=key)
+            gen.set_state(stream)
+            generators[key] = gen
+        self._generators = generators
+        self._frozen_draw = state["frozen_draw"]
         return self
 
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -252,7 +329,8 @@ class NoiseModule(nn.Module):
                 else f"; with share='flat' it would need {math.prod(x.shape[1:])} units"
             )
             raise ValueError(
-                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}), but the "
+                f"{type(self).__name__} was built for {n} {what} (share={self.share!r}; its "
+                "'n_units' or covariance size), but the "
                 f"layer output has shape {tuple(x.shape)}, i.e. {d} {what}{other}."
             )
         return batch, d, p
@@ -283,9 +361,55 @@ class NoiseModule(nn.Module):
         """``x3 + s * eps`` in layout ``(B, D, P)`` (fused ops: these tensors can be large)."""
         raise NotImplementedError
 
+    def dense_covariance(self) -> torch.Tensor:
+        r"""The ``D x D`` covariance :math:`\Sigma` of the draw :math:`\epsilon` (before ``scale``).
+
+        ``D`` is :attr:`n_units` (flattened units for ``share="flat"``, channels for
+        ``"channel"``); the noise added to the layer has covariance ``scale**2 * Sigma``
+        (:attr:`covariance` where a model defines it). Subclasses override this; the controls
+        of :mod:`neurovar.noise.controls` use it for any noise model.
+
+        Returns
+        -------
+        torch.Tensor
+            float64, on the CPU, detached.
+
+        Raises
+        ------
+        TypeError
+            The model has no fixed covariance (e.g. its variance follows the input).
+        ValueError
+            The model does not know its number of units.
+        """
+        raise TypeError(
+            f"{type(self).__name__} does not define its covariance; implement "
+            "dense_covariance() (and optionally diagonal()) to use it with the controls."
+        )
+
+    def diagonal(self) -> torch.Tensor:
+        r"""Per-unit variances :math:`\Sigma_{ii}` of the draw :math:`\epsilon` (before ``scale``).
+
+        Shape ``(D,)``, float64 on the CPU. The default takes the diagonal of
+        :meth:`dense_covariance`; the models override it without forming the ``D x D`` matrix
+        (which for a flat conv layer would need tens of GiB).
+        """
+        return torch.diagonal(self.dense_covariance()).clone()
+
     def _trace(self) -> float:
         """Trace of the covariance at scale 1 (per position for ``"channel"``)."""
-        raise NotImplementedError
+        return float(self.diagonal().sum())
+
+    def _rotated_spectrum(
+        self, random_frame: Callable[[int, int], np.ndarray], kwargs: dict[str, Any]
+    ) -> NoiseModule | None:
+        """A cheaper module with the spectrum of this one and random eigenvectors, or None.
+
+        :func:`neurovar.noise.rotate_spectrum` calls it with ``random_frame(n, k)`` (a
+        Haar-random ``n x k`` orthonormal frame) and the keyword arguments of the new module;
+        None (the default) makes it rotate :meth:`dense_covariance` into a
+        :class:`CovarianceNoise`.
+        """
+        return None
 
     def _base_total_variance(self, x3: torch.Tensor) -> torch.Tensor:
         """Expected total noise variance per sample at scale 1, summed over all units."""
@@ -421,7 +545,7 @@ class NoiseModule(nn.Module):
         parts = [f"share={self.share!r}", f"scale={self.scale:g}"]
         if self.relative_scale is not None:
             parts.append(f"relative_scale={self.relative_scale:g}")
-        parts.append(f"seed={self.seed}")
+        parts.append(f"rng={self.seed}")
         return ", ".join(parts)
 
 
@@ -478,6 +602,12 @@ class IsotropicNoise(NoiseModule):
     def _trace_units(self) -> int:
         self._trace()
         return int(self._n_units)
+
+    def diagonal(self) -> torch.Tensor:
+        return torch.full((self._trace_units(),), self.std**2, dtype=torch.float64)
+
+    def dense_covariance(self) -> torch.Tensor:
+        return self.std**2 * torch.eye(self._trace_units(), dtype=torch.float64)
 
     def _extra_config(self):
         return {"std": self.std}
@@ -538,6 +668,13 @@ class DiagonalNoise(NoiseModule):
         self._trace()
         return self.scale**2 * torch.diag(self.variance)
 
+    def diagonal(self) -> torch.Tensor:
+        self._trace()
+        return self.variance.detach().to("cpu", torch.float64).clone()
+
+    def dense_covariance(self) -> torch.Tensor:
+        return torch.diag(self.diagonal())
+
 
 class CovarianceNoise(NoiseModule):
     r"""Gaussian noise with a full covariance, :math:`\epsilon = L z`, :math:`L L^T = \Sigma`.
@@ -573,6 +710,7 @@ class CovarianceNoise(NoiseModule):
     def __init__(self, cov_matrix: Any, *, psd_tol: float = 1e-6, **kwargs: Any) -> None:
         _share_from_attrs(cov_matrix, kwargs)
         super().__init__(**kwargs)
+        psd_tol = check_nonneg_float(psd_tol, name="psd_tol", owner="CovarianceNoise")
         cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="CovarianceNoise")
         evals, _, factor, info = psd_factor(
             cov, name="cov_matrix", owner="CovarianceNoise", psd_tol=psd_tol
@@ -600,6 +738,13 @@ class CovarianceNoise(NoiseModule):
         """The covariance ``scale**2 * L L^T``."""
         return self.scale**2 * (self.factor @ self.factor.T)
 
+    def diagonal(self) -> torch.Tensor:
+        return self.factor.detach().to("cpu", torch.float64).pow(2).sum(1)
+
+    def dense_covariance(self) -> torch.Tensor:
+        factor = self.factor.detach().to("cpu", torch.float64)
+        return factor @ factor.T
+
 
 class LowRankNoise(NoiseModule):
     r"""Low-rank plus diagonal Gaussian noise, :math:`\Sigma = F F^T + \mathrm{diag}(d)`.
@@ -614,7 +759,9 @@ class LowRankNoise(NoiseModule):
         ``(D, r)`` matrix :math:`F`.
     diagonal
         Non-negative per-unit variances :math:`d`, shape ``(D,)``, or a scalar (isotropic
-        residual); 0 gives a purely low-rank covariance.
+        residual); 0 gives a purely low-rank covariance. Stored as the buffer
+        :attr:`residual_variance` (:meth:`diagonal` is the whole diagonal of
+        :math:`\Sigma`, :math:`\mathrm{diag}(FF^T) + d`).
     **kwargs
         See :class:`NoiseModule`.
 
@@ -634,7 +781,7 @@ class LowRankNoise(NoiseModule):
         if f.ndim == 1:
             f = f[:, None]
         if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] == 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'factors' parameter of LowRankNoise must be a (D, r) matrix. "
                 f"Got shape {f.shape} instead."
             )
@@ -642,12 +789,12 @@ class LowRankNoise(NoiseModule):
         if d.numel() == 1:
             d = d.expand(f.shape[0]).clone()
         if d.numel() != f.shape[0]:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'diagonal' parameter of LowRankNoise must have {f.shape[0]} entries (one "
                 f"per row of 'factors') or be a scalar. Got {d.numel()} instead."
             )
         self.register_buffer("factors", torch.as_tensor(f, dtype=torch.float32))
-        self.register_buffer("diagonal", d)
+        self.register_buffer("residual_variance", d)
 
     @classmethod
     def from_covariance(
@@ -688,7 +835,7 @@ class LowRankNoise(NoiseModule):
         n = cov.shape[0]
         rank = check_int(rank, name="rank", owner="LowRankNoise.from_covariance", high=n)
         if residual not in ("diagonal", "none"):
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'residual' parameter of LowRankNoise.from_covariance must be 'diagonal' or "
                 f"'none'. Got {residual!r} instead."
             )
@@ -714,7 +861,7 @@ class LowRankNoise(NoiseModule):
 
     def _add_noise(self, x3, draws, s):
         f = self.factors.to(x3.dtype)
-        sd = self.diagonal.to(x3.dtype).sqrt()[None, :, None]
+        sd = self.residual_variance.to(x3.dtype).sqrt()[None, :, None]
         z1, z2 = draws
         out = torch.addcmul(x3, sd, z2, value=s)
         if z1.shape[2] == 1:  # flat: x + s (d^1/2 * z2) + s z1 F^T, O(B D r)
@@ -722,12 +869,41 @@ class LowRankNoise(NoiseModule):
         return out.add_(torch.matmul(f, z1), alpha=s)
 
     def _trace(self) -> float:
-        return float(self.factors.double().pow(2).sum() + self.diagonal.double().sum())
+        return float(self.factors.double().pow(2).sum() + self.residual_variance.double().sum())
 
     @property
     def covariance(self) -> torch.Tensor:
         """The dense covariance ``scale**2 (F F^T + diag(d))``."""
-        return self.scale**2 * (self.factors @ self.factors.T + torch.diag(self.diagonal))
+        return self.scale**2 * (self.factors @ self.factors.T + torch.diag(self.residual_variance))
+
+    def diagonal(self) -> torch.Tensor:
+        f = self.factors.detach().to("cpu", torch.float64)
+        return f.pow(2).sum(1) + self.residual_variance.detach().to("cpu", torch.float64)
+
+    def _rotated_spectrum(self, random_frame, kwargs):
+        # Q (F F^T + d I) Q^T = (Q F)(Q F)^T + d I: only a random D x r frame is needed
+        diag = self.residual_variance.double()
+        if not torch.allclose(diag, diag[0].expand_as(diag), rtol=1e-6, atol=0.0):
+            raise ValueError(
+                "rotate_spectrum: a LowRankNoise with a non-constant diagonal does not stay "
+                "low-rank under rotation; rotate its dense covariance instead: "
+                "rotate_spectrum(noise.dense_covariance())."
+            )
+        f = self.factors.double().numpy()
+        _, s, _ = np.linalg.svd(f, full_matrices=False)
+        frame = random_frame(f.shape[0], f.shape[1])
+        return LowRankNoise(frame * s[None, :], self.residual_variance.clone(), **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints of neurovar 0.1 stored the residual variance under the key "diagonal"
+        old = prefix + "diagonal"
+        if old in state_dict and prefix + "residual_variance" not in state_dict:
+            state_dict[prefix + "residual_variance"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def dense_covariance(self) -> torch.Tensor:
+        f = self.factors.detach().to("cpu", torch.float64)
+        return f @ f.T + torch.diag(self.residual_variance.detach().to("cpu", torch.float64))
 
     def _extra_config(self):
         return {"rank": self.rank}
@@ -783,6 +959,14 @@ class PoissonLikeNoise(NoiseModule):
             "PoissonLikeNoise has no fixed covariance: its variance follows the input. "
             "Use expected_total_variance(x) or neurovar.noise.scale_to_activation_variance."
         )
+
+    def dense_covariance(self) -> torch.Tensor:
+        self._trace()  # raises: no fixed covariance
+        raise AssertionError  # pragma: no cover
+
+    def diagonal(self) -> torch.Tensor:
+        self._trace()  # raises: no fixed covariance
+        raise AssertionError  # pragma: no cover
 
     def _base_total_variance(self, x3):
         return self._variance(x3.to(torch.float64)).sum(dim=(1, 2)).mean()

@@ -11,16 +11,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurovar._rng import noise_modules, reseeded_noise, seed_from, seeded_torch
+from neurovar._torch import model_device, noise_modules, reseeded_noise, seed_from, seeded_torch
+from neurovar._validation import InvalidParameterError
+from neurovar._validation import param_error as _param_error
 
-__all__ = ["noise_modules", "reseeded_noise", "seed_from"]  # re-exported for the attack modules
+# re-exported for the attack modules; the device rule and noise discovery live in neurovar._torch
+__all__ = ["model_device", "noise_modules", "reseeded_noise", "seed_from"]
 
 RNGLike = None | int | np.random.Generator
 
 
-def param_error(owner: str, name: str, expected: str, got: Any) -> ValueError:
-    """Build the uniform sklearn-style error message."""
-    return ValueError(f"The '{name}' parameter of {owner} must be {expected}. Got {got!r} instead.")
+def param_error(owner: str, name: str, expected: str, got: Any) -> InvalidParameterError:
+    """Build the uniform sklearn-style error (:class:`neurovar._validation.InvalidParameterError`)."""
+    return _param_error(name, owner, expected, got)
 
 
 def check_number(
@@ -36,8 +39,10 @@ def check_number(
     """Raise a clear ``ValueError`` unless ``value`` is a (bounded) real number."""
     kind = "an int" if integer else "a float"
     ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
-    if isinstance(value, bool) or not ok_type:
+    if isinstance(value, (bool, np.bool_)) or not ok_type:
         raise param_error(owner, name, kind, value)
+    if not integer and not np.isfinite(value) and (low is not None or high is not None):
+        raise param_error(owner, name, f"a finite {kind[2:]}", value)  # NaN passes comparisons
     if low is not None and high is not None:
         if not (low <= value <= high) or (not low_inclusive and value == low):
             bracket = "[" if low_inclusive else "("
@@ -51,7 +56,7 @@ def check_number(
 
 def check_choice(value: Any, name: str, owner: str, options: tuple[str, ...]) -> None:
     """Raise a clear ``ValueError`` unless ``value`` is one of ``options``."""
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         raise param_error(owner, name, f"one of {list(options)}", value)
 
 
@@ -62,6 +67,9 @@ def check_images_labels(images: Any, labels: Any, owner: str) -> tuple[torch.Ten
         raise param_error(owner, "images", "a torch.Tensor of shape (N, C, H, W)", shape)
     if not images.is_floating_point():
         raise param_error(owner, "images", "a floating-point tensor in [0, 1]", images.dtype)
+    if images.numel() and not bool(torch.isfinite(images).all()):
+        n_bad = int((~torch.isfinite(images)).sum())
+        raise param_error(owner, "images", "finite values in [0, 1]", f"{n_bad} NaN/inf values")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         rng = (float(images.min()), float(images.max()))
         raise param_error(owner, "images", "in the range [0, 1]", f"values in {rng}")
@@ -72,18 +80,34 @@ def check_images_labels(images: Any, labels: Any, owner: str) -> tuple[torch.Ten
         raise param_error(
             owner, "labels", f"of length N={images.shape[0]} (one per image)", labels.shape[0]
         )
-    if labels.is_floating_point():
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise param_error(owner, "labels", "an integer tensor", labels.dtype)
+    if labels.numel() and int(labels.min()) < 0:
+        raise param_error(owner, "labels", "class indices >= 0", f"min label {int(labels.min())}")
     return images, labels.long()
 
 
-def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
-    """The device to run on: ``device`` if given, else the model's parameters' device."""
-    if device is not None:
-        return torch.device(device)
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+def check_label_range(labels: torch.Tensor, n_classes: int, owner: str) -> None:
+    """Refuse labels ``>= n_classes`` (the number of logits the model returns)."""
+    if labels.numel() and int(labels.max()) >= n_classes:
+        raise param_error(
+            owner,
+            "labels",
+            f"class indices in [0, {n_classes - 1}] (the model has {n_classes} outputs)",
+            f"max label {int(labels.max())}",
+        )
+
+
+def check_validation_common(owner: str, **values: Any) -> None:
+    """Check the common keyword arguments of a public perturb function: ``rng`` (None, int
+    seed >= 0, numpy or torch Generator) and flags (``progress``, ``warn``: bools)."""
+    from neurovar._validation import check_bool, check_rng
+
+    for name, value in values.items():
+        if name == "rng":
+            check_rng(value, owner=owner)
+        else:
+            check_bool(value, name=name, owner=owner)
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -22,12 +22,16 @@ import importlib
 import inspect
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from neurovar._validation import check_device, check_rng
 
 from ._utils import (
     RNGLike,
     check_images_labels,
+    check_number,
     model_device,
     param_error,
     preserved_state,
@@ -145,7 +149,21 @@ class TorchattacksAttack:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Return adversarial images (same shape, device and dtype as ``images``)."""
-        images, labels = check_images_labels(images, labels, "TorchattacksAttack")
+        owner = "TorchattacksAttack"
+        if not isinstance(self.model, nn.Module):
+            raise param_error(owner, "model", "a torch.nn.Module", type(self.model).__name__)
+        if not isinstance(self.keep_training_mode, (bool, np.bool_)):
+            raise param_error(owner, "keep_training_mode", "a bool", self.keep_training_mode)
+        check_rng(self.rng, owner=owner)
+        if self.device is not None:
+            check_device(self.device, owner=owner)
+        for key in ("eps", "alpha"):  # torchattacks takes eps=-1 or nan without a word
+            if key in self.kwargs:
+                check_number(self.kwargs[key], key, owner, low=0.0)
+        for key in ("steps", "n_restarts", "eot_iter", "n_queries", "n_classes"):
+            if key in self.kwargs:
+                check_number(self.kwargs[key], key, owner, low=1, integer=True)
+        images, labels = check_images_labels(images, labels, owner)
         device = model_device(self.model, self.device)
         seed = seed_from(self.rng)
         atk = self._build(seed)

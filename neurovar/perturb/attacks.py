@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neurovar._validation import check_device, check_rng
+
 from ._utils import (
     RNGLike,
     check_choice,
@@ -170,8 +172,11 @@ class Attack:
         else:
             check_number(self.eps, "eps", owner, low=0.0)
         check_number(self.eot_samples, "eot_samples", owner, low=1, integer=True)
-        if self.eot_batch != "auto":
+        if not (isinstance(self.eot_batch, str) and self.eot_batch == "auto"):
             check_number(self.eot_batch, "eot_batch", owner, low=1, integer=True)
+        check_rng(self.rng, owner=owner)
+        if self.device is not None:
+            check_device(self.device, owner=owner)
 
     # ------------------------------------------------------------------ call
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -187,7 +192,17 @@ class Attack:
         if self.eps == 0 or x.shape[0] == 0:
             return images.detach().clone()
         with preserved_state(self.model, device, noise_seed):
-            adv = self._perturb(x, y, gen, device)
+            try:
+                adv = self._perturb(x, y, gen, device)
+            except IndexError as err:  # cross-entropy/gather with a label >= n_classes
+                if "out of bounds" not in str(err):
+                    raise
+                raise param_error(
+                    type(self).__name__,
+                    "labels",
+                    "class indices below the model's number of outputs",
+                    f"max label {int(labels.max())}",
+                ) from err
         return adv.detach().to(device=images.device, dtype=images.dtype)
 
     def _perturb(

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neurovar._validation import check_rng
+
 from ._utils import RNGLike, make_generator, param_error, seed_from
 
 __all__ = [
@@ -708,6 +710,9 @@ def _check_images(images: Any, owner: str) -> tuple[torch.Tensor, bool]:
         raise param_error(owner, "images", "1 (gray) or 3 (RGB) channels in dim 1", x.shape[1])
     if not x.is_floating_point():
         raise param_error(owner, "images", "a floating-point tensor in [0, 1]", x.dtype)
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise param_error(owner, "images", "finite values in [0, 1]", f"{n_bad} NaN/inf values")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise param_error(
             owner,
@@ -745,6 +750,7 @@ def corrupt(images: torch.Tensor, name: str, *, severity: int, rng: RNGLike = No
         raise param_error(owner, "name", f"one of {sorted(CORRUPTIONS)}", name)
     if isinstance(severity, bool) or severity not in SEVERITIES:
         raise param_error(owner, "severity", f"one of {list(SEVERITIES)}", severity)
+    check_rng(rng, owner=owner)
     x, single = _check_images(images, owner)
     spec = CORRUPTIONS[name]
     gen = make_generator(seed_from(rng), x.device)
@@ -828,6 +834,7 @@ def modify(
         or not (low <= strength <= high)
     ):
         raise param_error(owner, "strength", f"a number in [{low}, {high}] for '{name}'", strength)
+    check_rng(rng, owner=owner)
     x, single = _check_images(images, owner)
     gen = make_generator(seed_from(rng), x.device)
     out = kernel(x, strength, gen).clamp(0, 1)

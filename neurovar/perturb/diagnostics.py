@@ -27,15 +27,17 @@ from torch import nn
 
 from ._utils import (
     RNGLike,
+    check_choice,
     check_images_labels,
     check_number,
+    check_validation_common,
     model_device,
     param_error,
     preserved_state,
     reseeded_noise,
     seed_from,
 )
-from .attacks import PGD, _loss_per_example
+from .attacks import LOSSES, PGD, _loss_per_example
 
 __all__ = [
     "randomness_check",
@@ -138,6 +140,7 @@ def gradient_snr(
         ``snr_per_example`` (eot_samples, example).
     """
     owner = "gradient_snr"
+    check_choice(loss, "loss", owner, LOSSES)
     check_number(n_repeats, "n_repeats", owner, low=2, integer=True)
     ks = list(eot_samples)
     for k in ks:
@@ -323,6 +326,8 @@ def check_robustness_result(
 
     A failing flag raises a :class:`UserWarning` (if ``warn``).
     """
+    check_validation_common("check_robustness_result", warn=warn)
+    check_number(tol, "tol", "check_robustness_result", low=0.0, high=1.0)
     check_number(n_classes, "n_classes", "check_robustness_result", low=2, integer=True)
     for var in ("worst_case_accuracy", "accuracy"):
         if var not in result:

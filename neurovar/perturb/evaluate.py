@@ -22,11 +22,14 @@ from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 from tqdm.auto import tqdm
 
+from neurovar._validation import check_memory
+
 from ._utils import (
     RNGLike,
     check_choice,
     check_images_labels,
     check_number,
+    check_validation_common,
     model_device,
     param_error,
     preserved_state,
@@ -230,6 +233,14 @@ def robust_accuracy(
         ``correct_fraction`` (example; fraction of evaluations correct on the attacked image).
     """
     owner = "robust_accuracy"
+    check_validation_common(owner, rng=rng)
+    if hasattr(images, "shape") and len(images.shape) and isinstance(n_evaluations, int):
+        check_memory(
+            2.0 * n_evaluations * images.shape[0],
+            name="n_evaluations",
+            owner=owner,
+            value=n_evaluations,
+        )
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
     if attack is not None and not callable(attack):
@@ -343,6 +354,11 @@ def evaluate_robustness(
     gradients give a false sense of security", ICML.
     """
     owner = "evaluate_robustness"
+    check_validation_common(owner, rng=rng, progress=progress)
+    if not isinstance(attacks, (str, Sequence, Mapping)):
+        raise param_error(
+            owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
+        )
     _check_common(owner, n_evaluations, batch_size, alpha)
     check_choice(norm, "norm", owner, ("linf", "l2"))
     images, labels = check_images_labels(images, labels, owner)

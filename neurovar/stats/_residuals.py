@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from neurovar._validation import InvalidParameterError
 from neurovar.dims import check_responses
 
 from ._util import check_int, is_dask, warn_nan
@@ -71,11 +72,12 @@ def stimulus_major(
         unit_dim=unit_dim,
         name=name,
         min_trials=min_trials,
+        owner=func,
     )
     wanted = [d for d in (trial_dim, stimulus_dim, unit_dim) if d is not None]
     extra = [d for d in responses.dims if d not in wanted]
     if extra:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {func} must have exactly the dims {tuple(wanted)!r}; "
             f"found extra dims {tuple(extra)!r}. Select or stack them first, "
             f"e.g. {name}.isel({extra[0]}=0)."
@@ -86,7 +88,7 @@ def stimulus_major(
     if not np.issubdtype(responses.dtype, np.number) or np.issubdtype(
         responses.dtype, np.complexfloating
     ):
-        raise TypeError(
+        raise InvalidParameterError(
             f"The '{name}' parameter of {func} must hold real numbers. "
             f"Got dtype {responses.dtype} instead."
         )

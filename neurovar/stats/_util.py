@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, param_error
+from neurovar._validation import check_dim_names as _check_dim_names
 from neurovar.dims import UNIT, check_dims, pair_dim
 
 __all__: list[str] = []
@@ -22,22 +24,32 @@ def require_counts(responses: xr.DataArray, name: str, func: str) -> None:
     lost the means, so a Fano factor computed from them would be a wrong number, not a value.
     """
     flag = getattr(responses, "attrs", {}).get("mean_subtracted", 0)  # type checks come later
-    if isinstance(flag, (bool, Integral, np.integer, np.bool_)) and int(flag):
-        raise ValueError(
+    if isinstance(flag, np.ndarray) and flag.size == 1:
+        flag = flag.item()
+    if not isinstance(flag, (bool, Integral, np.integer, np.bool_)) or int(flag) not in (0, 1):
+        raise param_error(
+            name,
+            func,
+            "marked with attrs['mean_subtracted'] as 0 or 1 (an int or bool)",
+            flag,
+            hint="A string such as '1' is ambiguous: set the attr to 0 (counts) or 1 (residuals).",
+        )
+    if int(flag):
+        raise InvalidParameterError(
             f"The '{name}' parameter of {func} holds mean-subtracted residuals "
             "(attrs['mean_subtracted'] = 1): the trial means are gone, so a Fano factor cannot "
-            "be computed. Noise correlations and covariances are still valid on such data."
+            "be computed. Noise correlations and covariances are still valid on such data.",
+            name=name,
+            owner=func,
         )
 
 
 def check_int(value: Any, name: str, func: str, *, low: int | None = None) -> int:
     """Return ``value`` as int or raise a sklearn-style error."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"The '{name}' parameter of {func} must be an int. Got {value!r} instead.")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, np.integer)):
+        raise param_error(name, func, "an int", value)
     if low is not None and value < low:
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be an int >= {low}. Got {value!r} instead."
-        )
+        raise param_error(name, func, f"an int >= {low}", value)
     return int(value)
 
 
@@ -52,7 +64,11 @@ def check_real(
     high_open: bool = False,
 ) -> float:
     """Return ``value`` as float or raise a sklearn-style error naming the valid range."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
+    ok = (
+        isinstance(value, (Real, np.floating, np.integer))
+        and not isinstance(value, (bool, np.bool_))
+        and bool(np.isfinite(value))
+    )
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -62,21 +78,26 @@ def check_real(
         rb = ")" if high_open else "]"
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be a finite number in {lb}{lo}, {hi}{rb}. "
-            f"Got {value!r} instead."
-        )
+        raise param_error(name, func, f"a finite number in {lb}{lo}, {hi}{rb}", value)
     return float(value)
 
 
 def check_option(value: Any, name: str, func: str, options: Sequence[str]) -> str:
     """Raise unless ``value`` is one of ``options``."""
-    if value not in options:
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be one of {tuple(options)!r}. "
-            f"Got {value!r} instead."
-        )
+    try:
+        ok = isinstance(value, str) and value in options
+    except TypeError:
+        ok = False
+    if not ok:
+        raise param_error(name, func, f"one of {tuple(options)!r}", value)
     return value
+
+
+def check_dim_names(func: str, responses: Any = None, **dims: Any) -> None:
+    """Dim-name parameters (``trial_dim="trial"``, ...) are distinct strs and, when
+    ``responses`` is a DataArray, dims of it (named by parameter and function)."""
+    have = tuple(responses.dims) if isinstance(responses, (xr.DataArray, xr.Dataset)) else None
+    _check_dim_names(dims, owner=func, have=have)
 
 
 def warn_nan(
@@ -156,14 +177,18 @@ def pairwise_dataarray(
     return out
 
 
-def check_square(cov: xr.DataArray, name: str, unit_dim: str) -> str:
+def check_square(cov: xr.DataArray, name: str, unit_dim: str, func: str | None = None) -> str:
     """Check a pairwise ``(unit, unit_j)`` matrix; return the name of the second dim."""
+    if not isinstance(unit_dim, str):
+        raise param_error("unit_dim", func or "check_square", "a dimension name (str)", unit_dim)
     unit_j = pair_dim(unit_dim)
-    check_dims(cov, [unit_dim, unit_j], name=name)
+    check_dims(cov, [unit_dim, unit_j], name=name, owner=func, params={unit_dim: "unit_dim"})
     if cov.sizes[unit_dim] != cov.sizes[unit_j]:
-        raise ValueError(
-            f"The '{name}' parameter must be square over ({unit_dim!r}, {unit_j!r}); "
-            f"got sizes {cov.sizes[unit_dim]} and {cov.sizes[unit_j]}."
+        raise InvalidParameterError(
+            f"The '{name}' parameter{' of ' + func if func else ''} must be square over "
+            f"({unit_dim!r}, {unit_j!r}); got sizes {cov.sizes[unit_dim]} and {cov.sizes[unit_j]}.",
+            name=name,
+            owner=func,
         )
     return unit_j
 
@@ -172,12 +197,57 @@ def resolve_rng(rng: None | int | np.random.Generator, func: str) -> np.random.G
     """``np.random.default_rng(rng)`` with a clear error for anything else."""
     if rng is None or isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
         return np.random.default_rng(rng)
-    if isinstance(rng, Integral) and not isinstance(rng, bool):
+    if isinstance(rng, (Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise param_error("rng", func, "None, an int seed >= 0 or a numpy Generator", rng)
         return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"The 'rng' parameter of {func} must be None, an int seed or a numpy Generator. "
-        f"Got {type(rng).__name__} instead."
-    )
+    raise param_error("rng", func, "None, an int seed or a numpy Generator", rng)
+
+
+def check_symmetric_psd(
+    mats: np.ndarray,
+    name: str,
+    func: str,
+    *,
+    sym_tol: float = 1e-6,
+    psd_tol: float = 1e-6,
+) -> None:
+    """Refuse covariance matrices (``(..., N, N)``) that are not symmetric or not positive
+    semi-definite within a relative tolerance (units with a non-finite diagonal left out).
+
+    ``max |C - C^T| <= sym_tol * max |C|`` and ``lambda_min >= -psd_tol * max |lambda|``:
+    rounding error passes, ``-C`` or a non-symmetric matrix is an error instead of a
+    plausible number.
+    """
+    mats = np.asarray(mats, dtype=np.float64)
+    n = mats.shape[-1]
+    for m in mats.reshape(-1, n, n):
+        sub, _ = drop_nan_units(m)
+        if sub.size == 0 or not np.all(np.isfinite(sub)):
+            continue
+        scale = float(np.max(np.abs(sub)))
+        if scale == 0:
+            continue
+        asym = float(np.max(np.abs(sub - sub.T))) / scale
+        if asym > sym_tol:
+            raise param_error(
+                name,
+                func,
+                f"a symmetric matrix (max |C - C^T| / max |C| <= {sym_tol:g})",
+                f"a matrix with relative asymmetry {asym:.3g}",
+                raw=True,
+            )
+        evals = np.linalg.eigvalsh(0.5 * (sub + sub.T))
+        top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
+        if evals[0] < -psd_tol * top:
+            raise param_error(
+                name,
+                func,
+                "a positive semi-definite covariance matrix",
+                f"a matrix with smallest eigenvalue {evals[0]:.4g} (largest |eigenvalue| "
+                f"{top:.4g})",
+                raw=True,
+            )
 
 
 def drop_nan_units(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

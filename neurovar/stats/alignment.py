@@ -8,23 +8,25 @@ import numpy as np
 import xarray as xr
 from scipy.linalg import subspace_angles
 
+from neurovar._validation import InvalidParameterError
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, drop_nan_units, warn_nan
+from ._util import check_int, check_square, check_symmetric_psd, drop_nan_units, warn_nan
 
 __all__ = ["variance_along", "alignment_index", "principal_angles", "top_subspace"]
 
 
-def _matrix(cov: xr.DataArray, name: str, unit_dim: str) -> np.ndarray:
-    unit_j = check_square(cov, name, unit_dim)
+def _matrix(cov: xr.DataArray, name: str, unit_dim: str, func: str | None = None) -> np.ndarray:
+    unit_j = check_square(cov, name, unit_dim, func)
     extra = [d for d in cov.dims if d not in (unit_dim, unit_j)]
     if extra:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{name}' parameter must have exactly the dims ({unit_dim!r}, {unit_j!r}); "
             f"found extra dims {tuple(extra)!r}. Select one matrix first, "
             f"e.g. {name}.isel({extra[0]}=0)."
         )
     c = np.asarray(cov.transpose(unit_dim, unit_j).values, dtype=np.float64)
+    check_symmetric_psd(c, name, func or "alignment")
     return (c + c.T) / 2
 
 
@@ -41,7 +43,7 @@ def _warn_left_out(keep: np.ndarray, name: str) -> None:
 
 def _same_units(a: xr.DataArray, b: xr.DataArray, names: tuple[str, str], unit_dim: str) -> None:
     if a.sizes[unit_dim] != b.sizes[unit_dim]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The '{names[0]}' and '{names[1]}' parameters must have the same number of "
             f"units; got {a.sizes[unit_dim]} and {b.sizes[unit_dim]}."
         )
@@ -50,7 +52,7 @@ def _same_units(a: xr.DataArray, b: xr.DataArray, names: tuple[str, str], unit_d
             va, vb = a.coords[cname], b.coords[cname]
             if va.dims == (unit_dim,) and vb.dims == (unit_dim,):
                 if not np.array_equal(va.values, vb.values):
-                    raise ValueError(
+                    raise InvalidParameterError(
                         f"The '{names[0]}' and '{names[1]}' parameters have different "
                         f"'{cname}' coordinates; reorder one with .sel({cname}=...) first."
                     )
@@ -99,8 +101,14 @@ def variance_along(
     Moreno-Bote, R. et al. (2014). Information-limiting correlations. Nat. Neurosci. 17,
     1410-1417.
     """
-    c = _matrix(cov, "cov", unit_dim)
-    check_dims(directions, [unit_dim], name="directions")
+    c = _matrix(cov, "cov", unit_dim, "variance_along")
+    check_dims(
+        directions,
+        [unit_dim],
+        name="directions",
+        owner="variance_along",
+        params={unit_dim: "unit_dim"},
+    )
     _same_units(cov, directions, ("cov", "directions"), unit_dim)
     other = [d for d in directions.dims if d != unit_dim]
     d = np.asarray(directions.transpose(*other, unit_dim).values, dtype=np.float64)
@@ -195,8 +203,8 @@ def alignment_index(
     Nat. Commun. 7, 13239.
     """
     func = "alignment_index"
-    a = _matrix(cov_a, "cov_a", unit_dim)
-    b = _matrix(cov_b, "cov_b", unit_dim)
+    a = _matrix(cov_a, "cov_a", unit_dim, "alignment_index")
+    b = _matrix(cov_b, "cov_b", unit_dim, "alignment_index")
     _same_units(cov_a, cov_b, ("cov_a", "cov_b"), unit_dim)
     keep = np.isfinite(np.diag(a)) & np.isfinite(np.diag(b))
     _warn_left_out(keep, "cov_a' or 'cov_b")
@@ -204,7 +212,7 @@ def alignment_index(
     n = a.shape[0]
     k = check_int(n_components, "n_components", func, low=1)
     if k > n:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'n_components' parameter of {func} must be <= the number of units with a "
             f"finite variance ({n}). Got {k} instead."
         )
@@ -269,16 +277,18 @@ def principal_angles(
     """
     mats = []
     for name, sub in (("subspace_a", subspace_a), ("subspace_b", subspace_b)):
-        check_dims(sub, [unit_dim], name=name)
+        check_dims(
+            sub, [unit_dim], name=name, owner="principal_angles", params={unit_dim: "unit_dim"}
+        )
         if sub.ndim != 2:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The '{name}' parameter must be 2-D: ({unit_dim!r}, <vectors>). "
                 f"Got dims {sub.dims!r}."
             )
         other = next(d for d in sub.dims if d != unit_dim)
         m = np.asarray(sub.transpose(unit_dim, other).values, dtype=np.float64)
         if not np.all(np.isfinite(m)):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The '{name}' parameter must hold finite values; it has "
                 f"{int(np.sum(~np.isfinite(m)))} NaN or infinite entries."
             )
@@ -286,7 +296,7 @@ def principal_angles(
     _same_units(subspace_a, subspace_b, ("subspace_a", "subspace_b"), unit_dim)
     for name, m in zip(("subspace_a", "subspace_b"), mats):
         if np.linalg.matrix_rank(m) < m.shape[1]:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The '{name}' parameter must hold linearly independent vectors; its rank is "
                 f"{np.linalg.matrix_rank(m)} < {m.shape[1]}."
             )

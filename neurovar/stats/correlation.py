@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import residual_gram, stimulus_major
@@ -86,6 +87,7 @@ def noise_correlation(
     Nat. Neurosci. 14, 811-819.
     """
     func = "noise_correlation"
+    progress = check_bool(progress, name="progress", owner=func)
     check_option(method, "method", func, ("pooled", "per_stimulus"))
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func
@@ -187,7 +189,7 @@ def signal_correlation(
     dead = np.isnan(tuning).all(axis=0)  # units without any valid trial: NaN, not an error
     tuning = tuning[~np.isnan(tuning[:, ~dead]).any(axis=1)]
     if tuning.shape[0] < 2:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {func} needs at least 2 stimuli with valid trials "
             f"for every unit; got {tuning.shape[0]}."
         )

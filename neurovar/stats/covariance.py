@@ -8,14 +8,62 @@ import numpy as np
 import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
 
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
 from ._util import check_option, pairwise_dataarray, unit_coords, warn_nan
 
-__all__ = ["noise_covariance", "signal_covariance"]
+__all__ = ["noise_covariance", "shrinkage_covariance", "signal_covariance"]
 
 _ESTIMATORS = ("sample", "ledoit_wolf", "oas")
+
+
+def shrinkage_covariance(
+    residuals: np.ndarray, *, dof: float, estimator: str
+) -> tuple[np.ndarray, float]:
+    r"""Shrinkage covariance of centred residual rows, normalised by the degrees of freedom.
+
+    The one shrinkage implementation of the package (:func:`noise_covariance` and
+    :func:`neurovar.noise.fit_perturbation_covariance` both call it). With residuals
+    :math:`R` (``n`` rows, already centred) the empirical covariance that is shrunk is the
+    unbiased :math:`S = R^T R / \mathrm{dof}` (not scikit-learn's :math:`R^T R / n`), and the
+    result is :math:`(1 - \delta) S + \delta\,(\mathrm{tr}\,S / D)\, I` with the
+    shrinkage :math:`\delta` of :class:`sklearn.covariance.LedoitWolf` (Ledoit & Wolf 2004) or
+    :class:`sklearn.covariance.OAS` (Chen et al. 2010), fitted with ``assume_centered=True``
+    on :math:`R \sqrt{n / \mathrm{dof}}`.
+
+    Parameters
+    ----------
+    residuals
+        ``(n, D)`` centred samples (rows).
+    dof
+        Degrees of freedom, e.g. ``n - 1`` after subtracting one mean, ``n - n_stimuli`` after
+        subtracting one mean per stimulus, ``n`` around a known centre.
+    estimator
+        ``"ledoit_wolf"`` or ``"oas"``.
+
+    Returns
+    -------
+    (numpy.ndarray, float)
+        The ``D x D`` covariance and the shrinkage :math:`\delta`.
+
+    References
+    ----------
+    Ledoit, O. & Wolf, M. (2004). A well-conditioned estimator for large-dimensional covariance
+    matrices. J. Multivar. Anal. 88, 365-411.
+    Chen, Y., Wiesel, A., Eldar, Y. C. & Hero, A. O. (2010). Shrinkage algorithms for MMSE
+    covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
+    """
+    check_option(estimator, "estimator", "shrinkage_covariance", ("ledoit_wolf", "oas"))
+    residuals = np.asarray(residuals, dtype=np.float64)
+    if not dof > 0:
+        raise ValueError(
+            f"The 'dof' parameter of shrinkage_covariance must be > 0. Got {dof!r} instead."
+        )
+    est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=True)
+    est.fit(residuals * np.sqrt(residuals.shape[0] / dof))
+    return est.covariance_, float(est.shrinkage_)
 
 
 def noise_covariance(
@@ -49,9 +97,10 @@ def noise_covariance(
     ``estimator="ledoit_wolf"`` or ``"oas"`` shrink the covariance towards a scaled identity
     with :class:`sklearn.covariance.LedoitWolf` / :class:`sklearn.covariance.OAS`
     (Ledoit & Wolf 2004; Chen et al. 2010) fitted on the pooled residual matrix with
-    ``assume_centered=True``. scikit-learn divides by the number of rows; the residuals are
-    scaled by :math:`\sqrt{n_\mathrm{trials}/(n_\mathrm{trials}-n_\mathrm{stimuli})}` so that
-    the empirical covariance it shrinks is the unbiased one above. These estimators need the
+    ``assume_centered=True`` (:func:`shrinkage_covariance`). scikit-learn divides by the number
+    of rows; the residuals are scaled by
+    :math:`\sqrt{n_\mathrm{trials}/(n_\mathrm{trials}-n_\mathrm{stimuli})}` so that the
+    empirical covariance it shrinks is the unbiased one above. These estimators need the
     pooled residual matrix in memory and use trials that are valid for every unit only (units
     without any valid value are left out and get NaN; both are counted in a warning).
 
@@ -86,6 +135,7 @@ def noise_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     func = "noise_covariance"
+    progress = check_bool(progress, name="progress", owner=func)
     check_option(estimator, "estimator", func, _ESTIMATORS)
     data = stimulus_major(
         responses,
@@ -121,21 +171,20 @@ def noise_covariance(
         resid, n_used, dof = res.values, res.n_stimuli, res.dof
         n_rows = resid.shape[0]
         if dof < 2:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'responses' parameter of {func} has {dof} residual degrees of freedom "
                 f"(valid trials minus stimuli); estimator={estimator!r} needs at least 2."
             )
-        est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=True)
-        est.fit(resid * np.sqrt(n_rows / dof))
+        shrunk, shrinkage = shrinkage_covariance(resid, dof=dof, estimator=estimator)
         cov = np.full((res.live.size, res.live.size), np.nan)
-        cov[np.ix_(res.live, res.live)] = est.covariance_
+        cov[np.ix_(res.live, res.live)] = shrunk
         attrs = {
             "estimator": estimator,
             "n_valid_trials": n_rows,
             "n_stimuli": n_used,
             "dof": dof,
             "ddof": "n_stimuli (one mean per stimulus): dof = n_valid_trials - n_stimuli",
-            "shrinkage": float(est.shrinkage_),
+            "shrinkage": shrinkage,
         }
     return pairwise_dataarray(cov, coords, unit_dim=unit_dim, name="noise_covariance", attrs=attrs)
 

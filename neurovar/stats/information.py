@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, check_bool
 from neurovar.dims import TRIAL, UNIT, check_dims
 
 from ._util import center, check_real, warn_nan
@@ -25,7 +26,14 @@ def _two_stimuli(
     """Validate two (trial, unit) arrays; return their complete trials as float64."""
     out = []
     for name, resp in (("responses_a", responses_a), ("responses_b", responses_b)):
-        check_dims(resp, [trial_dim, unit_dim], name=name, allow_extra=False)
+        check_dims(
+            resp,
+            [trial_dim, unit_dim],
+            name=name,
+            allow_extra=False,
+            owner=func,
+            params={trial_dim: "trial_dim", unit_dim: "unit_dim"},
+        )
         x = np.asarray(resp.transpose(trial_dim, unit_dim).values, dtype=np.float64)
         nan = np.isnan(x)
         partial = int(np.sum(nan.any(axis=1) & ~nan.all(axis=1)))
@@ -38,7 +46,7 @@ def _two_stimuli(
             )
         x = x[~nan.any(axis=1)]
         if x.shape[0] < 2:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The '{name}' parameter of {func} needs at least 2 complete trials; "
                 f"got {x.shape[0]}."
             )
@@ -118,9 +126,13 @@ def linear_fisher_information(
     information accurately in correlated neural populations. PLoS Comput. Biol. 11, e1004218.
     """
     func = "linear_fisher_information"
+    bias_corrected = check_bool(bias_corrected, name="bias_corrected", owner=func)
+    shuffled = check_bool(shuffled, name="shuffled", owner=func)
     delta_s = check_real(delta_s, "delta_s", func)
     if delta_s == 0:
-        raise ValueError(f"The 'delta_s' parameter of {func} must be non-zero. Got 0 instead.")
+        raise InvalidParameterError(
+            f"The 'delta_s' parameter of {func} must be non-zero. Got 0 instead."
+        )
     xa, xb = _two_stimuli(responses_a, responses_b, trial_dim, unit_dim, func)
     ta, tb = xa.shape[0], xb.shape[0]
     nu = ta + tb - 2
@@ -246,6 +258,7 @@ def differential_correlation_strength(
     Information-limiting correlations. Nat. Neurosci. 17, 1410-1417.
     """
     func = "differential_correlation_strength"
+    bias_corrected = check_bool(bias_corrected, name="bias_corrected", owner=func)
     xa, xb = _two_stimuli(responses_a, responses_b, trial_dim, unit_dim, func)
     ta, tb, n = xa.shape[0], xb.shape[0], xa.shape[1]
     nu = ta + tb - 2

@@ -10,6 +10,7 @@ from sklearn.decomposition import FactorAnalysis
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
+from neurovar._validation import InvalidParameterError
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, stimulus_major
@@ -99,6 +100,9 @@ def shared_variance(
     neural populations and network models. PLoS Comput. Biol. 12, e1005141.
     """
     func = "shared_variance"
+    for pname, value in (("n_factors", n_factors), ("max_factors", max_factors)):
+        if value is not None:
+            check_int(value, pname, func, low=0)
     n_folds = check_int(n_folds, "n_folds", func, low=2)
     threshold = check_real(threshold, "threshold", func, low=0, high=1, low_open=True)
     gen = resolve_rng(rng, func)
@@ -109,9 +113,9 @@ def shared_variance(
     x, n_used = res.values, res.n_stimuli
     n_rows = x.shape[0]
     if res.dof < n_folds * 2:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {func} has too few residual degrees of freedom "
-            f"({res.dof}) for {n_folds}-fold cross-validation."
+            f"({res.dof}) for {n_folds}-fold cross-validation (the 'n_folds' parameter)."
         )
     # FactorAnalysis (maximum likelihood) divides by the number of rows; scaling the residuals
     # makes its covariance the unbiased pooled one (dof = rows - stimuli), as noise_covariance.
@@ -127,7 +131,7 @@ def shared_variance(
     x = x[:, varying]
     n_units = x.shape[1]
     if n_units == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {func} has no unit with trial-to-trial variance."
         )
     ds_vars: dict = {}
@@ -136,7 +140,7 @@ def shared_variance(
             max_factors = min(n_units - 1, 10)
         max_factors = check_int(max_factors, "max_factors", func, low=0)
         if max_factors >= n_units:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'max_factors' parameter of {func} must be < the number of units "
                 f"({n_units}). Got {max_factors} instead."
             )
@@ -150,7 +154,7 @@ def shared_variance(
     else:
         k = check_int(n_factors, "n_factors", func, low=0)
         if k >= n_units:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'n_factors' parameter of {func} must be < the number of units "
                 f"({n_units}). Got {k} instead."
             )

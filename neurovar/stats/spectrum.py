@@ -7,24 +7,80 @@ import xarray as xr
 
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, drop_nan_units, is_dask, warn_nan
+from ._util import (
+    check_int,
+    check_square,
+    check_symmetric_psd,
+    drop_nan_units,
+    is_dask,
+    warn_nan,
+)
 
 __all__ = ["eigenspectrum", "participation_ratio", "power_law_exponent"]
 
 COMPONENT = "component"
 
 
+def _dead_units(c: np.ndarray) -> np.ndarray:
+    """Mask of units whose variance is zero relative to the largest (``<= n eps max``).
+
+    Dead ReLU units (constant 0) have a zero row and column; the rounding error of the
+    eigendecomposition then gives eigenvalues like 1e-64 that are not a spectrum.
+    """
+    diag = np.diagonal(c, axis1=-2, axis2=-1)
+    top = np.max(diag, initial=0.0)
+    return diag <= c.shape[-1] * np.finfo(float).eps * top
+
+
+def _numerically_zero(lam: np.ndarray) -> np.ndarray:
+    """Eigenvalues indistinguishable from 0 given the largest: ``|lambda| <= n eps lambda_1``.
+
+    The tolerance is the one :func:`numpy.linalg.matrix_rank` uses for the rank.
+    """
+    finite = lam[np.isfinite(lam)]
+    top = np.max(np.abs(finite), initial=0.0)
+    return np.isfinite(lam) & (np.abs(lam) <= lam.size * np.finfo(float).eps * top)
+
+
 def _eigvals_desc(c: np.ndarray) -> np.ndarray:
     """Eigenvalues (largest first) of one matrix, units with a non-finite variance left out.
 
-    The spectrum is padded with NaN to the full number of units; a matrix with non-finite
-    entries between the remaining units gives all NaN.
+    Units with zero variance (relative to the largest) are left out too, and eigenvalues
+    numerically zero relative to the largest are set to exactly 0. The spectrum is padded with
+    NaN to the full number of units; a matrix with non-finite entries between the remaining
+    units gives all NaN.
     """
     sub, _ = drop_nan_units(c)
     out = np.full(c.shape[-1], np.nan)
     if np.all(np.isfinite(sub)):
-        out[: sub.shape[0]] = np.linalg.eigvalsh(sub)[::-1]
+        sub = sub[np.ix_(~_dead_units(sub), ~_dead_units(sub))]
+        lam = np.linalg.eigvalsh(sub)[::-1]
+        lam[_numerically_zero(lam)] = 0.0
+        out[: sub.shape[0]] = lam
     return out
+
+
+def _report_dead(cov: xr.DataArray, unit_dim: str, unit_j: str) -> None:
+    """Warn how many units of finite variance have zero variance and are left out."""
+    if is_dask(cov):
+        return
+    n = cov.sizes[unit_dim]
+    mats = np.asarray(cov.transpose(..., unit_dim, unit_j).values, dtype=np.float64)
+    mats = mats.reshape(-1, n, n)
+    n_dead = 0
+    for m in mats:
+        sub, _ = drop_nan_units(m)
+        if np.all(np.isfinite(sub)):
+            n_dead += int(np.sum(_dead_units(sub)))
+    where = "units" if mats.shape[0] == 1 else f"units (over {mats.shape[0]} matrices)"
+    warn_nan(
+        n_dead,
+        mats.shape[0] * n,
+        where,
+        "have zero variance (relative to the largest; e.g. dead ReLU units)",
+        consequence="they were left out of the eigenspectrum, which is padded with NaN",
+        stacklevel=4,
+    )
 
 
 def _participation_ratio(c: np.ndarray) -> float:
@@ -36,7 +92,7 @@ def _participation_ratio(c: np.ndarray) -> float:
     return float(np.trace(sub)) ** 2 / frob
 
 
-def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str) -> int:
+def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str, func: str = "eigenspectrum") -> int:
     """Warn how many units were left out and how many matrices are NaN; return the latter.
 
     Dask-backed input stays lazy and is not inspected.
@@ -46,6 +102,7 @@ def _report_nan(cov: xr.DataArray, unit_dim: str, unit_j: str) -> int:
     n = cov.sizes[unit_dim]
     mats = np.asarray(cov.transpose(..., unit_dim, unit_j).values, dtype=np.float64)
     mats = mats.reshape(-1, n, n)
+    check_symmetric_psd(mats, "cov", func)
     n_left_out = n_bad = 0
     for m in mats:
         sub, keep = drop_nan_units(m)
@@ -83,6 +140,13 @@ def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
     many, and the spectrum of the remaining units is padded with NaN at the end; any other
     non-finite entry gives an all-NaN spectrum, with a warning.
 
+    Units with zero variance (diagonal :math:`\le N \epsilon \max_i \Sigma_{ii}`, e.g. dead
+    ReLU units) are left out the same way, with a counted warning: their rounding-error
+    eigenvalues (1e-64 and the like) are not a spectrum. Eigenvalues numerically zero
+    relative to the largest, :math:`|\lambda_k| \le N \epsilon \lambda_1` (the tolerance of
+    :func:`numpy.linalg.matrix_rank`; e.g. beyond the rank of a covariance from fewer trials
+    than units), are returned as exactly 0.
+
     Parameters
     ----------
     cov
@@ -100,9 +164,10 @@ def eigenspectrum(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataArray:
     Stringer, C. et al. (2019). High-dimensional geometry of population responses in visual
     cortex. Nature 571, 361-365.
     """
-    unit_j = check_square(cov, "cov", unit_dim)
+    unit_j = check_square(cov, "cov", unit_dim, "eigenspectrum")
     n = cov.sizes[unit_dim]
-    _report_nan(cov, unit_dim, unit_j)
+    _report_nan(cov, unit_dim, unit_j, "eigenspectrum")
+    _report_dead(cov, unit_dim, unit_j)
     out = xr.apply_ufunc(
         _eigvals_desc,
         cov,
@@ -149,8 +214,8 @@ def participation_ratio(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataAr
     bioRxiv 214262. Recanatesi, S. et al. (2022). A scale-dependent measure of system
     dimensionality. Patterns 3, 100555.
     """
-    unit_j = check_square(cov, "cov", unit_dim)
-    n_bad = _report_nan(cov, unit_dim, unit_j)
+    unit_j = check_square(cov, "cov", unit_dim, "participation_ratio")
+    n_bad = _report_nan(cov, unit_dim, unit_j, "participation_ratio")
     pr = xr.apply_ufunc(
         _participation_ratio,
         cov,
@@ -168,11 +233,21 @@ def participation_ratio(cov: xr.DataArray, *, unit_dim: str = UNIT) -> xr.DataAr
 def _fit_exponent(lam: np.ndarray, min_rank: int, max_rank: int | None) -> float:
     ranks = np.arange(1, lam.size + 1)
     hi = lam.size if max_rank is None else min(max_rank, lam.size)
-    sel = (ranks >= min_rank) & (ranks <= hi) & (lam > 0) & np.isfinite(lam)
+    usable = (lam > 0) & np.isfinite(lam) & ~_numerically_zero(lam)
+    sel = (ranks >= min_rank) & (ranks <= hi) & usable
     if sel.sum() < 2:
         return np.nan
     slope = np.polyfit(np.log(ranks[sel]), np.log(lam[sel]), 1)[0]
     return -slope
+
+
+def _n_excluded(lam: np.ndarray, min_rank: int, max_rank: int | None) -> float:
+    """Eigenvalues in the rank range that are finite but <= 0 or numerically zero."""
+    ranks = np.arange(1, lam.size + 1)
+    hi = lam.size if max_rank is None else min(max_rank, lam.size)
+    in_range = (ranks >= min_rank) & (ranks <= hi) & np.isfinite(lam)
+    bad = (lam <= 0) | _numerically_zero(lam)
+    return float(np.sum(in_range & bad))
 
 
 def power_law_exponent(
@@ -185,7 +260,9 @@ def power_law_exponent(
     r"""Exponent :math:`\alpha` of a power-law eigenspectrum :math:`\lambda_n \propto n^{-\alpha}`.
 
     Least-squares fit of :math:`\log\lambda_n = c - \alpha \log n` over ranks
-    ``min_rank <= n <= max_rank`` (positive eigenvalues only). Stringer et al. (2019) found
+    ``min_rank <= n <= max_rank`` (positive eigenvalues only; eigenvalues numerically zero
+    relative to the largest, :math:`\lambda_n \le N \epsilon \lambda_1`, never enter the fit,
+    and a warning counts those left out of the range). Stringer et al. (2019) found
     :math:`\alpha \approx 1` in mouse V1 fitting ranks 11 to 500; the tail of an estimated
     spectrum falls off with too few trials, so choose the range deliberately.
 
@@ -217,8 +294,19 @@ def power_law_exponent(
     if isinstance(cov, xr.DataArray) and COMPONENT in cov.dims:
         spec = cov
     else:
-        check_dims(cov, [unit_dim], name="cov")
+        check_dims(cov, [unit_dim], name="cov", owner=func, params={unit_dim: "unit_dim"})
         spec = eigenspectrum(cov, unit_dim=unit_dim)
+    if not is_dask(spec):
+        lam = np.asarray(spec.transpose(..., COMPONENT).values, dtype=float)
+        lam = lam.reshape(-1, lam.shape[-1])
+        warn_nan(
+            int(sum(_n_excluded(row, min_rank, max_rank) for row in lam)),
+            int(np.isfinite(lam).sum()),
+            "eigenvalues",
+            "in the fitted rank range are zero or numerically zero relative to the largest "
+            "(|lambda| <= n eps lambda_1)",
+            consequence="they were left out of the power-law fit",
+        )
     out = xr.apply_ufunc(
         _fit_exponent,
         spec,

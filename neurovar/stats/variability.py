@@ -11,6 +11,8 @@ import xarray as xr
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
+from neurovar._compat import renamed_parameters
+from neurovar._validation import InvalidParameterError, check_bool, check_memory, param_error
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
@@ -32,12 +34,23 @@ def _moments(
     Computed in float64 (recordings are often float32), lazily for dask-backed input.
     """
     require_counts(responses, "responses", func)
+    n_trials = (
+        getattr(responses, "sizes", {}).get(trial_dim) if isinstance(trial_dim, str) else None
+    )
+    if n_trials is not None and 0 < n_trials <= ddof:
+        raise param_error(
+            "ddof",
+            func,
+            f"smaller than the number of trials along {trial_dim!r} ({n_trials})",
+            ddof,
+        )
     check_responses(
         responses,
         trial_dim=trial_dim,
         stimulus_dim=stimulus_dim,
         unit_dim=unit_dim,
         min_trials=ddof + 1,
+        owner=func,
     )
     if responses.dtype != np.float64:
         responses = responses.astype(np.float64)
@@ -162,20 +175,21 @@ def _groups(
             mean.isel({along: np.flatnonzero(np.asarray(coord.values) == lab)}) for lab in labels
         ]
         return labels, parts, str(condition)
-    raise ValueError(
+    raise InvalidParameterError(
         f"The 'condition' parameter of {func} must name a dim or a 1-D coordinate of "
         f"'responses'. Got {condition!r}; dims are {tuple(mean.dims)!r} and coordinates "
         f"{tuple(mean.coords)!r}."
     )
 
 
+@renamed_parameters({"confidence": "confidence_level"})
 def mean_matched_fano_factor(
     responses: xr.DataArray,
     *,
     condition: Hashable | None = None,
     n_bins: int = 10,
     n_resamples: int = 50,
-    confidence: float = 0.95,
+    confidence_level: float = 0.95,
     ddof: int = 1,
     rng: None | int | np.random.Generator = None,
     trial_dim: str = TRIAL,
@@ -217,8 +231,8 @@ def mean_matched_fano_factor(
         Number of common bins of the mean.
     n_resamples
         Number of random mean-matched subsamplings.
-    confidence
-        Level of the confidence interval, in (0, 1).
+    confidence_level
+        Two-sided confidence level of the interval, in (0, 1).
     ddof
         Delta degrees of freedom of the per-point variance.
     rng
@@ -242,15 +256,19 @@ def mean_matched_fano_factor(
     cortical phenomenon. Nat. Neurosci. 13, 369-378.
     """
     func = "mean_matched_fano_factor"
+    progress = check_bool(progress, name="progress", owner=func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
+    check_memory(
+        8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts"
+    )
     n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
     ddof = check_int(ddof, "ddof", func, low=0)
-    confidence = check_real(
-        confidence, "confidence", func, low=0, high=1, low_open=True, high_open=True
+    confidence_level = check_real(
+        confidence_level, "confidence_level", func, low=0, high=1, low_open=True, high_open=True
     )
     gen = resolve_rng(rng, func)
     if condition is not None and condition == trial_dim:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'condition' parameter of {func} must not be the trial dim {trial_dim!r}."
         )
     dims = {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim}
@@ -277,7 +295,7 @@ def mean_matched_fano_factor(
     )
     if any(p[0].size == 0 for p in points):
         empty = [lab for lab, p in zip(labels, points) if p[0].size == 0]
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'responses' parameter of {func} has no usable (positive-mean) points in "
             f"conditions {empty!r}."
         )
@@ -294,6 +312,13 @@ def mean_matched_fano_factor(
             f"is impossible. Try fewer bins (n_bins={n_bins})."
         )
     n_cond = len(points)
+    check_memory(
+        3 * 8.0 * n_resamples * n_cond,
+        name="n_resamples",
+        owner=func,
+        value=n_resamples,
+        what="the per-resample slopes and their confidence bounds",
+    )
     slopes = np.empty((n_resamples, n_cond))
     lows = np.empty_like(slopes)
     highs = np.empty_like(slopes)
@@ -309,9 +334,9 @@ def mean_matched_fano_factor(
             )
             mk, vk, nk = m[keep], v[keep], n[keep]
             slopes[r, c], lows[r, c], highs[r, c] = _wls_origin(
-                mk, vk, _weights(mk, nk), confidence
+                mk, vk, _weights(mk, nk), confidence_level
             )
-    raw = np.array([_wls_origin(m, v, _weights(m, n), confidence)[0] for m, v, n in points])
+    raw = np.array([_wls_origin(m, v, _weights(m, n), confidence_level)[0] for m, v, n in points])
     data_vars = {
         "fano_factor": (cond_name, slopes.mean(axis=0)),
         "ci_low": (cond_name, lows.mean(axis=0)),
@@ -330,7 +355,7 @@ def mean_matched_fano_factor(
             "method": "mean-matched Fano factor (Churchland et al. 2010)",
             "n_bins": n_bins,
             "n_resamples": n_resamples,
-            "confidence": confidence,
+            "confidence_level": confidence_level,
             "ddof": ddof,
             "bin_edges": edges,
         },

@@ -65,7 +65,7 @@ def test_missing_file_downloaded_and_partial_download_discarded(cortex_dir, tmp_
     with pytest.raises(OSError, match="discarded"):
         fetch(NAME, data_home=tmp_path)
     assert not (tmp_path / NAME).exists()
-    assert list((tmp_path / "semedo2019_v1v2").iterdir()) == []
+    assert not (tmp_path / "semedo2019_v1v2").exists()  # issue 14: no empty folder left
 
     calls = []
     monkeypatch.setattr(fetch_mod, "_download", _serve_from(cortex_dir, calls))
@@ -108,3 +108,35 @@ def test_unknown_name_and_data_home_resolution(tmp_path, monkeypatch):
     assert data_home_path() == tmp_path / "xdg" / "neurovar"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert data_home_path() == data_home_path().home() / ".cache" / "neurovar"
+
+
+def test_one_lookup_finds_the_shared_copy_beside_the_repository(cortex_dir, tmp_path, monkeypatch):
+    # From a copy of the repository, with an empty $NEUROVAR_DATA and an empty user cache,
+    # the data are found in shared/data/cortex beside the checkout: no download is tried
+    # (the autouse fixture turns any download into a failure) and nothing is written.
+    from neurovar.cortex import data_home_candidates, find_data_home, load_cowley_v4
+
+    monkeypatch.setenv("NEUROVAR_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    candidates = data_home_candidates()
+    assert candidates[:2] == [tmp_path / "env", tmp_path / "xdg" / "neurovar"]
+    assert candidates[2].resolve() == cortex_dir
+    assert find_data_home(NAME).resolve() == cortex_dir
+    assert find_data_home("cowley2023_v4").resolve() == cortex_dir
+    assert fetch(NAME).resolve() == (cortex_dir / NAME).resolve()
+    assert load_cowley_v4().sizes["unit"] == 50
+    assert not (tmp_path / "env").exists() and not (tmp_path / "xdg").exists()
+    # $NEUROVAR_DATA comes first once it holds the file; an explicit data_home is the only one
+    (tmp_path / "env" / NAME).parent.mkdir(parents=True)
+    (tmp_path / "env" / NAME).write_bytes(b"corrupt")
+    assert find_data_home(NAME) == tmp_path / "env"  # exists there (sha256 is fetch's job)
+    with pytest.warns(UserWarning, match="using the verified copy"):
+        assert fetch(NAME).resolve() == (cortex_dir / NAME).resolve()
+    assert data_home_candidates(tmp_path / "arg") == [tmp_path / "arg"]
+
+
+def test_failed_fetch_leaves_no_empty_folders(tmp_path):
+    home = tmp_path / "new" / "home"
+    with pytest.raises(OSError, match="Downloading"):
+        fetch(NAME, data_home=home)
+    assert list(tmp_path.iterdir()) == []

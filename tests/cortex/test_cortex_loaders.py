@@ -117,7 +117,7 @@ def test_from_array_dims_order_and_errors():
         from_array(counts, dims=("neuron", "stimulus", "trial"))
     with pytest.raises(ValueError, match="'counts' parameter"):
         from_array(np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="'unit_ids' parameter must have length 4"):
+    with pytest.raises(ValueError, match="'unit_ids' parameter of from_array must have length 4"):
         from_array(counts, dims=("unit", "stimulus", "trial"), unit_ids=[1, 2, 3])
     with pytest.raises(ValueError, match="same number of units"):
         from_array([np.zeros((2, 3)), np.zeros((4, 2))])
@@ -135,5 +135,7 @@ def test_from_array_equal_repeats_still_checks_units_and_dims():
     # 'dims' cannot silently be ignored for per-stimulus blocks
     with pytest.raises(ValueError, match="'dims' parameter"):
         from_array(blocks, dims=("unit", "trial", "stimulus"))
-    with pytest.raises(ValueError, match="'counts' parameter must be a sequence of 2-d"):
+    with pytest.raises(
+        ValueError, match="'counts' parameter of from_array must be a sequence of 2-d"
+    ):
         from_array([np.zeros((3, 2)), np.zeros(3)])

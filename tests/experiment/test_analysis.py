@@ -47,7 +47,8 @@ def _synthetic_results(cfg, rng, n_stim=6, effect=0.0):
 
 
 def test_transfer_matrix_matches_scipy_and_statsmodels():
-    cfg = load_config(tiny_config(seeds=[0, 1]))
+    ev = {**tiny_config()["evaluation"], "n_permutations": 9999}  # >= 2^12: exact enumeration
+    cfg = load_config(tiny_config(seeds=[0, 1], evaluation=ev))
     res = _synthetic_results(cfg, np.random.default_rng(0))
     tm = transfer_matrix(res, cfg)
     g = tm.sel(regime="train-time", magnitude=0.5, layer="relu3", noise_at_test=True,
@@ -87,9 +88,9 @@ def test_claim_verdicts_follow_the_intervals():
     assert null[0].rows[0]["verdict"] != "supported" or null[0].rows[0]["ci_low"] > 0
 
 
-class _Saturated(torch.nn.Module):
-    """Wraps the SmallCNN and multiplies its logits by 1e4 (CE gradients vanish: masking),
-    keeping the layer names of the wrapped network."""
+class _Shattered(torch.nn.Module):
+    """Quantizes its input (``round``: zero gradient everywhere, Athalye et al. 2018's
+    shattered gradients) before the wrapped network, keeping its layer names."""
 
     def __init__(self, inner):
         super().__init__()
@@ -97,23 +98,25 @@ class _Saturated(torch.nn.Module):
             self.add_module(name, module)
 
     def forward(self, x):
+        x = torch.round(x * 16) / 16
         for module in self.children():
             x = module(x)
-        return 1e4 * x
+        return x
 
 
-def test_planted_gradient_masking_is_flagged_by_name(monkeypatch, tmp_path):
+def _masking_of_one_cell(tmp_path, wrap=None, monkeypatch=None):
+    """Masking diagnostics of a one-cell grid: the 'none' network, fine-tuned (train-time)."""
     from neurovar.experiment import assemble, setup, write_cell
     from neurovar.experiment import cell as cell_module
 
-    real = setup.build_model
-    monkeypatch.setattr(cell_module, "build_model",
-                        lambda cfg, rng=0: _Saturated(real(cfg, rng=rng)))
+    if wrap is not None:
+        real = setup.build_model
+        monkeypatch.setattr(cell_module, "build_model",
+                            lambda cfg, rng=0: wrap(real(cfg, rng=rng)))
     cell_module._BASE.clear()
     cell_module._STRUCTURE.clear()
     try:
-        cfg = load_config(tiny_config(seeds=[0], regimes=["test-time"],
-                                      conditions=["none", "isotropic"],
+        cfg = load_config(tiny_config(seeds=[0], regimes=["train-time"], conditions=["none"],
                                       evaluation={**tiny_config()["evaluation"], "steps": 5,
                                                   "n_queries": 30}))
         specs = plan(cfg)
@@ -124,7 +127,18 @@ def test_planted_gradient_masking_is_flagged_by_name(monkeypatch, tmp_path):
         cell_module._BASE.clear()
         cell_module._STRUCTURE.clear()
     table, messages = masking_diagnostics(res, cfg)
-    row = table[table["condition"] == "isotropic"].iloc[0]
+    assert len(table) == 1  # the noise-off row only: 'none' has no noise to switch on
+    return table.iloc[0], messages
+
+
+def test_planted_gradient_masking_is_flagged_by_name(monkeypatch, tmp_path):
+    row, messages = _masking_of_one_cell(tmp_path / "planted", _Shattered, monkeypatch)
     assert row["masking_suspected"]
-    assert row["large_eps:pgd_ce"] > 0.5  # CE-PGD cannot move a saturated network
-    assert any(m.startswith("isotropic [test-time") and "pgd_ce" in m for m in messages)
+    assert {"ce_pgd_overstates", "black_box_stronger", "not_chance"} <= set(row["flags"].split(","))
+    assert any(m.startswith("none [train-time") and "CE-PGD" in m for m in messages)
+    assert any("pgd_ce" in m and "does not reach" not in m and "L-inf eps" in m
+               for m in messages)
+    # the same cell on the unmodified network raises no flag
+    monkeypatch.undo()
+    row, messages = _masking_of_one_cell(tmp_path / "control")
+    assert not row["masking_suspected"] and not messages, messages

@@ -186,3 +186,18 @@ def test_flat_bootstrap_is_batched_by_default_without_changing_the_result(scipy_
     assert batches == [50]  # 20_000 values / (4 x 100) per resample
     full = bootstrap_ci(x, dim="trial", n_resamples=999, batch=999, rng=2)
     xr.testing.assert_identical(res, full)
+
+
+@pytest.mark.parametrize("group_dim", [None, "seed"])
+def test_basic_interval_is_the_percentile_interval_reflected_about_the_estimate(group_dim):
+    rng = np.random.default_rng(3)
+    data = xr.DataArray(rng.exponential(size=(12, 8)), dims=("seed", "unit"))
+    if group_dim is None:
+        data = data.isel(seed=0)
+    kw = dict(dim="unit", group_dim=group_dim, n_resamples=500, rng=7)
+    pct = bootstrap_ci(data, "mean", method="percentile", **kw)
+    basic = bootstrap_ci(data, "mean", method="basic", **kw)
+    theta = float(pct.statistic)
+    np.testing.assert_allclose(float(basic.ci_low), 2 * theta - float(pct.ci_high))
+    np.testing.assert_allclose(float(basic.ci_high), 2 * theta - float(pct.ci_low))
+    assert basic.attrs["method"] == "basic"

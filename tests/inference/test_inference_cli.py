@@ -166,7 +166,8 @@ def test_untestable_group_is_reported_not_fatal(tmp_path, capsys):
     )
     assert code == 0
     res = pd.read_csv(out).set_index("area")
-    assert np.isfinite(res.loc["V1", "p_value"]) and np.isnan(res.loc["V4", "p_value"])
+    # issue 14: the exact attainable p-value is reported with the note, not NaN
+    assert np.isfinite(res.loc["V1", "p_value"]) and np.isfinite(res.loc["V4", "p_value"])
     assert "cannot reach" in res.loc["V4", "note"]
     assert "note (V4)" in capsys.readouterr().out
 
@@ -278,3 +279,169 @@ def test_two_stage_fdr_uses_the_requested_alpha(tmp_path):
     )
     # the two-stage adjustment depends on alpha, so this checks that --alpha reached it
     assert not np.allclose(res.p_corrected, correct_pvalues(p, method="fdr_tsbh").values)
+
+
+def _robustness_table(tmp_path, n_seeds=5):
+    """Rows of different kinds (metric x attack) for two noise conditions and 5 seeds."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(n_seeds):
+        for metric, attack, base in [
+            ("clean", "none", 0.9),
+            ("adversarial", "pgd", 0.3),
+            ("adversarial", "square", 0.5),
+            ("worst_case", "ensemble", 0.25),
+        ]:
+            level = base + rng.normal(0, 0.02)
+            rows.append(
+                {
+                    "seed": seed,
+                    "metric": metric,
+                    "attack": attack,
+                    "noise": "structured",
+                    "value": level + 0.05,
+                }
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "metric": metric,
+                    "attack": attack,
+                    "noise": "isotropic",
+                    "value": level,
+                }
+            )
+    df = pd.DataFrame(rows)
+    path = tmp_path / "robustness.csv"
+    df.to_csv(path, index=False)
+    return df, path
+
+
+def test_rows_of_different_kinds_are_not_pooled(tmp_path, capsys):
+    from neurovar.cli import main
+
+    df, path = _robustness_table(tmp_path)
+    out = tmp_path / "o.csv"
+    argv = ["stats", str(path), "--compare", "structured", "isotropic", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'metric' has 3 values" in err and "'attack' has 4 values" in err
+    assert "--by metric attack" in err and not out.exists()
+    # the named --by runs, one test per kind of row; --pool pools on purpose
+    assert main([*argv, "--by", "metric", "attack", "--pair-on", "seed"]) == 0
+    assert len(pd.read_csv(out)) == 4
+    assert main([*argv, "--pool", "--n-permutations", "199"]) == 0
+    assert pd.read_csv(out).n_a.item() == len(df) // 2
+
+
+def test_consistent_effect_gets_exact_p_statistic_and_effect_size(tmp_path):
+    from neurovar.cli import main
+
+    _, path = _robustness_table(tmp_path)
+    out = tmp_path / "o.csv"
+    argv = [
+        "stats",
+        str(path),
+        "--compare",
+        "structured",
+        "isotropic",
+        "--by",
+        "metric",
+        "attack",
+        "--pair-on",
+        "seed",
+        "--out",
+        str(out),
+    ]
+    with pytest.warns(RuntimeWarning, match="zero variance of the paired differences"):
+        assert main(argv) == 0
+    res = pd.read_csv(out)
+    # 5 seeds, structured better by 0.05 in every seed: 2**5 = 32 sign flips, two-sided
+    # p = 2/32 exactly, the difference itself, and an infinite d_z (no spread), not NaN / 6e15
+    np.testing.assert_allclose(res.p_value, 0.0625)
+    np.testing.assert_allclose(res.statistic, 0.05, rtol=1e-9)
+    assert np.isposinf(res.cohens_d).all()
+    assert res.note.str.contains("cannot reach p <= 0.05").all()
+    assert res.note.str.contains("0.0625").all()
+
+
+def test_cohens_d_of_constant_differences_is_inf_with_a_warning():
+    from neurovar.inference import cohens_d
+
+    a = np.array([0.85, 0.80, 0.75, 0.90, 0.70])
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        assert np.isposinf(float(cohens_d(a, a - 0.05, paired=True)))
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        assert np.isnan(float(cohens_d(a, a.copy(), paired=True)))
+    with pytest.warns(RuntimeWarning, match="zero within-group variance"):
+        assert np.isneginf(float(cohens_d(np.full(4, 0.1), np.full(4, 0.3))))
+    b = a - 0.05 + np.array([0.01, -0.01, 0.0, 0.02, -0.02])  # real spread: an ordinary d
+    assert 1 < float(cohens_d(a, b, paired=True)) < 10
+
+
+def test_pair_on_several_columns(tmp_path):
+    from neurovar.cli import main
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(3):
+        for example in range(6):
+            base = rng.normal()
+            rows.append(
+                {
+                    "seed": seed,
+                    "example": example,
+                    "noise": "structured",
+                    "value": base + 0.5 + rng.normal(0, 0.1),
+                }
+            )
+            rows.append({"seed": seed, "example": example, "noise": "isotropic", "value": base})
+    df = pd.DataFrame(rows)
+    path, out = tmp_path / "p.csv", tmp_path / "o.csv"
+    df.to_csv(path, index=False)
+    argv = ["stats", str(path), "--compare", "structured", "isotropic", "--out", str(out)]
+    assert main([*argv, "--pair-on", "example"]) == 2  # 3 seeds share each example
+    assert main([*argv, "--pair-on", "seed", "example", "--n-permutations", "999"]) == 0
+    res = pd.read_csv(out)
+    s = df[df.noise == "structured"].sort_values(["seed", "example"]).value.to_numpy()
+    i = df[df.noise == "isotropic"].sort_values(["seed", "example"]).value.to_numpy()
+    ref = permutation_test(s, i, paired=True, n_permutations=999, rng=np.random.default_rng(0))
+    assert res.n_a.item() == 18
+    assert res.p_value.item() == pytest.approx(float(ref.p_value))
+    assert res.cohens_d.item() == pytest.approx(float(ref.cohens_d))
+
+
+def test_requested_boolean_variable_is_the_one_tested(tmp_path):
+    from neurovar.cli import main
+
+    rng = np.random.default_rng(0)
+    correct = np.stack([rng.random((4, 40)) < 0.8, rng.random((4, 40)) < 0.4])
+    ds = xr.Dataset(
+        {
+            "worst_case_correct": (("noise", "seed", "example"), correct),
+            "eps": ((), 0.03),
+            "clean_accuracy": (("noise", "seed"), rng.random((2, 4))),
+        },
+        coords={"noise": ["structured", "isotropic"], "seed": np.arange(4)},
+    )
+    path, out = tmp_path / "rob.nc", tmp_path / "o.csv"
+    ds.to_netcdf(path)
+    argv = [
+        "stats",
+        str(path),
+        "--variable",
+        "worst_case_correct",
+        "--compare",
+        "structured",
+        "isotropic",
+        "--n-permutations",
+        "999",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    res = pd.read_csv(out)
+    assert res.value.item() == "worst_case_correct"
+    np.testing.assert_allclose(res.mean_a.item(), correct[0].mean())
+    np.testing.assert_allclose(res.mean_b.item(), correct[1].mean())
+    assert res.p_value.item() < 0.01

@@ -99,12 +99,16 @@ def test_shrinkage_matches_scikit_learn(estimator, peer):
     clean, pert, _ = _perturbed(12, np.eye(D_IN), seed=6)
     cov = fit_perturbation_covariance(model, clean, pert, layer="lin", estimator=estimator)
     diff = (pert - clean).numpy() @ w.T
-    ref = peer().fit(diff)
+    # the shrunk empirical covariance is the unbiased one (ddof=1), as in stats.noise_covariance
+    resid = diff - diff.mean(axis=0)
+    n = resid.shape[0]
+    ref = peer(assume_centered=True).fit(resid * np.sqrt(n / (n - 1)))
     np.testing.assert_allclose(cov.values, ref.covariance_, rtol=1e-8)
     assert cov.attrs["shrinkage"] == pytest.approx(ref.shrinkage_)
-    assert 0 <= cov.attrs["shrinkage"] <= 1
-    with pytest.raises(ValueError, match="'ddof' parameter"):
-        fit_perturbation_covariance(model, clean, pert, layer="lin", estimator=estimator, ddof=1)
+    assert 0 <= cov.attrs["shrinkage"] <= 1 and cov.attrs["ddof"] == 1
+    sample = np.cov(diff, rowvar=False, ddof=1)
+    s, mu = ref.shrinkage_, np.trace(sample) / sample.shape[0]
+    np.testing.assert_allclose(cov.values, (1 - s) * sample + s * mu * np.eye(len(sample)), atol=1e-10)
 
 
 def test_rank_truncation_keeps_top_eigenpairs():
@@ -140,7 +144,7 @@ def test_channel_share_with_pointwise_conv():
     assert cov.attrs["n_samples"] == 4 * n and cov.attrs["unit_shape"] == [2, 2, 2]
     assert_cov_close(cov.values, w @ cov_c @ w.T, 4 * n)
     assert list(cov.channel.values) == [0, 1] and list(cov.channel_j.values) == [0, 1]
-    noise = noise_from_covariance(cov, seed=0)  # share taken from attrs
+    noise = noise_from_covariance(cov, rng=0)  # share taken from attrs
     assert isinstance(noise, CovarianceNoise) and noise.share == "channel"
     assert noise(torch.zeros(3, 2, 5, 5)).shape == (3, 2, 5, 5)
 
@@ -162,7 +166,7 @@ def test_unit_coords_follow_torch_flatten(tiny_cnn, images):
 def test_model_state_restored_and_injected_noise_suspended(tiny_cnn, images):
     tiny_cnn.train()
     clean_acts = collect_layer_activations(tiny_cnn, images, layer="relu2", batch_size=7)
-    with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}):
+    with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, rng=0)}):
         acts = collect_layer_activations(tiny_cnn, images, layer="relu2", batch_size=7)
         assert sum(len(m._forward_hooks) for m in tiny_cnn.modules()) == 1
     assert torch.equal(acts, clean_acts)
@@ -174,9 +178,9 @@ def test_model_state_restored_and_injected_noise_suspended(tiny_cnn, images):
 @pytest.mark.parametrize(
     "noise",
     [
-        LowRankNoise(np.ones((6, 2)), 0.1, share="channel", seed=0),
-        IsotropicNoise(1.0, seed=0),
-        PoissonLikeNoise(1.0, seed=0),
+        LowRankNoise(np.ones((6, 2)), 0.1, share="channel", rng=0),
+        IsotropicNoise(1.0, rng=0),
+        PoissonLikeNoise(1.0, rng=0),
     ],
     ids=["low_rank_channel", "isotropic", "poisson"],
 )

@@ -27,7 +27,7 @@ def _n_hooks(model: nn.Module) -> int:
 
 def _low_rank(seed: int = 0) -> LowRankNoise:
     f = np.random.default_rng(0).standard_normal((6, 2))
-    return LowRankNoise(f, 0.1, share="channel", seed=seed)
+    return LowRankNoise(f, 0.1, share="channel", rng=seed)
 
 
 def test_injection_changes_output_and_is_removed(tiny_cnn, images):
@@ -45,7 +45,7 @@ def test_injection_changes_output_and_is_removed(tiny_cnn, images):
 def test_hooks_removed_after_exception(tiny_cnn, images):
     clean = tiny_cnn(images)
     with pytest.raises(RuntimeError, match="boom"):
-        with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}):
+        with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, rng=0)}):
             tiny_cnn(images)
             raise RuntimeError("boom")
     assert _n_hooks(tiny_cnn) == 0
@@ -54,7 +54,7 @@ def test_hooks_removed_after_exception(tiny_cnn, images):
 
 def test_persistent_handle_enable_toggle_and_remove(tiny_cnn, images):
     clean = tiny_cnn(images)
-    handle = inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}, enabled=False)
+    handle = inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, rng=0)}, enabled=False)
     assert torch.equal(tiny_cnn(images), clean)
     hook = next(iter(tiny_cnn.conv1._forward_hooks.values()))
     assert not hook._neurovar_noise  # recorder sees no active noise while disabled
@@ -80,18 +80,16 @@ def test_same_seed_bit_identical_outputs(images):
     outs = []
     for _ in range(2):
         model = make_tiny_cnn()
-        with inject_noise(
-            model, {"conv1": _low_rank_c4(seed=3), "fc": IsotropicNoise(0.5, seed=9)}
-        ):
+        with inject_noise(model, {"conv1": _low_rank_c4(seed=3), "fc": IsotropicNoise(0.5, rng=9)}):
             outs.append(model(images))
     assert torch.equal(outs[0], outs[1])
     model = make_tiny_cnn()
-    with inject_noise(model, {"conv1": _low_rank_c4(seed=4), "fc": IsotropicNoise(0.5, seed=9)}):
+    with inject_noise(model, {"conv1": _low_rank_c4(seed=4), "fc": IsotropicNoise(0.5, rng=9)}):
         assert not torch.equal(model(images), outs[0])
 
 
 def _low_rank_c4(seed: int) -> LowRankNoise:
-    return LowRankNoise(np.ones((4, 1)), 0.2, share="channel", seed=seed)
+    return LowRankNoise(np.ones((4, 1)), 0.2, share="channel", rng=seed)
 
 
 def test_earlier_layers_untouched(tiny_cnn, images):
@@ -103,7 +101,7 @@ def test_earlier_layers_untouched(tiny_cnn, images):
     handles = [getattr(tiny_cnn, n).register_forward_hook(grab(n)) for n in seen]
     try:
         tiny_cnn(images)
-        with inject_noise(tiny_cnn, {"conv2": CovarianceNoise(np.eye(6), share="channel", seed=0)}):
+        with inject_noise(tiny_cnn, {"conv2": CovarianceNoise(np.eye(6), share="channel", rng=0)}):
             tiny_cnn(images)
     finally:
         for h in handles:
@@ -133,7 +131,7 @@ def test_batch_expanded_before_noise_gives_independent_trials(tiny_cnn, images):
     n_trials = 50
     x = images[:2]
     clean = tiny_cnn(x)
-    noise = CovarianceNoise(0.05 * np.eye(6), share="channel", seed=0)
+    noise = CovarianceNoise(0.05 * np.eye(6), share="channel", rng=0)
     with inject_noise(tiny_cnn, {"conv2": noise}):
         expand = tiny_cnn.conv2.register_forward_hook(
             lambda m, i, o: o.repeat_interleave(n_trials, dim=0), prepend=True
@@ -152,7 +150,7 @@ def test_batch_expanded_before_noise_gives_independent_trials(tiny_cnn, images):
 
 
 def test_frozen_noise_context(tiny_cnn, images):
-    noise = IsotropicNoise(1.0, seed=0)
+    noise = IsotropicNoise(1.0, rng=0)
     with inject_noise(tiny_cnn, {"conv1": noise}) as handle:
         with frozen_noise(handle):
             a, b = tiny_cnn(images), tiny_cnn(images)
@@ -173,7 +171,7 @@ def test_frozen_noise_context(tiny_cnn, images):
 
 def test_suspend_noise_gives_clean_output(tiny_cnn, images):
     clean = tiny_cnn(images)
-    with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, seed=0)}):
+    with inject_noise(tiny_cnn, {"conv1": IsotropicNoise(1.0, rng=0)}):
         with suspend_noise(tiny_cnn):
             assert torch.equal(tiny_cnn(images), clean)
         assert not torch.allclose(tiny_cnn(images), clean)
@@ -182,7 +180,7 @@ def test_suspend_noise_gives_clean_output(tiny_cnn, images):
 def test_model_state_and_global_rng_unchanged(tiny_cnn, images):
     tiny_cnn.eval()
     before = rng_states()
-    with inject_noise(tiny_cnn, {"conv2": _low_rank(), "fc": PoissonLikeNoise(seed=1)}):
+    with inject_noise(tiny_cnn, {"conv2": _low_rank(), "fc": PoissonLikeNoise(rng=1)}):
         tiny_cnn(images)
     assert_rng_unchanged(before)
     assert not tiny_cnn.training
@@ -190,7 +188,7 @@ def test_model_state_and_global_rng_unchanged(tiny_cnn, images):
 
 
 def test_noise_applied_in_eval_and_train_and_running_stats_follow_mode(tiny_cnn, images):
-    noise = IsotropicNoise(0.5, n_units=4, share="channel", relative_scale=0.1, seed=0)
+    noise = IsotropicNoise(0.5, n_units=4, share="channel", relative_scale=0.1, rng=0)
     with inject_noise(tiny_cnn, {"conv1": noise}):
         tiny_cnn.train()
         tiny_cnn(images)
@@ -210,7 +208,7 @@ def test_training_with_injected_noise_reduces_loss():
     templates = torch.randn(3, 1, 8, 8, generator=gen)
     x = templates[labels] + 0.8 * torch.randn(n, 1, 8, 8, generator=gen)
     model = make_tiny_cnn(seed=1)
-    noise = LowRankNoise(np.ones((6, 2)) / 2, 0.05, share="channel", relative_scale=0.2, seed=0)
+    noise = LowRankNoise(np.ones((6, 2)) / 2, 0.05, share="channel", relative_scale=0.2, rng=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     handle = inject_noise(model, {"conv2": noise})
@@ -238,7 +236,7 @@ def test_record_activations_branches_at_channel_shared_low_rank_noise(tiny_cnn):
     tiny_cnn.eval()
     rng = np.random.default_rng(3)
     f, d = 0.5 * rng.standard_normal((6, 2)), rng.uniform(0.05, 0.2, 6)
-    noise = LowRankNoise(f, d, share="channel", seed=0)
+    noise = LowRankNoise(f, d, share="channel", rng=0)
     x = torch.as_tensor(rng.standard_normal((2, 1, 8, 8)), dtype=torch.float32)
     n_trials = 3000
     before = rng_states()

@@ -35,13 +35,13 @@ def _cases() -> list[tuple[str, NoiseModule, np.ndarray]]:
     d = rng.uniform(0.1, 1.0, D)
     var = rng.uniform(0.2, 2.0, D)
     return [
-        ("isotropic", IsotropicNoise(0.7, seed=0), 0.49 * np.eye(D)),
-        ("isotropic_scaled", IsotropicNoise(0.7, n_units=D, scale=2, seed=0), 1.96 * np.eye(D)),
-        ("diagonal", DiagonalNoise(var, seed=1), np.diag(var)),
-        ("full", CovarianceNoise(full, seed=2), full),
-        ("singular", CovarianceNoise(singular, seed=3), singular),
-        ("low_rank", LowRankNoise(f, d, seed=4), f @ f.T + np.diag(d)),
-        ("low_rank_scaled", LowRankNoise(f, d, scale=0.5, seed=4), 0.25 * (f @ f.T + np.diag(d))),
+        ("isotropic", IsotropicNoise(0.7, rng=0), 0.49 * np.eye(D)),
+        ("isotropic_scaled", IsotropicNoise(0.7, n_units=D, scale=2, rng=0), 1.96 * np.eye(D)),
+        ("diagonal", DiagonalNoise(var, rng=1), np.diag(var)),
+        ("full", CovarianceNoise(full, rng=2), full),
+        ("singular", CovarianceNoise(singular, rng=3), singular),
+        ("low_rank", LowRankNoise(f, d, rng=4), f @ f.T + np.diag(d)),
+        ("low_rank_scaled", LowRankNoise(f, d, scale=0.5, rng=4), 0.25 * (f @ f.T + np.diag(d))),
     ]
 
 
@@ -58,21 +58,21 @@ def test_sampled_noise_has_target_covariance(name, noise, target):
 def test_poisson_like_variance_follows_rectified_mean():
     mean_rate = torch.tensor([-1.0, 0.0, 0.5, 2.0, 4.0])
     x = mean_rate.expand(N, -1).clone()
-    noise = PoissonLikeNoise(1.5, seed=0)
+    noise = PoissonLikeNoise(1.5, rng=0)
     mean, cov = _empirical(noise, x)
     target = np.diag(1.5 * (np.clip(mean_rate.numpy(), 0, None) + 1e-5))
     assert np.all(np.abs(mean) <= 5 * np.sqrt(np.diag(target) / N) + 1e-6)
     assert_cov_close(cov, target, N)
     # per-channel Fano factors with share="channel"
     x4 = torch.full((N, 2, 1, 1), 2.0)
-    noisy = PoissonLikeNoise([0.5, 3.0], share="channel", seed=1)(x4) - x4
+    noisy = PoissonLikeNoise([0.5, 3.0], share="channel", rng=1)(x4) - x4
     np.testing.assert_allclose(noisy.var(dim=0).flatten().numpy(), [1.0, 6.0], rtol=0.05)
 
 
 def test_channel_sharing_same_covariance_at_every_position_independent_across():
     rng = np.random.default_rng(2)
     cov_c = random_cov(3, rng)
-    noise = CovarianceNoise(cov_c, share="channel", seed=5)
+    noise = CovarianceNoise(cov_c, share="channel", rng=5)
     x = torch.zeros(8000, 3, 2, 2)
     eps = (noise(x) - x).double().numpy()
     for yy in range(2):
@@ -89,7 +89,7 @@ def test_channel_sharing_same_covariance_at_every_position_independent_across():
 def test_low_rank_channel_matches_dense():
     rng = np.random.default_rng(3)
     f, d = rng.standard_normal((4, 2)), rng.uniform(0.1, 0.5, 4)
-    noise = LowRankNoise(f, d, share="channel", seed=0)
+    noise = LowRankNoise(f, d, share="channel", rng=0)
     x = torch.zeros(8000, 4, 3)
     eps = (noise(x) - x).double().numpy()
     for p in range(3):
@@ -100,20 +100,20 @@ def test_same_seed_bit_identical_and_independent_rows():
     x = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(0))
     rng = np.random.default_rng(0)
     cov = random_cov(4, rng)
-    a = CovarianceNoise(cov, share="channel", seed=11)(x)
-    b = CovarianceNoise(cov, share="channel", seed=11)(x)
-    c = CovarianceNoise(cov, share="channel", seed=12)(x)
+    a = CovarianceNoise(cov, share="channel", rng=11)(x)
+    b = CovarianceNoise(cov, share="channel", rng=11)(x)
+    c = CovarianceNoise(cov, share="channel", rng=12)(x)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
     # identical inputs in a batch get independent draws
     same = x[:1].expand(4, -1, -1, -1)
-    out = IsotropicNoise(1.0, seed=0)(same)
+    out = IsotropicNoise(1.0, rng=0)(same)
     assert not torch.allclose(out[0], out[1])
     # a given torch.Generator drives the draws
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    assert torch.equal(IsotropicNoise(1.0, generator=g1)(x), IsotropicNoise(1.0, generator=g2)(x))
+    assert torch.equal(IsotropicNoise(1.0, rng=g1)(x), IsotropicNoise(1.0, rng=g2)(x))
     # manual_seed resets the stream
-    noise = IsotropicNoise(1.0, seed=3)
+    noise = IsotropicNoise(1.0, rng=3)
     first = noise(x)
     assert not torch.equal(noise(x), first)
     noise.manual_seed(3)
@@ -132,7 +132,7 @@ def test_global_rng_untouched():
 def test_frozen_replays_draw():
     gen = torch.Generator().manual_seed(0)  # test data from a seed, not the global RNG
     x = torch.rand(3, 5, generator=gen)
-    noise = PoissonLikeNoise(1.0, seed=0)
+    noise = PoissonLikeNoise(1.0, rng=0)
     noise.freeze()
     a, b = noise(x), noise(x)
     assert torch.equal(a, b)
@@ -158,8 +158,10 @@ def test_frozen_replays_draw():
         (lambda: DiagonalNoise([1.0, -0.1]), "non-negative"),
         (lambda: IsotropicNoise(-1.0), r"'std' parameter of IsotropicNoise must be in \[0, inf\)"),
         (lambda: IsotropicNoise(1.0, share="spatial"), "'share' parameter"),
+        (lambda: IsotropicNoise(1.0, rng=1, seed=2), "not both"),
         (lambda: IsotropicNoise(1.0, seed=1, generator=torch.Generator()), "not both"),
-        (lambda: IsotropicNoise(1.0, seed=-1), "'seed' parameter"),
+        (lambda: IsotropicNoise(1.0, rng=-1), "'rng' parameter"),
+        (lambda: IsotropicNoise(1.0, rng="0"), "'rng' parameter"),
         (lambda: LowRankNoise(np.ones((4, 2)), [1.0, 1.0]), "'diagonal' parameter"),
         (lambda: PoissonLikeNoise(-1.0), "'fano' parameter"),
         (lambda: IsotropicNoise(1.0, momentum=0.0), "'momentum' parameter"),
@@ -171,11 +173,11 @@ def test_invalid_parameters(factory, match):
 
 
 def test_wrong_size_for_layer_names_both_layouts():
-    noise = CovarianceNoise(np.eye(4), seed=0)
+    noise = CovarianceNoise(np.eye(4), rng=0)
     with pytest.raises(ValueError, match=r"built for 4 flattened units.*share='channel'"):
         noise(torch.zeros(2, 4, 3, 3))
     assert noise(torch.zeros(2, 4)).shape == (2, 4)
-    chan = CovarianceNoise(np.eye(4), share="channel", seed=0)
+    chan = CovarianceNoise(np.eye(4), share="channel", rng=0)
     assert chan(torch.zeros(2, 4, 3, 3)).shape == (2, 4, 3, 3)
     with pytest.raises(ValueError, match="batch dim"):
         chan(torch.zeros(4))
@@ -190,7 +192,7 @@ def test_near_singular_covariance_clipped_and_reported():
     evals = np.array([-1e-7, 0.0, 0.5, 1.0, 2.0])
     cov = (q * evals) @ q.T
     with pytest.warns(RuntimeWarning, match=r"clipped [12] slightly negative eigenvalue"):
-        noise = CovarianceNoise(cov, seed=0)
+        noise = CovarianceNoise(cov, rng=0)
     assert noise.factor_info["n_clipped"] in (1, 2)
     assert noise.factor_info["min_eigenvalue"] == pytest.approx(-1e-7, rel=1e-3)
     assert noise.factor_info["rank"] == 3
@@ -202,7 +204,7 @@ def test_near_singular_covariance_clipped_and_reported():
 def test_low_rank_from_covariance_keeps_trace_and_top_directions():
     rng = np.random.default_rng(5)
     cov = random_cov(8, rng)
-    lr = LowRankNoise.from_covariance(cov, 3, seed=0)
+    lr = LowRankNoise.from_covariance(cov, 3, rng=0)
     assert lr.rank == 3
     assert lr.trace == pytest.approx(np.trace(cov), rel=1e-6)
     np.testing.assert_allclose(np.diag(lr.covariance.numpy()), np.diag(cov), rtol=1e-5)
@@ -210,7 +212,7 @@ def test_low_rank_from_covariance_keeps_trace_and_top_directions():
     np.testing.assert_allclose(
         np.linalg.svd(lr.factors.numpy(), compute_uv=False) ** 2, top[::-1], rtol=1e-5
     )
-    full = LowRankNoise.from_covariance(cov, 8, residual="none", seed=0)
+    full = LowRankNoise.from_covariance(cov, 8, residual="none", rng=0)
     np.testing.assert_allclose(full.covariance.numpy(), cov, atol=1e-5)
     with pytest.raises(ValueError, match="'rank' parameter"):
         LowRankNoise.from_covariance(cov, 9)
@@ -218,7 +220,7 @@ def test_low_rank_from_covariance_keeps_trace_and_top_directions():
 
 def test_relative_scale_follows_layer_and_reports_snr():
     gen = torch.Generator().manual_seed(0)
-    noise = LowRankNoise(np.ones((10, 2)), 1.0, relative_scale=0.25, momentum=0.5, seed=0)
+    noise = LowRankNoise(np.ones((10, 2)), 1.0, relative_scale=0.25, momentum=0.5, rng=0)
     noise.train()
     for _ in range(40):
         x = 3.0 * torch.randn(256, 10, generator=gen)  # total variance 90
@@ -238,7 +240,7 @@ def test_relative_scale_follows_layer_and_reports_snr():
         noise(big)
     assert noise.expected_total_variance(big) == pytest.approx(0.25 * 9000, rel=0.1)
     # a fixed scale does not follow: SNR grows with the activation
-    fixed = IsotropicNoise(1.0, track_snr=True, seed=0)
+    fixed = IsotropicNoise(1.0, track_snr=True, rng=0)
     for _ in range(5):
         fixed(30.0 * torch.randn(256, 10, generator=gen))
     assert fixed.effective_snr == pytest.approx(900.0, rel=0.1)
@@ -246,7 +248,7 @@ def test_relative_scale_follows_layer_and_reports_snr():
 
 
 def test_dtype_device_and_config():
-    noise = LowRankNoise(np.ones((4, 2)), 0.5, seed=0).to(torch.float64)
+    noise = LowRankNoise(np.ones((4, 2)), 0.5, rng=0).to(torch.float64)
     assert noise.factors.dtype == torch.float64
     out = noise(torch.zeros(3, 4, dtype=torch.float64))
     assert out.dtype == torch.float64
@@ -259,22 +261,22 @@ def test_dtype_device_and_config():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_follows_device_and_is_reproducible():
-    noise = CovarianceNoise(np.eye(3), share="channel", seed=0)
+    noise = CovarianceNoise(np.eye(3), share="channel", rng=0)
     x = torch.zeros(4, 3, 2, 2, device="cuda")
     a = noise(x)
     assert a.device.type == "cuda" and noise.factor.device.type == "cuda"
-    b = CovarianceNoise(np.eye(3), share="channel", seed=0).cuda()(x)
+    b = CovarianceNoise(np.eye(3), share="channel", rng=0).cuda()(x)
     assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(
     "noise",
     [
-        IsotropicNoise(0.3, seed=0),
-        DiagonalNoise(np.full(12, 0.2), seed=0),
-        CovarianceNoise(np.eye(3), share="channel", seed=0),
-        LowRankNoise(np.ones((12, 2)), 0.1, seed=0),
-        LowRankNoise(np.ones((3, 2)), 0.1, share="channel", seed=0),
+        IsotropicNoise(0.3, rng=0),
+        DiagonalNoise(np.full(12, 0.2), rng=0),
+        CovarianceNoise(np.eye(3), share="channel", rng=0),
+        LowRankNoise(np.ones((12, 2)), 0.1, rng=0),
+        LowRankNoise(np.ones((3, 2)), 0.1, share="channel", rng=0),
     ],
     ids=["isotropic", "diagonal", "full_channel", "low_rank_flat", "low_rank_channel"],
 )
@@ -286,7 +288,7 @@ def test_additive_noise_passes_gradient_unchanged(noise):
 
 def test_poisson_like_gradient_finite_at_zero():
     x = torch.tensor([[-1.0, 0.0, 1.0]], requires_grad=True)
-    PoissonLikeNoise(1.0, seed=0)(x).sum().backward()
+    PoissonLikeNoise(1.0, rng=0)(x).sum().backward()
     assert torch.all(torch.isfinite(x.grad))
     assert x.grad[0, 0] == 1.0  # rectified: no noise gradient below 0
 
@@ -294,7 +296,7 @@ def test_poisson_like_gradient_finite_at_zero():
 def test_diagonal_scalar_variance_counts_every_unit():
     """A scalar variance v on D units has total variance D v (it was counted once, not D times)."""
     x = torch.zeros(N, 10)
-    noise = DiagonalNoise(0.5, seed=0)
+    noise = DiagonalNoise(0.5, rng=0)
     assert (noise(x) - x).pow(2).sum(1).mean().item() == pytest.approx(5.0, rel=0.03)
     assert noise.expected_total_variance(x) == pytest.approx(5.0, rel=1e-12)
     assert noise.expected_total_variance(torch.zeros(4, 2, 3, 3)) == pytest.approx(9.0)
@@ -303,7 +305,7 @@ def test_diagonal_scalar_variance_counts_every_unit():
     # relative_scale: total noise variance = m * tr(Cov_batch(x)), not D times that
     gen = torch.Generator().manual_seed(1)
     xx = 2.0 * torch.randn(N, 10, generator=gen)
-    rel = DiagonalNoise(0.5, relative_scale=0.1, seed=0).train()
+    rel = DiagonalNoise(0.5, relative_scale=0.1, rng=0).train()
     measured = (rel(xx) - xx).pow(2).sum(1).mean().item()
     assert measured == pytest.approx(0.1 * xx.var(0, correction=1).sum().item(), rel=0.03)
     assert rel.effective_snr == pytest.approx(10.0, rel=0.03)
@@ -312,7 +314,7 @@ def test_diagonal_scalar_variance_counts_every_unit():
 def test_relative_scale_in_eval_needs_a_running_estimate():
     """Eval mode without an estimate used to take the batch variance: a batch of trial copies
     of one stimulus (what the recorder builds) then got no noise at all, silently."""
-    noise = IsotropicNoise(1.0, relative_scale=0.1, seed=0).eval()
+    noise = IsotropicNoise(1.0, relative_scale=0.1, rng=0).eval()
     copies = torch.ones(8, 4)
     with pytest.raises(ValueError, match="no running estimate"):
         noise(copies)
@@ -327,5 +329,24 @@ def test_relative_scale_in_eval_needs_a_running_estimate():
     out = noise(copies)
     assert (out - copies).pow(2).sum(1).mean().item() == pytest.approx(0.1 * act_var, rel=0.03)
     # querying the expected variance of an untracked module still uses the batch
-    fresh = IsotropicNoise(1.0, relative_scale=0.1, seed=0).eval()
+    fresh = IsotropicNoise(1.0, relative_scale=0.1, rng=0).eval()
     assert fresh.expected_total_variance(clean) == pytest.approx(0.1 * act_var, rel=1e-6)
+
+
+def test_low_rank_residual_variance_and_old_checkpoints():
+    """The diagonal term d is the buffer ``residual_variance`` (``diagonal()`` is the method of
+    every noise model: the whole diagonal of the covariance); checkpoints of neurovar 0.1
+    stored d under the key "diagonal" and still load."""
+    f = np.array([[1.0], [2.0], [0.0]])
+    noise = LowRankNoise(f, [0.1, 0.2, 0.3], rng=0)
+    np.testing.assert_allclose(noise.diagonal().numpy(), [1.1, 4.2, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(
+        noise.dense_covariance().numpy(), f @ f.T + np.diag([0.1, 0.2, 0.3]), rtol=1e-6
+    )
+    old = {
+        ("diagonal" if k == "residual_variance" else k): v for k, v in noise.state_dict().items()
+    }
+    fresh = LowRankNoise(np.zeros((3, 1)), 0.0, rng=0)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.residual_variance, noise.residual_variance)
+    assert torch.equal(fresh.factors, noise.factors)

@@ -120,7 +120,7 @@ def injected_model(det_model):
     Yields ``(model, noise)``; the hook is removed afterwards."""
     from neurovar.noise import IsotropicNoise, inject_noise
 
-    noise = IsotropicNoise(1.0, seed=123)
+    noise = IsotropicNoise(1.0, rng=123)
     with inject_noise(det_model, {"2": noise}):
         yield det_model, noise
 

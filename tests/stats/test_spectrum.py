@@ -104,3 +104,28 @@ def test_nan_units_are_left_out_with_a_warning_instead_of_crashing():
         assert np.isnan(eigenspectrum(xr.DataArray(c2, dims=("unit", "unit_j"))).values).all()
     with pytest.warns(RuntimeWarning, match="1 of 1 matrices have non-finite entries"):
         assert np.isnan(float(participation_ratio(xr.DataArray(c2, dims=("unit", "unit_j")))))
+
+
+def test_dead_units_and_numerically_zero_eigenvalues_never_enter_the_fit():
+    # A layer with dead (constant-zero) ReLU units: their rows and columns are zero, and a
+    # covariance computed in floating point gives eigenvalues like 1e-64 for them. Those used
+    # to sit in the power-law fit and dragged the exponent far from the live units' spectrum.
+    alpha = 1.0
+    live = np.arange(1, 21, dtype=float) ** -alpha
+    c = _cov(live).values
+    n_dead = 10
+    full = np.zeros((30, 30))
+    full[:20, :20] = c
+    full[20:, 20:] = 1e-64 * np.eye(n_dead)  # rounding-level variance of dead units
+    cov = xr.DataArray(full, dims=("unit", "unit_j"))
+    with pytest.warns(RuntimeWarning, match="10 of 30 units have zero variance"):
+        spec = eigenspectrum(cov)
+    np.testing.assert_allclose(spec.values[:20], live, rtol=1e-8)
+    assert np.isnan(spec.values[20:]).all()
+    with pytest.warns(RuntimeWarning, match="10 of 30 units have zero variance"):
+        np.testing.assert_allclose(float(power_law_exponent(cov)), alpha, rtol=1e-6)
+    # a spectrum given directly: numerically zero eigenvalues are left out, with a count
+    lam = np.concatenate([live, np.full(5, 1e-60)])
+    spec = xr.DataArray(lam, dims=("component",))
+    with pytest.warns(RuntimeWarning, match="5 of 25 eigenvalues in the fitted rank range"):
+        np.testing.assert_allclose(float(power_law_exponent(spec)), alpha, rtol=1e-6)

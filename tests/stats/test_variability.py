@@ -158,8 +158,8 @@ def test_mean_matched_bad_parameters(make_responses):
         mean_matched_fano_factor(da, condition="nope")
     with pytest.raises(ValueError, match="'n_resamples' parameter"):
         mean_matched_fano_factor(da, n_resamples=0)
-    with pytest.raises(ValueError, match="'confidence' parameter"):
-        mean_matched_fano_factor(da, confidence=1.5)
+    with pytest.raises(ValueError, match="'confidence_level' parameter"):
+        mean_matched_fano_factor(da, confidence_level=1.5)
     with pytest.raises(TypeError, match="'rng' parameter"):
         mean_matched_fano_factor(da, rng="seed")
 
@@ -250,3 +250,31 @@ def test_zero_variance_gives_nan_with_a_count():
         ff = fano_factor(da)
     assert np.isnan(ff.values[0, 1]) and np.isnan(ff.values[1, 2])
     assert int(ff.isnull().sum()) == 2 and np.isfinite(ff.values).sum() == 4
+
+
+def test_mean_matched_fano_factor_pinned_by_hand(make_responses):
+    """Weights w = (n - 1) / (2 m^2) (inverse sampling variance of a Poisson-like variance).
+
+    Three (stimulus, unit) points, worked out by hand (ddof=1):
+      A: trials 1, 2, 3, 2      -> m = 2, v = 2/3, n = 4
+      B: trials 4, 8, 6, 6      -> m = 6, v = 8/3, n = 4
+      C: trials 3, 5, NaN, NaN  -> m = 4, v = 2,   n = 2
+    F = sum(w m v) / sum(w m^2) = sum((n-1) v/m) / sum(n-1) = (1 + 4/3 + 1/2) / 7 = 17/42.
+    (Weights 1/m would give 3/7, equal weights 23/54: both must fail.)
+    """
+    x = np.array([[1, 4, 3], [2, 8, 5], [3, 6, np.nan], [2, 6, np.nan]], float)[:, :, None]
+    res = mean_matched_fano_factor(
+        make_responses(x), n_bins=1, n_resamples=1, confidence_level=0.9, rng=0
+    ).squeeze("condition")
+    assert float(res.fano_factor) == pytest.approx(17 / 42, rel=1e-12)
+    assert float(res.fano_factor_raw) == pytest.approx(17 / 42, rel=1e-12)
+    assert int(res.n_points) == 3
+    # t-interval of the weighted slope through the origin, k - 1 = 2 degrees of freedom
+    m, v, n = np.array([2.0, 6.0, 4.0]), np.array([2 / 3, 8 / 3, 2.0]), np.array([4.0, 4.0, 2.0])
+    w = (n - 1) / (2 * m**2)
+    sxx = np.sum(w * m**2)  # = 7/2
+    assert sxx == pytest.approx(3.5)
+    s2 = np.sum(w * (v - 17 / 42 * m) ** 2) / 2
+    half = 2.9199855803537242 * np.sqrt(s2 / sxx)  # scipy.stats.t.ppf(0.95, 2)
+    assert float(res.ci_low) == pytest.approx(17 / 42 - half, rel=1e-9)
+    assert float(res.ci_high) == pytest.approx(17 / 42 + half, rel=1e-9)

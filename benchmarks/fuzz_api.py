@@ -1,0 +1,214 @@
+"""Fuzz the public API with bad values, one parameter at a time, and classify what happens.
+
+Every function and class in every ``__all__`` of the package (``tests/api_cases.public_api``)
+that has a tiny valid call (``tests/api_cases.cases``) gets, for each parameter whose kind can
+be read from its name, default or annotation, the wrong types and out-of-range values of
+``api_cases.BAD_VALUES`` plus, for counts, ``10**12`` (a would-be hang). Each call is
+classified as
+
+- **clear**: ``ValueError``/``TypeError`` (``InvalidParameterError`` counted separately) whose
+  message names the parameter;
+- **unclear**: any other exception, or a ``ValueError``/``TypeError`` not naming it;
+- **silent**: the call returned (the bad value was accepted);
+- **hang**: the call did not finish within ``--timeout`` seconds (SIGALRM).
+
+Counts go to ``benchmarks/results/fuzz_api.md``.
+
+Usage::
+
+    PYTHONPATH=$PWD python benchmarks/fuzz_api.py [--timeout 10] [--budget 300] [--out FILE]
+
+To measure another checkout (e.g. the commit before a change) with the same table, put that
+checkout first on ``PYTHONPATH``; the table itself is read from this repository's ``tests/``.
+``NEUROVAR_MAX_BYTES`` is set to 2 GiB (unless already set) so that a bad count can never
+make this script allocate more than that on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import inspect
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+os.environ.setdefault("NEUROVAR_MAX_BYTES", str(2 * 2**30))
+
+import api_cases  # noqa: E402
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def _alarm(_signum, _frame):
+    raise _Timeout
+
+
+def _params(obj):
+    if inspect.isclass(obj):
+        out, seen = [], set()
+        for klass in obj.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.name not in seen:
+                    seen.add(p.name)
+                    out.append(p)
+        return out
+    return [p for p in inspect.signature(obj).parameters.values() if p.name != "self"]
+
+
+def classify(run, pname, value, timeout):
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run(**{pname: value})
+        return "silent", ""
+    except _Timeout:
+        return "hang", f"no result within {timeout} s"
+    except (ValueError, TypeError) as err:
+        named = f"'{pname}'" in str(err) or f'"{pname}"' in str(err)
+        if not named:
+            return "unclear", f"{type(err).__name__}: {str(err)[:160]}"
+        is_ipe = type(err).__name__ == "InvalidParameterError"
+        return ("clear_ipe" if is_ipe else "clear"), ""
+    except Exception as err:  # noqa: BLE001
+        return "unclear", f"{type(err).__name__}: {str(err)[:160]}"
+    finally:
+        signal.alarm(0)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--timeout", type=int, default=10, help="seconds per call (hang above)")
+    ap.add_argument("--budget", type=float, default=300, help="total seconds, then stop")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "fuzz_api.md")
+    ap.add_argument("--label", default="", help="what was measured (e.g. a commit)")
+    args = ap.parse_args(argv)
+
+    import neurovar
+
+    api = api_cases.public_api()
+    table = api_cases.cases()
+    counts = collections.Counter()
+    by_kind = collections.defaultdict(collections.Counter)
+    problems = []
+    huge_counts = collections.Counter()
+    huge_problems = []
+    no_case = [q for q in api if table.get(q) is None]
+    start = time.monotonic()
+    n_objects = 0
+    stopped = False
+    for qual, obj in sorted(api.items()):
+        factory = table.get(qual)
+        if factory is None:
+            continue
+        try:
+            run = factory()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run()
+        except Exception as err:  # noqa: BLE001  (the valid call itself fails: report it)
+            problems.append(
+                (qual, "-", "-", "valid call fails", f"{type(err).__name__}: {err}"[:160])
+            )
+            continue
+        n_objects += 1
+        for p in _params(obj):
+            kind = api_cases.param_kind(p)
+            if kind is None:
+                continue
+            values = [*api_cases.BAD_VALUES[kind]["type"], *api_cases.BAD_VALUES[kind]["range"]]
+            if kind == "int":
+                values.append(api_cases.HUGE)
+            for value in values:
+                huge = kind == "int" and value == api_cases.HUGE
+                if time.monotonic() - start > args.budget:
+                    stopped = True
+                    break
+                outcome, detail = classify(run, p.name, value, args.timeout)
+                if huge:  # a huge count may be valid: it must only end quickly and clearly
+                    huge_counts[outcome] += 1
+                    if outcome in ("hang", "unclear"):
+                        huge_problems.append((qual, p.name, repr(value), outcome, detail))
+                    continue
+                counts[outcome] += 1
+                by_kind[kind][outcome] += 1
+                if outcome not in ("clear", "clear_ipe"):
+                    problems.append((qual, p.name, repr(value), outcome, detail))
+            if stopped:
+                break
+        if stopped:
+            break
+    elapsed = time.monotonic() - start
+    total = sum(counts.values())
+    clear = counts["clear"] + counts["clear_ipe"]
+    lines = [
+        "# Fuzz of the public API: bad values one parameter at a time",
+        "",
+        f"Measured: {args.label or 'neurovar ' + neurovar.__version__ + ' at ' + str(Path(neurovar.__file__).parent)}",
+        f"Command: `PYTHONPATH=<checkout> python benchmarks/fuzz_api.py --timeout {args.timeout}"
+        f" --budget {args.budget:g}` ({elapsed:.0f} s{', stopped at the budget' if stopped else ''}).",
+        "",
+        f"{len(api)} public functions and classes; {n_objects} with a tiny valid call were fuzzed "
+        f"({len(no_case)} without one are listed in tests/test_validation.py::NO_CASE).",
+        "",
+        "| outcome | count |",
+        "|---|---:|",
+        f"| bad values tried | {total} |",
+        f"| clear error naming the parameter | {clear} |",
+        f"| ... of which InvalidParameterError | {counts['clear_ipe']} |",
+        f"| unclear error | {counts['unclear']} |",
+        f"| silent acceptance | {counts['silent']} |",
+        f"| hang (> {args.timeout} s) | {counts['hang']} |",
+        "",
+        "By kind of parameter (clear / unclear / silent / hang):",
+        "",
+        "| kind | clear | unclear | silent | hang |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for kind, c in sorted(by_kind.items()):
+        lines.append(
+            f"| {kind} | {c['clear'] + c['clear_ipe']} | {c['unclear']} | {c['silent']} | {c['hang']} |"
+        )
+    hc = huge_counts
+    lines += [
+        "",
+        f"Counts of {api_cases.HUGE:.0e} for every int parameter (may be valid; each must end "
+        f"within {args.timeout} s with a result or an error naming the parameter):",
+        "",
+        "| outcome | count |",
+        "|---|---:|",
+        f"| huge counts tried | {sum(hc.values())} |",
+        f"| clear error naming the parameter | {hc['clear'] + hc['clear_ipe']} |",
+        f"| finished with a result | {hc['silent']} |",
+        f"| unclear error (e.g. MemoryError, torch allocator) | {hc['unclear']} |",
+        f"| hang (> {args.timeout} s) | {hc['hang']} |",
+    ]
+    lines += [
+        "",
+        "## Not clear",
+        "",
+        "| object | parameter | value | outcome | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for qual, pname, value, outcome, detail in problems + huge_problems:
+        detail = detail.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {qual} | {pname} | {value} | {outcome} | {detail} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(line for line in lines if not line.startswith("| neurovar")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

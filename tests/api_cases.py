@@ -1,0 +1,459 @@
+"""Tiny valid calls for every function and class of the public API, and bad values per parameter.
+
+Shared by ``tests/test_validation.py`` (which asserts every bad value raises
+:class:`neurovar._validation.InvalidParameterError` naming the parameter and its owner) and
+``benchmarks/fuzz_api.py`` (which classifies what happens for each bad value).
+
+``public_api()`` enumerates every function and class in every ``__all__`` of the package.
+``CASES`` maps a public object's qualified name to a factory returning ``run``: a callable that
+takes keyword overrides and performs one tiny valid call (for a class: construct it, then use
+it, as scikit-learn validates at ``fit``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+import neurovar
+
+#: Modules not enumerated: command-line front ends and the demo (their own tests cover them),
+#: and the private floors.
+EXCLUDED_MODULES = ("neurovar.cli", "neurovar.demo", "neurovar.inference._cli")
+
+
+def public_api() -> dict[str, Any]:
+    """``{"module.name": object}`` for every function and class in every ``__all__``."""
+    names = ["neurovar"] + [m.name for m in pkgutil.walk_packages(neurovar.__path__, "neurovar.")]
+    out: dict[str, Any] = {}
+    seen: set[int] = set()
+    for mod_name in names:
+        if mod_name.startswith(EXCLUDED_MODULES) or any(
+            p.startswith("_") for p in mod_name.split(".")[1:]
+        ):
+            continue
+        mod = importlib.import_module(mod_name)
+        for attr in getattr(mod, "__all__", ()):
+            obj = getattr(mod, attr, None)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and id(obj) not in seen:
+                if inspect.isclass(obj) and issubclass(obj, BaseException):
+                    continue
+                seen.add(id(obj))
+                out[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return out
+
+
+# ----------------------------------------------------------------------------- tiny data
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def images(n=4):
+    return torch.rand(n, 1, 8, 8, generator=_gen())
+
+
+def labels(n=4):
+    return torch.arange(n) % 3
+
+
+def small_model(dropout=0.0):
+    from neurovar.models import SmallCNN
+
+    return SmallCNN(channels=(2, 2), hidden=4, n_classes=3, dropout=dropout).eval()
+
+
+def responses(n_trials=6, n_stim=3, n_units=4, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.poisson(3.0, size=(n_trials, n_stim, n_units)).astype(float)
+    return xr.DataArray(data, dims=("trial", "stimulus", "unit"))
+
+
+def covariance(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, 2 * n))
+    c = a @ a.T / (2 * n)
+    return xr.DataArray(c, dims=("unit", "unit_j"))
+
+
+def samples(n=8, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return xr.DataArray(rng.standard_normal(n) + shift, dims=("sample",))
+
+
+def _call(func, *args, **fixed):
+    def run(**over):
+        return func(*args, **{**fixed, **over})
+
+    return run
+
+
+def _attack(cls, **fixed):
+    def run(**over):
+        kw = {"model": small_model(), **fixed, **over}
+        model = kw.pop("model")
+        x, y = kw.pop("images", images()), kw.pop("labels", labels())
+        return cls(model, **kw)(x, y)
+
+    return run
+
+
+def _noise(cls, *args, **fixed):
+    def run(**over):
+        kw = {**fixed, **over}
+        pos = [kw.pop(p) if p in kw else a for p, a in zip(_positional(cls), args, strict=False)]
+        module = cls(*pos, **kw)
+        return module(torch.rand(2, 4, generator=_gen()))
+
+    return run
+
+
+def _positional(obj) -> list[str]:
+    sig = inspect.signature(obj)
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+    ]
+
+
+def _positional_call(func, *args, **fixed):
+    """Like :func:`_call`, but positional arguments can be overridden by name too."""
+
+    def run(**over):
+        kw = {**fixed, **over}
+        names = _positional(func)
+        pos = [kw.pop(n) if n in kw else a for n, a in zip(names, args, strict=False)]
+        return func(*pos, **kw)
+
+    return run
+
+
+def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
+    from neurovar import cortex, inference, models, noise, perturb, plot, record, stats
+    from neurovar.datasets import load_digits
+
+    tiny_data = None
+
+    def digits():
+        nonlocal tiny_data
+        if tiny_data is None:
+            d = load_digits()
+            tiny_data = type(d)(
+                x_train=d.x_train[:32],
+                y_train=d.y_train[:32] % 3,
+                x_test=d.x_test[:8],
+                y_test=d.y_test[:8] % 3,
+                name=d.name,
+                classes=d.classes[:3],
+            )
+        return tiny_data
+
+    resp = responses()
+    rob = None
+
+    def robustness():
+        nonlocal rob
+        if rob is None:
+            rob = perturb.evaluate_robustness(
+                small_model(),
+                images(),
+                labels(),
+                eps=[0.0, 0.05],
+                attacks=["fgsm"],
+                n_evaluations=1,
+                rng=0,
+            )
+        return rob
+
+    S = "neurovar.stats"
+    return {
+        # ------------------------------------------------------------ record
+        "neurovar.record.record_activations": lambda: _positional_call(
+            record.record_activations,
+            small_model(),
+            images(),
+            layers=["fc1"],
+            n_trials=2,
+            rng=0,
+            progress=False,
+        ),
+        "neurovar.record.save_recording": None,  # path-based: covered by tests/test_record_faults.py
+        "neurovar.record.load_recording": None,  # idem
+        "neurovar.record.unit_coords": lambda: _positional_call(record.unit_coords, "fc1", (4,)),
+        "neurovar.record.layer_names": lambda: _positional_call(record.layer_names, small_model()),
+        "neurovar.record.find_noise_site": lambda: _positional_call(
+            record.find_noise_site, small_model(), images(1)
+        ),
+        # ------------------------------------------------------------ stats
+        f"{S}.variability.fano_factor": lambda: _positional_call(stats.fano_factor, resp),
+        f"{S}.variability.mean_matched_fano_factor": lambda: _positional_call(
+            stats.mean_matched_fano_factor,
+            responses(n_stim=6, n_units=6),
+            n_bins=2,
+            n_resamples=2,
+            rng=0,
+        ),
+        f"{S}.correlation.noise_correlation": lambda: _positional_call(
+            stats.noise_correlation, resp
+        ),
+        f"{S}.correlation.signal_correlation": lambda: _positional_call(
+            stats.signal_correlation, resp
+        ),
+        f"{S}.covariance.noise_covariance": lambda: _positional_call(stats.noise_covariance, resp),
+        f"{S}.spectrum.eigenspectrum": lambda: _positional_call(stats.eigenspectrum, covariance()),
+        f"{S}.spectrum.participation_ratio": lambda: _positional_call(
+            stats.participation_ratio, covariance()
+        ),
+        f"{S}.spectrum.power_law_exponent": lambda: _positional_call(
+            stats.power_law_exponent, covariance()
+        ),
+        f"{S}.alignment.variance_along": lambda: _positional_call(
+            stats.variance_along, covariance(), xr.DataArray(np.ones(4), dims=("unit",))
+        ),
+        f"{S}.alignment.alignment_index": lambda: _positional_call(
+            stats.alignment_index, covariance(), covariance(seed=1), n_components=2
+        ),
+        f"{S}.alignment.principal_angles": lambda: _positional_call(
+            stats.principal_angles,
+            xr.DataArray(np.eye(4)[:, :2], dims=("unit", "k")),
+            xr.DataArray(np.eye(4)[:, 1:3], dims=("unit", "k")),
+        ),
+        f"{S}.information.linear_fisher_information": lambda: _positional_call(
+            stats.linear_fisher_information,
+            responses(n_trials=12).isel(stimulus=0),
+            responses(n_trials=12, seed=1).isel(stimulus=0),
+            delta_s=1.0,
+        ),
+        f"{S}.information.differential_correlation_strength": lambda: _positional_call(
+            stats.differential_correlation_strength,
+            responses(n_trials=12).isel(stimulus=0),
+            responses(n_trials=12, seed=1).isel(stimulus=0),
+        ),
+        f"{S}.shared.shared_variance": lambda: _positional_call(
+            stats.shared_variance, responses(n_trials=10), n_factors=1, n_folds=2, rng=0
+        ),
+        # ------------------------------------------------------------ inference
+        "neurovar.inference.permutation.permutation_test": lambda: _positional_call(
+            inference.permutation_test,
+            samples(),
+            samples(shift=1.0, seed=1),
+            n_permutations=99,
+            rng=0,
+        ),
+        "neurovar.inference.bootstrap.bootstrap_ci": lambda: _positional_call(
+            inference.bootstrap_ci, samples(), n_resamples=99, rng=0
+        ),
+        "neurovar.inference.effect_size.cohens_d": lambda: _positional_call(
+            inference.cohens_d, samples(), samples(shift=1.0, seed=1)
+        ),
+        "neurovar.inference.effect_size.rank_biserial": lambda: _positional_call(
+            inference.rank_biserial, samples(), samples(shift=1.0, seed=1)
+        ),
+        "neurovar.inference.multiple.correct_pvalues": lambda: _positional_call(
+            inference.correct_pvalues, xr.DataArray([0.01, 0.2, 0.03], dims=("test",))
+        ),
+        # ------------------------------------------------------------ noise
+        "neurovar.noise.models.IsotropicNoise": lambda: _noise(noise.IsotropicNoise, 0.1, seed=0),
+        "neurovar.noise.models.DiagonalNoise": lambda: _noise(
+            noise.DiagonalNoise, np.ones(4), seed=0
+        ),
+        "neurovar.noise.models.CovarianceNoise": lambda: _noise(
+            noise.CovarianceNoise, covariance().values, seed=0
+        ),
+        "neurovar.noise.models.LowRankNoise": lambda: _noise(
+            noise.LowRankNoise, np.ones((4, 1)), seed=0
+        ),
+        "neurovar.noise.models.PoissonLikeNoise": lambda: _noise(
+            noise.PoissonLikeNoise, 1.0, seed=0
+        ),
+        "neurovar.noise.controls.random_orthogonal": lambda: _positional_call(
+            noise.random_orthogonal, 4, rng=0
+        ),
+        "neurovar.noise.controls.match_total_variance": lambda: _positional_call(
+            noise.match_total_variance, covariance().values, 2.0
+        ),
+        "neurovar.noise.controls.rotate_spectrum": lambda: _positional_call(
+            noise.rotate_spectrum, covariance().values, rng=0
+        ),
+        "neurovar.noise.controls.matched_controls": lambda: _positional_call(
+            noise.matched_controls, covariance().values, rng=0
+        ),
+        "neurovar.noise.controls.noise_from_covariance": lambda: _positional_call(
+            noise.noise_from_covariance, covariance().values
+        ),
+        "neurovar.noise.fit.collect_layer_activations": lambda: _positional_call(
+            noise.collect_layer_activations, small_model(), images(), layer="fc1"
+        ),
+        "neurovar.noise.fit.layer_total_variance": lambda: _positional_call(
+            noise.layer_total_variance, small_model(), images(), layer="fc1"
+        ),
+        "neurovar.noise.fit.layer_activation_covariance": lambda: _positional_call(
+            noise.layer_activation_covariance, small_model(), images(), layer="fc1"
+        ),
+        "neurovar.noise.fit.fit_perturbation_covariance": lambda: _positional_call(
+            noise.fit_perturbation_covariance, small_model(), images(), images() * 0.9, layer="fc1"
+        ),
+        # ------------------------------------------------------------ perturb
+        "neurovar.perturb.attacks.FGSM": lambda: _attack(perturb.FGSM, eps=0.05, rng=0),
+        "neurovar.perturb.attacks.PGD": lambda: _attack(perturb.PGD, eps=0.05, steps=2, rng=0),
+        "neurovar.perturb.attacks.TargetedPGD": lambda: _attack(
+            perturb.TargetedPGD, eps=0.05, steps=2, n_target_classes=2, rng=0
+        ),
+        "neurovar.perturb.attacks.Square": lambda: _attack(
+            perturb.Square, eps=0.05, n_queries=3, rng=0
+        ),
+        "neurovar.perturb.adapters.TorchattacksAttack": lambda: (
+            lambda **over: perturb.TorchattacksAttack(
+                over.pop("attack", "FGSM"),
+                over.pop("model", small_model()),
+                **{"eps": 0.05, "rng": 0, **over},
+            )(images(), labels())
+        ),
+        "neurovar.perturb.corruptions.corrupt": lambda: _positional_call(
+            perturb.corrupt, images(), "gaussian_noise", severity=1, rng=0
+        ),
+        "neurovar.perturb.corruptions.modify": lambda: _positional_call(
+            perturb.modify, images(), "contrast", strength=0.5, rng=0
+        ),
+        "neurovar.perturb.evaluate.robust_accuracy": lambda: _positional_call(
+            perturb.robust_accuracy, small_model(), None, images(), labels(), n_evaluations=1, rng=0
+        ),
+        "neurovar.perturb.evaluate.evaluate_robustness": lambda: _positional_call(
+            perturb.evaluate_robustness,
+            small_model(),
+            images(),
+            labels(),
+            eps=[0.05],
+            attacks=["fgsm"],
+            n_evaluations=1,
+            rng=0,
+        ),
+        "neurovar.perturb.diagnostics.randomness_check": lambda: _positional_call(
+            perturb.randomness_check, small_model(), images(), rng=0
+        ),
+        "neurovar.perturb.diagnostics.is_stochastic": lambda: _positional_call(
+            perturb.is_stochastic, small_model(), images(), rng=0
+        ),
+        "neurovar.perturb.diagnostics.gradient_snr": lambda: _positional_call(
+            perturb.gradient_snr,
+            small_model(0.5).train(),
+            images(),
+            labels(),
+            eot_samples=(1, 2),
+            n_repeats=2,
+            rng=0,
+        ),
+        "neurovar.perturb.diagnostics.check_robustness_result": lambda: _positional_call(
+            perturb.check_robustness_result, robustness(), n_classes=3, warn=False
+        ),
+        # ------------------------------------------------------------ models, datasets
+        "neurovar.models.SmallCNN": lambda: (
+            lambda **over: models.SmallCNN(**{"channels": (2, 2), "hidden": 4, **over})(images())
+        ),
+        "neurovar.models.train": lambda: _positional_call(
+            models.train, small_model(), digits(), epochs=1, batch_size=16, progress=False
+        ),
+        "neurovar.models.evaluate_accuracy": lambda: _positional_call(
+            models.evaluate_accuracy, small_model(), images(), labels()
+        ),
+        "neurovar.datasets.load_digits": lambda: _call(load_digits),
+        # ------------------------------------------------------------ cortex
+        "neurovar.cortex.loaders.from_array": lambda: _positional_call(
+            cortex.from_array, np.ones((3, 2, 4))
+        ),
+        "neurovar.cortex.loaders.require_counts": lambda: _positional_call(
+            cortex.require_counts, resp
+        ),
+        # ------------------------------------------------------------ plot
+        "neurovar.plot.plot_variance_vs_mean": lambda: _positional_call(
+            plot.plot_variance_vs_mean, resp
+        ),
+        "neurovar.plot.plot_noise_correlations": lambda: _positional_call(
+            plot.plot_noise_correlations, stats.noise_correlation(resp), bins=5
+        ),
+        "neurovar.plot.plot_spectrum": lambda: _positional_call(plot.plot_spectrum, covariance()),
+        "neurovar.plot.plot_robustness": lambda: _positional_call(
+            plot.plot_robustness, robustness()
+        ),
+    }
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def cases() -> dict[str, Callable[[], Callable[..., Any]] | None]:
+    if not _CACHE:
+        _CACHE.update(_cases())
+    return _CACHE
+
+
+# ----------------------------------------------------------------------------- bad values
+#: Parameter names never fuzzed generically, with the reason (see also SKIP in the test).
+FREE_TEXT = {
+    "title",
+    "label",
+    "name",
+    "model_id",
+    "node_column",
+    "formula",
+    "groups",
+    "layer",
+    "units",
+    "owner",
+}
+
+
+def param_kind(p: inspect.Parameter) -> str | None:
+    """Kind of a parameter from its name, default and annotation, or None (not fuzzed)."""
+    ann = str(p.annotation)
+    default = p.default
+    if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        return None
+    if p.name == "rng":
+        return "rng"
+    if p.name == "device":
+        return "device"
+    if p.name.endswith("_dim"):
+        return "dim"
+    if isinstance(default, (bool, np.bool_)) or ann == "bool":
+        return "bool"
+    if isinstance(default, int) or ann.startswith("int"):
+        return "int"
+    if isinstance(default, float) or ann.startswith("float"):
+        return "float"
+    if isinstance(default, str) and p.name not in FREE_TEXT:
+        return "choice"
+    return None
+
+
+BAD_VALUES: dict[str, dict[str, list[Any]]] = {
+    # kind: {"type": wrong types, "range": out-of-range values}
+    "bool": {"type": ["False", None], "range": [2]},
+    "int": {"type": ["3", 2.5], "range": [-1]},
+    "float": {"type": ["0.5"], "range": [math.nan]},
+    "rng": {"type": ["seed", 2.5], "range": [-1]},
+    "device": {"type": [3], "range": ["bogus"]},
+    "dim": {"type": [3.5], "range": ["bogus"]},
+    "choice": {"type": [3], "range": ["bogus"]},
+}
+
+#: Values that must not hang or exhaust memory (each must end quickly with an error or a result).
+HUGE = 10**12
+
+
+def owner_names(qualname: str) -> tuple[str, ...]:
+    """Names an error may use for the owner of ``qualname``'s parameters."""
+    return (qualname.rsplit(".", 1)[-1],)
+
+
+def model_factory() -> nn.Module:
+    return small_model()

@@ -1,0 +1,305 @@
+"""The one validation layer, and a test generated over the whole public API.
+
+For every function and class in every ``__all__`` (``api_cases.public_api``) with a tiny valid
+call in ``api_cases.CASES``, each parameter whose kind can be read from its name, default or
+annotation (flag, int, float, choice, rng, device, dim name) gets wrong types and an
+out-of-range value, one at a time; each must raise ``InvalidParameterError`` whose message
+names the parameter and its owner.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from api_cases import BAD_VALUES, cases, owner_names, param_kind, public_api
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurovar import _validation as v
+from neurovar._validation import InvalidParameterError
+
+# ----------------------------------------------------------------------------- the checkers
+
+
+def test_message_shape_and_error_class():
+    with pytest.raises(InvalidParameterError) as info:
+        v.check_real(-0.1, name="eps", owner="PGD", low=0, high=1)
+    assert (
+        str(info.value) == "The 'eps' parameter of PGD must be a float in [0, 1]. Got -0.1 instead."
+    )
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+    assert (info.value.name, info.value.owner) == ("eps", "PGD")
+
+
+@pytest.mark.parametrize("bad", ["False", "True", 0, 1, None, 1.0, np.array([True])])
+def test_check_bool_refuses_everything_but_bools(bad):
+    with pytest.raises(InvalidParameterError, match="'flag' parameter of f must be a bool"):
+        v.check_bool(bad, name="flag", owner="f")
+    assert v.check_bool(np.bool_(False), name="flag", owner="f") is False
+
+
+def test_numbers():
+    assert v.check_int(np.int64(3), name="n", owner="f", low=1) == 3
+    for bad in (2.5, True, "3", -1, 10):
+        with pytest.raises(InvalidParameterError, match="'n' parameter of f must be an int in"):
+            v.check_int(bad, name="n", owner="f", low=0, high=5)
+    for bad in (math.nan, math.inf, -math.inf, "0.5", True, None):
+        with pytest.raises(InvalidParameterError, match="'x' parameter"):
+            v.check_real(bad, name="x", owner="f")
+    assert v.check_real(math.inf, name="x", owner="f", allow_inf=True) == math.inf
+    with pytest.raises(InvalidParameterError, match=r"in \(0, 1\)"):
+        v.check_real(0, name="x", owner="f", low=0, high=1, low_open=True, high_open=True)
+
+
+def test_choice_rng_device_dims():
+    with pytest.raises(InvalidParameterError, match="one of \\('a', 'b'\\). Got 'c'"):
+        v.check_choice("c", name="m", owner="f", options=("a", "b"))
+    with pytest.raises(InvalidParameterError):
+        v.check_choice(np.array(["a"]), name="m", owner="f", options=("a",))
+    with pytest.raises(InvalidParameterError):
+        v.check_choice(True, name="m", owner="f", options=(1, 2))  # True == 1, but not a choice
+    for bad in ("seed", 2.5, -1, True):
+        with pytest.raises(InvalidParameterError, match="'rng' parameter of f"):
+            v.check_rng(bad, owner="f")
+    assert v.check_rng(torch.Generator(), owner="f") is not None
+    with pytest.raises(InvalidParameterError, match="'device' parameter of f"):
+        v.check_device("bogus", owner="f")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameterError, match="CUDA is not available"):
+            v.check_device("cuda", owner="f")
+    assert v.check_device("cpu", owner="f") == torch.device("cpu")
+    with pytest.raises(
+        InvalidParameterError, match="'unit_dim' parameter of f .* different from trial_dim"
+    ):
+        v.check_dim_names({"trial_dim": "trial", "unit_dim": "trial"}, owner="f")
+    with pytest.raises(
+        InvalidParameterError, match="'unit_dim' parameter of f must be a dimension of"
+    ):
+        v.check_dim_names({"unit_dim": "neuron"}, owner="f", have=("trial", "unit"))
+
+
+def test_arrays_tensors_memory(monkeypatch):
+    with pytest.raises(InvalidParameterError, match="1 NaN and 1 infinite"):
+        v.check_array([1.0, np.nan, np.inf], name="x", owner="f")
+    with pytest.raises(InvalidParameterError, match="non-empty"):
+        v.check_array([], name="x", owner="f")
+    with pytest.raises(InvalidParameterError, match="a floating-point tensor"):
+        v.check_tensor(torch.ones(2, dtype=torch.int64), name="x", owner="f", floating=True)
+    with pytest.raises(InvalidParameterError, match=r"in the range \[0, 1\]"):
+        v.check_tensor(torch.tensor([0.5, 2.0]), name="x", owner="f", low=0, high=1)
+    with pytest.raises(InvalidParameterError, match="non-finite"):
+        v.check_tensor(torch.tensor([0.5, math.nan]), name="x", owner="f", low=0, high=1)
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", "1000")
+    v.check_memory(999, name="n", owner="f", value=1)
+    with pytest.raises(InvalidParameterError, match="'n' parameter of f must be small enough"):
+        v.check_memory(1001, name="n", owner="f", value=10**9)
+
+
+# ----------------------------------------------------------------------------- generated
+
+#: Public objects without a generic valid call, and why (each is tested elsewhere).
+NO_CASE = {
+    "neurovar.record.save_recording": "writes files: tests/test_record_faults.py",
+    "neurovar.record.load_recording": "reads files: tests/test_record_faults.py",
+    "neurovar.cortex.cache.RemoteFile": "a record type (frozen dataclass) of the data registry",
+    "neurovar.cortex.cache.fetch": "network/cache: tests/cortex/test_cortex_fetch.py",
+    "neurovar.cortex.cache.data_home_path": "path resolution only",
+    "neurovar.cortex.cache.sha256sum": "hashes a file",
+    "neurovar.cortex.loaders.load_cowley_v4": "needs the cortical data files",
+    "neurovar.cortex.loaders.load_cowley_v4_images": "needs the cortical data files",
+    "neurovar.cortex.loaders.load_semedo_v1v2": "needs the cortical data files",
+    "neurovar.cortex.nwb.load_nwb": "needs an NWB file: tests/cortex/test_cortex_nwb.py",
+    "neurovar.cortex.nwb.counts_from_nwbfile": "needs an NWB file: tests/cortex/test_cortex_nwb.py",
+    "neurovar.cortex.reference.load_reference_values": "reads the shipped table",
+    "neurovar.cortex.compare.compare": "owned by another branch (stats14) in this round",
+    "neurovar.cortex.compare.plot_comparison": "owned by another branch (stats14) in this round",
+    "neurovar.datasets.ImageDataset": "a plain dataclass container",
+    "neurovar.datasets.load_mnist": "needs MNIST files: tests/test_datasets.py",
+    "neurovar.datasets.load_cifar10": "needs CIFAR-10 files: tests/test_datasets.py",
+    "neurovar.dims.check_dims": "a checker itself (called by every statistic)",
+    "neurovar.dims.check_responses": "a checker itself (called by every statistic)",
+    "neurovar.dims.pair_dim": "string helper",
+    "neurovar.inference.tidy.to_tidy": "takes any result object",
+    "neurovar.inference.mixed.fit_mixed_model": "needs a data frame and formula",
+    "neurovar.inference.mixed.MixedModelResult": "a result container",
+    "neurovar.models.TrainHistory": "a result container",
+    "neurovar.models.resolve_device": "the device checker itself",
+    "neurovar.noise.models.NoiseModule": "abstract base class",
+    "neurovar.noise.inject.inject_noise": "takes a mapping of modules: tests/noise/test_noise_inject.py",
+    "neurovar.noise.inject.NoiseInjection": "created by inject_noise",
+    "neurovar.noise.inject.NoiseHook": "created by inject_noise",
+    "neurovar.noise.inject.frozen_noise": "context manager over noise modules",
+    "neurovar.noise.inject.suspend_noise": "context manager over a model",
+    "neurovar.noise.inject.find_noise_hooks": "introspection of a model",
+    "neurovar.noise.fit.scale_to_activation_variance": "needs a fitted noise module",
+    "neurovar.noise.fit.NoiseCalibration": "a result container",
+    "neurovar.noise.controls.diagonal_control": "one positional argument only",
+    "neurovar.noise.controls.isotropic_control": "one positional argument only",
+    "neurovar.perturb.attacks.Attack": "abstract base class",
+    "neurovar.perturb.adapters.torchattacks_names": "no parameters",
+    "neurovar.perturb.corruptions.Corruption": "a registry record",
+    "neurovar.perturb.diagnostics.NoiseFreeTwin": "a model wrapper (model only)",
+    "neurovar.perturb.diagnostics.FrozenNoiseTwin": "a model wrapper",
+    "neurovar.perturb.diagnostics.twin_transfer": "owned by another branch (perturb13), slow",
+    "neurovar.perturb.attacks.resolve_eot_batch": "internal helper exported for attacks",
+    "neurovar.perturb.evaluate.correct_matrix": "internal helper of robust_accuracy",
+    "neurovar.plot.plot_robustness_comparison": "like plot_robustness",
+    "neurovar.plot.plot_corruptions": "slow (every corruption)",
+    "neurovar.stats.accessor.NeurovarAccessor": "the .nv accessor forwards to the statistics",
+}
+
+#: (qualified name, parameter) pairs where a generic bad value is not meaningful.
+SKIP = {
+    # bool-like switches whose None means "auto"
+    ("neurovar.noise.fit.fit_perturbation_covariance", "ddof"): "None picks per method; ints >= 0",
+    # the eot_samples of gradient_snr is a sequence, not an int
+    ("neurovar.perturb.diagnostics.gradient_snr", "eot_samples"): "a sequence of ints",
+    # floats where NaN is refused but negative values are meaningful are still fuzzed with NaN;
+    # strings that are free text are never fuzzed (api_cases.FREE_TEXT)
+    ("neurovar.perturb.evaluate.evaluate_robustness", "eot_samples"): "int or 'auto'",
+    ("neurovar.noise.models.IsotropicNoise", "std"): "fuzzed below through noise params",
+    ("neurovar.stats.variability.mean_matched_fano_factor", "condition"): "a coordinate name",
+    ("neurovar.plot.plot_noise_correlations", "bins"): "int or a sequence of edges",
+    ("neurovar.perturb.attacks.FGSM", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.PGD", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.TargetedPGD", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.Square", "eot_batch"): "int or 'auto'",
+}
+
+
+def _signature_params(obj):
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    params = list(inspect.signature(target).parameters.values())
+    return [p for p in params if p.name != "self"]
+
+
+def _class_kwargs(obj):
+    """Parameters that classes pass through ``**kwargs`` to a base class (PGD -> Attack)."""
+    if not inspect.isclass(obj):
+        return []
+    out, seen = [], set()
+    for klass in obj.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name != "self" and p.name not in seen:
+                seen.add(p.name)
+                out.append(p)
+    return out
+
+
+def generated_cases():
+    api = public_api()
+    table = cases()
+    out = []
+    for qual, obj in sorted(api.items()):
+        if qual in NO_CASE or table.get(qual) is None:
+            continue
+        params = _class_kwargs(obj) if inspect.isclass(obj) else _signature_params(obj)
+        for p in params:
+            kind = param_kind(p)
+            if kind is None or (qual, p.name) in SKIP:
+                continue
+            for which, values in BAD_VALUES[kind].items():
+                for value in values:
+                    out.append(
+                        pytest.param(
+                            qual,
+                            p.name,
+                            value,
+                            id=f"{qual.split('.')[-1]}-{p.name}-{which}-{value!r}",
+                        )
+                    )
+    return out
+
+
+def test_every_public_object_has_a_case_or_a_reason():
+    api = public_api()
+    table = cases()
+    missing = [q for q in api if q not in NO_CASE and table.get(q) is None]
+    assert not missing, (
+        f"add a tiny valid call to api_cases.CASES or a reason to NO_CASE: {missing}"
+    )
+    stale = [q for q in list(NO_CASE) + list(table) if q not in api]
+    assert not stale, f"names no longer public: {stale}"
+
+
+_RUNS: dict[str, object] = {}
+
+
+def _runner(qual):
+    if qual not in _RUNS:
+        _RUNS[qual] = cases()[qual]()
+    return _RUNS[qual]
+
+
+@pytest.mark.parametrize("qual", sorted(q for q, f in cases().items() if f is not None))
+def test_valid_call_works(qual):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _runner(qual)()
+
+
+@pytest.mark.parametrize(("qual", "param", "value"), generated_cases())
+def test_bad_value_is_a_clear_error(qual, param, value):
+    run = _runner(qual)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(InvalidParameterError) as info:
+            run(**{param: value})
+    message = str(info.value)
+    assert f"'{param}'" in message, message
+    assert any(owner in message for owner in owner_names(qual)), message
+
+
+# ----------------------------------------------------------------------------- statistics fuzz
+
+_FINITE = st.floats(-1e6, 1e6, allow_nan=False, width=64)
+_ANY = st.one_of(_FINITE, st.just(math.nan), st.just(math.inf), st.just(0.0))
+
+
+@st.composite
+def response_arrays(draw):
+    t = draw(st.integers(0, 5))
+    s = draw(st.integers(0, 3))
+    u = draw(st.integers(0, 4))
+    values = draw(st.lists(_ANY, min_size=t * s * u, max_size=t * s * u))
+    data = np.asarray(values, dtype=float).reshape(t, s, u)
+    return xr.DataArray(data, dims=("trial", "stimulus", "unit"))
+
+
+def _stats_calls():
+    from neurovar import stats
+
+    return {
+        "fano_factor": lambda r: stats.fano_factor(r),
+        "noise_correlation": lambda r: stats.noise_correlation(r),
+        "signal_correlation": lambda r: stats.signal_correlation(r),
+        "noise_covariance": lambda r: stats.noise_covariance(r),
+        "eigenspectrum": lambda r: stats.eigenspectrum(stats.noise_covariance(r)),
+        "participation_ratio": lambda r: stats.participation_ratio(stats.noise_covariance(r)),
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resp=response_arrays(), which=st.sampled_from(sorted(_stats_calls())))
+def test_statistics_fuzz(resp, which):
+    """No exception other than InvalidParameterError, and NaN/inf output only with a warning."""
+    call = _stats_calls()[which]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = call(resp)
+        except InvalidParameterError:
+            return
+    values = np.asarray(out.values, dtype=float)
+    if values.size and not np.all(np.isfinite(values)):
+        assert any(issubclass(w.category, RuntimeWarning) for w in caught), (
+            f"{which} returned non-finite values without a warning for input\n{resp.values!r}"
+        )
