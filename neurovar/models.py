@@ -268,7 +268,7 @@ __all__ += ["resnet18_cifar"]
 
 
 def resnet18_cifar(
-    n_classes: int = 10, *, in_channels: int = 3, rng: int | torch.Generator | None = None
+    n_classes: int = 10, *, in_channels: int = 3, rng: RNGLike | None = None
 ) -> nn.Module:
     """torchvision's ResNet-18 adapted to 32x32 images (CIFAR-10), seeded.
 
@@ -299,14 +299,10 @@ def resnet18_cifar(
     """
     from torchvision.models import resnet18
 
-    from ._rng import seed_from
+    from ._validation import check_int
 
-    for name, value in (("n_classes", n_classes), ("in_channels", in_channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"The '{name}' parameter of resnet18_cifar must be a positive integer. "
-                f"Got {value!r} instead."
-            )
+    check_int(n_classes, name="n_classes", owner="resnet18_cifar", low=1)
+    check_int(in_channels, name="in_channels", owner="resnet18_cifar", low=1)
     seed = seed_from(rng)
     # Weight initialisers draw from torch's global generator: build under a fork of it.
     with seeded_torch(seed, torch.device("cpu")):

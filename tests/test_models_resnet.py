@@ -67,7 +67,7 @@ def test_record_and_inject_noise_on_layer2_layer3(global_rng_guard, net):
     assert a2.sizes == {"trial": 3, "stimulus": 2, "unit": 128 * 16 * 16}
     assert a3.sizes == {"trial": 3, "stimulus": 2, "unit": 256 * 8 * 8}
     assert float(a3.var("trial").max()) < 1e-10  # deterministic without noise (up to rounding)
-    with inject_noise(net, {"layer2": IsotropicNoise(0.5, seed=0)}):
+    with inject_noise(net, {"layer2": IsotropicNoise(0.5, rng=0)}):
         noisy = record_activations(net, x, **kw)
         again = record_activations(net, x, **kw)
     n3 = noisy["layer3"]["activation"]

@@ -69,6 +69,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from neurovar._validation import InvalidParameterError
+
 if TYPE_CHECKING:  # pragma: no cover
     import distributed
 
@@ -139,34 +141,34 @@ def parse_scheduler(text: str | None) -> str | None:
 
     Raises
     ------
-    ValueError
-        Naming the parameter, what is valid and what was given.
+    InvalidParameterError
+        (a ValueError) naming the parameter, what is valid and what was given.
     """
     if text is None:
         return None
     if not isinstance(text, str):
-        raise ValueError(f"The 'scheduler' parameter must be {_SCHEDULER_HELP}. Got {text!r} instead.")
+        raise InvalidParameterError(f"The 'scheduler' parameter must be {_SCHEDULER_HELP}. Got {text!r} instead.")
     value = text.strip()
     if value == "":
         return None
     if value.lower() == "local" or value.lower().startswith("local:"):
         m = re.fullmatch(r"local:(\d+)", value, flags=re.IGNORECASE)
         if m is None or int(m.group(1)) < 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 "The 'scheduler' parameter must be 'local:N' with N a positive number of "
                 f"workers (e.g. 'local:2'), or {_SCHEDULER_HELP}. Got {text!r} instead."
             )
         return f"local:{int(m.group(1))}"
     if value.endswith(".json"):
         if not Path(value).is_file():
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'scheduler' parameter names a scheduler file that does not exist: {text!r} "
                 "(written by 'dask scheduler --scheduler-file PATH.json')."
             )
         return value
     m = _ADDRESS.match(value)
     if m is None or not 1 <= int(m.group(3)) <= 65535:
-        raise ValueError(f"The 'scheduler' parameter must be {_SCHEDULER_HELP}. Got {text!r} instead.")
+        raise InvalidParameterError(f"The 'scheduler' parameter must be {_SCHEDULER_HELP}. Got {text!r} instead.")
     protocol = m.group(1) or "tcp"
     return f"{protocol}://{m.group(2)}:{int(m.group(3))}"
 
@@ -237,12 +239,12 @@ def _check_specs(specs: Sequence[Any]) -> None:
     for i, spec in enumerate(specs):
         cid = getattr(spec, "cell_id", None)
         if not isinstance(cid, str) or not cid:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'specs' parameter of run_cells must hold cell specs with a non-empty "
                 f"'cell_id' string. Got {cid!r} at position {i}."
             )
         if cid in seen:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The 'specs' parameter of run_cells holds cell id {cid!r} twice (positions "
                 f"{seen[cid]} and {i}); every cell must be unique."
             )
@@ -297,17 +299,17 @@ def run_cells(
 
     Raises
     ------
-    ValueError
-        For a malformed ``scheduler``, ``write`` or ``retries``, duplicate cell ids, cells that
-        need a resource no worker offers, or ``write="worker"`` with workers that do not see
-        ``out_dir``. Nothing is computed in these cases.
+    InvalidParameterError
+        (a ValueError) for a malformed ``scheduler``, ``write`` or ``retries``, duplicate cell
+        ids, cells that need a resource no worker offers, or ``write="worker"`` with workers
+        that do not see ``out_dir``. Nothing is computed in these cases.
     """
     if write not in WRITE_MODES:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'write' parameter of run_cells must be one of {WRITE_MODES}. Got {write!r} instead."
         )
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'retries' parameter of run_cells must be an integer >= 0. Got {retries!r} instead."
         )
     specs = list(specs)
@@ -378,7 +380,7 @@ def local_cluster(
     import distributed
 
     if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'n_workers' parameter of local_cluster must be a positive integer. Got {n_workers!r} instead."
         )
     config = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
@@ -429,7 +431,7 @@ def _check_resources(client, todo: Sequence[Any]) -> None:
         need = dict(getattr(spec, "resources", {}) or {})
         if need and not any(all(res.get(k, 0) >= v for k, v in need.items()) for res in offered):
             have = sorted({k for res in offered for k in res}) or "none"
-            raise ValueError(
+            raise InvalidParameterError(
                 f"Cell {spec.cell_id} ({getattr(spec, 'label', '')}) needs worker resources "
                 f"{need}, but no worker of the cluster offers them (resources offered: {have}). "
                 "Start GPU workers with 'dask worker ADDRESS --nthreads 1 --resources GPU=1' "
@@ -447,7 +449,7 @@ def _check_shared_dir(client, out: Path) -> None:
         marker.unlink(missing_ok=True)
     blind = sorted(addr for addr, ok in seen.items() if not ok)
     if blind:
-        raise ValueError(
+        raise InvalidParameterError(
             f"The 'write' parameter of run_cells is 'worker', but workers {blind} do not see the "
             f"results folder {str(out.resolve())!r} (no shared filesystem). Use write='client'."
         )
