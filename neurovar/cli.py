@@ -18,6 +18,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None) -> 
     p.add_argument("--scheduler", default=None,
                    help="run cells on dask.distributed: 'local:N' (a LocalCluster with N "
                         "workers) or a scheduler address 'tcp://host:port' (default: in-process)")
+    p.add_argument("--write", choices=("worker", "client"), default="worker",
+                   help="with --scheduler: workers write their cells into --out (a shared "
+                        "filesystem, default) or return them to this process, which writes them")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -64,8 +67,13 @@ def _error(command: str, message: str) -> int:
 
 def _run_experiment(args: argparse.Namespace) -> int:
     from .experiment import ConfigError, load_config, run
+    from .experiment.executor import parse_scheduler
     from .report import write_report
 
+    try:
+        scheduler = parse_scheduler(args.scheduler)
+    except ValueError as err:
+        return _error(args.command, str(err).splitlines()[0])
     try:
         config = load_config("demo" if args.command == "demo" else args.config)
     except ConfigError as err:
@@ -74,9 +82,9 @@ def _run_experiment(args: argparse.Namespace) -> int:
         return 2
     try:
         outcome = run(config, args.out, overwrite=args.overwrite,
-                      progress=not args.no_progress, scheduler=args.scheduler)
+                      progress=not args.no_progress, scheduler=scheduler, write=args.write)
         if outcome.results is not None:
-            write_report(args.out)
+            write_report(args.out, results=outcome.results)
     except (FileExistsError, NotADirectoryError, PermissionError) as err:
         return _error(args.command, str(err).splitlines()[0])
     except OSError as err:

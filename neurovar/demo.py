@@ -27,6 +27,7 @@ def run_demo(
     overwrite: bool = False,
     progress: bool = True,
     scheduler: Any = None,
+    write: str = "worker",
     config: Any = DEMO_CONFIG,
 ) -> RunOutcome:
     """Run (or resume) the demo experiment into ``out_dir`` and write its report.
@@ -50,7 +51,7 @@ def run_demo(
         Cells completed, skipped (resumed) and failed; ``report.md`` is in ``out_dir``.
     """
     outcome = run(load_config(config), out_dir, overwrite=overwrite, progress=progress,
-                  scheduler=scheduler)
+                  scheduler=scheduler, write=write)
     if outcome.results is not None:
-        write_report(out_dir)
+        write_report(out_dir, results=outcome.results)
     return outcome

@@ -231,7 +231,7 @@ def train(
     loss_fn = nn.CrossEntropyLoss()
     history = TrainHistory()
     gen = torch.Generator().manual_seed(seed)
-    x_train, y_train = data.x_train, data.y_train
+    x_train, y_train = _train_tensors_on(dev, data)
     n = len(x_train)
     with seeded_torch(seed, dev):
         for _ in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
@@ -262,3 +262,71 @@ def train(
             )
     model.eval()
     return history
+
+
+__all__ += ["resnet18_cifar"]
+
+
+def resnet18_cifar(
+    n_classes: int = 10, *, in_channels: int = 3, rng: RNGLike | None = None
+) -> nn.Module:
+    """torchvision's ResNet-18 adapted to 32x32 images (CIFAR-10), seeded.
+
+    The ImageNet stem (7x7 conv stride 2, then 3x3 max-pool stride 2) would shrink a 32x32 image
+    to 8x8 before the first residual stage; as usual for CIFAR (He et al. 2016, Sec. 4.2) the
+    stem is one 3x3 conv with stride 1 and no max-pool, so the stages see 32, 16, 8 and 4 pixels.
+
+    Module names (for :func:`neurovar.record.record_activations` and
+    :func:`neurovar.noise.inject_noise`): ``conv1``, ``bn1``, ``relu``, ``layer1`` ...
+    ``layer4`` (each with blocks ``layer2.0``, ``layer2.1``...), ``avgpool``, ``fc``. Outputs of
+    ``layer1..4`` have 64, 128, 256 and 512 channels at 32, 16, 8 and 4 pixels.
+
+    Parameters
+    ----------
+    n_classes
+        Number of output classes.
+    in_channels
+        Channels of the input images.
+    rng
+        Seed (int, numpy or torch Generator; ``None``: fresh entropy) of the weight
+        initialisation (torchvision's: Kaiming-normal convs, BatchNorm weight 1 and bias 0).
+        The caller's global torch RNG state is unchanged.
+
+    References
+    ----------
+    He, K., Zhang, X., Ren, S. & Sun, J. (2016). Deep residual learning for image recognition.
+    CVPR, 770-778.
+    """
+    from torchvision.models import resnet18
+
+    from ._validation import check_int
+
+    check_int(n_classes, name="n_classes", owner="resnet18_cifar", low=1)
+    check_int(in_channels, name="in_channels", owner="resnet18_cifar", low=1)
+    seed = seed_from(rng)
+    # Weight initialisers draw from torch's global generator: build under a fork of it.
+    with seeded_torch(seed, torch.device("cpu")):
+        model = resnet18(weights=None, num_classes=n_classes)
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    model.config = {  # type: ignore[assignment]
+        "arch": "resnet18_cifar",
+        "n_classes": n_classes,
+        "in_channels": in_channels,
+        "seed": seed,
+    }
+    return model
+
+
+def _train_tensors_on(dev: torch.device, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training tensors, copied once to a CUDA ``dev`` when they take at most a quarter of
+    its free memory: mini-batches are then gathered on the GPU instead of a host gather and a
+    blocking host-to-device copy per step (in-memory data needs no DataLoader workers). The
+    batches, and so the training, are the same either way."""
+    x, y = data.x_train, data.y_train
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        if x.element_size() * x.nelement() + y.element_size() * y.nelement() <= free // 4:
+            return x.to(dev), y.to(dev)
+    return x, y

@@ -241,17 +241,19 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
 
 
-def write_report(out_dir: str | Path) -> Path:
+def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> Path:
     """Rebuild results, analysis, figures and ``report.md`` in ``out_dir`` from its cells.
 
-    Returns the path of ``report.md``.
+    ``results`` (the Dataset :func:`neurovar.experiment.run` just assembled and wrote) skips
+    re-assembling ``results.nc`` from ``cells/``. Returns the path of ``report.md``.
     """
     out = Path(out_dir)
     marker = out / RUN_FILE
     if not marker.is_file():
         raise FileNotFoundError(f"{str(out)!r} is not a neurovar experiment folder (no {RUN_FILE}).")
     cfg = ExperimentConfig.model_validate(json.loads(marker.read_text())["config"])
-    results = collect(out, cfg)
+    if results is None:
+        results = collect(out, cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         tm = transfer_matrix(results, cfg)

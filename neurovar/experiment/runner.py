@@ -20,19 +20,17 @@ import json
 import os
 import shutil
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
-from tqdm.auto import tqdm
 
 from neurovar._validation import check_bool
 
-from .cell import run_cell
 from .config import ExperimentConfig, config_hash, load_config
+from .executor import run_cells
 from .grid import CellSpec, plan
 from .store import assemble, done_cells, is_done, to_tidy
 
@@ -118,22 +116,6 @@ def collect(out: str | Path, cfg: ExperimentConfig, specs: Sequence[CellSpec] | 
     return results
 
 
-def _run_inprocess(specs: Sequence[CellSpec], out: Path, progress: bool
-                   ) -> tuple[list[str], dict[str, str]]:
-    completed, failed = [], {}
-    bar = tqdm(specs, desc="cells", disable=not progress, unit="cell")
-    for spec in bar:
-        bar.set_postfix_str(spec.label, refresh=False)
-        try:
-            run_cell(spec, out, progress=progress)
-            completed.append(spec.cell_id)
-        except KeyboardInterrupt:
-            raise
-        except Exception:  # noqa: BLE001 - reported, the rest of the grid goes on
-            failed[spec.cell_id] = f"{spec.label}\n{traceback.format_exc()}"
-    return completed, failed
-
-
 def run(
     config: str | Path | ExperimentConfig | Any,
     out: str | Path,
@@ -141,6 +123,7 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     scheduler: Any = None,
+    write: str = "worker",
 ) -> RunOutcome:
     """Run (or resume) the experiment grid of ``config`` into ``out``.
 
@@ -158,7 +141,12 @@ def run(
         tqdm progress bars over cells.
     scheduler
         ``None`` (in-process), ``"local:N"`` (a ``dask.distributed.LocalCluster`` with N
-        workers), a scheduler address ``"tcp://host:port"``, or a ``distributed.Client``.
+        workers), a scheduler address ``"tcp://host:port"``, or a ``distributed.Client``
+        (see :func:`neurovar.experiment.executor.run_cells`). The numbers are the same
+        whichever way the grid runs: a cell's seeds and thread count belong to the cell.
+    write
+        ``"worker"`` (workers write their cells into ``out``: a shared filesystem) or
+        ``"client"`` (cells are returned to this process, which writes them).
 
     Returns
     -------
@@ -176,13 +164,9 @@ def run(
     todo = [s for s in specs if s.cell_id not in before]
     outcome = RunOutcome(out, cfg, skipped=[s.cell_id for s in specs if s.cell_id in before],
                          backup=backup)
-    if scheduler is None:
-        outcome.completed, outcome.failed = _run_inprocess(todo, out, progress)
-    else:
-        from .executor import run_cells
-
-        grid = run_cells(todo, out, scheduler=scheduler, progress=progress)
-        outcome.completed, outcome.failed = list(grid.completed), dict(grid.failed)
+    grid = run_cells(todo, out, scheduler=scheduler, write=write, progress=progress)
+    outcome.completed = list(grid.completed)
+    outcome.failed = {cid: f"{grid.labels.get(cid, cid)}\n{tb}" for cid, tb in grid.failed.items()}
     if any(is_done(out, s.cell_id) for s in specs):
         outcome.results = collect(out, cfg, specs)
     if outcome.failed:

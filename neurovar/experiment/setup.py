@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,7 +55,8 @@ def _load(name: str, root: str | None, limit: int | None, verify: bool) -> Image
 def load_data(config) -> ImageDataset:
     """The config's data set (the split is fixed; seeds vary the network, not the data)."""
     d = config.data
-    return _load(d.name, d.root, d.limit, d.verify)
+    root = None if d.root is None else str(Path(d.root).expanduser())
+    return _load(d.name, root, d.limit, d.verify)
 
 
 def resolve_config_device(device: str) -> torch.device:
