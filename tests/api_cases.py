@@ -600,6 +600,21 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
                 rng=0,
             ),
         ),
+        "neurovar.experiment.executor.run_cells": lambda: _positional_call(
+            # in-process over the finished shared run: every cell is skipped
+            experiment.executor.run_cells,
+            tiny_experiment()["specs"],
+            tiny_experiment()["out"],
+            progress=False,
+        ),
+        "neurovar.experiment.executor.parse_scheduler": lambda: _positional_call(
+            experiment.executor.parse_scheduler, "local:2"
+        ),
+        "neurovar.models.resnet18_cifar": lambda: (
+            lambda **over: models.resnet18_cifar(**{"n_classes": 3, "rng": 0, **over}).eval()(
+                torch.rand(1, over.get("in_channels", 3), 8, 8, generator=_gen())
+            )
+        ),
         # ------------------------------------------------------------ experiment, report
         "neurovar.experiment.config.load_config": lambda: _positional_call(
             experiment.load_config, TINY_EXPERIMENT

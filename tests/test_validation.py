@@ -165,6 +165,9 @@ NO_CASE = {
     "neurovar.experiment.grid.CellSpec": "a record type built by plan() (frozen dataclass)",
     "neurovar.experiment.cell.CellResult": "a result container of compute_cell",
     "neurovar.experiment.runner.RunOutcome": "a result container of run",
+    "neurovar.experiment.executor.GridOutcome": "a result container of run_cells",
+    "neurovar.experiment.executor.local_cluster": "starts dask worker processes: "
+    "tests/experiment/test_executor.py",
     "neurovar.experiment.analysis.Claim": "a result container of claims",
     "neurovar.report.write_report": "writes every figure of a finished run (seconds): "
     "tests/experiment/test_run.py::test_report_rebuilds_from_cells",

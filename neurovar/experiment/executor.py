@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_bool
 
 if TYPE_CHECKING:  # pragma: no cover
     import distributed
@@ -312,6 +312,7 @@ def run_cells(
         raise InvalidParameterError(
             f"The 'retries' parameter of run_cells must be an integer >= 0. Got {retries!r} instead."
         )
+    progress = check_bool(progress, name="progress", owner="run_cells")
     specs = list(specs)
     _check_specs(specs)
     client_given = scheduler is not None and not isinstance(scheduler, str)
