@@ -133,3 +133,25 @@ def numeric_values(da: xr.DataArray, *, name: str) -> np.ndarray:
             f"The '{name}' parameter must hold real numbers. Got dtype {values.dtype} instead."
         )
     return values.astype(float, copy=False)
+
+
+def check_model_table(df: Any, formula: Any, groups: Any, *, owner: str) -> None:
+    """The shared checks of the model fitters: a DataFrame, a patsy formula ``'y ~ x'`` and a
+    ``groups`` column of it (:func:`fit_mixed_model`, :func:`fit_binomial_model`)."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidParameterError(
+            f"The 'df' parameter of {owner} must be a pandas DataFrame (e.g. from to_tidy). "
+            f"Got {type(df).__name__} instead."
+        )
+    if not isinstance(formula, str) or "~" not in formula:
+        raise InvalidParameterError(
+            f"The 'formula' parameter of {owner} must be a patsy formula like 'y ~ x'. "
+            f"Got {formula!r} instead."
+        )
+    if not isinstance(groups, str) or groups not in df.columns:
+        raise InvalidParameterError(
+            f"The 'groups' parameter of {owner} must be a column of 'df'. Got {groups!r}; "
+            f"columns are {list(df.columns)!r}."
+        )

@@ -20,7 +20,13 @@ import statsmodels.formula.api as smf
 from scipy import special
 from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
-from ._validation import NAN_POLICIES, check_choice, check_confidence_level, check_positive_int
+from ._validation import (
+    NAN_POLICIES,
+    check_choice,
+    check_confidence_level,
+    check_model_table,
+    check_positive_int,
+)
 
 __all__ = ["BINOMIAL_METHODS", "BinomialModelResult", "fit_binomial_model"]
 
@@ -189,21 +195,7 @@ def fit_binomial_model(
     and towards logit mixed models. *J. Mem. Lang.* 59, 434-446.
     """
     owner = "fit_binomial_model"
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(
-            f"The 'df' parameter of {owner} must be a pandas DataFrame (e.g. from to_tidy). "
-            f"Got {type(df).__name__} instead."
-        )
-    if not isinstance(formula, str) or "~" not in formula:
-        raise ValueError(
-            f"The 'formula' parameter of {owner} must be a patsy formula like 'y ~ x'. "
-            f"Got {formula!r} instead."
-        )
-    if not isinstance(groups, str) or groups not in df.columns:
-        raise ValueError(
-            f"The 'groups' parameter of {owner} must be a column of 'df'. Got {groups!r}; "
-            f"columns are {list(df.columns)!r}."
-        )
+    check_model_table(df, formula, groups, owner=owner)
     check_choice(method, BINOMIAL_METHODS, name="method", owner=owner)
     check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
     confidence_level = check_confidence_level(confidence_level, owner=owner)

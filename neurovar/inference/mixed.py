@@ -12,7 +12,13 @@ import statsmodels.formula.api as smf
 
 from neurovar._validation import InvalidParameterError
 
-from ._validation import NAN_POLICIES, check_choice, check_confidence_level, check_positive_int
+from ._validation import (
+    NAN_POLICIES,
+    check_choice,
+    check_confidence_level,
+    check_model_table,
+    check_positive_int,
+)
 
 __all__ = ["fit_mixed_model", "MixedModelResult"]
 
@@ -208,21 +214,7 @@ def fit_mixed_model(
     Python. *Proc. 9th Python in Science Conf.*
     """
     owner = "fit_mixed_model"
-    if not isinstance(df, pd.DataFrame):
-        raise InvalidParameterError(
-            f"The 'df' parameter of {owner} must be a pandas DataFrame (e.g. from to_tidy). "
-            f"Got {type(df).__name__} instead."
-        )
-    if not isinstance(formula, str) or "~" not in formula:
-        raise InvalidParameterError(
-            f"The 'formula' parameter of {owner} must be a patsy formula like 'y ~ x'. "
-            f"Got {formula!r} instead."
-        )
-    if not isinstance(groups, str) or groups not in df.columns:
-        raise InvalidParameterError(
-            f"The 'groups' parameter of {owner} must be a column of 'df'. Got {groups!r}; "
-            f"columns are {list(df.columns)!r}."
-        )
+    check_model_table(df, formula, groups, owner=owner)
     check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     min_groups = check_positive_int(min_groups, name="min_groups", owner=owner, minimum=2)
