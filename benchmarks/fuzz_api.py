@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import inspect
 import os
 import signal
 import sys
@@ -49,20 +48,6 @@ class _Timeout(BaseException):
 
 def _alarm(_signum, _frame):
     raise _Timeout
-
-
-def _params(obj):
-    if inspect.isclass(obj):
-        out, seen = [], set()
-        for klass in obj.__mro__:
-            if "__init__" not in vars(klass):
-                continue
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.name != "self" and p.name not in seen:
-                    seen.add(p.name)
-                    out.append(p)
-        return out
-    return [p for p in inspect.signature(obj).parameters.values() if p.name != "self"]
 
 
 def classify(run, pname, value, timeout):
@@ -123,7 +108,7 @@ def main(argv=None):
             )
             continue
         n_objects += 1
-        for p in _params(obj):
+        for p in api_cases.init_params(obj):
             kind = api_cases.param_kind(p)
             if kind is None:
                 continue

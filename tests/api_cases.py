@@ -56,6 +56,22 @@ def public_api() -> dict[str, Any]:
     return out
 
 
+def init_params(obj: Any) -> list[inspect.Parameter]:
+    """Parameters of a function, or of a class's ``__init__`` including those it passes through
+    ``**kwargs`` to its bases (PGD -> Attack), first definition wins; ``self`` left out."""
+    if not inspect.isclass(obj):
+        return [p for p in inspect.signature(obj).parameters.values() if p.name != "self"]
+    out, seen = [], set()
+    for klass in obj.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.name != "self" and p.name not in seen:
+                seen.add(p.name)
+                out.append(p)
+    return out
+
+
 # ----------------------------------------------------------------------------- tiny data
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)

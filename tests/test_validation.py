@@ -9,7 +9,6 @@ names the parameter and its owner.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from api_cases import BAD_VALUES, cases, owner_names, param_kind, public_api
+from api_cases import BAD_VALUES, cases, init_params, owner_names, param_kind, public_api
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -192,27 +191,6 @@ SKIP = {
 }
 
 
-def _signature_params(obj):
-    target = obj.__init__ if inspect.isclass(obj) else obj
-    params = list(inspect.signature(target).parameters.values())
-    return [p for p in params if p.name != "self"]
-
-
-def _class_kwargs(obj):
-    """Parameters that classes pass through ``**kwargs`` to a base class (PGD -> Attack)."""
-    if not inspect.isclass(obj):
-        return []
-    out, seen = [], set()
-    for klass in obj.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        for p in inspect.signature(klass.__init__).parameters.values():
-            if p.name != "self" and p.name not in seen:
-                seen.add(p.name)
-                out.append(p)
-    return out
-
-
 def generated_cases():
     api = public_api()
     table = cases()
@@ -220,8 +198,7 @@ def generated_cases():
     for qual, obj in sorted(api.items()):
         if qual in NO_CASE or table.get(qual) is None:
             continue
-        params = _class_kwargs(obj) if inspect.isclass(obj) else _signature_params(obj)
-        for p in params:
+        for p in init_params(obj):
             kind = param_kind(p)
             if kind is None or (qual, p.name) in SKIP:
                 continue
