@@ -10,7 +10,11 @@ classified as
   message names the parameter;
 - **unclear**: any other exception, or a ``ValueError``/``TypeError`` not naming it;
 - **silent**: the call returned (the bad value was accepted);
-- **hang**: the call did not finish within ``--timeout`` seconds (SIGALRM).
+- **progress**: the call did not finish within ``--timeout`` seconds but was showing a live
+  tqdm progress bar (a loop as long as the caller asked for, visibly running, with its ETA,
+  and stopped cleanly by the alarm as by Ctrl-C);
+- **hang**: the call did not finish within ``--timeout`` seconds and showed no progress
+  (SIGALRM).
 
 Counts go to ``benchmarks/results/fuzz_api.md``.
 
@@ -46,8 +50,19 @@ class _Timeout(BaseException):
     pass
 
 
+class _TimeoutWithProgress(_Timeout):
+    pass
+
+
+def _live_bars() -> list:
+    """tqdm bars alive and enabled (a bar with ``delay`` shows once that delay has passed)."""
+    from tqdm.std import tqdm
+
+    return [bar for bar in list(tqdm._instances) if not bar.disable and bar.n > 0]
+
+
 def _alarm(_signum, _frame):
-    raise _Timeout
+    raise _TimeoutWithProgress if _live_bars() else _Timeout
 
 
 def classify(run, pname, value, timeout):
@@ -58,6 +73,8 @@ def classify(run, pname, value, timeout):
             warnings.simplefilter("ignore")
             run(**{pname: value})
         return "silent", ""
+    except _TimeoutWithProgress:
+        return "progress", f"still running after {timeout} s, with a progress bar"
     except _Timeout:
         return "hang", f"no result within {timeout} s"
     except (ValueError, TypeError) as err:
@@ -123,7 +140,7 @@ def main(argv=None):
                 outcome, detail = classify(run, p.name, value, args.timeout)
                 if huge:  # a huge count may be valid: it must only end quickly and clearly
                     huge_counts[outcome] += 1
-                    if outcome in ("hang", "unclear"):
+                    if outcome in ("hang", "unclear", "progress"):
                         huge_problems.append((qual, p.name, repr(value), outcome, detail))
                     continue
                 counts[outcome] += 1
@@ -177,7 +194,8 @@ def main(argv=None):
         f"| clear error naming the parameter | {hc['clear'] + hc['clear_ipe']} |",
         f"| finished with a result | {hc['silent']} |",
         f"| unclear error (e.g. MemoryError, torch allocator) | {hc['unclear']} |",
-        f"| hang (> {args.timeout} s) | {hc['hang']} |",
+        f"| still running after {args.timeout} s, showing a progress bar | {hc['progress']} |",
+        f"| hang (> {args.timeout} s, no progress shown) | {hc['hang']} |",
     ]
     lines += [
         "",

@@ -471,7 +471,7 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             lambda **over: models.SmallCNN(**{"channels": (2, 2), "hidden": 4, **over})(images())
         ),
         "neurovar.models.train": lambda: _positional_call(
-            models.train, small_model(), digits(), epochs=1, batch_size=16, progress=False
+            models.train, small_model(), digits(), epochs=1, batch_size=16
         ),
         "neurovar.models.evaluate_accuracy": lambda: _positional_call(
             models.evaluate_accuracy, small_model(), images(), labels()
@@ -790,6 +790,8 @@ def param_kind(p: inspect.Parameter) -> str | None:
         return "dim"
     if isinstance(default, (bool, np.bool_)) or ann == "bool":
         return "bool"
+    if ann.replace(" ", "") in ("bool|None", "None|bool", "Optional[bool]"):
+        return "optional_bool"
     if isinstance(default, int) or ann.startswith("int"):
         return "int"
     if isinstance(default, float) or ann.startswith("float"):
@@ -802,6 +804,7 @@ def param_kind(p: inspect.Parameter) -> str | None:
 BAD_VALUES: dict[str, dict[str, list[Any]]] = {
     # kind: {"type": wrong types, "range": out-of-range values}
     "bool": {"type": ["False", None], "range": [2]},
+    "optional_bool": {"type": ["False"], "range": [2]},
     "int": {"type": ["3", 2.5], "range": [-1]},
     "float": {"type": ["0.5"], "range": [math.nan]},
     "rng": {"type": ["seed", 2.5], "range": [-1]},

@@ -24,6 +24,7 @@ from neurovar._validation import (
     check_bool,
     check_choice,
     check_int,
+    check_memory,
     check_real,
     check_rng,
     param_error,
@@ -800,6 +801,14 @@ def compare(
     owner = "compare"
     stat_list, auto = _resolve_statistics(statistics)
     n_bootstrap = check_int(n_bootstrap, name="n_bootstrap", owner=owner, low=2)
+    # bootstrap_ci holds the replicates of one statistic (and their copy) in float64
+    check_memory(
+        2 * 8.0 * n_bootstrap,
+        name="n_bootstrap",
+        owner=owner,
+        value=n_bootstrap,
+        what="the bootstrap replicates of one statistic",
+    )
     confidence_level = check_real(
         confidence_level, name="confidence_level", owner=owner, low=0, high=1,
         low_open=True, high_open=True,

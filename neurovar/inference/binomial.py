@@ -20,6 +20,8 @@ import statsmodels.formula.api as smf
 from scipy import special
 from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
+from neurovar._validation import param_error
+
 from ._validation import (
     NAN_POLICIES,
     check_choice,
@@ -226,9 +228,12 @@ def fit_binomial_model(
     data[outcome] = values.astype(float)
     n_groups = int(data[groups].nunique())
     if n_groups < min_groups:
-        raise ValueError(
-            f"{owner} needs at least min_groups={min_groups} groups in column {groups!r}. "
-            f"Got {n_groups}."
+        raise param_error(
+            "min_groups",
+            owner,
+            f"at most the number of groups in column {groups!r} of 'df' ({n_groups})",
+            min_groups,
+            hint="Give data with more groups (e.g. more seeds) or lower min_groups.",
         )
     missing = "drop" if nan_policy == "omit" else "raise"
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, param_error
 
 from ._validation import (
     NAN_POLICIES,
@@ -244,9 +244,13 @@ def fit_mixed_model(
 
     n_groups = int(model.n_groups)
     if n_groups < min_groups:
-        raise ValueError(
-            f"fit_mixed_model needs at least min_groups={min_groups} groups in column "
-            f"{groups!r} to estimate a random-effect variance. Got {n_groups}."
+        raise param_error(
+            "min_groups",
+            owner,
+            f"at most the number of groups in column {groups!r} of 'df' ({n_groups})",
+            min_groups,
+            hint="A random-effect variance needs groups: give data with more groups (e.g. "
+            "more seeds) or lower min_groups.",
         )
     if n_groups < 5:
         warnings.warn(

@@ -6,7 +6,18 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._utils import RNGLike, check_number, model_device, param_error, preserved_state, seed_from
+from neurovar._validation import check_memory
+
+from ._utils import (
+    RNGLike,
+    check_number,
+    check_progress,
+    model_device,
+    param_error,
+    preserved_state,
+    progress_bar,
+    seed_from,
+)
 
 __all__ = ["randomness_check", "is_stochastic"]
 
@@ -19,13 +30,16 @@ def randomness_check(
     n_repeats: int = 4,
     rng: RNGLike = None,
     device: str | torch.device | None = None,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Does the model give different outputs on the same input?
 
     Runs ``n_repeats`` forward passes on the same images (model in its current mode) and reports
     the largest absolute logit difference between passes, the mean across-pass standard
     deviation of the logits (``ddof=1``), and the fraction of examples whose predicted class
-    changes between passes.
+    changes between passes. The ``n_repeats`` outputs are held in memory (checked after the
+    first pass, before the others run); ``progress`` shows a tqdm bar over the passes
+    (``None``: once the call has run a few seconds; ``True`` always; ``False`` never).
 
     Returns
     -------
@@ -33,12 +47,28 @@ def randomness_check(
         Scalars ``is_stochastic`` (max difference > 0), ``max_abs_diff``, ``mean_logit_std``,
         ``prediction_flip_rate``.
     """
-    check_number(n_repeats, "n_repeats", "randomness_check", low=2, integer=True)
+    owner = "randomness_check"
+    check_number(n_repeats, "n_repeats", owner, low=2, integer=True)
+    progress = check_progress(progress, owner)
     if not isinstance(images, torch.Tensor) or images.ndim < 2:
-        raise param_error("randomness_check", "images", "a batched torch.Tensor", images)
+        raise param_error(owner, "images", "a batched torch.Tensor", images)
     dev = model_device(model, device)
-    with preserved_state(model, dev, seed_from(rng)):
-        outs = torch.stack([model(images.to(dev)).float() for _ in range(n_repeats)])
+    bar = progress_bar(total=n_repeats, desc=owner, progress=progress, unit="pass")
+    with bar, preserved_state(model, dev, seed_from(rng)):
+        first = model(images.to(dev)).float()
+        bar.update(1)
+        check_memory(
+            4.0 * n_repeats * first.numel(),
+            name="n_repeats",
+            owner=owner,
+            value=n_repeats,
+            what="the stacked outputs",
+        )
+        outs = [first]
+        for _ in range(n_repeats - 1):
+            outs.append(model(images.to(dev)).float())
+            bar.update(1)
+        outs = torch.stack(outs)
     max_diff = float((outs - outs[0]).abs().max())
     preds = outs.argmax(dim=-1)
     flips = (preds != preds[0]).any(dim=0).float().mean()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from neurovar._torch import model_device, noise_modules, reseeded_noise, seed_from, seeded_torch
 from neurovar._validation import InvalidParameterError
@@ -109,6 +110,36 @@ def check_validation_common(owner: str, **values: Any) -> None:
             check_rng(value, owner=owner)
         else:
             check_bool(value, name=name, owner=owner)
+
+
+#: Seconds an automatic progress bar (``progress=None``) waits before it appears: short calls
+#: stay quiet, a call that runs long (``steps=10**9``) shows its bar, rate and ETA.
+AUTO_PROGRESS_DELAY_S = 5.0
+
+
+def check_progress(value: Any, owner: str) -> bool | None:
+    """``progress`` is True (always show a bar), False (never) or None (after a few seconds)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise param_error(owner, "progress", "a bool (True or False) or None", value)
+
+
+def progress_bar(*, total: int | None, desc: str, progress: bool | None, unit: str = "it") -> Any:
+    """A tqdm bar for a loop whose length the caller chose (attack steps, EOT draws, repeats).
+
+    ``progress=None`` shows it only once the loop has run :data:`AUTO_PROGRESS_DELAY_S`
+    seconds (tqdm's ``delay``) and removes it at the end, so a loop of ``steps=10**12`` is
+    visibly running (rate, ETA) and can be interrupted with Ctrl-C, while ordinary calls print
+    nothing. ``True`` shows it at once and keeps it; ``False`` never shows it.
+    """
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=progress is False,
+        delay=0.0 if progress else AUTO_PROGRESS_DELAY_S,
+        leave=bool(progress),
+    )
 
 
 def make_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -34,12 +34,14 @@ from ._utils import (
     check_choice,
     check_images_labels,
     check_number,
+    check_progress,
     chunk_sizes,
     make_generator,
     margin,
     model_device,
     param_error,
     preserved_state,
+    progress_bar,
     seed_from,
 )
 
@@ -137,10 +139,17 @@ class Attack:
         the model's noise during the attack.
     device
         Device to run on; default: the model's device.
+    progress
+        A tqdm bar over the forward passes of one call: ``None`` (default) shows it only once
+        a call has run a few seconds (so ``steps=10**9`` is visibly running, with its rate and
+        ETA, and can be stopped with Ctrl-C, which restores the model's state), ``True``
+        always, ``False`` never.
     """
 
     name = "attack"
     _supported_norms: tuple[str, ...] = NORMS
+    #: the progress bar of the call in flight (None outside a call)
+    _bar: Any = None
 
     def __init__(
         self,
@@ -152,6 +161,7 @@ class Attack:
         eot_batch: int | str = "auto",
         rng: RNGLike = None,
         device: str | torch.device | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.model = model
         self.eps = eps
@@ -160,6 +170,7 @@ class Attack:
         self.eot_batch = eot_batch
         self.rng = rng
         self.device = device
+        self.progress = progress
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -177,6 +188,15 @@ class Attack:
         check_rng(self.rng, owner=owner)
         if self.device is not None:
             check_device(self.device, owner=owner)
+        check_progress(self.progress, owner)
+
+    def _planned_passes(self) -> int:
+        """Forward passes (of the whole batch, one per EOT draw) a call will make at most."""
+        return self.eot_samples
+
+    def _tick(self, n_passes: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n_passes)
 
     # ------------------------------------------------------------------ call
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -191,18 +211,25 @@ class Attack:
         y = labels.to(device)
         if self.eps == 0 or x.shape[0] == 0:
             return images.detach().clone()
-        with preserved_state(self.model, device, noise_seed):
-            try:
+        self._bar = progress_bar(
+            total=self._planned_passes(), desc=type(self).__name__, progress=self.progress,
+            unit="pass",
+        )
+        try:
+            with preserved_state(self.model, device, noise_seed):
                 adv = self._perturb(x, y, gen, device)
-            except IndexError as err:  # cross-entropy/gather with a label >= n_classes
-                if "out of bounds" not in str(err):
-                    raise
-                raise param_error(
-                    type(self).__name__,
-                    "labels",
-                    "class indices below the model's number of outputs",
-                    f"max label {int(labels.max())}",
-                ) from err
+        except IndexError as err:  # cross-entropy/gather with a label >= n_classes
+            if "out of bounds" not in str(err):
+                raise
+            raise param_error(
+                type(self).__name__,
+                "labels",
+                "class indices below the model's number of outputs",
+                f"max label {int(labels.max())}",
+            ) from err
+        finally:
+            self._bar.close()
+            del self._bar  # back to the class default, None
         return adv.detach().to(device=images.device, dtype=images.dtype)
 
     def _perturb(
@@ -262,6 +289,7 @@ class Attack:
             total = value if total is None else total + value
             summed = logits.detach() if kc == 1 else logits.detach().view(kc, n, -1).sum(0)
             logit_sum = summed if logit_sum is None else logit_sum + summed
+            self._tick(kc)
         (grad,) = torch.autograd.grad(total, xg)
         # margin of the EOT-mean logits: the best-iterate criterion, one cheap op per step
         return grad / k, margin(logit_sum / k, y)
@@ -276,6 +304,7 @@ class Attack:
             xin = x.repeat(kc, 1, 1, 1) if kc > 1 else x
             summed = self.model(xin).view(kc, n, -1).sum(0)
             total = summed if total is None else total + summed
+            self._tick(kc)
         return margin(total / k, y)
 
     @torch.no_grad()
@@ -285,10 +314,11 @@ class Attack:
         for _ in range(self.eot_samples):
             out = self.model(x)
             total = out if total is None else total + out
+            self._tick(1)
         return total / self.eot_samples
 
     def __repr__(self) -> str:
-        keys = [k for k in vars(self) if k != "model"]
+        keys = [k for k in vars(self) if k != "model" and not k.startswith("_")]
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
         return f"{type(self).__name__}({args})"
 
@@ -324,7 +354,7 @@ class PGD(Attack):
 
     Parameters
     ----------
-    model, eps, norm, eot_samples, eot_batch, rng, device
+    model, eps, norm, eot_samples, eot_batch, rng, device, progress
         See :class:`Attack`.
     alpha
         Step size; default ``2.5 * eps / steps`` (Madry et al. 2018).
@@ -354,6 +384,7 @@ class PGD(Attack):
         eot_batch: int | str = "auto",
         rng: RNGLike = None,
         device: str | torch.device | None = None,
+        progress: bool | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -363,6 +394,7 @@ class PGD(Attack):
             eot_batch=eot_batch,
             rng=rng,
             device=device,
+            progress=progress,
         )
         self.alpha = alpha
         self.steps = steps
@@ -378,6 +410,13 @@ class PGD(Attack):
         check_choice(self.loss, "loss", owner, LOSSES)
         if not isinstance(self.random_start, bool):
             raise param_error(owner, "random_start", "a bool", self.random_start)
+
+    def _planned_passes(self) -> int:
+        return self._run_passes()
+
+    def _run_passes(self) -> int:
+        """Passes of one :meth:`_run`: ``steps`` EOT gradients (+ 1 final score without EOT)."""
+        return self.steps * self.eot_samples + (1 if self.eot_samples == 1 else 0)
 
     @property
     def step_size(self) -> float:
@@ -463,7 +502,7 @@ class TargetedPGD(PGD):
         ``"dlr"`` (default), ``"margin"`` or ``"ce"``.
     **kwargs
         ``eps``, ``norm``, ``alpha``, ``steps``, ``random_start``, ``eot_samples``,
-        ``eot_batch``, ``rng``, ``device``: as in :class:`PGD`.
+        ``eot_batch``, ``rng``, ``device``, ``progress``: as in :class:`PGD`.
     """
 
     name = "pgd_targeted"
@@ -485,11 +524,16 @@ class TargetedPGD(PGD):
             self.n_target_classes, "n_target_classes", type(self).__name__, low=1, integer=True
         )
 
+    def _planned_passes(self) -> int:
+        return self.eot_samples + self.n_target_classes * self._run_passes()
+
     def _perturb(self, x, y, gen, device):
         logits = self._eot_logits(x, device)
         masked = logits.scatter(1, y[:, None], -torch.inf)
         order = masked.argsort(dim=1, descending=True)
         n_t = min(self.n_target_classes, logits.shape[1] - 1)
+        if self._bar is not None and n_t < self.n_target_classes:
+            self._bar.total = self.eot_samples + n_t * self._run_passes()
         best = x.clone()
         best_margin = torch.full((x.shape[0],), torch.inf, device=device)
         for rank in range(n_t):
@@ -553,8 +597,8 @@ class Square(Attack):
     p_init
         Initial fraction of pixels changed per proposal.
     **kwargs
-        ``eps``, ``norm``, ``eot_samples``, ``eot_batch``, ``rng``, ``device``: as in
-        :class:`Attack`.
+        ``eps``, ``norm``, ``eot_samples``, ``eot_batch``, ``rng``, ``device``, ``progress``:
+        as in :class:`Attack`.
     """
 
     name = "square"
@@ -572,6 +616,11 @@ class Square(Attack):
         owner = type(self).__name__
         check_number(self.n_queries, "n_queries", owner, low=1, integer=True)
         check_number(self.p_init, "p_init", owner, low=0.0, high=1.0, low_inclusive=False)
+
+    def _planned_passes(self) -> int:
+        # one scoring of the start, then one pass per query (proposal and, for a stochastic
+        # model, the incumbent's re-scoring share it); it stops early once all are fooled
+        return self.n_queries * self.eot_samples
 
     def _sign(self, shape: tuple[int, ...], gen: torch.Generator, x: torch.Tensor) -> torch.Tensor:
         return torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype) * 2 - 1

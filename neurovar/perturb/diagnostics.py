@@ -31,16 +31,20 @@ import torch
 import xarray as xr
 from torch import nn
 
+from neurovar._validation import check_memory
+
 from ._stochastic import is_stochastic, randomness_check
 from ._utils import (
     RNGLike,
     check_choice,
     check_images_labels,
     check_number,
+    check_progress,
     check_validation_common,
     model_device,
     param_error,
     preserved_state,
+    progress_bar,
     renamed_kwarg,
     reseeded_noise,
     seed_from,
@@ -71,6 +75,7 @@ def gradient_snr(
     loss: str = "ce",
     rng: RNGLike = None,
     device: str | torch.device | None = None,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Signal-to-noise ratio of the EOT gradient estimate versus the number of EOT samples.
 
@@ -91,6 +96,23 @@ def gradient_snr(
     similarity between pairs of independent estimates, and the sign agreement (fraction of
     pixels where two estimates have the same sign, what an L-inf step uses).
 
+    Parameters
+    ----------
+    model, images, labels
+        The network (its train/eval state is used as it is) and a batch, images in [0, 1].
+    eot_samples
+        The numbers of draws :math:`k` averaged per estimate.
+    n_repeats
+        Independent estimates :math:`R` per :math:`k` (>= 2); all are held in memory, which
+        is checked before anything runs.
+    loss
+        ``"ce"``, ``"dlr"`` or ``"margin"`` (as the attacks).
+    rng, device
+        Seed of the model's noise during the call; where to run (default: the model's device).
+    progress
+        A tqdm bar over the gradient passes: ``None`` shows it once the call has run a few
+        seconds, ``True`` always, ``False`` never.
+
     Returns
     -------
     xarray.Dataset
@@ -100,16 +122,28 @@ def gradient_snr(
     owner = "gradient_snr"
     check_choice(loss, "loss", owner, LOSSES)
     check_number(n_repeats, "n_repeats", owner, low=2, integer=True)
+    progress = check_progress(progress, owner)
     ks = list(eot_samples)
     for k in ks:
         check_number(k, "eot_samples", owner, low=1, integer=True)
     images, labels = check_images_labels(images, labels, owner)
+    # the n_repeats estimates of one k are stacked: refuse what cannot fit before running
+    check_memory(
+        2.0 * n_repeats * images.numel() * images.element_size(),
+        name="n_repeats",
+        owner=owner,
+        value=n_repeats,
+        what="the stacked gradient estimates",
+    )
     dev = model_device(model, device)
     x, y = images.to(dev), labels.to(dev)
     snr = np.zeros((len(ks), x.shape[0]))
     cos = np.zeros(len(ks))
     sign = np.zeros(len(ks))
-    with preserved_state(model, dev, seed_from(rng)):
+    bar = progress_bar(
+        total=n_repeats * sum(ks), desc=owner, progress=progress, unit="grad"
+    )
+    with bar, preserved_state(model, dev, seed_from(rng)):
         for i, k in enumerate(ks):
             ests = []
             for _ in range(n_repeats):
@@ -118,6 +152,7 @@ def gradient_snr(
                     xg = x.detach().requires_grad_(True)
                     value = _loss_per_example(model(xg), y, loss, None).sum()
                     g += torch.autograd.grad(value, xg)[0]
+                    bar.update(1)
                 ests.append((g / k).flatten(1))
             est = torch.stack(ests)  # (R, N, D)
             mean = est.mean(0)

@@ -8,6 +8,7 @@ import pytest
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
+from neurovar._validation import InvalidParameterError
 from neurovar.inference import fit_binomial_model
 
 TERM = "C(noise, Treatment('isotropic'))[T.structured]"
@@ -67,7 +68,11 @@ def test_binomial_model_refuses_what_it_cannot_fit(clustered):
         fit_binomial_model(clustered, FORMULA, groups="animal")
     with pytest.raises(ValueError, match="'method' parameter"):
         fit_binomial_model(clustered, FORMULA, groups="seed", method="ols")
-    with pytest.raises(ValueError, match="at least min_groups=3"):
+    msg = (
+        r"'min_groups' parameter of fit_binomial_model must be at most the number of groups in "
+        r"column 'seed' of 'df' \(2\)\. Got 3"
+    )
+    with pytest.raises(InvalidParameterError, match=msg):
         fit_binomial_model(clustered[clustered.seed < 2], FORMULA, groups="seed")
     nan = clustered.astype({"correct": float})
     nan.loc[0, "correct"] = np.nan

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from neurovar._validation import InvalidParameterError
 from neurovar.inference import MixedModelResult, fit_mixed_model
 
 
@@ -68,7 +69,11 @@ def test_clear_errors():
         fit_mixed_model(df, "fanoo ~ alignment", groups="seed")
     with pytest.raises(ValueError, match="'groups' parameter.*'animal'"):
         fit_mixed_model(df, "fano ~ alignment", groups="animal")
-    with pytest.raises(ValueError, match="at least min_groups=3 groups.*Got 2"):
+    msg = (
+        r"'min_groups' parameter of fit_mixed_model must be at most the number of groups in "
+        r"column 'seed' of 'df' \(2\)\. Got 3"
+    )
+    with pytest.raises(InvalidParameterError, match=msg):
         fit_mixed_model(df[df.seed < 2], "fano ~ alignment", groups="seed")
     with pytest.warns(UserWarning, match="only 4 groups"):
         fit_mixed_model(df[df.seed < 4], "fano ~ alignment", groups="seed")
