@@ -2,7 +2,8 @@
 
 Bottom floor of the package (imports nothing from :mod:`neurovar`). Every rename goes through
 :func:`renamed_parameters`, so old spellings all warn the same way and the signature that
-:func:`inspect.signature` and the docs show has only the new names.
+:func:`inspect.signature` and the docs show has only the new names; a renamed attribute keeps its
+old name as a read-only alias with :func:`renamed_attribute`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["renamed_parameters", "warn_renamed"]
+__all__ = ["renamed_parameters", "warn_renamed", "renamed_attribute"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,6 +44,39 @@ def warn_renamed(owner: str, old: str, new: str, *, since: str = "0.2") -> None:
         FutureWarning,
         stacklevel=_caller_stacklevel(),
     )
+
+
+def renamed_attribute(old: str, new: str, *, since: str = "0.2") -> property:
+    """A read-only property ``old`` that returns attribute ``new`` with a ``FutureWarning``.
+
+    Use it in a class body, ``layer_name = renamed_attribute("layer_name", "layer")``; the
+    warning names the class of the instance and reads like the one of :func:`warn_renamed`:
+    "The 'layer_name' attribute of NoiseHook was renamed to 'layer' in neurovar 0.2; ...".
+
+    Parameters
+    ----------
+    old, new
+        The old and the new attribute name.
+    since
+        Release in which the rename happened (shown in the warning).
+
+    Returns
+    -------
+    property
+        Read-only: setting ``old`` is an :class:`AttributeError` (set ``new`` instead).
+    """
+
+    def getter(self: Any) -> Any:
+        warnings.warn(
+            f"The '{old}' attribute of {type(self).__name__} was renamed to '{new}' in neurovar "
+            f"{since}; '{old}' still works for this release and will then be removed. Use "
+            f".{new} instead.",
+            FutureWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+        return getattr(self, new)
+
+    return property(getter, doc=f"Deprecated alias of :attr:`{new}` (renamed in {since}).")
 
 
 def renamed_parameters(

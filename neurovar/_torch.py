@@ -143,7 +143,7 @@ def noise_hooks(module: nn.Module, *, active_only: bool = False) -> list[Any]:
 
 
 def find_noise_hooks(model: nn.Module, *, active_only: bool = False) -> list[tuple[str, Any]]:
-    """``[(layer_name, hook), ...]`` for all neurovar noise hooks registered in ``model``.
+    """``[(layer, hook), ...]`` for all neurovar noise hooks registered in ``model``.
 
     Parameters
     ----------

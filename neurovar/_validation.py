@@ -46,6 +46,9 @@ __all__ = [
     "check_dim_names",
     "check_array",
     "check_tensor",
+    "check_square_matrix",
+    "check_symmetric",
+    "check_covariance_matrix",
     "check_memory",
     "available_memory",
 ]
@@ -388,6 +391,118 @@ def check_array(
                 raw=True,
             )
     return arr
+
+
+def check_square_matrix(mat: np.ndarray, *, name: str, owner: str) -> None:
+    """Refuse anything but a non-empty square 2-D array."""
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1] or mat.shape[0] == 0:
+        raise param_error(
+            name, owner, "a non-empty square 2-D matrix", f"shape {mat.shape}", raw=True
+        )
+
+
+def check_symmetric(mat: np.ndarray, *, name: str, owner: str, sym_tol: float = 1e-6) -> np.ndarray:
+    r"""Refuse a square matrix that is not symmetric within a relative tolerance.
+
+    :math:`\max_{ij} |C_{ij} - C_{ji}| \le \mathrm{sym\_tol} \cdot \max_{ij} |C_{ij}|`
+    (an all-zero matrix is symmetric), so rounding error passes.
+
+    Parameters
+    ----------
+    mat
+        A finite square float array (checked by the caller; see :func:`check_square_matrix`).
+    name, owner
+        The parameter and the public function, for the message.
+    sym_tol
+        Relative tolerance.
+
+    Returns
+    -------
+    numpy.ndarray
+        The symmetrised matrix :math:`(C + C^T) / 2`.
+
+    Raises
+    ------
+    InvalidParameterError
+        Not symmetric: ``The 'cov' parameter of f must be a symmetric matrix (max |C - C^T| /
+        max |C| <= 1e-06). Got a matrix with relative asymmetry 0.5 instead.``
+    """
+    scale = max(float(np.max(np.abs(mat))), np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(mat - mat.T))) / scale
+    if asym > sym_tol:
+        raise param_error(
+            name,
+            owner,
+            f"a symmetric matrix (max |C - C^T| / max |C| <= {sym_tol:g})",
+            f"a matrix with relative asymmetry {asym:.3g}",
+            raw=True,
+        )
+    return 0.5 * (mat + mat.T)
+
+
+def check_covariance_matrix(
+    mat: np.ndarray,
+    *,
+    name: str,
+    owner: str,
+    sym_tol: float = 1e-6,
+    psd_tol: float = 1e-6,
+    eigenvectors: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    r"""Refuse a matrix that is not a covariance: square, symmetric, positive semi-definite.
+
+    The one check of the package (statistics of :mod:`neurovar.stats` and noise models of
+    :mod:`neurovar.noise` alike): symmetric within ``sym_tol`` (:func:`check_symmetric`), and
+    the eigenvalues :math:`\lambda` of the symmetrised matrix satisfy
+    :math:`\lambda_{\min} \ge -\mathrm{psd\_tol} \cdot \max |\lambda|`, so rounding error
+    passes while ``-C`` or a non-symmetric matrix is an error instead of a plausible number.
+    Slightly negative eigenvalues that pass are returned as they are (the caller clips them).
+
+    Parameters
+    ----------
+    mat
+        A finite float array (NaN units are the caller's business: drop them first).
+    name, owner
+        The parameter and the public function, for the message.
+    sym_tol, psd_tol
+        Relative tolerances of the symmetry and of the negative eigenvalues.
+    eigenvectors
+        Also return the eigenvectors (:func:`numpy.linalg.eigh`); False computes only the
+        eigenvalues (:func:`numpy.linalg.eigvalsh`, cheaper).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray or None)
+        The symmetrised matrix, its eigenvalues in ascending order, and its eigenvectors (as
+        columns; None with ``eigenvectors=False``).
+
+    Raises
+    ------
+    InvalidParameterError
+        Not square, not symmetric, or not positive semi-definite: ``The 'cov' parameter of f
+        must be a positive semi-definite matrix (smallest eigenvalue >= -1e-06 x largest
+        |eigenvalue|). Got a matrix with smallest eigenvalue -3 (largest |eigenvalue| 3)
+        instead. Fit it with a shrinkage estimator or clip its eigenvalues.``
+    """
+    check_square_matrix(mat, name=name, owner=owner)
+    sym = check_symmetric(mat, name=name, owner=owner, sym_tol=sym_tol)
+    if eigenvectors:
+        evals, evecs = np.linalg.eigh(sym)
+    else:
+        evals, evecs = np.linalg.eigvalsh(sym), None
+    top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
+    if evals[0] < -psd_tol * top:
+        raise param_error(
+            name,
+            owner,
+            f"a positive semi-definite matrix (smallest eigenvalue >= -{psd_tol:g} x largest "
+            "|eigenvalue|)",
+            f"a matrix with smallest eigenvalue {float(evals[0]):.4g} (largest |eigenvalue| "
+            f"{top:.4g})",
+            raw=True,
+            hint="Fit it with a shrinkage estimator or clip its eigenvalues.",
+        )
+    return sym, evals, evecs
 
 
 def check_tensor(

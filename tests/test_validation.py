@@ -100,6 +100,63 @@ def test_arrays_tensors_memory(monkeypatch):
         v.check_memory(1001, name="n", owner="f", value=10**9)
 
 
+def test_one_covariance_check_with_one_message_shape():
+    c = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
+    sym, evals, evecs = v.check_covariance_matrix(c, name="cov", owner="f")
+    np.testing.assert_allclose(evecs @ np.diag(evals) @ evecs.T, c, atol=1e-12)
+    assert np.all(np.diff(evals) >= 0) and np.array_equal(sym, c)
+    _, values_only, none = v.check_covariance_matrix(c, name="cov", owner="f", eigenvectors=False)
+    assert none is None and np.allclose(values_only, evals)
+    # rounding error passes (and is symmetrised away), beyond the tolerances is an error
+    tiny = c + 1e-9 * np.triu(np.ones((3, 3)), 1)
+    sym, _, _ = v.check_covariance_matrix(tiny, name="cov", owner="f")
+    assert np.array_equal(sym, sym.T)
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"^The 'cov' parameter of f must be a symmetric matrix \(max \|C - C\^T\| / max "
+        r"\|C\| <= 1e-06\)\. Got a matrix with relative asymmetry 0\.25 instead\.$",
+    ):
+        v.check_covariance_matrix(c + np.triu(0.5 * np.ones((3, 3)), 1), name="cov", owner="f")
+    _, evals, _ = v.check_covariance_matrix(np.diag([2.0, 1.0, -1e-6]), name="c", owner="f")
+    assert evals[0] == -1e-6  # within -psd_tol * max |lambda|: passes, unclipped
+    with pytest.raises(InvalidParameterError, match="smallest eigenvalue -3e-06"):
+        v.check_covariance_matrix(np.diag([2.0, 1.0, -3e-6]), name="c", owner="f")
+    with pytest.raises(InvalidParameterError) as info:
+        v.check_covariance_matrix(-c, name="cov", owner="f")
+    assert str(info.value).startswith(
+        "The 'cov' parameter of f must be a positive semi-definite matrix (smallest eigenvalue "
+        ">= -1e-06 x largest |eigenvalue|). Got a matrix with smallest eigenvalue -2."
+    ) and str(info.value).endswith("Fit it with a shrinkage estimator or clip its eigenvalues.")
+    assert info.value.name == "cov" and info.value.owner == "f"
+    with pytest.raises(InvalidParameterError, match="a non-empty square 2-D matrix"):
+        v.check_covariance_matrix(np.ones((2, 3)), name="cov", owner="f")
+
+
+def test_statistics_and_noise_models_refuse_a_non_covariance_alike():
+    from neurovar import stats
+    from neurovar.noise import CovarianceNoise, LowRankNoise, rotate_spectrum
+
+    bad = -np.diag([3.0, 2.0, 1.0])
+    da = xr.DataArray(bad, dims=("unit", "unit_j"))
+    messages = []
+    for call, owner, name in [
+        (lambda: stats.participation_ratio(da), "participation_ratio", "cov"),
+        (lambda: CovarianceNoise(bad), "CovarianceNoise", "cov_matrix"),
+        (
+            lambda: LowRankNoise.from_covariance(bad, 1),
+            "LowRankNoise.from_covariance",
+            "cov_matrix",
+        ),
+        (lambda: rotate_spectrum(bad, rng=0), "rotate_spectrum", "noise_or_cov"),
+    ]:
+        with pytest.raises(InvalidParameterError) as info:
+            call()
+        prefix = f"The '{name}' parameter of {owner} must be "
+        assert str(info.value).startswith(prefix), str(info.value)
+        messages.append(str(info.value)[len(prefix) :])
+    assert len(set(messages)) == 1, messages  # one check, one message
+
+
 # ----------------------------------------------------------------------------- generated
 
 #: Public objects without a generic valid call, and why (each is tested elsewhere).

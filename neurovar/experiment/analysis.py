@@ -32,6 +32,12 @@ import pandas as pd
 import xarray as xr
 
 from neurovar.inference import bootstrap_ci, correct_pvalues, fit_mixed_model, permutation_test
+from neurovar.perturb.diagnostics import (
+    _black_box_beats_every_gradient_attack,
+    _eot_helps,
+    _near_worst_case,
+    _reaches_chance,
+)
 
 from .config import ExperimentConfig
 
@@ -327,6 +333,12 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
     with EOT), ``gradient_snr``, and ``apparent_gain`` flags: a condition whose gain over
     isotropic under one attack exceeds ``tol`` while its worst-case gain does not.
 
+    The checks are those of :func:`neurovar.perturb.check_robustness_result` and
+    :func:`neurovar.perturb.eot_check` (one definition each, in
+    :mod:`neurovar.perturb.diagnostics`), applied at each target's largest strength: near the
+    worst case (within ``tol``), the black box beating every gradient attack (by more than
+    ``tol / 2``), reaching chance (within ``tol``), EOT helping (by more than ``tol``).
+
     Returns
     -------
     (pandas.DataFrame, list of str)
@@ -367,7 +379,7 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                 if "pgd_ce" in attacks:
                     gap = float(at.sel(attack="pgd_ce").isel(strength=last)) - worst
                     row[f"ce_pgd_minus_worst:{t}"] = gap
-                    if gap > tol:
+                    if np.isfinite(gap) and not _near_worst_case(gap, tol):
                         flagged.append("ce_pgd_overstates")
                         messages.append(f"{where}: CE-PGD alone says {worst + gap:.2f} on {t} at "
                                         f"eps {eps:g}, the ensemble worst case {worst:.2f} — "
@@ -376,7 +388,8 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                     sq = float(at.sel(attack="square").isel(strength=last))
                     best = float(at.sel(attack=gradient).isel(strength=last).min())
                     row[f"square_minus_best_gradient:{t}"] = sq - best
-                    if np.isfinite(sq) and sq < best - tol / 2:
+                    if (np.isfinite(sq) and np.isfinite(best)
+                            and _black_box_beats_every_gradient_attack([best], [sq], tol / 2)):
                         flagged.append("black_box_stronger")
                         messages.append(f"{where}: the black-box square attack ({sq:.2f}) beats "
                                         f"every gradient attack (best {best:.2f}) on {t} at eps "
@@ -384,7 +397,7 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
             for a in attacks:
                 v = float(c["large_eps_accuracy"].sel(attack=a))
                 row[f"large_eps:{a}"] = v
-                if np.isfinite(v) and v > chance + tol:
+                if np.isfinite(v) and not _reaches_chance(v, chance, tol):
                     flagged.append("not_chance")
                     messages.append(f"{where}: {a} leaves accuracy {v:.2f} at L-inf eps "
                                     f"{cfg.evaluation.large_eps:g} (chance {chance:.2f}) — this "
@@ -392,7 +405,7 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                                     "evidence of robustness.")
             row["eot_gap"] = float(c["eot_gap"])
             row["gradient_snr"] = float(c["gradient_snr"])
-            if np.isfinite(row["eot_gap"]) and row["eot_gap"] > tol:
+            if np.isfinite(row["eot_gap"]) and _eot_helps(row["eot_gap"], tol):
                 messages.append(f"{where}: CE-PGD without EOT leaves {row['eot_gap']:+.2f} more "
                                 "accuracy than with EOT — an attack that ignores the noise "
                                 "overstates robustness.")

@@ -10,7 +10,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, param_error
+from neurovar._validation import (
+    InvalidParameterError,
+    check_covariance_matrix,
+    param_error,
+)
 
 SHARES = ("flat", "channel")
 
@@ -85,13 +89,6 @@ def as_numpy_matrix(cov: Any, *, name: str, owner: str) -> np.ndarray:
     return arr
 
 
-def check_square(arr: np.ndarray, *, name: str, owner: str) -> None:
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-        raise param_error(
-            name, owner, "a non-empty square 2-D matrix", f"shape {arr.shape}", raw=True
-        )
-
-
 def psd_factor(
     cov: np.ndarray,
     *,
@@ -108,30 +105,15 @@ def psd_factor(
 
     Eigenvalues in ``[-psd_tol * max|lambda|, 0)`` are rounding error and are clipped to 0;
     the clipping is reported in ``info`` (and warned about when larger than 1e-9 of the
-    largest eigenvalue). More negative eigenvalues raise an error.
+    largest eigenvalue). The checks (square, symmetric within ``sym_tol``, positive
+    semi-definite within ``psd_tol``) are the package's one covariance check,
+    :func:`neurovar._validation.check_covariance_matrix`.
     """
-    check_square(cov, name=name, owner=owner)
-    scale = max(float(np.max(np.abs(cov))), np.finfo(np.float64).tiny)
-    asym = float(np.max(np.abs(cov - cov.T))) / scale
-    if asym > sym_tol:
-        raise InvalidParameterError(
-            f"The '{name}' parameter of {owner} must be a symmetric matrix; "
-            f"max |C - C^T| / max |C| = {asym:.3g} > {sym_tol:g}.",
-            name=name,
-            owner=owner,
-        )
-    cov = 0.5 * (cov + cov.T)
-    evals, evecs = np.linalg.eigh(cov)
+    _, evals, evecs = check_covariance_matrix(
+        cov, name=name, owner=owner, sym_tol=sym_tol, psd_tol=psd_tol
+    )
     top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
     min_eval = float(evals[0])
-    if min_eval < -psd_tol * top:
-        raise InvalidParameterError(
-            f"The '{name}' parameter of {owner} must be positive semi-definite; its smallest "
-            f"eigenvalue is {min_eval:.4g} (largest {top:.4g}). Fit it with a shrinkage "
-            "estimator or clip its eigenvalues.",
-            name=name,
-            owner=owner,
-        )
     negative = evals < 0
     n_clipped = int(np.sum(negative))
     if n_clipped and -min_eval > 1e-9 * top:

@@ -16,7 +16,6 @@ makes sense, a noise module (a new module comes back; the input is not modified)
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +28,15 @@ from neurovar._validation import (
     check_bool,
     check_memory,
     check_rng,
+    check_square_matrix,
     check_str,
+    check_symmetric,
     param_error,
     public_caller,
 )
 
 from .._compat import renamed_parameters
-from ._utils import as_numpy_matrix, check_int, check_nonneg_float, check_square, psd_factor
+from ._utils import as_numpy_matrix, check_int, check_nonneg_float, psd_factor
 from .models import CovarianceNoise, DiagonalNoise, IsotropicNoise, LowRankNoise, NoiseModule
 
 __all__ = [
@@ -63,19 +64,6 @@ def _wrap_like(original: Any, arr: np.ndarray, control: str) -> Any:
     return arr
 
 
-def _copy_module(noise: NoiseModule) -> NoiseModule:
-    """Deep copy whose draws restart from the same seed; a user generator is shared, not copied
-    (CUDA generators cannot be deep-copied)."""
-    gens, user = noise._generators, noise._user_generator
-    noise._generators, noise._user_generator = {}, None
-    try:
-        out = copy.deepcopy(noise)
-    finally:
-        noise._generators, noise._user_generator = gens, user
-    out._user_generator = user
-    return out
-
-
 def _module_kwargs(noise: NoiseModule) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "share": noise.share,
@@ -83,7 +71,7 @@ def _module_kwargs(noise: NoiseModule) -> dict[str, Any]:
         "relative_scale": noise.relative_scale,
         "momentum": noise.momentum,
         "track_snr": noise.track_snr,
-        "rng": noise._user_generator if noise._user_generator is not None else noise.seed,
+        "rng": noise.generator if noise.generator is not None else noise.seed,
     }
     return kwargs
 
@@ -96,18 +84,15 @@ def _check_rng(rng: Any, owner: str) -> np.random.Generator:
 def _as_covariance(cov: Any, owner: str) -> np.ndarray:
     """A square, symmetric matrix with a non-negative diagonal (cheap necessary PSD checks)."""
     arr = as_numpy_matrix(cov, name="noise_or_cov", owner=owner)
-    check_square(arr, name="noise_or_cov", owner=owner)
-    scale = max(float(np.max(np.abs(arr))), np.finfo(np.float64).tiny)
-    asym = float(np.max(np.abs(arr - arr.T))) / scale
-    if asym > 1e-6:
-        raise InvalidParameterError(
-            f"The 'noise_or_cov' parameter of {owner} must be a symmetric covariance matrix; "
-            f"max |C - C^T| / max |C| = {asym:.3g}."
-        )
+    check_square_matrix(arr, name="noise_or_cov", owner=owner)
+    check_symmetric(arr, name="noise_or_cov", owner=owner)  # the package's one symmetry check
     if np.any(np.diag(arr) < 0):
-        raise InvalidParameterError(
-            f"The 'noise_or_cov' parameter of {owner} must be a covariance matrix (variances on "
-            f"the diagonal >= 0). Got a minimum diagonal entry of {np.diag(arr).min():.4g}."
+        raise param_error(
+            "noise_or_cov",
+            owner,
+            "a covariance matrix (variances on the diagonal >= 0)",
+            f"a minimum diagonal entry of {np.diag(arr).min():.4g}",
+            raw=True,
         )
     return arr
 
@@ -175,7 +160,7 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
         base = float(diag.sum())
         if base <= 0:
             raise ValueError(f"{owner}: the noise module's covariance has zero trace.")
-        out = _copy_module(noise_or_cov)
+        out = noise_or_cov.clone()
         out.scale = float(np.sqrt(target / base))
         return out
     cov = _as_covariance(noise_or_cov, owner)
@@ -424,7 +409,7 @@ def _no_rank(kind: str, rank: int | None) -> None:
 
 def _square(cov: Any) -> np.ndarray:
     arr = as_numpy_matrix(cov, name="cov", owner="noise_from_covariance")
-    check_square(arr, name="cov", owner="noise_from_covariance")
+    check_square_matrix(arr, name="cov", owner="noise_from_covariance")
     return arr
 
 

@@ -441,8 +441,7 @@ def scale_to_activation_variance(
         model, images, layer=layer, batch_size=batch_size, device=device
     )
     act_var = _total_variance(acts, ddof, owner)
-    batch, d, p = noise._check_layout(acts)
-    base = float(noise._base_total_variance(acts.to(torch.float64).reshape(batch, d, p)))
+    base = noise.unit_scale_total_variance(acts)
     if base <= 0 or act_var <= 0:
         raise ValueError(
             f"{owner}: cannot calibrate, the noise variance at scale 1 is {base:g} and the "

@@ -23,6 +23,7 @@ from torch import nn
 
 from neurovar._validation import InvalidParameterError
 
+from .._compat import renamed_attribute, renamed_parameters
 from .._torch import find_noise_hooks, layer_names, noise_modules
 from .models import NoiseModule
 
@@ -43,13 +44,14 @@ class NoiseHook:
     ----------
     noise
         The noise module (any callable ``tensor -> tensor`` of the same shape).
-    layer_name
-        Dotted name of the hooked layer in the model.
+    layer
+        Dotted name of the hooked layer in the model. ``layer_name`` is the deprecated name
+        (a ``FutureWarning``, for one release).
 
     Attributes
     ----------
-    noise, layer_name
-        As passed.
+    noise, layer
+        As passed (``layer_name`` is a deprecated read-only alias of ``layer``).
     enabled
         Whether the hook adds noise (toggle with :attr:`NoiseInjection.enabled`).
     suspended
@@ -62,11 +64,14 @@ class NoiseHook:
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (noise injected into layers).
     """
 
-    def __init__(self, noise: Callable[[torch.Tensor], torch.Tensor], layer_name: str) -> None:
+    @renamed_parameters({"layer_name": "layer"})
+    def __init__(self, noise: Callable[[torch.Tensor], torch.Tensor], layer: str) -> None:
         self.noise = noise
-        self.layer_name = layer_name
+        self.layer = layer
         self.enabled = True
         self.suspended = False
+
+    layer_name = renamed_attribute("layer_name", "layer")
 
     @property
     def _neurovar_noise(self) -> bool:
@@ -79,7 +84,7 @@ class NoiseHook:
         if not isinstance(output, torch.Tensor):
             raise TypeError(
                 f"Noise can only be injected into layers that return a tensor; layer "
-                f"{self.layer_name!r} returned {type(output).__name__}."
+                f"{self.layer!r} returned {type(output).__name__}."
             )
         noise = self.noise
         if isinstance(noise, nn.Module) and noise.training != module.training:
@@ -88,14 +93,14 @@ class NoiseHook:
         out = noise(output)
         if not isinstance(out, torch.Tensor) or out.shape != output.shape:
             raise ValueError(
-                f"The noise module at layer {self.layer_name!r} must return a tensor of the "
+                f"The noise module at layer {self.layer!r} must return a tensor of the "
                 f"layer's output shape {tuple(output.shape)}; got "
                 f"{getattr(out, 'shape', type(out).__name__)}."
             )
         return out
 
     def __repr__(self) -> str:
-        return f"NoiseHook(layer={self.layer_name!r}, noise={self.noise!r}, enabled={self.enabled})"
+        return f"NoiseHook(layer={self.layer!r}, noise={self.noise!r}, enabled={self.enabled})"
 
 
 class NoiseInjection:
@@ -108,7 +113,7 @@ class NoiseInjection:
     model
         The model the hooks are registered on.
     hooks
-        ``{layer_name: NoiseHook}``.
+        ``{layer: NoiseHook}``.
     handles
         The ``torch.utils.hooks.RemovableHandle`` of every hook.
 
@@ -117,9 +122,9 @@ class NoiseInjection:
     model
         The model the hooks are registered on.
     noise
-        ``{layer_name: noise_module}`` as passed to :func:`inject_noise`.
+        ``{layer: noise_module}`` as passed to :func:`inject_noise`.
     hooks
-        ``{layer_name: NoiseHook}``.
+        ``{layer: NoiseHook}``.
 
     References
     ----------
@@ -201,7 +206,7 @@ def inject_noise(
     model
         The network.
     noise
-        ``{layer_name: noise_module}``; names are dotted names from ``model.named_modules()``
+        ``{layer: noise_module}``; names are dotted names from ``model.named_modules()``
         (e.g. ``"layer1.0.conv2"``; ``""`` is the whole model). The hook returns
         ``noise_module(output)``, which must keep the output's shape.
     enabled
@@ -236,7 +241,7 @@ def inject_noise(
     if not isinstance(noise, Mapping) or not noise:
         raise InvalidParameterError(
             "The 'noise' parameter of inject_noise must be a non-empty mapping "
-            f"{{layer_name: noise_module}}. Got {noise!r} instead."
+            f"{{layer: noise_module}}. Got {noise!r} instead."
         )
     modules = dict(model.named_modules())
     unknown = [name for name in noise if name not in modules]
@@ -257,7 +262,7 @@ def inject_noise(
     handles: list[Any] = []
     try:
         for name, module in noise.items():
-            hook = NoiseHook(module, name)
+            hook = NoiseHook(module, layer=name)
             hook.enabled = bool(enabled)
             handles.append(modules[name].register_forward_hook(hook))
             hooks[name] = hook
@@ -310,15 +315,10 @@ def frozen_noise(*targets: NoiseModule | NoiseInjection | nn.Module) -> Iterator
     security. ICML.
     """
     modules = _target_noise_modules(*targets)
-    saved = [(m, m._frozen, m._frozen_draw) for m in modules]
-    try:
+    with contextlib.ExitStack() as stack:
         for m in modules:
-            m.freeze()
+            stack.enter_context(m.freezing())
         yield
-    finally:
-        for m, was_frozen, draw in saved:
-            m._frozen = was_frozen
-            m._frozen_draw = draw
 
 
 @contextlib.contextmanager

@@ -29,8 +29,10 @@ Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (structured noise f
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -141,8 +143,9 @@ class NoiseModule(nn.Module):
     -----
     Each batch element gets an independent draw, whatever the batch size, so a recorder can
     expand the batch (trials) before the noise is applied. :meth:`freeze` replays one draw
-    (for attacks and debugging); :meth:`get_rng_state` / :meth:`set_rng_state` save and
-    restore the random streams.
+    (for attacks and debugging), :meth:`freezing` inside a block only; :meth:`get_rng_state` /
+    :meth:`set_rng_state` save and restore the random streams; :meth:`clone` copies the module
+    with its draws restarting from the seed.
 
     Subclasses implement ``_add_noise(x3, draws, s)`` (``x3 + s * eps`` in the layout
     ``(B, D, P)``) and :meth:`dense_covariance` (the ``D x D`` covariance of ``eps``), and may
@@ -259,6 +262,40 @@ class NoiseModule(nn.Module):
         self._frozen_draw = state["frozen_draw"]
         return self
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The :class:`torch.Generator` given as ``rng`` (shared, not copied), or None.
+
+        None when the module draws from its own per-device generators seeded with
+        :attr:`seed`. ``generator if generator is not None else seed`` is the ``rng`` argument
+        that builds a module drawing from the same source (the controls of
+        :mod:`neurovar.noise.controls` pass it on).
+        """
+        return self._user_generator
+
+    def clone(self) -> NoiseModule:
+        """A deep copy whose draws restart from the same seed.
+
+        Buffers, parameters, scale, running estimates and the frozen state are copied; the
+        per-device generators are not, so the copy draws what a fresh module built with the same
+        seed draws, and the original's streams are left where they are. A generator given as
+        ``rng`` is shared, not copied (CUDA generators cannot be deep-copied): the copy and the
+        original then draw from the one stream.
+
+        Returns
+        -------
+        NoiseModule
+            A new module of the same class.
+        """
+        gens, user = self._generators, self._user_generator
+        self._generators, self._user_generator = {}, None
+        try:
+            out = copy.deepcopy(self)
+        finally:
+            self._generators, self._user_generator = gens, user
+        out._user_generator = user
+        return out
+
     def _generator(self, device: torch.device) -> torch.Generator:
         if self._user_generator is not None:
             return self._user_generator
@@ -299,6 +336,28 @@ class NoiseModule(nn.Module):
     def frozen(self) -> bool:
         """Whether the module replays one draw (see :meth:`freeze`)."""
         return self._frozen
+
+    @contextlib.contextmanager
+    def freezing(self) -> Iterator[NoiseModule]:
+        """Context manager: :meth:`freeze` inside the block, the previous frozen state after it.
+
+        The first forward inside the block draws the noise, later ones replay it. On exit,
+        also after an exception, the module is frozen or not as before the block, with the draw
+        it replayed before (if any), so blocks nest: an inner block draws anew and the outer
+        block's draw is replayed again after it. :func:`neurovar.noise.frozen_noise` freezes
+        several modules this way.
+
+        Yields
+        ------
+        NoiseModule
+            The module itself.
+        """
+        saved = (self._frozen, self._frozen_draw)
+        try:
+            self.freeze()
+            yield self
+        finally:
+            self._frozen, self._frozen_draw = saved
 
     # ------------------------------------------------------------------ layout
     def _layout(self, x: torch.Tensor) -> tuple[int, int, int]:
@@ -431,10 +490,25 @@ class NoiseModule(nn.Module):
         ``E ||x_noisy - x||^2`` at the current scale (or at the relative scale, using the
         running activation variance when it exists and ``x``'s batch variance otherwise).
         """
-        batch, d, p = self._check_layout(x)
-        x3 = x.detach().reshape(batch, d, p)
-        base = float(self._base_total_variance(x3))
+        base = self.unit_scale_total_variance(x)
         return float(self._effective_scale(x, base, update=False, batch_fallback=True)) ** 2 * base
+
+    def unit_scale_total_variance(self, x: torch.Tensor) -> float:
+        r"""Expected total noise variance per sample at ``scale = 1``, for layer output ``x``.
+
+        :math:`E\|\epsilon(x)\|^2`, summed over all units of ``x`` (``(B, ...)``); for
+        ``share="channel"`` the ``C x C`` trace times the number of positions, for
+        :class:`PoissonLikeNoise` averaged over the batch (its variance follows ``x``).
+        :func:`neurovar.noise.scale_to_activation_variance` sets ``scale`` from it.
+
+        Raises
+        ------
+        ValueError
+            ``x`` does not fit the module (see the layout rules of :class:`NoiseModule`).
+        """
+        batch, d, p = self._check_layout(x)
+        x3 = x.detach().to(torch.float64).reshape(batch, d, p)
+        return float(self._base_total_variance(x3))
 
     @property
     def effective_snr(self) -> float:

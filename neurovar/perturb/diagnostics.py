@@ -363,6 +363,64 @@ def _f(x: float) -> str:
     return f"{x:.2f}"
 
 
+# The checks themselves, one definition each: check_robustness_result and eot_check here, and
+# neurovar.experiment.analysis.masking_diagnostics on the assembled grid, all call these.
+
+
+def _reaches_chance(accuracy: Any, chance: float, tol: float) -> np.ndarray:
+    """Whether an attack takes accuracy to chance: :math:`\\mathrm{acc} \\le 1/K + \\mathrm{tol}`.
+
+    Applied at the largest eps: an attack that works drives any classifier to chance when the
+    perturbation can destroy the image; one that does not is not evidence of robustness
+    (Athalye et al. 2018, Sec. 3.1). NaN accuracies do not reach chance.
+    """
+    return np.asarray(accuracy, dtype=float) <= chance + tol
+
+
+def _near_worst_case(gap: Any, tol: float) -> np.ndarray:
+    """Whether an attack is close to the ensemble's worst case: ``gap <= tol``.
+
+    ``gap`` is the attack's accuracy above the per-stimulus worst case of the ensemble (or the
+    fraction of stimuli that survive it but not some other attack). A larger gap means the
+    attack alone overstates robustness: quote the worst case.
+    """
+    return np.asarray(gap, dtype=float) <= tol
+
+
+def _black_box_advantage(gradient_accuracy: Any, black_box_accuracy: Any) -> np.ndarray:
+    """Accuracy of each gradient attack minus that of the strongest black-box attack.
+
+    Both arrays have the attacks on the last axis (any leading axes, e.g. eps, must agree);
+    positive: the gradient-free attack is stronger.
+    """
+    grad = np.asarray(gradient_accuracy, dtype=float)
+    best_bb = np.min(np.asarray(black_box_accuracy, dtype=float), axis=-1, keepdims=True)
+    return grad - best_bb
+
+
+def _black_box_beats_every_gradient_attack(
+    gradient_accuracy: Any, black_box_accuracy: Any, margin: float
+) -> np.ndarray:
+    """Whether the strongest black-box attack beats every gradient attack by more than ``margin``.
+
+    The classic sign of gradient masking (Athalye et al. 2018, Sec. 3.1): a gradient-free
+    attack can only beat all gradient attacks if their gradients are useless. Reduces the last
+    axis (attacks); a NaN accuracy is not beaten.
+    """
+    advantage = _black_box_advantage(gradient_accuracy, black_box_accuracy)
+    return np.all(advantage > margin, axis=-1)
+
+
+def _eot_helps(gap: Any, tol: float) -> np.ndarray:
+    """Whether averaging over noise draws makes an attack stronger: ``gap > tol``.
+
+    ``gap`` is the accuracy under the attack with fewer draws (none: one draw) minus with more;
+    beyond ``tol`` the attack on single draws overstated robustness (randomness obfuscates
+    the gradient; EOT, Athalye et al. 2018), so only EOT numbers may be quoted.
+    """
+    return np.asarray(gap, dtype=float) > tol
+
+
 def check_robustness_result(
     result: xr.Dataset,
     *,
@@ -461,10 +519,10 @@ def check_robustness_result(
                 gap_lo[i, j], gap_hi[i, j] = _wilson(int(only[i, j].sum()), n_stim, level)
     i_gap = np.argmax(gap, axis=0)
     max_gap = gap[i_gap, np.arange(n_a)]
-    near = max_gap <= tol
+    near = _near_worst_case(max_gap, tol)
 
     at_max = acc[-1]
-    reaches = at_max <= chance + tol
+    reaches = _reaches_chance(at_max, chance, tol)
     rise = np.max(np.diff(acc, axis=0), axis=0) if n_e > 1 else np.zeros(n_a)
     monotone = rise <= tol
 
@@ -475,11 +533,10 @@ def check_robustness_result(
     if is_bb.any() and (~is_bb).any():
         bb_acc = acc[:, is_bb]
         strongest_bb = np.array(attacks)[is_bb][np.argmin(bb_acc, axis=1)]  # per eps
-        best_bb = bb_acc.min(axis=1)
+        bb_adv[:, ~is_bb] = _black_box_advantage(acc[:, ~is_bb], bb_acc)
         for j in np.flatnonzero(~is_bb):
-            bb_adv[:, j] = acc[:, j] - best_bb
             not_beaten[j] = bool(np.all(bb_adv[:, j] <= tol))
-        beats_all = np.all(bb_adv[:, ~is_bb] > tol, axis=1) & (eps > 0)
+        beats_all = _black_box_beats_every_gradient_attack(acc[:, ~is_bb], bb_acc, tol) & (eps > 0)
     masking = ~is_bb & ~(near & reaches & not_beaten & monotone)
 
     # worst-case flags (as before)
@@ -644,7 +701,7 @@ def eot_check(
             )
         )
     arr = np.array(rows)
-    helps = bool(arr[0, 0] - arr[-1, 0] > tol)
+    helps = bool(_eot_helps(arr[0, 0] - arr[-1, 0], tol))
     converged = bool(arr[-2, 0] - arr[-1, 0] <= tol)
     messages = []
     if not stochastic:

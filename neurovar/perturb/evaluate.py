@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from neurovar._validation import check_bool, check_memory
+from neurovar.dims import STIMULUS
 
 from ._stochastic import is_stochastic
 from ._utils import (
@@ -69,8 +70,8 @@ ENSEMBLE: tuple[str, ...] = ("pgd_ce", "pgd_dlr_targeted", "square")
 #: :func:`evaluate_robustness`, "Reproducibility").
 DEFAULT_NUM_THREADS = 1
 
-#: Names of the stimulus dim and of its id coordinate (as in recordings, :mod:`neurovar.record`).
-STIMULUS = "stimulus"
+#: Name of the stimulus id coordinate; the stimulus dim is :data:`neurovar.dims.STIMULUS` (the
+#: one name, as in recordings).
 STIMULUS_ID = "stimulus_id"
 
 AttackCallable = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, param_error
+from neurovar._validation import InvalidParameterError, check_covariance_matrix, param_error
 from neurovar._validation import check_dim_names as _check_dim_names
 from neurovar.dims import UNIT, check_dims, pair_dim
 
@@ -215,9 +215,10 @@ def check_symmetric_psd(
     """Refuse covariance matrices (``(..., N, N)``) that are not symmetric or not positive
     semi-definite within a relative tolerance (units with a non-finite diagonal left out).
 
-    ``max |C - C^T| <= sym_tol * max |C|`` and ``lambda_min >= -psd_tol * max |lambda|``:
-    rounding error passes, ``-C`` or a non-symmetric matrix is an error instead of a
-    plausible number.
+    Each matrix goes through :func:`neurovar._validation.check_covariance_matrix`, the
+    package's one check: ``max |C - C^T| <= sym_tol * max |C|`` and
+    ``lambda_min >= -psd_tol * max |lambda|``; rounding error passes, ``-C`` or a
+    non-symmetric matrix is an error instead of a plausible number.
     """
     mats = np.asarray(mats, dtype=np.float64)
     n = mats.shape[-1]
@@ -225,29 +226,9 @@ def check_symmetric_psd(
         sub, _ = drop_nan_units(m)
         if sub.size == 0 or not np.all(np.isfinite(sub)):
             continue
-        scale = float(np.max(np.abs(sub)))
-        if scale == 0:
-            continue
-        asym = float(np.max(np.abs(sub - sub.T))) / scale
-        if asym > sym_tol:
-            raise param_error(
-                name,
-                func,
-                f"a symmetric matrix (max |C - C^T| / max |C| <= {sym_tol:g})",
-                f"a matrix with relative asymmetry {asym:.3g}",
-                raw=True,
-            )
-        evals = np.linalg.eigvalsh(0.5 * (sub + sub.T))
-        top = max(float(np.max(np.abs(evals))), np.finfo(np.float64).tiny)
-        if evals[0] < -psd_tol * top:
-            raise param_error(
-                name,
-                func,
-                "a positive semi-definite covariance matrix",
-                f"a matrix with smallest eigenvalue {evals[0]:.4g} (largest |eigenvalue| "
-                f"{top:.4g})",
-                raw=True,
-            )
+        check_covariance_matrix(
+            sub, name=name, owner=func, sym_tol=sym_tol, psd_tol=psd_tol, eigenvectors=False
+        )
 
 
 def drop_nan_units(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

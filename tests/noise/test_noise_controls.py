@@ -179,7 +179,7 @@ def test_matched_copy_restarts_from_seed_and_shares_user_generator():
     assert torch.equal(matched(x), 2 * IsotropicNoise(1.0, n_units=3, rng=4)(x))
     gen = torch.Generator().manual_seed(0)
     shared = match_total_variance(IsotropicNoise(1.0, n_units=3, rng=gen), 3.0)
-    assert shared._user_generator is gen
+    assert shared.generator is gen
 
 
 @pytest.mark.parametrize("control", [match_total_variance, diagonal_control, isotropic_control])

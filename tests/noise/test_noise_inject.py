@@ -260,3 +260,39 @@ def test_record_activations_branches_at_channel_shared_low_rank_noise(tiny_cnn):
     cross = np.cov(a, b, rowvar=False)[:6, 6:]
     sd = np.sqrt(np.diag(f @ f.T + np.diag(d)))
     assert np.all(np.abs(cross) <= 5 * np.outer(sd, sd) / np.sqrt(n_trials))
+
+
+def test_frozen_noise_restores_every_module_after_an_exception(tiny_cnn, images):
+    a, b = IsotropicNoise(1.0, rng=0), IsotropicNoise(1.0, rng=1)
+    h = torch.zeros(2, 10)
+    b.freeze()
+    replayed = b(h)  # b was frozen before, with this draw
+    with inject_noise(tiny_cnn, {"conv1": a, "fc": b}) as handle:
+        with pytest.raises(RuntimeError, match="boom"):
+            with frozen_noise(handle, tiny_cnn, a):  # a module reached three ways
+                assert a.frozen and b.frozen
+                tiny_cnn(images)  # new draws for both
+                raise RuntimeError("boom")
+    assert not a.frozen and b.frozen
+    assert torch.equal(b(h), replayed)  # b's earlier draw is back, not the one of the block
+
+
+def test_noise_hook_layer_and_its_old_name():
+    hook = NoiseHook(IsotropicNoise(1.0, rng=0), layer="fc")
+    assert hook.layer == "fc" and repr(hook).startswith("NoiseHook(layer='fc'")
+    assert NoiseHook(IsotropicNoise(1.0, rng=0), "fc").layer == "fc"  # positional
+    with pytest.warns(FutureWarning, match="'layer_name' parameter of NoiseHook was renamed"):
+        old = NoiseHook(IsotropicNoise(1.0, rng=0), layer_name="conv1")
+    assert old.layer == "conv1"
+    with pytest.warns(FutureWarning, match="'layer_name' attribute of NoiseHook was renamed"):
+        assert old.layer_name == "conv1"
+    with pytest.raises(AttributeError):
+        old.layer_name = "conv2"  # read-only: set .layer
+    with pytest.raises(TypeError, match="not both"):
+        NoiseHook(IsotropicNoise(1.0), layer="a", layer_name="b")
+
+
+def test_hooks_of_inject_noise_know_their_layer(tiny_cnn, images):
+    with inject_noise(tiny_cnn, {"conv2": IsotropicNoise(1.0, rng=0)}) as handle:
+        assert [(name, hook.layer) for name, hook in handle.hooks.items()] == [("conv2", "conv2")]
+        assert [hook.layer for _, hook in find_noise_hooks(tiny_cnn)] == ["conv2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -350,3 +351,88 @@ def test_low_rank_residual_variance_and_old_checkpoints():
     fresh.load_state_dict(old)
     assert torch.equal(fresh.residual_variance, noise.residual_variance)
     assert torch.equal(fresh.factors, noise.factors)
+
+
+def _noise_modules_for_clone() -> list[NoiseModule]:
+    rng = np.random.default_rng(3)
+    return [
+        IsotropicNoise(0.5, rng=11),
+        CovarianceNoise(random_cov(5, rng), rng=12),
+        LowRankNoise(rng.standard_normal((5, 2)), 0.1, rng=13),
+        PoissonLikeNoise(2.0, rng=14),
+    ]
+
+
+@pytest.mark.parametrize("noise", _noise_modules_for_clone(), ids=lambda n: type(n).__name__)
+def test_clone_restarts_from_the_seed_and_leaves_the_original_stream(noise):
+    x = torch.rand(4, 5, generator=torch.Generator().manual_seed(0))
+    noise(x)  # advance the original's stream
+    expected_next = noise.get_rng_state()
+    clone = noise.clone()
+    assert type(clone) is type(noise) and clone is not noise and clone.seed == noise.seed
+    fresh = copy.deepcopy(noise).manual_seed(noise.seed)  # a module drawing from the seed anew
+    assert torch.equal(clone(x), fresh(x)) and torch.equal(clone(x), fresh(x))
+    # the original continues where it was, untouched by the clone's draws
+    after = noise(x)
+    noise.set_rng_state(expected_next)
+    assert torch.equal(after, noise(x))
+    assert not torch.equal(after, clone.clone()(x))  # the clone's first draw differs from it
+    # buffers are copies, not shared
+    for name, buf in noise.named_buffers():
+        assert buf.data_ptr() != dict(clone.named_buffers())[name].data_ptr()
+
+
+def test_clone_shares_a_user_generator_and_keeps_the_frozen_state():
+    gen = torch.Generator().manual_seed(5)
+    noise = IsotropicNoise(1.0, n_units=3, rng=gen)
+    assert noise.generator is gen and IsotropicNoise(1.0, rng=1).generator is None
+    clone = noise.clone()
+    assert clone.generator is gen and noise.generator is gen  # shared, not copied
+    x = torch.zeros(2, 3)
+    a = clone(x)
+    gen.manual_seed(5)
+    assert torch.equal(a, noise(x))  # one stream
+    frozen = IsotropicNoise(1.0, rng=2).freeze()
+    first = frozen(x)
+    copied = frozen.clone()
+    assert copied.frozen and torch.equal(copied(x), first)  # the frozen draw is copied too
+
+
+def test_freezing_restores_the_previous_state_after_an_exception_and_nests():
+    x = torch.zeros(3, 4)
+    noise = IsotropicNoise(1.0, rng=0)
+    assert not noise.frozen
+    with pytest.raises(RuntimeError, match="boom"):
+        with noise.freezing() as same:
+            assert same is noise and noise.frozen
+            noise(x)
+            raise RuntimeError("boom")
+    assert not noise.frozen and not torch.equal(noise(x), noise(x))
+    with noise.freezing():
+        outer = noise(x)
+        with noise.freezing():
+            inner = noise(x)
+            assert torch.equal(noise(x), inner) and not torch.equal(inner, outer)
+        assert noise.frozen and torch.equal(noise(x), outer)  # the outer draw is back
+    assert not noise.frozen
+    # a module frozen before keeps its draw through a block
+    noise.freeze()
+    before = noise(x)
+    with noise.freezing():
+        assert not torch.equal(noise(x), before)
+    assert noise.frozen and torch.equal(noise(x), before)
+
+
+@pytest.mark.parametrize("share", ["flat", "channel"])
+def test_unit_scale_total_variance_is_the_expected_variance_at_scale_one(share):
+    x = torch.rand(8, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    n = 12 if share == "flat" else 3
+    rng = np.random.default_rng(0)
+    for noise in (
+        CovarianceNoise(random_cov(n, rng), share=share, scale=3.0, rng=0),
+        PoissonLikeNoise(1.5, share=share, scale=3.0, rng=0),
+    ):
+        base = noise.unit_scale_total_variance(x)
+        assert noise.expected_total_variance(x) == pytest.approx(9.0 * base)
+    with pytest.raises(ValueError, match="built for"):
+        CovarianceNoise(np.eye(5), rng=0).unit_scale_total_variance(x)

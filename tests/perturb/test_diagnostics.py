@@ -175,3 +175,33 @@ def test_eot_check(noisy_model, det_model, test_batch, rng_guard):
     assert not bool(det.stochastic) and "deterministic" in det.attrs["messages"]
     with pytest.raises(ValueError, match="'eot_samples' parameter of eot_check"):
         eot_check(det_model, x, y, eot_samples=(4, 2), **kw)
+
+
+def test_one_definition_of_each_masking_check():
+    """check_robustness_result, eot_check and the experiment's masking_diagnostics share the
+    checks of perturb.diagnostics (one definition each)."""
+    from neurovar.experiment import analysis
+    from neurovar.perturb import diagnostics as d
+
+    for name in (
+        "_reaches_chance",
+        "_near_worst_case",
+        "_black_box_beats_every_gradient_attack",
+        "_eot_helps",
+    ):
+        assert getattr(analysis, name) is getattr(d, name), name
+    chance, tol = 0.1, 0.05
+    np.testing.assert_array_equal(
+        d._reaches_chance([0.1, 0.15, 0.16, np.nan], chance, tol), [True, True, False, False]
+    )
+    np.testing.assert_array_equal(
+        d._near_worst_case([0.0, 0.05, 0.06, np.nan], tol), [True, True, False, False]
+    )
+    np.testing.assert_array_equal(d._eot_helps([0.0, 0.06, np.nan], tol), [False, True, False])
+    # per eps (rows): gradient attacks (columns) vs the strongest black box
+    grad = np.array([[0.9, 0.8], [0.5, 0.3], [0.5, np.nan]])
+    bb = np.array([[0.9, 0.95], [0.2, 0.4], [0.1, 0.3]])
+    np.testing.assert_allclose(d._black_box_advantage(grad, bb)[:2], [[0.0, -0.1], [0.3, 0.1]])
+    np.testing.assert_array_equal(
+        d._black_box_beats_every_gradient_attack(grad, bb, tol), [False, True, False]
+    )
