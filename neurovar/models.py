@@ -299,10 +299,13 @@ def resnet18_cifar(
     """
     from torchvision.models import resnet18
 
-    from ._validation import check_int
+    from ._validation import check_int, check_memory
 
-    check_int(n_classes, name="n_classes", owner="resnet18_cifar", low=1)
-    check_int(in_channels, name="in_channels", owner="resnet18_cifar", low=1)
+    for name, value, per_unit in (("n_classes", n_classes, 513), ("in_channels", in_channels, 576)):
+        check_int(value, name=name, owner="resnet18_cifar", low=1)
+        # the final layer holds 512 weights + 1 bias per class; conv1 64 x 3 x 3 per channel
+        check_memory(4.0 * per_unit * value, name=name, owner="resnet18_cifar", value=value,
+                     what="the weights it implies")
     seed = seed_from(rng)
     # Weight initialisers draw from torch's global generator: build under a fork of it.
     with seeded_torch(seed, torch.device("cpu")):

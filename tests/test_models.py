@@ -49,3 +49,13 @@ def test_bad_arguments():
 def test_rgb_32px_variant_runs():
     model = SmallCNN(in_channels=3, image_size=32)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_resnet18_cifar_refuses_sizes_that_cannot_fit(monkeypatch):
+    from neurovar._validation import InvalidParameterError
+    from neurovar.models import resnet18_cifar
+
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(2**20))  # 1 MiB: a 10**12-class head is refused
+    for name in ("n_classes", "in_channels"):
+        with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of resnet18_cifar"):
+            resnet18_cifar(**{name: 10**12})

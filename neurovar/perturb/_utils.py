@@ -189,9 +189,11 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return true - other.max(dim=1).values
 
 
-def chunk_sizes(total: int, chunk: int) -> list[int]:
-    """Split ``total`` into consecutive chunks of at most ``chunk``."""
-    return [min(chunk, total - start) for start in range(0, total, chunk)]
+def chunk_sizes(total: int, chunk: int) -> Iterator[int]:
+    """Split ``total`` into consecutive chunks of at most ``chunk`` (lazily: ``total`` may be
+    a count like ``eot_samples=10**12`` that must start running, not be listed first)."""
+    for start in range(0, total, chunk):
+        yield min(chunk, total - start)
 
 
 @contextlib.contextmanager

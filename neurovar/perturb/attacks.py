@@ -58,21 +58,28 @@ __all__ = [
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "dlr", "margin")
 
-#: EOT draws folded into one forward pass when ``eot_batch="auto"``. On CUDA all draws are folded
-#: into the batch dimension (one big kernel launch beats k small ones). On CPU a loop over draws
-#: (chunk of 1) measured as fast as or faster than folding for the small MLP/CNN of
+#: EOT draws folded into one forward pass when ``eot_batch="auto"``. On CUDA the draws are
+#: folded into the batch dimension, up to :data:`CUDA_EOT_BATCH_MAX` (one big kernel launch
+#: beats k small ones). On CPU a loop over draws (chunk of 1) measured as fast as or faster than folding for the small MLP/CNN of
 #: ``benchmarks/bench_eot_pgd.py`` (cache effects); see ``benchmarks/results/eot_pgd.md``.
 CPU_EOT_BATCH = 1
+
+#: Most EOT draws folded into one forward pass on CUDA with ``eot_batch="auto"``: folding
+#: repeats the batch that many times, so an unbounded fold would try to allocate
+#: ``eot_samples`` copies of it at once.
+CUDA_EOT_BATCH_MAX = 256
 
 
 def resolve_eot_batch(eot_batch: int | str, eot_samples: int, device: torch.device) -> int:
     """Number of EOT draws processed per forward pass.
 
-    ``"auto"`` folds all draws into the batch dimension on a GPU and loops on CPU
-    (:data:`CPU_EOT_BATCH`); an int is used as given (capped at ``eot_samples``).
+    ``"auto"`` folds the draws into the batch dimension on a GPU (at most
+    :data:`CUDA_EOT_BATCH_MAX` per pass) and loops on CPU (:data:`CPU_EOT_BATCH`); an int is
+    used as given (capped at ``eot_samples``).
     """
     if eot_batch == "auto":
-        return eot_samples if device.type == "cuda" else min(CPU_EOT_BATCH, eot_samples)
+        per_pass = CUDA_EOT_BATCH_MAX if device.type == "cuda" else CPU_EOT_BATCH
+        return min(per_pass, eot_samples)
     return min(int(eot_batch), eot_samples)
 
 
@@ -132,7 +139,8 @@ class Attack:
         Number of noise draws the gradient (or loss) is averaged over (EOT). Use > 1 for a
         stochastic model.
     eot_batch
-        Draws per forward pass: ``"auto"`` (all folded into the batch on GPU, a loop on CPU) or
+        Draws per forward pass: ``"auto"`` (folded into the batch on GPU, at most
+        :data:`CUDA_EOT_BATCH_MAX` per pass; a loop on CPU) or
         an int. Note that folding changes batch statistics of BatchNorm layers in train mode.
     rng
         None, int or :class:`numpy.random.Generator`; seeds all randomness of the attack and of

@@ -198,3 +198,32 @@ def test_diagnostic_bars_count_passes(monkeypatch):
     counter.n = 0
     randomness_check(model, x, n_repeats=5, rng=0)
     assert made[-1].n == made[-1].total == counter.n == 5
+
+
+def test_huge_eot_starts_running_at_once():
+    """eot_samples=10**12 runs (and can be stopped) instead of first listing its chunks."""
+    model = _model()
+    x, y = _batch()
+    calls = {"n": 0}
+
+    def interrupt(*_):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+
+    model.register_forward_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        FGSM(model, eps=0.1, eot_samples=10**12, rng=0)(x, y)
+    assert calls["n"] == 20
+
+
+def test_auto_eot_fold_is_bounded_on_cuda():
+    """Folding on CUDA is capped, so eot_samples=10**12 never tries one 10**12-fold batch;
+    (resolve_eot_batch only reads the device type: no GPU is needed to check the rule)."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert attacks_mod.resolve_eot_batch("auto", 10**12, cuda) == attacks_mod.CUDA_EOT_BATCH_MAX
+    assert attacks_mod.resolve_eot_batch("auto", 8, cuda) == 8
+    assert attacks_mod.resolve_eot_batch("auto", 10**12, cpu) == attacks_mod.CPU_EOT_BATCH
+    assert attacks_mod.resolve_eot_batch(5, 3, cpu) == 3
+    assert list(putils.chunk_sizes(10, 4)) == [4, 4, 2]
+    assert next(iter(putils.chunk_sizes(10**12, 1))) == 1
