@@ -61,7 +61,8 @@ LOSSES = ("ce", "dlr", "margin")
 #: EOT draws folded into one forward pass when ``eot_batch="auto"``. On CUDA the draws are
 #: folded into the batch dimension, up to :data:`CUDA_EOT_BATCH_MAX` (one big kernel launch
 #: beats k small ones). On CPU a loop over draws (chunk of 1) measured as fast as or faster
-#: than folding for the small MLP/CNN of ``benchmarks/bench_eot_pgd.py`` (cache effects); see ``benchmarks/results/eot_pgd.md``.
+#: than folding for the small MLP/CNN of ``benchmarks/bench_eot_pgd.py`` (cache effects); see
+#: ``benchmarks/results/eot_pgd.md``.
 CPU_EOT_BATCH = 1
 
 #: Most EOT draws folded into one forward pass on CUDA with ``eot_batch="auto"``: folding
