@@ -21,11 +21,13 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import _store
 from ._io import remove_path, replace_path, temp_sibling
 from ._torch import (
     find_noise_hooks,
     layer_names,
     noise_hooks,
+    noise_modules,
     reseeded_noise,
     resolve_device,
     seed_from,
@@ -360,6 +362,7 @@ def record_activations(
     rng: int | np.random.Generator | torch.Generator | None = None,
     store: str | Path | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     model_id: str | None = None,
     progress: bool = True,
 ) -> xr.DataTree:
@@ -425,6 +428,20 @@ def record_activations(
         rerun leaves it intact; without ``overwrite`` an existing path is an error and is left
         untouched. A new store is written in place and marked complete last: an interrupted
         one is refused by :func:`load_recording`.
+    resume
+        Finish an interrupted ``store`` (a bool; not together with ``overwrite``). The store
+        keeps a fingerprint of the call that started it (stimuli, coordinates, layers,
+        ``n_trials``, ``batch_size``, ``branch``, seed, model weights, buffers and modes, noise
+        configuration, device, versions) and, with every chunk written, the random states the
+        recording draws from (torch's generator, the device's CUDA generator, each noise
+        module's stream and running estimates). With ``resume=True`` and the same arguments,
+        recording continues at the first unwritten chunk and the finished store is
+        bit-identical to an uninterrupted one (with ``rng=None`` the seed the store was started
+        with is used again). A complete store with the same fingerprint is returned as it is,
+        nothing recomputed; a store started by a different call is an error naming what
+        differs, and nothing on disk is changed. A store whose noise module draws from a
+        caller's :class:`torch.Generator` (with ``rng=None``) or is frozen cannot be resumed
+        exactly and is refused. Without an existing store, ``resume=True`` records as usual.
     model_id
         Identifier stored in attrs (a str; default: the model's class name).
     progress
@@ -448,6 +465,15 @@ def record_activations(
     n_trials = check_int(n_trials, name="n_trials", owner=_OWNER, low=1)
     batch_size = check_int(batch_size, name="batch_size", owner=_OWNER, low=1)
     overwrite = check_bool(overwrite, name="overwrite", owner=_OWNER)
+    resume = check_bool(resume, name="resume", owner=_OWNER)
+    if resume and overwrite:
+        raise param_error(
+            "resume",
+            _OWNER,
+            "False when overwrite=True (resume=True continues an interrupted store, "
+            "overwrite=True replaces it)",
+            resume,
+        )
     progress = check_bool(progress, name="progress", owner=_OWNER)
     if model_id is not None and (not isinstance(model_id, str) or not model_id):
         raise param_error("model_id", _OWNER, "a non-empty str or None", model_id)
@@ -510,10 +536,18 @@ def record_activations(
                 str(store),
                 hint="Use save_recording(tree, 'file.nc') for netCDF.",
             )
-        if store_path.exists() and not overwrite:
+        if store_path.exists() and not overwrite and not resume:
+            old = _root_attrs(store_path)
+            unfinished = old is not None and not int(old.get("neurovar_complete", 1))
             raise FileExistsError(
-                f"The 'store' path {str(store_path)!r} already exists; pass overwrite=True to replace it "
-                "or choose another path. Nothing was written."
+                f"The 'store' path {str(store_path)!r} already exists"
+                + (
+                    " and is an interrupted, incomplete recording; pass resume=True (with the "
+                    "same arguments) to finish it, "
+                    if unfinished
+                    else "; pass "
+                )
+                + "overwrite=True to replace it or choose another path. Nothing was written."
             )
     # a lower bound of the result's size (one unit per layer) refuses n_trials=10**9 at once
     if store_path is None:
@@ -526,9 +560,46 @@ def record_activations(
         )
 
     dev = resolve_device(device, model=model, owner=_OWNER)
-    seed = seed_from(rng)
+    previous = None  # root attrs of the store to resume
+    if resume and store_path is not None and store_path.exists():
+        previous = _root_attrs(store_path)
+        if previous is None or "neurovar_complete" not in previous:
+            raise param_error(
+                "resume",
+                _OWNER,
+                "True only for a store written by record_activations(store=...)",
+                f"resume=True for {str(store_path)!r}, which is not one",
+                raw=True,
+                hint="Nothing on disk was changed; pass overwrite=True to replace it.",
+            )
+    # rng=None resumes with the seed the store was started with
+    seed = _stored_seed(previous) if previous is not None and rng is None else seed_from(rng)
     trial_chunk = min(n_trials, batch_size)
     stim_chunk = max(1, batch_size // trial_chunk)
+    n_chunks = -(-n_stim // stim_chunk)
+    fingerprint: dict[str, str] = {}
+    if store_path is not None:
+        fingerprint = _fingerprint(
+            model,
+            x_all,
+            stim_coords,
+            layers,
+            n_trials,
+            batch_size,
+            branch,
+            rng,
+            seed,
+            dev,
+            model_id,
+        )
+    start, resume_from = 0, None  # first chunk to record, snapshot to restore
+    if previous is not None:
+        assert store_path is not None  # internal invariant: previous is read from the store
+        _check_fingerprint(previous, fingerprint, store_path)
+        if int(previous["neurovar_complete"]):
+            return load_recording(store_path)  # the same call, already finished
+        resume_from = _resume_snapshot(previous, store_path)
+        start = int(previous["neurovar_chunks_written"])
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
     # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies
     noise_buffers = [
@@ -543,10 +614,12 @@ def record_activations(
     shapes: dict[str, tuple[int, ...]] = {}
     site: tuple[str, str] | None = None
     attrs: dict[str, Any] = {}
-    # an existing store (overwrite=True) is only replaced once the new one is complete
+    # an existing store (overwrite=True) is only replaced once the new one is complete; a
+    # resumed one is continued in place (a failure keeps every chunk written so far)
     write_path = store_path
-    if store_path is not None and store_path.exists():
+    if store_path is not None and store_path.exists() and resume_from is None:
         write_path = temp_sibling(store_path)
+    state, not_resumable = "", ""
     finished = False
     try:
         for m in bn_modes:
@@ -554,13 +627,26 @@ def record_activations(
         model.to(dev)
         noise_streams = reseeded_noise(model, seed) if rng is not None else contextlib.nullcontext()
         with torch.no_grad(), seeded_torch(seed, dev), noise_streams:
-            if branch == "auto":
+            if resume_from is not None:
+                # the random states right after the last chunk written (after the probe pass
+                # when nothing was written), so the draws continue exactly
+                site = _store.parse_site(resume_from["site"])
+                _store.restore(resume_from, model, dev)
+            elif branch == "auto":
                 site = find_noise_site(model, x_all[:1].to(dev))
             elif branch != "input":
                 site = (branch, "output")
-            n_chunks = -(-n_stim // stim_chunk)
-            pbar = tqdm(total=n_stim, desc="record", unit="stim", disable=not progress, leave=False)
-            for ci in range(n_chunks):
+            if write_path is not None:
+                state, not_resumable = _store.snapshot(model, dev, site, start)
+            pbar = tqdm(
+                total=n_stim,
+                initial=min(n_stim, start * stim_chunk),
+                desc="record",
+                unit="stim",
+                disable=not progress,
+                leave=False,
+            )
+            for ci in range(start, n_chunks):
                 a, b = ci * stim_chunk, min(n_stim, (ci + 1) * stim_chunk)
                 x = x_all[a:b].to(dev)
                 parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
@@ -610,9 +696,23 @@ def record_activations(
                             )
                             for name in layers
                         }
-                        _init_store(write_path, templates, n_chunks=n_chunks, stim_chunk=stim_chunk)
+                        if resume_from is not None:
+                            # started before, but no chunk was written: start it again (with
+                            # the random states it was started with), now that chunk 0 is ready
+                            remove_path(write_path)
+                        _init_store(
+                            write_path,
+                            templates,
+                            n_chunks=n_chunks,
+                            stim_chunk=stim_chunk,
+                            fingerprint=fingerprint,
+                            state=state,
+                            not_resumable=not_resumable,
+                        )
                 if write_path is not None:
-                    _write_region(write_path, chunk, a, b, ci + 1)
+                    if not not_resumable:
+                        state, not_resumable = _store.snapshot(model, dev, site, ci + 1)
+                    _write_region(write_path, chunk, a, b, ci + 1, state, not_resumable)
                 else:
                     for name in layers:
                         results[name].append(chunk[name])
@@ -648,13 +748,152 @@ def record_activations(
 
 #: Root attrs of a store streamed by ``record_activations(store=...)`` that track its progress:
 #: chunks are written in order, so ``chunks_written`` of ``n_chunks`` says exactly which
-#: stimuli are on disk; ``complete`` is set to 1 last. They are removed on loading.
+#: stimuli are on disk; ``complete`` is set to 1 last. ``fingerprint`` (JSON) identifies the
+#: call that started the store, ``resume_state`` holds the random states after the chunks
+#: written (updated together with ``chunks_written``, in one write), ``not_resumable`` says why
+#: a store cannot be resumed exactly ("" when it can); see :mod:`neurovar._store`. They are
+#: removed on loading.
 _PROGRESS_ATTRS = (
     "neurovar_complete",
     "neurovar_chunks_written",
     "neurovar_n_chunks",
     "neurovar_chunk_stimuli",
+    "neurovar_fingerprint",
+    "neurovar_resume_state",
+    "neurovar_not_resumable",
 )
+
+#: What each fingerprint component of a store means, for the error of a refused resume.
+_FINGERPRINT_WORDS = {
+    "stimuli": "the stimuli differ from those the store was started with",
+    "stimulus_coords": "the labels or stimulus_coords differ from those the store was started with",
+    "layers": "the layers differ",
+    "n_trials": "n_trials differs",
+    "batch_size": "batch_size differs",
+    "branch": "branch differs",
+    "seed": "the seed differs",
+    "model": "the model's weights or buffers differ from those the store was started with",
+    "modes": "the train/eval modes of the model's modules differ",
+    "noise_config": "the noise configuration (noise modules, their seeds, active dropout) differs",
+    "device": "the device differs",
+    "model_id": "model_id differs",
+    "versions": "the neurovar or torch version differs",
+}
+#: Components stored as plain values (shown in the error); the others are sha256 digests.
+_FINGERPRINT_SHOWN = (
+    "layers",
+    "n_trials",
+    "batch_size",
+    "branch",
+    "seed",
+    "device",
+    "model_id",
+    "versions",
+)
+
+
+def _fingerprint(
+    model: nn.Module,
+    x_all: torch.Tensor,
+    stim_coords: Mapping[str, np.ndarray],
+    layers: list[str],
+    n_trials: int,
+    batch_size: int,
+    branch: str,
+    rng: Any,
+    seed: int,
+    dev: torch.device,
+    model_id: str | None,
+) -> dict[str, str]:
+    """What identifies a recording call (see :data:`_FINGERPRINT_WORDS`)."""
+    noise = [
+        (type(m).__name__, dict(m.state_dict())) for m in noise_modules(model)
+    ]  # hook noise modules are not in the model's state_dict
+    return {
+        "stimuli": _store.digest(x_all),
+        "stimulus_coords": _store.digest(dict(stim_coords)),
+        "layers": json.dumps(layers),
+        "n_trials": str(n_trials),
+        "batch_size": str(batch_size),
+        "branch": branch,
+        "seed": "rng=None" if rng is None else str(seed),
+        "model": _store.digest(type(model).__name__, dict(model.state_dict()), noise),
+        "modes": _store.digest([(name, m.training) for name, m in model.named_modules()]),
+        "noise_config": _store.digest(json.dumps(noise_config(model), sort_keys=True)),
+        "device": str(dev),
+        "model_id": model_id or type(model).__name__,
+        "versions": f"neurovar {__version__}, torch {torch.__version__}",
+    }
+
+
+def _root_attrs(path: Path) -> dict[str, Any] | None:
+    """Root attrs of the zarr store at ``path``, or None if it is not one."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # noqa: BLE001  (not a zarr group: a file, a folder of something else)
+        return None
+
+
+def _stored_seed(previous: Mapping[str, Any]) -> int:
+    """The seed a store was recorded with (0 for a foreign store, refused by its fingerprint)."""
+    try:
+        return int(previous.get("seed", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _check_fingerprint(previous: Mapping[str, Any], now: Mapping[str, str], path: Path) -> None:
+    """Refuse to resume (or return) a store started by a different call; names what differs."""
+    try:
+        stored = json.loads(previous["neurovar_fingerprint"])
+    except (KeyError, TypeError, ValueError):
+        stored = None
+    if not isinstance(stored, dict):
+        diffs = ["the store carries no fingerprint of the call that wrote it (an older neurovar)"]
+    else:
+        diffs = []
+        for key, words in _FINGERPRINT_WORDS.items():
+            if stored.get(key) != now[key]:
+                if key in _FINGERPRINT_SHOWN:
+                    words += f" (the store: {stored.get(key)}, this call: {now[key]})"
+                diffs.append(words)
+    if diffs:
+        raise param_error(
+            "resume",
+            _OWNER,
+            "True only with the arguments, model and seed the store was started with",
+            f"resume=True for {str(path)!r}, but " + "; ".join(diffs),
+            raw=True,
+            hint="Nothing on disk was changed; pass overwrite=True to replace the store, or "
+            "choose another path.",
+        )
+
+
+def _resume_snapshot(previous: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The saved random states of an incomplete store, or an error saying why it has none."""
+    reason = str(previous.get("neurovar_not_resumable", ""))
+    payload = None
+    if not reason:
+        try:
+            payload = _store.load_snapshot(str(previous.get("neurovar_resume_state", "")))
+        except Exception:  # noqa: BLE001  (missing, damaged or foreign data)
+            reason = "its saved random state is missing or cannot be read"
+        else:
+            if int(payload["chunks"]) != int(previous["neurovar_chunks_written"]):
+                reason = "its saved random state does not belong to the chunks written"
+    if reason:
+        raise param_error(
+            "resume",
+            _OWNER,
+            "True only for a store that can be resumed exactly",
+            f"resume=True for {str(path)!r}, which cannot be: {reason}",
+            raw=True,
+            hint="Nothing on disk was changed; pass overwrite=True to record it again.",
+        )
+    assert payload is not None  # internal invariant: no reason means a payload was read
+    return payload
 
 
 def _check_size(
@@ -682,11 +921,19 @@ def _check_size(
 
 
 def _init_store(
-    path: Path, datasets: Mapping[str, xr.Dataset], *, n_chunks: int, stim_chunk: int
+    path: Path,
+    datasets: Mapping[str, xr.Dataset],
+    *,
+    n_chunks: int,
+    stim_chunk: int,
+    fingerprint: Mapping[str, str],
+    state: str,
+    not_resumable: str,
 ) -> None:
     """Write metadata and coordinates of every layer; the activations follow region by region.
 
-    The root attrs mark the store incomplete until :func:`_mark_complete` runs.
+    The root attrs mark the store incomplete until :func:`_mark_complete` runs; ``state`` is
+    the random state before the first chunk (see :data:`_PROGRESS_ATTRS`).
     """
     root_attrs = {k: v for k, v in next(iter(datasets.values())).attrs.items() if k != "layer"}
     root_attrs.update(
@@ -694,6 +941,9 @@ def _init_store(
         neurovar_chunks_written=0,
         neurovar_n_chunks=n_chunks,
         neurovar_chunk_stimuli=stim_chunk,
+        neurovar_fingerprint=json.dumps(dict(fingerprint), sort_keys=True),
+        neurovar_resume_state=state,
+        neurovar_not_resumable=not_resumable,
     )
     xr.Dataset(attrs=root_attrs).to_zarr(path, mode="w-", consolidated=False)
     for name, ds in datasets.items():
@@ -706,15 +956,30 @@ def _set_root_attrs(path: Path, **attrs: Any) -> None:
     zarr.open_group(str(path), mode="r+").attrs.update(attrs)
 
 
-def _write_region(path: Path, chunk: Mapping[str, np.ndarray], a: int, b: int, n_done: int) -> None:
+def _write_region(
+    path: Path,
+    chunk: Mapping[str, np.ndarray],
+    a: int,
+    b: int,
+    n_done: int,
+    state: str,
+    not_resumable: str,
+) -> None:
     for name, values in chunk.items():
         part = xr.Dataset({"activation": ((TRIAL, STIMULUS, UNIT), values)})
         part.to_zarr(path, group=name, region={STIMULUS: slice(a, b)}, consolidated=False)
-    _set_root_attrs(path, neurovar_chunks_written=n_done)  # only after every layer's region
+    # only after every layer's region; the count and the random state after it in one
+    # (atomic) write of the root metadata, so they always agree
+    _set_root_attrs(
+        path,
+        neurovar_chunks_written=n_done,
+        neurovar_resume_state=state,
+        neurovar_not_resumable=not_resumable,
+    )
 
 
 def _mark_complete(path: Path) -> None:
-    _set_root_attrs(path, neurovar_complete=1)
+    _set_root_attrs(path, neurovar_complete=1, neurovar_resume_state="")
 
 
 _NETCDF_SCALARS = (str, bytes, int, float, np.integer, np.floating)
@@ -843,6 +1108,7 @@ def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr
     n_chunks = int(attrs.get("neurovar_n_chunks", 0))
     written = int(attrs.get("neurovar_chunks_written", n_chunks))
     per_chunk = int(attrs.get("neurovar_chunk_stimuli", 1))
+    reason = str(attrs.get("neurovar_not_resumable", ""))
     for key in _PROGRESS_ATTRS:
         attrs.pop(key, None)
     tree.attrs = attrs
@@ -851,10 +1117,16 @@ def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr
     layers = [name for name in tree.children if "activation" in tree[name].ds]
     n_stim = int(tree[layers[0]].ds.sizes[STIMULUS]) if layers else 0
     n_ok = min(n_stim, written * per_chunk)
+    finish = (
+        f"It cannot be resumed ({reason}): record it again (overwrite=True)"
+        if reason
+        else "record_activations(..., store=path, resume=True) with the same arguments "
+        "finishes it exactly"
+    )
     message = (
         f"The recording store {str(path)!r} is incomplete: {n_stim - n_ok} of {n_stim} stimuli "
         f"({n_chunks - written} of {n_chunks} chunks) were never written, because the recording "
-        "was interrupted. Record it again, or pass allow_incomplete=True to open the "
+        f"was interrupted. {finish}; or pass allow_incomplete=True to open the "
         f"{n_ok} stimuli that were written."
     )
     if not allow_incomplete:

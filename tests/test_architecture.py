@@ -26,6 +26,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "neurovar._rng",
         "neurovar._validation",
         "neurovar._io",
+        "neurovar._store",
         "neurovar.dims",
     ),
     "data": ("neurovar.datasets", "neurovar.models"),

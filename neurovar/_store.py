@@ -1,0 +1,183 @@
+"""Resuming a recording store: the fingerprint of a call and the random state at chunk ends.
+
+``record_activations(store=..., resume=True)`` continues an interrupted store exactly (the
+finished store is bit-identical to an uninterrupted one). Two things make that possible:
+
+- a *fingerprint* of the call, stored in the root attrs when the store is started: a dict
+  ``{component: value or sha256}`` (stimuli, coordinates, layers, model state, seed, ...), so a
+  resume can refuse a different call and name what differs;
+- a *snapshot* of every random state the recording draws from, stored with every chunk
+  written: torch's CPU generator (dropout), the CUDA generator of the device, and every noise
+  module's ``get_rng_state()`` and buffers (running estimates), in the order of
+  :func:`neurovar._torch.noise_modules`. It is serialised with :func:`torch.save` and read back
+  with ``torch.load(..., weights_only=True)`` (tensors, numbers, str, lists and dicts only;
+  never a pickle of arbitrary objects).
+
+A noise module whose state holds a caller's :class:`torch.Generator` (``rng=None`` and a module
+built with ``rng=<torch.Generator>``) or a frozen draw cannot be restored exactly; the snapshot
+then says why instead. This module imports only the bottom floor.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._torch import noise_modules
+
+__all__ = ["digest", "snapshot", "restore", "site_text", "parse_site"]
+
+_SAFE_SCALARS = (type(None), bool, int, float, str)
+
+
+def _feed(h: Any, obj: Any) -> None:
+    """Feed ``obj`` to the hash ``h`` with type tags and lengths (no ambiguous concatenation)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        h.update(f"T{t.dtype}{tuple(obj.shape)}{len(raw)}:".encode())
+        h.update(raw)
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "O":
+            _feed(h, repr(obj.tolist()))
+        else:
+            raw = np.ascontiguousarray(obj).tobytes()
+            h.update(f"A{obj.dtype.str}{obj.shape}{len(raw)}:".encode())
+            h.update(raw)
+    elif isinstance(obj, Mapping):
+        h.update(f"M{len(obj)}:".encode())
+        for key, value in obj.items():
+            _feed(h, str(key))
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}:".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        text = repr(obj).encode()
+        h.update(f"S{type(obj).__name__}{len(text)}:".encode())
+        h.update(text)
+
+
+def digest(*parts: Any) -> str:
+    """sha256 (hex) of tensors, arrays, mappings, sequences and scalars, bytes and layout."""
+    h = hashlib.sha256()
+    _feed(h, parts)
+    return h.hexdigest()
+
+
+def site_text(site: tuple[str, str] | None) -> str:
+    """``"input"`` or ``"layer:kind"`` (the format of the ``branch_site`` attr)."""
+    return "input" if site is None else f"{site[0]}:{site[1]}"
+
+
+def parse_site(text: str) -> tuple[str, str] | None:
+    """Inverse of :func:`site_text`."""
+    if text == "input":
+        return None
+    name, kind = text.rsplit(":", 1)
+    return name, kind
+
+
+def _unsafe(obj: Any) -> str | None:
+    """What in ``obj`` would not load with ``weights_only=True`` (or a live generator)."""
+    if isinstance(obj, torch.Generator):
+        return "a torch.Generator"
+    if isinstance(obj, torch.Tensor) or isinstance(obj, _SAFE_SCALARS):
+        return None
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            why = _unsafe(key) or _unsafe(value)
+            if why:
+                return why
+        return None
+    if isinstance(obj, (list, tuple)):
+        for value in obj:
+            why = _unsafe(value)
+            if why:
+                return why
+        return None
+    return f"a {type(obj).__name__}"
+
+
+def _not_exact(module: nn.Module, state: Any) -> str:
+    """Why ``module``'s random state cannot be saved and restored exactly ("" if it can)."""
+    name = type(module).__name__
+    if bool(getattr(module, "frozen", False)) or (
+        isinstance(state, dict) and state.get("frozen_draw") is not None
+    ):
+        return f"the noise module {name} is frozen (freeze/frozen_noise), and its replayed draw is not saved"
+    why = _unsafe(state)
+    if why == "a torch.Generator":
+        return (
+            f"the noise module {name} draws from a torch.Generator given as its rng (a live "
+            "object of the caller's, not saved with the store); pass an int rng to "
+            "record_activations, or build the module with an int rng"
+        )
+    if why:
+        return f"the random state of the noise module {name} holds {why}, which is not saved"
+    return ""
+
+
+def snapshot(
+    model: nn.Module, device: torch.device, site: tuple[str, str] | None, chunks: int
+) -> tuple[str, str]:
+    """Every random state the recording draws from, after ``chunks`` chunks.
+
+    Call it inside the recording's seeded block. Returns ``(state, reason)``: ``state`` is a
+    base64 str for :func:`restore` and ``reason`` is "", or ``state`` is "" and ``reason`` says
+    why the recording cannot be resumed exactly.
+    """
+    noise = []
+    for module in noise_modules(model):
+        state = module.get_rng_state()
+        reason = _not_exact(module, state)
+        if reason:
+            return "", reason
+        buffers = {name: buf.detach().cpu().clone() for name, buf in module.named_buffers()}
+        noise.append({"rng": state, "buffers": buffers})
+    payload = {
+        "chunks": chunks,
+        "site": site_text(site),
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "noise": noise,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii"), ""
+
+
+def load_snapshot(text: str) -> dict[str, Any]:
+    """The payload of :func:`snapshot` (``weights_only=True``: tensors and plain data only)."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    payload = torch.load(io.BytesIO(raw), weights_only=True)
+    if not isinstance(payload, dict) or {"chunks", "site", "cpu", "cuda", "noise"} - set(payload):
+        raise ValueError("not a recording snapshot")
+    return payload
+
+
+def restore(payload: Mapping[str, Any], model: nn.Module, device: torch.device) -> None:
+    """Put the random states (and noise-module buffers) of a snapshot back, inside the
+    recording's seeded block; the block restores the caller's states on exit as always."""
+    modules = noise_modules(model)
+    if len(modules) != len(payload["noise"]):
+        raise ValueError(
+            f"the model has {len(modules)} noise modules, the store was started with "
+            f"{len(payload['noise'])}"
+        )
+    torch.set_rng_state(payload["cpu"])
+    if payload["cuda"] is not None:
+        torch.cuda.set_rng_state(payload["cuda"], device)
+    with torch.no_grad():
+        for module, saved in zip(modules, payload["noise"]):
+            module.set_rng_state(saved["rng"])
+            for name, buf in module.named_buffers():
+                buf.copy_(saved["buffers"][name])
