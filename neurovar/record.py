@@ -601,6 +601,7 @@ def record_activations(
         resume_from = _resume_snapshot(previous, store_path)
         start = int(previous["neurovar_chunks_written"])
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
+    _warn_relative_noise_in_training(model, stim_chunk)
     # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies
     noise_buffers = [
         (buf, buf.detach().clone())
@@ -744,6 +745,32 @@ def record_activations(
     tree = xr.DataTree.from_dict(children)
     tree.attrs.update({k: v for k, v in attrs.items() if k != "layer"})
     return tree
+
+
+def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
+    """Warn about noise whose scale a recording would re-estimate from batches of trial copies.
+
+    A noise module with ``relative_scale`` in training mode sets its scale from the variance of
+    the batch it sees. Inside a recording that batch holds ``n_trials`` copies of each of a few
+    stimuli, not a sample of the data: its variance is not the layer's (with one stimulus per
+    pass it is 0 at the layer where trials branch, and the module adds no noise at all).
+    """
+    for name, hook in find_noise_hooks(model, active_only=True):
+        noise = getattr(hook, "noise", None)
+        # the noise module follows the train/eval mode of the layer it is hooked into
+        if getattr(noise, "relative_scale", None) is None or not model.get_submodule(name).training:
+            continue
+        warnings.warn(
+            f"The noise at layer {name!r} has relative_scale={noise.relative_scale:g} and the "
+            "layer is in training mode, so inside this recording the noise re-estimates the "
+            f"layer's variance from batches of trial copies ({stim_chunk} stimuli per pass) "
+            "instead of using its running estimate: the recorded noise level is not the "
+            "model's (with 1 stimulus per pass it can be 0). Put that layer in eval mode (e.g. "
+            f"`model.get_submodule({name!r}).eval()`, or `model.eval()`; injected noise is still "
+            "added) to record with the running estimate.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 #: Root attrs of a store streamed by ``record_activations(store=...)`` that track its progress:

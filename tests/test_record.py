@@ -313,3 +313,23 @@ def test_frozen_and_running_estimate_noise_survive_recording(images):
         before = [b.clone() for b in relative.buffers()]
         record_activations(model, images, layers=["fc2"], n_trials=4, rng=0, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, relative.buffers()))
+
+
+def test_training_mode_relative_noise_is_warned_about(images):
+    """Relative-scale noise in training mode would size itself on trial copies: say so."""
+    from neurovar.noise import IsotropicNoise, inject_noise
+
+    model = SmallCNN().train()
+    relative = IsotropicNoise(1.0, relative_scale=0.5, rng=0)
+    with inject_noise(model, {"relu2": relative}):
+        model(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)))  # estimate
+        with pytest.warns(RuntimeWarning, match="'relu2' has relative_scale=0.5 and the layer"):
+            record_activations(model, images, layers=["fc2"], n_trials=4, rng=0, progress=False)
+        model.eval()  # the noise uses its running estimate: no warning, and noise is added
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            tree = record_activations(
+                model, images, layers=["fc2"], n_trials=4, batch_size=4, rng=0, progress=False
+            )
+    spread = tree["fc2"]["activation"].std("trial")
+    assert float(spread.min()) > 0  # one stimulus per pass and still noisy across trials
