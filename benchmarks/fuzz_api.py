@@ -55,10 +55,15 @@ class _TimeoutWithProgress(_Timeout):
 
 
 def _live_bars() -> list:
-    """tqdm bars alive and enabled (a bar with ``delay`` shows once that delay has passed)."""
+    """tqdm bars alive, enabled and already shown (a bar with ``delay`` shows only after it)."""
     from tqdm.std import tqdm
 
-    return [bar for bar in list(tqdm._instances) if not bar.disable and bar.n > 0]
+    now = time.time()
+    return [
+        bar
+        for bar in list(tqdm._instances)
+        if not bar.disable and bar.n > 0 and now >= bar.start_t + getattr(bar, "delay", 0)
+    ]
 
 
 def _alarm(_signum, _frame):

@@ -47,7 +47,7 @@ def warn_renamed(owner: str, old: str, new: str, *, since: str = "0.2") -> None:
 
 
 def renamed_attribute(old: str, new: str, *, since: str = "0.2") -> property:
-    """A read-only property ``old`` that returns attribute ``new`` with a ``FutureWarning``.
+    """A property ``old`` that reads and sets attribute ``new``, with a ``FutureWarning``.
 
     Use it in a class body, ``layer_name = renamed_attribute("layer_name", "layer")``; the
     warning names the class of the instance and reads like the one of :func:`warn_renamed`:
@@ -63,10 +63,10 @@ def renamed_attribute(old: str, new: str, *, since: str = "0.2") -> property:
     Returns
     -------
     property
-        Read-only: setting ``old`` is an :class:`AttributeError` (set ``new`` instead).
+        Getting or setting ``old`` warns and gets or sets ``new``.
     """
 
-    def getter(self: Any) -> Any:
+    def warn(self: Any) -> None:
         warnings.warn(
             f"The '{old}' attribute of {type(self).__name__} was renamed to '{new}' in neurovar "
             f"{since}; '{old}' still works for this release and will then be removed. Use "
@@ -74,9 +74,16 @@ def renamed_attribute(old: str, new: str, *, since: str = "0.2") -> property:
             FutureWarning,
             stacklevel=_caller_stacklevel(),
         )
+
+    def getter(self: Any) -> Any:
+        warn(self)
         return getattr(self, new)
 
-    return property(getter, doc=f"Deprecated alias of :attr:`{new}` (renamed in {since}).")
+    def setter(self: Any, value: Any) -> None:
+        warn(self)
+        setattr(self, new, value)
+
+    return property(getter, setter, doc=f"Deprecated alias of :attr:`{new}` (renamed in {since}).")
 
 
 def renamed_parameters(

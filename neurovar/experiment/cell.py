@@ -56,6 +56,7 @@ from neurovar.noise import (
     suspend_noise,
 )
 from neurovar.noise.controls import rotate_spectrum
+from neurovar.perturb._utils import inner_progress
 from neurovar.perturb.diagnostics import gradient_snr
 from neurovar.perturb.evaluate import correct_matrix, evaluate_robustness
 from neurovar.perturb.spec import Perturbation, TargetSpec, evaluate_target
@@ -400,7 +401,8 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
                  progress: bool = False) -> CellResult:
     """Compute one cell (no files written except the optional base-network cache).
 
-    ``progress`` shows tqdm bars for the long steps (training, fine-tuning).
+    ``progress`` shows tqdm bars for the long steps (training, fine-tuning); without it the
+    attacks and checks of the cell show none either (no bars from inside worker processes).
 
     All randomness derives from the spec (:func:`neurovar.experiment.grid.stream_seed`), and
     the torch thread count is fixed to ``config.threads`` inside the cell, so the result is
@@ -411,7 +413,7 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
     progress = check_bool(progress, name="progress", owner="compute_cell")
     cfg = spec.config()
     t0 = time.perf_counter()
-    with fixed_threads(cfg.threads):
+    with fixed_threads(cfg.threads), inner_progress(None if progress else False):
         device = resolve_config_device(cfg.device)
         base, info = base_network(cfg, spec.seed, device, progress=progress,
                                   cache_dir=None if cache_dir is None else Path(cache_dir))

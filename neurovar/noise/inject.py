@@ -73,6 +73,13 @@ class NoiseHook:
 
     layer_name = renamed_attribute("layer_name", "layer")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a model pickled before the rename (neurovar < 0.2) holds hooks with 'layer_name'
+        if "layer_name" in state and "layer" not in state:
+            state = dict(state)
+            state["layer"] = state.pop("layer_name")
+        self.__dict__.update(state)
+
     @property
     def _neurovar_noise(self) -> bool:
         """Marker for the recorder: true while this hook adds noise."""

@@ -507,8 +507,8 @@ class NoiseModule(nn.Module):
             ``x`` does not fit the module (see the layout rules of :class:`NoiseModule`).
         """
         batch, d, p = self._check_layout(x)
-        x3 = x.detach().to(torch.float64).reshape(batch, d, p)
-        return float(self._base_total_variance(x3))
+        # no float64 copy here: only PoissonLikeNoise reads the values (and casts them itself)
+        return float(self._base_total_variance(x.detach().reshape(batch, d, p)))
 
     @property
     def effective_snr(self) -> float:

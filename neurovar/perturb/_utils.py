@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import numbers
 import warnings
 from collections.abc import Iterator
@@ -117,6 +118,28 @@ def check_validation_common(owner: str, **values: Any) -> None:
 AUTO_PROGRESS_DELAY_S = 5.0
 
 
+#: The progress bar of the attack call in flight in this thread/task (None outside a call). A
+#: context variable, not an attribute of the attack: one attack object may run in two threads.
+CURRENT_BAR: contextvars.ContextVar[Any] = contextvars.ContextVar("neurovar_attack_bar", default=None)
+
+#: What ``progress=None`` means inside an enclosing call: None (automatic bars) or False (the
+#: caller asked for no bars at all, e.g. ``evaluate_robustness(progress=False)``).
+_INNER_PROGRESS: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "neurovar_inner_progress", default=None
+)
+
+
+@contextlib.contextmanager
+def inner_progress(progress: bool | None) -> Iterator[None]:
+    """Inside the block, calls left at ``progress=None`` show no bar if ``progress`` is False
+    (a caller's ``progress=False`` silences the attacks and checks it runs, too)."""
+    token = _INNER_PROGRESS.set(False if progress is False else _INNER_PROGRESS.get())
+    try:
+        yield
+    finally:
+        _INNER_PROGRESS.reset(token)
+
+
 def check_progress(value: Any, owner: str) -> bool | None:
     """``progress`` is True (always show a bar), False (never) or None (after a few seconds)."""
     if value is None or isinstance(value, (bool, np.bool_)):
@@ -130,13 +153,16 @@ def progress_bar(*, total: int | None, desc: str, progress: bool | None, unit: s
     ``progress=None`` shows it only once the loop has run :data:`AUTO_PROGRESS_DELAY_S`
     seconds (tqdm's ``delay``) and removes it at the end, so a loop of ``steps=10**12`` is
     visibly running (rate, ETA) and can be interrupted with Ctrl-C, while ordinary calls print
-    nothing. ``True`` shows it at once and keeps it; ``False`` never shows it.
+    nothing. ``True`` shows it at once and keeps it; ``False`` never shows it. Inside
+    :func:`inner_progress` (False), ``None`` means False.
     """
+    if progress is None:
+        progress = _INNER_PROGRESS.get()
     return tqdm(
         total=total,
         desc=desc,
         unit=unit,
-        disable=progress is False,
+        disable=progress is not None and not progress,
         delay=0.0 if progress else AUTO_PROGRESS_DELAY_S,
         leave=bool(progress),
     )

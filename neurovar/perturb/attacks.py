@@ -30,6 +30,7 @@ from torch import nn
 from neurovar._validation import check_device, check_rng
 
 from ._utils import (
+    CURRENT_BAR,
     RNGLike,
     check_choice,
     check_images_labels,
@@ -157,8 +158,6 @@ class Attack:
 
     name = "attack"
     _supported_norms: tuple[str, ...] = NORMS
-    #: the progress bar of the call in flight (None outside a call)
-    _bar: Any = None
 
     def __init__(
         self,
@@ -203,9 +202,11 @@ class Attack:
         """Forward passes (of the whole batch, one per EOT draw) a call will make at most."""
         return self.eot_samples
 
-    def _tick(self, n_passes: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n_passes)
+    @staticmethod
+    def _tick(n_passes: int) -> None:
+        bar = CURRENT_BAR.get()
+        if bar is not None:
+            bar.update(n_passes)
 
     # ------------------------------------------------------------------ call
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -220,10 +221,13 @@ class Attack:
         y = labels.to(device)
         if self.eps == 0 or x.shape[0] == 0:
             return images.detach().clone()
-        self._bar = progress_bar(
-            total=self._planned_passes(), desc=type(self).__name__, progress=self.progress,
+        bar = progress_bar(
+            total=self._planned_passes(),
+            desc=type(self).__name__,
+            progress=check_progress(self.progress, type(self).__name__),
             unit="pass",
         )
+        token = CURRENT_BAR.set(bar)
         try:
             with preserved_state(self.model, device, noise_seed):
                 adv = self._perturb(x, y, gen, device)
@@ -237,8 +241,8 @@ class Attack:
                 f"max label {int(labels.max())}",
             ) from err
         finally:
-            self._bar.close()
-            del self._bar  # back to the class default, None
+            CURRENT_BAR.reset(token)
+            bar.close()
         return adv.detach().to(device=images.device, dtype=images.dtype)
 
     def _perturb(
@@ -541,8 +545,9 @@ class TargetedPGD(PGD):
         masked = logits.scatter(1, y[:, None], -torch.inf)
         order = masked.argsort(dim=1, descending=True)
         n_t = min(self.n_target_classes, logits.shape[1] - 1)
-        if self._bar is not None and n_t < self.n_target_classes:
-            self._bar.total = self.eot_samples + n_t * self._run_passes()
+        bar = CURRENT_BAR.get()
+        if bar is not None and n_t < self.n_target_classes:
+            bar.total = self.eot_samples + n_t * self._run_passes()
         best = x.clone()
         best_margin = torch.full((x.shape[0],), torch.inf, device=device)
         for rank in range(n_t):

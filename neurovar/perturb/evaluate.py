@@ -25,7 +25,6 @@ import torch
 import xarray as xr
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
-from tqdm.auto import tqdm
 
 from neurovar._validation import check_bool, check_memory
 from neurovar.dims import STIMULUS
@@ -36,11 +35,14 @@ from ._utils import (
     check_choice,
     check_images_labels,
     check_number,
+    check_progress,
     check_validation_common,
     fixed_threads,
+    inner_progress,
     model_device,
     param_error,
     preserved_state,
+    progress_bar,
     renamed_kwarg,
     seed_from,
 )
@@ -542,7 +544,7 @@ def evaluate_robustness(
     device: str | torch.device | None = None,
     num_threads: int | None = DEFAULT_NUM_THREADS,
     tags: Mapping[str, Any] | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     alpha: float | None = None,
 ) -> xr.Dataset:
     """Robust accuracy over eps under an attack ensemble, per attack and worst case per stimulus.
@@ -605,7 +607,10 @@ def evaluate_robustness(
         copied into every row of :func:`robustness_table`. Keys must be identifiers other than
         the result's own coordinates; values str, bool, int or float.
     progress
-        Show a tqdm progress bar over (eps, attack).
+        A tqdm bar over (eps, attack): ``None`` (default) shows it once the call has run a few
+        seconds, ``True`` at once, ``False`` never -- and ``False`` also silences the bars of
+        the attacks and checks it runs (which otherwise appear on their own when they run
+        long).
     alpha
         Deprecated: ``1 - confidence_level`` (:class:`FutureWarning`).
 
@@ -643,7 +648,8 @@ def evaluate_robustness(
     gradients give a false sense of security", ICML.
     """
     owner = "evaluate_robustness"
-    check_validation_common(owner, rng=rng, progress=progress)
+    check_validation_common(owner, rng=rng)
+    progress = check_progress(progress, owner)
     if not isinstance(attacks, (str, Sequence, Mapping)):
         raise param_error(
             owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
@@ -676,8 +682,8 @@ def evaluate_robustness(
     n, n_eps, n_att = images.shape[0], len(eps_list), len(names)
     correct = np.zeros((n_eps, n_att, n), dtype=bool)
     fraction = np.zeros((n_eps, n_att, n))
-    bar = tqdm(total=n_eps * n_att, disable=not progress, desc="evaluate_robustness")
-    with fixed_threads(num_threads):
+    bar = progress_bar(total=n_eps * n_att, desc=owner, progress=progress, unit="attack")
+    with fixed_threads(num_threads), inner_progress(progress):
         stochastic = is_stochastic(model, images[: min(16, len(images))], rng=gen, device=dev)
         if eot_samples == "auto":
             eot = 8 if stochastic else 1

@@ -7,6 +7,9 @@ KeyboardInterrupt in the middle leaves the model, its noise and the global RNG a
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -130,7 +133,7 @@ def test_progress_must_be_bool_or_none(bad):
         randomness_check(model, x, progress=bad)
 
 
-def test_interrupt_restores_model_noise_and_rng():
+def test_interrupt_restores_model_noise_and_rng(bars):
     """Ctrl-C in the middle of a 10**12-step attack: the caller gets everything back."""
     model = _model()
     noise = IsotropicNoise(0.5, rng=7)
@@ -148,17 +151,20 @@ def test_interrupt_restores_model_noise_and_rng():
             raise KeyboardInterrupt
 
     hook = model.register_forward_hook(interrupt)
+    attack = PGD(model, eps=0.1, steps=10**12, eot_samples=2, rng=0)
     with pytest.raises(KeyboardInterrupt):
-        PGD(model, eps=0.1, steps=10**12, eot_samples=2, rng=0)(x, y)
+        attack(x, y)
     hook.remove()
+    # its bar is closed, and the same object runs again
+    (bar,) = bars
+    assert bar.n == 49 and bar.disable  # tqdm marks a closed bar disabled
+    attack.steps = 2
+    assert attack(x, y).shape == x.shape
     assert calls["n"] == 50
     assert model.training and all(m.training for m in model.modules())
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert torch.equal(noise(torch.zeros(1, 24)), noise_draw_before)
-    # the attack object is usable again, and its bar of the interrupted call is gone
-    attack = PGD(model, eps=0.1, steps=2, rng=0)
-    assert attack(x, y).shape == x.shape
-    assert attack._bar is None
+    assert putils.CURRENT_BAR.get() is None  # the interrupted call's bar is not left current
 
 
 def test_gradient_snr_refuses_repeats_that_cannot_fit():
@@ -227,3 +233,50 @@ def test_auto_eot_fold_is_bounded_on_cuda():
     assert attacks_mod.resolve_eot_batch(5, 3, cpu) == 3
     assert list(putils.chunk_sizes(10, 4)) == [4, 4, 2]
     assert next(iter(putils.chunk_sizes(10**12, 1))) == 1
+
+
+def test_numpy_false_means_no_bar(monkeypatch, capsys):
+    monkeypatch.setattr(putils, "AUTO_PROGRESS_DELAY_S", 0.0)
+    model = _model()
+    x, y = _batch()
+    PGD(model, eps=0.1, steps=3, rng=0, progress=np.False_)(x, y)
+    assert capsys.readouterr().err == ""
+
+
+def test_one_attack_object_in_two_threads():
+    """The bar belongs to the call, not to the object: two threads share one attack."""
+    model = _model().eval()
+    x, y = _batch()
+    attack = PGD(model, eps=0.1, steps=30, rng=0, progress=True)
+    reference = attack(x, y)
+    results, errors = [None, None], []
+
+    def work(i):
+        try:
+            results[i] = attack(x, y)
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(torch.equal(r, reference) for r in results)
+
+
+def test_evaluate_robustness_false_silences_the_attacks(monkeypatch, capsys):
+    from neurovar.perturb import evaluate_robustness
+
+    monkeypatch.setattr(putils, "AUTO_PROGRESS_DELAY_S", 0.0)  # every automatic bar shows
+    model = _model().eval()
+    x, y = _batch()
+    kw = dict(eps=[0.1], attacks=["pgd_ce"], steps=2, rng=0)
+    evaluate_robustness(model, x, y, progress=False, **kw)
+    assert capsys.readouterr().err == ""
+    evaluate_robustness(model, x, y, **kw)  # None: the automatic bars, the attacks' included
+    err = capsys.readouterr().err
+    assert "evaluate_robustness" in err and "PGD" in err
+    PGD(model, eps=0.1, steps=2, rng=0)(x, y)  # outside the call: automatic again
+    assert "PGD" in capsys.readouterr().err
