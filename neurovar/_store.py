@@ -41,15 +41,15 @@ def _feed(h: Any, obj: Any) -> None:
     """Feed ``obj`` to the hash ``h`` with type tags and lengths (no ambiguous concatenation)."""
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw = t.view(torch.uint8).numpy() if t.numel() else b""  # hashed in place, no copy
         h.update(f"T{t.dtype}{tuple(obj.shape)}{len(raw)}:".encode())
         h.update(raw)
     elif isinstance(obj, np.ndarray):
         if obj.dtype.kind == "O":
             _feed(h, repr(obj.tolist()))
         else:
-            raw = np.ascontiguousarray(obj).tobytes()
-            h.update(f"A{obj.dtype.str}{obj.shape}{len(raw)}:".encode())
+            raw = np.ascontiguousarray(obj).reshape(-1).view(np.uint8)
+            h.update(f"A{obj.dtype.str}{obj.shape}{raw.size}:".encode())
             h.update(raw)
     elif isinstance(obj, Mapping):
         h.update(f"M{len(obj)}:".encode())
@@ -127,21 +127,34 @@ def _not_exact(module: nn.Module, state: Any) -> str:
 
 
 def snapshot(
-    model: nn.Module, device: torch.device, site: tuple[str, str] | None, chunks: int
+    model: nn.Module,
+    device: torch.device,
+    site: tuple[str, str] | None,
+    chunks: int,
+    initial: Mapping[int, torch.Tensor] | None = None,
 ) -> tuple[str, str]:
     """Every random state the recording draws from, after ``chunks`` chunks.
 
     Call it inside the recording's seeded block. Returns ``(state, reason)``: ``state`` is a
     base64 str for :func:`restore` and ``reason`` is "", or ``state`` is "" and ``reason`` says
     why the recording cannot be resumed exactly.
+
+    A noise-module buffer is saved only if it differs from its value when the recording began
+    (``initial``, keyed by ``id(buffer)``): running estimates are, a covariance factor of
+    megabytes is not (it is in the store's fingerprint, so a resume starts from it anyway).
     """
+    initial = initial or {}
     noise = []
     for module in noise_modules(model):
         state = module.get_rng_state()
         reason = _not_exact(module, state)
         if reason:
             return "", reason
-        buffers = {name: buf.detach().cpu().clone() for name, buf in module.named_buffers()}
+        buffers = {
+            name: buf.detach().cpu().clone()
+            for name, buf in module.named_buffers()
+            if id(buf) not in initial or not torch.equal(buf, initial[id(buf)])
+        }
         noise.append({"rng": state, "buffers": buffers})
     payload = {
         "chunks": chunks,
@@ -180,4 +193,5 @@ def restore(payload: Mapping[str, Any], model: nn.Module, device: torch.device) 
         for module, saved in zip(modules, payload["noise"]):
             module.set_rng_state(saved["rng"])
             for name, buf in module.named_buffers():
-                buf.copy_(saved["buffers"][name])
+                if name in saved["buffers"]:
+                    buf.copy_(saved["buffers"][name])

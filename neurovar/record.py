@@ -9,6 +9,7 @@ the batch branches into trials only from there (see :func:`record_activations`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -602,13 +603,19 @@ def record_activations(
         start = int(previous["neurovar_chunks_written"])
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
     _warn_relative_noise_in_training(model, stim_chunk)
-    # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies
-    noise_buffers = [
-        (buf, buf.detach().clone())
+    # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies:
+    # the noise of the hooks and noise modules used as submodules alike
+    hooked = {
+        id(h.noise): h.noise
         for _, h in find_noise_hooks(model, active_only=True)
         if isinstance(getattr(h, "noise", None), nn.Module)
-        for buf in h.noise.buffers()
+    }
+    for module in noise_modules(model):
+        hooked.setdefault(id(module), module)
+    noise_buffers = [
+        (buf, buf.detach().clone()) for module in hooked.values() for buf in module.buffers()
     ]
+    initial = {id(buf): saved for buf, saved in noise_buffers}  # what a snapshot may skip
     param = next(iter(model.parameters()), None)
     orig_device = param.device if param is not None else None
     results: dict[str, list[np.ndarray]] = {name: [] for name in layers}
@@ -638,7 +645,7 @@ def record_activations(
             elif branch != "input":
                 site = (branch, "output")
             if write_path is not None:
-                state, not_resumable = _store.snapshot(model, dev, site, start)
+                state, not_resumable = _store.snapshot(model, dev, site, start, initial)
             pbar = tqdm(
                 total=n_stim,
                 initial=min(n_stim, start * stim_chunk),
@@ -712,7 +719,7 @@ def record_activations(
                         )
                 if write_path is not None:
                     if not not_resumable:
-                        state, not_resumable = _store.snapshot(model, dev, site, ci + 1)
+                        state, not_resumable = _store.snapshot(model, dev, site, ci + 1, initial)
                     _write_region(write_path, chunk, a, b, ci + 1, state, not_resumable)
                 else:
                     for name in layers:
@@ -832,10 +839,20 @@ def _fingerprint(
     dev: torch.device,
     model_id: str | None,
 ) -> dict[str, str]:
-    """What identifies a recording call (see :data:`_FINGERPRINT_WORDS`)."""
+    """What identifies a recording call (see :data:`_FINGERPRINT_WORDS`).
+
+    It cannot see changes to the model's *code* or to state kept outside tensors and plain
+    attributes; resume a store only with the model it was started with.
+    """
     noise = [
         (type(m).__name__, dict(m.state_dict())) for m in noise_modules(model)
     ]  # hook noise modules are not in the model's state_dict
+    # BatchNorm runs in eval mode inside every recording: its own flag does not matter
+    modes = [
+        (name, m.training)
+        for name, m in model.named_modules()
+        if not isinstance(m, _BATCHNORM_TYPES)
+    ]
     return {
         "stimuli": _store.digest(x_all),
         "stimulus_coords": _store.digest(dict(stim_coords)),
@@ -845,12 +862,59 @@ def _fingerprint(
         "branch": branch,
         "seed": "rng=None" if rng is None else str(seed),
         "model": _store.digest(type(model).__name__, dict(model.state_dict()), noise),
-        "modes": _store.digest([(name, m.training) for name, m in model.named_modules()]),
-        "noise_config": _store.digest(json.dumps(noise_config(model), sort_keys=True)),
-        "device": str(dev),
+        "modes": _store.digest(modes),
+        "noise_config": _store.digest(_noise_identity(model, seeded=rng is not None)),
+        # the device type: "cuda" and "cuda:0" are one device for the same call
+        "device": dev.type,
         "model_id": model_id or type(model).__name__,
         "versions": f"neurovar {__version__}, torch {torch.__version__}",
     }
+
+
+def _callable_name(obj: Any) -> str:
+    """``module.qualname`` of a function or of an object's class (a ``repr`` may hold a memory
+    address, which differs between processes)."""
+    target = obj if inspect.isfunction(obj) or inspect.ismethod(obj) else type(obj)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def _plain_attrs(obj: Any) -> dict[str, Any]:
+    """The scalar instance attributes of ``obj`` (e.g. a custom noise's ``std``)."""
+    plain = (type(None), bool, int, float, str)
+    return {
+        key: value
+        for key, value in sorted(getattr(obj, "__dict__", {}).items())
+        if isinstance(value, plain) and key != "seed"
+    }
+
+
+def _noise_identity(model: nn.Module, *, seeded: bool) -> list[Any]:
+    """What the recorded noise depends on, per active stochastic site, for the fingerprint.
+
+    For neurovar noise modules their ``config()`` plus ``momentum`` and ``track_snr``; for any
+    other noise (a custom module or a plain function) its qualified name, its scalar attributes
+    and, for a module, its tensors. The modules' own seeds are left out when ``rng`` is given
+    (the recording then reseeds every module from ``rng``); active dropout by its ``repr``.
+    """
+    sites: list[Any] = []
+    for name, module in model.named_modules():
+        for hook in noise_hooks(module, active_only=True):
+            noise = getattr(hook, "noise", hook)
+            config = getattr(noise, "config", None)
+            if callable(config):
+                described = json.loads(json.dumps(config(), default=str))
+                if seeded:
+                    described.pop("seed", None)
+                described["momentum"] = getattr(noise, "momentum", None)
+                described["track_snr"] = getattr(noise, "track_snr", None)
+            else:
+                described = {"callable": _callable_name(noise), **_plain_attrs(noise)}
+                if isinstance(noise, nn.Module):
+                    described["state"] = dict(noise.state_dict())
+            sites.append((name, described))
+        if isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
+            sites.append((name, repr(module)))
+    return sites
 
 
 def _root_attrs(path: Path) -> dict[str, Any] | None:

@@ -270,8 +270,13 @@ def _changed(what, images, kw, model):
         return model, images, {**kw, "layers": LAYERS[:2]}
     if what == "labels":
         return model, images, {**kw, "labels": np.arange(len(images)) % 3}
-    if what == "noise seed":
-        return make_model(noise_rng=(1, 3)), images, kw
+    if what == "noise std":
+        # (with rng given the modules' own seeds do not matter: they are reseeded from rng)
+        from neurovar._torch import noise_modules
+
+        other = make_model()
+        noise_modules(other)[0].std = 0.4
+        return other, images, kw
     assert what == "weights"
     with torch.no_grad():
         model.fc1.weight[0, 0] += 1e-3
@@ -285,7 +290,7 @@ WORDS = {
     "rng=None": r"the seed differs \(the store: 0, this call: rng=None\)",
     "layers": "the layers differ",
     "labels": "the labels or stimulus_coords differ",
-    "noise seed": "the noise configuration",
+    "noise std": "the noise configuration",
     "weights": "the model's weights or buffers differ",
 }
 
@@ -445,3 +450,158 @@ def test_resume_on_cuda_is_exact(tmp_path):
     _assert_same(got, record_activations(make_model(), images, **kw))
     with pytest.raises(InvalidParameterError, match="the device differs"):
         record_activations(model, images, store=path, resume=True, **{**kw, "device": "cpu"})
+
+
+# ------------------------------------------------------------------- fingerprint details
+class _ScaledNoise(torch.nn.Module):
+    """A user's own noise module without neurovar's marker: only its ``std`` attribute says
+    how much noise it adds."""
+
+    def __init__(self, std):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x):
+        return x + self.std * torch.randn_like(x)
+
+
+def _noisy(x):
+    """A plain function as noise (``inject_noise`` accepts any callable)."""
+    return x + 0.2 * torch.randn_like(x)
+
+
+def _user_noise_model(noise):
+    from neurovar.models import SmallCNN
+    from neurovar.noise import inject_noise
+
+    model = SmallCNN(channels=(2, 2), hidden=4, n_classes=3).eval()
+    inject_noise(model, {"relu2": noise})
+    return model
+
+
+def test_a_changed_attribute_of_user_noise_is_refused(tmp_path):
+    images = make_images()
+    kw = dict(layers=["fc2"], n_trials=2, batch_size=4, rng=0, progress=False)
+    path = tmp_path / "rec.zarr"
+    _interrupt(_user_noise_model(_ScaledNoise(0.1)), images, path, 1, **kw)
+    before = _files(path)
+    with pytest.raises(InvalidParameterError, match="noise configuration"):
+        record_activations(
+            _user_noise_model(_ScaledNoise(5.0)), images, store=path, resume=True, **kw
+        )
+    assert _files(path) == before
+    ref = record_activations(_user_noise_model(_ScaledNoise(0.1)), images, **kw)
+    got = record_activations(
+        _user_noise_model(_ScaledNoise(0.1)), images, store=path, resume=True, **kw
+    )
+    assert np.array_equal(got["fc2"]["activation"].values, ref["fc2"]["activation"].values)
+
+
+def test_a_changed_momentum_is_refused(tmp_path):
+    from neurovar.noise import IsotropicNoise
+
+    images = make_images()
+    kw = dict(layers=["fc2"], n_trials=2, batch_size=4, rng=0, progress=False)
+    path = tmp_path / "rec.zarr"
+
+    def model(momentum):
+        m = _user_noise_model(IsotropicNoise(1.0, relative_scale=0.5, momentum=momentum, rng=1))
+        m.train()
+        return m
+
+    with pytest.warns(RuntimeWarning, match="relative_scale"):
+        _interrupt(model(0.1), images, path, 1, **kw)
+    with pytest.raises(InvalidParameterError, match="noise configuration"):
+        record_activations(model(0.9), images, store=path, resume=True, **kw)
+
+
+def test_function_noise_resumes_from_another_process(tmp_path):
+    """A function's repr holds a memory address; the fingerprint uses its qualified name."""
+    from neurovar.record import _noise_identity
+
+    a = _noise_identity(_user_noise_model(_noisy), seeded=True)
+    assert a == [("relu2", {"callable": f"{__name__}._noisy"})]
+    assert "0x" not in repr(a)
+
+
+def test_module_seeds_do_not_matter_when_rng_is_given(tmp_path):
+    """With rng given every noise module is reseeded from it: their own seeds cannot change
+    the recording, so a model rebuilt with fresh seeds (as after a crash) resumes."""
+    from neurovar.noise import IsotropicNoise
+
+    images = make_images()
+    kw = dict(layers=["fc2"], n_trials=2, batch_size=4, rng=0, progress=False)
+    path = tmp_path / "rec.zarr"
+    _interrupt(_user_noise_model(IsotropicNoise(0.3, rng=11)), images, path, 1, **kw)
+    ref = record_activations(_user_noise_model(IsotropicNoise(0.3, rng=12)), images, **kw)
+    got = record_activations(
+        _user_noise_model(IsotropicNoise(0.3, rng=13)), images, store=path, resume=True, **kw
+    )
+    assert np.array_equal(got["fc2"]["activation"].values, ref["fc2"]["activation"].values)
+    # without rng the module's own seed is what the noise draws from: a different one is refused
+    path2 = tmp_path / "own.zarr"
+    kw_own = {**kw, "rng": None}
+    _interrupt(_user_noise_model(IsotropicNoise(0.3, rng=11)), images, path2, 1, **kw_own)
+    with pytest.raises(InvalidParameterError, match="noise configuration"):
+        record_activations(
+            _user_noise_model(IsotropicNoise(0.3, rng=12)),
+            images,
+            store=path2,
+            resume=True,
+            **kw_own,
+        )
+
+
+def test_noise_submodule_in_the_same_process_resumes_exactly(tmp_path):
+    """A noise module used as an ordinary submodule (not injected) gets its running
+    estimates back after an interrupted call too, so the same model object resumes."""
+    from neurovar.noise import IsotropicNoise
+
+    torch.manual_seed(0)
+    images = make_images()
+
+    def build():
+        gen = torch.Generator().manual_seed(3)
+        first, last = torch.nn.Linear(64, 8), torch.nn.Linear(8, 3)
+        with torch.no_grad():
+            for p in (*first.parameters(), *last.parameters()):
+                p.copy_(torch.randn(p.shape, generator=gen))
+        noise = IsotropicNoise(1.0, relative_scale=0.5, rng=5)
+        model = torch.nn.Sequential(torch.nn.Flatten(), first, noise, last).train()
+        model(torch.rand(16, 1, 8, 8, generator=gen))  # a running estimate first
+        return model
+
+    kw = dict(layers=["3"], n_trials=2, batch_size=4, rng=0, progress=False)
+    model = build()
+    before = [b.clone() for b in model[2].buffers()]
+    path = tmp_path / "rec.zarr"
+    hook = model[3].register_forward_hook(RaiseAfter(2))
+    with pytest.raises(RuntimeError, match="boom"):
+        record_activations(model, images, store=path, **kw)
+    hook.remove()
+    assert all(torch.equal(a, b) for a, b in zip(before, model[2].buffers()))
+    got = record_activations(model, images, store=path, resume=True, **kw)
+    ref = record_activations(build(), images, **kw)
+    assert np.array_equal(got["3"]["activation"].values, ref["3"]["activation"].values)
+
+
+def test_constant_noise_buffers_are_not_saved_every_chunk(tmp_path):
+    """A covariance factor does not change during a recording: the per-chunk snapshot holds
+    only what does (running estimates), so it stays small."""
+    from neurovar.models import SmallCNN
+    from neurovar.noise import CovarianceNoise, inject_noise
+
+    images = make_images()
+    n = 64
+    cov = torch.eye(n, dtype=torch.float64) + 0.5
+    model = SmallCNN(channels=(2, 2), hidden=n, n_classes=3).eval()
+    inject_noise(model, {"relu3": CovarianceNoise(cov, rng=1)})
+    path = tmp_path / "rec.zarr"
+    kw = dict(layers=["fc2"], n_trials=2, batch_size=4, rng=0, progress=False)
+    _interrupt(model, images, path, 1, **kw)
+    state = str(_root(path)["neurovar_resume_state"])
+    factor_bytes = n * n * 8
+    assert len(state) < factor_bytes  # the 64 x 64 float64 factor (32 KiB) is not in it
+    ref = record_activations(model, images, **kw)
+    got = record_activations(model, images, store=path, resume=True, **kw)
+    assert np.array_equal(got["fc2"]["activation"].values, ref["fc2"]["activation"].values)
