@@ -515,8 +515,9 @@ def test_a_changed_momentum_is_refused(tmp_path):
         record_activations(model(0.9), images, store=path, resume=True, **kw)
 
 
-def test_function_noise_resumes_from_another_process(tmp_path):
-    """A function's repr holds a memory address; the fingerprint uses its qualified name."""
+def test_function_noise_is_fingerprinted_by_name_not_address():
+    """A function's repr holds a memory address, which differs in the process that resumes
+    after a crash; the fingerprint uses its qualified name."""
     from neurovar.record import _noise_identity
 
     a = _noise_identity(_user_noise_model(_noisy), seeded=True)
