@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,21 +106,30 @@ def _describe_noise(noise: Any) -> Any:
     return repr(noise)
 
 
+def _stochastic_sites(
+    model: nn.Module, describe: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """``{layer: description}`` of every active stochastic site of ``model``: the noise of its
+    active hooks through ``describe`` (a list when a layer has several), else active dropout
+    by its ``repr``."""
+    config: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        hooks = noise_hooks(module, active_only=True)
+        if hooks:
+            described = [describe(getattr(h, "noise", h)) for h in hooks]
+            config[name] = described[0] if len(described) == 1 else described
+        elif isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
+            config[name] = repr(module)
+    return config
+
+
 def noise_config(model: nn.Module) -> dict[str, Any]:
     """Description of every stochastic site of ``model``: ``{layer: description}``.
 
     Injected noise modules are described by their ``config()`` (type, magnitude, sharing,
     seed); active dropout by its ``repr``.
     """
-    config: dict[str, Any] = {}
-    for name, module in model.named_modules():
-        hooks = noise_hooks(module, active_only=True)
-        if hooks:
-            described = [_describe_noise(getattr(h, "noise", h)) for h in hooks]
-            config[name] = described[0] if len(described) == 1 else described
-        elif isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
-            config[name] = repr(module)
-    return config
+    return _stochastic_sites(model, _describe_noise)
 
 
 class _ProbeStop(Exception):
@@ -888,33 +897,30 @@ def _plain_attrs(obj: Any) -> dict[str, Any]:
     }
 
 
-def _noise_identity(model: nn.Module, *, seeded: bool) -> list[Any]:
+def _noise_identity(model: nn.Module, *, seeded: bool) -> dict[str, Any]:
     """What the recorded noise depends on, per active stochastic site, for the fingerprint.
 
-    For neurovar noise modules their ``config()`` plus ``momentum`` and ``track_snr``; for any
-    other noise (a custom module or a plain function) its qualified name, its scalar attributes
-    and, for a module, its tensors. The modules' own seeds are left out when ``rng`` is given
-    (the recording then reseeds every module from ``rng``); active dropout by its ``repr``.
+    The sites of :func:`noise_config`, each noise described more fully: for neurovar noise
+    modules their ``config()`` plus ``momentum`` and ``track_snr``; for any other noise (a
+    custom module or a plain function) its qualified name, its scalar attributes and, for a
+    module, its tensors. The modules' own seeds are left out when ``rng`` is given (the
+    recording then reseeds every module from ``rng``); active dropout by its ``repr``.
     """
-    sites: list[Any] = []
-    for name, module in model.named_modules():
-        for hook in noise_hooks(module, active_only=True):
-            noise = getattr(hook, "noise", hook)
-            config = getattr(noise, "config", None)
-            if callable(config):
-                described = json.loads(json.dumps(config(), default=str))
-                if seeded:
-                    described.pop("seed", None)
-                described["momentum"] = getattr(noise, "momentum", None)
-                described["track_snr"] = getattr(noise, "track_snr", None)
-            else:
-                described = {"callable": _callable_name(noise), **_plain_attrs(noise)}
-                if isinstance(noise, nn.Module):
-                    described["state"] = dict(noise.state_dict())
-            sites.append((name, described))
-        if isinstance(module, _DROPOUT_TYPES) and module.training and module.p > 0:
-            sites.append((name, repr(module)))
-    return sites
+
+    def identity(noise: Any) -> Any:
+        described = _describe_noise(noise)
+        if isinstance(described, dict):  # a neurovar noise module's config()
+            if seeded:
+                described.pop("seed", None)
+            described["momentum"] = getattr(noise, "momentum", None)
+            described["track_snr"] = getattr(noise, "track_snr", None)
+            return described
+        described = {"callable": _callable_name(noise), **_plain_attrs(noise)}
+        if isinstance(noise, nn.Module):
+            described["state"] = dict(noise.state_dict())
+        return described
+
+    return _stochastic_sites(model, identity)
 
 
 def _root_attrs(path: Path) -> dict[str, Any] | None:

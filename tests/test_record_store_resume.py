@@ -521,7 +521,7 @@ def test_function_noise_is_fingerprinted_by_name_not_address():
     from neurovar.record import _noise_identity
 
     a = _noise_identity(_user_noise_model(_noisy), seeded=True)
-    assert a == [("relu2", {"callable": f"{__name__}._noisy"})]
+    assert a == {"relu2": {"callable": f"{__name__}._noisy"}}
     assert "0x" not in repr(a)
 
 
