@@ -224,7 +224,7 @@ class Attack:
         bar = progress_bar(
             total=self._planned_passes(),
             desc=type(self).__name__,
-            progress=check_progress(self.progress, type(self).__name__),
+            progress=self.progress,  # validated by _validate; progress_bar reads np.bool_ too
             unit="pass",
         )
         token = CURRENT_BAR.set(bar)
