@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from store_helpers import kill_after_chunks
 
 from neurovar._validation import InvalidParameterError
 from neurovar.models import SmallCNN
@@ -24,7 +20,6 @@ from neurovar.record import (
     save_recording,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 KW = dict(layers=["fc1", "fc2"], n_trials=2, rng=0, batch_size=2, progress=False)
 
 
@@ -107,31 +102,9 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _chunks_written(path: Path) -> int:
-    import zarr
-
-    try:
-        return int(zarr.open_group(str(path), mode="r").attrs.get("neurovar_chunks_written", 0))
-    except Exception:  # noqa: BLE001  (store not created yet)
-        return 0
-
-
 def test_killed_recording_subprocess_is_flagged(tmp_path):
     path = tmp_path / "killed.zarr"
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while _chunks_written(path) < 1:
-            assert proc.poll() is None, "the recording subprocess ended before a chunk was written"
-            assert time.monotonic() < deadline, "no chunk written within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_chunks(_CHILD, path, 1)
     with pytest.raises(IncompleteRecordingError, match=r"of 200 stimuli"):
         load_recording(path)
 

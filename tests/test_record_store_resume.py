@@ -8,18 +8,14 @@ uninterrupted recording bit for bit (issue 12: nothing a user wrote is ever lost
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from store_helpers import kill_after_chunks
 
 from neurovar import record as record_module
 from neurovar._validation import InvalidParameterError
@@ -29,8 +25,6 @@ from neurovar.record import (
     record_activations,
     save_recording,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Built the same way here and in the killed subprocess: dropout in train mode, plain noise at
 # relu2 (where trials branch) and noise with a running estimate at relu3 (relative_scale,
@@ -211,26 +205,7 @@ def test_resume_after_sigkill_is_exact(tmp_path):
         record_activations(model, make_images(40), store=sys.argv[1], **{kw!r})
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", child, str(path)], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                written = int(_root(path).get("neurovar_chunks_written", 0))
-            except Exception:  # noqa: BLE001  (store not created yet)
-                written = 0
-            if written >= 2:
-                break
-            assert proc.poll() is None, "the recording subprocess ended before 2 chunks"
-            assert time.monotonic() < deadline, "2 chunks not written within 120 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_chunks(child, path, 2)
     with pytest.raises(IncompleteRecordingError, match=r"resume=True"):
         load_recording(path)
     written = int(_root(path)["neurovar_chunks_written"])

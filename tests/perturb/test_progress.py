@@ -44,19 +44,24 @@ class _Counter:
         self.n += 1
 
 
-@pytest.fixture
-def bars(monkeypatch):
-    """The progress bars the attacks create (kept after they are closed)."""
+def _spy_bars(monkeypatch, *modules) -> list:
+    """The progress bars ``modules`` create from now on (kept after they are closed)."""
     made = []
-    real = attacks_mod.progress_bar
 
     def spy(**kwargs):
-        bar = real(**kwargs)
+        bar = putils.progress_bar(**kwargs)
         made.append(bar)
         return bar
 
-    monkeypatch.setattr(attacks_mod, "progress_bar", spy)
+    for module in modules:
+        monkeypatch.setattr(module, "progress_bar", spy)
     return made
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """The progress bars the attacks create."""
+    return _spy_bars(monkeypatch, attacks_mod)
 
 
 @pytest.mark.parametrize(
@@ -186,16 +191,7 @@ def test_gradient_snr_refuses_repeats_that_cannot_fit():
 def test_diagnostic_bars_count_passes(monkeypatch):
     from neurovar.perturb import _stochastic, diagnostics
 
-    made = []
-    real = putils.progress_bar
-
-    def spy(**kwargs):
-        bar = real(**kwargs)
-        made.append(bar)
-        return bar
-
-    monkeypatch.setattr(diagnostics, "progress_bar", spy)
-    monkeypatch.setattr(_stochastic, "progress_bar", spy)
+    made = _spy_bars(monkeypatch, diagnostics, _stochastic)
     model = _model()
     x, y = _batch()
     counter = _Counter(model)
