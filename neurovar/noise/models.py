@@ -506,6 +506,13 @@ class NoiseModule(nn.Module):
         ValueError
             ``x`` does not fit the module (see the layout rules of :class:`NoiseModule`).
         """
+        if not isinstance(x, torch.Tensor):
+            raise param_error(
+                "x",
+                f"{type(self).__name__}.unit_scale_total_variance",
+                "a torch.Tensor of shape (B, ...)",
+                x,
+            )
         batch, d, p = self._check_layout(x)
         # no float64 copy here: only PoissonLikeNoise reads the values (and casts them itself)
         return float(self._base_total_variance(x.detach().reshape(batch, d, p)))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from noise_helpers import assert_cov_close, assert_rng_unchanged, random_cov, rng_states
 
+from neurovar._validation import InvalidParameterError
 from neurovar.noise import (
     CovarianceNoise,
     DiagonalNoise,
@@ -436,3 +437,8 @@ def test_unit_scale_total_variance_is_the_expected_variance_at_scale_one(share):
         assert noise.expected_total_variance(x) == pytest.approx(9.0 * base)
     with pytest.raises(ValueError, match="built for"):
         CovarianceNoise(np.eye(5), rng=0).unit_scale_total_variance(x)
+    for bad in ("x", x.numpy(), [[1.0]]):
+        with pytest.raises(
+            InvalidParameterError, match="'x' parameter of PoissonLikeNoise.unit_scale_total"
+        ):
+            PoissonLikeNoise(1.5, rng=0).unit_scale_total_variance(bad)
