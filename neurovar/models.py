@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,10 @@ from ._torch import resolve_device, seed_from, seeded_torch
 from .datasets import ImageDataset
 
 # resolve_device is re-exported: the one device rule lives in neurovar._torch
-__all__ = ["SmallCNN", "TrainHistory", "train", "evaluate_accuracy", "resolve_device"]
+__all__ = ["SmallCNN", "PrebleCNN", "PREBLE_LAYERS", "MeanLogits", "layers_after",
+           "TrainHistory", "train",
+           "evaluate_accuracy", "gaussian_augmentation", "adversarial_augmentation",
+           "resolve_device"]
 
 RNGLike = int | np.random.Generator | torch.Generator
 
@@ -120,6 +124,161 @@ class SmallCNN(nn.Sequential):
         }
 
 
+#: The noise sites of :class:`PrebleCNN` by the paper's layer index (``--noisy-layer``).
+PREBLE_LAYERS: dict[int, str] = {0: "pool0", 1: "tanh1", 2: "pool2", 3: "tanh3", 4: "tanh4"}
+
+
+class PrebleCNN(nn.Sequential):
+    """The network of Preble et al. (2026), ``Mnist_v2_3C3F``: 3 conv + 3 fc layers for 28x28.
+
+    Layers (dotted names usable in :func:`neurovar.record.record_activations` and
+    :func:`neurovar.noise.inject_noise`)::
+
+        conv0 (1->6, 5x5, pad 2) - tanh0 - pool0 (2x2)        # layer 0: 6x14x14
+        conv1 (6->16, 3x3, pad 1) - tanh1                     # layer 1: 16x14x14 = 3,136
+        conv2 (16->16, 5x5) - tanh2 - pool2 (2x2) - flatten   # layer 2: 16x5x5
+        fc3 (400->32) - tanh3                                 # layer 3: 32
+        fc4 (32->16) - tanh4                                  # layer 4: 16
+        fc5 (16->10)
+
+    The paper injects its noise at "layer 1", the output of ``tanh1`` (:data:`PREBLE_LAYERS`
+    maps the paper's layer index to the module name); its supplementary figure sweeps layers
+    0-4. Weights use PyTorch's default initialisers, as the paper's code does.
+
+    Parameters
+    ----------
+    activation
+        ``"tanh"`` (the paper's default, ``--activn tanh``) or ``"relu"``.
+    n_classes
+        Number of output classes.
+    rng
+        Seed (or numpy / torch Generator giving one) of the weight initialisation; the global
+        torch RNG state is unchanged.
+
+    References
+    ----------
+    Preble, Venkatesh, Mihalas & Harris (2026). Neural variability enhances artificial network
+    robustness. arXiv:2606.13801. Code: github.com/glomerulus-lab/structured-noise-robustness,
+    ``scripts/models.py`` lines 215-253 (commit 450bcbd).
+    """
+
+    def __init__(self, *, activation: str = "tanh", n_classes: int = 10, rng: RNGLike = 0) -> None:
+        from ._validation import check_choice, check_int, check_rng
+
+        check_choice(activation, name="activation", owner="PrebleCNN", options=("tanh", "relu"))
+        check_int(n_classes, name="n_classes", owner="PrebleCNN", low=1, high=1_000_000)
+        check_rng(rng, name="rng", owner="PrebleCNN")
+        act = nn.Tanh if activation == "tanh" else nn.ReLU
+        seed = seed_from(rng)
+        with seeded_torch(seed, torch.device("cpu")):
+            super().__init__(OrderedDict([
+                ("conv0", nn.Conv2d(1, 6, kernel_size=5, padding=2)),
+                ("tanh0", act()),
+                ("pool0", nn.MaxPool2d(2)),
+                ("conv1", nn.Conv2d(6, 16, kernel_size=3, padding=1)),
+                ("tanh1", act()),
+                ("conv2", nn.Conv2d(16, 16, kernel_size=5)),
+                ("tanh2", act()),
+                ("pool2", nn.MaxPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc3", nn.Linear(16 * 5 * 5, 32)),
+                ("tanh3", act()),
+                ("fc4", nn.Linear(32, 16)),
+                ("tanh4", act()),
+                ("fc5", nn.Linear(16, n_classes)),
+            ]))
+        self.config = {"arch": "preble_cnn", "activation": activation, "n_classes": n_classes,
+                       "seed": seed}
+
+
+def layers_after(model: nn.Module, layer: str) -> tuple[list[str], list[str]]:
+    """Names of the parametrised modules computed up to and including ``layer``, and after it.
+
+    The order is the order in which the modules *run* in one forward pass of a probe input
+    (forward hooks on every leaf module), so it holds for any feed-forward network, not only
+    for ``nn.Sequential``; a module with parameters that runs both before and after ``layer``
+    (weight sharing across the site) is refused. Used by the ``retrain`` regime (Preble et al.
+    2026: the layers up to the noise site frozen, the later ones re-initialised and retrained;
+    ``scripts/models.py`` lines 159-175).
+    """
+    from ._validation import param_error
+
+    names = dict(model.named_modules())
+    if layer not in names or layer == "":
+        raise param_error("layer", "layers_after", "a module name of the model",
+                          layer)
+    leaves = [n for n, m in model.named_modules() if n and not list(m.children())]
+    order: list[str] = []
+    handles = [names[n].register_forward_hook(lambda m, i, o, n=n: order.append(n))
+               for n in leaves]
+    if layer not in leaves:
+        handles.append(names[layer].register_forward_hook(
+            lambda m, i, o: order.append(layer)))
+    probe = getattr(model, "_probe_shape", None)
+    try:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(probe or _probe_input(model)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    cut = order.index(layer)
+    before = {n for n in order[: cut + 1]}
+    after = {n for n in order[cut + 1:]}
+    def with_params(ns: set[str]) -> list[str]:
+        return [n for n in leaves if n in ns and any(True for _ in names[n].parameters(recurse=False))]
+    b, a = with_params(before), with_params(after)
+    shared = sorted(set(b) & set(a))
+    if shared:
+        raise param_error("layer", "layers_after", "a site that no module with parameters "
+                          f"spans (modules {shared} run both before and after it)", layer)
+    return b, a
+
+
+def _probe_input(model: nn.Module) -> tuple[int, ...]:
+    cfg = getattr(model, "config", {}) or {}
+    if cfg.get("arch") == "preble_cnn":
+        return (1, 1, 28, 28)
+    if "image_size" in cfg:
+        return (1, cfg.get("in_channels", 1), cfg["image_size"], cfg["image_size"])
+    if cfg.get("arch") == "resnet18_cifar":
+        return (1, cfg.get("in_channels", 3), 32, 32)
+    raise ValueError("layers_after: cannot tell the model's input shape; set "
+                     "model._probe_shape = (1, C, H, W)")
+
+
+class MeanLogits(nn.Module):
+    r"""A stochastic network's prediction as the mean logits of ``n_passes`` forward passes.
+
+    :math:`\bar z(x) = \frac1n \sum_{i=1}^n f_{\xi_i}(x)`, each pass with its own draw of the
+    network's noise. Preble et al. (2026) classify with the mean of 10 passes
+    (``scripts/eval_robustness.py`` lines 163-173, ``--n-ensemble 10``). The passes are folded
+    into the batch (one forward of ``n_passes x B`` inputs; every sample of a batch gets its own
+    noise draw), so the gradient of :math:`\bar z` is itself an average over ``n_passes``
+    draws: attacking this module is EOT through the defended prediction. Note that folding
+    changes batch statistics of BatchNorm layers in training mode.
+    """
+
+    def __init__(self, model: nn.Module, n_passes: int) -> None:
+        from ._validation import check_instance, check_int
+
+        check_instance(model, nn.Module, name="model", owner="MeanLogits",
+                       expected="a torch.nn.Module")
+        super().__init__()
+        self.model = model
+        self.n_passes = check_int(n_passes, name="n_passes", owner="MeanLogits", low=1,
+                                  high=100_000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.n_passes
+        if n == 1:
+            return self.model(x)
+        out = self.model(x.repeat(n, *([1] * (x.dim() - 1))))
+        return out.view(n, x.shape[0], *out.shape[1:]).mean(0)
+
+
 @dataclass
 class TrainHistory:
     """Loss and accuracy per epoch of :func:`train`."""
@@ -185,6 +344,7 @@ def train(
     rng: RNGLike = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainHistory:
     """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``rng``.
 
@@ -209,6 +369,12 @@ def train(
         :func:`neurovar._torch.resolve_device`). Pass ``device="cuda"`` to train on a GPU.
     progress
         Show a tqdm progress bar over epochs.
+    augment
+        Optional ``augment(images, labels, generator) -> images`` applied to every mini-batch
+        before the forward pass (on ``device``; ``generator`` is a ``torch.Generator`` on that
+        device seeded from ``rng``): Gaussian input augmentation, adversarial training
+        (:func:`gaussian_augmentation`, :func:`adversarial_augmentation`). Only trainable
+        parameters (``requires_grad``) are optimised, so frozen layers stay as they are.
 
     Returns
     -------
@@ -224,10 +390,22 @@ def train(
     check_real(lr, name="lr", owner="train", low=0, low_open=True)
     check_real(weight_decay, name="weight_decay", owner="train", low=0)
     progress = check_bool(progress, name="progress", owner="train")
+    if augment is not None and not callable(augment):
+        from ._validation import param_error
+
+        raise param_error("augment", "train", "a callable augment(images, labels, generator)",
+                          augment)
     dev = resolve_device(device, model=model, owner="train")
     seed = seed_from(rng)
     model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        from ._validation import param_error
+
+        raise param_error("model", "train", "a model with trainable parameters (all have "
+                          "requires_grad=False)", type(model).__name__)
+    opt = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    aug_gen = None if augment is None else torch.Generator(device=dev).manual_seed(seed ^ 0x5A5A)
     loss_fn = nn.CrossEntropyLoss()
     history = TrainHistory()
     gen = torch.Generator().manual_seed(seed)
@@ -241,6 +419,8 @@ def train(
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 xb, yb = x_train[idx].to(dev), y_train[idx].to(dev)
+                if augment is not None:
+                    xb = augment(xb, yb, aug_gen).detach()
                 opt.zero_grad(set_to_none=True)
                 logits = model(xb)
                 loss = loss_fn(logits, yb)
@@ -320,6 +500,76 @@ def resnet18_cifar(
         "seed": seed,
     }
     return model
+
+
+def gaussian_augmentation(sigma: float) -> Callable[..., torch.Tensor]:
+    """Gaussian input augmentation for :func:`train`: :math:`\\mathrm{clip}_{[0,1]}(x + \\sigma
+    \\xi)`, :math:`\\xi \\sim N(0, I)` drawn from the training generator.
+
+    The positive control of the grid (a gain every network shows against pixel noise), and the
+    baseline of Preble et al. (2026), supplementary figure "gauss_aug" (their ART
+    ``GaussianAugmentation(sigma, augmentation=False, clip_values=(0, 1))``).
+    """
+    from ._validation import check_real
+
+    sigma = float(check_real(sigma, name="sigma", owner="gaussian_augmentation", low=0.0,
+                             low_open=True, high=10.0))
+
+    def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        return (x + sigma * noise).clamp_(0.0, 1.0)
+
+    augment.__doc__ = f"Gaussian input augmentation, sigma {sigma:g}."
+    return augment
+
+
+def adversarial_augmentation(eps: float, *, steps: int = 7, fraction: float = 1.0,
+                             ) -> Callable[..., torch.Tensor]:
+    """PGD adversarial training (Madry et al. 2018) for :func:`train`: each mini-batch is
+    replaced (a ``fraction`` of it) by L-inf PGD examples of the current network at ``eps``
+    (``steps`` steps of size :math:`2.5\\,\\epsilon/\\mathrm{steps}`, random start).
+
+    The second positive control (PGD training against a PGD target) and the paper's
+    adversarial-training baseline (``scripts/adversarial_training.py``).
+    """
+    from ._validation import check_int, check_real
+
+    eps = float(check_real(eps, name="eps", owner="adversarial_augmentation", low=0.0,
+                           low_open=True, high=1.0))
+    steps = check_int(steps, name="steps", owner="adversarial_augmentation", low=1,
+                      high=10_000)
+    fraction = float(check_real(fraction, name="fraction", owner="adversarial_augmentation",
+                                low=0.0, low_open=True, high=1.0))
+
+    class _Adversarial:
+        def __init__(self, model: nn.Module | None = None) -> None:
+            self.model = model
+
+        def bind(self, model: nn.Module) -> _Adversarial:
+            return _Adversarial(model)
+
+        def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+                     ) -> torch.Tensor:
+            if self.model is None:
+                raise RuntimeError("adversarial_augmentation needs the network it attacks: pass "
+                                   "adversarial_augmentation(eps).bind(model) to train")
+            n_adv = max(1, int(round(fraction * x.shape[0])))
+            xa, ya = x[:n_adv], y[:n_adv]
+            alpha = 2.5 * eps / steps
+            delta = (torch.rand(xa.shape, generator=gen, device=x.device, dtype=x.dtype)
+                     * 2 - 1) * eps
+            was = self.model.training
+            for _ in range(steps):
+                xd = (xa + delta).clamp(0, 1).requires_grad_(True)
+                loss = nn.functional.cross_entropy(self.model(xd), ya)
+                (g,) = torch.autograd.grad(loss, xd)
+                delta = (delta + alpha * g.sign()).clamp(-eps, eps).detach()
+            self.model.train(was)
+            out = x.clone()
+            out[:n_adv] = (xa + delta).clamp(0, 1)
+            return out
+
+    return _Adversarial()
 
 
 def _train_tensors_on(dev: torch.device, data: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:

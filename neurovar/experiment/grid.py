@@ -20,13 +20,15 @@ import numpy as np
 from neurovar._validation import check_choice, check_int
 
 from .config import ExperimentConfig, load_config
+from .registry import REGIMES, parse_condition
 
 __all__ = ["CellSpec", "plan", "SCIENCE_KEYS", "stream_seed"]
 
 #: Config sections that change a cell's numbers (``name``, ``device`` and ``threads`` do not
 #: enter the identity; device and threads are recorded with every cell).
 SCIENCE_KEYS: tuple[str, ...] = (
-    "data", "model", "training", "fit", "evaluation", "sources", "targets",
+    "data", "model", "training", "fit", "evaluation", "sources", "targets", "controls",
+    "magnitude_rule",
 )
 
 #: Streams of randomness, one spawn key each (see :func:`stream_seed`).
@@ -105,8 +107,10 @@ class CellSpec:
 def plan(config: ExperimentConfig | Any) -> list[CellSpec]:
     """Every cell of the grid, ordered by seed, layer, regime, condition, magnitude.
 
-    The condition ``"none"`` injects no noise, so it has a single cell per (seed, regime,
-    layer) with ``magnitude = 0``; the results table repeats it for every magnitude.
+    Conditions that inject no noise (``"none"``, the positive controls) have a single cell per
+    (seed, regime, layer) with ``magnitude = 0``; the results table repeats it for every
+    magnitude. A source's conditions run at the source's own ``magnitudes`` when it has them;
+    positive controls only in regimes that train.
 
     Cells that share a seed share a base network (trained once per process and cached), so
     this order keeps that cache warm.
@@ -121,9 +125,12 @@ def plan(config: ExperimentConfig | Any) -> list[CellSpec]:
         for layer in cfg.layers:
             for regime in cfg.regimes:
                 for condition in cfg.expanded_conditions():
-                    # "none" injects nothing: one cell (magnitude 0) serves every magnitude
-                    magnitudes = (0.0,) if condition == "none" else cfg.magnitudes
-                    for magnitude in magnitudes:
+                    entry = parse_condition(condition)[0]
+                    if entry.kind == "augment" and not REGIMES[regime].trains:
+                        continue  # a positive control is a way of training
+                    # conditions that inject nothing ("none", the positive controls): one cell
+                    # (magnitude 0) serves every magnitude
+                    for magnitude in cfg.condition_magnitudes(condition):
                         coords = {"seed": int(seed), "regime": regime, "condition": condition,
                                   "magnitude": float(magnitude), "layer": layer}
                         ident = json.dumps({**coords, **science}, sort_keys=True)

@@ -106,7 +106,7 @@ def collect(out: str | Path, cfg: ExperimentConfig, specs: Sequence[CellSpec] | 
     """Assemble ``results.nc`` and ``results.csv`` in ``out`` from its finished cells."""
     out = Path(out)
     specs = plan(cfg) if specs is None else specs
-    results = assemble(out, specs, cfg.magnitudes)
+    results = assemble(out, specs, cfg.all_magnitudes)
     results.attrs.update(config_hash=config_hash(cfg), name=cfg.name,
                          n_cells=len(specs), n_done=sum(is_done(out, s.cell_id) for s in specs))
     tmp = out / f".results.nc.{os.getpid()}.tmp"

@@ -18,13 +18,18 @@ def build_model(config, *, rng: int = 0) -> nn.Module:
     """The config's untrained network, its weights initialised from ``rng`` (an int seed).
 
     ``small_cnn``: :class:`neurovar.models.SmallCNN` for the data set's image shape;
+    ``preble_cnn``: :class:`neurovar.models.PrebleCNN` (Preble et al. 2026, 28x28);
     ``resnet18_cifar``: torchvision's ResNet-18 adapted to 32x32 inputs
     (:func:`neurovar.models.resnet18_cifar`).
     """
     from neurovar import models
 
+    from .config import DATA_SHAPES
+
     rng = check_int(rng, name="rng", owner="build_model", low=0)
-    shape = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32)}[config.data.name]
+    shape = DATA_SHAPES[config.data.name]
+    if config.model.name == "preble_cnn":
+        return models.PrebleCNN(activation=config.model.activation, n_classes=10, rng=int(rng))
     if config.model.name == "small_cnn":
         return models.SmallCNN(
             in_channels=shape[0],
@@ -42,21 +47,32 @@ def build_model(config, *, rng: int = 0) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(name: str, root: str | None, limit: int | None, verify: bool) -> ImageDataset:
+def _load(name: str, root: str | None, limit: int | None, verify: bool,
+          n_train: int | None) -> ImageDataset:
+    from dataclasses import replace
+
     from neurovar import datasets
 
     if name == "digits":
-        return datasets.load_digits()
-    if name == "mnist":
-        return datasets.load_mnist(root, limit=limit)
-    return datasets.load_cifar10(root, limit=limit, verify=verify)
+        data = datasets.load_digits()
+    elif name == "mnist_embedded":
+        data = datasets.load_mnist_embedded()
+    elif name == "mnist":
+        data = datasets.load_mnist(root, limit=limit)
+    elif name == "fashion_mnist":
+        data = datasets.load_fashion_mnist(root, limit=limit)
+    else:
+        data = datasets.load_cifar10(root, limit=limit, verify=verify)
+    if n_train is not None:
+        data = replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+    return data
 
 
 def load_data(config) -> ImageDataset:
     """The config's data set (the split is fixed; seeds vary the network, not the data)."""
     d = config.data
     root = None if d.root is None else str(Path(d.root).expanduser())
-    return _load(d.name, root, d.limit, d.verify)
+    return _load(d.name, root, d.limit, d.verify, d.n_train)
 
 
 def resolve_config_device(device: str) -> torch.device:

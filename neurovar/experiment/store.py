@@ -85,8 +85,8 @@ def done_cells(out_dir: str | Path) -> list[str]:
 def assemble(out_dir: str | Path, specs: Sequence[Any], magnitudes: Sequence[float]) -> xr.Dataset:
     """Combine the finished cells of ``specs`` into one Dataset over :data:`GRID_DIMS`.
 
-    The ``none`` condition (one cell per seed, regime and layer, ``magnitude = 0``) is repeated
-    for every magnitude. Missing cells and combinations that do not apply (noise off in the
+    Conditions that inject nothing (``none`` and the positive controls: one cell per seed,
+    regime and layer, ``magnitude = 0``) are repeated for every magnitude. Missing cells and combinations that do not apply (noise off in the
     test-time regime) are NaN.
     """
     parts = []
@@ -97,7 +97,8 @@ def assemble(out_dir: str | Path, specs: Sequence[Any], magnitudes: Sequence[flo
         ds.attrs = {}
         grid = {d: ds.coords[d].values.item() for d in GRID_DIMS}
         ds = ds.drop_vars(list(GRID_DIMS))
-        mags = list(magnitudes) if grid["condition"] == "none" else [grid["magnitude"]]
+        # a cell that injects nothing (none, positive controls) serves every magnitude
+        mags = list(magnitudes) if float(grid["magnitude"]) == 0.0 else [grid["magnitude"]]
         for m in mags:
             coords = {**grid, "magnitude": float(m)}
             parts.append(ds.expand_dims({d: [coords[d]] for d in GRID_DIMS}))
@@ -114,9 +115,13 @@ def to_tidy(results: xr.Dataset) -> pd.DataFrame:
     """Tidy table of accuracies: one row per cell x noise_at_test x target x strength.
 
     Columns: ``seed, regime, condition, magnitude, layer, noise_at_test, target,
-    target_family, target_kind, strength, accuracy, n, ci_low, ci_high`` (Wilson), the cell's
-    ``clean_accuracy``, alignment (``variance_ratio``, ``alignment_index``), the layer's
-    ``participation_ratio``, ``fano_factor`` and ``noise_correlation``, and per attack target
+    target_family, target_kind, target_protocol, strength, accuracy, n, ci_low, ci_high``
+    (Wilson), the cell's ``clean_accuracy``, ``noise_to_signal`` (total noise variance over the
+    clean activation variance of the layer as the network ended: the magnitude really reached),
+    alignment with the target (``target_alignment``: noise variance along the target's top
+    perturbation directions relative to isotropic noise; ``alignment_index``), the noise's
+    ``participation_ratio``, the layer's ``trial_variance``, ``fano_factor`` (NaN where not
+    defined; ``fano_reason`` says why) and ``noise_correlation``, and per attack target
     the ``pgd_ce`` accuracy and the ``square`` accuracy (masking diagnostics). Rows that do not
     apply (noise off in the test-time regime, padded strengths) are dropped. Readable by pandas,
     statsmodels and ``neurovar stats``.
@@ -131,27 +136,30 @@ def to_tidy(results: xr.Dataset) -> pd.DataFrame:
     extra = []
     for var in ("clean_accuracy", "eot_gap", "gradient_snr"):
         extra.append(results[var].to_dataframe().reset_index()[[*keys, var]])
-    for var in ("participation_ratio", "fano_factor", "noise_correlation"):
-        extra.append(results[var].to_dataframe().reset_index()[[*GRID_DIMS, var]])
+    for var in ("participation_ratio", "noise_to_signal", "trial_variance", "fano_factor",
+                "fano_reason", "noise_correlation"):
+        if var in results:
+            extra.append(results[var].to_dataframe().reset_index()[[*GRID_DIMS, var]])
     for frame in extra:
         on = [k for k in keys if k in frame.columns]
         df = df.merge(frame, on=on, how="left")
-    align = results[["variance_ratio", "alignment_index"]].to_dataframe().reset_index()
-    df = df.merge(align[[*GRID_DIMS, "target", "variance_ratio", "alignment_index"]],
+    align = results[["target_alignment", "alignment_index"]].to_dataframe().reset_index()
+    df = df.merge(align[[*GRID_DIMS, "target", "target_alignment", "alignment_index"]],
                   on=[*GRID_DIMS, "target"], how="left")
     n = int(results.sizes["stimulus"])
     df["n"] = n
     succ = np.round(df["accuracy"].to_numpy() * n).astype(int)
     low, high = proportion_confint(succ, n, alpha=0.05, method="wilson")
     df["ci_low"], df["ci_high"] = low, high
-    for col in ("target_family", "target_kind"):
-        if col in df.columns:
+    for col in ("target_family", "target_kind", "target_protocol"):
+        if col in df.columns or col not in results.coords:
             continue
         df = df.merge(results[col].to_dataframe().reset_index()[["target", col]], on="target")
-    order = [*GRID_DIMS, "noise_at_test", "target", "target_family", "target_kind", "strength",
-             "accuracy", "n", "ci_low", "ci_high", "clean_accuracy", "variance_ratio",
-             "alignment_index", "participation_ratio", "fano_factor", "noise_correlation",
-             "eot_gap", "gradient_snr"]
+    order = [*GRID_DIMS, "noise_at_test", "target", "target_family", "target_kind",
+             "target_protocol", "strength", "accuracy", "n", "ci_low", "ci_high",
+             "clean_accuracy", "noise_to_signal", "target_alignment", "alignment_index",
+             "participation_ratio", "trial_variance", "fano_factor", "fano_reason",
+             "noise_correlation", "eot_gap", "gradient_snr"]
     df = df[[c for c in order if c in df.columns]]
     df["noise_at_test"] = df["noise_at_test"].astype(bool)
     return df.sort_values([*GRID_DIMS, "noise_at_test", "target", "strength"]).reset_index(drop=True)

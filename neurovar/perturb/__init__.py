@@ -10,6 +10,7 @@ CIFAR-10-C corruptions batched in torch and :func:`modify` continuous-strength m
 from __future__ import annotations
 
 from .adapters import TorchattacksAttack, torchattacks_names
+from .apgd import APGD
 from .attacks import FGSM, PGD, Attack, Square, TargetedPGD
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, Corruption, corrupt, modify
 from .diagnostics import (
@@ -38,6 +39,7 @@ from .evaluate import (
 )
 
 __all__ = [
+    "APGD",
     "Attack",
     "FGSM",
     "PGD",

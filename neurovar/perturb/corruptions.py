@@ -797,6 +797,36 @@ def _mod_rotation(x, s, gen):
     return rotate(x, float(s), interpolation=InterpolationMode.BILINEAR, fill=0.0)
 
 
+def _mod_pixel_noise(x, s, gen):
+    r"""Gaussian pixel noise of standard deviation ``s``, :math:`x + s\,\xi`, clipped to [0, 1]
+    (the positive control's target: Gaussian input augmentation must help against it)."""
+    return x + s * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+
+
+def _mod_obstruction(x, s, gen):
+    r"""Preble et al. (2026)'s obstruction (``scripts/data_utils.py`` lines 196-227): a black
+    square of side :math:`\lfloor 0.4\,s \min(H, W)\rfloor` (at least 1 pixel) at a uniformly
+    random position."""
+    n, _, h, w = x.shape
+    side = max(1, min(int(0.4 * s * min(h, w)), min(h, w)))
+    top = torch.randint(0, h - side + 1, (n, 1, 1, 1), generator=gen, device=x.device)
+    left = torch.randint(0, w - side + 1, (n, 1, 1, 1), generator=gen, device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    mask = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return torch.where(mask, torch.zeros_like(x), x)
+
+
+def _mod_random_rotation(x, s, gen):
+    """Preble et al. (2026)'s rotation (``scripts/data_utils.py`` lines 176-178): each image
+    rotated by an angle uniform in :math:`[-60 s, 60 s]` degrees (bilinear, zero fill)."""
+    from torchvision.transforms.functional import InterpolationMode, rotate
+
+    angles = (torch.rand(x.shape[0], generator=gen, device=x.device) * 2 - 1) * 60.0 * s
+    return torch.stack([rotate(img, float(a), interpolation=InterpolationMode.BILINEAR,
+                               fill=0.0) for img, a in zip(x, angles.tolist())])
+
+
 #: name -> (kernel, (min strength, max strength), identity strength)
 MODIFICATIONS: Mapping[str, tuple[Callable, tuple[float, float], float]] = MappingProxyType(
     {
@@ -805,6 +835,9 @@ MODIFICATIONS: Mapping[str, tuple[Callable, tuple[float, float], float]] = Mappi
         "gaussian_blur": (_mod_blur, (0.0, math.inf), 0.0),
         "occlusion": (_mod_occlusion, (0.0, 1.0), 0.0),
         "rotation": (_mod_rotation, (-360.0, 360.0), 0.0),
+        "pixel_noise": (_mod_pixel_noise, (0.0, 10.0), 0.0),
+        "obstruction": (_mod_obstruction, (0.0, 2.5), 0.0),
+        "random_rotation": (_mod_random_rotation, (0.0, 3.0), 0.0),
     }
 )
 
@@ -820,6 +853,9 @@ def modify(
     - ``"occlusion"``: a mid-gray square covering a fraction s in [0, 1] of the image, at a
       random position per image (``rng``).
     - ``"rotation"``: rotation by s degrees about the center, bilinear, zero fill.
+    - ``"pixel_noise"``: Gaussian pixel noise of standard deviation s in [0, 10].
+    - ``"obstruction"``: Preble et al.'s black square of side 0.4 s min(H, W), random position.
+    - ``"random_rotation"``: Preble et al.'s rotation by an angle uniform in [-60 s, 60 s].
 
     Output is clipped to [0, 1]; shape, dtype and device as the input ((N, C, H, W) or
     (C, H, W), C = 1 or 3).
