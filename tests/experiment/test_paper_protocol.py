@@ -1,0 +1,233 @@
+"""The paper's protocol as registry choices: network, magnitude rule, controls, retraining,
+prediction rule, paper evaluation, and a tiny grid of the demo's shape end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neurovar.experiment import registry
+from neurovar.experiment.cell import (
+    _Directions,
+    _alignment,
+    _participation_ratio,
+    _pooled,
+    _rotated,
+    _start,
+    condition_shape,
+    noise_module,
+)
+from neurovar.experiment.config import parse_config
+from neurovar.experiment.registry import Shape, StructureContext
+from neurovar.models import PREBLE_LAYERS, MeanLogits, PrebleCNN, layers_after
+
+# ------------------------------------------------------------------------------ the network
+
+
+def test_preble_cnn_layer_shapes_match_the_paper():
+    """Mnist_v2_3C3F._layer_shapes = [(6,14,14), (16,14,14), (16,5,5), (32,), (16,), (10,)]."""
+    model = PrebleCNN(rng=0)
+    shapes = {}
+    hooks = [dict(model.named_modules())[name].register_forward_hook(
+        lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:])))
+        for name in PREBLE_LAYERS.values()]
+    model(torch.zeros(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert [shapes[PREBLE_LAYERS[i]] for i in range(5)] == [
+        (6, 14, 14), (16, 14, 14), (16, 5, 5), (32,), (16,)]
+    assert np.prod(shapes["tanh1"]) == 3136
+    assert isinstance(model.tanh1, nn.Tanh)
+    assert isinstance(PrebleCNN(activation="relu", rng=0).tanh1, nn.ReLU)
+
+
+def test_layers_after_splits_at_the_noise_site():
+    before, after = layers_after(PrebleCNN(rng=0), "tanh1")
+    assert before == ["conv0", "conv1"]
+    assert after == ["conv2", "fc3", "fc4", "fc5"]
+
+
+# ------------------------------------------------------------------------------ shapes
+def _ctx(n: int = 12, seed: int = 0) -> StructureContext:
+    gen = np.random.default_rng(seed)
+    f1 = gen.standard_normal((n, 3))
+    f2 = gen.standard_normal((n, 2))
+    sources = {"a": Shape(np.full(n, 1e-4), f1), "b": Shape(np.full(n, 1e-4), f2)}
+    ctx = StructureContext(n_units=n, clean_trace=7.0, sources=sources,
+                           source_trace={k: v.trace for k, v in sources.items()})
+    ctx.pooled = _pooled(sources)
+    ctx.rotated = {None: _rotated(ctx.pooled, 1), "a": _rotated(sources["a"], 2)}
+    return ctx
+
+
+def _cfg(**changes):
+    from experiment_helpers import TINY, tiny_config
+
+    cfg = tiny_config(**changes)
+    cfg["sources"] = [{"id": "a", "family": "attack", "name": "pgd_ce", "strength": 0.1},
+                      {"id": "b", "family": "attack", "name": "fgsm", "strength": 0.1}]
+    assert TINY["layers"]
+    return parse_config(cfg)
+
+
+@pytest.mark.parametrize("condition", ["isotropic", "structured:a", "diagonal:a", "diagonal",
+                                       "rotated", "rotated:a"])
+def test_units_rule_gives_trace_tr_times_n(condition):
+    """Paper: the trace is normalised to tr x N after the ridge (and the diagonal mask)."""
+    ctx = _ctx()
+    cfg = _cfg(magnitude_rule="units")
+    shape = condition_shape(cfg, condition, 2.0, ctx)
+    assert shape.trace == pytest.approx(2.0 * ctx.n_units, rel=1e-10)
+    dense = shape.dense()
+    if condition.startswith("diagonal") or condition == "isotropic":
+        assert np.allclose(dense, np.diag(np.diag(dense)))
+    if condition == "diagonal:a":
+        full = ctx.sources["a"].dense()
+        scale = 2.0 * ctx.n_units / np.trace(full)
+        assert np.allclose(np.diag(dense), scale * np.diag(full))
+    if condition == "structured:a":
+        full = ctx.sources["a"].dense()
+        assert np.allclose(dense, full * 2.0 * ctx.n_units / np.trace(full))
+        assert np.all(np.diag(full) >= 1e-4)  # the ridge is in
+
+
+def test_clean_trace_and_source_rules():
+    ctx = _ctx()
+    assert condition_shape(_cfg(magnitude_rule="clean-trace"), "isotropic", 0.5,
+                           ctx).trace == pytest.approx(0.5 * 7.0)
+    src = condition_shape(_cfg(magnitude_rule="source"), "structured:b", 3.0, ctx)
+    assert src.trace == pytest.approx(3.0 * ctx.source_trace["b"])
+
+
+def test_mix_is_the_papers_formula_after_scaling():
+    """models.py lines 87-90: alpha * (normalised Sigma) + (1 - alpha) * I."""
+    ctx = _ctx()
+    cfg = _cfg(magnitude_rule="units", conditions=["mix:0.25:a"])
+    mixed = condition_shape(cfg, "mix:0.25:a", 2.0, ctx).dense()
+    full = condition_shape(cfg, "structured:a", 2.0, ctx).dense()
+    assert np.allclose(mixed, 0.25 * full + 0.75 * np.eye(ctx.n_units))
+
+
+def test_rotated_keeps_the_spectrum_and_changes_the_eigenvectors():
+    ctx = _ctx()
+    a, r = ctx.sources["a"].dense(), ctx.rotated["a"].dense()
+    assert np.allclose(np.linalg.eigvalsh(a), np.linalg.eigvalsh(r))
+    assert not np.allclose(a, r)
+
+
+def test_noise_module_draws_the_shape_exactly():
+    ctx = _ctx(n=6)
+    cfg = _cfg(magnitude_rule="units")
+    shape = condition_shape(cfg, "structured:a", 1.0, ctx)
+    noise = noise_module(shape, cfg, seed=0)
+    assert np.allclose(noise.dense_covariance().numpy(), shape.dense(), atol=1e-6)
+    draws = noise(torch.zeros(40000, 6)).double().numpy()
+    assert np.allclose(np.cov(draws.T), shape.dense(), atol=0.06 * shape.trace / 6)
+
+
+def test_factor_form_alignment_matches_the_dense_statistics():
+    import xarray as xr
+
+    from neurovar.stats import alignment_index, top_subspace, variance_along
+
+    gen = np.random.default_rng(3)
+    n = 10
+    diffs = gen.standard_normal((30, n)) @ gen.standard_normal((n, n))
+    d = _Directions.from_differences(diffs)
+    shape = Shape(np.full(n, 0.1), gen.standard_normal((n, 4)))
+    st = type("S", (), {"targets": {"t": d}})()
+    got = _alignment(shape, st)
+    coords = {"unit": np.arange(n), "unit_j": np.arange(n)}
+    c_t = xr.DataArray(np.cov(diffs.T), dims=("unit", "unit_j"), coords=coords)
+    cov = xr.DataArray(shape.dense() * n / shape.trace, dims=("unit", "unit_j"), coords=coords)
+    basis = top_subspace(c_t, 3).rename(component="direction")
+    assert got["target_alignment"][0] == pytest.approx(float(variance_along(cov, basis).mean()))
+    ai = alignment_index(c_t, cov, n_components=3)
+    assert got["alignment_index"][0] == pytest.approx(float(ai["alignment_index"]))
+    assert got["alignment_vs_chance"][0] == pytest.approx(float(ai["relative_to_chance"]))
+    dense = shape.dense()
+    assert _participation_ratio(shape) == pytest.approx(np.trace(dense) ** 2
+                                                        / np.trace(dense @ dense))
+
+
+# ------------------------------------------------------------------------------ regimes
+def test_retrain_freezes_the_prefix_and_reinitialises_the_rest():
+    from neurovar.datasets import load_mnist_embedded
+    from neurovar.experiment.grid import plan
+    from neurovar.models import train
+
+    base = PrebleCNN(rng=0)
+    cfg = parse_config({
+        "seeds": [0], "layers": ["tanh1"], "regimes": ["retrain"], "conditions": ["none"],
+        "data": {"name": "mnist_embedded", "n_train": 128, "n_fit": 16, "n_eval": 8},
+        "model": {"name": "preble_cnn"},
+        "targets": [{"family": "corruption", "name": "gaussian_noise", "strengths": [1]}]})
+    spec = plan(cfg)[0]
+    model = _start("retrain", base, cfg, spec, rng=5)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    for name in ("conv0", "conv1"):
+        assert not getattr(model, name).weight.requires_grad
+    for name in ("conv2", "fc3", "fc4", "fc5"):
+        assert not torch.equal(getattr(model, name).weight, before[f"{name}.weight"])
+    train(model, load_mnist_embedded(), epochs=1, lr=1e-3, rng=0, progress=False)
+    after = model.state_dict()
+    for key in ("conv0.weight", "conv0.bias", "conv1.weight", "conv1.bias"):
+        assert torch.equal(after[key], before[key])
+    assert torch.equal(base.state_dict()["fc5.weight"], before["fc5.weight"])  # base untouched
+
+
+def test_mean_logits_is_the_mean_of_n_noisy_passes():
+    class Counter(nn.Module):
+        """Adds the row index within the (folded) batch: pass i of sample j gets i*B + j."""
+
+        def forward(self, x):
+            return x.flatten(1)[:, :2] + torch.arange(x.shape[0], dtype=x.dtype)[:, None]
+
+    x = torch.zeros(3, 1, 2, 2)
+    out = MeanLogits(Counter(), 4)(x)
+    # mean over passes i of (i*3 + j) = 4.5 + j
+    assert torch.allclose(out[:, 0], torch.tensor([4.5, 5.5, 6.5]))
+    det = nn.Linear(4, 2)
+    xx = torch.rand(5, 4)
+    assert torch.allclose(MeanLogits(det, 7)(xx), det(xx), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ registry
+def test_a_new_condition_and_magnitude_rule_are_one_registration_each(tmp_path):
+    """The recipe of docs/architecture.md: register, then name it in a config."""
+    name, rule = "half-identity", "fixed-total"
+    registry.register_condition(registry.Condition(
+        name, "noise", "identity with half the units silent", "#000000",
+        shape=lambda ctx, source, param: Shape(
+            np.r_[np.ones(ctx.n_units // 2), np.zeros(ctx.n_units - ctx.n_units // 2)])))
+    registry.register_magnitude_rule(registry.MagnitudeRule(
+        rule, "m, as it is", lambda m, ctx, s: m))
+    try:
+        cfg = _cfg(conditions=["none", name], magnitude_rule=rule)
+        shape = condition_shape(cfg, name, 3.0, _ctx())
+        assert shape.trace == pytest.approx(3.0)
+        with pytest.raises(Exception, match="did you mean"):
+            _cfg(conditions=["half-identty"])
+    finally:
+        del registry.CONDITIONS[name]
+        del registry.MAGNITUDE_RULES[rule]
+
+
+def test_config_names_the_unknown_and_suggests():
+    from neurovar.experiment import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _cfg(conditions=["isotropc"], regimes=["retrian"], magnitude_rule="unit")
+    text = str(err.value)
+    assert "did you mean 'isotropic'" in text
+    assert "did you mean 'retrain'" in text
+    assert "did you mean 'units'" in text
+
+
+def test_positive_controls_need_a_training_regime():
+    from neurovar.experiment import ConfigError
+
+    with pytest.raises(ConfigError, match="positive control"):
+        _cfg(conditions=["none", "augment-gaussian"], regimes=["test-time"])
