@@ -10,8 +10,8 @@ from torch import nn
 
 from neurovar.experiment import registry
 from neurovar.experiment.cell import (
-    _Directions,
     _alignment,
+    _Directions,
     _participation_ratio,
     _pooled,
     _rotated,
