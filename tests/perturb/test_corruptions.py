@@ -273,3 +273,30 @@ def test_glass_blur_vectorized_equals_sequential_loop(param):
             for i in range(n):
                 y[i, :, a, b] = y[i, :, a + d[i, k, 1], b + d[i, k, 0]].clone()
     torch.testing.assert_close(fast, C._gaussian_blur(y, sigma))
+
+
+# ---------------------------------------------------------------------------- speedups (issue 22)
+# Shapes of the equivalence check: CIFAR-like RGB, MNIST-like gray, small digits, odd sizes.
+EQUIV_SHAPES = [(5, 3, 32, 32), (4, 1, 28, 28), (3, 1, 8, 8), (2, 3, 20, 24)]
+# corruptions whose random stream changed on purpose (same distribution, other draws)
+NEW_STREAM: set[str] = set()
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_fast_paths_equal_previous_implementation(name, x32):
+    """Every corruption gives, bit for bit, the images of the code before the speedups."""
+    import _corruptions_v0 as V0
+
+    if name in NEW_STREAM:
+        pytest.skip("random stream changed on purpose; checked in distribution below")
+    gen = torch.Generator().manual_seed(7)
+    inputs = [x32[:6].float(), x32[:3].double()]
+    inputs += [torch.rand(s, generator=gen) for s in EQUIV_SHAPES]
+    inputs.append((torch.rand(4, 3, 32, 32, generator=gen) * 255).round() / 255)  # uint8 grid
+    for x in inputs:
+        for severity in SEVERITIES:
+            new = corrupt(x, name, severity=severity, rng=11)
+            old = V0.corrupt(x, name, severity=severity, rng=11)
+            assert new.dtype == old.dtype and torch.equal(new, old), (name, x.shape, severity)
+    single = x32[0].float()
+    assert torch.equal(corrupt(single, name, severity=2, rng=3), V0.corrupt(single, name, severity=2, rng=3))
