@@ -299,4 +299,6 @@ def test_fast_paths_equal_previous_implementation(name, x32):
             old = V0.corrupt(x, name, severity=severity, rng=11)
             assert new.dtype == old.dtype and torch.equal(new, old), (name, x.shape, severity)
     single = x32[0].float()
-    assert torch.equal(corrupt(single, name, severity=2, rng=3), V0.corrupt(single, name, severity=2, rng=3))
+    assert torch.equal(
+        corrupt(single, name, severity=2, rng=3), V0.corrupt(single, name, severity=2, rng=3)
+    )
