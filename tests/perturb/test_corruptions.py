@@ -302,3 +302,14 @@ def test_fast_paths_equal_previous_implementation(name, x32):
     assert torch.equal(
         corrupt(single, name, severity=2, rng=3), V0.corrupt(single, name, severity=2, rng=3)
     )
+
+
+@pytest.mark.parametrize("mode", ["edge", "reflect101", "symmetric"])
+def test_pad_axis_equals_pad_index(mode):
+    """Slice-and-flip padding == indexing with _pad_index, for short and folded pads."""
+    for n in (1, 2, 3, 5, 8):
+        x = torch.rand(2, 3, n, n + 1)
+        for p in range(12):
+            for dim in (2, 3):
+                ref = x.index_select(dim, C._pad_index(x.shape[dim], p, p, mode, x.device))
+                assert torch.equal(C._pad_axis(x, dim, p, mode), ref), (n, p, dim)
