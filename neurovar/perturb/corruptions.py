@@ -572,7 +572,8 @@ def _jpeg(x, quality, gen):
     """JPEG round trip at ``quality`` (libjpeg, 4:2:0 chroma subsampling as PIL), on CPU.
 
     Uses :func:`torchvision.io.encode_jpeg` on the whole batch when available (bit-identical to
-    PIL's ``Image.save(..., "JPEG", quality=q)`` on the tested images), else PIL image by image.
+    PIL's ``Image.save(..., "JPEG", quality=q)`` on the tested images; gray batches as one
+    mosaic, :func:`_jpeg_gray_mosaic`), else PIL image by image.
     """
     # == (x.clamp(0, 1) * 255).round(), one temporary instead of three
     u8 = torch.mul(x.detach(), 255).clamp_(0, 255).round_().to(torch.uint8).cpu()
@@ -582,11 +583,44 @@ def _jpeg(x, quality, gen):
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import decode_jpeg, encode_jpeg
 
-            decoded = decode_jpeg(encode_jpeg(list(u8), quality=int(quality)))
-        out = torch.stack(decoded)
+            if u8.shape[1] == 1 and u8.shape[0] > 1:
+                out = _jpeg_gray_mosaic(u8, int(quality), encode_jpeg, decode_jpeg)
+            else:
+                out = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=int(quality))))
     except (ImportError, AttributeError, RuntimeError):
         out = _jpeg_pil(u8, int(quality))
     return out.to(device=x.device, dtype=x.dtype).div_(255)
+
+
+_MOSAIC_SIDE = 16384  # longest side of one mosaic (JPEG allows 65535)
+
+
+def _jpeg_gray_mosaic(u8: torch.Tensor, quality: int, encode, decode) -> torch.Tensor:
+    """Gray JPEG round trip of a batch (N, 1, H, W) uint8 as one mosaic image per chunk.
+
+    Exact: a gray JPEG codes independent 8x8 blocks, and libjpeg completes a partial block by
+    repeating the last column and row. Each image, padded that way to multiples of 8, fills
+    whole blocks of the mosaic, so its blocks (and their decoding) are those of the image coded
+    alone, while the codec's per-image setup (most of the time for small images) is paid once.
+    """
+    n, _, h, w = u8.shape
+    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+    # numpy: uint8 copies of permuted layouts are many times faster there than in torch
+    tiles = np.pad(u8.numpy()[:, 0], ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
+    cols = max(1, min(n, int(math.ceil(math.sqrt(n))), _MOSAIC_SIDE // wp))
+    per = cols * max(1, _MOSAIC_SIDE // hp)  # images per mosaic
+    outs = []
+    for start in range(0, n, per):
+        chunk = tiles[start : start + per]
+        m = chunk.shape[0]
+        rows = -(-m // cols)
+        if rows * cols > m:
+            chunk = np.concatenate([chunk, np.zeros((rows * cols - m, hp, wp), np.uint8)])
+        mosaic = chunk.reshape(rows, cols, hp, wp).transpose(0, 2, 1, 3).reshape(rows * hp, -1)
+        dec = decode(encode(torch.from_numpy(np.ascontiguousarray(mosaic))[None], quality=quality))
+        dec = dec.numpy().reshape(rows, hp, cols, wp).transpose(0, 2, 1, 3)
+        outs.append(dec.reshape(rows * cols, hp, wp)[:m, :h, :w])
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(outs))[:, None])
 
 
 def _jpeg_pil(u8: torch.Tensor, quality: int) -> torch.Tensor:

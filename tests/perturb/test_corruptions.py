@@ -17,6 +17,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import load_sample_images
 
 from neurovar.perturb import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
@@ -313,3 +314,22 @@ def test_pad_axis_equals_pad_index(mode):
             for dim in (2, 3):
                 ref = x.index_select(dim, C._pad_index(x.shape[dim], p, p, mode, x.device))
                 assert torch.equal(C._pad_axis(x, dim, p, mode), ref), (n, p, dim)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision's codecs -> torchcodec
+@pytest.mark.parametrize("side", [16384, 40])
+def test_jpeg_gray_mosaic_equals_image_by_image(side, monkeypatch):
+    """One mosaic JPEG per chunk of gray images == every image coded alone (any size: partial
+    8x8 blocks are completed by repeating the last row and column, as libjpeg does)."""
+    pytest.importorskip("torchvision")
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    monkeypatch.setattr(C, "_MOSAIC_SIDE", side)  # 40: several mosaics, one partly empty
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(7, 1, 28, 28), (5, 1, 8, 8), (9, 1, 20, 13), (3, 1, 1, 1), (6, 1, 17, 9)]:
+        x = torch.rand(shape, generator=gen)
+        for u8 in ((x * 255).round().to(torch.uint8), (F.avg_pool2d(x, 3, 1, 1) * 255).byte()):
+            for quality in (80, 40, 7):
+                alone = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=quality)))
+                mosaic = C._jpeg_gray_mosaic(u8, quality, encode_jpeg, decode_jpeg)
+                assert torch.equal(mosaic, alone), (shape, quality)
