@@ -333,3 +333,13 @@ def test_jpeg_gray_mosaic_equals_image_by_image(side, monkeypatch):
                 alone = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=quality)))
                 mosaic = C._jpeg_gray_mosaic(u8, quality, encode_jpeg, decode_jpeg)
                 assert torch.equal(mosaic, alone), (shape, quality)
+
+
+def test_in_place_fast_paths_keep_autograd():
+    """The in-place arithmetic and buffers of the fast paths step aside for autograd."""
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    for name in ("motion_blur", "defocus_blur", "snow", "gaussian_noise", "contrast", "fog"):
+        y = corrupt(x, name, severity=3, rng=0)
+        y.sum().backward()
+        assert torch.equal(y.detach(), corrupt(x.detach(), name, severity=3, rng=0)), name
+    assert float(x.grad.abs().sum()) > 0
