@@ -281,20 +281,20 @@ def _motion_blur(
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
     alive = torch.ones(n, dtype=torch.bool, device=x.device)
-    out = torch.zeros_like(x)
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(flat)
     for i in range(width):
         dy = -torch.ceil(i * p0 / hyp - 0.5).long()
         dx = -torch.ceil(i * p1 / hyp - 0.5).long()
         alive = alive & (dy.abs() < h) & (dx.abs() < w)
         if not bool(alive.any()):
             break
-        # edge-clamped shift as two gathers with broadcast (stride-0) indices
-        r = (rows[None] - dy[:, None]).clamp(0, h - 1)[:, None, :, None]
-        q = (cols[None] - dx[:, None]).clamp(0, w - 1)[:, None, None, :]
-        shifted = x.gather(2, r.expand(n, c, h, w)).gather(3, q.expand(n, c, h, w))
-        weight = (float(k[i]) * alive.to(x.dtype)).view(n, 1, 1, 1)
-        out += shifted.mul_(weight)
-    return out
+        r = (rows[None] - dy[:, None]).clamp(0, h - 1)
+        q = (cols[None] - dx[:, None]).clamp(0, w - 1)
+        idx = (r[:, :, None] * w + q[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+        weight = (float(k[i]) * alive.to(x.dtype)).view(n, 1, 1)
+        out += weight * flat.gather(2, idx)
+    return out.reshape(n, c, h, w)
 
 
 # ---------------------------------------------------------------------------- corruptions

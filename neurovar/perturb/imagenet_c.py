@@ -18,9 +18,9 @@ MNIST / FashionMNIST digits:
    differ) the channels are mixed by torchvision's ``Grayscale``
    (:math:`0.2989 R + 0.587 G + 0.114 B`); for the others channel 0 is kept.
 
-Every float operation of the deterministic corruptions is done in the reference's order and
+The float operations of the deterministic corruptions are the reference's, in its order and
 precision, so ``brightness``, ``contrast`` and ``motion_blur`` (given the blur angles) give the
-reference's images; the random ones (``gaussian_noise``, ``impulse_noise``, ``snow``) follow the
+reference's images (pixel for pixel on the tested digits); the random ones (``gaussian_noise``, ``impulse_noise``, ``snow``) follow the
 reference's distributions with draws from ``rng`` (see ``tests/perturb/test_imagenet_c.py``).
 """
 
@@ -151,16 +151,16 @@ def _shift_blur(x: torch.Tensor, radius: int, sigma: float, angle_deg: np.ndarra
     dx_t = torch.as_tensor(dx, device=x.device)
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
-    out = torch.zeros_like(x)
-    shifted = torch.empty_like(x)
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(flat)
+    shifted = torch.empty_like(flat)
     for j in range(int(alive.sum(axis=1).max(initial=0))):
-        # edge-clamped shift as two gathers with broadcast (stride-0) indices
-        r = (rows[None] - dy_t[:, j, None]).clamp_(0, h - 1)[:, None, :, None]
-        q = (cols[None] - dx_t[:, j, None]).clamp_(0, w - 1)[:, None, None, :]
-        by_rows = x.gather(2, r.expand(n, c, h, w))
-        torch.gather(by_rows, 3, q.expand(n, c, h, w), out=shifted)
-        out += shifted.mul_(weights[:, j].view(n, 1, 1, 1))
-    return out
+        r = (rows[None] - dy_t[:, j, None]).clamp_(0, h - 1)
+        q = (cols[None] - dx_t[:, j, None]).clamp_(0, w - 1)
+        idx = (r[:, :, None] * w + q[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+        torch.gather(flat, 2, idx, out=shifted)
+        out += shifted.mul_(weights[:, j].view(n, 1, 1))
+    return out.reshape(n, c, h, w)
 
 
 def _uniform_np(n: int, low: float, high: float, gen: torch.Generator) -> np.ndarray:
@@ -294,7 +294,7 @@ def corrupt_paper(
     - imagecorruptions' ``impulse_noise`` calls skimage's ``random_noise`` with an unseeded
       ``np.random.default_rng()``, so the paper's impulse noise cannot be reproduced from
       ``np.random.seed``; here it comes from ``rng`` like the rest.
-    - In ``_transform_data`` (data_utils.py lines 189-192) the ``torch.clamp(modified_img, 0,
+    - In ``_transform_data`` (data_utils.py lines 190-192) the ``torch.clamp(modified_img, 0,
       1)`` comes after the image was appended to the dataset and rebinds a local name, so it
       has no effect (harmless: values are in [0, 1] already); the assertion before it,
       ``torch.isnan(modified_img.any()) == False``, tests a boolean for NaN and always passes.
