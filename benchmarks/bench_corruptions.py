@@ -13,7 +13,9 @@ corruption, and the results file reports min / median / max over the runs.
 
 Run: ``python benchmarks/bench_corruptions.py [--threads 1] [--n 64 256] [--runs 5]``; writes
 ``benchmarks/results/corruptions.md`` (the part above its ``## Notes``) and
-``benchmarks/results/corruptions.png``.
+``benchmarks/results/corruptions.png``. ``--paper N`` instead times
+:func:`neurovar.perturb.corrupt_paper` on N MNIST-like digits against the paper's pipeline
+(``imagecorruptions`` image by image) and prints a table.
 """
 
 from __future__ import annotations
@@ -122,6 +124,46 @@ def one_run(icc, n: int, inner: int, run: int) -> dict[str, tuple[float, float, 
     return out
 
 
+def paper_table(n: int, runs: int) -> str:
+    """``corrupt_paper`` on n MNIST-like digits vs the paper's ``_corrupt`` image by image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "perturb"))
+    import skimage
+    import torchvision.transforms.v2 as v2
+    from test_imagenet_c import _digits  # MNIST-like digits from sklearn's 8x8 digits
+
+    from neurovar.perturb import PAPER_CORRUPTIONS, corrupt_paper
+
+    imagecorruptions_module()
+    from imagecorruptions import corrupt as ic_corrupt
+
+    def paper_one(img, name):  # data_utils.py lines 138-156
+        f = np.pad(img.numpy(), ((0,), (2,), (2,)), constant_values=(0, 0)).squeeze()
+        c = ic_corrupt(skimage.img_as_ubyte(f), severity=3, corruption_name=name)[2:30, 2:30, :]
+        r = torch.from_numpy(skimage.img_as_float32(c)).permute(2, 0, 1)
+        return v2.Grayscale()(r) if name in ("impulse_noise", "gaussian_noise") else r[0]
+
+    x = _digits(min(n, 1797))
+    x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n]
+    lines = [
+        f"| corruption ({n} digits, severity 3) | paper's pipeline (ms) | corrupt_paper (ms) | "
+        "speedup |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in PAPER_CORRUPTIONS:
+        ref, ours = [], []
+        for run in range(runs):
+            np.random.seed(run)  # noqa: NPY002 - the reference draws from numpy's global RNG
+            t0 = time.perf_counter()
+            for img in x:
+                paper_one(img, name)
+            ref.append(time.perf_counter() - t0)
+            ours.append(best_of(lambda name=name: corrupt_paper(x, name, severity=3, rng=0), 1))
+        sp = [a / b for a, b in zip(ref, ours, strict=True)]
+        ms = ([t * 1e3 for t in ref], [t * 1e3 for t in ours])
+        lines.append(f"| {name} | {_mmm(ms[0])} | {_mmm(ms[1])} | {_mmm(sp)}x |")
+    return "\n".join(lines)
+
+
 def _mmm(values) -> str:
     return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
 
@@ -132,8 +174,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--inner", type=int, default=3, help="neurovar: best of this many calls")
+    parser.add_argument(
+        "--paper",
+        type=int,
+        default=0,
+        help="instead: corrupt_paper on this many digits vs the paper's pipeline (prints only)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.paper:
+        print(paper_table(args.paper, args.runs))
+        return
     icc = imagecorruptions_module()
     # warm-up (lazy imports, caches: frost photographs, torchvision's JPEG codec)
     one_run(icc, 4, 1, 0)
