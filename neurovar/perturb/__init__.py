@@ -4,7 +4,9 @@ Attacks (:mod:`.attacks`) keep the model's stochasticity on, average gradients o
 (EOT) and restore model state and global RNG; :func:`evaluate_robustness` runs an
 AutoAttack-like ensemble with worst-case counting over repeated evaluations;
 :mod:`.diagnostics` holds the gradient-obfuscation checks; :func:`corrupt` applies the 15
-CIFAR-10-C corruptions batched in torch and :func:`modify` continuous-strength modifications.
+CIFAR-10-C corruptions batched in torch, :func:`corrupt_paper` the ImageNet-C corruptions the
+way Preble et al. (2026) apply them to 28x28 digits, and :func:`modify` continuous-strength
+modifications.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .evaluate import (
     robustness_table,
     unregister_attack,
 )
+from .imagenet_c import IMAGENET_C_PARAMS, PAPER_CORRUPTIONS, corrupt_paper
 
 __all__ = [
     "APGD",
@@ -73,4 +76,7 @@ __all__ = [
     "corrupt",
     "MODIFICATIONS",
     "modify",
+    "corrupt_paper",
+    "PAPER_CORRUPTIONS",
+    "IMAGENET_C_PARAMS",
 ]

@@ -85,23 +85,51 @@ def _pad_index(n: int, lo: int, hi: int, mode: str, device: torch.device) -> tor
     return torch.where(i >= n, p - 1 - i, i)
 
 
+def _pad_axis(x: torch.Tensor, dim: int, p: int, mode: str) -> torch.Tensor:
+    """Pad axis ``dim`` of ``x`` by ``p`` samples on both sides (see :func:`_pad_index`).
+
+    Slices and flips (copies, so the same values as indexing with :func:`_pad_index`, several
+    times faster than advanced indexing along the last axis); indexing for folded pads.
+    """
+    n = x.shape[dim]
+    if p == 0:
+        return x
+    if mode == "edge":
+        shape = list(x.shape)
+        shape[dim] = p
+        lo, hi = x.narrow(dim, 0, 1).expand(shape), x.narrow(dim, n - 1, 1).expand(shape)
+        return torch.cat([lo, x, hi], dim)
+    if mode == "reflect101" and 1 < n and p < n:
+        return torch.cat(
+            [x.narrow(dim, 1, p).flip(dim), x, x.narrow(dim, n - 1 - p, p).flip(dim)], dim
+        )
+    if mode == "symmetric" and p <= n:
+        return torch.cat([x.narrow(dim, 0, p).flip(dim), x, x.narrow(dim, n - p, p).flip(dim)], dim)
+    return x.index_select(dim, _pad_index(n, p, p, mode, x.device))
+
+
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of ``x`` (N, C, H, W) with a 2-D ``kernel`` (odd sizes)."""
     n, c, h, w = x.shape
     kh, kw = kernel.shape
-    ih = _pad_index(h, kh // 2, kh // 2, mode, x.device)
-    iw = _pad_index(w, kw // 2, kw // 2, mode, x.device)
-    xp = x[:, :, ih][:, :, :, iw]
+    xp = _pad_axis(_pad_axis(x, 2, kh // 2, mode), 3, kw // 2, mode)
     if kh * kw <= 64:
         # shifted sums: on CPU several times faster than conv2d for small kernels on small
         # images (conv2d with one input channel takes a slow path), and exact
+        # (out += tap * shifted, in this order: the same sums as ``out = out + term``, into two
+        # preallocated buffers instead of two fresh tensors per tap)
         taps = kernel.detach().cpu().double().tolist()
-        out = None
+        out = term = None
         for i in range(kh):
             for j in range(kw):
                 if taps[i][j] != 0.0:
-                    term = taps[i][j] * xp[:, :, i : i + h, j : j + w]
-                    out = term if out is None else out + term
+                    if out is None:
+                        out = torch.mul(xp[:, :, i : i + h, j : j + w], taps[i][j])
+                        term = torch.empty_like(out)
+                    elif out.requires_grad:  # autograd refuses out= and in-place on leaves
+                        out = out + taps[i][j] * xp[:, :, i : i + h, j : j + w]
+                    else:
+                        out.add_(torch.mul(xp[:, :, i : i + h, j : j + w], taps[i][j], out=term))
         return out if out is not None else torch.zeros_like(x)
     weight = kernel.to(x)[None, None].expand(c, 1, kh, kw).contiguous()
     return F.conv2d(xp, weight, groups=c)
@@ -276,7 +304,7 @@ def _motion_blur(
 def _gaussian_noise(x, c, gen):
     """:math:`x + \\mathcal N(0, c^2)` per pixel and channel."""
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    return x + c * noise
+    return noise.mul_(c).add_(x)  # == x + c * noise, without two temporaries
 
 
 def _shot_noise(x, c, gen):
@@ -288,8 +316,7 @@ def _impulse_noise(x, c, gen):
     """Salt-and-pepper: a fraction ``c`` of values set to 0 or 1 (skimage ``s&p``)."""
     # one uniform u per value: u < c/2 -> pepper, c/2 <= u < c -> salt (same law as two draws)
     u = torch.rand(x.shape, generator=gen, device=x.device)
-    out = torch.where(u < c, (u >= 0.5 * c).to(x.dtype), x)
-    return out
+    return torch.where(u < c, (u >= 0.5 * c).to(x.dtype), x)
 
 
 def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
@@ -474,7 +501,7 @@ def _brightness(x, c, gen):
 def _contrast(x, c, gen):
     """:math:`(x - \\bar x_c)\\,c + \\bar x_c` with :math:`\\bar x_c` the per-channel mean."""
     m = x.mean(dim=(2, 3), keepdim=True)
-    return (x - m) * c + m
+    return (x - m).mul_(c).add_(m)
 
 
 def _elastic(x, c, gen):
@@ -528,31 +555,72 @@ def _elastic(x, c, gen):
 def _pixelate(x, c, gen, *, upsample: str = "box"):
     """PIL box downsampling to ``int(side c)`` pixels and box (CIFAR-10-C) upsampling back."""
     _, _, h, w = x.shape
-    sh, sw = max(int(h * c), 1), max(int(w * c), 1)
-    up = _box_matrix if upsample == "box" else _nearest_matrix
-    mh = torch.as_tensor(up(sh, h) @ _box_matrix(h, sh)).to(x)
-    mw = torch.as_tensor(up(sw, w) @ _box_matrix(w, sw)).to(x)
+    mh = _pixelate_matrix(h, c, upsample).to(x)
+    mw = _pixelate_matrix(w, c, upsample).to(x)
     return torch.matmul(mh, torch.matmul(x, mw.T))
+
+
+@functools.lru_cache(maxsize=64)
+def _pixelate_matrix(n: int, c: float, upsample: str) -> torch.Tensor:
+    """Down (box) then up (box or nearest) resampling of a length-``n`` axis, float64."""
+    s = max(int(n * c), 1)
+    up = _box_matrix if upsample == "box" else _nearest_matrix
+    return torch.as_tensor(up(s, n) @ _box_matrix(n, s))
 
 
 def _jpeg(x, quality, gen):
     """JPEG round trip at ``quality`` (libjpeg, 4:2:0 chroma subsampling as PIL), on CPU.
 
     Uses :func:`torchvision.io.encode_jpeg` on the whole batch when available (bit-identical to
-    PIL's ``Image.save(..., "JPEG", quality=q)`` on the tested images), else PIL image by image.
+    PIL's ``Image.save(..., "JPEG", quality=q)`` on the tested images; gray batches as one
+    mosaic, :func:`_jpeg_gray_mosaic`), else PIL image by image.
     """
-    u8 = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    # == (x.clamp(0, 1) * 255).round(), one temporary instead of three
+    u8 = torch.mul(x.detach(), 255).clamp_(0, 255).round_().to(torch.uint8).cpu()
     try:
         with warnings.catch_warnings():
             # torchvision >= 0.29 deprecates its image codecs in favour of torchcodec
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import decode_jpeg, encode_jpeg
 
-            decoded = decode_jpeg(encode_jpeg(list(u8), quality=int(quality)))
-        out = torch.stack(decoded)
+            if u8.shape[1] == 1 and u8.shape[0] > 1:
+                out = _jpeg_gray_mosaic(u8, int(quality), encode_jpeg, decode_jpeg)
+            else:
+                out = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=int(quality))))
     except (ImportError, AttributeError, RuntimeError):
         out = _jpeg_pil(u8, int(quality))
-    return out.to(device=x.device, dtype=x.dtype) / 255
+    return out.to(device=x.device, dtype=x.dtype).div_(255)
+
+
+_MOSAIC_SIDE = 16384  # longest side of one mosaic (JPEG allows 65535)
+
+
+def _jpeg_gray_mosaic(u8: torch.Tensor, quality: int, encode, decode) -> torch.Tensor:
+    """Gray JPEG round trip of a batch (N, 1, H, W) uint8 as one mosaic image per chunk.
+
+    Exact: a gray JPEG codes independent 8x8 blocks, and libjpeg completes a partial block by
+    repeating the last column and row. Each image, padded that way to multiples of 8, fills
+    whole blocks of the mosaic, so its blocks (and their decoding) are those of the image coded
+    alone, while the codec's per-image setup (most of the time for small images) is paid once.
+    """
+    n, _, h, w = u8.shape
+    hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
+    # numpy: uint8 copies of permuted layouts are many times faster there than in torch
+    tiles = np.pad(u8.numpy()[:, 0], ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
+    cols = max(1, min(n, int(math.ceil(math.sqrt(n))), _MOSAIC_SIDE // wp))
+    per = cols * max(1, _MOSAIC_SIDE // hp)  # images per mosaic
+    outs = []
+    for start in range(0, n, per):
+        chunk = tiles[start : start + per]
+        m = chunk.shape[0]
+        rows = -(-m // cols)
+        if rows * cols > m:
+            chunk = np.concatenate([chunk, np.zeros((rows * cols - m, hp, wp), np.uint8)])
+        mosaic = chunk.reshape(rows, cols, hp, wp).transpose(0, 2, 1, 3).reshape(rows * hp, -1)
+        dec = decode(encode(torch.from_numpy(np.ascontiguousarray(mosaic))[None], quality=quality))
+        dec = dec.numpy().reshape(rows, hp, cols, wp).transpose(0, 2, 1, 3)
+        outs.append(dec.reshape(rows * cols, hp, wp)[:m, :h, :w])
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(outs))[:, None])
 
 
 def _jpeg_pil(u8: torch.Tensor, quality: int) -> torch.Tensor:
@@ -710,6 +778,11 @@ def _check_images(images: Any, owner: str) -> tuple[torch.Tensor, bool]:
         raise param_error(owner, "images", "1 (gray) or 3 (RGB) channels in dim 1", x.shape[1])
     if not x.is_floating_point():
         raise param_error(owner, "images", "a floating-point tensor in [0, 1]", x.dtype)
+    if x.numel():
+        # one pass for the common case (NaN propagates into the min/max and fails the test)
+        lo, hi = torch.aminmax(x.detach())
+        if bool((lo >= 0) & (hi <= 1)):
+            return x, single
     if x.numel() and not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise param_error(owner, "images", "finite values in [0, 1]", f"{n_bad} NaN/inf values")
@@ -755,8 +828,15 @@ def corrupt(images: torch.Tensor, name: str, *, severity: int, rng: RNGLike = No
     spec = CORRUPTIONS[name]
     gen = make_generator(seed_from(rng), x.device)
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    out = spec.kernel(work, spec.params[int(severity) - 1], gen).clamp(0, 1).to(x.dtype)
+    out = _clip01(spec.kernel(work, spec.params[int(severity) - 1], gen), images).to(x.dtype)
     return out[0] if single else out
+
+
+def _clip01(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``out.clamp(0, 1)``, in place when ``out`` shares no memory with the caller's images."""
+    if out.requires_grad or out.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
+        return out.clamp(0, 1)
+    return out.clamp_(0, 1)
 
 
 # ---------------------------------------------------------------------------- modifications

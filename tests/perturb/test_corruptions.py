@@ -17,6 +17,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import load_sample_images
 
 from neurovar.perturb import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
@@ -273,3 +274,72 @@ def test_glass_blur_vectorized_equals_sequential_loop(param):
             for i in range(n):
                 y[i, :, a, b] = y[i, :, a + d[i, k, 1], b + d[i, k, 0]].clone()
     torch.testing.assert_close(fast, C._gaussian_blur(y, sigma))
+
+
+# ---------------------------------------------------------------------------- speedups (issue 22)
+# Shapes of the equivalence check: CIFAR-like RGB, MNIST-like gray, small digits, odd sizes.
+EQUIV_SHAPES = [(5, 3, 32, 32), (4, 1, 28, 28), (3, 1, 8, 8), (2, 3, 20, 24)]
+# corruptions whose random stream changed on purpose (same distribution, other draws)
+NEW_STREAM: set[str] = set()
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_fast_paths_equal_previous_implementation(name, x32):
+    """Every corruption gives, bit for bit, the images of the code before the speedups."""
+    import _corruptions_v0 as V0
+
+    if name in NEW_STREAM:
+        pytest.skip("random stream changed on purpose; checked in distribution below")
+    gen = torch.Generator().manual_seed(7)
+    inputs = [x32[:6].float(), x32[:3].double()]
+    inputs += [torch.rand(s, generator=gen) for s in EQUIV_SHAPES]
+    inputs.append((torch.rand(4, 3, 32, 32, generator=gen) * 255).round() / 255)  # uint8 grid
+    for x in inputs:
+        for severity in SEVERITIES:
+            new = corrupt(x, name, severity=severity, rng=11)
+            old = V0.corrupt(x, name, severity=severity, rng=11)
+            assert new.dtype == old.dtype and torch.equal(new, old), (name, x.shape, severity)
+    single = x32[0].float()
+    assert torch.equal(
+        corrupt(single, name, severity=2, rng=3), V0.corrupt(single, name, severity=2, rng=3)
+    )
+
+
+@pytest.mark.parametrize("mode", ["edge", "reflect101", "symmetric"])
+def test_pad_axis_equals_pad_index(mode):
+    """Slice-and-flip padding == indexing with _pad_index, for short and folded pads."""
+    for n in (1, 2, 3, 5, 8):
+        x = torch.rand(2, 3, n, n + 1)
+        for p in range(12):
+            for dim in (2, 3):
+                ref = x.index_select(dim, C._pad_index(x.shape[dim], p, p, mode, x.device))
+                assert torch.equal(C._pad_axis(x, dim, p, mode), ref), (n, p, dim)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision's codecs -> torchcodec
+@pytest.mark.parametrize("side", [16384, 40])
+def test_jpeg_gray_mosaic_equals_image_by_image(side, monkeypatch):
+    """One mosaic JPEG per chunk of gray images == every image coded alone (any size: partial
+    8x8 blocks are completed by repeating the last row and column, as libjpeg does)."""
+    pytest.importorskip("torchvision")
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    monkeypatch.setattr(C, "_MOSAIC_SIDE", side)  # 40: several mosaics, one partly empty
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(7, 1, 28, 28), (5, 1, 8, 8), (9, 1, 20, 13), (3, 1, 1, 1), (6, 1, 17, 9)]:
+        x = torch.rand(shape, generator=gen)
+        for u8 in ((x * 255).round().to(torch.uint8), (F.avg_pool2d(x, 3, 1, 1) * 255).byte()):
+            for quality in (80, 40, 7):
+                alone = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=quality)))
+                mosaic = C._jpeg_gray_mosaic(u8, quality, encode_jpeg, decode_jpeg)
+                assert torch.equal(mosaic, alone), (shape, quality)
+
+
+def test_in_place_fast_paths_keep_autograd():
+    """The in-place arithmetic and buffers of the fast paths step aside for autograd."""
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    for name in ("motion_blur", "defocus_blur", "snow", "gaussian_noise", "contrast", "fog"):
+        y = corrupt(x, name, severity=3, rng=0)
+        y.sum().backward()
+        assert torch.equal(y.detach(), corrupt(x.detach(), name, severity=3, rng=0)), name
+    assert float(x.grad.abs().sum()) > 0
