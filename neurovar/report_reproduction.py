@@ -33,7 +33,7 @@ __all__ = [
     "plot_magnitude_sweep",
 ]
 
-_X_LABELS = {"attack": "L-inf eps", "corruption": "severity"}
+_X_LABELS = {"attack": "L-inf eps", "corruption": "severity", "paper_corruption": "severity (ImageNet-C, 28x28 as the paper)"}
 _MOD_LABELS = {"pixel_noise": "pixel noise sigma", "obstruction": "obstruction scale",
                "random_rotation": "rotation scale (x 60 deg)", "rotation": "degrees",
                "gaussian_blur": "blur sigma (px)", "contrast": "contrast reduction",

@@ -432,6 +432,13 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.perturb.corruptions.corrupt": lambda: _positional_call(
             perturb.corrupt, images(), "gaussian_noise", severity=1, rng=0
         ),
+        "neurovar.perturb.imagenet_c.corrupt_paper": lambda: _positional_call(
+            perturb.corrupt_paper,
+            torch.rand(2, 1, 28, 28, generator=_gen()),
+            "contrast",
+            severity=1,
+            rng=0,
+        ),
         "neurovar.perturb.corruptions.modify": lambda: _positional_call(
             perturb.modify, images(), "contrast", strength=0.5, rng=0
         ),

@@ -66,7 +66,7 @@ from neurovar.stats import noise_correlation
 
 from .config import ExperimentConfig
 from .grid import SCIENCE_KEYS, CellSpec, stream_seed
-from .protocols import evaluate_paper_target
+from .protocols import evaluate_adaptive_target, evaluate_paper_target
 from .registry import MAGNITUDE_RULES, REGIMES, Shape, StructureContext, parse_condition
 from .setup import build_model, load_data, resolve_config_device
 from .store import write_cell
@@ -408,11 +408,18 @@ def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: 
     out: dict[str, Any] = {"clean_correct": clean.mean(axis=0), "targets": {}}
     budget = dict(n_evaluations=n_eval, eot_samples=eot, steps=ev.steps, n_queries=ev.n_queries,
                   n_target_classes=ev.n_target_classes, batch_size=ev.batch_size, device=device)
+    attacked = defended
+    if stochastic and ev.attack_passes is not None and ev.attack_passes != ev.prediction_passes:
+        attacked = _defended(model, cfg.model_copy(update={"evaluation": ev.model_copy(
+            update={"prediction_passes": ev.attack_passes})}), True, layer)
     for t in cfg.targets:
         trng = int(gen.integers(2**62))
         if t.protocol == "paper":
             out["targets"][t.target_id] = evaluate_paper_target(
                 model, defended, st.x_eval, st.y_eval, t, cfg, rng=trng, device=device)
+        elif t.family == "attack" and stochastic:
+            out["targets"][t.target_id] = evaluate_adaptive_target(
+                attacked, defended, st.x_eval, st.y_eval, t, cfg, rng=trng, device=device)
         else:
             out["targets"][t.target_id] = evaluate_target(
                 defended, st.x_eval, st.y_eval, _target_spec(cfg, t.target_id), rng=trng,

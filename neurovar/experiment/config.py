@@ -167,6 +167,11 @@ class EvaluationConfig(_Strict):
     prediction_passes: int = Field(default=1, ge=1, le=10_000, description="a noisy network's "
                                    "prediction is the mean of this many passes' logits (the "
                                    "paper: 10)")
+    attack_passes: int | None = Field(default=None, ge=1, le=10_000, description="adaptive "
+                                      "protocol: the attacks differentiate the mean logits of "
+                                      "this many passes (times eot_samples draws per step); "
+                                      "the adversarial images are then judged by the full "
+                                      "prediction (default: prediction_passes)")
     noise_off: bool = Field(default=True, description="also evaluate noise-trained networks "
                             "with the noise switched off")
     diagnostics: bool = Field(default=True, description="large-eps, EOT-gap and gradient-SNR "
@@ -187,7 +192,7 @@ class SourceConfig(_Strict):
     """A source of structure: a perturbation whose activation changes give a covariance."""
 
     id: str | None = None
-    family: Literal["attack", "corruption", "modification"]
+    family: Literal["attack", "corruption", "modification", "paper_corruption"]
     name: str
     strength: float
     norm: Literal["linf", "l2"] = "linf"
@@ -213,7 +218,7 @@ class TargetConfig(_Strict):
     """A target evaluated at several strengths (attacks: the ensemble's worst case)."""
 
     id: str | None = None
-    family: Literal["attack", "corruption", "modification"]
+    family: Literal["attack", "corruption", "modification", "paper_corruption"]
     name: str = "ensemble"
     norm: Literal["linf", "l2"] = "linf"
     strengths: tuple[float, ...]
@@ -389,8 +394,11 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
     ATTACK_NAMES = attack_names()  # built-in and user-registered attacks
 
     problems: list[str] = []
+    from neurovar.perturb.imagenet_c import PAPER_CORRUPTIONS
+
     names = {"attack": ATTACK_NAMES, "corruption": tuple(sorted(CORRUPTIONS)),
-             "modification": tuple(sorted(MODIFICATIONS))}
+             "modification": tuple(sorted(MODIFICATIONS)),
+             "paper_corruption": tuple(PAPER_CORRUPTIONS)}
 
     def check_strength(key: str, family: str, name: str, norm: str, s: float) -> None:
         if family == "attack":
@@ -398,7 +406,7 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
             if not 0.0 < s <= high:
                 problems.append(f"key '{key}': an eps in (0, {high:g}] for norm {norm!r} is "
                                 f"expected; got {s!r}")
-        elif family == "corruption":
+        elif family in ("corruption", "paper_corruption"):
             if s not in SEVERITIES:
                 problems.append(f"key '{key}': a severity in {list(SEVERITIES)} is expected; "
                                 f"got {s!r}")

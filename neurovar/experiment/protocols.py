@@ -26,10 +26,10 @@ import xarray as xr
 from torch import nn
 
 from neurovar.perturb import APGD, FGSM, PGD, Square
-from neurovar.perturb.evaluate import correct_matrix
+from neurovar.perturb.evaluate import _call_factory, correct_matrix, get_attack_factory
 from neurovar.perturb.spec import Perturbation
 
-__all__ = ["paper_attack", "evaluate_paper_target"]
+__all__ = ["paper_attack", "evaluate_paper_target", "evaluate_adaptive_target"]
 
 
 def paper_attack(name: str, model: nn.Module, *, eps: float, evaluation: Any, rng: int,
@@ -109,3 +109,46 @@ def evaluate_paper_target(model: nn.Module, defended: nn.Module, images: torch.T
             coords={"strength": strengths}, attrs={"outcome": "one_evaluation"})
     out.attrs.update(protocol="paper", family=target.family, name=target.name, norm=target.norm)
     return out
+
+
+def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: torch.Tensor,
+                             labels: torch.Tensor, target: Any, cfg: Any, *, rng: int,
+                             device: torch.device | None = None) -> xr.Dataset:
+    """An attack target under the ``adaptive`` protocol, the attacks run on ``attacked``.
+
+    Every attack of the ensemble (``cfg.target_attacks``) runs with ``eot_samples`` draws per
+    gradient (or per loss, for Square) on ``attacked`` (the defended prediction, or a cheaper
+    mean over fewer passes: ``evaluation.attack_passes``); each adversarial image is then
+    classified by ``defended`` (the mean logits of ``prediction_passes`` passes)
+    ``n_evaluations`` times, and an image counts as robust only if it survives every attack
+    and every evaluation: :math:`w_n = \min_{a, e} c_{a,e,n}`.
+    As :func:`neurovar.perturb.spec.evaluate_target` for attack targets, whose attack and
+    evaluation model are one.
+    """
+    ev = cfg.evaluation
+    gen = np.random.default_rng(rng)
+    strengths = np.asarray(target.strengths, dtype=float)
+    attacks = list(cfg.target_attacks(target.target_id))
+    n = images.shape[0]
+    per = np.zeros((len(strengths), len(attacks), n))
+    budget = {"steps": ev.steps, "n_queries": ev.n_queries,
+              "n_target_classes": ev.n_target_classes}
+    for i, eps in enumerate(strengths):
+        for j, name in enumerate(attacks):
+            attack = _call_factory(get_attack_factory(name), attacked, float(eps), budget,
+                                   norm=target.norm, eot_samples=ev.eot_samples,
+                                   rng=np.random.default_rng(int(gen.integers(2**62))),
+                                   device=device)
+            x_adv = attack(images, labels)
+            per[i, j] = correct_matrix(defended, x_adv, labels, n_evaluations=ev.n_evaluations,
+                                       rng=int(gen.integers(2**62)),
+                                       batch_size=ev.batch_size, device=device).min(axis=0)
+    correct = per.min(axis=1)
+    return xr.Dataset(
+        {"correct": (("strength", "stimulus"), correct),
+         "accuracy": (("strength",), correct.mean(axis=1)),
+         "attack_accuracy": (("strength", "attack"), per.mean(axis=2))},
+        coords={"strength": strengths, "attack": attacks},
+        attrs={"outcome": "worst_case", "protocol": "adaptive", "family": "attack",
+               "name": "ensemble", "norm": target.norm, "eot_samples": int(ev.eot_samples),
+               "n_evaluations": int(ev.n_evaluations)})

@@ -28,6 +28,7 @@ from .._rng import seed_from
 from .._validation import InvalidParameterError, check_device, check_int, check_rng
 from ._utils import RNGLike, check_images_labels, model_device, param_error
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
+from .imagenet_c import PAPER_CORRUPTIONS, corrupt_paper
 from .evaluate import (
     ENSEMBLE,
     _call_factory,
@@ -39,8 +40,10 @@ from .evaluate import (
 
 __all__ = ["FAMILIES", "Perturbation", "TargetSpec", "evaluate_target", "perturbation_names"]
 
-#: The three families of perturbations.
-FAMILIES: tuple[str, ...] = ("attack", "corruption", "modification")
+#: The families of perturbations: attacks, CIFAR-10-C corruptions, parametric modifications, and
+#: the ImageNet-C corruptions as Preble et al. (2026) apply them to 28x28 images
+#: (:func:`neurovar.perturb.corrupt_paper`).
+FAMILIES: tuple[str, ...] = ("attack", "corruption", "modification", "paper_corruption")
 
 
 def perturbation_names(family: str) -> tuple[str, ...]:
@@ -52,6 +55,8 @@ def perturbation_names(family: str) -> tuple[str, ...]:
         return tuple(sorted(CORRUPTIONS))
     if family == "modification":
         return tuple(sorted(MODIFICATIONS))
+    if family == "paper_corruption":
+        return tuple(PAPER_CORRUPTIONS)
     raise param_error("perturbation_names", "family", f"one of {FAMILIES}", family)
 
 
@@ -77,7 +82,7 @@ def _check_strength(owner: str, family: str, name: str, norm: str, strength: Any
             raise param_error(
                 owner, "strength", f"an eps in [0, {high:g}] for norm {norm!r}", strength
             )
-    elif family == "corruption":
+    elif family in ("corruption", "paper_corruption"):
         if s not in SEVERITIES:
             raise param_error(owner, "strength", f"a severity in {list(SEVERITIES)}", strength)
     else:
@@ -168,6 +173,8 @@ class Perturbation:
             return attack(images, labels)
         if self.family == "corruption":
             return corrupt(images, self.name, severity=int(self.strength), rng=rng)
+        if self.family == "paper_corruption":
+            return corrupt_paper(images, self.name, severity=int(self.strength), rng=rng)
         return modify(images, self.name, strength=self.strength, rng=rng)
 
 
