@@ -46,9 +46,35 @@ __all__ = [
 ]
 
 
+#: The factors of a run that a figure or table must keep apart (one panel, bar or row each).
+_GROUP = ("regime", "magnitude", "layer", "noise_at_test")
+
+
 def _label(group: dict[str, Any]) -> str:
     noise = "noise on" if group["noise_at_test"] else "noise off"
-    return f"{group['regime']}, m={group['magnitude']:g}, {noise} at test"
+    layer = f", {group['layer']}" if "layer" in group else ""
+    return f"{group['regime']}, m={group['magnitude']:g}{layer}, {noise} at test"
+
+
+def _group_label(key: dict[str, Any], varying: set[str], sep: str = ", ") -> str:
+    """Short label of one (regime, magnitude, layer, noise_at_test) group: the regime and the
+    noise flag always, the magnitude and the layer only when a run has several of them."""
+    parts = [str(key.get("regime", ""))]
+    if "magnitude" in varying:
+        m = key.get("magnitude")
+        parts.append(f"m={m:g}" if isinstance(m, (int, float, np.number)) and np.isfinite(m)
+                     else f"m={m}")
+    if "layer" in varying:
+        parts.append(str(key.get("layer")))
+    flag = key.get("noise_at_test")
+    if flag is not None and not (isinstance(flag, float) and np.isnan(flag)):
+        parts.append("on" if bool(flag) else "off")
+    return sep.join(parts)
+
+
+def _varying(table: pd.DataFrame) -> set[str]:
+    """The group columns of ``table`` that take more than one value (NaN counts as one)."""
+    return {c for c in _GROUP if c in table.columns and table[c].nunique(dropna=False) > 1}
 
 
 def _panels(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
@@ -62,14 +88,21 @@ def _panels(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, list
 def plot_robustness_curves(results: xr.Dataset, *, regime: str, noise_at_test: bool,
                            magnitude: float | None = None, layer: str | None = None) -> Figure:
     """Accuracy against strength per target, one line per condition (mean over seeds, with
-    the spread of the per-seed Wilson CIs as a band: the mean of ``ci_low``/``ci_high``)."""
-    from neurovar._validation import check_bool, check_real
+    the spread of the per-seed Wilson CIs as a band: the mean of ``ci_low``/``ci_high``).
+
+    One figure shows one regime, magnitude, layer and noise flag; ``magnitude`` and ``layer``
+    default to the first of ``results`` (:func:`write_report` draws one figure for each)."""
+    from neurovar._validation import check_bool, check_choice, check_real
 
     noise_at_test = check_bool(noise_at_test, name="noise_at_test", owner="plot_robustness_curves")
     magnitude = check_real(magnitude, name="magnitude", owner="plot_robustness_curves",
                            low=0.0, allow_none=True)
     magnitude = float(results["magnitude"].values[0]) if magnitude is None else magnitude
     layer = str(results["layer"].values[0]) if layer is None else layer
+    check_choice(magnitude, name="magnitude", owner="plot_robustness_curves",
+                 options=[float(m) for m in results["magnitude"].values])
+    check_choice(layer, name="layer", owner="plot_robustness_curves",
+                 options=[str(v) for v in results["layer"].values])
     sub = results.sel(regime=regime, noise_at_test=noise_at_test, magnitude=magnitude,
                       layer=layer)
     targets = [str(t) for t in results["target"].values]
@@ -151,15 +184,32 @@ def plot_transfer_matrix(tm: xr.Dataset, *, baseline: str = "isotropic") -> Figu
 
 def plot_alignment_gain(rows: pd.DataFrame, lines: list[str] | None = None) -> Figure:
     """Gain over isotropic against log2 alignment (noise variance along the target's
-    perturbation directions relative to isotropic), per regime x noise_at_test, with an
-    ordinary least-squares line for the eye (the mixed model's slope is in the report)."""
-    keys = sorted({(r, bool(f)) for r, f in zip(rows.get("regime", []), rows.get("noise_at_test", []))})
+    perturbation directions relative to isotropic), per regime x noise_at_test (the groups of
+    the link model), with an ordinary least-squares line for the eye (the mixed model's slope
+    is in the report). Colour: condition; marker: magnitude x layer when a run has several."""
+    keys = sorted({(str(r), bool(f)) for r, f in
+                   zip(rows.get("regime", []), rows.get("noise_at_test", []))})
     fig, axes = _panels(max(len(keys), 1), 3, (4.2, 3.4))
+    varying = _varying(rows) & {"magnitude", "layer"}
+    inner = [c for c in ("magnitude", "layer") if c in varying]
+    markers = "os^Dv<>ph*"
+    kinds = (list(dict.fromkeys(rows[inner].itertuples(index=False, name=None)))
+             if inner else [()])
+    colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(rows.get("condition", [])))}
     for ax, (regime, flag) in zip(axes, keys):
-        sub = rows[(rows["regime"] == regime) & (rows["noise_at_test"] == flag)]
-        for i, (cond, part) in enumerate(sub.groupby("condition")):
-            ax.plot(part["log_alignment"], part["gain"], "o", ms=3, alpha=0.7,
-                    color=f"C{i % 10}", label=cond)
+        sub = rows[(rows["regime"].astype(str) == regime) & (rows["noise_at_test"] == flag)]
+        for cond, part in sub.groupby("condition", sort=False):
+            for k, kind in enumerate(kinds):
+                pts = part
+                for col, v in zip(inner, kind):
+                    pts = pts[pts[col] == v]
+                if pts.empty:
+                    continue
+                extra = " ".join(f"m={v:g}" if col == "magnitude" else str(v)
+                                 for col, v in zip(inner, kind))
+                ax.plot(pts["log_alignment"], pts["gain"], markers[k % len(markers)], ms=3,
+                        alpha=0.7, color=colours[cond],
+                        label=f"{cond} {extra}".strip())
         if len(sub) >= 3 and sub["log_alignment"].std() > 0:
             slope, icept = np.polyfit(sub["log_alignment"], sub["gain"], 1)
             xs = np.linspace(sub["log_alignment"].min(), sub["log_alignment"].max(), 20)
@@ -176,21 +226,37 @@ def plot_alignment_gain(rows: pd.DataFrame, lines: list[str] | None = None) -> F
 
 
 def plot_clean_cost(cost: pd.DataFrame) -> Figure:
-    """Clean-accuracy cost of every condition (minus ``none``), per regime x noise_at_test."""
+    """Clean-accuracy cost of every condition (minus ``none``), one group of bars per regime x
+    magnitude x layer x noise_at_test (magnitude and layer named when a run has several).
+
+    ``cost`` is :func:`neurovar.experiment.clean_cost`'s table. Rows that repeat a (group,
+    condition) are averaged (mean cost, mean SD) rather than refused, so a table pooled from
+    several runs still draws.
+    """
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.add_subplot()
     if cost.empty:
         return fig
+    keys = [c for c in _GROUP if c in cost.columns]
+    varying = _varying(cost)
     cost = cost.copy()
-    cost["group"] = [f"{r}\n{'on' if f else 'off'}" for r, f in
-                     zip(cost["regime"], cost["noise_at_test"])]
+    if "sd_over_seeds" not in cost.columns:
+        cost["sd_over_seeds"] = np.nan
+    cost["group"] = [_group_label(dict(zip(keys, vals)), varying, sep="\n")
+                     for vals in cost[keys].itertuples(index=False, name=None)]
+    # one value per (group, condition), in the table's order
+    table = (cost.groupby(["group", "condition"], sort=False, dropna=False)
+             [["clean_cost", "sd_over_seeds"]].mean())
     groups = list(dict.fromkeys(cost["group"]))
     conds = [c for c in dict.fromkeys(cost["condition"]) if c != "none"]
+    if len(groups) > 8:
+        fig.set_size_inches(max(8.0, 0.9 * len(groups)), 3.6)
     width = 0.8 / max(len(conds), 1)
     for i, c in enumerate(conds):
-        part = cost[cost["condition"] == c].set_index("group").reindex(groups)
+        part = table.xs(c, level="condition").reindex(groups)
         x = np.arange(len(groups)) + i * width
-        bars = ax.bar(x, part["clean_cost"], width, yerr=part["sd_over_seeds"], label=c,
+        bars = ax.bar(x, part["clean_cost"].to_numpy(float), width,
+                      yerr=part["sd_over_seeds"].to_numpy(float), label=c,
                       color=f"C{i % 10}", capsize=2)
         for patch in bars.patches:
             patch.set_gid(f"condition:{c}")
@@ -205,12 +271,15 @@ def plot_clean_cost(cost: pd.DataFrame) -> Figure:
 def plot_masking(table: pd.DataFrame) -> Figure:
     """Masking diagnostics per condition: CE-PGD above the ensemble worst case, and accuracy
     at the large eps of each attack (must be near chance)."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    fig = Figure(figsize=(10, max(3.8, 0.12 * len(table) + 1.0)), layout="constrained")
     if table.empty:
         return fig
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    label = [f"{c} | {r[:10]} {'on' if f else 'off'}" for c, r, f in
-             zip(table["condition"], table["regime"], table["noise_at_test"])]
+    keys = [c for c in _GROUP if c in table.columns]
+    varying = _varying(table)
+    label = [f"{c} | " + _group_label(dict(zip(keys, vals)), varying, sep=" ")
+             for c, vals in zip(table["condition"],
+                                table[keys].itertuples(index=False, name=None))]
     gap_cols = [c for c in table.columns if c.startswith("ce_pgd_minus_worst:")]
     y = np.arange(len(table))
     for i, col in enumerate(gap_cols):
@@ -269,14 +338,24 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     written = []
+    several_m = results.sizes.get("magnitude", 1) > 1
+    several_layers = results.sizes.get("layer", 1) > 1
     for regime in map(str, results["regime"].values):
-        for flag in results["noise_at_test"].values:
-            acc = results["accuracy"].sel(regime=regime, noise_at_test=flag)
-            if np.isfinite(acc.values).any():
-                name = f"robustness_{regime}_noise-{'on' if flag else 'off'}.png"
-                _save(plot_robustness_curves(results, regime=regime, noise_at_test=bool(flag)),
-                      figs / name)
-                written.append(name)
+        for magnitude in map(float, results["magnitude"].values):
+            for layer in map(str, results["layer"].values):
+                for flag in results["noise_at_test"].values:
+                    acc = results["accuracy"].sel(regime=regime, magnitude=magnitude,
+                                                  layer=layer, noise_at_test=flag)
+                    if not np.isfinite(acc.values).any():
+                        continue
+                    name = (f"robustness_{regime}" + (f"_m{magnitude:g}" if several_m else "")
+                            + (f"_{layer}" if several_layers else "")
+                            + f"_noise-{'on' if flag else 'off'}.png")
+                    _save(plot_robustness_curves(results, regime=regime,
+                                                 noise_at_test=bool(flag),
+                                                 magnitude=magnitude, layer=layer),
+                          figs / name)
+                    written.append(name)
     if tm.data_vars:
         for base in map(str, tm["baseline"].values):
             _save(plot_transfer_matrix(tm, baseline=base), figs / f"transfer_matrix_{base}.png")
@@ -348,11 +427,12 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
             lines += ["Not testable with this grid (it needs the sources/targets/conditions "
                       "named above).", ""]
             continue
-        lines += ["| regime | m | noise at test | estimate | 95% CI | p (per image) | p (seeds) | verdict |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| regime | m | layer | noise at test | estimate | 95% CI | p (per image) | p (seeds) | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in c.rows:
             lines.append(
-                f"| {r['regime']} | {r['magnitude']:g} | {'on' if r['noise_at_test'] else 'off'} | "
+                f"| {r['regime']} | {r['magnitude']:g} | {r.get('layer', '')} | "
+                f"{'on' if r['noise_at_test'] else 'off'} | "
                 f"{r['estimate']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | "
                 f"{_fmt(r['p_example'])} | {_fmt(r.get('p_seed', float('nan')))} | {r['verdict']} |")
         lines.append("")
@@ -391,12 +471,13 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
                             lines.append(f"| {s} | " + " | ".join(cells) + " |")
                         lines.append("")
     lines += ["## Clean-accuracy cost", "",
-              "| regime | noise at test | condition | clean accuracy minus none | SD over seeds |",
-              "|---|---|---|---|---|"]
+              "| regime | m | layer | noise at test | condition | clean accuracy minus none | SD over seeds |",
+              "|---|---|---|---|---|---|---|"]
     for _, r in cost.iterrows():
         if r["condition"] == "none":
             continue
-        lines.append(f"| {r['regime']} | {'on' if r['noise_at_test'] else 'off'} | {r['condition']} "
+        lines.append(f"| {r['regime']} | {r['magnitude']:g} | {r['layer']} | "
+                     f"{'on' if r['noise_at_test'] else 'off'} | {r['condition']} "
                      f"| {r['clean_cost']:+.3f} | {_fmt(r['sd_over_seeds'], 2)} |")
     lines += ["", "## Masking diagnostics", ""]
     if messages:
