@@ -34,7 +34,8 @@ from neurovar.experiment import (
     masking_diagnostics,
     transfer_matrix,
 )
-from neurovar.experiment.runner import RUN_FILE
+from neurovar.experiment.runner import RUN_FILE, lock_path
+from neurovar.experiment.store import check_results_folder, done_cells
 
 __all__ = [
     "write_report",
@@ -310,17 +311,53 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
 
 
+def _read_run_config(marker: Path) -> ExperimentConfig:
+    """The resolved config recorded in ``experiment.json``; a damaged file is named."""
+    fix = ("the folder is half-written or damaged; run the same config into it again to "
+           "rewrite it (its finished cells are kept and skipped)")
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"The run file {str(marker)!r} is not valid JSON ({err}): {fix}.") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"The run file {str(marker)!r} holds no 'config' object: {fix}.")
+    try:
+        return ExperimentConfig.model_validate(meta["config"])
+    except (ValueError, TypeError, KeyError) as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise ValueError(f"The run file {str(marker)!r} does not hold a valid experiment "
+                         f"config ({first}): {fix}.") from err
+
+
 def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> Path:
     """Rebuild results, analysis, figures and ``report.md`` in ``out_dir`` from its cells.
 
     ``results`` (the Dataset :func:`neurovar.experiment.run` just assembled and wrote) skips
     re-assembling ``results.nc`` from ``cells/``. Returns the path of ``report.md``.
+
+    Raises
+    ------
+    MissingFolderError
+        ``out_dir`` does not exist (a ``FileNotFoundError`` and a ``ValueError``).
+    FileNotFoundError
+        ``out_dir`` is not an experiment folder (no ``experiment.json``), or has no finished
+        cell.
+    ValueError
+        ``out_dir`` is a file; ``experiment.json`` is damaged (the message names it); a cell
+        file cannot be read (:class:`~neurovar.experiment.store.CorruptCellError`, naming
+        the file).
+    OSError
+        The folder cannot be written (permissions, disk full).
     """
-    out = Path(out_dir)
+    out = check_results_folder(out_dir, owner="write_report")
     marker = out / RUN_FILE
     if not marker.is_file():
         raise FileNotFoundError(f"{str(out)!r} is not a neurovar experiment folder (no {RUN_FILE}).")
-    cfg = ExperimentConfig.model_validate(json.loads(marker.read_text())["config"])
+    cfg = _read_run_config(marker)
+    if lock_path(out).exists():
+        warnings.warn(f"A run may still be writing {str(out)!r} (its lock file "
+                      f"{str(lock_path(out))!r} exists): the report covers the cells finished "
+                      "so far.", UserWarning, stacklevel=2)
     if results is None:
         results = collect(out, cfg)
     with warnings.catch_warnings():
@@ -367,8 +404,12 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     _save(plot_masking(masking), figs / "masking.png")
     written += ["clean_cost.png", "masking.png"]
     seconds = []
-    for spec in (out / "cells").glob("*/spec.json"):
-        seconds.append(float(json.loads(spec.read_text()).get("info", {}).get("seconds", np.nan)))
+    for cell_id in done_cells(out):  # finished cells only: a running cell's .tmp is not read
+        try:
+            info = json.loads((out / "cells" / cell_id / "spec.json").read_text()).get("info", {})
+            seconds.append(float(info.get("seconds", np.nan)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            seconds.append(np.nan)  # a cell of another grid; its numbers are not in results
     text = _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines, written,
                      seconds)
     tmp = out / f".report.md.{os.getpid()}.tmp"

@@ -211,8 +211,21 @@ def prepare_folder(out: str | Path, cfg: ExperimentConfig, *, overwrite: bool = 
         if marker.is_file():
             try:
                 same = json.loads(marker.read_text())["config_hash"] == config_hash(cfg)
-            except (ValueError, KeyError):
-                same = False
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                # half-written or damaged: the cells tell whose run it is (their ids hash the
+                # cell's settings), so a run of this config resumes and rewrites the file
+                finished = set(done_cells(out))
+                planned = {spec.cell_id for spec in plan(cfg)}
+                if finished <= planned:
+                    same = True
+                elif not overwrite:
+                    raise FileExistsError(
+                        f"The run file {str(marker)!r} is damaged ({type(err).__name__}: "
+                        f"{(str(err).splitlines() or [''])[0]}) and {len(finished - planned)} "
+                        f"finished cell(s) in {str(out)!r} are not cells of this config; pass "
+                        "overwrite=True (--overwrite) to replace the folder, or choose another "
+                        "folder. Nothing was written."
+                    ) from err
         if not same:
             if not overwrite:
                 what = ("a run of a different config" if marker.is_file()

@@ -13,8 +13,11 @@ groups, prints a table and writes it as CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -127,11 +130,22 @@ def _load(path: Path, variable: str | None) -> pd.DataFrame:
     if not path.exists():
         raise StatsInputError(f"results file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
+    is_zarr = suffix == ".zarr" or (
+        path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())
+    )
+    if path.is_dir() and not is_zarr:
+        hint = (
+            f" It is a neurovar results folder: pass {str(path / 'results.csv')!r}."
+            if (path / "results.csv").is_file()
+            else ""
+        )
+        raise StatsInputError(
+            f"results {str(path)!r} is a folder, not a results file (expected a .csv, .tsv, "
+            f".nc file or a .zarr store).{hint}"
+        )
     if suffix in (".csv", ".tsv", ".txt"):
         return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    if suffix == ".zarr" or (
-        path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())
-    ):
+    if is_zarr:
         ds = xr.open_zarr(path)
     elif suffix in (".nc", ".nc4", ".netcdf", ".h5", ".cdf"):
         ds = xr.open_dataset(path)
@@ -387,12 +401,58 @@ def _row_type_columns(df, column, value, by, pair_on, a_label, b_label):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``neurovar stats`` with parsed ``args``; returns the exit status."""
+    """Run ``neurovar stats`` with parsed ``args``; returns the exit status (2: a user error,
+    reported in one line without a traceback)."""
     try:
         return _run(args)
     except (StatsInputError, ValueError, TypeError) as err:
         print(f"neurovar stats: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # unreadable input, output that cannot be written
+        where = f" ({err.filename!r})" if getattr(err, "filename", None) else ""
+        print(f"neurovar stats: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+
+
+def _output_path(args: argparse.Namespace, path: Path) -> Path:
+    """The output CSV, checked before anything is computed: not a folder, in a folder that
+    exists and where a file can be created (a probe file is created and removed)."""
+    out = Path(args.out) if args.out else Path.cwd() / f"{path.stem}_stats.csv"
+    if out.is_dir():
+        raise StatsInputError(
+            f"--out {str(out)!r} is a folder; give a file name, e.g. "
+            f"{str(out / (path.stem + '_stats.csv'))!r}."
+        )
+    parent = out.parent
+    if not parent.exists():
+        raise StatsInputError(
+            f"--out {str(out)!r}: its folder {str(parent)!r} does not exist; create it first."
+        )
+    if not parent.is_dir():
+        raise StatsInputError(f"--out {str(out)!r}: {str(parent)!r} is not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise StatsInputError(
+            f"--out {str(out)!r} cannot be written: no file can be created in {str(parent)!r} "
+            f"({err.strerror or err})."
+        ) from err
+    return out
+
+
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
+    """Write ``table`` to ``out`` atomically (a temporary file renamed into place)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            table.to_csv(fh, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -406,6 +466,7 @@ def _check_options(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     path = Path(args.results)
+    out = _output_path(args, path)  # before computing: a bad --out must not waste the run
     df = _load(path, args.variable)
     # one column or several (a Namespace built by hand may hold a plain string)
     pair_on = [args.pair_on] if isinstance(args.pair_on, str) else list(args.pair_on or [])
@@ -462,8 +523,7 @@ def _run(args: argparse.Namespace) -> int:
     table["correction"] = args.correction
     table["alternative"] = args.alternative
     table["statistic_name"] = args.statistic
-    out = Path(args.out) if args.out else Path.cwd() / f"{path.stem}_stats.csv"
-    table.to_csv(out, index=False)
+    _write_csv(table, out)
     shown = [c for c in table.columns if c not in ("condition_column", "a", "b", "value", "note")]
     print(
         f"{a_label} vs {b_label} on {column!r}, value {value!r}"
