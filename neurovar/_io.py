@@ -142,7 +142,7 @@ def _is_int(v: Any) -> bool:
     return type(v) is int
 
 
-def _to_json(value: Any, where: str, owner: str) -> Any:
+def _to_json(value: Any, where: str, owner: str, name: str = "attrs") -> Any:
     """``value`` as a JSON-able structure with explicit tags for what JSON cannot tell apart
     (tuple, dict keys, bytes, numpy scalars and arrays)."""
     import numpy as np
@@ -154,11 +154,12 @@ def _to_json(value: Any, where: str, owner: str) -> Any:
     if isinstance(value, float):
         return value
     if isinstance(value, list):
-        return [_to_json(v, where, owner) for v in value]
+        return [_to_json(v, where, owner, name) for v in value]
     if isinstance(value, tuple):
-        return {_TAG: "tuple", "items": [_to_json(v, where, owner) for v in value]}
+        return {_TAG: "tuple", "items": [_to_json(v, where, owner, name) for v in value]}
     if isinstance(value, dict):
-        return {_TAG: "dict", "items": [[_to_json(k, where, owner), _to_json(v, where, owner)]
+        return {_TAG: "dict", "items": [[_to_json(k, where, owner, name),
+                                         _to_json(v, where, owner, name)]
                                         for k, v in value.items()]}
     if isinstance(value, (bytes, bytearray)):
         import base64
@@ -170,8 +171,8 @@ def _to_json(value: Any, where: str, owner: str) -> Any:
     from ._validation import param_error
 
     raise param_error(
-        "attrs", owner,
-        "made of str, int, float, bool, None, bytes, lists, tuples, dicts and numeric, bool or "
+        name, owner,
+        "a container of attrs made of str, int, float, bool, None, bytes, lists, tuples, dicts and numeric, bool or "
         "str numpy scalars and arrays (so that they load back exactly)",
         f"{where} holding {type(value).__name__} {value!r}"[:240], raw=True,
         hint="Convert it (e.g. to str) or drop it. Nothing was written.",
@@ -232,7 +233,7 @@ def _native(value: Any) -> str | None:
 
 
 def encode_attrs(attrs: Mapping[str, Any], *, where: str = "attrs",
-                 owner: str = "save_recording") -> dict[str, Any]:
+                 owner: str = "save_recording", name: str = "attrs") -> dict[str, Any]:
     """``attrs`` in a form netCDF (h5netcdf) and zarr store, which :func:`decode_attrs` turns
     back into exactly the values given (same types: ``int`` stays ``int``, a tuple a tuple,
     ``[]`` a list, a 2-D array a 2-D array of its dtype).
@@ -257,14 +258,15 @@ def encode_attrs(attrs: Mapping[str, Any], *, where: str = "attrs",
     for key, value in attrs.items():
         place = f"{where}[{key!r}]"
         if not isinstance(key, str) or key == ATTR_TYPES_KEY:
-            raise param_error("attrs", owner, f"keyed by str names other than {ATTR_TYPES_KEY!r}",
-                              place, raw=True, hint="Nothing was written.")
+            raise param_error(name, owner, f"a container of attrs keyed by str names other "
+                              f"than {ATTR_TYPES_KEY!r}", place, raw=True,
+                              hint="Nothing was written.")
         if key.startswith("_") or isinstance(value, str):
             out[key] = value
             continue
         tag = _native(value)
         if tag is None:
-            out[key] = json.dumps(_to_json(value, place, owner), allow_nan=True)
+            out[key] = json.dumps(_to_json(value, place, owner, name), allow_nan=True)
             tags[key] = "json"
         else:
             out[key] = list(value) if isinstance(value, tuple) else value
@@ -318,11 +320,12 @@ def encode_tree_attrs(tree: Any, *, owner: str = "save_recording") -> Any:
     nodes = {}
     for node in tree.subtree:
         ds = node.to_dataset(inherit=False).copy(deep=False)
-        ds.attrs = encode_attrs(ds.attrs, where=f"attrs of node {node.path!r}", owner=owner)
-        for name, var in ds.variables.items():
+        ds.attrs = encode_attrs(ds.attrs, where=f"attrs of node {node.path!r}", owner=owner,
+                                name="tree")
+        for vname, var in ds.variables.items():
             var.attrs = encode_attrs(
-                var.attrs, where=f"attrs of variable {name!r} in node {node.path!r}",
-                owner=owner)
+                var.attrs, where=f"attrs of variable {vname!r} in node {node.path!r}",
+                owner=owner, name="tree")
         nodes[node.path] = ds
     return xr.DataTree.from_dict(nodes, name=tree.name)
 

@@ -141,6 +141,14 @@ def test_attrs_that_cannot_be_stored_are_refused_naming_them():
             encode_attrs({"ok": 1, "weird": bad})
     with pytest.raises(InvalidParameterError, match=ATTR_TYPES_KEY):
         encode_attrs({ATTR_TYPES_KEY: "{}"})
+    import xarray as xr
+
+    from neurovar._io import encode_tree_attrs
+
+    tree = xr.DataTree.from_dict({"/l": xr.Dataset({"v": ("x", [1.0], {"w": 1j})})})
+    with pytest.raises(InvalidParameterError, match=r"'tree' parameter of save_recording.*"
+                       r"attrs of variable 'v' in node '/l'\['w'\] holding complex"):
+        encode_tree_attrs(tree)
     with pytest.raises(InvalidParameterError, match="keyed by str"):
         encode_attrs({3: "x"})
 
