@@ -172,7 +172,7 @@ def run_lock(out: str | Path) -> Iterator[Path]:
                     f"The results folder {str(folder)!r} is being written by another "
                     f"neurovar run ({_describe_holder(info)}); wait for it to finish or stop it, "
                     f"then run again (it resumes). Nothing was written. {hint}"
-                )
+                ) from None
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # stale: its process is gone
             continue
