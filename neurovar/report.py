@@ -39,6 +39,7 @@ from neurovar.experiment.store import check_results_folder, done_cells
 
 __all__ = [
     "write_report",
+    "report_main",
     "plot_robustness_curves",
     "plot_transfer_matrix",
     "plot_alignment_gain",
@@ -416,6 +417,40 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out / "report.md")
     return out / "report.md"
+
+
+def report_main(results: str | Path, *, prog: str = "neurovar report") -> int:
+    """``neurovar report RESULTS``: rebuild the report; returns the exit status.
+
+    A user error (missing path, not an experiment folder, a damaged file, a folder that
+    cannot be written) is one line on stderr naming the file and what is wrong, with exit
+    status 2, never a traceback. Warnings (a run still writing the folder) are printed as
+    ``warning:`` lines.
+    """
+    import sys
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            path = write_report(results)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            code, message = 2, (str(err).splitlines() or [""])[0]
+        except OSError as err:  # permissions, disk full: name the file
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            code, message = 2, (f"cannot write the report into {str(results)!r}: "
+                                f"{err.strerror or err}{where}")
+        else:
+            code, message = 0, ""
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"{prog}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if code:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return code
+    print(f"report written to {path}")
+    return 0
 
 
 def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines, figures,

@@ -75,7 +75,12 @@ def test_report_ignores_a_cell_being_written(copy, capsys):
     tmp = copy / "cells" / ".0123abcd.deadbeef.tmp"
     tmp.mkdir()
     (tmp / "spec.json").write_text('{"seed": ')
-    assert main(["report", str(copy)]) == 0
+    from neurovar.experiment.runner import lock_path
+
+    lock_path(copy).write_text("{}")  # and the run's lock is there: the report says so
+    with pytest.warns(UserWarning, match="A run may still be writing"):
+        assert main(["report", str(copy)]) == 0
+    assert tmp.is_dir() and lock_path(copy).exists()  # the report touches neither
 
 
 def test_report_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
@@ -110,3 +115,31 @@ def test_store_refuses_missing_folders_and_path_like_cell_ids(copy, tmp_path):
         with pytest.raises(InvalidParameterError, match="'cell_id' parameter of is_done"):
             is_done(copy, bad)
     assert outside.is_dir() and read_cell(copy, cell.name)[1]["cell_id"] == cell.name
+
+
+def test_report_main_is_one_line_per_user_error(copy, tmp_path, capsys):
+    """report_main (what `neurovar report` can call): exit 2 and one line, no traceback,
+    for a missing path, a damaged cell and a folder that cannot be written."""
+    import os
+
+    from neurovar.report import report_main
+
+    assert report_main(tmp_path / "missing") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+    cell = _first_cell(copy)
+    good = (cell / "result.nc").read_bytes()
+    (cell / "result.nc").write_bytes(good[:100])
+    assert report_main(copy) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurovar report: error: The cell file") and err.count("\n") == 1
+    (cell / "result.nc").write_bytes(good)
+    if os.geteuid() != 0:  # root writes anywhere
+        (copy / "figures").chmod(0o500)
+        try:
+            assert report_main(copy) == 2
+            assert "cannot write the report" in capsys.readouterr().err
+        finally:
+            (copy / "figures").chmod(0o700)
+    assert report_main(copy) == 0
+    assert capsys.readouterr().out.startswith("report written to")
