@@ -78,9 +78,14 @@ def lock_path(out: str | Path) -> Path:
     """The lock file of results folder ``out``: a hidden sibling ``.<name>.neurovar-lock``.
 
     It sits beside the folder, not in it, so that it also guards the moment when
-    ``overwrite=True`` moves the old folder aside and creates a new one.
+    ``overwrite=True`` moves the old folder aside and creates a new one. Where the parent
+    folder cannot be written but ``out`` is an existing folder (a shared, read-only parent),
+    the lock is ``out/.neurovar-lock`` instead.
     """
     out = Path(os.path.abspath(out))
+    parent = out.parent
+    if out.is_dir() and parent.is_dir() and not os.access(parent, os.W_OK):
+        return out / ".neurovar-lock"
     return out.with_name(f".{out.name}.neurovar-lock")
 
 
@@ -205,7 +210,7 @@ def prepare_folder(out: str | Path, cfg: ExperimentConfig, *, overwrite: bool = 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"The results folder {str(out)!r} is a file, not a folder.")
     backup = None
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != ".neurovar-lock" for p in out.iterdir()):
         marker = out / RUN_FILE
         same = False
         if marker.is_file():

@@ -115,3 +115,26 @@ def test_lock_released_when_the_run_raises(tmp_path):
         with run_lock(out):
             raise KeyboardInterrupt
     assert not lock_path(out).exists()
+
+
+def test_lock_inside_the_folder_when_its_parent_is_read_only(tmp_path, monkeypatch):
+    from neurovar.experiment import runner
+
+    out = tmp_path / "shared" / "results"
+    out.mkdir(parents=True)
+    real = os.access
+    monkeypatch.setattr(runner.os, "access",
+                        lambda p, mode: False if Path(p) == out.parent else real(p, mode))
+    assert lock_path(out) == out / ".neurovar-lock"
+    with run_lock(out) as path:
+        assert path.parent == out and json.loads(path.read_text())["pid"] == os.getpid()
+        # the lock alone does not make the folder "files that are not a neurovar run"
+        from neurovar.experiment import load_config
+
+        cfg = load_config(tiny_config(seeds=[7], regimes=["test-time"],
+                                      conditions=["none", "isotropic"]))
+        assert runner.prepare_folder(out, cfg) is None
+        with pytest.raises(RunLockedError):
+            with run_lock(out):
+                pass
+    assert not (out / ".neurovar-lock").exists()
