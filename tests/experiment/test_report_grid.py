@@ -165,4 +165,4 @@ def test_robustness_curves_refuses_a_magnitude_not_in_the_run(grid_run):
         plot_robustness_curves(wide, regime="test-time", noise_at_test=True, layer="fc9")
     fig = plot_robustness_curves(wide, regime="test-time", noise_at_test=True, magnitude=0.5,
                                  layer="relu2")
-    assert "m=0.5" in fig._suptitle.get_text() and "relu2" in fig._suptitle.get_text()
+    assert "m=0.5" in fig.get_suptitle() and "relu2" in fig.get_suptitle()
