@@ -35,10 +35,12 @@ from neurovar.experiment import (
     transfer_matrix,
 )
 from neurovar.experiment.registry import MAGNITUDE_RULES, REGIMES
-from neurovar.experiment.runner import RUN_FILE
+from neurovar.experiment.runner import RUN_FILE, lock_path
+from neurovar.experiment.store import check_results_folder, done_cells
 
 __all__ = [
     "write_report",
+    "report_main",
     "plot_robustness_curves",
     "plot_transfer_matrix",
     "plot_alignment_gain",
@@ -47,9 +49,35 @@ __all__ = [
 ]
 
 
+#: The factors of a run that a figure or table must keep apart (one panel, bar or row each).
+_GROUP = ("regime", "magnitude", "layer", "noise_at_test")
+
+
 def _label(group: dict[str, Any]) -> str:
     noise = "noise on" if group["noise_at_test"] else "noise off"
-    return f"{group['regime']}, m={group['magnitude']:g}, {noise} at test"
+    layer = f", {group['layer']}" if "layer" in group else ""
+    return f"{group['regime']}, m={group['magnitude']:g}{layer}, {noise} at test"
+
+
+def _group_label(key: dict[str, Any], varying: set[str], sep: str = ", ") -> str:
+    """Short label of one (regime, magnitude, layer, noise_at_test) group: the regime and the
+    noise flag always, the magnitude and the layer only when a run has several of them."""
+    parts = [str(key.get("regime", ""))]
+    if "magnitude" in varying:
+        m = key.get("magnitude")
+        parts.append(f"m={m:g}" if isinstance(m, (int, float, np.number)) and np.isfinite(m)
+                     else f"m={m}")
+    if "layer" in varying:
+        parts.append(str(key.get("layer")))
+    flag = key.get("noise_at_test")
+    if flag is not None and not (isinstance(flag, float) and np.isnan(flag)):
+        parts.append("on" if bool(flag) else "off")
+    return sep.join(parts)
+
+
+def _varying(table: pd.DataFrame) -> set[str]:
+    """The group columns of ``table`` that take more than one value (NaN counts as one)."""
+    return {c for c in _GROUP if c in table.columns and table[c].nunique(dropna=False) > 1}
 
 
 def _panels(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
@@ -63,14 +91,21 @@ def _panels(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, list
 def plot_robustness_curves(results: xr.Dataset, *, regime: str, noise_at_test: bool,
                            magnitude: float | None = None, layer: str | None = None) -> Figure:
     """Accuracy against strength per target, one line per condition (mean over seeds, with
-    the spread of the per-seed Wilson CIs as a band: the mean of ``ci_low``/``ci_high``)."""
-    from neurovar._validation import check_bool, check_real
+    the spread of the per-seed Wilson CIs as a band: the mean of ``ci_low``/``ci_high``).
+
+    One figure shows one regime, magnitude, layer and noise flag; ``magnitude`` and ``layer``
+    default to the first of ``results`` (:func:`write_report` draws one figure for each)."""
+    from neurovar._validation import check_bool, check_choice, check_real
 
     noise_at_test = check_bool(noise_at_test, name="noise_at_test", owner="plot_robustness_curves")
     magnitude = check_real(magnitude, name="magnitude", owner="plot_robustness_curves",
                            low=0.0, allow_none=True)
     magnitude = float(results["magnitude"].values[0]) if magnitude is None else magnitude
     layer = str(results["layer"].values[0]) if layer is None else layer
+    check_choice(magnitude, name="magnitude", owner="plot_robustness_curves",
+                 options=[float(m) for m in results["magnitude"].values])
+    check_choice(layer, name="layer", owner="plot_robustness_curves",
+                 options=[str(v) for v in results["layer"].values])
     sub = results.sel(regime=regime, noise_at_test=noise_at_test, magnitude=magnitude,
                       layer=layer)
     targets = [str(t) for t in results["target"].values]
@@ -152,15 +187,32 @@ def plot_transfer_matrix(tm: xr.Dataset, *, baseline: str = "isotropic") -> Figu
 
 def plot_alignment_gain(rows: pd.DataFrame, lines: list[str] | None = None) -> Figure:
     """Gain over isotropic against log2 alignment (noise variance along the target's
-    perturbation directions relative to isotropic), per regime x noise_at_test, with an
-    ordinary least-squares line for the eye (the mixed model's slope is in the report)."""
-    keys = sorted({(r, bool(f)) for r, f in zip(rows.get("regime", []), rows.get("noise_at_test", []))})
+    perturbation directions relative to isotropic), per regime x noise_at_test (the groups of
+    the link model), with an ordinary least-squares line for the eye (the mixed model's slope
+    is in the report). Colour: condition; marker: magnitude x layer when a run has several."""
+    keys = sorted({(str(r), bool(f)) for r, f in
+                   zip(rows.get("regime", []), rows.get("noise_at_test", []))})
     fig, axes = _panels(max(len(keys), 1), 3, (4.2, 3.4))
+    varying = _varying(rows) & {"magnitude", "layer"}
+    inner = [c for c in ("magnitude", "layer") if c in varying]
+    markers = "os^Dv<>ph*"
+    kinds = (list(dict.fromkeys(rows[inner].itertuples(index=False, name=None)))
+             if inner else [()])
+    colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(rows.get("condition", [])))}
     for ax, (regime, flag) in zip(axes, keys):
-        sub = rows[(rows["regime"] == regime) & (rows["noise_at_test"] == flag)]
-        for i, (cond, part) in enumerate(sub.groupby("condition")):
-            ax.plot(part["log_alignment"], part["gain"], "o", ms=3, alpha=0.7,
-                    color=f"C{i % 10}", label=cond)
+        sub = rows[(rows["regime"].astype(str) == regime) & (rows["noise_at_test"] == flag)]
+        for cond, part in sub.groupby("condition", sort=False):
+            for k, kind in enumerate(kinds):
+                pts = part
+                for col, v in zip(inner, kind):
+                    pts = pts[pts[col] == v]
+                if pts.empty:
+                    continue
+                extra = " ".join(f"m={v:g}" if col == "magnitude" else str(v)
+                                 for col, v in zip(inner, kind))
+                ax.plot(pts["log_alignment"], pts["gain"], markers[k % len(markers)], ms=3,
+                        alpha=0.7, color=colours[cond],
+                        label=f"{cond} {extra}".strip())
         if len(sub) >= 3 and sub["log_alignment"].std() > 0:
             slope, icept = np.polyfit(sub["log_alignment"], sub["gain"], 1)
             xs = np.linspace(sub["log_alignment"].min(), sub["log_alignment"].max(), 20)
@@ -177,21 +229,37 @@ def plot_alignment_gain(rows: pd.DataFrame, lines: list[str] | None = None) -> F
 
 
 def plot_clean_cost(cost: pd.DataFrame) -> Figure:
-    """Clean-accuracy cost of every condition (minus ``none``), per regime x noise_at_test."""
+    """Clean-accuracy cost of every condition (minus ``none``), one group of bars per regime x
+    magnitude x layer x noise_at_test (magnitude and layer named when a run has several).
+
+    ``cost`` is :func:`neurovar.experiment.clean_cost`'s table. Rows that repeat a (group,
+    condition) are averaged (mean cost, mean SD) rather than refused, so a table pooled from
+    several runs still draws.
+    """
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.add_subplot()
     if cost.empty:
         return fig
+    keys = [c for c in _GROUP if c in cost.columns]
+    varying = _varying(cost)
     cost = cost.copy()
-    cost["group"] = [f"{r}\n{'on' if f else 'off'}" for r, f in
-                     zip(cost["regime"], cost["noise_at_test"])]
+    if "sd_over_seeds" not in cost.columns:
+        cost["sd_over_seeds"] = np.nan
+    cost["group"] = [_group_label(dict(zip(keys, vals)), varying, sep="\n")
+                     for vals in cost[keys].itertuples(index=False, name=None)]
+    # one value per (group, condition), in the table's order
+    table = (cost.groupby(["group", "condition"], sort=False, dropna=False)
+             [["clean_cost", "sd_over_seeds"]].mean())
     groups = list(dict.fromkeys(cost["group"]))
     conds = [c for c in dict.fromkeys(cost["condition"]) if c != "none"]
+    if len(groups) > 8:
+        fig.set_size_inches(max(8.0, 0.9 * len(groups)), 3.6)
     width = 0.8 / max(len(conds), 1)
     for i, c in enumerate(conds):
-        part = cost[cost["condition"] == c].set_index("group").reindex(groups)
+        part = table.xs(c, level="condition").reindex(groups)
         x = np.arange(len(groups)) + i * width
-        bars = ax.bar(x, part["clean_cost"], width, yerr=part["sd_over_seeds"], label=c,
+        bars = ax.bar(x, part["clean_cost"].to_numpy(float), width,
+                      yerr=part["sd_over_seeds"].to_numpy(float), label=c,
                       color=f"C{i % 10}", capsize=2)
         for patch in bars.patches:
             patch.set_gid(f"condition:{c}")
@@ -206,12 +274,15 @@ def plot_clean_cost(cost: pd.DataFrame) -> Figure:
 def plot_masking(table: pd.DataFrame) -> Figure:
     """Masking diagnostics per condition: CE-PGD above the ensemble worst case, and accuracy
     at the large eps of each attack (must be near chance)."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    fig = Figure(figsize=(10, max(3.8, 0.12 * len(table) + 1.0)), layout="constrained")
     if table.empty:
         return fig
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    label = [f"{c} | {r[:10]} {'on' if f else 'off'}" for c, r, f in
-             zip(table["condition"], table["regime"], table["noise_at_test"])]
+    keys = [c for c in _GROUP if c in table.columns]
+    varying = _varying(table)
+    label = [f"{c} | " + _group_label(dict(zip(keys, vals)), varying, sep=" ")
+             for c, vals in zip(table["condition"],
+                                table[keys].itertuples(index=False, name=None))]
     gap_cols = [c for c in table.columns if c.startswith("ce_pgd_minus_worst:")]
     y = np.arange(len(table))
     for i, col in enumerate(gap_cols):
@@ -242,17 +313,53 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}g}"
 
 
+def _read_run_config(marker: Path) -> ExperimentConfig:
+    """The resolved config recorded in ``experiment.json``; a damaged file is named."""
+    fix = ("the folder is half-written or damaged; run the same config into it again to "
+           "rewrite it (its finished cells are kept and skipped)")
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"The run file {str(marker)!r} is not valid JSON ({err}): {fix}.") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"The run file {str(marker)!r} holds no 'config' object: {fix}.")
+    try:
+        return ExperimentConfig.model_validate(meta["config"])
+    except (ValueError, TypeError, KeyError) as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise ValueError(f"The run file {str(marker)!r} does not hold a valid experiment "
+                         f"config ({first}): {fix}.") from err
+
+
 def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> Path:
     """Rebuild results, analysis, figures and ``report.md`` in ``out_dir`` from its cells.
 
     ``results`` (the Dataset :func:`neurovar.experiment.run` just assembled and wrote) skips
     re-assembling ``results.nc`` from ``cells/``. Returns the path of ``report.md``.
+
+    Raises
+    ------
+    MissingFolderError
+        ``out_dir`` does not exist (a ``FileNotFoundError`` and a ``ValueError``).
+    FileNotFoundError
+        ``out_dir`` is not an experiment folder (no ``experiment.json``), or has no finished
+        cell.
+    ValueError
+        ``out_dir`` is a file; ``experiment.json`` is damaged (the message names it); a cell
+        file cannot be read (:class:`~neurovar.experiment.store.CorruptCellError`, naming
+        the file).
+    OSError
+        The folder cannot be written (permissions, disk full).
     """
-    out = Path(out_dir)
+    out = check_results_folder(out_dir, owner="write_report")
     marker = out / RUN_FILE
     if not marker.is_file():
         raise FileNotFoundError(f"{str(out)!r} is not a neurovar experiment folder (no {RUN_FILE}).")
-    cfg = ExperimentConfig.model_validate(json.loads(marker.read_text())["config"])
+    cfg = _read_run_config(marker)
+    if lock_path(out).exists():
+        warnings.warn(f"A run may still be writing {str(out)!r} (its lock file "
+                      f"{str(lock_path(out))!r} exists): the report covers the cells finished "
+                      "so far.", UserWarning, stacklevel=2)
     if results is None:
         results = collect(out, cfg)
     with warnings.catch_warnings():
@@ -270,14 +377,24 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     written = []
+    several_m = results.sizes.get("magnitude", 1) > 1
+    several_layers = results.sizes.get("layer", 1) > 1
     for regime in map(str, results["regime"].values):
-        for flag in results["noise_at_test"].values:
-            acc = results["accuracy"].sel(regime=regime, noise_at_test=flag)
-            if np.isfinite(acc.values).any():
-                name = f"robustness_{regime}_noise-{'on' if flag else 'off'}.png"
-                _save(plot_robustness_curves(results, regime=regime, noise_at_test=bool(flag)),
-                      figs / name)
-                written.append(name)
+        for magnitude in map(float, results["magnitude"].values):
+            for layer in map(str, results["layer"].values):
+                for flag in results["noise_at_test"].values:
+                    acc = results["accuracy"].sel(regime=regime, magnitude=magnitude,
+                                                  layer=layer, noise_at_test=flag)
+                    if not np.isfinite(acc.values).any():
+                        continue
+                    name = (f"robustness_{regime}" + (f"_m{magnitude:g}" if several_m else "")
+                            + (f"_{layer}" if several_layers else "")
+                            + f"_noise-{'on' if flag else 'off'}.png")
+                    _save(plot_robustness_curves(results, regime=regime,
+                                                 noise_at_test=bool(flag),
+                                                 magnitude=magnitude, layer=layer),
+                          figs / name)
+                    written.append(name)
     if tm.data_vars:
         for base in map(str, tm["baseline"].values):
             _save(plot_transfer_matrix(tm, baseline=base), figs / f"transfer_matrix_{base}.png")
@@ -289,8 +406,12 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     _save(plot_masking(masking), figs / "masking.png")
     written += ["clean_cost.png", "masking.png"]
     seconds = []
-    for spec in (out / "cells").glob("*/spec.json"):
-        seconds.append(float(json.loads(spec.read_text()).get("info", {}).get("seconds", np.nan)))
+    for cell_id in done_cells(out):  # finished cells only: a running cell's .tmp is not read
+        try:
+            info = json.loads((out / "cells" / cell_id / "spec.json").read_text()).get("info", {})
+            seconds.append(float(info.get("seconds", np.nan)))
+        except (OSError, ValueError, TypeError, AttributeError):
+            seconds.append(np.nan)  # a cell of another grid; its numbers are not in results
     from neurovar.report_reproduction import reproduction_section
 
     with warnings.catch_warnings():
@@ -306,6 +427,40 @@ def write_report(out_dir: str | Path, *, results: xr.Dataset | None = None) -> P
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out / "report.md")
     return out / "report.md"
+
+
+def report_main(results: str | Path, *, prog: str = "neurovar report") -> int:
+    """``neurovar report RESULTS``: rebuild the report; returns the exit status.
+
+    A user error (missing path, not an experiment folder, a damaged file, a folder that
+    cannot be written) is one line on stderr naming the file and what is wrong, with exit
+    status 2, never a traceback. Warnings (a run still writing the folder) are printed as
+    ``warning:`` lines.
+    """
+    import sys
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            path = write_report(results)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            code, message = 2, (str(err).splitlines() or [""])[0]
+        except OSError as err:  # permissions, disk full: name the file
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            code, message = 2, (f"cannot write the report into {str(results)!r}: "
+                                f"{err.strerror or err}{where}")
+        else:
+            code, message = 0, ""
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"{prog}: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if code:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return code
+    print(f"report written to {path}")
+    return 0
 
 
 def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines, figures,
@@ -364,11 +519,12 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
             lines += ["Not testable with this grid (it needs the sources/targets/conditions "
                       "named above).", ""]
             continue
-        lines += ["| regime | m | noise at test | estimate | 95% CI | p (per image) | p (seeds) | verdict |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| regime | m | layer | noise at test | estimate | 95% CI | p (per image) | p (seeds) | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in c.rows:
             lines.append(
-                f"| {r['regime']} | {r['magnitude']:g} | {'on' if r['noise_at_test'] else 'off'} | "
+                f"| {r['regime']} | {r['magnitude']:g} | {r.get('layer', '')} | "
+                f"{'on' if r['noise_at_test'] else 'off'} | "
                 f"{r['estimate']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | "
                 f"{_fmt(r['p_example'])} | {_fmt(r.get('p_seed', float('nan')))} | {r['verdict']} |")
         lines.append("")
@@ -407,12 +563,13 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
                             lines.append(f"| {s} | " + " | ".join(cells) + " |")
                         lines.append("")
     lines += ["## Clean-accuracy cost", "",
-              "| regime | noise at test | condition | clean accuracy minus none | SD over seeds |",
-              "|---|---|---|---|---|"]
+              "| regime | m | layer | noise at test | condition | clean accuracy minus none | SD over seeds |",
+              "|---|---|---|---|---|---|---|"]
     for _, r in cost.iterrows():
         if r["condition"] == "none":
             continue
-        lines.append(f"| {r['regime']} | {'on' if r['noise_at_test'] else 'off'} | {r['condition']} "
+        lines.append(f"| {r['regime']} | {r['magnitude']:g} | {r['layer']} | "
+                     f"{'on' if r['noise_at_test'] else 'off'} | {r['condition']} "
                      f"| {r['clean_cost']:+.3f} | {_fmt(r['sd_over_seeds'], 2)} |")
     lines += ["", "## Masking diagnostics", ""]
     if messages:

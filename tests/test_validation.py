@@ -227,6 +227,10 @@ NO_CASE = {
     "neurovar.experiment.analysis.Claim": "a result container of claims",
     "neurovar.report.write_report": "writes every figure of a finished run (seconds): "
     "tests/experiment/test_run.py::test_report_rebuilds_from_cells",
+    "neurovar.report.report_main": "the report command (prints, returns an exit status): "
+    "tests/experiment/test_folder_errors.py",
+    "neurovar.experiment.runner.run_lock": "a context manager over a folder's lock: "
+    "tests/experiment/test_run_lock.py",
 }
 
 #: (qualified name, parameter) pairs where a generic bad value is not meaningful.

@@ -525,6 +525,30 @@ def _interval(
 
 
 # --------------------------------------------------------------------------- one array
+def _drop_empty_units(da: xr.DataArray, *, label: str, where: str) -> xr.DataArray:
+    """``da`` without the units that are NaN on every trial and stimulus, with a warning
+    naming how many (they would count in ``n_units`` and in the unit resampling while adding
+    nothing); an array without any such unit is returned as it is, one with no other unit is
+    refused."""
+    empty = np.asarray(np.isnan(da).all(dim=(TRIAL, STIMULUS)).values, dtype=bool)
+    if not empty.any():
+        return da
+    name = f"{label!r}" + (f" ({where})" if where else "")
+    if empty.all():
+        raise ValueError(
+            f"The {label!r} parameter of compare has no unit with a finite response in {where or 'it'}: "
+            f"all {empty.size} units are NaN on every trial and stimulus."
+        )
+    warnings.warn(
+        f"compare: {int(empty.sum())} of {empty.size} units of {name} are NaN on every trial and "
+        "stimulus (never recorded or never responded); they are left out of every statistic "
+        "and of n_units (n_units_total still counts them).",
+        UserWarning,
+        stacklevel=4,
+    )
+    return da.isel({UNIT: np.flatnonzero(~empty)})
+
+
 def _analyse(
     da: xr.DataArray,
     statistics: list[str],
@@ -539,16 +563,18 @@ def _analyse(
     gen: np.random.Generator,
     label: str,
     source: str,
+    where: str = "",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     check_responses(da, name=label, min_trials=2)
     da = da.transpose(TRIAL, STIMULUS, UNIT)
+    n_units_total = da.sizes[UNIT]
+    da = _drop_empty_units(da, label=label, where=where)
     # separate streams (unit draw, factor analysis, figures' subsample, one per statistic), so
     # a statistic's interval does not depend on which other statistics were asked for
     unit_gen, fa_gen, detail_gen, *stat_gens = gen.spawn(3 + len(_REGISTRY))
     stat_gen = dict(zip(_REGISTRY, stat_gens))
-    n_units_total = da.sizes[UNIT]
-    if max_units is not None and n_units_total > max_units:
-        keep = np.sort(unit_gen.choice(n_units_total, size=max_units, replace=False))
+    if max_units is not None and da.sizes[UNIT] > max_units:
+        keep = np.sort(unit_gen.choice(da.sizes[UNIT], size=max_units, replace=False))
         da = da.isel({UNIT: keep})
     da = da.copy(data=np.asarray(da.values, dtype=np.float64))
     data = _Data(da, n_factors=n_factors, max_factors=max_factors, gen=fa_gen, label=label)
@@ -853,6 +879,7 @@ def compare(
             gen=stream,
             label=label,
             source=source,
+            where=f"{layer}" + (f", condition {condition}" if condition else ""),
         )
         rows += [{"source": source, "layer": layer, "condition": condition, **x} for x in r]
         details[(source, layer, condition)] = d

@@ -322,6 +322,7 @@ def run_cells(
     compute, writer, done = _defaults(compute, writer, done, out, write, in_process)
 
     outcome = GridOutcome(labels={s.cell_id: str(getattr(s, "label", s.cell_id)) for s in specs})
+    out.mkdir(parents=True, exist_ok=True)  # store.is_done refuses a folder that is missing
     todo = []
     for spec in specs:
         if done(out, spec.cell_id):

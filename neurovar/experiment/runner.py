@@ -8,6 +8,8 @@
    cells are kept and skipped); a different config, or a folder that is not a neurovar run, is
    refused unless ``overwrite=True`` — then the old folder is moved aside to a backup sibling
    and deleted only once the new run has finished (a failed run leaves it, and says where);
+   Before any of this the run takes the folder's lock (:func:`run_lock`): a second ``run``
+   into the same folder while the first is alive is refused, naming the first process;
 3. runs every unfinished cell (in-process, or on a dask cluster, see ``scheduler``), each
    written atomically under ``cells/`` as it finishes; a cell that fails is reported with its
    traceback and the rest go on;
@@ -16,11 +18,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,8 @@ from .executor import run_cells
 from .grid import CellSpec, plan
 from .store import assemble, done_cells, is_done, to_tidy
 
-__all__ = ["run", "RunOutcome", "prepare_folder", "collect", "RUN_FILE"]
+__all__ = ["run", "RunOutcome", "prepare_folder", "collect", "run_lock", "RunLockedError",
+           "RUN_FILE"]
 
 #: File that marks a folder as a neurovar run and records its resolved config and hash.
 RUN_FILE = "experiment.json"
@@ -64,6 +70,133 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class RunLockedError(FileExistsError):
+    """Another live ``neurovar run`` holds the results folder (see :func:`run_lock`)."""
+
+
+def lock_path(out: str | Path) -> Path:
+    """The lock file of results folder ``out``: a hidden sibling ``.<name>.neurovar-lock``.
+
+    It sits beside the folder, not in it, so that it also guards the moment when
+    ``overwrite=True`` moves the old folder aside and creates a new one. Where the parent
+    folder cannot be written but ``out`` is an existing folder (a shared, read-only parent),
+    the lock is ``out/.neurovar-lock`` instead.
+    """
+    out = Path(os.path.abspath(out))
+    parent = out.parent
+    if out.is_dir() and parent.is_dir() and not os.access(parent, os.W_OK):
+        return out / ".neurovar-lock"
+    return out.with_name(f".{out.name}.neurovar-lock")
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None: it
+    tells a live process from a later one that reused its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` (started at ``start`` ticks, when known) runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    except OSError:
+        return False
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return info if isinstance(info, dict) else {}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable or half-written: treated as held, never deleted
+
+
+def _describe_holder(info: dict[str, Any]) -> str:
+    if not info:
+        return "an unknown process (the lock file is unreadable)"
+    started = info.get("started")
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started))
+            if isinstance(started, (int, float)) else "at an unknown time")
+    return f"pid {info.get('pid')} on host {info.get('host')!r}, started {when}"
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path) -> Iterator[Path]:
+    """Hold the write lock of results folder ``out`` for the duration of a run.
+
+    The lock is a file (:func:`lock_path`) created atomically with ``O_CREAT | O_EXCL``
+    holding the pid, host, process start and start time of the run. A lock whose process is
+    gone (same host, pid dead or reused) is stale and taken over; a live one, or one from
+    another host (whose process this host cannot see), is refused. Released in ``finally``,
+    only if it is still this run's.
+
+    Raises
+    ------
+    RunLockedError
+        Another run holds the folder; the message names its pid, host, start time and the
+        lock file.
+    """
+    folder = Path(os.path.abspath(out))
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    me = {"pid": pid, "host": socket.gethostname(), "process_start": _process_start(pid),
+          "started": time.time(), "token": uuid.uuid4().hex, "folder": str(folder)}
+    payload = json.dumps(me).encode()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            info = _read_lock(path)
+            if info is None:
+                continue  # released in between: try again
+            stale = (info.get("host") == me["host"] and isinstance(info.get("pid"), int)
+                     and not _alive(info["pid"], info.get("process_start")))
+            if not stale:
+                if info and info.get("host") == me["host"]:
+                    hint = f"Lock file: {str(path)!r}."
+                elif info:
+                    hint = (f"This host cannot see processes on {info.get('host')!r}: if that "
+                            f"run is gone, delete the lock file {str(path)!r}.")
+                else:
+                    hint = (f"If no run is going on (a run killed while taking the lock), "
+                            f"delete the lock file {str(path)!r}.")
+                raise RunLockedError(
+                    f"The results folder {str(folder)!r} is being written by another "
+                    f"neurovar run ({_describe_holder(info)}); wait for it to finish or stop it, "
+                    f"then run again (it resumes). Nothing was written. {hint}"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its process is gone
+            continue
+        try:
+            os.write(fd, payload)
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise RunLockedError(f"Could not take the lock {str(path)!r} of the results folder "
+                             "(other runs keep taking it); nothing was written.")
+    try:
+        yield path
+    finally:
+        if (_read_lock(path) or {}).get("token") == me["token"]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def prepare_folder(out: str | Path, cfg: ExperimentConfig, *, overwrite: bool = False) -> Path | None:
     """Make ``out`` ready for ``cfg``; returns the backup folder to delete after success.
 
@@ -77,14 +210,27 @@ def prepare_folder(out: str | Path, cfg: ExperimentConfig, *, overwrite: bool = 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"The results folder {str(out)!r} is a file, not a folder.")
     backup = None
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != ".neurovar-lock" for p in out.iterdir()):
         marker = out / RUN_FILE
         same = False
         if marker.is_file():
             try:
                 same = json.loads(marker.read_text())["config_hash"] == config_hash(cfg)
-            except (ValueError, KeyError):
-                same = False
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                # half-written or damaged: the cells tell whose run it is (their ids hash the
+                # cell's settings), so a run of this config resumes and rewrites the file
+                finished = set(done_cells(out))
+                planned = {spec.cell_id for spec in plan(cfg)}
+                if finished <= planned:
+                    same = True
+                elif not overwrite:
+                    raise FileExistsError(
+                        f"The run file {str(marker)!r} is damaged ({type(err).__name__}: "
+                        f"{(str(err).splitlines() or [''])[0]}) and {len(finished - planned)} "
+                        f"finished cell(s) in {str(out)!r} are not cells of this config; pass "
+                        "overwrite=True (--overwrite) to replace the folder, or choose another "
+                        "folder. Nothing was written."
+                    ) from err
         if not same:
             if not overwrite:
                 what = ("a run of a different config" if marker.is_file()
@@ -152,6 +298,13 @@ def run(
     -------
     RunOutcome
         With ``results`` (the assembled Dataset) when at least one cell is finished.
+
+    Raises
+    ------
+    RunLockedError
+        Another live run writes into ``out`` (a :class:`FileExistsError`; nothing written).
+    FileExistsError
+        ``out`` holds a different run or other files and ``overwrite`` is False.
     """
     overwrite = check_bool(overwrite, name="overwrite", owner="run")  # "False" must not delete
     progress = check_bool(progress, name="progress", owner="run")
@@ -159,6 +312,13 @@ def run(
     t0 = time.perf_counter()
     specs = plan(cfg)
     out = Path(out)
+    with run_lock(out):
+        return _run_locked(cfg, specs, out, overwrite=overwrite, progress=progress,
+                           scheduler=scheduler, write=write, t0=t0)
+
+
+def _run_locked(cfg, specs, out: Path, *, overwrite, progress, scheduler, write, t0
+                ) -> RunOutcome:
     backup = prepare_folder(out, cfg, overwrite=overwrite)
     before = set(done_cells(out))
     todo = [s for s in specs if s.cell_id not in before]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -21,11 +22,48 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from neurovar._validation import InvalidParameterError, param_error
+
 __all__ = ["write_cell", "is_done", "read_cell", "done_cells", "assemble", "to_tidy",
-           "GRID_DIMS"]
+           "GRID_DIMS", "MissingFolderError", "CorruptCellError"]
 
 #: Dims of the assembled results, in order.
 GRID_DIMS: tuple[str, ...] = ("seed", "regime", "condition", "magnitude", "layer")
+
+#: A cell id is a plain folder name: no path separator, no ``..``, not hidden.
+_CELL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+
+
+class MissingFolderError(InvalidParameterError, FileNotFoundError):
+    """A results folder that does not exist (both a ``ValueError`` and a
+    ``FileNotFoundError``)."""
+
+
+class CorruptCellError(ValueError):
+    """A finished cell's file cannot be read (truncated, damaged, not netCDF / JSON)."""
+
+
+def check_results_folder(out_dir: Any, *, owner: str, name: str = "out_dir") -> Path:
+    """``out_dir`` as a Path to an existing folder, or a clear error saying what it is."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise param_error(name, owner, "a path to a results folder (str or Path)", out_dir)
+    out = Path(out_dir)
+    if not out.exists():
+        raise MissingFolderError(
+            f"The {name!r} parameter of {owner} must be an existing results folder. Got "
+            f"{str(out)!r} instead: it does not exist.", name=name, owner=owner)
+    if not out.is_dir():
+        raise param_error(name, owner, "a results folder", str(out),
+                          hint="It is a file, not a folder.")
+    return out
+
+
+def _check_cell_id(cell_id: Any, owner: str) -> str:
+    if not (isinstance(cell_id, str) and _CELL_ID.match(cell_id) and ".." not in cell_id):
+        raise param_error("cell_id", owner, "a plain cell folder name (letters, digits, '_', "
+                          "'-', '.'; no path separator, no '..', not starting with '.')",
+                          cell_id)
+    return cell_id
 
 
 def _cell_dir(out_dir: Path, cell_id: str) -> Path:
@@ -33,8 +71,17 @@ def _cell_dir(out_dir: Path, cell_id: str) -> Path:
 
 
 def is_done(out_dir: str | Path, cell_id: str) -> bool:
-    """Whether the cell's folder is complete (both files present, renamed into place)."""
-    d = _cell_dir(Path(out_dir), cell_id)
+    """Whether the cell's folder is complete (both files present, renamed into place).
+
+    Raises
+    ------
+    MissingFolderError
+        ``out_dir`` does not exist (a typo must not read as "nothing done yet").
+    InvalidParameterError
+        ``cell_id`` is not a plain folder name.
+    """
+    out = check_results_folder(out_dir, owner="is_done")
+    d = _cell_dir(out, _check_cell_id(cell_id, "is_done"))
     return (d / "result.nc").is_file() and (d / "spec.json").is_file()
 
 
@@ -44,8 +91,8 @@ def write_cell(out_dir: str | Path, spec: Any, result: Any) -> Path:
     same spec); an interrupted write leaves only a ``.tmp`` folder, ignored and cleaned later.
     """
     cells = Path(out_dir) / "cells"
+    final = cells / _check_cell_id(getattr(spec, "cell_id", None), "write_cell")
     cells.mkdir(parents=True, exist_ok=True)
-    final = cells / spec.cell_id
     tmp = cells / f".{spec.cell_id}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
     try:
@@ -66,20 +113,65 @@ def write_cell(out_dir: str | Path, spec: Any, result: Any) -> Path:
 
 
 def read_cell(out_dir: str | Path, cell_id: str) -> tuple[xr.Dataset, dict[str, Any]]:
-    """The cell's Dataset (loaded into memory) and its ``spec.json``."""
-    d = _cell_dir(Path(out_dir), cell_id)
-    with xr.open_dataset(d / "result.nc", engine="h5netcdf") as ds:
-        data = ds.load()
-    return data, json.loads((d / "spec.json").read_text())
+    """The cell's Dataset (loaded into memory) and its ``spec.json``.
+
+    Raises
+    ------
+    MissingFolderError
+        ``out_dir`` does not exist.
+    InvalidParameterError
+        ``cell_id`` is not a plain folder name (``../x`` is refused, never followed).
+    FileNotFoundError
+        The cell is not finished (its folder or one of its two files is missing).
+    CorruptCellError
+        A file of the cell cannot be read; the message names the file and what is wrong.
+    """
+    out = check_results_folder(out_dir, owner="read_cell")
+    d = _cell_dir(out, _check_cell_id(cell_id, "read_cell"))
+    for name in ("result.nc", "spec.json"):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"Cell {cell_id!r} of {str(out)!r} is not finished: "
+                                    f"{str(d / name)!r} does not exist.")
+    fix = (f"Delete the cell folder {str(d)!r} and run the experiment again into "
+           f"{str(out)!r} to recompute this cell (the other cells are kept).")
+    try:
+        with xr.open_dataset(d / "result.nc", engine="h5netcdf") as ds:
+            data = ds.load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        size = (d / "result.nc").stat().st_size
+        why = (str(err).splitlines() or [""])[0]
+        raise CorruptCellError(
+            f"The cell file {str(d / 'result.nc')!r} ({size} bytes) cannot be read as netCDF: "
+            f"it is truncated or damaged ({type(err).__name__}: {why}). {fix}"
+        ) from err
+    try:
+        spec = json.loads((d / "spec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CorruptCellError(
+            f"The cell file {str(d / 'spec.json')!r} is not valid JSON ({err}): it is "
+            f"truncated or damaged. {fix}"
+        ) from err
+    if not isinstance(spec, dict):
+        raise CorruptCellError(f"The cell file {str(d / 'spec.json')!r} holds "
+                               f"{type(spec).__name__}, not a JSON object. {fix}")
+    return data, spec
 
 
 def done_cells(out_dir: str | Path) -> list[str]:
-    """Ids of the finished cells in ``out_dir/cells`` (temporary folders ignored)."""
-    cells = Path(out_dir) / "cells"
+    """Ids of the finished cells in ``out_dir/cells`` (temporary folders ignored).
+
+    Raises
+    ------
+    MissingFolderError
+        ``out_dir`` does not exist (a folder without ``cells/`` has no finished cell: ``[]``).
+    """
+    out = check_results_folder(out_dir, owner="done_cells")
+    cells = out / "cells"
     if not cells.is_dir():
         return []
     return sorted(p.name for p in cells.iterdir() if not p.name.startswith(".")
-                  and is_done(out_dir, p.name))
+                  and _CELL_ID.match(p.name) and ".." not in p.name
+                  and is_done(out, p.name))
 
 
 def assemble(out_dir: str | Path, specs: Sequence[Any], magnitudes: Sequence[float]) -> xr.Dataset:

@@ -13,8 +13,11 @@ groups, prints a table and writes it as CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -127,11 +130,22 @@ def _load(path: Path, variable: str | None) -> pd.DataFrame:
     if not path.exists():
         raise StatsInputError(f"results file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
+    is_zarr = suffix == ".zarr" or (
+        path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())
+    )
+    if path.is_dir() and not is_zarr:
+        hint = (
+            f" It is a neurovar results folder: pass {str(path / 'results.csv')!r}."
+            if (path / "results.csv").is_file()
+            else ""
+        )
+        raise StatsInputError(
+            f"results {str(path)!r} is a folder, not a results file (expected a .csv, .tsv, "
+            f".nc file or a .zarr store).{hint}"
+        )
     if suffix in (".csv", ".tsv", ".txt"):
         return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    if suffix == ".zarr" or (
-        path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())
-    ):
+    if is_zarr:
         ds = xr.open_zarr(path)
     elif suffix in (".nc", ".nc4", ".netcdf", ".h5", ".cdf"):
         ds = xr.open_dataset(path)
@@ -155,7 +169,7 @@ def _condition_column(df: pd.DataFrame, a: str, b: str, column: str | None, skip
     for c in df.columns:
         if c in skip:
             continue
-        labels = set(df[c].astype(str))
+        labels = set(_labels(df[c]))
         if a in labels and b in labels:
             hits.append(c)
     if len(hits) != 1:
@@ -193,8 +207,21 @@ def _value_column(df: pd.DataFrame, value: str | None, used) -> str:
     return numeric[0]
 
 
+def _labels(series: pd.Series) -> pd.Series:
+    """``series`` as plain ``str`` labels, a missing value as ``"nan"``.
+
+    ``Series.astype(str)`` keeps NaN as a float under pandas 3 (its string dtype has a missing
+    value), so labels of a column with NaN would not sort or compare as strings.
+    """
+    return pd.Series(
+        ["nan" if pd.isna(v) else str(v) for v in series.tolist()],
+        index=series.index,
+        dtype=object,
+    )
+
+
 def _match(series: pd.Series, label: str) -> pd.Series:
-    return series.astype(str) == label
+    return _labels(series) == label
 
 
 def _smallest_p(n_a: int, n_b: int, paired: bool, n_permutations: int, alternative: str):
@@ -318,40 +345,114 @@ def _compare_group(sub, args, column, value):
     }
 
 
-def _row_type_columns(df, column, value, used):
+def _crossed(labels, df, by, is_a, is_b) -> bool:
+    """Whether, in some ``--by`` group, the A and B rows take the same several values of
+    ``labels`` equally often (a setting crossed with the conditions, like an eps grid)."""
+    groups = df.groupby(by, dropna=False).groups.values() if by else [df.index]
+    for idx in groups:
+        idx = pd.Index(idx)
+        ca = labels[idx][is_a[idx]].value_counts()
+        cb = labels[idx][is_b[idx]].value_counts()
+        if len(ca) > 1 and ca.sort_index().equals(cb.sort_index()):
+            return True
+    return False
+
+
+def _row_type_columns(df, column, value, by, pair_on, a_label, b_label):
     """Label columns whose several values mark rows of different kinds (metric, attack, eps).
 
-    A string, categorical or boolean column, or a float column, qualifies when, among the
-    compared rows, it takes at least 2 values and some value repeats within a condition (so it
-    is not a per-sample identifier). Integer columns (seed, example, unit) are taken as sample
-    identifiers.
+    ``df`` holds the compared (A or B) rows. A column qualifies when it varies among rows that
+    one test would pool as samples of one quantity (the rows of one ``--by`` group and one
+    condition) and some value repeats within such rows (so it is not a per-sample
+    identifier). A string, categorical or boolean column counts; a float column counts only
+    when it looks like a setting crossed with the conditions (A and B rows take the same
+    values equally often, like an eps grid), not a measurement (``ci_low``,
+    ``clean_accuracy``, which differ between conditions). ``--by`` and ``--pair-on`` columns
+    never count. Integer columns (seed, example, unit) are sample identifiers.
+    Missing values count as one value ``"nan"`` (pandas 3 keeps NaN a float in
+    ``astype(str)``, which made the labels unsortable).
     """
     out = []
+    by = list(by)
+    cond = _labels(df[column])
+    is_a, is_b = cond == a_label, cond == b_label
+    within = [df[c] for c in by]
     for c in df.columns:
-        if c in used or c in (column, value):
+        if c in by or c in pair_on or c in (column, value):
             continue
         col = df[c]
         is_float = pd.api.types.is_float_dtype(col)
         is_label = not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
         if not (is_float or is_label):
             continue
-        labels = col.astype(str)
+        labels = _labels(col)
         n_values = labels.nunique(dropna=False)
-        if n_values < 2:
+        if n_values < 2 or n_values >= len(df):
             continue
-        repeats = labels.groupby(df[column].astype(str)).apply(lambda x: x.duplicated().any())
-        if bool(repeats.any()) and n_values < len(df):
-            out.append((c, sorted(labels.unique())))
+        cells = labels.groupby([*within, cond], dropna=False)
+        if not bool((cells.nunique() > 1).any()):
+            continue  # constant within every group and condition: pools nothing
+        if not bool(cells.apply(lambda x: x.duplicated().any()).any()):
+            continue  # a per-sample identifier
+        if is_float and not is_label and not _crossed(labels, df, by, is_a, is_b):
+            continue  # a measurement, not a setting
+        out.append((c, sorted(labels.unique())))
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``neurovar stats`` with parsed ``args``; returns the exit status."""
+    """Run ``neurovar stats`` with parsed ``args``; returns the exit status (2: a user error,
+    reported in one line without a traceback)."""
     try:
         return _run(args)
     except (StatsInputError, ValueError, TypeError) as err:
         print(f"neurovar stats: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # unreadable input, output that cannot be written
+        where = f" ({err.filename!r})" if getattr(err, "filename", None) else ""
+        print(f"neurovar stats: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+
+
+def _output_path(args: argparse.Namespace, path: Path) -> Path:
+    """The output CSV, checked before anything is computed: not a folder, in a folder that
+    exists and where a file can be created (a probe file is created and removed)."""
+    out = Path(args.out) if args.out else Path.cwd() / f"{path.stem}_stats.csv"
+    if out.is_dir():
+        raise StatsInputError(
+            f"--out {str(out)!r} is a folder; give a file name, e.g. "
+            f"{str(out / (path.stem + '_stats.csv'))!r}."
+        )
+    parent = out.parent
+    if not parent.exists():
+        raise StatsInputError(
+            f"--out {str(out)!r}: its folder {str(parent)!r} does not exist; create it first."
+        )
+    if not parent.is_dir():
+        raise StatsInputError(f"--out {str(out)!r}: {str(parent)!r} is not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise StatsInputError(
+            f"--out {str(out)!r} cannot be written: no file can be created in {str(parent)!r} "
+            f"({err.strerror or err})."
+        ) from err
+    return out
+
+
+def _write_csv(table: pd.DataFrame, out: Path) -> None:
+    """Write ``table`` to ``out`` atomically (a temporary file renamed into place)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            table.to_csv(fh, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -365,6 +466,7 @@ def _check_options(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     path = Path(args.results)
+    out = _output_path(args, path)  # before computing: a bad --out must not waste the run
     df = _load(path, args.variable)
     # one column or several (a Namespace built by hand may hold a plain string)
     pair_on = [args.pair_on] if isinstance(args.pair_on, str) else list(args.pair_on or [])
@@ -383,7 +485,9 @@ def _run(args: argparse.Namespace) -> int:
     value = _value_column(df, requested, used=keys | {column})
     compared = _match(df[column], a_label) | _match(df[column], b_label)
     if not args.pool:
-        mixed = _row_type_columns(df.loc[compared], column, value, keys)
+        mixed = _row_type_columns(
+            df.loc[compared], column, value, args.by, pair_on, a_label, b_label
+        )
         if mixed:
             listed = "; ".join(
                 f"{c!r} has {len(v)} values ({', '.join(v[:5])}{', ...' if len(v) > 5 else ''})"
@@ -419,8 +523,7 @@ def _run(args: argparse.Namespace) -> int:
     table["correction"] = args.correction
     table["alternative"] = args.alternative
     table["statistic_name"] = args.statistic
-    out = Path(args.out) if args.out else Path.cwd() / f"{path.stem}_stats.csv"
-    table.to_csv(out, index=False)
+    _write_csv(table, out)
     shown = [c for c in table.columns if c not in ("condition_column", "a", "b", "value", "note")]
     print(
         f"{a_label} vs {b_label} on {column!r}, value {value!r}"

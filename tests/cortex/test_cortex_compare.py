@@ -386,3 +386,22 @@ def test_an_interval_does_not_depend_on_what_else_was_computed():
         r1, r2 = _row(more, "noise_correlation", layer), _row(fewer, "noise_correlation", layer)
         assert (r1.value, r1.ci_low, r1.ci_high) == (r2.value, r2.ci_low, r2.ci_high)
     assert _row(alone, "noise_correlation", "b").n_units == 12
+
+
+def test_all_nan_units_are_dropped_with_a_warning_and_not_counted():
+    rng = np.random.default_rng(0)
+    clean = _poisson(rng)
+    holed = clean.copy()
+    holed[:, :, [3, 7]] = np.nan  # two units never recorded
+    with pytest.warns(UserWarning, match=r"2 of 12 units of 'cortical_responses' \(V4\)"):
+        table = compare(None, {"V4": holed}, statistics=FAST, n_bootstrap=100, rng=1)
+    assert (table["n_units"] == 10).all() and (table["n_units_total"] == 12).all()
+    assert np.isfinite(table[["value", "ci_low", "ci_high"]].to_numpy()).all()
+    assert _row(table, "noise_correlation").n == 10 * 9 // 2
+    # the same as giving the 10 recorded units only
+    kept = clean.isel(unit=[i for i in range(12) if i not in (3, 7)])
+    ref = compare(None, {"V4": kept}, statistics=FAST, n_bootstrap=100, rng=1)
+    np.testing.assert_allclose(table["value"], ref["value"])
+    np.testing.assert_allclose(table["ci_low"], ref["ci_low"])
+    with pytest.raises(ValueError, match="all 12 units are NaN"):
+        compare(None, {"V4": clean * np.nan}, statistics=FAST, n_bootstrap=100, rng=1)

@@ -79,3 +79,57 @@ def test_binomial_model_refuses_what_it_cannot_fit(clustered):
     with pytest.raises(ValueError, match="nan_policy='omit'"):
         fit_binomial_model(nan, FORMULA, groups="seed")
     assert fit_binomial_model(nan, FORMULA, groups="seed", nan_policy="omit").n_obs == len(nan) - 1
+
+
+@pytest.fixture(scope="module")
+def five_seeds():
+    """5 seeds with a seed effect and a seed-to-seed varying condition effect."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(5):
+        b = rng.normal(0, 1.0)
+        for cond, name in ((0, "isotropic"), (1, "structured")):
+            p = 1 / (1 + np.exp(-(-0.2 + 0.4 * cond + b + rng.normal(0, 0.4) * cond)))
+            rows += [{"seed": seed, "noise": name, "correct": v} for v in rng.random(60) < p]
+    return pd.DataFrame(rows)
+
+
+def test_few_groups_get_bias_reduced_errors_t_reference_and_a_warning(five_seeds):
+    from scipy import stats
+
+    data = five_seeds.assign(correct=five_seeds.correct.astype(float))
+    model = smf.gee(FORMULA, "seed", data, family=sm.families.Binomial(),
+                    cov_struct=sm.cov_struct.Exchangeable())
+    plain = model.fit()
+    reduced = model.fit(cov_type="bias_reduced")
+    with pytest.warns(UserWarning, match=r"only 5 groups in 'seed'.*bias-reduced.*4 df"):
+        res = fit_binomial_model(five_seeds, FORMULA, groups="seed")
+    assert res.cov_type == "bias_reduced" and res.df == 4
+    np.testing.assert_allclose(res.params["std_error"], reduced.bse, rtol=1e-6)
+    z = reduced.params[TERM] / reduced.bse[TERM]
+    assert res.params.loc[TERM, "p_value"] == pytest.approx(2 * stats.t.sf(abs(z), 4))
+    # the plain sandwich claims significance that the few seeds cannot carry
+    assert plain.pvalues[TERM] < 0.01 < 0.05 < res.params.loc[TERM, "p_value"]
+    half = res.params.loc[TERM, "ci_high"] - res.params.loc[TERM, "estimate"]
+    assert half == pytest.approx(stats.t.ppf(0.975, 4) * reduced.bse[TERM])
+    assert "bias-reduced" in str(res) and "4 df" in str(res)
+
+
+def test_plain_sandwich_on_few_groups_is_kept_on_request_with_a_warning(five_seeds):
+    with pytest.warns(UserWarning, match=r"only 5 groups.*too small"):
+        res = fit_binomial_model(five_seeds, FORMULA, groups="seed", cov_type="robust")
+    assert res.cov_type == "robust" and np.isinf(res.df)
+    with pytest.raises(InvalidParameterError, match="'cov_type' parameter of fit_binomial_model"):
+        fit_binomial_model(five_seeds, FORMULA, groups="seed", cov_type="sandwich")
+
+
+def test_many_groups_keep_the_plain_sandwich_without_warning(clustered):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fit_binomial_model(clustered, FORMULA, groups="seed")
+    assert res.cov_type == "robust" and np.isinf(res.df)
+    forced = fit_binomial_model(clustered, FORMULA, groups="seed", cov_type="bias_reduced")
+    assert forced.df == 29
+    assert (forced.params["std_error"] >= res.params["std_error"]).all()

@@ -201,3 +201,24 @@ def test_basic_interval_is_the_percentile_interval_reflected_about_the_estimate(
     np.testing.assert_allclose(float(basic.ci_low), 2 * theta - float(pct.ci_high))
     np.testing.assert_allclose(float(basic.ci_high), 2 * theta - float(pct.ci_low))
     assert basic.attrs["method"] == "basic"
+
+
+def test_too_few_resamples_for_the_level_warns_naming_them():
+    """A 99.9% BCa interval from 99 resamples: each tail (0.0005) lies beyond the most extreme
+    of 99 resamples, so the limits are the sample's min and max, whatever the level says."""
+    import warnings
+
+    data = xr.DataArray(np.random.default_rng(0).normal(size=50), dims=("trial",))
+    with pytest.warns(UserWarning, match=r"n_resamples=99 is too few for a 99.9% BCa.*>= 1999"):
+        res = bootstrap_ci(data, "mean", n_resamples=99, confidence_level=0.999, rng=0)
+    assert np.isfinite(float(res.ci_low))
+    with pytest.warns(UserWarning, match=r"n_resamples=99 is too few for a 99% percentile"):
+        bootstrap_ci(data, "mean", n_resamples=99, confidence_level=0.99, method="percentile",
+                     rng=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bootstrap_ci(data, "mean", n_resamples=1999, confidence_level=0.999, rng=0)
+        bootstrap_ci(data, "mean", n_resamples=99, confidence_level=0.95, rng=0)
+        bootstrap_ci(data, "mean", n_resamples=39, confidence_level=0.95, rng=0)  # the floor
+    with pytest.warns(UserWarning, match="n_resamples=38"):
+        bootstrap_ci(data, "mean", n_resamples=38, confidence_level=0.95, rng=0)

@@ -445,3 +445,72 @@ def test_requested_boolean_variable_is_the_one_tested(tmp_path):
     np.testing.assert_allclose(res.mean_a.item(), correct[0].mean())
     np.testing.assert_allclose(res.mean_b.item(), correct[1].mean())
     assert res.p_value.item() < 0.01
+
+
+def _spy_permutations(monkeypatch):
+    """Count permutation tests run by the command (none may run when --out is bad)."""
+    from neurovar.inference import _cli
+
+    calls = []
+    real = _cli.permutation_test
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(_cli, "permutation_test", spy)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing_parent", "proc"])
+def test_bad_out_is_refused_before_computing(tmp_path, capsys, monkeypatch, kind):
+    from neurovar.cli import main
+
+    _, path = _robustness_table(tmp_path)
+    out = {"folder": tmp_path, "missing_parent": tmp_path / "nope" / "o.csv",
+           "proc": Path("/proc/neurovar_stats.csv")}[kind]
+    calls = _spy_permutations(monkeypatch)
+    argv = ["stats", str(path), "--compare", "structured", "isotropic", "--by", "metric",
+            "attack", "--pair-on", "seed", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurovar stats: error: --out") and "Traceback" not in err
+    want = {"folder": "is a folder", "missing_parent": "does not exist",
+            "proc": "cannot be written"}[kind]
+    assert want in err
+    assert calls == []  # refused before any test ran
+    assert not (tmp_path / "nope").exists()
+    # a good --out is written whole, with no temporary file left beside it
+    good = tmp_path / "o.csv"
+    assert main([*argv[:-1], str(good)]) == 0 and len(pd.read_csv(good)) == 4
+    assert calls and not [p for p in tmp_path.iterdir() if p.name.startswith(".o.csv")]
+
+
+def test_folder_as_input_is_a_clear_error(tmp_path, capsys):
+    from neurovar.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.csv").write_text("a,b\n1,2\n")
+    argv = ["stats", str(run_dir), "--compare", "x", "y", "--out", str(tmp_path / "o.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not a results file" in err
+    assert str(run_dir / "results.csv") in err and "Traceback" not in err
+
+
+def test_unreadable_input_is_one_line_not_a_traceback(tmp_path, capsys):
+    import os
+
+    from neurovar.cli import main
+
+    _, path = _robustness_table(tmp_path)
+    if os.geteuid() == 0:
+        pytest.skip("root reads files regardless of their mode")
+    path.chmod(0)
+    try:
+        argv = ["stats", str(path), "--compare", "structured", "isotropic"]
+        assert main([*argv, "--out", str(tmp_path / "o.csv")]) == 2
+        assert "Permission denied" in capsys.readouterr().err
+    finally:
+        path.chmod(0o644)
