@@ -34,7 +34,7 @@ from neurovar.experiment import (
     masking_diagnostics,
     transfer_matrix,
 )
-from neurovar.experiment.registry import MAGNITUDE_RULES, REGIMES
+from neurovar.experiment.registry import CONDITIONS, MAGNITUDE_RULES, REGIMES
 from neurovar.experiment.runner import RUN_FILE, lock_path
 from neurovar.experiment.store import check_results_folder, done_cells
 
@@ -463,6 +463,13 @@ def report_main(results: str | Path, *, prog: str = "neurovar report") -> int:
     return 0
 
 
+def _epochs_text(cfg: ExperimentConfig, regime: str) -> str:
+    from neurovar.experiment.cell import _epochs_lr
+
+    epochs, lr = _epochs_lr(cfg, regime)
+    return f"{epochs} epoch(s) at lr {lr:g}"
+
+
 def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines, figures,
               seconds) -> str:
     ev = cfg.evaluation
@@ -487,7 +494,8 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
         "of a magnitude)" + "".join(
             f"; source `{s.source_id}` at m = {', '.join(f'{m:g}' for m in s.magnitudes)}"
             for s in cfg.sources if s.magnitudes) + ".",
-        "- regimes: " + "; ".join(f"`{r}`: {REGIMES[r].description}" for r in cfg.regimes)
+        "- what each regime does: " + "; ".join(f"`{r}`: {REGIMES[r].description}"
+                                               for r in cfg.regimes)
         + f"; prediction of a noisy network: mean logits of {ev.prediction_passes} pass(es).",
         "- sources: " + "; ".join(
             f"`{s.source_id}` ({s.family} {s.name}{' ' + s.norm if s.family == 'attack' else ''} "
@@ -500,12 +508,14 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
         f"{ev.eot_samples} EOT draws and {ev.n_evaluations} repeated evaluations for noisy "
         "networks (an example counts as robust only if it survives every evaluation); "
         f"diagnostics at L-inf eps {ev.large_eps:g}.",
-        "- controls `diagonal` and `rotated` are derived from the pooled source structure (mean "
-        "of the trace-normalised source covariances); `isotropic` is the identity; train-time "
-        "regimes fine-tune the base network for "
-        f"{cfg.training.finetune_epochs} epochs (the `none` condition too, without noise); the "
-        f"adaptive regime re-fits the covariance every {cfg.training.adapt_every} epoch(s) with "
-        "a magnitude that follows the layer's running variance.",
+        "- conditions: " + "; ".join(
+            f"`{name}`: {CONDITIONS[name].description}" for name in dict.fromkeys(
+                c.split(":")[0] for c in cfg.expanded_conditions())) + ".",
+        "- training: " + "; ".join(
+            f"`{r}` {_epochs_text(cfg, r)}" for r in cfg.regimes if REGIMES[r].trains)
+        + (f" (the adaptive regime re-fits every {cfg.training.adapt_every} epoch(s))"
+           if "train-time-adaptive" in cfg.regimes else "") + "; `none` and the positive "
+        "controls are trained the same way without noise.",
         f"- cells: {n_done} of {n_cells} finished; compute time {np.nansum(seconds):.0f} s in "
         f"all, {np.nanmedian(seconds) if seconds else float('nan'):.1f} s median per cell "
         f"(threads per cell: {cfg.threads}; device {cfg.device}).",

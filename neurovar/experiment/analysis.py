@@ -300,6 +300,9 @@ def claims(results: xr.Dataset, cfg: ExperimentConfig) -> list[Claim]:
         if pairs3:
             c3.rows.append({**g, **_pooled_contrast(results, g, pairs3, cfg, rng=10 * gi + 2)})
     for c in (c1, c2, c3):
+        # groups where the contrast does not exist (a source's conditions run only at its own
+        # magnitudes; noise-off rows of a grid evaluated with the noise on only) are left out
+        c.rows = [r for r in c.rows if np.isfinite(r["estimate"])]
         for r in c.rows:
             r["verdict"] = Claim.verdict(r["ci_low"], r["ci_high"])
     return [c1, c2, c3]

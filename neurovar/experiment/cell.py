@@ -814,8 +814,8 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
         "accuracy": (("noise_at_test", "target", "strength"), acc),
         "correct": (("noise_at_test", "target", "strength", "stimulus"), correct),
         "attack_accuracy": (("noise_at_test", "target", "strength", "attack"), att),
-        "clean_accuracy": (("noise_at_test",), np.nanmean(clean, axis=1)
-                           if np.isfinite(clean).any() else np.full(len(flags), np.nan)),
+        "clean_accuracy": (("noise_at_test",), np.array(
+            [row.mean() if np.isfinite(row).all() else np.nan for row in clean])),
         "clean_correct": (("noise_at_test", "stimulus"), clean),
         "large_eps_accuracy": (("noise_at_test", "attack"), large),
         "eot_gap": (("noise_at_test",), eot_gap),

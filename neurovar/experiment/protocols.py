@@ -114,7 +114,7 @@ def evaluate_paper_target(model: nn.Module, defended: nn.Module, images: torch.T
 def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: torch.Tensor,
                              labels: torch.Tensor, target: Any, cfg: Any, *, rng: int,
                              device: torch.device | None = None) -> xr.Dataset:
-    """An attack target under the ``adaptive`` protocol, the attacks run on ``attacked``.
+    r"""An attack target under the ``adaptive`` protocol, the attacks run on ``attacked``.
 
     Every attack of the ensemble (``cfg.target_attacks``) runs with ``eot_samples`` draws per
     gradient (or per loss, for Square) on ``attacked`` (the defended prediction, or a cheaper

@@ -28,7 +28,6 @@ from .._rng import seed_from
 from .._validation import InvalidParameterError, check_device, check_int, check_rng
 from ._utils import RNGLike, check_images_labels, model_device, param_error
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
-from .imagenet_c import PAPER_CORRUPTIONS, corrupt_paper
 from .evaluate import (
     ENSEMBLE,
     _call_factory,
@@ -37,6 +36,7 @@ from .evaluate import (
     evaluate_robustness,
     get_attack_factory,
 )
+from .imagenet_c import PAPER_CORRUPTIONS, corrupt_paper
 
 __all__ = ["FAMILIES", "Perturbation", "TargetSpec", "evaluate_target", "perturbation_names"]
 
