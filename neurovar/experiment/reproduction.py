@@ -454,7 +454,7 @@ def reproduction_claims(results: xr.Dataset, cfg: ExperimentConfig, *,
                 c4.rows.append(row)
     flags = [r for r in c4.rows if r.get("flat_in_eps") or r.get("overstates")]
     c4.answer = (f"{len(flags)} of {len(c4.rows)} (condition, attack) pairs flagged"
-                 + (": " if flags else ".") 
+                 + (": " if flags else ".")
                  + "; ".join(
                      f"{r['condition']} under {r['target']} (m={r['magnitude']:g})"
                      + (f": the paper protocol is {r['paper_minus_adaptive']:+.2f} above the "
