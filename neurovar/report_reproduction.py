@@ -50,8 +50,21 @@ def _xlabel(cfg: Any, target: str) -> str:
 def _figure(n: int, ncols: int = 3, size: tuple[float, float] = (4.2, 3.4)):
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows + 0.6), layout="constrained")
+    fig = Figure(figsize=(max(size[0] * ncols, 7.0), size[1] * nrows + 1.0),
+                 layout="constrained")
     return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+
+
+def _legend(fig: Figure, axes: list) -> None:
+    """One legend for the figure, below the panels, every condition once."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if not lab.startswith("_"):
+                seen.setdefault(lab, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center",
+                   ncols=min(len(seen), 3), fontsize=7)
 
 
 def _band(ax, sub: pd.DataFrame, colour: str, label: str, style: str = "-",
@@ -61,6 +74,19 @@ def _band(ax, sub: pd.DataFrame, colour: str, label: str, style: str = "-",
             label=label)
     ax.fill_between(sub["strength"], sub["ci_low"], sub["ci_high"], color=colour, alpha=0.15,
                     lw=0)
+
+
+def _belongs(cfg: Any, condition: str, kind: str, target: str | None = None) -> bool:
+    """Whether a condition is drawn in a panel of attack (``kind="attack"``) or naturalistic
+    targets: source-free conditions always; a source's conditions with targets of its kind
+    (the paper evaluates attack-source networks on attacks, naturalistic ones on their own
+    modification); the positive control of pixel noise on every naturalistic panel."""
+    from neurovar.experiment.registry import parse_condition
+
+    entry, source, _ = parse_condition(condition)
+    if source is None:
+        return True
+    return (cfg.source(source).family == "attack") == (kind == "attack")
 
 
 def plot_protocol_curves(acc: pd.DataFrame, comparison: pd.DataFrame, cfg: Any) -> Figure:
@@ -81,7 +107,7 @@ def plot_protocol_curves(acc: pd.DataFrame, comparison: pd.DataFrame, cfg: Any) 
         sub = noisy[(noisy["magnitude"] == m)]
         for cond in sub["condition"].unique():
             c = sub[(sub["condition"] == cond) & (sub["target"] == t)]
-            if c.empty:
+            if c.empty or not _belongs(cfg, cond, "attack"):
                 continue
             colour = condition_colour(cond)
             _band(ax, c, colour, condition_label(cond))
@@ -96,15 +122,13 @@ def plot_protocol_curves(acc: pd.DataFrame, comparison: pd.DataFrame, cfg: Any) 
                     th = th.sort_values("strength")
                     ax.plot(th["strength"], th["theirs"], "--", color=colour, marker="s",
                             mfc="none", ms=4, lw=0.8)
-        ax.set_title(f"{t} (tr {m:g}); solid: paper protocol, dotted: adaptive, "
-                     "dashed: published", fontsize=7)
+        ax.set_title(f"{t}, magnitude {m:g}", fontsize=8)
         ax.set_xlabel(_xlabel(cfg, t))
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
-    if panels:
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
-                   fontsize=7)
+    fig.suptitle("solid: paper protocol (band: 95% CI); dotted: the same networks under the "
+                 "adaptive attack; open squares: the paper's published numbers", fontsize=8)
+    _legend(fig, axes)
     return fig
 
 
@@ -119,16 +143,15 @@ def plot_target_curves(acc: pd.DataFrame, cfg: Any) -> Figure:
     for ax, (t, m) in zip(axes, panels):
         sub = noisy[(noisy["magnitude"] == m) & (noisy["target"] == t)]
         for cond in sub["condition"].unique():
+            if not _belongs(cfg, cond, "naturalistic", target=t):
+                continue
             _band(ax, sub[sub["condition"] == cond], condition_colour(cond),
                   condition_label(cond))
-        ax.set_title(f"{t} (magnitude {m:g})", fontsize=8)
+        ax.set_title(f"{t}, magnitude {m:g}", fontsize=8)
         ax.set_xlabel(_xlabel(cfg, t))
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
-    if panels:
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
-                   fontsize=7)
+    _legend(fig, axes)
     return fig
 
 
@@ -212,8 +235,7 @@ def plot_magnitude_sweep(acc: pd.DataFrame, cfg: Any) -> Figure | None:
         ax.set_xlabel("magnitude (tr)" if key == "magnitude" else "layer")
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=7)
+    _legend(fig, axes)
     return fig
 
 
