@@ -30,7 +30,7 @@ class SmallCNN(nn.Sequential):
 
     Layers (dotted names usable in :func:`neurovar.record.record_activations`)::
 
-        conv1 (C->c1, 3x3) - relu1 - conv2 (c1->c2, 3x3) - relu2 - pool (2x2)
+        input (identity: noise at the input) - conv1 (C->c1, 3x3) - relu1 - conv2 (c1->c2, 3x3) - relu2 - pool (2x2)
         - flatten - fc1 (->hidden) - relu3 - [dropout] - fc2 (->n_classes)
 
     Parameters
@@ -101,6 +101,7 @@ class SmallCNN(nn.Sequential):
         # Weight initialisers draw from torch's global generator: build under a fork of it.
         with seeded_torch(seed, torch.device("cpu")):
             layers: list[tuple[str, nn.Module]] = [
+                ("input", nn.Identity()),  # a named site for noise at the input (no weights)
                 ("conv1", nn.Conv2d(in_channels, c1, 3, padding=1)),
                 ("relu1", nn.ReLU()),
                 ("conv2", nn.Conv2d(c1, c2, 3, padding=1)),
@@ -135,6 +136,7 @@ class PrebleCNN(nn.Sequential):
     Layers (dotted names usable in :func:`neurovar.record.record_activations` and
     :func:`neurovar.noise.inject_noise`)::
 
+        input (identity: a site for noise at the input, 1x28x28)
         conv0 (1->6, 5x5, pad 2) - tanh0 - pool0 (2x2)        # layer 0: 6x14x14
         conv1 (6->16, 3x3, pad 1) - tanh1                     # layer 1: 16x14x14 = 3,136
         conv2 (16->16, 5x5) - tanh2 - pool2 (2x2) - flatten   # layer 2: 16x5x5
@@ -173,6 +175,7 @@ class PrebleCNN(nn.Sequential):
         seed = seed_from(rng)
         with seeded_torch(seed, torch.device("cpu")):
             super().__init__(OrderedDict([
+                ("input", nn.Identity()),  # a named site for noise at the input (no weights)
                 ("conv0", nn.Conv2d(1, 6, kernel_size=5, padding=2)),
                 ("tanh0", act()),
                 ("pool0", nn.MaxPool2d(2)),

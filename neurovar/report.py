@@ -34,7 +34,12 @@ from neurovar.experiment import (
     masking_diagnostics,
     transfer_matrix,
 )
-from neurovar.experiment.registry import CONDITIONS, MAGNITUDE_RULES, REGIMES
+from neurovar.experiment.registry import (
+    CONDITIONS,
+    MAGNITUDE_RULES,
+    REGIMES,
+    condition_colour,
+)
 from neurovar.experiment.runner import RUN_FILE, lock_path
 from neurovar.experiment.store import check_results_folder, done_cells
 
@@ -116,7 +121,7 @@ def plot_robustness_curves(results: xr.Dataset, *, regime: str, noise_at_test: b
     for ax, t in zip(axes, targets):
         x = sub["strength_value"].sel(target=t).values
         valid = np.isfinite(x)
-        for i, cond in enumerate(map(str, results["condition"].values)):
+        for cond in map(str, results["condition"].values):
             acc = sub["accuracy"].sel(target=t, condition=cond)
             if not np.isfinite(acc.values).any():
                 continue
@@ -124,7 +129,7 @@ def plot_robustness_curves(results: xr.Dataset, *, regime: str, noise_at_test: b
             n_seeds = int(np.isfinite(acc.values).any(axis=-1).sum())
             succ = np.round(mean * n * max(n_seeds, 1)).astype(int)
             lo, hi = proportion_confint(succ, n * max(n_seeds, 1), method="wilson")
-            line, = ax.plot(x[valid], mean, "o-", lw=1.5, ms=3, label=cond, color=f"C{i % 10}")
+            line, = ax.plot(x[valid], mean, "o-", lw=1.5, ms=3, label=cond, color=condition_colour(cond))
             line.set_gid(f"condition:{cond}")
             ax.fill_between(x[valid], lo, hi, color=line.get_color(), alpha=0.12, lw=0)
         ax.set_title(t)
@@ -198,7 +203,7 @@ def plot_alignment_gain(rows: pd.DataFrame, lines: list[str] | None = None) -> F
     markers = "os^Dv<>ph*"
     kinds = (list(dict.fromkeys(rows[inner].itertuples(index=False, name=None)))
              if inner else [()])
-    colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(rows.get("condition", [])))}
+    colours = {c: condition_colour(c) for c in dict.fromkeys(rows.get("condition", []))}
     for ax, (regime, flag) in zip(axes, keys):
         sub = rows[(rows["regime"].astype(str) == regime) & (rows["noise_at_test"] == flag)]
         for cond, part in sub.groupby("condition", sort=False):
@@ -260,7 +265,7 @@ def plot_clean_cost(cost: pd.DataFrame) -> Figure:
         x = np.arange(len(groups)) + i * width
         bars = ax.bar(x, part["clean_cost"].to_numpy(float), width,
                       yerr=part["sd_over_seeds"].to_numpy(float), label=c,
-                      color=f"C{i % 10}", capsize=2)
+                      color=condition_colour(c), capsize=2)
         for patch in bars.patches:
             patch.set_gid(f"condition:{c}")
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, fontsize=7)
@@ -540,8 +545,8 @@ def _markdown(cfg, results, tm, claim_list, cost, masking, messages, link_lines,
         lines.append("")
     lines += [
         "Estimates are accuracy differences (structured minus isotropic, per test image, "
-        "averaged over the target's strengths); CIs are hierarchical percentile bootstraps "
-        "(seeds, then images); p (per image) is a paired sign-flip permutation test over "
+        "averaged over the target's strengths); CIs are crossed percentile bootstraps "
+        "(seeds and the shared test images resampled independently); p (per image) is a paired sign-flip permutation test over "
         "(seed, image) pairs, p (seeds) the exact paired permutation test over seed means "
         f"(it cannot go below {2 ** (1 - len(cfg.seeds)):.3g} with {len(cfg.seeds)} seeds). "
         "Verdict: supported if the CI lies above 0, not supported if below, inconclusive "

@@ -1,7 +1,7 @@
 """What the grid says: transfer matrix, masking diagnostics, link model, the three claims.
 
 Every number here is computed from the assembled results (:func:`neurovar.experiment.store.
-assemble`) through :mod:`neurovar.inference` (permutation tests, hierarchical bootstrap, FDR,
+assemble`) through :mod:`neurovar.inference` (permutation tests, crossed bootstrap, FDR,
 mixed models); nothing is tuned to make an expected answer appear.
 
 Per (regime, magnitude, layer, noise_at_test), source ``s`` and target ``t`` the **gain** of
@@ -12,8 +12,9 @@ Per (regime, magnitude, layer, noise_at_test), source ``s`` and target ``t`` the
 
 with :math:`\\bar c_{t,kn}` the outcome of test image ``n`` of seed ``k`` averaged over the
 target's strengths (attack targets: worst case over the ensemble, 0/1; corruption targets:
-fraction of repeated evaluations correct). Its CI is a hierarchical bootstrap (seeds, then
-images within seeds; :func:`neurovar.inference.bootstrap_ci`); ``p_example`` is a paired
+fraction of repeated evaluations correct). Its CI is a crossed bootstrap over seeds and images
+(the same test images serve every seed; :func:`neurovar.experiment.reproduction.
+crossed_bootstrap`); ``p_example`` is a paired
 sign-flip permutation test over the (seed, image) pairs (treats images as independent within
 a seed); ``p_seed`` is the exact paired permutation test over seeds (with S seeds it cannot go
 below :math:`2^{1-S}`: 0.25 with 3 seeds); ``q_value`` is Benjamini-Hochberg over the whole
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from neurovar.inference import bootstrap_ci, correct_pvalues, fit_mixed_model, permutation_test
+from neurovar.inference import correct_pvalues, fit_mixed_model, permutation_test
 from neurovar.perturb.diagnostics import (
     _black_box_beats_every_gradient_attack,
     _eot_helps,
@@ -88,16 +89,12 @@ def _pair_test(a: np.ndarray, b: np.ndarray, *, n_permutations: int, n_bootstrap
     out["n_seeds"] = int(a.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # few seeds / constant differences are reported as such
-        diff = xr.DataArray(d, dims=("seed", "stimulus"))
-        if a.shape[0] >= 2:
-            ci = bootstrap_ci(diff, "mean", dim="stimulus", group_dim="seed",
-                              n_resamples=n_bootstrap, confidence_level=confidence_level,
-                              method="percentile", rng=rng)
-        else:
-            ci = bootstrap_ci(diff.isel(seed=0), "mean", dim="stimulus",
-                              n_resamples=n_bootstrap, confidence_level=confidence_level,
-                              method="percentile", rng=rng)
-        out["ci_low"], out["ci_high"] = float(ci["ci_low"]), float(ci["ci_high"])
+        # the same test images serve every seed: resample seeds and images independently
+        # (crossed design; resampling images within each seed would understate the spread)
+        from .reproduction import crossed_bootstrap
+
+        _, out["ci_low"], out["ci_high"] = crossed_bootstrap(
+            d, n_resamples=n_bootstrap, confidence_level=confidence_level, rng=rng)
         # alpha only gates permutation_test's refusal of designs that cannot reach it; the
         # exact attainable p-value is what is reported (with few seeds it is large)
         if np.any(d != 0):
@@ -194,7 +191,7 @@ def transfer_matrix(results: xr.Dataset, cfg: ExperimentConfig) -> xr.Dataset:
     ds.attrs.update(
         gain="mean over seeds and test images of the paired difference in per-image outcome "
              "(averaged over the target's strengths), structured minus baseline",
-        ci=f"{ev.confidence_level:g} hierarchical percentile bootstrap (seeds, then images)",
+        ci=f"{ev.confidence_level:g} crossed percentile bootstrap (seeds and images resampled independently)",
         p_example="paired sign-flip permutation test over (seed, image) pairs",
         p_seed="exact paired permutation test over seeds (min 2^(1-S))",
         q_value="Benjamini-Hochberg FDR of p_example over the sources x targets matrix",
@@ -226,7 +223,7 @@ def _pooled_contrast(results: xr.Dataset, g: dict[str, Any], pairs: list[tuple[s
                      cfg: ExperimentConfig, rng: int, minus: list[list[tuple[str, str, str]]]
                      | None = None) -> dict[str, float]:
     """Pooled per-image gain over (condition, baseline, target) triples, optionally minus the
-    mean of other triples (per image), with a hierarchical bootstrap CI."""
+    mean of other triples (per image), with a crossed bootstrap CI (seeds x images)."""
     ev = cfg.evaluation
     sub = results.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
                       noise_at_test=g["noise_at_test"])

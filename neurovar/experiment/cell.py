@@ -649,9 +649,16 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
         model = _start(regime.start, base, cfg, spec, int(gen.integers(2**62)))
         handle = None
         if shape is not None:
-            noise = noise_module(shape.scaled(shape.n_units) if adaptive else shape, cfg,
-                                 seed=int(gen.integers(2**62)),
-                                 relative_scale=spec.magnitude if adaptive else None)
+            # the noise follows the layer (its total variance a fixed multiple of the layer's
+            # running variance) in the adaptive regime, and in every training regime with
+            # training.follow_layer: the multiple is the one the magnitude rule gives on the
+            # base network, so a network cannot outgrow its noise while it trains
+            follow = adaptive or (regime.trains and cfg.training.follow_layer)
+            relative = _relative_magnitude(shape, st) if follow else None
+            noise = noise_module(shape.scaled(shape.n_units) if follow else shape, cfg,
+                                 seed=int(gen.integers(2**62)), relative_scale=relative)
+            if follow:  # start the running estimate at the base network's clean variance
+                _prime(noise, model, st, spec.layer)
             handle = inject_noise(model, {spec.layer: noise})
         augment = entry.augment(cfg, model) if entry.augment is not None else None
         try:
@@ -700,6 +707,23 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
     return CellResult(spec.cell_id, ds, info)
 
 
+def _relative_magnitude(shape: Shape, st: _Structure) -> float:
+    """Total noise variance over the layer's clean total variance on the base network."""
+    return float(shape.trace / st.ctx.clean_trace) if st.ctx.clean_trace > 0 else 0.0
+
+
+def _prime(noise: NoiseModule, model: nn.Module, st: _Structure, layer: str) -> None:
+    """One training-mode pass of the layer's clean activations through ``noise``, so its
+    running variance estimate starts at the network's clean variance (not at the first noisy
+    batch)."""
+    h = collect_layer_activations(model, st.x_fit, layer=layer)
+    was = noise.training
+    noise.train()
+    with torch.no_grad():
+        noise(h)  # the module is still on the CPU, where the activations are collected
+    noise.train(was)
+
+
 def _signal_to_noise(model: nn.Module, st: _Structure, layer: str, handle: Any,
                      device: torch.device) -> dict[str, float]:
     """The total noise variance and the clean activation variance at the layer *as the network
@@ -744,10 +768,12 @@ def _refit(cfg: ExperimentConfig, spec: CellSpec, model: nn.Module, st: _Structu
     ctx = StructureContext(n_units=st.ctx.n_units, clean_trace=st.ctx.clean_trace,
                            sources=shapes, source_trace={k: v.trace for k, v in shapes.items()},
                            pooled=pooled, rotated=rotated)
-    shape = condition_shape(cfg, spec.condition, 1.0, ctx)
+    shape = condition_shape(cfg, spec.condition, spec.magnitude, ctx)
     old = handle.noise[spec.layer]
+    relative = _relative_magnitude(condition_shape(cfg, spec.condition, spec.magnitude, st.ctx),
+                                   st)
     new = noise_module(shape.scaled(shape.n_units), cfg, seed=int(gen.integers(2**62)),
-                       relative_scale=spec.magnitude)
+                       relative_scale=relative)
     new.load_state_dict(
         {k: v for k, v in old.state_dict().items() if k.startswith(("running_", "num_batches"))},
         strict=False,

@@ -116,6 +116,10 @@ class TrainingConfig(_Strict):
     finetune_epochs: int = Field(default=5, ge=1, le=10_000)
     finetune_lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     adapt_every: int = Field(default=1, ge=1, description="re-fit period (epochs), adaptive")
+    follow_layer: bool = Field(default=False, description="in every training regime, keep "
+                               "the noise's total variance a fixed multiple of the layer's "
+                               "running variance (the multiple the magnitude rule gives on the "
+                               "base network), so a network cannot outgrow its noise")
     retrain_epochs: int | None = Field(default=None, ge=1, le=10_000, description="epochs of "
                                        "the retrain regime (default: epochs)")
     retrain_lr: float | None = Field(default=None, gt=0.0, le=10.0, description="learning rate "
@@ -485,11 +489,6 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"key 'magnitude_rule': unknown rule {cfg.magnitude_rule!r}"
                         f"{suggest(cfg.magnitude_rule, MAGNITUDE_RULES)}; valid: "
                         f"{', '.join(MAGNITUDE_RULES)}")
-    elif ("train-time-adaptive" in cfg.regimes
-          and not MAGNITUDE_RULES[cfg.magnitude_rule].follows_layer):
-        problems.append(f"key 'magnitude_rule': the regime 'train-time-adaptive' keeps the "
-                        f"magnitude relative to the layer; rule {cfg.magnitude_rule!r} does not "
-                        "(use 'clean-trace')")
     for label, mags in (("magnitudes", cfg.magnitudes),
                         *((f"sources[{i}].magnitudes", s.magnitudes or ())
                           for i, s in enumerate(cfg.sources))):
@@ -578,12 +577,6 @@ def _combination_problems(cfg: ExperimentConfig) -> list[str]:
     if want is not None and have is not None and want != have:
         problems.append(f"key 'model.name': {cfg.model.name!r} takes {want[0]}x{want[1]}x{want[1]} "
                         f"images; data {cfg.data.name!r} has {have[0]}x{have[1]}x{have[1]}")
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append(f"key 'device': {cfg.device!r} is asked for but this machine has no "
-                            "CUDA device (use 'auto' or 'cpu')")
     if cfg.data.name in ("digits", "mnist_embedded"):
         # (train, test) images of the embedded data sets
         sizes = {"digits": (1347, 450), "mnist_embedded": (4000, 1000)}[cfg.data.name]
@@ -597,6 +590,19 @@ def _combination_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"key 'evaluation.n_target_classes': at most 9 wrong classes exist for "
                         f"10 classes; got {cfg.evaluation.n_target_classes}")
     return problems
+
+
+def local_device_problems(cfg: ExperimentConfig) -> list[str]:
+    """Problems of running ``cfg`` *on this machine* (a config for GPU workers is valid on a
+    login node without one; :func:`neurovar.experiment.run` checks this before running
+    in-process)."""
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return [f"key 'device': {cfg.device!r} is asked for but this machine has no CUDA "
+                    "device (use 'auto' or 'cpu', or run on GPU workers with --scheduler)"]
+    return []
 
 
 def _layer_problems(cfg: ExperimentConfig) -> list[str]:

@@ -297,14 +297,13 @@ class MagnitudeRule:
     ``total(m, ctx, source)`` gets the cell's structure context (``clean_trace``: the trace of
     the clean activation covariance at the layer on the fit images; ``n_units``; the sources'
     own traces ``source_trace``) and the condition's source (``None`` for source-free
-    conditions). ``follows_layer``: the magnitude is relative to the layer's variance, so the
-    adaptive regime can keep it relative while the layer changes.
+    conditions). In the adaptive regime (and with ``training.follow_layer``) the ratio of this
+    total to the clean trace is kept while the layer changes.
     """
 
     name: str
     description: str
     total: Callable[[float, Any, str | None], float]
-    follows_layer: bool = False
 
 
 MAGNITUDE_RULES: dict[str, MagnitudeRule] = {}
@@ -324,8 +323,7 @@ def _source_total(m: float, ctx: Any, source: str | None) -> float:
 
 for _m in (
     MagnitudeRule("clean-trace", "m x the trace of the layer's clean activation covariance "
-                  "(signal-to-noise 1/m)", lambda m, ctx, s: m * ctx.clean_trace,
-                  follows_layer=True),
+                  "(signal-to-noise 1/m)", lambda m, ctx, s: m * ctx.clean_trace),
     MagnitudeRule("units", "m x N, N units at the site: the paper's trace normalisation "
                   "(tr = m; scripts/models.py lines 74-83)", lambda m, ctx, s: m * ctx.n_units),
     MagnitudeRule("source", "m x the trace of the source's own activation change (source-free "

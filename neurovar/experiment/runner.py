@@ -309,6 +309,12 @@ def run(
     overwrite = check_bool(overwrite, name="overwrite", owner="run")  # "False" must not delete
     progress = check_bool(progress, name="progress", owner="run")
     cfg = load_config(config)
+    if scheduler is None:  # in-process: this machine must have the device the config asks for
+        from .config import ConfigError, local_device_problems
+
+        problems = local_device_problems(cfg)
+        if problems:
+            raise ConfigError(problems)
     t0 = time.perf_counter()
     specs = plan(cfg)
     out = Path(out)

@@ -231,3 +231,108 @@ def test_positive_controls_need_a_training_regime():
 
     with pytest.raises(ConfigError, match="positive control"):
         _cfg(conditions=["none", "augment-gaussian"], regimes=["test-time"])
+
+
+# ------------------------------------------------------------------------------ end to end
+PAPER_TINY = {
+    "name": "paper-tiny", "seeds": [0, 1], "layers": ["tanh1"], "regimes": ["retrain"],
+    "conditions": ["none", "isotropic", "structured", "diagonal:*", "augment-gaussian"],
+    "magnitudes": [0.5, 2.0], "magnitude_rule": "units", "device": "cpu", "threads": 1,
+    "data": {"name": "mnist_embedded", "n_train": 256, "n_fit": 24, "n_eval": 16},
+    "model": {"name": "preble_cnn"},
+    "training": {"epochs": 1, "retrain_epochs": 1, "batch_size": 64},
+    "fit": {"ridge": 1e-4},
+    "evaluation": {"attacks": ["apgd_ce", "pgd_dlr_targeted", "square"], "steps": 2,
+                   "n_queries": 4, "n_target_classes": 1, "eot_samples": 2,
+                   "n_evaluations": 2, "prediction_passes": 3, "attack_passes": 2,
+                   "noise_off": False, "diagnostics": False, "paper_steps": 3,
+                   "paper_restarts": 1, "paper_queries": 4, "n_record_trials": 3,
+                   "n_record_stimuli": 4, "n_bootstrap": 99, "n_permutations": 99},
+    "sources": [{"family": "attack", "name": "pgd_ce", "strength": 0.1, "magnitudes": [2.0]},
+                {"family": "paper_corruption", "name": "motion_blur", "strength": 5,
+                 "magnitudes": [0.5]}],
+    "targets": [
+        {"family": "attack", "protocol": "paper", "attacks": ["apgd"], "strengths": [0.05, 0.1]},
+        {"family": "attack", "protocol": "paper", "attacks": ["square"],
+         "strengths": [0.05, 0.1]},
+        {"family": "attack", "protocol": "adaptive", "strengths": [0.05, 0.1]},
+        {"family": "paper_corruption", "name": "motion_blur", "protocol": "paper",
+         "strengths": [3, 5]},
+        {"family": "modification", "name": "pixel_noise", "protocol": "paper",
+         "strengths": [0.3, 0.5]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    """The demo's shape (both protocols, both kinds of source, two magnitudes, a positive
+    control) on tiny data, run and reported through the CLI."""
+    from experiment_helpers import to_toml
+
+    from neurovar.cli import main
+
+    root = tmp_path_factory.mktemp("paper_run")
+    path = root / "paper.toml"
+    path.write_text(to_toml(PAPER_TINY))
+    out = root / "out"
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_paper_run_writes_both_protocols_and_the_comparison(paper_run):
+    import pandas as pd
+    import xarray as xr
+
+    out = paper_run
+    for name in ("results.nc", "results.csv", "report.md", "accuracy.csv",
+                 "paper_comparison.csv", "claims_reproduction.csv"):
+        assert (out / name).is_file(), name
+    for fig in ("paper_attacks.png", "naturalistic_targets.png", "source_target_heatmap.png",
+                "positive_controls.png", "magnitude_layer_sweep.png"):
+        assert (out / "figures" / fig).stat().st_size > 5000, fig
+    res = xr.open_dataset(out / "results.nc")
+    protocols = dict(zip(res["target"].values.tolist(), res["target_protocol"].values.tolist()))
+    assert protocols == {"apgd@paper": "paper", "square@paper": "paper",
+                         "adversarial_linf": "adaptive", "motion_blur@paper": "paper",
+                         "pixel_noise@paper": "paper"}
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["target_protocol"]) == {"paper", "adaptive"}
+    # a source's conditions only at its own magnitude; none / positive control at both
+    mags = table.groupby("condition")["magnitude"].unique().map(sorted).to_dict()
+    assert mags["structured:pgd_ce"] == [2.0] and mags["structured:motion_blur"] == [0.5]
+    assert mags["none"] == [0.5, 2.0] and mags["augment-gaussian"] == [0.5, 2.0]
+    # noise_to_signal is the paper's tr x N over the layer's clean trace: tr N / tr(Sigma_h)
+    nts = table.drop_duplicates(["seed", "condition", "magnitude"]).set_index(
+        ["seed", "condition", "magnitude"])["noise_to_signal"]
+    assert nts.loc[(0, "none", 0.5)] == 0
+    assert nts.loc[(0, "isotropic", 2.0)] == pytest.approx(4 * nts.loc[(0, "isotropic", 0.5)],
+                                                           rel=1e-6)
+    comp = pd.read_csv(out / "paper_comparison.csv")
+    # the published table joined: AutoPGD at eps 0.1, full (0.54), none (0.00)
+    hit = comp[(comp["target"] == "apgd@paper") & np.isclose(comp["strength"], 0.1)]
+    theirs = dict(zip(hit["paper_condition"], hit["theirs"]))
+    assert theirs["full"] == pytest.approx(0.54) and theirs["none"] == pytest.approx(0.0)
+    assert hit["ours_adaptive"].notna().all()
+    # attack networks are compared on attacks only, naturalistic ones on their modification
+    assert not comp[(comp["source"] == "pgd_ce")]["target"].str.contains("motion").any()
+    report = (out / "report.md").read_text()
+    assert "Positive controls (read first)" in report
+    assert "under the paper protocol" in report and "adaptive protocol" in report
+
+
+def test_stats_command_runs_on_the_paper_run(paper_run, capsys):
+    from neurovar.cli import main
+
+    code = main(["stats", str(paper_run / "results.csv"), "--compare", "structured:pgd_ce",
+                 "isotropic", "--value", "accuracy", "--by", "regime", "target", "magnitude",
+                 "--pair-on", "seed", "strength"])
+    assert code == 0, capsys.readouterr()
+
+
+def test_report_rebuilds_from_cells(paper_run):
+    from neurovar.cli import main
+
+    (paper_run / "report.md").unlink()
+    assert main(["report", str(paper_run)]) == 0
+    assert "Our numbers beside the paper's" in (paper_run / "report.md").read_text()
