@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from neurovar._validation import check_bool
@@ -315,6 +316,16 @@ def run(
         problems = local_device_problems(cfg)
         if problems:
             raise ConfigError(problems)
+    floor = 2.0 ** (1 - len(cfg.seeds))
+    alpha = 1 - cfg.evaluation.confidence_level
+    if floor > alpha:
+        import warnings
+
+        warnings.warn(f"{len(cfg.seeds)} seed(s): the exact seed-level permutation test cannot "
+                      f"go below p = {floor:.3g}, above alpha = {alpha:.3g}; seed-level "
+                      f"p-values of this run cannot be significant (use at least "
+                      f"{int(np.ceil(1 - np.log2(alpha)))} seeds). Image-level and crossed-"
+                      "bootstrap results are still reported.", UserWarning, stacklevel=2)
     t0 = time.perf_counter()
     specs = plan(cfg)
     out = Path(out)
