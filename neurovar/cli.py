@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+# Only the standard library and the package version at import time: ``neurovar --help`` and
+# ``neurovar CMD --help`` must not pay for torch, xarray or scipy. Everything else is imported
+# inside the function that needs it.
+from ._version import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -24,39 +29,83 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None) -> 
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    _add_run_options(p, default_out="results")
 
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="TOML file or shipped config name")
+    _add_run_options(p, default_out=None)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
+
+
+def _add_stats(p: argparse.ArgumentParser) -> None:
+    from .inference import _cli as stats_cli  # scipy, statsmodels, xarray: only when asked
+
+    stats_cli.add_arguments(p)
+    p.set_defaults(_run=stats_cli.run)
+
+
+#: name -> (one-line help, description or None, function adding the command's options)
+_COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], None]]] = {
+    "demo": (
+        "the structured-noise robustness experiment on digits (about 5 min on 2 CPUs)",
+        "Run (or resume) the shipped 'demo' experiment: SmallCNN on scikit-learn's digits, "
+        "every condition, three regimes, 2 adversarial + 2 naturalistic sources, 3 seeds; "
+        "writes results, figures and report.md.",
+        _add_demo,
+    ),
+    "run": (
+        "run (or resume) an experiment config",
+        "Run the grid of CONFIG (a TOML file or the name of a shipped config: demo, "
+        "cifar10-resnet18) into --out; started again with the same --out it resumes where it "
+        "stopped.",
+        _add_run,
+    ),
+    "report": ("rebuild figures and report.md of a results folder", None, _add_report),
+    "stats": ("compare groups in a results table (permutation tests)", None, _add_stats),
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if known.
+
+    The top-level options (``--help``, ``--version``) take no value, so the first word that
+    does not start with ``-`` is the subcommand.
+    """
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None, *, all_commands: bool = True) -> argparse.ArgumentParser:
+    """The ``neurovar`` argument parser.
+
+    Parameters
+    ----------
+    command
+        Populate the options of this subcommand only (with ``all_commands=False``).
+    all_commands
+        Populate the options of every subcommand (the default). :func:`main` passes
+        ``False`` with the subcommand it was given, so that ``neurovar --help`` and
+        ``neurovar run --help`` import neither torch nor the statistics stack.
+    """
     parser = argparse.ArgumentParser(
         prog="neurovar",
         description="Treat ANN units like cortical neurons: variability, structured noise, robustness.",
     )
     parser.add_argument("--version", action="version", version=f"neurovar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser(
-        "demo", help="the structured-noise robustness experiment on digits (about 5 min on 2 CPUs)",
-        description="Run (or resume) the shipped 'demo' experiment: SmallCNN on scikit-learn's "
-                    "digits, every condition, three regimes, 2 adversarial + 2 naturalistic "
-                    "sources, 3 seeds; writes results, figures and report.md.")
-    _add_run_options(demo, default_out="results")
-
-    run = sub.add_parser(
-        "run", help="run (or resume) an experiment config",
-        description="Run the grid of CONFIG (a TOML file or the name of a shipped config: "
-                    "demo, cifar10-resnet18) into --out; started again with the same --out it "
-                    "resumes where it stopped.")
-    run.add_argument("config", help="TOML file or shipped config name")
-    _add_run_options(run, default_out=None)
-
-    report = sub.add_parser("report", help="rebuild figures and report.md of a results folder")
-    report.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
-
-    from .inference import _cli as stats_cli
-
-    stats = sub.add_parser("stats", help="compare groups in a results table (permutation tests)")
-    stats_cli.add_arguments(stats)
-    stats.set_defaults(_run=stats_cli.run)
+    for name, (help_line, description, add_options) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_line, description=description)
+        if all_commands or name == command:
+            add_options(p)
     return parser
 
 
@@ -109,7 +158,9 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser = build_parser(command, all_commands=False)
     args = parser.parse_args(argv)
     if args.command in ("demo", "run"):
         return _run_experiment(args)
