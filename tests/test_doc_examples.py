@@ -221,20 +221,3 @@ def test_the_checker_catches_a_missing_name(tmp_path):
         check_names_only(first)
     with pytest.raises(pytest.fail.Exception, match="no_such_keyword"):
         check_names_only(second)
-
-
-def test_plot_comparison_is_reexported_from_cortex_without_loading_matplotlib():
-    # README: "`plot_comparison` is re-exported from `neurovar.plot`" in the cortex row
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, neurovar.cortex as c\n"
-        "assert 'matplotlib' not in sys.modules and 'neurovar.plot' not in sys.modules\n"
-        "from neurovar.cortex import plot_comparison\n"
-        "import neurovar.plot\n"
-        "assert plot_comparison is neurovar.plot.plot_comparison\n"
-        "assert 'plot_comparison' in c.__all__ and 'plot_comparison' in dir(c)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr

@@ -7,13 +7,9 @@
 - :func:`fetch` downloads public files once into a checksum-verified cache.
 - :func:`load_reference_values` returns published Fano factors and noise correlations.
 - :func:`compare` runs the same statistics on ANN layers and cortical areas;
-  :func:`neurovar.plot.plot_comparison` draws them side by side. The figure lives in the
-  plot module at the roof; ``neurovar.cortex.plot_comparison`` is the same function, looked
-  up in :mod:`neurovar.plot` on first access only (no module of this package imports the plot
-  module, so ``import neurovar.cortex`` loads no matplotlib).
+  :func:`neurovar.plot.plot_comparison` draws them side by side (the figure lives in the
+  plot module at the roof; this package never imports it).
 """
-
-import importlib as _importlib
 
 from neurovar.cortex.cache import (
     REGISTRY,
@@ -50,19 +46,5 @@ __all__ = [
     "load_reference_values",
     "load_semedo_v1v2",
     "match_reference",
-    "plot_comparison",
     "require_counts",
 ]
-
-#: Names re-exported from a higher floor, resolved on first attribute access.
-_FROM_ROOF = {"plot_comparison": "neurovar.plot"}
-
-
-def __getattr__(name: str):
-    if name in _FROM_ROOF:
-        return getattr(_importlib.import_module(_FROM_ROOF[name]), name)
-    raise AttributeError(f"module 'neurovar.cortex' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
