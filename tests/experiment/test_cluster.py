@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from experiment_helpers import tiny_config, to_toml
+from pydantic import ValidationError
 
 from neurovar._validation import InvalidParameterError
 from neurovar.cli import main
@@ -114,8 +115,8 @@ def _wait_cancelled(state: Path, jobs: list[str], timeout: float = 20.0) -> None
 def test_cluster_config_is_strict_frozen_and_described():
     cfg = ClusterConfig()
     assert cfg.system is None and cfg.jobs == 1 and cfg.worker_processes == 1
-    with pytest.raises(Exception):
-        cfg.jobs = 3  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.jobs = 3
     assert all(f.description for f in ClusterConfig.model_fields.values())
     with pytest.raises(InvalidParameterError, match="unknown key 'cluster.nodes'"):
         cluster_config({"nodes": 3})
