@@ -84,6 +84,10 @@ def _add_run(p: argparse.ArgumentParser) -> None:
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
+    p.add_argument("--robustbench", nargs="?", const="", default=None, metavar="OUT",
+                   help="instead of the report, write RobustBench model_info JSONs (one per "
+                        "model and threat model: Linf, L2, corruptions) and the unaggregated "
+                        "corruption table into OUT (default: RESULTS/robustbench)")
 
 
 def _add_stats(p: argparse.ArgumentParser) -> None:
@@ -340,6 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("demo", "run"):
         return _run_experiment(args)
+    if args.command == "report" and args.robustbench is not None:
+        from .experiment.robustbench import export_robustbench
+
+        try:
+            paths = export_robustbench(args.results, args.robustbench or None)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            return _error("report", str(err).splitlines()[0])
+        folder = args.robustbench or f"{args.results}/robustbench"
+        print(f"{len(paths)} RobustBench files written to {folder}/")
+        return 0
     if args.command == "report":
         from .report import write_report
 
