@@ -36,6 +36,8 @@ Config (``[cluster]`` table; every key also a ``neurovar run`` flag)::
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -277,9 +279,16 @@ def open_cluster(cfg: ClusterConfig, *, log=None):
     import distributed
 
     cluster = make_cluster(cfg)
+    submit = str(cluster.job_cls.submit_command).split()[0]
+    if shutil.which(submit) is None:
+        _close_quietly(cluster)
+        raise RuntimeError(
+            f"'{submit}' is not on PATH: run this on a {cfg.system} submit host (or load the "
+            f"module that provides {submit}).")
     client = None
     try:
         cluster.scale(jobs=cfg.jobs)
+        _wait_for_submission(cluster)
         client = distributed.Client(cluster)
         if log is not None:
             log(f"submitted {cfg.jobs} {cfg.system} job(s) of {cfg.cores} core(s), "
@@ -300,5 +309,36 @@ def open_cluster(cfg: ClusterConfig, *, log=None):
     except BaseException:
         if client is not None:
             client.close()
-        cluster.close()
+        _close_quietly(cluster)
         raise
+
+
+def _wait_for_submission(cluster) -> None:
+    """Wait until the queue has answered every submission; raise its refusal as one message.
+
+    dask-jobqueue submits in the background and only logs a refused job, which would leave
+    this process waiting for a worker that never comes.
+    """
+    correct = getattr(cluster, "_correct_state", None)
+    if correct is None:  # pragma: no cover - another distributed version: skip the check
+        return
+    submit = str(cluster.job_cls.submit_command).split()[0]
+    try:
+        cluster.sync(correct)  # the pending submissions, or a no-op pass once they are done
+    except RuntimeError as err:
+        text = str(err)
+        stderr = text.split("stderr:", 1)[1].strip() if "stderr:" in text else text
+        raise RuntimeError(
+            f"{submit} refused the job: " + (" ".join(stderr.split()) or text)) from None
+    failed = [name for name, job in cluster.workers.items()
+              if getattr(job, "job_id", "") is None]
+    if failed:
+        raise RuntimeError(
+            f"{submit} refused {len(failed)} of {len(cluster.workers)} job(s) (its message is "
+            "logged above); check the account, queue, walltime and memory asked for.")
+
+
+def _close_quietly(cluster) -> None:
+    """Close a cluster whose jobs may have failed to submit (distributed asserts on those)."""
+    with contextlib.suppress(Exception):
+        cluster.close()

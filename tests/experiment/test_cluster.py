@@ -272,3 +272,25 @@ def test_run_on_a_stand_in_queue_equals_in_process(system, fake_queue, tmp_path,
         else:
             assert np.array_equal(a, b), name
     assert (out / "report.md").is_file()
+
+
+def test_a_refused_submission_or_a_missing_queue_is_an_error_not_a_hang(tmp_path, monkeypatch,
+                                                                        capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _write_exe(bin_dir / "sbatch", "#!/bin/sh\necho 'sbatch: error: Invalid account' >&2\n"
+                                   "exit 1\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = _tiny(tmp_path)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    code = main(["run", str(config), "--out", str(out), "--cluster", "slurm", "--jobs", "2",
+                 "--scheduler-host", "127.0.0.1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and time.monotonic() - t0 < 60
+    assert err[-1].startswith("neurovar run: error: sbatch refused")
+    assert not out.exists()  # nothing written: the cluster is checked first
+    if __import__("shutil").which("qsub") is None:
+        assert main(["run", str(config), "--out", str(out), "--cluster", "pbs",
+                     "--scheduler-host", "127.0.0.1"]) == 2
+        assert "'qsub' is not on PATH" in capsys.readouterr().err
