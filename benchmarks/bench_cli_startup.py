@@ -89,12 +89,14 @@ def main() -> None:
                 times.setdefault((label, version), []).append(s)
                 loaded[(label, version)] = mods
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# `neurovar` command start-up",
         "",
         f"{dt.date.today().isoformat()}, {platform.platform()}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs (shared with other work), {args.repeats} rounds, commands "
-        "interleaved. Wall time of a fresh interpreter running the command (seconds).",
+        f"interleaved, load average {load:.1f} at the end. Wall time of a fresh interpreter "
+        "running the command (seconds); on a loaded machine the minimum is the better estimate.",
         "",
         "Command: `PYTHONPATH=. python benchmarks/bench_cli_startup.py"
         + (" --before DIR`" if args.before else "`"),
