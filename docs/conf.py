@@ -7,6 +7,7 @@ rendered from their stored outputs, never executed.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -61,4 +62,7 @@ _NB_DIR.mkdir(exist_ok=True)
 for _nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
     _dest = _NB_DIR / _nb.name
     if not _dest.exists() or _dest.read_bytes() != _nb.read_bytes():
-        shutil.copyfile(_nb, _dest)
+        # atomic: two builds at once (pytest-xdist) never read a half-written copy
+        _tmp = _NB_DIR / f".{_nb.name}.{os.getpid()}.tmp"
+        shutil.copyfile(_nb, _tmp)
+        os.replace(_tmp, _dest)

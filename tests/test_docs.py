@@ -21,9 +21,8 @@ pytest.importorskip("furo")
 pytest.importorskip("numpydoc")
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("docs")
+def build(out: Path) -> Path:
+    """Build the site into ``out`` with ``-W``; the html folder."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-b", "html",
@@ -35,14 +34,23 @@ def site(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_docs_build_warning_free_and_complete(tmp_path):
+    # one test, one build (~45 s): split over pytest-xdist workers it would build twice
+    site = build(tmp_path)
+    check_config_reference_lists_every_key(site)
+    check_api_pages_document_every_public_function(site)
+    check_notebooks_are_rendered_from_their_stored_outputs(site)
+    check_every_concept_page_is_built(site)
+
+
+@pytest.mark.slow
 def test_conf_has_no_network_extension():
     conf = (DOCS / "conf.py").read_text()
     assert "sphinx.ext.intersphinx" not in conf
     assert 'nb_execution_mode = "off"' in conf
 
 
-@pytest.mark.slow
-def test_config_reference_lists_every_key(site):
+def check_config_reference_lists_every_key(site):
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
         from neurovar_config_ref import rows
@@ -60,8 +68,7 @@ def test_config_reference_lists_every_key(site):
     assert "test images evaluated per cell" in html and "pgd_dlr_targeted" in html
 
 
-@pytest.mark.slow
-def test_api_pages_document_every_public_function(site):
+def check_api_pages_document_every_public_function(site):
     missing = []
     for page in sorted((DOCS / "api").glob("*.md")):
         if page.stem == "index":
@@ -75,8 +82,7 @@ def test_api_pages_document_every_public_function(site):
     assert not missing, missing
 
 
-@pytest.mark.slow
-def test_notebooks_are_rendered_from_their_stored_outputs(site):
+def check_notebooks_are_rendered_from_their_stored_outputs(site):
     import json
 
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -90,8 +96,7 @@ def test_notebooks_are_rendered_from_their_stored_outputs(site):
     assert re.search(r"<img[^>]+_images/", quick)
 
 
-@pytest.mark.slow
-def test_every_concept_page_is_built(site):
+def check_every_concept_page_is_built(site):
     for name in ("recording", "statistics", "noise", "perturbations", "experiment", "cortex",
                  "inference"):
         assert (site / "concepts" / f"{name}.html").is_file(), name
