@@ -38,15 +38,15 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         "overrides the same key of the config's [cluster] table (cluster.KEY).")
     g.add_argument("--cluster", dest="cluster_system", choices=("slurm", "pbs", "htcondor"),
                    default=None, help="queue system to submit to (cluster.system)")
-    g.add_argument("--jobs", type=int, default=None, help="batch jobs to submit (default 1)")
-    g.add_argument("--cores", type=int, default=None, help="CPU cores per job (default 1)")
-    g.add_argument("--processes", type=int, default=None,
+    g.add_argument("--jobs", type=int, default=None, metavar="N", help="batch jobs to submit (default 1)")
+    g.add_argument("--cores", type=int, default=None, metavar="N", help="CPU cores per job (default 1)")
+    g.add_argument("--processes", type=int, default=None, metavar="N",
                    help="dask workers per job (default: one per core; 1 with --gpus)")
     g.add_argument("--memory", default=None, help="memory per job, e.g. 16GB (default 4GB)")
     g.add_argument("--walltime", default=None, help="job time limit HH:MM:SS (default 01:00:00)")
     g.add_argument("--account", default=None, help="account the jobs are charged to")
     g.add_argument("--queue", default=None, help="queue (PBS) or partition (SLURM)")
-    g.add_argument("--gpus", type=int, default=None,
+    g.add_argument("--gpus", type=int, default=None, metavar="N",
                    help="GPUs per job; the job's worker offers dask resource GPU=N")
     g.add_argument("--job-directive", dest="extra_directives", action="append", default=None,
                    metavar="LINE", help="extra job directive without its prefix, e.g. "
@@ -54,14 +54,15 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--job-prologue", dest="prologue", action="append", default=None,
                    metavar="LINE", help="shell line run before the worker starts, e.g. "
                    "'source .venv/bin/activate' (repeatable)")
-    g.add_argument("--cluster-python", dest="python", default=None,
+    g.add_argument("--cluster-python", dest="python", default=None, metavar="PATH",
                    help="Python on the compute nodes (default: this one)")
     g.add_argument("--interface", default=None, help="network interface of the workers")
-    g.add_argument("--scheduler-host", dest="scheduler_host", default=None,
+    g.add_argument("--scheduler-host", dest="scheduler_host", default=None, metavar="HOST",
                    help="address the scheduler listens on, reachable from the compute nodes")
-    g.add_argument("--job-log-dir", dest="log_directory", default=None,
+    g.add_argument("--job-log-dir", dest="log_directory", default=None, metavar="DIR",
                    help="folder for the jobs' output and error files")
     g.add_argument("--cluster-timeout", dest="timeout", type=float, default=None,
+                   metavar="SECONDS",
                    help="seconds to wait for the first worker (default: as long as it takes)")
     g.add_argument("--print-job-script", action="store_true",
                    help="print the job script one job would submit, then exit (nothing runs)")
