@@ -61,11 +61,22 @@ def test_layout_and_schema(exported):
     linf = sorted((dest / "digits" / "Linf").glob("*.json"))
     corr = sorted((dest / "digits" / "corruptions").glob("*.json"))
     assert linf and corr and not (dest / "digits" / "L2").exists()
-    # one model per (regime, condition, magnitude, layer, noise_at_test) that applies:
-    # test-time has no noise-off evaluation; the tiny config has 2 Linf eps
+    # one model per (regime, condition, magnitude, layer, noise_at_test) that was evaluated
+    # (finite clean accuracy; 'none' once, not per magnitude); the tiny config has 2 Linf eps
     models = {p.stem for p in corr}
     assert len(linf) == 2 * len(models)
-    assert not any("test-time" in m and "noise-off" in m for m in models)
+    clean = results["clean_accuracy"].mean("seed", skipna=True).to_dataframe().reset_index()
+    clean = clean[np.isfinite(clean["clean_accuracy"])]
+    first_mag = float(results["magnitude"].values[0])
+    clean = clean[(clean["condition"] != "none") | (clean["magnitude"] == first_mag)]
+    expected = {(r.regime, r.condition, float(r.magnitude), r.layer, bool(r.noise_at_test))
+                for r in clean.itertuples()}
+    exported = set()
+    for path in corr:
+        nv = _load(path)["neurovar"]
+        exported.add((nv["regime"], nv["condition"], nv["magnitude"], nv["layer"],
+                      nv["noise_at_test"]))
+    assert exported == expected
     for path in linf + corr:
         data = _load(path)
         assert list(data)[: len(MODEL_INFO)] == list(MODEL_INFO)
