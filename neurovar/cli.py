@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+# Only the standard library and the package version at import time: ``neurovar --help`` and
+# ``neurovar CMD --help`` must not pay for torch, xarray or scipy. Everything else is imported
+# inside the function that needs it.
+from ._version import __version__
 
 __all__ = ["main", "build_parser"]
 
@@ -22,41 +27,134 @@ def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None) -> 
                    help="with --scheduler: workers write their cells into --out (a shared "
                         "filesystem, default) or return them to this process, which writes them")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_cluster_options(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """``--cluster`` and the queue's options; each overrides the config's ``[cluster]`` key."""
+    g = p.add_argument_group(
+        "HPC queue (dask-jobqueue)",
+        "Submit batch jobs running dask workers and run the cells on them. Every option "
+        "overrides the same key of the config's [cluster] table (cluster.KEY).")
+    g.add_argument("--cluster", dest="cluster_system", choices=("slurm", "pbs", "htcondor"),
+                   default=None, help="queue system to submit to (cluster.system)")
+    g.add_argument("--jobs", type=int, default=None, metavar="N", help="batch jobs to submit (default 1)")
+    g.add_argument("--cores", type=int, default=None, metavar="N", help="CPU cores per job (default 1)")
+    g.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="dask workers per job (default: one per core; 1 with --gpus)")
+    g.add_argument("--memory", default=None, help="memory per job, e.g. 16GB (default 4GB)")
+    g.add_argument("--walltime", default=None, help="job time limit HH:MM:SS (default 01:00:00)")
+    g.add_argument("--account", default=None, help="account the jobs are charged to")
+    g.add_argument("--queue", default=None, help="queue (PBS) or partition (SLURM)")
+    g.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="GPUs per job; the job's worker offers dask resource GPU=N")
+    g.add_argument("--job-directive", dest="extra_directives", action="append", default=None,
+                   metavar="LINE", help="extra job directive without its prefix, e.g. "
+                   "--job-directive=--constraint=a100 (repeatable)")
+    g.add_argument("--job-prologue", dest="prologue", action="append", default=None,
+                   metavar="LINE", help="shell line run before the worker starts, e.g. "
+                   "'source .venv/bin/activate' (repeatable)")
+    g.add_argument("--cluster-python", dest="python", default=None, metavar="PATH",
+                   help="Python on the compute nodes (default: this one)")
+    g.add_argument("--interface", default=None, help="network interface of the workers")
+    g.add_argument("--scheduler-host", dest="scheduler_host", default=None, metavar="HOST",
+                   help="address the scheduler listens on, reachable from the compute nodes")
+    g.add_argument("--job-log-dir", dest="log_directory", default=None, metavar="DIR",
+                   help="folder for the jobs' output and error files")
+    g.add_argument("--cluster-timeout", dest="timeout", type=float, default=None,
+                   metavar="SECONDS",
+                   help="seconds to wait for the first worker (default: as long as it takes)")
+    g.add_argument("--print-job-script", action="store_true",
+                   help="print the job script one job would submit, then exit (nothing runs)")
 
+
+#: ClusterConfig keys set by the flags above (argparse dest -> key)
+_CLUSTER_FLAGS = ("jobs", "cores", "processes", "memory", "walltime", "account", "queue",
+                  "gpus", "extra_directives", "prologue", "python", "interface",
+                  "scheduler_host", "log_directory", "timeout")
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    _add_run_options(p, default_out="results")
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="TOML file or shipped config name")
+    _add_run_options(p, default_out=None)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
+    p.add_argument("--robustbench", nargs="?", const="", default=None, metavar="OUT",
+                   help="instead of the report, write RobustBench model_info JSONs (one per "
+                        "model and threat model: Linf, L2, corruptions) and the unaggregated "
+                        "corruption table into OUT (default: RESULTS/robustbench)")
+
+
+def _add_stats(p: argparse.ArgumentParser) -> None:
+    from .inference import _cli as stats_cli  # scipy, statsmodels, xarray: only when asked
+
+    stats_cli.add_arguments(p)
+    p.set_defaults(_run=stats_cli.run)
+
+
+#: name -> (one-line help, description or None, function adding the command's options)
+_COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], None]]] = {
+    "demo": (
+        "the structured-noise robustness experiment on digits (about 5 min on 2 CPUs)",
+        "Run (or resume) the shipped 'demo' experiment: SmallCNN on scikit-learn's digits, "
+        "every condition, three regimes, 2 adversarial + 2 naturalistic sources, 3 seeds; "
+        "writes results, figures and report.md.",
+        _add_demo,
+    ),
+    "run": (
+        "run (or resume) an experiment config",
+        "Run the grid of CONFIG (a TOML file or the name of a shipped config: demo, "
+        "cifar10-resnet18) into --out; started again with the same --out it resumes where it "
+        "stopped.",
+        _add_run,
+    ),
+    "report": ("rebuild figures and report.md of a results folder", None, _add_report),
+    "stats": ("compare groups in a results table (permutation tests)", None, _add_stats),
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if known.
+
+    The top-level options (``--help``, ``--version``) take no value, so the first word that
+    does not start with ``-`` is the subcommand.
+    """
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None, *, all_commands: bool = True) -> argparse.ArgumentParser:
+    """The ``neurovar`` argument parser.
+
+    Parameters
+    ----------
+    command
+        Populate the options of this subcommand only (with ``all_commands=False``).
+    all_commands
+        Populate the options of every subcommand (the default). :func:`main` passes
+        ``False`` with the subcommand it was given, so that ``neurovar --help`` and
+        ``neurovar run --help`` import neither torch nor the statistics stack.
+    """
     parser = argparse.ArgumentParser(
         prog="neurovar",
         description="Treat ANN units like cortical neurons: variability, structured noise, robustness.",
     )
     parser.add_argument("--version", action="version", version=f"neurovar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser(
-        "demo", help="the structured-noise robustness experiment on digits (about 5 min on 2 CPUs)",
-        description="Run (or resume) the shipped 'demo' experiment: SmallCNN on scikit-learn's "
-                    "digits, every condition, three regimes, 2 adversarial + 2 naturalistic "
-                    "sources, 3 seeds; writes results, figures and report.md.")
-    _add_run_options(demo, default_out="results")
-
-    run = sub.add_parser(
-        "run", help="run (or resume) an experiment config",
-        description="Run the grid of CONFIG (a TOML file or the name of a shipped config: "
-                    "demo, cifar10-resnet18) into --out; started again with the same --out it "
-                    "resumes where it stopped.")
-    run.add_argument("config", help="TOML file or shipped config name")
-    _add_run_options(run, default_out=None)
-
-    report = sub.add_parser("report", help="rebuild figures and report.md of a results folder")
-    report.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
-
-    from .inference import _cli as stats_cli
-
-    stats = sub.add_parser("stats", help="compare groups in a results table (permutation tests)")
-    stats_cli.add_arguments(stats)
-    stats.set_defaults(_run=stats_cli.run)
+    for name, (help_line, description, add_options) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_line, description=description)
+        if all_commands or name == command:
+            add_options(p)
     return parser
 
 
@@ -65,21 +163,153 @@ def _error(command: str, message: str) -> int:
     return 2
 
 
+def _load_experiment(args: argparse.Namespace):
+    """(config, [cluster] table or None); a ConfigError propagates.
+
+    Until :class:`~neurovar.experiment.config.ExperimentConfig` has a ``cluster`` field, the
+    ``[cluster]`` table is taken out of the TOML here and the rest validated as usual.
+    """
+    from pathlib import Path
+
+    from .experiment import ExperimentConfig, load_config
+
+    source = "demo" if args.command == "demo" else args.config
+    if "cluster" in ExperimentConfig.model_fields:
+        config = load_config(source)
+        table = config.cluster
+        return config, (table.model_dump(exclude_unset=True) if table is not None else None)
+    path = Path(source).expanduser()
+    if path.is_file():
+        from .experiment.config import ConfigError
+
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError([f"malformed TOML: {err}"], str(path)) from None
+        if "cluster" in data:
+            from .experiment import config as config_module
+
+            table = data.pop("cluster")
+            if not isinstance(table, dict):
+                raise ConfigError(["key 'cluster' must be a table ([cluster])"], str(path))
+            parse = getattr(config_module, "parse_config", None)
+            config = parse(data, source=str(path)) if parse else load_config(data)
+            return config, table
+    return load_config(source), None
+
+
+def _same_run(out: str, config) -> bool:
+    """Whether ``out`` holds a run of this very config (so that it resumes)."""
+    import json
+    from pathlib import Path
+
+    from .experiment import config_hash
+    from .experiment.runner import RUN_FILE
+
+    try:
+        marker = json.loads((Path(out) / RUN_FILE).read_text())
+        return marker["config_hash"] == config_hash(config)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _refusal(out: str, config, overwrite: bool) -> str | None:
+    """Why ``run`` would refuse ``out`` (read-only; checked before submitting jobs)."""
+    from pathlib import Path
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        return f"The results folder {out!r} is a file, not a folder."
+    if overwrite or not folder.is_dir() or not any(folder.iterdir()) or _same_run(out, config):
+        return None
+    return (f"The results folder {out!r} holds another run or other files; pass --overwrite "
+            "or choose another folder. Nothing was submitted.")
+
+
 def _run_experiment(args: argparse.Namespace) -> int:
-    from .experiment import ConfigError, load_config, run
+    from .experiment import ConfigError
     from .experiment.executor import parse_scheduler
-    from .report import write_report
 
     try:
         scheduler = parse_scheduler(args.scheduler)
     except ValueError as err:
         return _error(args.command, str(err).splitlines()[0])
     try:
-        config = load_config("demo" if args.command == "demo" else args.config)
+        config, table = _load_experiment(args)
     except ConfigError as err:
         for problem in err.problems:
             print(f"neurovar {args.command}: {err.source}: {problem}", file=sys.stderr)
         return 2
+    cluster = None
+    flags = {k: getattr(args, k) for k in _CLUSTER_FLAGS}
+    if args.cluster_system or table or any(v is not None for v in flags.values()):
+        from .experiment.cluster import cluster_config
+
+        try:
+            cluster = cluster_config(table, system=args.cluster_system, **{
+                k: (tuple(v) if isinstance(v, list) else v) for k, v in flags.items()})
+        except ValueError as err:
+            for line in str(err).splitlines():
+                print(f"neurovar {args.command}: cluster: {line}", file=sys.stderr)
+            return 2
+        if cluster.system is None:
+            given = sorted(k for k, v in flags.items() if v is not None)
+            if given:
+                return _error(args.command, f"the queue options ({', '.join(given)}) need "
+                              "--cluster slurm|pbs|htcondor (or cluster.system in the config)")
+            cluster = None
+    if args.print_job_script:
+        if cluster is None:
+            return _error(args.command, "--print-job-script needs --cluster slurm|pbs|htcondor")
+        from .experiment.cluster import job_script
+
+        try:
+            print(job_script(cluster))
+        except ValueError as err:
+            return _error(args.command, str(err).splitlines()[0])
+        return 0
+    if cluster is not None and scheduler is not None:
+        return _error(args.command, "--scheduler and --cluster are exclusive: the cluster "
+                      "starts its own scheduler")
+    if cluster is not None:
+        refusal = _refusal(args.out, config, args.overwrite)
+        if refusal:
+            return _error(args.command, refusal)
+        return _run_on_cluster(args, config, cluster)
+    return _run_and_report(args, config, scheduler)
+
+
+def _run_on_cluster(args: argparse.Namespace, config, cluster) -> int:
+    from .experiment import plan
+    from .experiment.cluster import open_cluster
+    from .experiment.store import done_cells
+
+    done = set(done_cells(args.out)) if _same_run(args.out, config) else set()
+    if not {s.cell_id for s in plan(config)} - done:  # resumed and finished: nothing to submit
+        return _run_and_report(args, config, None)
+
+    def log(line: str) -> None:
+        print(f"neurovar {args.command}: {line}", file=sys.stderr)
+
+    try:
+        client, dask_cluster = open_cluster(cluster, log=log)
+    except (TimeoutError, RuntimeError, ValueError, OSError) as err:
+        return _error(args.command, str(err).splitlines()[0])
+    try:
+        return _run_and_report(args, config, client)
+    finally:
+        client.close()
+        dask_cluster.close()  # cancels the jobs
+
+
+def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
+    from .experiment import run
+    from .report import write_report
+
     try:
         outcome = run(config, args.out, overwrite=args.overwrite,
                       progress=not args.no_progress, scheduler=scheduler, write=args.write)
@@ -109,10 +339,22 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser = build_parser(command, all_commands=False)
     args = parser.parse_args(argv)
     if args.command in ("demo", "run"):
         return _run_experiment(args)
+    if args.command == "report" and args.robustbench is not None:
+        from .experiment.robustbench import export_robustbench
+
+        try:
+            paths = export_robustbench(args.results, args.robustbench or None)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            return _error("report", str(err).splitlines()[0])
+        folder = args.robustbench or f"{args.results}/robustbench"
+        print(f"{len(paths)} RobustBench files written to {folder}/")
+        return 0
     if args.command == "report":
         from .report import write_report
 

@@ -58,6 +58,16 @@ def noise_correlation(
     is constant within a stimulus (e.g. silent to it) contributes zeros for that stimulus, as
     missing values do; units with no trial-to-trial variance at all get NaN, with a warning.
 
+    Conventions of peers: a correlation does not depend on ``ddof`` (it cancels), so with one
+    stimulus the result is ``numpy.corrcoef(x, rowvar=False)`` and ``pandas.DataFrame.corr()``
+    exactly. Over several stimuli the per-stimulus z-scores use ``ddof=1``; with the same
+    number of trials for every stimulus any ``ddof`` gives the same matrix, and with unequal
+    (NaN-padded) repeats ``ddof=1`` weighs each stimulus by its :math:`n_s - 1` degrees of
+    freedom, as the pooled noise covariance does. Elephant's
+    ``elephant.spike_train_correlation.correlation_coefficient`` is the Pearson correlation
+    of binned spike trains *within* a trial (a different quantity: a correlation over time
+    bins, not over trials).
+
     Parameters
     ----------
     responses

@@ -108,6 +108,12 @@ def noise_covariance(
     pooled residual matrix in memory and use trials that are valid for every unit only (units
     without any valid value are left out and get NaN; both are counted in a warning).
 
+    Conventions of peers: with one stimulus the sample estimator is ``numpy.cov(x,
+    rowvar=False)`` (numpy's default ``ddof=1``, divides by :math:`n - 1`), whereas
+    scikit-learn's ``EmpiricalCovariance``, ``LedoitWolf`` and ``OAS`` divide by :math:`n`
+    (maximum likelihood): their covariance is :math:`(n - 1)/n` times ours, for the shrinkage
+    estimators too (the shrinkage coefficient is the same). Both relations are tested.
+
     Parameters
     ----------
     responses
@@ -230,7 +236,9 @@ def signal_covariance(
     trial_dim, stimulus_dim, unit_dim
         Names of the dims.
     ddof
-        Delta degrees of freedom across stimuli (1: unbiased).
+        Delta degrees of freedom across stimuli: 1 (default, unbiased) gives
+        ``numpy.cov(means, rowvar=False)`` of the trial-averaged responses; 0 gives
+        scikit-learn's ``EmpiricalCovariance`` (which divides by the number of stimuli).
 
     Returns
     -------

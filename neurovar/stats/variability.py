@@ -80,8 +80,13 @@ def fano_factor(
 
     per stimulus and unit, where :math:`n_{si}` counts the valid (non-NaN) trials, so
     NaN-padded unequal repeats are handled. A Poisson process has :math:`F = 1`
-    (Fano 1947; Tolhurst et al. 1983). The default ``ddof=1`` gives the unbiased variance;
-    Elephant's ``fanofactor`` uses ``ddof=0``. Works lazily on dask-backed input.
+    (Fano 1947; Tolhurst et al. 1983). Works lazily on dask-backed input.
+
+    Conventions of peers: the default ``ddof=1`` divides by :math:`n - 1` (the unbiased
+    variance, ``numpy.var(ddof=1)``, MATLAB's ``var``). Elephant's
+    ``elephant.statistics.fanofactor`` divides by :math:`n` (``numpy.var`` with its default
+    ``ddof=0``): ``fano_factor(counts, ddof=0)`` equals it to rounding (tested), and the
+    default is :math:`n / (n - 1)` times Elephant's value (4% more with 25 trials).
 
     Entries with zero mean, zero variance (no trial-to-trial variability, e.g. ANN units
     before the noise site: the Fano factor is not a meaningful variability measure there) or
@@ -95,7 +100,8 @@ def fano_factor(
         Responses with a trial dim and a unit dim (and usually a stimulus dim); any other
         dims are kept.
     ddof
-        Delta degrees of freedom of the variance.
+        Delta degrees of freedom of the variance: 1 (default, unbiased) or 0 (Elephant's
+        ``fanofactor``).
     trial_dim, stimulus_dim, unit_dim
         Names of the dims; ``stimulus_dim=None`` if there is none.
 
@@ -234,7 +240,10 @@ def mean_matched_fano_factor(
     confidence_level
         Two-sided confidence level of the interval, in (0, 1).
     ddof
-        Delta degrees of freedom of the per-point variance.
+        Delta degrees of freedom of the per-point variance: 1 (the default) divides by
+        :math:`n - 1` like MATLAB's ``var``; 0 divides by :math:`n` like Elephant's
+        ``fanofactor`` (see :func:`fano_factor`). The regression weights use
+        :math:`n - 1` either way.
     rng
         Seed or numpy Generator for the subsampling.
     trial_dim, stimulus_dim, unit_dim
