@@ -34,7 +34,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "package": ("neurovar",),  # the root __init__: imports record, stats, dims
     "perturb": ("neurovar.perturb",),
     "cortex": ("neurovar.cortex",),
-    "top": ("neurovar.experiment", "neurovar.demo", "neurovar.report"),
+    "top": ("neurovar.experiment", "neurovar.demo", "neurovar.report", "neurovar.report_reproduction"),
     "roof": ("neurovar.cli", "neurovar.plot"),
 }
 # which floors a floor may import (its own included: then only acyclically)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .cluster import ClusterConfig
 from .registry import (
     CONDITIONS,
     MAGNITUDE_RULES,
@@ -273,6 +274,9 @@ class ExperimentConfig(_Strict):
     fit: FitConfig = FitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     controls: ControlsConfig = ControlsConfig()
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="HPC queue of "
+                                   "'neurovar run --cluster' (dask-jobqueue); not part of the "
+                                   "run's identity")
     sources: tuple[SourceConfig, ...] = ()
     targets: tuple[TargetConfig, ...] = ()
 
@@ -374,6 +378,7 @@ class ExperimentConfig(_Strict):
 def config_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
     """Stable sha256 (16 hex digits) of a resolved config (or any JSON-able mapping)."""
     data = config.to_dict() if isinstance(config, ExperimentConfig) else dict(config)
+    data.pop("cluster", None)  # where a run is computed does not change what it computes
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -562,15 +567,10 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
-#: Image shape (channels, side) of each data set.
-DATA_SHAPES = {"digits": (1, 8), "mnist_embedded": (1, 28), "mnist": (1, 28),
-               "fashion_mnist": (1, 28), "cifar10": (3, 32)}
-#: What each model accepts: (channels, side) or None for any single/multi-channel square image.
-MODEL_INPUTS = {"small_cnn": None, "preble_cnn": (1, 28), "resnet18_cifar": (3, 32)}
-
-
 def _combination_problems(cfg: ExperimentConfig) -> list[str]:
     """Settings that are each valid but do not fit together, found before any work."""
+    from .setup import DATA_SHAPES, MODEL_INPUTS
+
     problems = []
     want = MODEL_INPUTS.get(cfg.model.name)
     have = DATA_SHAPES.get(cfg.data.name)

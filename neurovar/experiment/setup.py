@@ -11,7 +11,15 @@ from torch import nn
 from neurovar._validation import check_device, check_int
 from neurovar.datasets import ImageDataset
 
-__all__ = ["build_model", "load_data", "resolve_config_device"]
+__all__ = ["build_model", "load_data", "resolve_config_device", "DATA_SHAPES", "MODEL_INPUTS"]
+
+#: Image shape (channels, side) of each data set.
+DATA_SHAPES = {"digits": (1, 8), "mnist_embedded": (1, 28), "mnist": (1, 28),
+               "fashion_mnist": (1, 28), "cifar10": (3, 32)}
+#: What each model accepts: (channels, side) or None for any single/multi-channel square image.
+MODEL_INPUTS = {"small_cnn": None, "preble_cnn": (1, 28), "resnet18_cifar": (3, 32)}
+
+
 
 
 def build_model(config, *, rng: int = 0) -> nn.Module:
@@ -23,8 +31,6 @@ def build_model(config, *, rng: int = 0) -> nn.Module:
     (:func:`neurovar.models.resnet18_cifar`).
     """
     from neurovar import models
-
-    from .config import DATA_SHAPES
 
     rng = check_int(rng, name="rng", owner="build_model", low=0)
     shape = DATA_SHAPES[config.data.name]

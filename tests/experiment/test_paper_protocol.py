@@ -324,7 +324,8 @@ def test_paper_run_writes_both_protocols_and_the_comparison(paper_run):
 def test_stats_command_runs_on_the_paper_run(paper_run, capsys):
     from neurovar.cli import main
 
-    code = main(["stats", str(paper_run / "results.csv"), "--compare", "structured:pgd_ce",
+    code = main(["stats", str(paper_run / "results.csv"), "--out", str(paper_run / "s.csv"),
+                 "--compare", "structured:pgd_ce",
                  "isotropic", "--value", "accuracy", "--by", "regime", "target", "magnitude",
                  "--pair-on", "seed", "strength"])
     assert code == 0, capsys.readouterr()
