@@ -9,18 +9,50 @@ from neurovar.cli import main
 from neurovar.experiment import ConfigError, load_config, shipped_configs
 
 
-def test_shipped_demo_config_validates_and_covers_the_required_grid():
+def test_shipped_demo_config_is_the_paper_protocol_at_a_small_budget():
     assert "demo" in shipped_configs()
     cfg = load_config("demo")
+    assert set(cfg.regimes) == {"retrain"} and cfg.model.name == "preble_cnn"
+    assert cfg.magnitude_rule == "units" and cfg.fit.ridge == 1e-4
+    assert cfg.evaluation.prediction_passes == 10 and cfg.layers == ("tanh1",)
+    conds = cfg.expanded_conditions()
+    kinds = [cfg.source(s).kind for s in cfg.source_ids]
+    assert kinds.count("adversarial") >= 1 and kinds.count("naturalistic") >= 1
+    for s in cfg.source_ids:  # full and diagonal of every source, identity and none
+        assert f"structured:{s}" in conds and f"diagonal:{s}" in conds
+    assert "none" in conds and "isotropic" in conds
+    assert any(c.startswith("augment-") for c in conds)  # a positive control
+    assert {t.protocol for t in cfg.targets} == {"paper", "adaptive"}
+    assert len(cfg.seeds) >= 3
+
+
+def test_shipped_digits_config_keeps_the_first_grid():
+    cfg = load_config("digits")
     assert set(cfg.regimes) == {"test-time", "train-time", "train-time-adaptive"}
     conds = cfg.expanded_conditions()
     for c in ("none", "isotropic", "diagonal", "rotated"):
         assert c in conds
     kinds = [cfg.source(s).kind for s in cfg.source_ids]
     assert kinds.count("adversarial") >= 2 and kinds.count("naturalistic") >= 2
-    assert len(cfg.seeds) >= 3
     assert [c for c in conds if c.startswith("structured:")] == [
         f"structured:{s}" for s in cfg.source_ids]
+
+
+def test_shipped_preble2026_config_validates_with_a_data_root(tmp_path):
+    import sys
+
+    from neurovar.experiment.config import CONFIG_DIR, parse_config
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    data = tomllib.loads((CONFIG_DIR / "preble2026.toml").read_text())
+    data["data"]["root"] = str(tmp_path)
+    cfg = parse_config(data)
+    assert cfg.data.name == "fashion_mnist" and len(cfg.seeds) == 10
+    assert cfg.evaluation.paper_steps == 100 and cfg.evaluation.paper_restarts == 5
+    assert {s.magnitudes for s in cfg.sources} == {(2.0,), (0.5,)}
 
 
 @pytest.mark.parametrize(
@@ -36,7 +68,8 @@ def test_shipped_demo_config_validates_and_covers_the_required_grid():
         ({"targets": [{"family": "corruption", "name": "fog", "strengths": [7]}]},
          "key 'targets[0].strengths[0]': a severity"),
         ({"regimes": ["sometimes"]}, "key 'regimes[0]': unknown regime 'sometimes'"),
-        ({"conditions": ["structured:nothing"]}, "key 'conditions[0]': unknown condition"),
+        ({"conditions": ["structured:nothing"]}, "key 'conditions[0]': unknown source 'nothing'"),
+        ({"conditions": ["isotropc"]}, "did you mean 'isotropic'"),
         ({"magnitudes": [-1.0]}, "key 'magnitudes'"),
         ({"data": {"name": "cifar10"}}, "key 'data.root'"),
         ({"seeds": [0, 0]}, "key 'seeds'"),

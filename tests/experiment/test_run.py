@@ -32,7 +32,8 @@ def test_run_writes_results_figures_report(tiny_run):
         assert any(f.startswith(prefix) for f in figs), (prefix, figs)
     df = pd.read_csv(out / "results.csv")
     for col in ("seed", "regime", "condition", "target", "strength", "accuracy",
-                "noise_at_test", "magnitude", "ci_low", "ci_high", "variance_ratio"):
+                "noise_at_test", "magnitude", "ci_low", "ci_high", "target_alignment",
+                "noise_to_signal"):
         assert col in df.columns, col
     assert ((df["ci_low"] <= df["accuracy"]) & (df["accuracy"] <= df["ci_high"])).all()
     # test-time cells have no noise-off rows; train-time cells have both
