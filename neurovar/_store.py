@@ -73,8 +73,16 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+#: The "site" of a recording that runs one forward pass per trial (randomness drawn once per
+#: pass, which trials folded into one batch would share).
+PER_TRIAL = ("", "trial")
+
+
 def site_text(site: tuple[str, str] | None) -> str:
-    """``"input"`` or ``"layer:kind"`` (the format of the ``branch_site`` attr)."""
+    """``"input"``, ``"trial"`` (:data:`PER_TRIAL`) or ``"layer:kind"`` (the format of the
+    ``branch_site`` attr)."""
+    if site == PER_TRIAL:
+        return "trial"
     return "input" if site is None else f"{site[0]}:{site[1]}"
 
 
@@ -82,6 +90,8 @@ def parse_site(text: str) -> tuple[str, str] | None:
     """Inverse of :func:`site_text`."""
     if text == "input":
         return None
+    if text == "trial":
+        return PER_TRIAL
     name, kind = text.rsplit(":", 1)
     return name, kind
 

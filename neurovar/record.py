@@ -139,7 +139,9 @@ class _ProbeStop(Exception):
 def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] | None:
     """First stochastic site of ``model`` in execution order, found by one probe forward pass.
 
-    The probe stops at the first stochastic module, before it runs, so it draws no noise.
+    The probe stops at the first stochastic module, before it runs, so it draws no noise; it
+    runs in a fork of torch's RNG, so layers neurovar does not know to be random leave the
+    caller's generator where it was.
 
     Stochastic sites are modules carrying a noise hook from :func:`neurovar.noise.inject_noise`
     (noise enters at the module's output) and dropout modules in training mode (noise enters
@@ -171,8 +173,12 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
             )
     if not handles:
         return None
+    device = example.device
+    devices = _fork_devices(device)
     try:
-        with torch.no_grad():
+        # in a fork of torch's RNG: randomness neurovar does not know of (a custom layer calling
+        # torch.rand before the site) draws in the probe without shifting the recording's draws
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
             model(example)
     except _ProbeStop:
         pass
@@ -185,6 +191,193 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
     kind = _stochastic_kind(dict(model.named_modules())[first])
     assert kind is not None  # internal invariant: only stochastic modules were hooked
     return first, kind
+
+
+#: Class names of stochastic-depth / drop-path layers of other libraries (torchvision's
+#: ``StochasticDepth``, timm's ``DropPath``, ``DropBlock2d``): random in training mode.
+_DROP_PATH_NAMES = ("StochasticDepth", "DropPath", "DropBlock2d", "DropBlock3d")
+
+
+def _known_random(module: nn.Module) -> bool:
+    """Whether ``module`` is a layer known to draw randomness in training mode (dropout,
+    stochastic depth / drop path, RReLU) and is in training mode with a drop rate above 0."""
+    if not module.training:
+        return False
+    if isinstance(module, _DROPOUT_TYPES):
+        return module.p > 0
+    if isinstance(module, nn.RReLU):
+        return module.lower != module.upper
+    if type(module).__name__ in _DROP_PATH_NAMES:
+        rate = getattr(module, "p", getattr(module, "drop_prob", getattr(module, "drop_rate", 1)))
+        try:
+            return float(rate) > 0
+        except (TypeError, ValueError):
+            return True
+    return False
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, Mapping):
+        return [t for item in obj.values() for t in _tensors(item)]
+    return []
+
+
+def _differs(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` differ by more than float round-off (non-deterministic GPU kernels
+    differ in the last bits; a random mask or noise differs at the scale of the values)."""
+    if a.shape != b.shape:
+        return True
+    if not a.is_floating_point():
+        return not torch.equal(a, b)
+    scale = float(torch.nan_to_num(a.detach().abs()).max()) if a.numel() else 0.0
+    diff = float(torch.nan_to_num((a.detach() - b.detach()).abs(), nan=float("inf")).max())
+    return diff > 1e-4 * scale + 1e-12
+
+
+#: The number of copies of one stimulus in each probe pass of :func:`_prefix_randomness`.
+_PROBE_COPIES = 4
+
+
+def _fork_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose generators :func:`torch.random.fork_rng` must fork for ``device``."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _prefix_randomness(
+    model: nn.Module,
+    example: torch.Tensor,
+    site: tuple[str, str] | None,
+    device: torch.device,
+) -> tuple[str, str] | None:
+    """Randomness neurovar does not track in the part of ``model`` that trials share.
+
+    With trials branched at ``site`` the layers before it run once per stimulus, so their
+    randomness would be one draw shared by all trials of a stimulus; with trials folded into
+    the batch (``site=None``: the whole model) randomness drawn once per forward pass (not per
+    sample) would be one draw shared by all trials of a batch. Two checks: a module of a known
+    random type in training mode runs before the site (stochastic depth, drop path, RReLU,
+    dropout), and two probe passes on :data:`_PROBE_COPIES` copies of one stimulus, compared
+    where trials would branch (the model's output for ``site=None``): copies that differ
+    within a pass mean per-sample randomness, passes that differ while the copies agree mean
+    randomness drawn once per pass (e.g. a custom module calling ``torch.rand(())``).
+
+    The probe passes run in a fork of torch's RNG and the noise modules' streams and buffers
+    are restored afterwards, so the recording's draws do not depend on them.
+
+    Returns
+    -------
+    (why, level) or None
+        ``why`` is a clause for a warning; ``level`` is ``"sample"`` (per-sample draws: folding
+        trials at the input samples them) or ``"batch"`` (one draw per forward pass: only one
+        trial per pass samples them).
+    """
+    modules = dict(model.named_modules())
+    target = modules[site[0]] if site is not None else None
+    ran: list[str] = []
+    captured: list[Any] = []
+    handles = []
+
+    def seen(_m: nn.Module, _i: Any, name: str) -> None:
+        if not captured:  # the modules of the first pass, up to the site
+            ran.append(name)
+
+    def stop_input(_m: nn.Module, inputs: Any) -> None:
+        captured.append(inputs)
+        raise _ProbeStop
+
+    def stop_output(_m: nn.Module, _i: Any, out: Any) -> None:
+        captured.append(out)
+        raise _ProbeStop
+
+    noise = noise_modules(model)
+    saved = [(m.get_rng_state(), [(b, b.detach().clone()) for b in m.buffers()]) for m in noise]
+    devices = _fork_devices(device)
+    try:
+        for mname, module in modules.items():
+            if mname and module is not target:
+                handles.append(
+                    module.register_forward_pre_hook(lambda m, i, n=mname: seen(m, i, n))
+                )
+        if site is not None and site[1] == "input":
+            handles.append(target.register_forward_pre_hook(stop_input, prepend=True))
+        elif site is not None:  # before the noise hook: the site's own output, no noise drawn
+            handles.append(target.register_forward_hook(stop_output, prepend=True))
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
+            for _ in range(2):
+                try:
+                    out = model(example.expand(_PROBE_COPIES, *example.shape[1:]).contiguous())
+                except _ProbeStop:
+                    continue
+                captured.append(out)  # site None: the model's output
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for m, (state, buffers) in zip(noise, saved):
+                m.set_rng_state(state)
+                for buf, value in buffers:
+                    buf.copy_(value)
+    for mname in dict.fromkeys(ran):
+        module = modules[mname]
+        if _known_random(module):
+            level = "batch" if getattr(module, "mode", "row") == "batch" else "sample"
+            if site is None and level == "sample":
+                continue  # folded trials sample it per trial
+            where = "for every sample of a batch at once" if level == "batch" else "per sample"
+            return f"{mname!r} ({type(module).__name__}) is in training mode and draws {where}", level
+    if len(captured) < 2:
+        return None
+    where = "the model's output" if site is None else f"the {site[1]} of {site[0]!r}"
+    first, second = _tensors(captured[0]), _tensors(captured[1])
+    copies = [t for t in first if t.ndim and len(t) == _PROBE_COPIES]
+    if any(_differs(t[:1].expand_as(t), t) for t in copies):
+        if site is None:
+            return None
+        return f"{where} differs between copies of the same stimulus in one pass", "sample"
+    if len(first) != len(second) or any(_differs(a, b) for a, b in zip(first, second)):
+        return (
+            f"{where} differs between two passes on the same stimulus but not between the "
+            "copies of it in one pass: a draw shared by the whole batch",
+            "batch",
+        )
+    return None
+
+
+def _untracked_randomness(
+    model: nn.Module, example: torch.Tensor, site: tuple[str, str] | None, device: torch.device
+) -> tuple[str, str] | None:
+    """The branch site to record with, once :func:`_prefix_randomness` has looked for
+    randomness neurovar does not track: ``site`` itself, or (with a warning saying why) None
+    (fold trials at the input) or :data:`neurovar._store.PER_TRIAL` (one pass per trial)."""
+    found = _prefix_randomness(model, example, site, device)
+    if found is None:
+        return site
+    why, level = found
+    if level == "batch":
+        warnings.warn(
+            f"The model draws randomness once per forward pass, not per sample ({why}): "
+            "trials folded into one batch would share that draw. Recording one forward pass "
+            "per trial instead (every layer runs once per trial, one trial at a time).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _store.PER_TRIAL
+    assert site is not None  # internal invariant: per-sample draws are only reported before a site
+    warnings.warn(
+        f"The layers before the branch site {site[0]!r} are random in a way neurovar does not "
+        f"track ({why}): branching trials there would give all trials of a stimulus one shared "
+        "draw of that randomness. Falling back to folding trials at the input (every layer "
+        "runs once per trial).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def _to_tensor(stimuli: Any) -> torch.Tensor:
@@ -281,6 +474,10 @@ def _forward_trials(
 
     Returns ``(trial, stimulus, unit)`` tensors and each layer's per-sample output shape.
     """
+    if site == _store.PER_TRIAL:  # one pass per trial: randomness drawn once per pass
+        passes = [_forward_trials(model, x, layers, 1, None) for _ in range(n_trials)]
+        shapes = passes[0][1]
+        return {name: torch.cat([p[0][name] for p in passes]) for name in layers}, shapes
     rec = _Recorder(model, layers)
     b = len(x)
     try:
@@ -390,6 +587,14 @@ def record_activations(
     that jumps over the site), recording falls back to folding trials at the input, with a
     warning. Without any detectable stochastic site trials are folded at the input, so hidden
     stochasticity is still sampled.
+
+    Randomness neurovar does not track is not erased: before branching, two probe passes on
+    copies of one stimulus (in a fork of the RNG) look for it where the trials would branch,
+    and a layer of a known random type in training mode before the site (stochastic depth,
+    drop path, RReLU) counts too. Per-sample randomness before the site falls back to folding
+    trials at the input; randomness drawn once per forward pass (e.g. ``StochasticDepth(...,
+    mode="batch")``), which folded trials would share, runs one forward pass per trial
+    (``branch_site="trial"``); both with a warning saying why.
 
     Parameters
     ----------
@@ -653,6 +858,11 @@ def record_activations(
                 site = find_noise_site(model, x_all[:1].to(dev))
             elif branch != "input":
                 site = (branch, "output")
+            if resume_from is None:
+                site = _untracked_randomness(model, x_all[:1].to(dev), site, dev)
+            if site == _store.PER_TRIAL:  # one trial of up to batch_size stimuli per pass
+                trial_chunk, stim_chunk = 1, batch_size
+                n_chunks = -(-n_stim // stim_chunk)
             if write_path is not None:
                 state, not_resumable = _store.snapshot(model, dev, site, start, initial)
             pbar = tqdm(
@@ -672,7 +882,7 @@ def record_activations(
                     try:
                         out, shapes = _forward_trials(model, x, layers, nt, site)
                     except RuntimeError as err:
-                        if site is None:
+                        if site is None or site == _store.PER_TRIAL:
                             raise
                         # the unbranched model either works (the branch broke it: warn and
                         # keep folding at the input) or raises its own, genuine error
@@ -696,7 +906,7 @@ def record_activations(
                         "noise_config": json.dumps(noise_config(model), sort_keys=True),
                         "seed": seed,
                         "n_trials": n_trials,
-                        "branch_site": "input" if site is None else f"{site[0]}:{site[1]}",
+                        "branch_site": _store.site_text(site),
                         "neurovar_version": __version__,
                         "torch_version": str(torch.__version__),
                     }
