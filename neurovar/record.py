@@ -423,6 +423,40 @@ class _Recorder:
         self.layers = layers
         self.outputs: dict[str, torch.Tensor] = {}
         self.handles: list[Any] = []
+        self.calls: dict[str, int] = {}  # calls of each watched module in this forward pass
+
+    def watch(self, name: str) -> None:
+        """Count the calls of module ``name`` (one that trials branch at)."""
+        module = self.model.get_submodule(name)
+
+        def count(_m, _inp, name=name):
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        self.handles.append(module.register_forward_pre_hook(count))
+
+    def check_once(self, site_param: Mapping[str, str]) -> None:
+        """Refuse a recorded or branched module that ran more than once in the forward pass
+        (its recorded output would be its last call's; a branch would expand twice).
+        ``site_param`` maps a branch site that is not recorded to the parameter to blame."""
+        for name, n in self.calls.items():
+            if n > 1:
+                param = site_param.get(name, "layers")
+                raise param_error(
+                    param,
+                    _OWNER,
+                    "layers that run once per forward pass"
+                    if param == "layers"
+                    else "a model whose branch site (the first noise site) runs once per "
+                    "forward pass"
+                    if param == "model"
+                    else "a layer that runs once per forward pass",
+                    f"layer {name!r}, which is called {n} times per forward pass",
+                    raw=True,
+                    hint="A module called more than once (torchvision's BasicBlock calls one "
+                    "`relu` twice) records only its last call, and trials branched or noise "
+                    "injected there apply at every call. Pick a module that runs once, e.g. "
+                    "give each call its own module (an nn.Identity after it), or another layer.",
+                )
 
     def capture(self) -> None:
         modules = dict(self.model.named_modules())
@@ -435,6 +469,7 @@ class _Recorder:
                         "submodule that returns a tensor."
                     )
                 self.outputs[name] = out.detach()
+                self.calls[name] = self.calls.get(name, 0) + 1
 
             self.handles.append(modules[name].register_forward_hook(hook))
 
@@ -469,10 +504,14 @@ def _forward_trials(
     layers: list[str],
     n_trials: int,
     site: tuple[str, str] | None,
+    watch: tuple[str, str] | None = None,
+    site_param: str = "model",
 ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
     """One forward pass of ``len(x)`` stimuli x ``n_trials``.
 
-    Returns ``(trial, stimulus, unit)`` tensors and each layer's per-sample output shape.
+    Returns ``(trial, stimulus, unit)`` tensors and each layer's per-sample output shape. A
+    recorded layer, the branch site, or ``watch`` (a site whose branch failed) that runs more
+    than once in the pass is an error.
     """
     if site == _store.PER_TRIAL:  # one pass per trial: randomness drawn once per pass
         passes = [_forward_trials(model, x, layers, 1, None) for _ in range(n_trials)]
@@ -480,12 +519,15 @@ def _forward_trials(
         return {name: torch.cat([p[0][name] for p in passes]) for name in layers}, shapes
     rec = _Recorder(model, layers)
     b = len(x)
+    watched = site or watch
     try:
         if site is None:
             inp = x.repeat_interleave(n_trials, dim=0)
         else:
             rec.branch(site[0], site[1], n_trials)
             inp = x
+        if watched is not None and watched[0] not in layers:
+            rec.watch(watched[0])
         rec.capture()
         out = model(inp)
         if isinstance(out, torch.Tensor) and out.shape[0] != b * n_trials:
@@ -494,6 +536,9 @@ def _forward_trials(
             )
     finally:
         rec.remove()
+    rec.check_once(
+        {watched[0]: site_param} if watched is not None and watched[0] not in layers else {}
+    )
     result, shapes = {}, {}
     for name in layers:
         shapes[name] = tuple(rec.outputs[name].shape[1:])
@@ -815,6 +860,7 @@ def record_activations(
             return load_recording(store_path)  # the same call, already finished
         resume_from = _resume_snapshot(previous, store_path)
         start = int(previous["neurovar_chunks_written"])
+    site_param = "model" if branch == "auto" else "branch"  # who chose the branch site
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
     _warn_relative_noise_in_training(model, stim_chunk)
     # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies:
@@ -880,13 +926,17 @@ def record_activations(
                 for t0 in range(0, n_trials, trial_chunk):
                     nt = min(trial_chunk, n_trials - t0)
                     try:
-                        out, shapes = _forward_trials(model, x, layers, nt, site)
+                        out, shapes = _forward_trials(
+                            model, x, layers, nt, site, site_param=site_param
+                        )
                     except RuntimeError as err:
                         if site is None or site == _store.PER_TRIAL:
                             raise
                         # the unbranched model either works (the branch broke it: warn and
                         # keep folding at the input) or raises its own, genuine error
-                        out, shapes = _forward_trials(model, x, layers, nt, None)
+                        out, shapes = _forward_trials(
+                            model, x, layers, nt, None, watch=site, site_param=site_param
+                        )
                         warnings.warn(
                             f"Branching trials at {site[0]!r} ({site[1]}) failed ({err}); a skip "
                             "connection probably jumps over it. Falling back to folding trials at "
