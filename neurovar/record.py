@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -405,7 +406,27 @@ def _to_tensor(stimuli: Any) -> torch.Tensor:
         raise param_error(
             "stimuli", _OWNER, "a real-valued tensor", f"dtype {stimuli.dtype}", raw=True
         )
-    return stimuli if stimuli.is_floating_point() else stimuli.float()
+    stimuli = stimuli if stimuli.is_floating_point() else stimuli.float()
+    _check_finite(stimuli, "")
+    return stimuli
+
+
+def _check_finite(stimuli: torch.Tensor, precision: str) -> None:
+    """Refuse NaN or infinite stimuli (they would record as NaN activations, the value of an
+    unwritten chunk); ``precision`` names the dtype they were cast to, if any."""
+    finite = torch.isfinite(stimuli)
+    if bool(finite.all()):
+        return
+    n_nan = int(torch.isnan(stimuli).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    first = int((~finite).flatten(1).any(dim=1).nonzero()[0, 0])
+    raise param_error(
+        "stimuli",
+        _OWNER,
+        "finite (no NaN or infinite values)" + precision,
+        f"{n_nan} NaN and {n_inf} infinite values (the first in stimulus {first})",
+        raw=True,
+    )
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -745,6 +766,7 @@ def record_activations(
     dtype = _model_dtype(model)
     if dtype is not None and x_all.dtype != dtype:
         x_all = x_all.to(dtype)  # float64/float16 stimuli run in the model's precision
+        _check_finite(x_all, f" in the model's precision ({dtype}, after the cast)")
     n_stim = len(x_all)
     stim_coords: dict[str, np.ndarray] = {"stimulus_id": np.arange(n_stim)}
     if labels is not None:
@@ -796,9 +818,16 @@ def record_activations(
                 str(store),
                 hint="Use save_recording(tree, 'file.nc') for netCDF.",
             )
+        old = _root_attrs(store_path) if store_path.exists() else None
         if store_path.exists() and not overwrite and not resume:
-            old = _root_attrs(store_path)
             unfinished = old is not None and not int(old.get("neurovar_complete", 1))
+            writer = _store.live_writer(old) if unfinished else None
+            if writer is not None and writer[1]:
+                raise FileExistsError(
+                    f"The 'store' path {str(store_path)!r} already exists and is being "
+                    f"written by {writer[0]}; wait for it to finish, or choose another path. "
+                    "Nothing was written."
+                )
             raise FileExistsError(
                 f"The 'store' path {str(store_path)!r} already exists"
                 + (
@@ -809,6 +838,7 @@ def record_activations(
                 )
                 + "overwrite=True to replace it or choose another path. Nothing was written."
             )
+        _writer_error(old, store_path, "resume" if resume else "overwrite")
     # a lower bound of the result's size (one unit per layer) refuses n_trials=10**9 at once
     if store_path is None:
         check_memory(
@@ -890,6 +920,8 @@ def record_activations(
     state, not_resumable = "", ""
     finished = False
     try:
+        if resume_from is not None:
+            _set_root_attrs(store_path, neurovar_writer=_store.writer_mark())
         for m in bn_modes:
             m.eval()
         model.to(dev)
@@ -1003,6 +1035,8 @@ def record_activations(
     finally:
         if not finished and write_path is not None and write_path != store_path:
             remove_path(write_path)  # the old store stays as it was
+        elif not finished and write_path is not None:
+            _release_writer(write_path)  # interrupted, not being written: resumable
         for m, mode in bn_modes.items():
             m.train(mode)
         with torch.no_grad():
@@ -1054,8 +1088,9 @@ def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
 #: stimuli are on disk; ``complete`` is set to 1 last. ``fingerprint`` (JSON) identifies the
 #: call that started the store, ``resume_state`` holds the random states after the chunks
 #: written (updated together with ``chunks_written``, in one write), ``not_resumable`` says why
-#: a store cannot be resumed exactly ("" when it can); see :mod:`neurovar._store`. They are
-#: removed on loading.
+#: a store cannot be resumed exactly ("" when it can); see :mod:`neurovar._store`. ``writer``
+#: (JSON: pid, host, start) names the process writing the store ("" once it finished or
+#: failed) and ``heartbeat`` the time of its last chunk. They are removed on loading.
 _PROGRESS_ATTRS = (
     "neurovar_complete",
     "neurovar_chunks_written",
@@ -1064,6 +1099,8 @@ _PROGRESS_ATTRS = (
     "neurovar_fingerprint",
     "neurovar_resume_state",
     "neurovar_not_resumable",
+    "neurovar_writer",
+    "neurovar_heartbeat",
 )
 
 #: What each fingerprint component of a store means, for the error of a refused resume.
@@ -1301,6 +1338,8 @@ def _init_store(
         neurovar_fingerprint=json.dumps(dict(fingerprint), sort_keys=True),
         neurovar_resume_state=state,
         neurovar_not_resumable=not_resumable,
+        neurovar_writer=_store.writer_mark(),
+        neurovar_heartbeat=_store.now_text(),
     )
     xr.Dataset(attrs=root_attrs).to_zarr(path, mode="w-", consolidated=False)
     for name, ds in datasets.items():
@@ -1332,11 +1371,52 @@ def _write_region(
         neurovar_chunks_written=n_done,
         neurovar_resume_state=state,
         neurovar_not_resumable=not_resumable,
+        neurovar_heartbeat=_store.now_text(),
     )
 
 
 def _mark_complete(path: Path) -> None:
-    _set_root_attrs(path, neurovar_complete=1, neurovar_resume_state="")
+    # no writer and no time left behind: a finished store does not depend on when or by whom
+    _set_root_attrs(
+        path,
+        neurovar_complete=1,
+        neurovar_resume_state="",
+        neurovar_writer="",
+        neurovar_heartbeat="",
+    )
+
+
+def _release_writer(path: Path) -> None:
+    """After a failed recording: this process no longer writes the store at ``path`` (if it
+    is there and names this process as its writer), so it reads as interrupted, resumable."""
+    attrs = _root_attrs(path)
+    if attrs is None:
+        return
+    try:
+        mark = json.loads(str(attrs.get("neurovar_writer", "")))
+    except ValueError:
+        return
+    if isinstance(mark, dict) and mark.get("pid") == os.getpid():
+        with contextlib.suppress(Exception):  # never mask the recording's own error
+            _set_root_attrs(path, neurovar_writer="")
+
+
+def _writer_error(attrs: Mapping[str, Any] | None, path: Path, flag: str) -> None:
+    """Refuse ``flag`` (resume or overwrite) while another process is writing the store."""
+    if attrs is None or int(attrs.get("neurovar_complete", 1)):
+        return
+    writer = _store.live_writer(attrs)
+    if writer is None or not writer[1]:
+        return
+    raise param_error(
+        flag,
+        _OWNER,
+        "True only for a store that no process is writing",
+        f"{flag}=True for {str(path)!r}, which is being written by {writer[0]}",
+        raw=True,
+        hint="Nothing on disk was changed; wait for that process to finish (a second writer "
+        "would interleave its chunks with the first's), or stop it first.",
+    )
 
 
 _NETCDF_SCALARS = (str, bytes, int, float, np.integer, np.floating)
@@ -1466,6 +1546,7 @@ def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr
     written = int(attrs.get("neurovar_chunks_written", n_chunks))
     per_chunk = int(attrs.get("neurovar_chunk_stimuli", 1))
     reason = str(attrs.get("neurovar_not_resumable", ""))
+    writer = None if complete else _store.live_writer(attrs)
     for key in _PROGRESS_ATTRS:
         attrs.pop(key, None)
     tree.attrs = attrs
@@ -1480,12 +1561,26 @@ def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr
         else "record_activations(..., store=path, resume=True) with the same arguments "
         "finishes it exactly"
     )
-    message = (
-        f"The recording store {str(path)!r} is incomplete: {n_stim - n_ok} of {n_stim} stimuli "
-        f"({n_chunks - written} of {n_chunks} chunks) were never written, because the recording "
-        f"was interrupted. {finish}; or pass allow_incomplete=True to open the "
-        f"{n_ok} stimuli that were written."
-    )
+    if writer is not None and writer[1]:
+        message = (
+            f"The recording store {str(path)!r} is incomplete: it is being written by "
+            f"{writer[0]}, and {n_ok} of {n_stim} stimuli ({written} of {n_chunks} chunks) are "
+            "written so far. Wait for that process to finish, or pass allow_incomplete=True to "
+            f"open the {n_ok} stimuli written so far."
+        )
+    else:
+        unsure = (
+            f" It was being written by {writer[0]}, which cannot be checked from this host: if "
+            "that process still runs, wait for it instead of resuming."
+            if writer is not None
+            else ""
+        )
+        message = (
+            f"The recording store {str(path)!r} is incomplete: {n_stim - n_ok} of {n_stim} "
+            f"stimuli ({n_chunks - written} of {n_chunks} chunks) were never written, because "
+            f"the recording was interrupted. {finish}; or pass allow_incomplete=True to open "
+            f"the {n_ok} stimuli that were written.{unsure}"
+        )
     if not allow_incomplete:
         raise IncompleteRecordingError(message)
     warnings.warn(message + " Only those are returned.", RuntimeWarning, stacklevel=3)
