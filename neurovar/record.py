@@ -439,16 +439,19 @@ def _model_dtype(model: nn.Module) -> torch.dtype | None:
 class _Recorder:
     """Registers capture hooks, an optional trial-branching hook, and restores everything."""
 
-    def __init__(self, model: nn.Module, layers: list[str]) -> None:
+    def __init__(
+        self, model: nn.Module, layers: list[str], modules: Mapping[str, nn.Module] | None = None
+    ) -> None:
         self.model = model
         self.layers = layers
+        self.modules = dict(model.named_modules()) if modules is None else modules
         self.outputs: dict[str, torch.Tensor] = {}
         self.handles: list[Any] = []
         self.calls: dict[str, int] = {}  # calls of each watched module in this forward pass
 
     def watch(self, name: str) -> None:
         """Count the calls of module ``name`` (one that trials branch at)."""
-        module = self.model.get_submodule(name)
+        module = self.modules[name]
 
         def count(_m, _inp, name=name):
             self.calls[name] = self.calls.get(name, 0) + 1
@@ -480,7 +483,7 @@ class _Recorder:
                 )
 
     def capture(self) -> None:
-        modules = dict(self.model.named_modules())
+        modules = self.modules
         for name in self.layers:
 
             def hook(_m, _inp, out, name=name):
@@ -495,7 +498,7 @@ class _Recorder:
             self.handles.append(modules[name].register_forward_hook(hook))
 
     def branch(self, site: str, kind: str, n_trials: int) -> None:
-        module = dict(self.model.named_modules())[site]
+        module = self.modules[site]
         if kind == "output":
 
             def expand_output(_m, _inp, out):
@@ -527,6 +530,7 @@ def _forward_trials(
     site: tuple[str, str] | None,
     watch: tuple[str, str] | None = None,
     site_param: str = "model",
+    modules: Mapping[str, nn.Module] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
     """One forward pass of ``len(x)`` stimuli x ``n_trials``.
 
@@ -535,10 +539,12 @@ def _forward_trials(
     than once in the pass is an error.
     """
     if site == _store.PER_TRIAL:  # one pass per trial: randomness drawn once per pass
-        passes = [_forward_trials(model, x, layers, 1, None) for _ in range(n_trials)]
+        passes = [
+            _forward_trials(model, x, layers, 1, None, modules=modules) for _ in range(n_trials)
+        ]
         shapes = passes[0][1]
         return {name: torch.cat([p[0][name] for p in passes]) for name in layers}, shapes
-    rec = _Recorder(model, layers)
+    rec = _Recorder(model, layers, modules)
     b = len(x)
     watched = site or watch
     try:
@@ -908,7 +914,7 @@ def record_activations(
     initial = {id(buf): saved for buf, saved in noise_buffers}  # what a snapshot may skip
     param = next(iter(model.parameters()), None)
     orig_device = param.device if param is not None else None
-    results: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    full: dict[str, torch.Tensor] = {}  # the in-memory result, (trial, stimulus, unit)
     shapes: dict[str, tuple[int, ...]] = {}
     site: tuple[str, str] | None = None
     attrs: dict[str, Any] = {}
@@ -951,6 +957,7 @@ def record_activations(
                 disable=not progress,
                 leave=False,
             )
+            modules = dict(model.named_modules())
             for ci in range(start, n_chunks):
                 a, b = ci * stim_chunk, min(n_stim, (ci + 1) * stim_chunk)
                 x = x_all[a:b].to(dev)
@@ -959,7 +966,7 @@ def record_activations(
                     nt = min(trial_chunk, n_trials - t0)
                     try:
                         out, shapes = _forward_trials(
-                            model, x, layers, nt, site, site_param=site_param
+                            model, x, layers, nt, site, site_param=site_param, modules=modules
                         )
                     except RuntimeError as err:
                         if site is None or site == _store.PER_TRIAL:
@@ -967,7 +974,14 @@ def record_activations(
                         # the unbranched model either works (the branch broke it: warn and
                         # keep folding at the input) or raises its own, genuine error
                         out, shapes = _forward_trials(
-                            model, x, layers, nt, None, watch=site, site_param=site_param
+                            model,
+                            x,
+                            layers,
+                            nt,
+                            None,
+                            watch=site,
+                            site_param=site_param,
+                            modules=modules,
                         )
                         warnings.warn(
                             f"Branching trials at {site[0]!r} ({site[1]}) failed ({err}); a skip "
@@ -979,9 +993,23 @@ def record_activations(
                         site = None
                     if ci == 0 and t0 == 0:
                         _check_size(out, n_trials, n_stim, write_path)
+                        if write_path is None:  # the result, filled in place: one copy
+                            full = {
+                                name: torch.empty(
+                                    (n_trials, n_stim, out[name].shape[2]), dtype=torch.float32
+                                )
+                                for name in layers
+                            }
                     for name in layers:
-                        parts[name].append(out[name].float().cpu())
-                chunk = {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
+                        if write_path is None:
+                            full[name][t0 : t0 + nt, a:b].copy_(out[name])
+                        else:
+                            parts[name].append(out[name].float().cpu())
+                chunk = (
+                    {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
+                    if write_path is not None
+                    else {}
+                )
                 if ci == 0:
                     attrs = {
                         "model": model_id or type(model).__name__,
@@ -1022,9 +1050,6 @@ def record_activations(
                     if not not_resumable:
                         state, not_resumable = _store.snapshot(model, dev, site, ci + 1, initial)
                     _write_region(write_path, chunk, a, b, ci + 1, state, not_resumable)
-                else:
-                    for name in layers:
-                        results[name].append(chunk[name])
                 pbar.update(b - a)
             pbar.close()
         if write_path is not None:
@@ -1048,7 +1073,7 @@ def record_activations(
         return load_recording(store_path)
     children = {}
     for name in layers:
-        data = np.concatenate(results[name], axis=1)
+        data = full[name].numpy()
         children[name] = _index_units(
             _layer_dataset(name, data, shapes[name], n_trials, stim_coords, attrs)
         )
