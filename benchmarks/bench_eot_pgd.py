@@ -138,7 +138,9 @@ def main() -> None:
             return atk(x, y)
 
         def nv(seed=0, model=model, x=x, y=y):
-            return PGD(model, eps=eps, alpha=alpha, steps=steps, eot_samples=k, rng=seed)(x, y)
+            return PGD(
+                model, eps=eps, alpha=alpha, steps=steps, eot_samples=k, rng=seed, progress=False
+            )(x, y)
 
         runs = {"torchattacks EOTPGD": ta, "neurovar PGD": nv}
         timing = x.shape[-1] > 8
