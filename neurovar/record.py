@@ -678,9 +678,11 @@ def record_activations(
     stimuli
         Inputs of shape ``(n_stimuli, ...)``, e.g. ``(N, C, H, W)`` images; cast to the dtype of
         the model's parameters (float64 or float16 stimuli run a float32 model in float32).
+        NaN or infinite values (also after that cast) are an error.
     layers
         Dotted module names (``model.named_modules()``); an unknown name is an error listing the
-        valid names.
+        valid names, and so is a module that runs more than once per forward pass (e.g. the one
+        ``relu`` that torchvision's ``BasicBlock`` calls twice).
     n_trials
         Repeats per stimulus (>= 1).
     labels
@@ -728,7 +730,9 @@ def record_activations(
         nothing recomputed; a store started by a different call is an error naming what
         differs, and nothing on disk is changed. A store whose noise module draws from a
         caller's :class:`torch.Generator` (with ``rng=None``) or is frozen cannot be resumed
-        exactly and is refused. Without an existing store, ``resume=True`` records as usual.
+        exactly and is refused, and so is a store that another live process is still writing
+        (see :func:`load_recording`). Without an existing store, ``resume=True`` records as
+        usual.
     model_id
         Identifier stored in attrs (a str; default: the model's class name).
     progress
@@ -1543,6 +1547,12 @@ def load_recording(
     many stimuli are missing, because its unwritten stimuli read as NaN, which is also what
     legitimate trial padding looks like. ``allow_incomplete=True`` opens it anyway with a
     :class:`RuntimeWarning`, keeping only the stimuli that were written.
+
+    While a recording writes a store, the store names its writer (pid, host, when it started)
+    and the time of its last chunk; a store that a live process of this host is still writing
+    is reported as such ("being written by process N ... since ..."), not as interrupted, and
+    ``record_activations(..., resume=True)`` (or ``overwrite=True``) refuses it until that
+    process ends. A writer on another host cannot be checked: the message names it.
     """
     owner = "load_recording"
     allow_incomplete = check_bool(allow_incomplete, name="allow_incomplete", owner=owner)

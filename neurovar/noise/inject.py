@@ -274,7 +274,9 @@ def inject_noise(
     Raises
     ------
     ValueError
-        Unknown layer name (the message lists the valid ones) or empty mapping.
+        Unknown layer name (the message lists the valid ones) or empty mapping; and, during a
+        forward pass, a named layer that runs a second time in that pass (noise would be added
+        at every call; e.g. the one ``relu`` that torchvision's ``BasicBlock`` calls twice).
 
     References
     ----------
