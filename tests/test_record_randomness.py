@@ -189,3 +189,36 @@ def test_the_probe_does_not_change_the_recording(stimuli):
     np.testing.assert_array_equal(
         auto["fc3"]["activation"].values, folded["fc3"]["activation"].values
     )
+
+
+def test_one_pass_per_trial_resumes_exactly(stimuli, tmp_path):
+    # the chunk layout of a per-trial recording (one trial of up to batch_size stimuli per
+    # pass) is what a resumed call rebuilds from the store's saved site
+    kw = dict(layers=["fc2"], n_trials=6, batch_size=4, rng=3, progress=False)
+    path = tmp_path / "trial.zarr"
+    model = _make(Gain("batch"))
+    calls = []
+
+    def fail(_m, _i, _o):
+        calls.append(1)
+        if len(calls) > 2 + 6 + 3:  # probes, the first chunk (6 trials), 3 passes of the next
+            raise RuntimeError("boom")
+
+    handle = model.fc2.register_forward_hook(fail)
+    try:
+        with pytest.warns(RuntimeWarning, match="one forward pass per trial"):
+            with pytest.raises(RuntimeError, match="boom"):
+                record_activations(model, stimuli, store=path, **kw)
+    finally:
+        handle.remove()
+    import zarr
+
+    attrs = zarr.open_group(str(path), mode="r").attrs
+    assert (attrs["neurovar_chunks_written"], attrs["neurovar_n_chunks"]) == (1, 2)
+    resumed = record_activations(model, stimuli, store=path, resume=True, **kw)
+    with pytest.warns(RuntimeWarning, match="one forward pass per trial"):
+        full = record_activations(model, stimuli, **kw)
+    assert resumed.attrs["branch_site"] == full.attrs["branch_site"] == "trial"
+    np.testing.assert_array_equal(
+        resumed["fc2"]["activation"].values, full["fc2"]["activation"].values
+    )
