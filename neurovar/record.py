@@ -939,12 +939,16 @@ def record_activations(
         write_path = temp_sibling(store_path)
     state, not_resumable = "", ""
     finished = False
+    moved = False
     try:
         if resume_from is not None:
             _set_root_attrs(store_path, neurovar_writer=_store.writer_mark())
         for m in bn_modes:
             m.eval()
-        model.to(dev)
+        # moved only if some tensor is elsewhere (a walk of every module otherwise)
+        moved = any(t.device != dev for t in (*model.parameters(), *model.buffers()))
+        if moved:
+            model.to(dev)
         noise_streams = reseeded_noise(model, seed) if rng is not None else contextlib.nullcontext()
         with torch.no_grad(), seeded_torch(seed, dev), noise_streams:
             if resume_from is not None:
@@ -1081,7 +1085,7 @@ def record_activations(
         with torch.no_grad():
             for buf, saved in noise_buffers:
                 buf.copy_(saved)
-        if orig_device is not None:
+        if orig_device is not None and moved:
             model.to(orig_device)
     if store_path is not None:
         return load_recording(store_path)
