@@ -181,7 +181,8 @@ def main() -> None:
         "# EOT-PGD: neurovar vs torchattacks.EOTPGD",
         "",
         f"Command: `python benchmarks/bench_eot_pgd.py --threads {args.threads} "
-        f"--repeats {args.repeats} --n {args.n} --seeds {args.seeds}`",
+        f"--repeats {args.repeats} --n {args.n} --seeds {args.seeds}"
+        f"{' --skip-large' if args.skip_large else ''}`",
         "",
         f"Device: {device} ({platform.processor() or platform.machine()}), torch "
         f"{torch.__version__}, torch threads = {args.threads}, torchattacks "
@@ -189,7 +190,7 @@ def main() -> None:
         f"{steps} steps, k = {k} EOT draws; model in train mode (dropout on) for both "
         "libraries (torchattacks: `set_model_training_mode(model_training=True, "
         "dropout_training=True)`). Candidates run round-robin; time = best (min) and median "
-        "over repeats, and the min CPU time of the process (`time.process_time`; on a shared, "
+        "over repeats, and the min and median CPU time of the process (`time.process_time`; on a shared, "
         "oversubscribed machine the CPU time is the estimate to trust, wall times include "
         "waiting for a core). Strength on the adversarial images, mean over "
         f"{args.seeds} attack seeds: robust accuracy (correct in all 10 evaluations, as "
