@@ -107,9 +107,7 @@ def _describe_noise(noise: Any) -> Any:
     return repr(noise)
 
 
-def _stochastic_sites(
-    model: nn.Module, describe: Callable[[Any], Any]
-) -> dict[str, Any]:
+def _stochastic_sites(model: nn.Module, describe: Callable[[Any], Any]) -> dict[str, Any]:
     """``{layer: description}`` of every active stochastic site of ``model``: the noise of its
     active hooks through ``describe`` (a list when a layer has several), else active dropout
     by its ``repr``."""
@@ -339,7 +337,10 @@ def _prefix_randomness(
             if site is None and level == "sample":
                 continue  # folded trials sample it per trial
             where = "for every sample of a batch at once" if level == "batch" else "per sample"
-            return f"{mname!r} ({type(module).__name__}) is in training mode and draws {where}", level
+            return (
+                f"{mname!r} ({type(module).__name__}) is in training mode and draws {where}",
+                level,
+            )
     if len(captured) < 2:
         return None
     where = "the model's output" if site is None else f"the {site[1]} of {site[0]!r}"

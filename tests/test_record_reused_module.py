@@ -48,7 +48,9 @@ def test_noise_injected_into_a_module_called_twice_is_refused(x):
         with pytest.raises(InvalidParameterError) as err:
             model(x)
     message = str(err.value)
-    assert message.startswith("The 'noise' parameter of inject_noise must name layers that run once")
+    assert message.startswith(
+        "The 'noise' parameter of inject_noise must name layers that run once"
+    )
     assert "'relu', called 2 times in one forward pass" in message
     assert "nn.Identity" in message
     assert _no_hooks(model)
@@ -79,10 +81,10 @@ def test_recording_a_module_called_twice_is_refused(x):
 
 def test_branching_at_a_module_called_twice_is_refused(x):
     model = Block().eval()
-    with pytest.raises(InvalidParameterError, match="'branch' parameter.*'relu', which is called 2"):
-        record_activations(
-            model, x, layers=["head"], n_trials=2, branch="relu", progress=False
-        )
+    with pytest.raises(
+        InvalidParameterError, match="'branch' parameter.*'relu', which is called 2"
+    ):
+        record_activations(model, x, layers=["head"], n_trials=2, branch="relu", progress=False)
     # a dropout module used twice is the first stochastic site: trials cannot branch there, and
     # the error says so instead of blaming a skip connection
     model = Block(reuse_dropout=True).train()

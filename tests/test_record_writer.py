@@ -92,9 +92,7 @@ def test_a_store_being_written_is_not_offered_for_resume(tmp_path):
         load_recording(path)
     done = record_activations(_model(0.0), _stimuli(), store=path, resume=True, **KW)
     full = record_activations(_model(0.0), _stimuli(), **KW)
-    np.testing.assert_array_equal(
-        done["1"]["activation"].values, full["1"]["activation"].values
-    )
+    np.testing.assert_array_equal(done["1"]["activation"].values, full["1"]["activation"].values)
     assert "neurovar_writer" not in load_recording(path).attrs
 
 
