@@ -242,9 +242,10 @@ def _differs(a: torch.Tensor, b: torch.Tensor) -> bool:
     return diff > rtol * scale + 1e-12
 
 
-#: The copies of one stimulus in the two probe passes of :func:`_prefix_randomness`: one, then
-#: two (3 samples through the prefix in all: cheap next to a small recording).
-_PROBE_COPIES = (1, 2)
+#: The copies of one stimulus in the two probe passes of :func:`_prefix_randomness` (4 samples
+#: through the prefix in all: cheap next to a recording; two in each pass, as layers that
+#: estimate from the batch in training mode need at least two samples).
+_PROBE_COPIES = (2, 2)
 
 
 def _fork_devices(device: torch.device) -> list[int]:
@@ -267,9 +268,9 @@ def _prefix_randomness(
     the batch (``site=None``: the whole model) randomness drawn once per forward pass (not per
     sample) would be one draw shared by all trials of a batch. Two checks: a module of a known
     random type in training mode runs before the site (stochastic depth, drop path, RReLU,
-    dropout), and two probe passes on one and two copies of one stimulus
+    dropout), and two probe passes on two copies of one stimulus each
     (:data:`_PROBE_COPIES`), compared where trials would branch (the model's output for
-    ``site=None``): copies that differ within the second pass mean per-sample randomness,
+    ``site=None``): copies that differ within a pass mean per-sample randomness,
     passes that differ while the copies agree mean randomness drawn once per pass (e.g. a
     custom module calling ``torch.rand(())``), or per-sample randomness that happened to draw
     alike for the two copies (then one pass per trial is slower than needed, never wrong).
@@ -345,14 +346,12 @@ def _prefix_randomness(
         return None
     where = "the model's output" if site is None else f"the {site[1]} of {site[0]!r}"
     first, second = _tensors(captured[0]), _tensors(captured[1])
-    pairs = [t for t in second if t.ndim and len(t) == _PROBE_COPIES[1]]
+    pairs = [t for t in (*first, *second) if t.ndim and len(t) == 2]
     if any(_differs(t[:1], t[1:]) for t in pairs):
         if site is None:
             return None
         return f"{where} differs between copies of the same stimulus in one pass", "sample"
-    # the one copy of the first pass against the first copy of the second
-    firsts = [b[:1] if b.ndim and len(b) == _PROBE_COPIES[1] else b for b in second]
-    if len(first) != len(second) or any(_differs(a, b) for a, b in zip(first, firsts)):
+    if len(first) != len(second) or any(_differs(a, b) for a, b in zip(first, second)):
         return (
             f"{where} differs between two passes on the same stimulus but not between the "
             "copies of it in one pass: a draw shared by the whole batch",
