@@ -63,7 +63,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> nn.
 
 def timed_interleaved(fns: dict, repeats: int) -> dict:
     """Run the candidates round-robin ``repeats`` times (fair under changing machine load);
-    return name -> (min wall time, median wall time, min CPU time, last output).
+    return name -> (min wall time, median wall time, min CPU time, median CPU time, last
+    output).
 
     The CPU time of this process (``time.process_time``) is what to compare on a shared,
     oversubscribed machine: with one torch thread it counts the work done, not the time spent
@@ -78,7 +79,10 @@ def timed_interleaved(fns: dict, repeats: int) -> dict:
             outs[name] = fn()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    return {n: (min(t), statistics.median(t), min(cpu[n]), outs[n]) for n, t in times.items()}
+    return {
+        n: (min(t), statistics.median(t), min(cpu[n]), statistics.median(cpu[n]), outs[n])
+        for n, t in times.items()
+    }
 
 
 def strength(model: nn.Module, adv: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -138,14 +142,18 @@ def main() -> None:
             return atk(x, y)
 
         def nv(seed=0, model=model, x=x, y=y):
-            return PGD(model, eps=eps, alpha=alpha, steps=steps, eot_samples=k, rng=seed)(x, y)
+            return PGD(
+                model, eps=eps, alpha=alpha, steps=steps, eot_samples=k, rng=seed, progress=False
+            )(x, y)
 
         runs = {"torchattacks EOTPGD": ta, "neurovar PGD": nv}
         timing = x.shape[-1] > 8
         results = timed_interleaved(runs, 3 if timing else args.repeats)
         base = results["torchattacks EOTPGD"][0]
+        base_med = results["torchattacks EOTPGD"][1]
         base_cpu = results["torchattacks EOTPGD"][2]
-        for name, (t_min, t_med, c_min, _adv) in results.items():
+        base_cpu_med = results["torchattacks EOTPGD"][3]
+        for name, (t_min, t_med, c_min, c_med, _adv) in results.items():
             if timing:
                 rob = mean = float("nan")
             else:
@@ -153,14 +161,28 @@ def main() -> None:
                 rob = statistics.mean(v[0] for v in s)
                 mean = statistics.mean(v[1] for v in s)
             rows.append(
-                (case, name, t_min, t_med, base / t_min, c_min, base_cpu / c_min, mean, rob)
+                (
+                    case,
+                    name,
+                    t_min,
+                    t_med,
+                    base / t_min,
+                    base_med / t_med,
+                    c_min,
+                    c_med,
+                    base_cpu / c_min,
+                    base_cpu_med / c_med,
+                    mean,
+                    rob,
+                )
             )
             print(rows[-1], flush=True)
     lines = [
         "# EOT-PGD: neurovar vs torchattacks.EOTPGD",
         "",
         f"Command: `python benchmarks/bench_eot_pgd.py --threads {args.threads} "
-        f"--repeats {args.repeats} --n {args.n} --seeds {args.seeds}`",
+        f"--repeats {args.repeats} --n {args.n} --seeds {args.seeds}"
+        f"{' --skip-large' if args.skip_large else ''}`",
         "",
         f"Device: {device} ({platform.processor() or platform.machine()}), torch "
         f"{torch.__version__}, torch threads = {args.threads}, torchattacks "
@@ -168,21 +190,21 @@ def main() -> None:
         f"{steps} steps, k = {k} EOT draws; model in train mode (dropout on) for both "
         "libraries (torchattacks: `set_model_training_mode(model_training=True, "
         "dropout_training=True)`). Candidates run round-robin; time = best (min) and median "
-        "over repeats, and the min CPU time of the process (`time.process_time`; on a shared, "
+        "over repeats, and the min and median CPU time of the process (`time.process_time`; on a shared, "
         "oversubscribed machine the CPU time is the estimate to trust, wall times include "
         "waiting for a core). Strength on the adversarial images, mean over "
         f"{args.seeds} attack seeds: robust accuracy (correct in all 10 evaluations, as "
         "`evaluate_robustness` counts; lower = stronger attack) and mean accuracy over the 10 "
         "evaluations. The untrained 32x32 CNN is timing only.",
         "",
-        "| model | attack | min wall (s) | median wall (s) | speed (wall) | min CPU (s) |"
-        " speed (CPU) | mean acc | robust acc |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | attack | min wall (s) | median wall (s) | speed (min / median wall) "
+        "| min CPU (s) | median CPU (s) | speed (min / median CPU) | mean acc | robust acc |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for case, name, t, tm, speed, c, cspeed, macc, wacc in rows:
+    for case, name, t, tm, speed, speed_med, c, cm, cspeed, cspeed_med, macc, wacc in rows:
         lines.append(
-            f"| {case} | {name} | {t:.3f} | {tm:.3f} | {speed:.2f}x | {c:.3f} | {cspeed:.2f}x "
-            f"| {macc:.3f} | {wacc:.3f} |"
+            f"| {case} | {name} | {t:.3f} | {tm:.3f} | {speed:.2f}x / {speed_med:.2f}x "
+            f"| {c:.3f} | {cm:.3f} | {cspeed:.2f}x / {cspeed_med:.2f}x | {macc:.3f} | {wacc:.3f} |"
         )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + "\n"

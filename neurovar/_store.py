@@ -21,8 +21,12 @@ then says why instead. This module imports only the bottom floor.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import io
+import json
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +36,16 @@ from torch import nn
 
 from ._torch import noise_modules
 
-__all__ = ["digest", "snapshot", "restore", "site_text", "parse_site"]
+__all__ = [
+    "digest",
+    "snapshot",
+    "restore",
+    "site_text",
+    "parse_site",
+    "writer_mark",
+    "now_text",
+    "live_writer",
+]
 
 _SAFE_SCALARS = (type(None), bool, int, float, str)
 
@@ -73,8 +86,16 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+#: The "site" of a recording that runs one forward pass per trial (randomness drawn once per
+#: pass, which trials folded into one batch would share).
+PER_TRIAL = ("", "trial")
+
+
 def site_text(site: tuple[str, str] | None) -> str:
-    """``"input"`` or ``"layer:kind"`` (the format of the ``branch_site`` attr)."""
+    """``"input"``, ``"trial"`` (:data:`PER_TRIAL`) or ``"layer:kind"`` (the format of the
+    ``branch_site`` attr)."""
+    if site == PER_TRIAL:
+        return "trial"
     return "input" if site is None else f"{site[0]}:{site[1]}"
 
 
@@ -82,6 +103,8 @@ def parse_site(text: str) -> tuple[str, str] | None:
     """Inverse of :func:`site_text`."""
     if text == "input":
         return None
+    if text == "trial":
+        return PER_TRIAL
     name, kind = text.rsplit(":", 1)
     return name, kind
 
@@ -195,3 +218,74 @@ def restore(payload: Mapping[str, Any], model: nn.Module, device: torch.device) 
             for name, buf in module.named_buffers():
                 if name in saved["buffers"]:
                     buf.copy_(saved["buffers"][name])
+
+
+# ------------------------------------------------------------------ the writing process
+def now_text() -> str:
+    """The current UTC time, ISO 8601 to the second (the heartbeat of a store)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first), or [] where there
+    is no such file (not Linux, or no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started, as the kernel counts it (field 22 of /proc/PID/stat), or
+    "" where that cannot be read; tells a live writer from a later process with its pid."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def writer_mark() -> str:
+    """JSON naming this process as the writer of a store: pid, host, start of the process,
+    and when the writing started (the ``neurovar_writer`` root attr)."""
+    pid = os.getpid()
+    return json.dumps(
+        {
+            "pid": pid,
+            "host": socket.gethostname(),
+            "process_start": _process_start(pid),
+            "started": now_text(),
+        }
+    )
+
+
+def live_writer(attrs: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """The process writing a store, if one may still be: ``(description, certain)``.
+
+    ``certain`` is True when the writer is a live process of this host (its pid runs and
+    started when the writer did), False when it is on another host (it cannot be checked).
+    None when no writer is recorded or it is a process of this host that no longer runs.
+    """
+    try:
+        mark = json.loads(str(attrs.get("neurovar_writer", "")))
+        pid, host = int(mark["pid"]), str(mark["host"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    started = str(mark.get("started", "?"))
+    beat = str(attrs.get("neurovar_heartbeat", "") or started)
+    if host != socket.gethostname():
+        return (
+            f"process {pid} on host {host!r} since {started} (last chunk written at {beat})",
+            False,
+        )
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it runs, as another user
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return None  # killed, not yet reaped by its parent
+    recorded_start = str(mark.get("process_start", ""))
+    if recorded_start and len(fields) > 19 and fields[19] != recorded_start:
+        return None  # the pid now belongs to a later process
+    return f"process {pid} on this host since {started} (last chunk written at {beat})", True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -106,9 +107,7 @@ def _describe_noise(noise: Any) -> Any:
     return repr(noise)
 
 
-def _stochastic_sites(
-    model: nn.Module, describe: Callable[[Any], Any]
-) -> dict[str, Any]:
+def _stochastic_sites(model: nn.Module, describe: Callable[[Any], Any]) -> dict[str, Any]:
     """``{layer: description}`` of every active stochastic site of ``model``: the noise of its
     active hooks through ``describe`` (a list when a layer has several), else active dropout
     by its ``repr``."""
@@ -139,7 +138,9 @@ class _ProbeStop(Exception):
 def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] | None:
     """First stochastic site of ``model`` in execution order, found by one probe forward pass.
 
-    The probe stops at the first stochastic module, before it runs, so it draws no noise.
+    The probe stops at the first stochastic module, before it runs, so it draws no noise; it
+    runs in a fork of torch's RNG, so layers neurovar does not know to be random leave the
+    caller's generator where it was.
 
     Stochastic sites are modules carrying a noise hook from :func:`neurovar.noise.inject_noise`
     (noise enters at the module's output) and dropout modules in training mode (noise enters
@@ -171,8 +172,12 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
             )
     if not handles:
         return None
+    device = example.device
+    devices = _fork_devices(device)
     try:
-        with torch.no_grad():
+        # in a fork of torch's RNG: randomness neurovar does not know of (a custom layer calling
+        # torch.rand before the site) draws in the probe without shifting the recording's draws
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
             model(example)
     except _ProbeStop:
         pass
@@ -185,6 +190,205 @@ def find_noise_site(model: nn.Module, example: torch.Tensor) -> tuple[str, str] 
     kind = _stochastic_kind(dict(model.named_modules())[first])
     assert kind is not None  # internal invariant: only stochastic modules were hooked
     return first, kind
+
+
+#: Class names of stochastic-depth / drop-path layers of other libraries (torchvision's
+#: ``StochasticDepth``, timm's ``DropPath``, ``DropBlock2d``): random in training mode.
+_DROP_PATH_NAMES = ("StochasticDepth", "DropPath", "DropBlock2d", "DropBlock3d")
+
+
+def _known_random(module: nn.Module) -> bool:
+    """Whether ``module`` is a layer known to draw randomness in training mode (dropout,
+    stochastic depth / drop path, RReLU) and is in training mode with a drop rate above 0."""
+    if not module.training:
+        return False
+    if isinstance(module, _DROPOUT_TYPES):
+        return module.p > 0
+    if isinstance(module, nn.RReLU):
+        return module.lower != module.upper
+    if type(module).__name__ in _DROP_PATH_NAMES:
+        rate = getattr(module, "p", getattr(module, "drop_prob", getattr(module, "drop_rate", 1)))
+        try:
+            return float(rate) > 0
+        except (TypeError, ValueError):
+            return True
+    return False
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in _tensors(item)]
+    if isinstance(obj, Mapping):
+        return [t for item in obj.values() for t in _tensors(item)]
+    return []
+
+
+def _differs(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` differ by more than float round-off (non-deterministic GPU kernels, or
+    kernels for another batch size, differ in the last bits; a random mask or noise differs at
+    the scale of the values)."""
+    if a.shape != b.shape:
+        return True
+    if not a.is_floating_point():
+        return not torch.equal(a, b)
+    if not a.numel():
+        return False
+    scale = float(torch.nan_to_num(a.detach().abs()).max())
+    diff = float(torch.nan_to_num((a.detach() - b.detach()).abs(), nan=float("inf")).max())
+    # kernels of other batch sizes round differently: a few dozen ulps of the dtype
+    rtol = max(1e-4, 50 * torch.finfo(a.dtype).eps)
+    return diff > rtol * scale + 1e-12
+
+
+#: The copies of one stimulus in the two probe passes of :func:`_prefix_randomness` (4 samples
+#: through the prefix in all: cheap next to a recording; two in each pass, as layers that
+#: estimate from the batch in training mode need at least two samples).
+_PROBE_COPIES = (2, 2)
+
+
+def _fork_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose generators :func:`torch.random.fork_rng` must fork for ``device``."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _prefix_randomness(
+    model: nn.Module,
+    example: torch.Tensor,
+    site: tuple[str, str] | None,
+    device: torch.device,
+) -> tuple[str, str] | None:
+    """Randomness neurovar does not track in the part of ``model`` that trials share.
+
+    With trials branched at ``site`` the layers before it run once per stimulus, so their
+    randomness would be one draw shared by all trials of a stimulus; with trials folded into
+    the batch (``site=None``: the whole model) randomness drawn once per forward pass (not per
+    sample) would be one draw shared by all trials of a batch. Two checks: a module of a known
+    random type in training mode runs before the site (stochastic depth, drop path, RReLU,
+    dropout), and two probe passes on two copies of one stimulus each
+    (:data:`_PROBE_COPIES`), compared where trials would branch (the model's output for
+    ``site=None``): copies that differ within a pass mean per-sample randomness,
+    passes that differ while the copies agree mean randomness drawn once per pass (e.g. a
+    custom module calling ``torch.rand(())``), or per-sample randomness that happened to draw
+    alike for the two copies (then one pass per trial is slower than needed, never wrong).
+
+    The probe passes run in a fork of torch's RNG and the noise modules' streams and buffers
+    are restored afterwards, so the recording's draws do not depend on them.
+
+    Returns
+    -------
+    (why, level) or None
+        ``why`` is a clause for a warning; ``level`` is ``"sample"`` (per-sample draws: folding
+        trials at the input samples them) or ``"batch"`` (one draw per forward pass: only one
+        trial per pass samples them).
+    """
+    modules = dict(model.named_modules())
+    target = modules[site[0]] if site is not None else None
+    ran: list[str] = []
+    captured: list[Any] = []
+    handles = []
+
+    def seen(_m: nn.Module, _i: Any, name: str) -> None:
+        if not captured:  # the modules of the first pass, up to the site
+            ran.append(name)
+
+    def stop_input(_m: nn.Module, inputs: Any) -> None:
+        captured.append(inputs)
+        raise _ProbeStop
+
+    def stop_output(_m: nn.Module, _i: Any, out: Any) -> None:
+        captured.append(out)
+        raise _ProbeStop
+
+    noise = noise_modules(model)
+    saved = [(m.get_rng_state(), [(b, b.detach().clone()) for b in m.buffers()]) for m in noise]
+    devices = _fork_devices(device)
+    try:
+        for mname, module in modules.items():
+            if mname and module is not target:
+                handles.append(
+                    module.register_forward_pre_hook(lambda m, i, n=mname: seen(m, i, n))
+                )
+        if site is not None and site[1] == "input":
+            handles.append(target.register_forward_pre_hook(stop_input, prepend=True))
+        elif site is not None:  # before the noise hook: the site's own output, no noise drawn
+            handles.append(target.register_forward_hook(stop_output, prepend=True))
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
+            for copies in _PROBE_COPIES:
+                try:
+                    out = model(example.expand(copies, *example.shape[1:]).contiguous())
+                except _ProbeStop:
+                    continue
+                captured.append(out)  # site None: the model's output
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for m, (state, buffers) in zip(noise, saved):
+                m.set_rng_state(state)
+                for buf, value in buffers:
+                    buf.copy_(value)
+    for mname in dict.fromkeys(ran):
+        module = modules[mname]
+        if _known_random(module):
+            level = "batch" if getattr(module, "mode", "row") == "batch" else "sample"
+            if site is None and level == "sample":
+                continue  # folded trials sample it per trial
+            where = "for every sample of a batch at once" if level == "batch" else "per sample"
+            return (
+                f"{mname!r} ({type(module).__name__}) is in training mode and draws {where}",
+                level,
+            )
+    if len(captured) < 2:
+        return None
+    where = "the model's output" if site is None else f"the {site[1]} of {site[0]!r}"
+    first, second = _tensors(captured[0]), _tensors(captured[1])
+    pairs = [t for t in (*first, *second) if t.ndim and len(t) == 2]
+    if any(_differs(t[:1], t[1:]) for t in pairs):
+        if site is None:
+            return None
+        return f"{where} differs between copies of the same stimulus in one pass", "sample"
+    if len(first) != len(second) or any(_differs(a, b) for a, b in zip(first, second)):
+        return (
+            f"{where} differs between two passes on the same stimulus but not between the "
+            "copies of it in one pass: a draw shared by the whole batch",
+            "batch",
+        )
+    return None
+
+
+def _untracked_randomness(
+    model: nn.Module, example: torch.Tensor, site: tuple[str, str] | None, device: torch.device
+) -> tuple[str, str] | None:
+    """The branch site to record with, once :func:`_prefix_randomness` has looked for
+    randomness neurovar does not track: ``site`` itself, or (with a warning saying why) None
+    (fold trials at the input) or :data:`neurovar._store.PER_TRIAL` (one pass per trial)."""
+    found = _prefix_randomness(model, example, site, device)
+    if found is None:
+        return site
+    why, level = found
+    if level == "batch":
+        warnings.warn(
+            f"The model draws randomness once per forward pass, not per sample ({why}): "
+            "trials folded into one batch would share that draw. Recording one forward pass "
+            "per trial instead (every layer runs once per trial, one trial at a time).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _store.PER_TRIAL
+    assert site is not None  # internal invariant: per-sample draws are only reported before a site
+    warnings.warn(
+        f"The layers before the branch site {site[0]!r} are random in a way neurovar does not "
+        f"track ({why}): branching trials there would give all trials of a stimulus one shared "
+        "draw of that randomness. Falling back to folding trials at the input (every layer "
+        "runs once per trial).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def _to_tensor(stimuli: Any) -> torch.Tensor:
@@ -212,7 +416,27 @@ def _to_tensor(stimuli: Any) -> torch.Tensor:
         raise param_error(
             "stimuli", _OWNER, "a real-valued tensor", f"dtype {stimuli.dtype}", raw=True
         )
-    return stimuli if stimuli.is_floating_point() else stimuli.float()
+    stimuli = stimuli if stimuli.is_floating_point() else stimuli.float()
+    _check_finite(stimuli, "")
+    return stimuli
+
+
+def _check_finite(stimuli: torch.Tensor, precision: str) -> None:
+    """Refuse NaN or infinite stimuli (they would record as NaN activations, the value of an
+    unwritten chunk); ``precision`` names the dtype they were cast to, if any."""
+    finite = torch.isfinite(stimuli)
+    if bool(finite.all()):
+        return
+    n_nan = int(torch.isnan(stimuli).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    first = int((~finite).flatten(1).any(dim=1).nonzero()[0, 0])
+    raise param_error(
+        "stimuli",
+        _OWNER,
+        "finite (no NaN or infinite values)" + precision,
+        f"{n_nan} NaN and {n_inf} infinite values (the first in stimulus {first})",
+        raw=True,
+    )
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -225,14 +449,51 @@ def _model_dtype(model: nn.Module) -> torch.dtype | None:
 class _Recorder:
     """Registers capture hooks, an optional trial-branching hook, and restores everything."""
 
-    def __init__(self, model: nn.Module, layers: list[str]) -> None:
+    def __init__(
+        self, model: nn.Module, layers: list[str], modules: Mapping[str, nn.Module] | None = None
+    ) -> None:
         self.model = model
         self.layers = layers
+        self.modules = dict(model.named_modules()) if modules is None else modules
         self.outputs: dict[str, torch.Tensor] = {}
         self.handles: list[Any] = []
+        self.calls: dict[str, int] = {}  # calls of each watched module in this forward pass
+
+    def watch(self, name: str) -> None:
+        """Count the calls of module ``name`` (one that trials branch at)."""
+        module = self.modules[name]
+
+        def count(_m, _inp, name=name):
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+        self.handles.append(module.register_forward_pre_hook(count))
+
+    def check_once(self, site_param: Mapping[str, str]) -> None:
+        """Refuse a recorded or branched module that ran more than once in the forward pass
+        (its recorded output would be its last call's; a branch would expand twice).
+        ``site_param`` maps a branch site that is not recorded to the parameter to blame."""
+        for name, n in self.calls.items():
+            if n > 1:
+                param = site_param.get(name, "layers")
+                raise param_error(
+                    param,
+                    _OWNER,
+                    "layers that run once per forward pass"
+                    if param == "layers"
+                    else "a model whose branch site (the first noise site) runs once per "
+                    "forward pass"
+                    if param == "model"
+                    else "a layer that runs once per forward pass",
+                    f"layer {name!r}, which is called {n} times per forward pass",
+                    raw=True,
+                    hint="A module called more than once (torchvision's BasicBlock calls one "
+                    "`relu` twice) records only its last call, and trials branched or noise "
+                    "injected there apply at every call. Pick a module that runs once, e.g. "
+                    "give each call its own module (an nn.Identity after it), or another layer.",
+                )
 
     def capture(self) -> None:
-        modules = dict(self.model.named_modules())
+        modules = self.modules
         for name in self.layers:
 
             def hook(_m, _inp, out, name=name):
@@ -242,11 +503,12 @@ class _Recorder:
                         "submodule that returns a tensor."
                     )
                 self.outputs[name] = out.detach()
+                self.calls[name] = self.calls.get(name, 0) + 1
 
             self.handles.append(modules[name].register_forward_hook(hook))
 
     def branch(self, site: str, kind: str, n_trials: int) -> None:
-        module = dict(self.model.named_modules())[site]
+        module = self.modules[site]
         if kind == "output":
 
             def expand_output(_m, _inp, out):
@@ -276,19 +538,33 @@ def _forward_trials(
     layers: list[str],
     n_trials: int,
     site: tuple[str, str] | None,
+    watch: tuple[str, str] | None = None,
+    site_param: str = "model",
+    modules: Mapping[str, nn.Module] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
     """One forward pass of ``len(x)`` stimuli x ``n_trials``.
 
-    Returns ``(trial, stimulus, unit)`` tensors and each layer's per-sample output shape.
+    Returns ``(trial, stimulus, unit)`` tensors and each layer's per-sample output shape. A
+    recorded layer, the branch site, or ``watch`` (a site whose branch failed) that runs more
+    than once in the pass is an error.
     """
-    rec = _Recorder(model, layers)
+    if site == _store.PER_TRIAL:  # one pass per trial: randomness drawn once per pass
+        passes = [
+            _forward_trials(model, x, layers, 1, None, modules=modules) for _ in range(n_trials)
+        ]
+        shapes = passes[0][1]
+        return {name: torch.cat([p[0][name] for p in passes]) for name in layers}, shapes
+    rec = _Recorder(model, layers, modules)
     b = len(x)
+    watched = site or watch
     try:
         if site is None:
             inp = x.repeat_interleave(n_trials, dim=0)
         else:
             rec.branch(site[0], site[1], n_trials)
             inp = x
+        if watched is not None and watched[0] not in layers:
+            rec.watch(watched[0])
         rec.capture()
         out = model(inp)
         if isinstance(out, torch.Tensor) and out.shape[0] != b * n_trials:
@@ -297,6 +573,9 @@ def _forward_trials(
             )
     finally:
         rec.remove()
+    rec.check_once(
+        {watched[0]: site_param} if watched is not None and watched[0] not in layers else {}
+    )
     result, shapes = {}, {}
     for name in layers:
         shapes[name] = tuple(rec.outputs[name].shape[1:])
@@ -391,6 +670,14 @@ def record_activations(
     warning. Without any detectable stochastic site trials are folded at the input, so hidden
     stochasticity is still sampled.
 
+    Randomness neurovar does not track is not erased: before branching, two probe passes on
+    copies of one stimulus (in a fork of the RNG) look for it where the trials would branch,
+    and a layer of a known random type in training mode before the site (stochastic depth,
+    drop path, RReLU) counts too. Per-sample randomness before the site falls back to folding
+    trials at the input; randomness drawn once per forward pass (e.g. ``StochasticDepth(...,
+    mode="batch")``), which folded trials would share, runs one forward pass per trial
+    (``branch_site="trial"``); both with a warning saying why.
+
     Parameters
     ----------
     model
@@ -401,9 +688,11 @@ def record_activations(
     stimuli
         Inputs of shape ``(n_stimuli, ...)``, e.g. ``(N, C, H, W)`` images; cast to the dtype of
         the model's parameters (float64 or float16 stimuli run a float32 model in float32).
+        NaN or infinite values (also after that cast) are an error.
     layers
         Dotted module names (``model.named_modules()``); an unknown name is an error listing the
-        valid names.
+        valid names, and so is a module that runs more than once per forward pass (e.g. the one
+        ``relu`` that torchvision's ``BasicBlock`` calls twice).
     n_trials
         Repeats per stimulus (>= 1).
     labels
@@ -451,7 +740,9 @@ def record_activations(
         nothing recomputed; a store started by a different call is an error naming what
         differs, and nothing on disk is changed. A store whose noise module draws from a
         caller's :class:`torch.Generator` (with ``rng=None``) or is frozen cannot be resumed
-        exactly and is refused. Without an existing store, ``resume=True`` records as usual.
+        exactly and is refused, and so is a store that another live process is still writing
+        (see :func:`load_recording`). Without an existing store, ``resume=True`` records as
+        usual.
     model_id
         Identifier stored in attrs (a str; default: the model's class name).
     progress
@@ -495,6 +786,7 @@ def record_activations(
     dtype = _model_dtype(model)
     if dtype is not None and x_all.dtype != dtype:
         x_all = x_all.to(dtype)  # float64/float16 stimuli run in the model's precision
+        _check_finite(x_all, f" in the model's precision ({dtype}, after the cast)")
     n_stim = len(x_all)
     stim_coords: dict[str, np.ndarray] = {"stimulus_id": np.arange(n_stim)}
     if labels is not None:
@@ -546,9 +838,16 @@ def record_activations(
                 str(store),
                 hint="Use save_recording(tree, 'file.nc') for netCDF.",
             )
+        old = _root_attrs(store_path) if store_path.exists() else None
         if store_path.exists() and not overwrite and not resume:
-            old = _root_attrs(store_path)
             unfinished = old is not None and not int(old.get("neurovar_complete", 1))
+            writer = _store.live_writer(old) if unfinished else None
+            if writer is not None and writer[1]:
+                raise FileExistsError(
+                    f"The 'store' path {str(store_path)!r} already exists and is being "
+                    f"written by {writer[0]}; wait for it to finish, or choose another path. "
+                    "Nothing was written."
+                )
             raise FileExistsError(
                 f"The 'store' path {str(store_path)!r} already exists"
                 + (
@@ -559,6 +858,7 @@ def record_activations(
                 )
                 + "overwrite=True to replace it or choose another path. Nothing was written."
             )
+        _writer_error(old, store_path, "resume" if resume else "overwrite")
     # a lower bound of the result's size (one unit per layer) refuses n_trials=10**9 at once
     if store_path is None:
         check_memory(
@@ -610,6 +910,7 @@ def record_activations(
             return load_recording(store_path)  # the same call, already finished
         resume_from = _resume_snapshot(previous, store_path)
         start = int(previous["neurovar_chunks_written"])
+    site_param = "model" if branch == "auto" else "branch"  # who chose the branch site
     bn_modes = {m: m.training for m in model.modules() if isinstance(m, _BATCHNORM_TYPES)}
     _warn_relative_noise_in_training(model, stim_chunk)
     # running estimates of noise modules (e.g. relative_scale) must not learn from trial copies:
@@ -627,7 +928,7 @@ def record_activations(
     initial = {id(buf): saved for buf, saved in noise_buffers}  # what a snapshot may skip
     param = next(iter(model.parameters()), None)
     orig_device = param.device if param is not None else None
-    results: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    full: dict[str, torch.Tensor] = {}  # the in-memory result, (trial, stimulus, unit)
     shapes: dict[str, tuple[int, ...]] = {}
     site: tuple[str, str] | None = None
     attrs: dict[str, Any] = {}
@@ -638,10 +939,16 @@ def record_activations(
         write_path = temp_sibling(store_path)
     state, not_resumable = "", ""
     finished = False
+    moved = False
     try:
+        if resume_from is not None:
+            _set_root_attrs(store_path, neurovar_writer=_store.writer_mark())
         for m in bn_modes:
             m.eval()
-        model.to(dev)
+        # moved only if some tensor is elsewhere (a walk of every module otherwise)
+        moved = any(t.device != dev for t in (*model.parameters(), *model.buffers()))
+        if moved:
+            model.to(dev)
         noise_streams = reseeded_noise(model, seed) if rng is not None else contextlib.nullcontext()
         with torch.no_grad(), seeded_torch(seed, dev), noise_streams:
             if resume_from is not None:
@@ -653,6 +960,11 @@ def record_activations(
                 site = find_noise_site(model, x_all[:1].to(dev))
             elif branch != "input":
                 site = (branch, "output")
+            if resume_from is None:
+                site = _untracked_randomness(model, x_all[:1].to(dev), site, dev)
+            if site == _store.PER_TRIAL:  # one trial of up to batch_size stimuli per pass
+                trial_chunk, stim_chunk = 1, batch_size
+                n_chunks = -(-n_stim // stim_chunk)
             if write_path is not None:
                 state, not_resumable = _store.snapshot(model, dev, site, start, initial)
             pbar = tqdm(
@@ -663,6 +975,7 @@ def record_activations(
                 disable=not progress,
                 leave=False,
             )
+            modules = dict(model.named_modules())
             for ci in range(start, n_chunks):
                 a, b = ci * stim_chunk, min(n_stim, (ci + 1) * stim_chunk)
                 x = x_all[a:b].to(dev)
@@ -670,13 +983,24 @@ def record_activations(
                 for t0 in range(0, n_trials, trial_chunk):
                     nt = min(trial_chunk, n_trials - t0)
                     try:
-                        out, shapes = _forward_trials(model, x, layers, nt, site)
+                        out, shapes = _forward_trials(
+                            model, x, layers, nt, site, site_param=site_param, modules=modules
+                        )
                     except RuntimeError as err:
-                        if site is None:
+                        if site is None or site == _store.PER_TRIAL:
                             raise
                         # the unbranched model either works (the branch broke it: warn and
                         # keep folding at the input) or raises its own, genuine error
-                        out, shapes = _forward_trials(model, x, layers, nt, None)
+                        out, shapes = _forward_trials(
+                            model,
+                            x,
+                            layers,
+                            nt,
+                            None,
+                            watch=site,
+                            site_param=site_param,
+                            modules=modules,
+                        )
                         warnings.warn(
                             f"Branching trials at {site[0]!r} ({site[1]}) failed ({err}); a skip "
                             "connection probably jumps over it. Falling back to folding trials at "
@@ -687,16 +1011,30 @@ def record_activations(
                         site = None
                     if ci == 0 and t0 == 0:
                         _check_size(out, n_trials, n_stim, write_path)
+                        if write_path is None:  # the result, filled in place: one copy
+                            full = {
+                                name: torch.empty(
+                                    (n_trials, n_stim, out[name].shape[2]), dtype=torch.float32
+                                )
+                                for name in layers
+                            }
                     for name in layers:
-                        parts[name].append(out[name].float().cpu())
-                chunk = {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
+                        if write_path is None:
+                            full[name][t0 : t0 + nt, a:b].copy_(out[name])
+                        else:
+                            parts[name].append(out[name].float().cpu())
+                chunk = (
+                    {name: torch.cat(parts[name], dim=0).numpy() for name in layers}
+                    if write_path is not None
+                    else {}
+                )
                 if ci == 0:
                     attrs = {
                         "model": model_id or type(model).__name__,
                         "noise_config": json.dumps(noise_config(model), sort_keys=True),
                         "seed": seed,
                         "n_trials": n_trials,
-                        "branch_site": "input" if site is None else f"{site[0]}:{site[1]}",
+                        "branch_site": _store.site_text(site),
                         "neurovar_version": __version__,
                         "torch_version": str(torch.__version__),
                     }
@@ -730,9 +1068,6 @@ def record_activations(
                     if not not_resumable:
                         state, not_resumable = _store.snapshot(model, dev, site, ci + 1, initial)
                     _write_region(write_path, chunk, a, b, ci + 1, state, not_resumable)
-                else:
-                    for name in layers:
-                        results[name].append(chunk[name])
                 pbar.update(b - a)
             pbar.close()
         if write_path is not None:
@@ -743,18 +1078,20 @@ def record_activations(
     finally:
         if not finished and write_path is not None and write_path != store_path:
             remove_path(write_path)  # the old store stays as it was
+        elif not finished and write_path is not None:
+            _release_writer(write_path)  # interrupted, not being written: resumable
         for m, mode in bn_modes.items():
             m.train(mode)
         with torch.no_grad():
             for buf, saved in noise_buffers:
                 buf.copy_(saved)
-        if orig_device is not None:
+        if orig_device is not None and moved:
             model.to(orig_device)
     if store_path is not None:
         return load_recording(store_path)
     children = {}
     for name in layers:
-        data = np.concatenate(results[name], axis=1)
+        data = full[name].numpy()
         children[name] = _index_units(
             _layer_dataset(name, data, shapes[name], n_trials, stim_coords, attrs)
         )
@@ -794,8 +1131,9 @@ def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
 #: stimuli are on disk; ``complete`` is set to 1 last. ``fingerprint`` (JSON) identifies the
 #: call that started the store, ``resume_state`` holds the random states after the chunks
 #: written (updated together with ``chunks_written``, in one write), ``not_resumable`` says why
-#: a store cannot be resumed exactly ("" when it can); see :mod:`neurovar._store`. They are
-#: removed on loading.
+#: a store cannot be resumed exactly ("" when it can); see :mod:`neurovar._store`. ``writer``
+#: (JSON: pid, host, start) names the process writing the store ("" once it finished or
+#: failed) and ``heartbeat`` the time of its last chunk. They are removed on loading.
 _PROGRESS_ATTRS = (
     "neurovar_complete",
     "neurovar_chunks_written",
@@ -804,6 +1142,8 @@ _PROGRESS_ATTRS = (
     "neurovar_fingerprint",
     "neurovar_resume_state",
     "neurovar_not_resumable",
+    "neurovar_writer",
+    "neurovar_heartbeat",
 )
 
 #: What each fingerprint component of a store means, for the error of a refused resume.
@@ -1041,6 +1381,8 @@ def _init_store(
         neurovar_fingerprint=json.dumps(dict(fingerprint), sort_keys=True),
         neurovar_resume_state=state,
         neurovar_not_resumable=not_resumable,
+        neurovar_writer=_store.writer_mark(),
+        neurovar_heartbeat=_store.now_text(),
     )
     xr.Dataset(attrs=root_attrs).to_zarr(path, mode="w-", consolidated=False)
     for name, ds in datasets.items():
@@ -1072,11 +1414,52 @@ def _write_region(
         neurovar_chunks_written=n_done,
         neurovar_resume_state=state,
         neurovar_not_resumable=not_resumable,
+        neurovar_heartbeat=_store.now_text(),
     )
 
 
 def _mark_complete(path: Path) -> None:
-    _set_root_attrs(path, neurovar_complete=1, neurovar_resume_state="")
+    # no writer and no time left behind: a finished store does not depend on when or by whom
+    _set_root_attrs(
+        path,
+        neurovar_complete=1,
+        neurovar_resume_state="",
+        neurovar_writer="",
+        neurovar_heartbeat="",
+    )
+
+
+def _release_writer(path: Path) -> None:
+    """After a failed recording: this process no longer writes the store at ``path`` (if it
+    is there and names this process as its writer), so it reads as interrupted, resumable."""
+    attrs = _root_attrs(path)
+    if attrs is None:
+        return
+    try:
+        mark = json.loads(str(attrs.get("neurovar_writer", "")))
+    except ValueError:
+        return
+    if isinstance(mark, dict) and mark.get("pid") == os.getpid():
+        with contextlib.suppress(Exception):  # never mask the recording's own error
+            _set_root_attrs(path, neurovar_writer="")
+
+
+def _writer_error(attrs: Mapping[str, Any] | None, path: Path, flag: str) -> None:
+    """Refuse ``flag`` (resume or overwrite) while another process is writing the store."""
+    if attrs is None or int(attrs.get("neurovar_complete", 1)):
+        return
+    writer = _store.live_writer(attrs)
+    if writer is None or not writer[1]:
+        return
+    raise param_error(
+        flag,
+        _OWNER,
+        "True only for a store that no process is writing",
+        f"{flag}=True for {str(path)!r}, which is being written by {writer[0]}",
+        raw=True,
+        hint="Nothing on disk was changed; wait for that process to finish (a second writer "
+        "would interleave its chunks with the first's), or stop it first.",
+    )
 
 
 _NETCDF_SCALARS = (str, bytes, int, float, np.integer, np.floating)
@@ -1178,6 +1561,12 @@ def load_recording(
     many stimuli are missing, because its unwritten stimuli read as NaN, which is also what
     legitimate trial padding looks like. ``allow_incomplete=True`` opens it anyway with a
     :class:`RuntimeWarning`, keeping only the stimuli that were written.
+
+    While a recording writes a store, the store names its writer (pid, host, when it started)
+    and the time of its last chunk; a store that a live process of this host is still writing
+    is reported as such ("being written by process N ... since ..."), not as interrupted, and
+    ``record_activations(..., resume=True)`` (or ``overwrite=True``) refuses it until that
+    process ends. A writer on another host cannot be checked: the message names it.
     """
     owner = "load_recording"
     allow_incomplete = check_bool(allow_incomplete, name="allow_incomplete", owner=owner)
@@ -1206,6 +1595,7 @@ def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr
     written = int(attrs.get("neurovar_chunks_written", n_chunks))
     per_chunk = int(attrs.get("neurovar_chunk_stimuli", 1))
     reason = str(attrs.get("neurovar_not_resumable", ""))
+    writer = None if complete else _store.live_writer(attrs)
     for key in _PROGRESS_ATTRS:
         attrs.pop(key, None)
     tree.attrs = attrs
@@ -1220,12 +1610,26 @@ def _check_complete(tree: xr.DataTree, path: Path, allow_incomplete: bool) -> xr
         else "record_activations(..., store=path, resume=True) with the same arguments "
         "finishes it exactly"
     )
-    message = (
-        f"The recording store {str(path)!r} is incomplete: {n_stim - n_ok} of {n_stim} stimuli "
-        f"({n_chunks - written} of {n_chunks} chunks) were never written, because the recording "
-        f"was interrupted. {finish}; or pass allow_incomplete=True to open the "
-        f"{n_ok} stimuli that were written."
-    )
+    if writer is not None and writer[1]:
+        message = (
+            f"The recording store {str(path)!r} is incomplete: it is being written by "
+            f"{writer[0]}, and {n_ok} of {n_stim} stimuli ({written} of {n_chunks} chunks) are "
+            "written so far. Wait for that process to finish, or pass allow_incomplete=True to "
+            f"open the {n_ok} stimuli written so far."
+        )
+    else:
+        unsure = (
+            f" It was being written by {writer[0]}, which cannot be checked from this host: if "
+            "that process still runs, wait for it instead of resuming."
+            if writer is not None
+            else ""
+        )
+        message = (
+            f"The recording store {str(path)!r} is incomplete: {n_stim - n_ok} of {n_stim} "
+            f"stimuli ({n_chunks - written} of {n_chunks} chunks) were never written, because "
+            f"the recording was interrupted. {finish}; or pass allow_incomplete=True to open "
+            f"the {n_ok} stimuli that were written.{unsure}"
+        )
     if not allow_incomplete:
         raise IncompleteRecordingError(message)
     warnings.warn(message + " Only those are returned.", RuntimeWarning, stacklevel=3)

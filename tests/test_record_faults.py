@@ -69,7 +69,9 @@ def test_failed_overwrite_rerun_keeps_old_store(images, tmp_path):
 def test_interrupted_store_is_refused_and_names_the_missing_part(images, tmp_path):
     model = SmallCNN().eval()
     path = tmp_path / "rec.zarr"
-    hook = model.fc2.register_forward_hook(RaiseAfter(2))  # chunks of 1 stimulus x 2 trials
+    # two probe passes (the check for randomness neurovar does not track), then chunks of
+    # 1 stimulus x 2 trials: fails in the third chunk
+    hook = model.fc2.register_forward_hook(RaiseAfter(4))
     with pytest.raises(RuntimeError, match="boom"):
         record_activations(model, images, store=path, **KW)
     hook.remove()

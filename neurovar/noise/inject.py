@@ -15,6 +15,7 @@ discovery) and branch trials there.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -88,6 +89,9 @@ class NoiseHook:
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
         if not (self.enabled and not self.suspended):
             return None
+        passes = getattr(self, "_passes", None)  # set by inject_noise (absent when unpickled)
+        if passes is not None:
+            passes.count(self.layer)
         if not isinstance(output, torch.Tensor):
             raise TypeError(
                 f"Noise can only be injected into layers that return a tensor; layer "
@@ -108,6 +112,48 @@ class NoiseHook:
 
     def __repr__(self) -> str:
         return f"NoiseHook(layer={self.layer!r}, noise={self.noise!r}, enabled={self.enabled})"
+
+
+class _PassCounter:
+    """Counts how often each hooked layer runs within one forward pass of the model.
+
+    A forward pre-hook on the model starts a new pass; a layer whose hook fires a second time
+    in one pass (torchvision's ``BasicBlock`` calls one ``self.relu`` twice) would get noise
+    added at every call, so it is refused. A second call outside any forward pass of the model
+    (a submodule called directly) starts a new pass instead.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.pass_id = 0
+        self.calls: dict[str, tuple[int, int]] = {}
+
+    def start(self, _module: nn.Module, _inputs: Any) -> None:
+        self.pass_id += 1
+
+    def _inside_model_forward(self) -> bool:
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_name == "_call_impl" and frame.f_locals.get("self") is self.model:
+                return True
+            frame = frame.f_back
+        return False
+
+    def count(self, layer: str) -> None:
+        pass_id, n = self.calls.get(layer, (-1, 0))
+        n = n + 1 if pass_id == self.pass_id else 1
+        if n > 1 and not self._inside_model_forward():
+            self.pass_id += 1  # a direct call of the submodule: a pass of its own
+            n = 1
+        self.calls[layer] = (self.pass_id, n)
+        if n > 1:
+            raise InvalidParameterError(
+                "The 'noise' parameter of inject_noise must name layers that run once per "
+                f"forward pass. Got layer {layer!r}, called {n} times in one forward pass, "
+                "instead: its noise would be added at every call (and a recording of it would "
+                "hold its last call only). Inject into a module that runs once, e.g. give each "
+                "call its own module (an nn.Identity after it), or pick another layer."
+            )
 
 
 class NoiseInjection:
@@ -228,7 +274,9 @@ def inject_noise(
     Raises
     ------
     ValueError
-        Unknown layer name (the message lists the valid ones) or empty mapping.
+        Unknown layer name (the message lists the valid ones) or empty mapping; and, during a
+        forward pass, a named layer that runs a second time in that pass (noise would be added
+        at every call; e.g. the one ``relu`` that torchvision's ``BasicBlock`` calls twice).
 
     References
     ----------
@@ -267,9 +315,12 @@ def inject_noise(
             )
     hooks: dict[str, NoiseHook] = {}
     handles: list[Any] = []
+    passes = _PassCounter(model)
     try:
+        handles.append(model.register_forward_pre_hook(passes.start))
         for name, module in noise.items():
             hook = NoiseHook(module, layer=name)
+            hook._passes = passes
             hook.enabled = bool(enabled)
             handles.append(modules[name].register_forward_hook(hook))
             hooks[name] = hook
