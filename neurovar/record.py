@@ -1462,46 +1462,6 @@ def _writer_error(attrs: Mapping[str, Any] | None, path: Path, flag: str) -> Non
     )
 
 
-_NETCDF_SCALARS = (str, bytes, int, float, np.integer, np.floating)
-
-
-def _netcdf_attr_ok(value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, _NETCDF_SCALARS):
-        return True
-    if isinstance(value, np.ndarray):
-        return value.ndim <= 1 and value.dtype.kind in "iuf"
-    if isinstance(value, (list, tuple)):
-        if all(isinstance(v, str) for v in value):
-            return True
-        return all(
-            isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_))
-            for v in value
-        )
-    return False
-
-
-def _check_netcdf_attrs(tree: xr.DataTree, owner: str) -> None:
-    """Refuse, before anything is written, attrs that HDF5/netCDF cannot store faithfully."""
-    for node in tree.subtree:
-        where = node.path
-        places = [(f"attrs of node {where!r}", node.attrs)]
-        for vname, var in node.variables.items():
-            places.append((f"attrs of variable {vname!r} in node {where!r}", var.attrs))
-        for place, attrs in places:
-            for key, value in attrs.items():
-                if not _netcdf_attr_ok(value):
-                    raise param_error(
-                        "tree",
-                        owner,
-                        "storable in netCDF: attrs must be str, numbers, or 1-D lists/arrays of "
-                        "numbers or of str (no dict, None or bool)",
-                        f"{place}[{key!r}] = {value!r}"[:200],
-                        raw=True,
-                        hint="Convert it (e.g. json.dumps) or save to '.zarr'. Nothing was written.",
-                    )
 
 
 def save_recording(tree: xr.DataTree, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -1526,9 +1486,9 @@ def save_recording(tree: xr.DataTree, path: str | Path, *, overwrite: bool = Fal
         raise FileExistsError(
             f"The 'path' {str(path)!r} already exists; pass overwrite=True to replace it. Nothing was written."
         )
-    if path.suffix == ".nc":
-        _check_netcdf_attrs(tree, owner)
-    plain = tree.map_over_datasets(_drop_unit_index)
+    from ._io import encode_tree_attrs
+
+    plain = encode_tree_attrs(tree.map_over_datasets(_drop_unit_index), owner=owner)
     # written to a temporary sibling and renamed into place: a failed save leaves nothing
     # behind, and a failed overwrite leaves the old file as it was
     with atomic_path(path, overwrite=overwrite, owner=owner) as tmp:
@@ -1583,6 +1543,9 @@ def load_recording(
         tree = xr.open_datatree(path, engine="zarr", chunks=dict(chunks or {}), consolidated=False)
     else:
         tree = xr.open_datatree(path, engine="h5netcdf", chunks=dict(chunks or {}))
+    from ._io import decode_tree_attrs
+
+    tree = decode_tree_attrs(tree)
     if "neurovar_complete" in tree.attrs:
         tree = _check_complete(tree, path, allow_incomplete)
     return tree.map_over_datasets(_index_units)

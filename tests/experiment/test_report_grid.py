@@ -104,7 +104,7 @@ def test_alignment_gain_keeps_magnitudes_and_layers_apart():
             for seed in range(3):
                 rows.append({"seed": seed, "regime": "test-time", "noise_at_test": True,
                              "magnitude": m, "layer": layer, "condition": "structured:pgd_ce",
-                             "target": "linf", "gain": rng.normal(), "variance_ratio": 2.0,
+                             "target": "linf", "gain": rng.normal(), "target_alignment": 2.0,
                              "log_alignment": rng.normal()})
     fig = plot_alignment_gain(pd.DataFrame(rows))
     labels = {line.get_label() for line in fig.axes[0].lines if line.get_gid() != "fit"}

@@ -80,7 +80,7 @@ def test_several_magnitudes_and_layers_are_named_not_pooled(table, tmp_path, cap
     err = capsys.readouterr().err
     assert "'magnitude' has 2 values" in err and "'layer' has 2 values" in err
     # measurements that differ between conditions are not mistaken for kinds of rows
-    for col in ("ci_low", "clean_accuracy", "variance_ratio", "fano_factor"):
+    for col in ("ci_low", "clean_accuracy", "target_alignment", "fano_factor"):
         assert f"'{col}'" not in err
     assert not dest.exists()
     by = ["--by", "regime", "noise_at_test", "target", "magnitude", "layer"]
