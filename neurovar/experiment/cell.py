@@ -129,8 +129,8 @@ def base_network(
     progress = check_bool(progress, name="progress", owner="base_network")
     key = (_science_key(cfg), int(seed), str(device))
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    path = None if cache_dir is None else Path(cache_dir) / f"base-{digest}.pt"
     if key not in _BASE:
-        path = None if cache_dir is None else Path(cache_dir) / f"base-{digest}.pt"
         if path is not None and path.exists():
             try:
                 _BASE[key] = torch.load(path, map_location="cpu", weights_only=True)
@@ -148,12 +148,14 @@ def base_network(
             entry = {"state": state, "test_accuracy": float(hist.test_accuracy[-1]),
                      "train_seconds": time.perf_counter() - t0}
             _BASE[key] = entry
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                torch.save(entry, tmp)
-                os.replace(tmp, path)
     entry = _BASE[key]
+    if path is not None and not path.exists():
+        # also when this process had it in memory: the folder's cache is what other workers
+        # (and a resumed run) read
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(entry, tmp)
+        os.replace(tmp, path)
     model = build_model(cfg, rng=0)
     model.load_state_dict(entry["state"])
     model.to(device).eval()

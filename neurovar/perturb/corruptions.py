@@ -888,6 +888,8 @@ def _mod_obstruction(x, s, gen):
     square of side :math:`\lfloor 0.4\,s \min(H, W)\rfloor` (at least 1 pixel) at a uniformly
     random position."""
     n, _, h, w = x.shape
+    if s == 0:
+        return x  # the identity strength (the paper's code would still black out one pixel)
     side = max(1, min(int(0.4 * s * min(h, w)), min(h, w)))
     top = torch.randint(0, h - side + 1, (n, 1, 1, 1), generator=gen, device=x.device)
     left = torch.randint(0, w - side + 1, (n, 1, 1, 1), generator=gen, device=x.device)
