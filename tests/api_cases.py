@@ -416,6 +416,8 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         # ------------------------------------------------------------ perturb
         "neurovar.perturb.attacks.FGSM": lambda: _attack(perturb.FGSM, eps=0.05, rng=0),
         "neurovar.perturb.attacks.PGD": lambda: _attack(perturb.PGD, eps=0.05, steps=2, rng=0),
+        "neurovar.perturb.apgd.APGD": lambda: _attack(perturb.APGD, eps=0.05, steps=2,
+                                                      restarts=1, rng=0),
         "neurovar.perturb.attacks.TargetedPGD": lambda: _attack(
             perturb.TargetedPGD, eps=0.05, steps=2, n_target_classes=2, rng=0
         ),
@@ -476,6 +478,30 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         # ------------------------------------------------------------ models, datasets
         "neurovar.models.SmallCNN": lambda: (
             lambda **over: models.SmallCNN(**{"channels": (2, 2), "hidden": 4, **over})(images())
+        ),
+        "neurovar.models.PrebleCNN": lambda: (
+            lambda **over: models.PrebleCNN(**{"rng": 0, **over})(torch.zeros(2, 1, 28, 28))
+        ),
+        "neurovar.models.MeanLogits": lambda: (
+            lambda **over: models.MeanLogits(**{"model": small_model(), "n_passes": 3,
+                                                **over})(images())
+        ),
+        "neurovar.models.layers_after": lambda: _positional_call(
+            models.layers_after, small_model(), "relu2"
+        ),
+        "neurovar.models.gaussian_augmentation": lambda: _call(
+            models.gaussian_augmentation, sigma=0.3
+        ),
+        "neurovar.models.adversarial_augmentation": lambda: _call(
+            models.adversarial_augmentation, eps=0.1, steps=1
+        ),
+        "neurovar.datasets.load_mnist_embedded": lambda: _call(
+            __import__("neurovar.datasets", fromlist=["x"]).load_mnist_embedded,
+            test_per_class=100,
+        ),
+        "neurovar.experiment.reproduction.crossed_bootstrap": lambda: _positional_call(
+            __import__("neurovar.experiment.reproduction", fromlist=["x"]).crossed_bootstrap,
+            np.ones((2, 5)), n_resamples=9,
         ),
         "neurovar.models.train": lambda: _positional_call(
             models.train, small_model(), digits(), epochs=1, batch_size=16

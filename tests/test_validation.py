@@ -161,6 +161,50 @@ def test_statistics_and_noise_models_refuse_a_non_covariance_alike():
 
 #: Public objects without a generic valid call, and why (each is tested elsewhere).
 NO_CASE = {
+    "neurovar.datasets.load_fashion_mnist": "reads files: tests/test_datasets.py",
+    "neurovar.experiment.protocols.paper_attack": "needs an experiment config: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.experiment.protocols.evaluate_paper_target": "needs an experiment config: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.experiment.protocols.evaluate_adaptive_target": "needs an experiment config: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.experiment.registry.Shape": "a record type of the registry",
+    "neurovar.experiment.registry.Regime": "a record type of the registry",
+    "neurovar.experiment.registry.Condition": "a record type of the registry",
+    "neurovar.experiment.registry.MagnitudeRule": "a record type of the registry",
+    "neurovar.experiment.registry.Protocol": "a record type of the registry",
+    "neurovar.experiment.registry.StructureContext": "a record type of the registry",
+    "neurovar.experiment.registry.register_regime": "registry: tests/experiment/"
+    "test_paper_protocol.py",
+    "neurovar.experiment.registry.register_condition": "registry: tests/experiment/"
+    "test_paper_protocol.py",
+    "neurovar.experiment.registry.register_magnitude_rule": "registry: tests/experiment/"
+    "test_paper_protocol.py",
+    "neurovar.experiment.registry.parse_condition": "raises KeyError for the config's checks",
+    "neurovar.experiment.registry.condition_colour": "a lookup with a default colour",
+    "neurovar.experiment.registry.condition_label": "a lookup with the name as default",
+    "neurovar.experiment.registry.suggest": "a string helper of the error messages",
+    "neurovar.experiment.reproduction.reference_table": "reads the shipped table",
+    "neurovar.experiment.reproduction.condition_accuracy": "needs a run's results: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.experiment.reproduction.paper_comparison": "needs a run's results: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.experiment.reproduction.reproduction_claims": "needs a run's results: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.experiment.reproduction.ReproductionClaim": "a record type of the report",
+    "neurovar.perturb.apgd.apgd_checkpoints": "a schedule of integers: tests/perturb/test_apgd.py",
+    "neurovar.report_reproduction.reproduction_section": "writes a report: tests/experiment/"
+    "test_paper_protocol.py",
+    "neurovar.report_reproduction.plot_protocol_curves": "figures of a run: tests/experiment/"
+    "test_paper_protocol.py",
+    "neurovar.report_reproduction.plot_target_curves": "figures of a run: tests/experiment/"
+    "test_paper_protocol.py",
+    "neurovar.report_reproduction.plot_source_target_heatmap": "figures of a run: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.report_reproduction.plot_positive_controls": "figures of a run: "
+    "tests/experiment/test_paper_protocol.py",
+    "neurovar.report_reproduction.plot_magnitude_sweep": "figures of a run: "
+    "tests/experiment/test_paper_protocol.py",
     "neurovar.record.save_recording": "writes files: tests/test_record_faults.py",
     "neurovar.record.load_recording": "reads files: tests/test_record_faults.py",
     "neurovar.cortex.cache.RemoteFile": "a record type (frozen dataclass) of the data registry",

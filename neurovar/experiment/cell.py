@@ -310,20 +310,9 @@ def _structure(cfg: ExperimentConfig, seed: int, layer: str, base: nn.Module,
     shapes = {sid: source_shape(cfg, sid, base, x_fit, y_fit, layer=layer, clean=clean,
                                 rng=stream_seed(seed, "fit", sid, layer))
               for sid in cfg.source_ids}
-    conditions = [parse_condition(c) for c in cfg.expanded_conditions()]
-    pooled = _pooled(shapes) if shapes and any(
-        src is None and e.needs_sources for e, src, _ in conditions) else None
-    # the random rotations of the "rotated" controls: drawn once per seed and layer (shared by
-    # every magnitude and regime), and only when the grid has such a condition
-    rotated: dict[str | None, Shape] = {}
-    for e, src, _ in conditions:
-        if e.name == "rotated" and src not in rotated:
-            rotated[src] = _rotated(pooled if src is None else shapes[src],
-                                    stream_seed(seed, "fit", "rotated", layer,
-                                                *([] if src is None else [src])))
     ctx = StructureContext(n_units=n_units, clean_trace=clean_trace, sources=shapes,
                            source_trace={k: v.trace for k, v in shapes.items()},
-                           pooled=pooled, rotated=rotated)
+                           pooled=None, rotated={})
     # the perturbation directions of every target (one per family/name/norm), at its middle
     # strength, on the base network: the thin SVD of the centred activation changes
     targets: dict[str, _Directions] = {}
@@ -348,6 +337,22 @@ def _structure(cfg: ExperimentConfig, seed: int, layer: str, base: nn.Module,
     st = _Structure(x_fit, y_fit, x_eval, y_eval, ctx, targets)
     _STRUCTURE[key] = st
     return st
+
+
+def _complete(st: _Structure, condition: str, seed: int, layer: str) -> None:
+    """Add what ``condition`` needs to the seed and layer's structure: the pooled shape, and
+    the random rotation of a ``rotated`` control, drawn once per seed and layer from its own
+    stream (so every magnitude and regime shares it, whichever cell asks first)."""
+    entry, source, _ = parse_condition(condition)
+    ctx = st.ctx
+    if not ctx.sources:
+        return
+    if ctx.pooled is None and source is None and entry.needs_sources:
+        ctx.pooled = _pooled(ctx.sources)
+    if entry.name == "rotated" and source not in ctx.rotated:
+        ctx.rotated[source] = _rotated(
+            ctx.pooled if source is None else ctx.sources[source],
+            stream_seed(seed, "fit", "rotated", layer, *([] if source is None else [source])))
 
 
 def _target_spec(cfg: ExperimentConfig, target_id: str) -> TargetSpec:
@@ -647,6 +652,7 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
                                 spec.layer)
         gen = np.random.default_rng(cell_seed)
         adaptive = regime.training == "adaptive"
+        _complete(st, spec.condition, spec.seed, spec.layer)
         shape = condition_shape(cfg, spec.condition, spec.magnitude, st.ctx)
         model = _start(regime.start, base, cfg, spec, int(gen.integers(2**62)))
         handle = None

@@ -89,15 +89,22 @@ def crossed_bootstrap(outcomes: np.ndarray, *, n_resamples: int = 999,
     ----------
     Owen, A. B. (2007). The pigeonhole bootstrap. Ann. Appl. Stat. 1(2), 386-411.
     """
-    from neurovar._validation import check_int, check_real
+    from neurovar._validation import check_int, check_real, check_rng, param_error
 
-    n_resamples = check_int(n_resamples, name="n_resamples", owner="crossed_bootstrap", low=1,
-                            high=10**6)
-    check_real(confidence_level, name="confidence_level", owner="crossed_bootstrap", low=0,
-               high=1, low_open=True, high_open=True)
-    a = np.asarray(outcomes, dtype=float)
+    owner = "crossed_bootstrap"
+    n_resamples = check_int(n_resamples, name="n_resamples", owner=owner, low=1, high=10**6)
+    check_real(confidence_level, name="confidence_level", owner=owner, low=0, high=1,
+               low_open=True, high_open=True)
+    check_rng(rng, name="rng", owner=owner, torch_ok=False)
+    try:
+        a = np.asarray(outcomes, dtype=float)
+    except (TypeError, ValueError):
+        raise param_error("outcomes", owner, "a numeric (seed, stimulus) array",
+                          type(outcomes).__name__) from None
     if a.ndim == 1:
         a = a[None, :]
+    if a.ndim != 2:
+        raise param_error("outcomes", owner, "a numeric (seed, stimulus) array", a.shape)
     ok = np.isfinite(a).all(axis=1)
     a = a[ok]
     if a.size == 0:
