@@ -687,7 +687,9 @@ def load_config(config: str | Path | Mapping[str, Any] | ExperimentConfig) -> Ex
                            f"{type(config).__name__}"])
     path = Path(config).expanduser()
     shipped = shipped_configs()
-    if not path.exists() and str(config) in shipped:
+    # a shipped name wins unless the argument is itself a TOML file (a folder or another file
+    # called "demo" in the working directory must not hijack `neurovar run demo`)
+    if str(config) in shipped and not (path.is_file() and path.suffix == ".toml"):
         path = shipped[str(config)]
     if not path.is_file():
         raise ConfigError([f"no config file {str(config)!r} (shipped configs: "

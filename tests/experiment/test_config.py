@@ -110,3 +110,15 @@ def test_malformed_toml_exit_2(tmp_path, capsys):
 def test_unknown_config_name_lists_shipped(tmp_path, capsys):
     assert main(["run", "no-such-config", "--out", str(tmp_path / "o")]) == 2
     assert "demo" in capsys.readouterr().err
+
+
+def test_a_folder_or_file_named_like_a_shipped_config_does_not_hijack_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "digits").write_text("")  # an empty file, not a TOML config
+    assert load_config("demo").name == "demo"
+    assert load_config("digits").name == "digits"
+    mine = tmp_path / "demo.toml"
+    mine.write_text('name = "mine"\nconditions = ["none", "isotropic"]\n[[targets]]\n'
+                    'family = "corruption"\nname = "fog"\nstrengths = [1]\n')
+    assert load_config(str(mine)).name == "mine"
