@@ -705,8 +705,10 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
         finally:
             if handle is not None:
                 handle.remove()
-        if handle is not None and False not in evaluations:
-            pass  # noise-off rows stay NaN (test-time, or noise_off = false)
+        if not regime.trains:
+            # a network that was not trained with noise has no noise-off row of its own: in the
+            # test-time regime noise off is the base network, which 'none' is
+            evaluations.pop(False, None)
         ds = _to_dataset(spec, cfg, st, evaluations, _alignment(shape, st), variability, shape,
                          snr)
     info.update(seconds=time.perf_counter() - t0, device=str(device), threads=cfg.threads,

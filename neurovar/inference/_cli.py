@@ -375,10 +375,16 @@ def _row_type_columns(df, column, value, by, pair_on, a_label, b_label):
     out = []
     by = list(by)
     cond = _labels(df[column])
+    # the per-cell measurements of an experiment's results.csv are never kinds of rows, whatever
+    # their values happen to be (equal clean accuracies of two conditions are a coincidence)
+    measurements = {"n", "ci_low", "ci_high", "clean_accuracy", "noise_to_signal",
+                    "target_alignment", "alignment_index", "participation_ratio",
+                    "trial_variance", "fano_factor", "fano_reason", "noise_correlation",
+                    "eot_gap", "gradient_snr"}
     is_a, is_b = cond == a_label, cond == b_label
     within = [df[c] for c in by]
     for c in df.columns:
-        if c in by or c in pair_on or c in (column, value):
+        if c in by or c in pair_on or c in (column, value) or c in measurements:
             continue
         col = df[c]
         is_float = pd.api.types.is_float_dtype(col)
