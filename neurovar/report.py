@@ -296,7 +296,8 @@ def plot_masking(table: pd.DataFrame) -> Figure:
     ax1.axvline(0.1, color="r", lw=0.8, ls="--")
     ax1.set_yticks(y, label, fontsize=5)
     ax1.set_xlabel("CE-PGD accuracy minus ensemble worst case")
-    ax1.legend(fontsize=6)
+    if gap_cols:
+        ax1.legend(fontsize=6)
     eps_cols = [c for c in table.columns if c.startswith("large_eps:")]
     for i, col in enumerate(eps_cols):
         ax2.plot(table[col], y, "o", ms=3, label=col.split(":", 1)[1], color=f"C{i}")

@@ -31,6 +31,7 @@ __all__ = [
     "plot_source_target_heatmap",
     "plot_positive_controls",
     "plot_magnitude_sweep",
+    "plot_robustness_vs_clean",
 ]
 
 _X_LABELS = {"attack": "L-inf eps", "corruption": "severity", "paper_corruption": "severity (ImageNet-C, 28x28 as the paper)"}
@@ -239,6 +240,49 @@ def plot_magnitude_sweep(acc: pd.DataFrame, cfg: Any) -> Figure | None:
     return fig
 
 
+def plot_robustness_vs_clean(acc: pd.DataFrame, cfg: Any) -> Figure:
+    """Robustness against clean accuracy: per attack target (middle strength), one point per
+    condition and magnitude, joined across magnitudes, with crossed-bootstrap CIs on both axes.
+
+    A defence is only better if it is more robust *at the same clean accuracy*: a condition
+    that buys robustness with clean accuracy sits on the trade-off every noise level draws, so
+    compare points at matched clean accuracy, not gains at matched noise variance."""
+    targets = [t.target_id for t in cfg.targets if t.family == "attack"]
+    fig, axes = _figure(max(len(targets), 1))
+    noisy = acc[acc["noise_at_test"]]
+    clean = noisy[noisy["target"] == "clean"].set_index(["regime", "layer", "condition",
+                                                         "magnitude"])
+    for ax, t in zip(axes, targets):
+        sub = noisy[noisy["target"] == t]
+        if sub.empty:
+            continue
+        svals = sorted(sub["strength"].unique())
+        mid = svals[len(svals) // 2]
+        sub = sub[np.isclose(sub["strength"], mid)]
+        for cond, part in sub.groupby("condition", sort=False):
+            rows = []
+            for r in part.sort_values("magnitude").itertuples():
+                key = (r.regime, r.layer, r.condition, r.magnitude)
+                if key in clean.index:
+                    c = clean.loc[key]
+                    c = c.iloc[0] if isinstance(c, pd.DataFrame) else c
+                    rows.append((c["accuracy"], c["ci_low"], c["ci_high"], r.accuracy,
+                                 r.ci_low, r.ci_high))
+            if not rows:
+                continue
+            a = np.array(rows)
+            ax.errorbar(a[:, 0], a[:, 3], xerr=[a[:, 0] - a[:, 1], a[:, 2] - a[:, 0]],
+                        yerr=[a[:, 3] - a[:, 4], a[:, 5] - a[:, 3]], marker="o", ms=4,
+                        capsize=2, color=condition_colour(cond), label=condition_label(cond))
+        ax.set_title(f"{t} at {mid:g}", fontsize=8)
+        ax.set_xlabel("clean accuracy")
+        ax.set_ylabel("accuracy under the target")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+    _legend(fig, axes)
+    return fig
+
+
 def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
@@ -284,6 +328,9 @@ def reproduction_section(out: Path, cfg: Any, results: Any) -> tuple[list[str], 
     _save(plot_positive_controls(by_key["positive_control"].to_frame()),
           figs / "positive_controls.png")
     written.append("positive_controls.png")
+    if any(t.family == "attack" for t in cfg.targets):
+        _save(plot_robustness_vs_clean(acc, cfg), figs / "robustness_vs_clean.png")
+        written.append("robustness_vs_clean.png")
     sweep = plot_magnitude_sweep(acc, cfg)
     if sweep is not None:
         _save(sweep, figs / "magnitude_layer_sweep.png")

@@ -271,12 +271,23 @@ def parse_condition(condition: str) -> tuple[Condition, str | None, float | None
 
 
 def condition_colour(condition: str) -> str:
-    """One colour per condition, the same in every figure (per-source conditions share their
-    entry's hue, darker for later sources is left to the figure)."""
+    """One colour per condition, the same in every figure: the entry's hue, and for a
+    per-source condition a shade of it chosen from the source's name (stable across runs), so
+    ``structured:pgd_ce`` and ``structured:motion_blur`` differ but keep the hue of "full"."""
+    import zlib
+
+    from matplotlib.colors import to_hex, to_rgb
+
     try:
-        return parse_condition(condition)[0].colour
+        entry, source, _ = parse_condition(condition)
     except (KeyError, ValueError):
         return "#7f7f7f"
+    if source is None:
+        return entry.colour
+    rgb = np.array(to_rgb(entry.colour))
+    shade = (zlib.crc32(source.encode()) % 5 - 2) * 0.18  # -0.36 .. +0.36
+    mixed = rgb * (1 + shade) if shade < 0 else rgb + (1 - rgb) * shade
+    return to_hex(np.clip(mixed, 0, 1))
 
 
 def condition_label(condition: str) -> str:
