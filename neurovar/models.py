@@ -532,9 +532,11 @@ def gaussian_augmentation(sigma: float) -> Callable[..., torch.Tensor]:
     """Gaussian input augmentation for :func:`train`: :math:`\\mathrm{clip}_{[0,1]}(x + \\sigma
     \\xi)`, :math:`\\xi \\sim N(0, I)` drawn from the training generator.
 
-    The positive control of the grid (a gain every network shows against pixel noise), and the
-    baseline of Preble et al. (2026), supplementary figure "gauss_aug" (their ART
-    ``GaussianAugmentation(sigma, augmentation=False, clip_values=(0, 1))``).
+    The positive control of the grid (a gain every network shows against pixel noise). Preble
+    et al. (2026)'s Gaussian-augmentation baseline (their ART ``GaussianAugmentation(sigma,
+    augmentation=False, clip_values=(0, 1))``) differs: it trains on one fixed noisy copy of
+    the training set and also adds fresh input noise at prediction and inside the attacks
+    (``apply_predict=True``); here the noise is fresh every batch and at training only.
     """
     from ._validation import check_real
 

@@ -372,7 +372,9 @@ def reproduction_section(out: Path, cfg: Any, results: Any) -> tuple[list[str], 
                   "(`neurovar/data/preble2026_reference.csv`, from their repository's "
                   "`saved/_figures/it_works_table.xlsx` at commit 450bcbd). Ours: this run's "
                   "data and budget (see the config header), crossed-bootstrap 95% CIs; "
-                  "`adaptive` is the same network under the adaptive ensemble at the same eps.",
+                  "`adaptive` is the same network under the adaptive ensemble at the same eps. "
+                  "Their table holds each attack's own-source network only: where our source "
+                  "differs, their number is marked with its source.",
                   "", "| condition | target | strength | ours (paper protocol) | ours (adaptive) "
                   "| theirs |", "|---|---|---|---|---|---|"]
         for r in comparison.itertuples():
@@ -381,6 +383,8 @@ def reproduction_section(out: Path, cfg: Any, results: Any) -> tuple[list[str], 
                   f"{_fmt(getattr(r, 'ours_adaptive_high', np.nan))}]"
                   if np.isfinite(getattr(r, "ours_adaptive", np.nan)) else "-")
             th = (f"{_fmt(getattr(r, 'theirs', np.nan))}"
+                  + ("" if bool(getattr(r, "same_source", True))
+                     else f" ({getattr(r, 'theirs_source', '')} source)")
                   if np.isfinite(getattr(r, "theirs", np.nan)) else "-")
             lines.append(f"| {condition_label(r.condition)} | {r.target} | {r.strength:g} | "
                          f"{_fmt(r.ours_paper)} [{_fmt(r.ours_paper_low)}, "

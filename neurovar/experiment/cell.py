@@ -281,7 +281,7 @@ def _rotated(shape: Shape, rng: int) -> Shape:
     orthonormal frame. A non-constant diagonal is rotated through the dense matrix."""
     gen = np.random.default_rng(rng)
     d = shape.diagonal
-    if shape.factors is not None and np.allclose(d, d[0]):
+    if shape.factors is not None and np.allclose(d, d[0], rtol=1e-9, atol=0.0):
         _, sv, _ = np.linalg.svd(shape.factors, full_matrices=False)
         q, r = np.linalg.qr(gen.standard_normal((shape.n_units, sv.size)))
         q = q * np.sign(np.diag(r))[None, :]
@@ -385,7 +385,7 @@ def noise_module(shape: Shape, cfg: ExperimentConfig, *, seed: int,
     kw: dict[str, Any] = {"share": cfg.fit.share, "rng": seed, "relative_scale": relative_scale}
     d = shape.diagonal
     if shape.factors is None:
-        if np.allclose(d, d[0]):
+        if np.allclose(d, d[0], rtol=1e-9, atol=0.0):
             return IsotropicNoise(float(np.sqrt(d[0])), n_units=shape.n_units, **kw)
         return DiagonalNoise(d.copy(), **kw)
     return LowRankNoise(shape.factors, d.copy(), **kw)
@@ -475,7 +475,7 @@ def _top_eigenvectors(shape: Shape, k: int) -> np.ndarray | None:
         out = np.zeros((len(d), k))
         out[order[:k], np.arange(k)] = 1.0
         return out
-    if np.allclose(d, d[0]):
+    if np.allclose(d, d[0], rtol=1e-9, atol=0.0):
         u, sv, _ = np.linalg.svd(shape.factors, full_matrices=False)
         if sv.size < k or (sv.size > k and np.isclose(sv[k - 1], sv[k])):
             return None
@@ -665,7 +665,7 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
             relative = _relative_magnitude(shape, st) if follow else None
             noise = noise_module(shape.scaled(shape.n_units) if follow else shape, cfg,
                                  seed=int(gen.integers(2**62)), relative_scale=relative)
-            if follow:  # start the running estimate at the base network's clean variance
+            if follow:  # start the running estimate at the starting network's clean variance
                 _prime(noise, model, st, spec.layer)
             handle = inject_noise(model, {spec.layer: noise})
         augment = entry.augment(cfg, model) if entry.augment is not None else None
@@ -819,6 +819,7 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
     shape3 = (len(flags), len(targets), n_levels)
     acc = np.full(shape3, np.nan)
     correct = np.full((*shape3, n_stim), np.nan)
+    single = np.full((*shape3, n_stim), np.nan)
     att = np.full((*shape3, len(attacks)), np.nan)
     strength = np.full((len(targets), n_levels), np.nan)
     for ti, t in enumerate(cfg.targets):
@@ -837,6 +838,8 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
             k = r.sizes["strength"]
             acc[fi, ti, :k] = r["accuracy"].values
             correct[fi, ti, :k] = r["correct"].values
+            single[fi, ti, :k] = (r["correct_single"] if "correct_single" in r
+                                  else r["correct"]).values
             if "attack_accuracy" in r:
                 for ai, a in enumerate(attacks):
                     if a in r["attack"].values:
@@ -849,6 +852,8 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
     data = {
         "accuracy": (("noise_at_test", "target", "strength"), acc),
         "correct": (("noise_at_test", "target", "strength", "stimulus"), correct),
+        # per image, one evaluation only (= correct where the protocol evaluates once)
+        "correct_single": (("noise_at_test", "target", "strength", "stimulus"), single),
         "attack_accuracy": (("noise_at_test", "target", "strength", "attack"), att),
         "clean_accuracy": (("noise_at_test",), np.array(
             [row.mean() if np.isfinite(row).all() else np.nan for row in clean])),

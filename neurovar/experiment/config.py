@@ -520,6 +520,10 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
                 problems.append(f"key 'conditions[{i}]': {entry.name} needs its {entry.param} in "
                                 f"[0, 1] as '{entry.name}:<{entry.param}>[:<source>]'; got {c!r}")
                 continue
+        if entry.name == "mix" and cfg.magnitude_rule != "units":
+            problems.append(f"key 'conditions[{i}]': {c!r} mixes with the identity as the paper "
+                            "does (1 per unit), which is matched in variance only under "
+                            "magnitude_rule = 'units'")
         n_fixed = 1 + (entry.param is not None)
         if len(parts) > n_fixed:
             src = parts[n_fixed]

@@ -131,6 +131,7 @@ def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: t
     attacks = list(cfg.target_attacks(target.target_id))
     n = images.shape[0]
     per = np.zeros((len(strengths), len(attacks), n))
+    first = np.zeros((len(strengths), len(attacks), n))
     budget = {"steps": ev.steps, "n_queries": ev.n_queries,
               "n_target_classes": ev.n_target_classes}
     for i, eps in enumerate(strengths):
@@ -140,12 +141,17 @@ def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: t
                                    rng=np.random.default_rng(int(gen.integers(2**62))),
                                    device=device)
             x_adv = attack(images, labels)
-            per[i, j] = correct_matrix(defended, x_adv, labels, n_evaluations=ev.n_evaluations,
-                                       rng=int(gen.integers(2**62)),
-                                       batch_size=ev.batch_size, device=device).min(axis=0)
+            mat = correct_matrix(defended, x_adv, labels, n_evaluations=ev.n_evaluations,
+                                 rng=int(gen.integers(2**62)), batch_size=ev.batch_size,
+                                 device=device)
+            per[i, j] = mat.min(axis=0)
+            first[i, j] = mat[0]
     correct = per.min(axis=1)
     return xr.Dataset(
         {"correct": (("strength", "stimulus"), correct),
+         # the first evaluation only (worst case over attacks): what one evaluation, as the
+         # paper protocol makes, would have said; the masking flag compares like with like
+         "correct_single": (("strength", "stimulus"), first.min(axis=1)),
          "accuracy": (("strength",), correct.mean(axis=1)),
          "attack_accuracy": (("strength", "attack"), per.mean(axis=2))},
         coords={"strength": strengths, "attack": attacks},

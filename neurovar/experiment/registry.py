@@ -84,6 +84,9 @@ class Shape:
 
     def scaled(self, total_variance: float) -> Shape:
         """The same shape with :math:`\\mathrm{tr}\\,\\Sigma` = ``total_variance``."""
+        if not self.trace > 0:
+            raise ValueError("a covariance shape with zero total variance cannot be scaled "
+                             "(a source that changes nothing at the layer, and fit.ridge = 0)")
         c = float(total_variance) / self.trace
         f = None if self.factors is None else self.factors * np.sqrt(c)
         return Shape(self.diagonal * c, f)
@@ -379,7 +382,7 @@ class StructureContext:
     sources: dict[str, Shape]
     source_trace: dict[str, float]
     pooled: Shape | None = None
-    rotated: Shape | None = None
+    rotated: dict[str | None, Shape] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -54,7 +54,11 @@ class APGD(Attack):
     ``eps_step`` (ART's default 0.1, not :math:`2\\epsilon` as in the original); each restart
     attacks only the examples still classified correctly (one forward pass), and an example's
     result is the *last* iterate if that fools the model, else the restart's start point; the
-    loss is the per-example cross-entropy (``loss="ce"``) or DLR. With ``eot_samples = k > 1``
+    loss is the per-example cross-entropy (``loss="ce"``) or DLR. Two small differences from
+    ART remain: each restart starts from the clean image plus fresh uniform noise (ART adds it
+    to the previous restart's start point), and the loss at the start comes from the gradient
+    pass (ART evaluates it in a separate forward pass, a second noise draw on a stochastic
+    network). With ``eot_samples = k > 1``
     every gradient and loss is the mean over ``k`` draws of the model's noise, and an example
     counts as fooled by the draw-mean logits.
 
@@ -153,7 +157,7 @@ class APGD(Attack):
         better = f_1 >= f_k
         f_max = torch.where(better, f_1, f_k)
         x_max = torch.where(better.view(view), x_1, x_k)
-        x_max_prev = torch.where(better.view(view), x_k, x0)
+        x_max_prev = x0.clone()  # as ART: the point before the best one starts at the clean x
         count = better.to(x0.dtype)
         eta_at_last, f_max_at_last = eta.clone(), f_k.clone()
         x_prev, x_k = x_k, x_1
