@@ -296,6 +296,14 @@ def test_paper_run_writes_both_protocols_and_the_comparison(paper_run):
     assert protocols == {"apgd@paper": "paper", "square@paper": "paper",
                          "adversarial_linf": "adaptive", "motion_blur@paper": "paper",
                          "pixel_noise@paper": "paper"}
+    # one evaluation per image is kept beside the adaptive worst case over evaluations; for the
+    # paper protocol (one evaluation) the two are the same, for adaptive it is never lower
+    single, worst = res["correct_single"], res["correct"]
+    paper_t = [t for t, p in protocols.items() if p == "paper"]
+    assert np.array_equal(np.isnan(single.sel(target=paper_t)), np.isnan(worst.sel(target=paper_t)))
+    assert (single.sel(target=paper_t).fillna(-1) == worst.sel(target=paper_t).fillna(-1)).all()
+    assert (single.sel(target="adversarial_linf").fillna(1)
+            >= worst.sel(target="adversarial_linf").fillna(1)).all()
     table = pd.read_csv(out / "results.csv")
     assert set(table["target_protocol"]) == {"paper", "adaptive"}
     # a source's conditions only at its own magnitude; none / positive control at both
