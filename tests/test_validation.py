@@ -205,6 +205,8 @@ NO_CASE = {
     "tests/experiment/test_paper_protocol.py",
     "neurovar.report_reproduction.plot_magnitude_sweep": "figures of a run: "
     "tests/experiment/test_paper_protocol.py",
+    "neurovar.report_reproduction.plot_robustness_vs_clean": "figures of a run: "
+    "tests/experiment/test_paper_protocol.py",
     "neurovar.record.save_recording": "writes files: tests/test_record_faults.py",
     "neurovar.record.load_recording": "reads files: tests/test_record_faults.py",
     "neurovar.cortex.cache.RemoteFile": "a record type (frozen dataclass) of the data registry",

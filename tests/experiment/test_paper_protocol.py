@@ -289,7 +289,7 @@ def test_paper_run_writes_both_protocols_and_the_comparison(paper_run):
                  "paper_comparison.csv", "claims_reproduction.csv"):
         assert (out / name).is_file(), name
     for fig in ("paper_attacks.png", "naturalistic_targets.png", "source_target_heatmap.png",
-                "positive_controls.png", "magnitude_layer_sweep.png"):
+                "positive_controls.png", "magnitude_layer_sweep.png", "robustness_vs_clean.png"):
         assert (out / "figures" / fig).stat().st_size > 5000, fig
     res = xr.open_dataset(out / "results.nc")
     protocols = dict(zip(res["target"].values.tolist(), res["target_protocol"].values.tolist()))
