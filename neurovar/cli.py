@@ -319,9 +319,8 @@ def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
         for line in err.problems:
             print(f"neurovar {args.command}: error: {line}", file=sys.stderr)
         return 2
-    except (FileExistsError, NotADirectoryError, PermissionError) as err:
-        return _error(args.command, str(err).splitlines()[0])
-    except ValueError as err:  # e.g. a damaged cell found while resuming (names the file)
+    # a damaged cell found while resuming is a ValueError naming the file
+    except (FileExistsError, NotADirectoryError, PermissionError, ValueError) as err:
         return _error(args.command, str(err).splitlines()[0])
     except OSError as err:
         return _error(args.command, f"cannot write results to {args.out!r}: {err}")

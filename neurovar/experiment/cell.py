@@ -392,11 +392,10 @@ def noise_module(shape: Shape, cfg: ExperimentConfig, *, seed: int,
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _defended(model: nn.Module, cfg: ExperimentConfig, stochastic: bool,
+def _defended(model: nn.Module, passes: int, stochastic: bool,
               layer: str | None = None) -> nn.Module:
-    """The network as it predicts: the mean logits of ``prediction_passes`` noisy passes,
-    branched at the noise site (the deterministic prefix runs once)."""
-    passes = cfg.evaluation.prediction_passes
+    """The network as it predicts: the mean logits of ``passes`` noisy passes, branched at the
+    noise site (the deterministic prefix runs once)."""
     return MeanLogits(model, passes, branch_at=layer) if stochastic and passes > 1 else model
 
 
@@ -405,7 +404,7 @@ def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: 
               ) -> dict[str, Any]:
     """Clean accuracy, every target by its protocol, and the masking diagnostics."""
     ev = cfg.evaluation
-    defended = _defended(model, cfg, stochastic, layer)
+    defended = _defended(model, ev.prediction_passes, stochastic, layer)
     n_eval = ev.n_evaluations if stochastic else 1
     eot: int | str = ev.eot_samples if stochastic else 1
     gen = np.random.default_rng(stream_seed(seed, "evaluation"))
@@ -415,10 +414,8 @@ def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: 
     out: dict[str, Any] = {"clean_correct": clean.mean(axis=0), "targets": {}}
     budget = dict(n_evaluations=n_eval, eot_samples=eot, steps=ev.steps, n_queries=ev.n_queries,
                   n_target_classes=ev.n_target_classes, batch_size=ev.batch_size, device=device)
-    attacked = defended
-    if stochastic and ev.attack_passes is not None and ev.attack_passes != ev.prediction_passes:
-        attacked = _defended(model, cfg.model_copy(update={"evaluation": ev.model_copy(
-            update={"prediction_passes": ev.attack_passes})}), True, layer)
+    attacked = defended if ev.attack_passes in (None, ev.prediction_passes) else _defended(
+        model, ev.attack_passes, stochastic, layer)
     for t in cfg.targets:
         trng = int(gen.integers(2**62))
         if t.protocol == "paper":

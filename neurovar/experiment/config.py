@@ -499,9 +499,11 @@ def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
                           for i, s in enumerate(cfg.sources))):
         if len(set(mags)) != len(mags):
             problems.append(f"key '{label}': magnitudes must be distinct; got {list(mags)}")
-        for m in mags:
+    for i, s in enumerate(cfg.sources):  # the top-level range is checked by its field validator
+        for m in s.magnitudes or ():
             if not 0.0 < m <= 100.0:
-                problems.append(f"key '{label}': magnitudes must be in (0, 100]; got {m!r}")
+                problems.append(f"key 'sources[{i}].magnitudes': magnitudes must be in "
+                                f"(0, 100]; got {m!r}")
     for i, c in enumerate(cfg.conditions):
         parts = c.split(":")
         entry = CONDITIONS.get(parts[0])
