@@ -10,13 +10,18 @@ cell so that the cost of scheduling can be told apart from the work:
   small CPU cell.
 
 With ``--demo K`` the first K cells of the shipped ``demo`` config (the real experiment cell:
-training, fitting, attacks) are timed too, in-process and on the cluster.
+training, fitting, attacks; ``--demo 24`` is the whole demo grid) run with the default
+compute, in-process and on the cluster, alternating, ``--repeats`` times each, every run from
+cold caches (a fresh results folder, the in-memory caches of this process and of the workers
+cleared). Wall time and CPU time (this process, plus the workers' processes for the cluster)
+are recorded, and the cells of every cluster run are compared, every number bitwise, with the
+in-process run's.
 
-Cluster start-up (scheduler and 2 worker processes importing neurovar) is measured separately
-and reported once; it is paid once per run.
+Cluster start-up (scheduler and 2 worker processes importing neurovar and the experiment cell)
+is measured separately and reported once; it is paid once per run.
 
 Run: ``python benchmarks/bench_grid.py [--n-trivial 40] [--n-work 12] [--work 1.0]
-[--demo 0]``; writes ``benchmarks/results/grid.md``.
+[--demo 0] [--repeats 2]``; writes ``benchmarks/results/grid.md``.
 """
 
 from __future__ import annotations
@@ -91,12 +96,109 @@ def timed(specs, scheduler=None, write="worker", **kw) -> float:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _cpu() -> float:
+    return time.process_time()
+
+
+def _same_cells(specs, a: Path, b: Path) -> None:
+    from neurovar.experiment import read_cell
+
+    for spec in specs:
+        x, _ = read_cell(a, spec.cell_id)
+        y, _ = read_cell(b, spec.cell_id)
+        if set(x.variables) != set(y.variables) or any(
+                x[v].values.tobytes() != y[v].values.tobytes() for v in x.variables):
+            raise RuntimeError(f"cell {spec.label}: cluster result differs from in-process")
+
+
+def demo_cells(k: int, per_seed: int = 0, threads: int = 0) -> list:
+    """The first ``k`` cells of the demo grid, or (``per_seed``) the first ``per_seed`` cells
+    of each of its seeds; ``threads``: torch threads per cell instead of the config's."""
+    from neurovar.experiment import load_config, plan
+
+    cfg = load_config("demo")
+    if threads:
+        cfg = load_config({**cfg.to_dict(), "threads": threads})
+    cells = plan(cfg)
+    if per_seed:
+        seen: dict[int, int] = {}
+        cells = [c for c in cells if seen.setdefault(c.seed, 0) < per_seed
+                 and not seen.__setitem__(c.seed, seen[c.seed] + 1)]
+    return cells[:k]
+
+
+def demo_runs(client, k: int, repeats: int, workers: int, per_seed: int = 0,
+              threads: int = 0) -> list[tuple[str, int, float, float]]:
+    """The demo cells (:func:`demo_cells`), in-process and on the cluster, alternating, from
+    cold caches; (where, run, wall s, CPU s) per run. Every cluster run's cells are compared
+    bitwise with the in-process run's."""
+    from neurovar.experiment import cell
+
+    demo = demo_cells(k, per_seed, threads)
+    where_c = f"LocalCluster {workers} workers, write=worker"
+    out_rows = []
+    for r in range(repeats):
+        dirs = {}
+        for where in ("in-process", where_c):
+            out = Path(tempfile.mkdtemp(prefix="bench-grid-demo-"))
+            dirs[where] = out
+            cell.clear_caches()
+            cluster_side = where != "in-process"
+            if cluster_side:
+                client.run(cell.clear_caches)
+                w0 = sum(client.run(_cpu).values())
+            c0, t0 = time.process_time(), time.perf_counter()
+            res = run_cells(demo, out, scheduler=client if cluster_side else None,
+                            progress=False)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - c0
+            if cluster_side:
+                cpu += sum(client.run(_cpu).values()) - w0
+            if res.failed or len(res.completed) != len(demo):
+                raise RuntimeError(res.summary())
+            out_rows.append((where, r, wall, cpu))
+            print(out_rows[-1], flush=True)
+        _same_cells(demo, dirs["in-process"], dirs[where_c])
+        for out in dirs.values():
+            shutil.rmtree(out, ignore_errors=True)
+    return out_rows
+
+
+def demo_table(demo_rows, args) -> list[str]:
+    n = len(demo_cells(args.demo, args.per_seed, args.threads))
+    which = (f"the first {args.per_seed} cells of each seed ({n} cells)" if args.per_seed
+             else f"the first {n} cells")
+    lines = ["", f"## The demo grid: {which} of the shipped `demo` config", "",
+             f"Torch threads per cell: {args.threads or 'the config' + chr(39) + 's (2)'}. "
+             f"Default compute (shared work as tasks the cells depend on), {args.repeats} runs "
+             "of each side alternating, each from cold caches (new results folder, in-memory "
+             "caches cleared in this process and on the workers). CPU s: this process's CPU "
+             "time, plus the workers' for the cluster. Every cluster run's cells were checked "
+             "bitwise equal to the in-process run's (every variable of every cell).", "",
+             "| run | where | wall s | cells/min | CPU s |", "|---:|---|---:|---:|---:|"]
+    lines += [f"| {r} | {w} | {wall:.1f} | {60 * n / wall:.1f} | {cpu:.1f} |"
+              for w, r, wall, cpu in demo_rows]
+    inproc = [wall for w, _, wall, _ in demo_rows if w == "in-process"]
+    clus = [wall for w, _, wall, _ in demo_rows if w != "in-process"]
+    ratios = [a / b for a, b in zip(inproc, clus)]
+    lines += ["", "Throughput of the cluster over in-process, run by run (in-process wall / "
+              "cluster wall of the same repeat): " + ", ".join(f"{x:.2f}x" for x in ratios)
+              + f"; median {np.median(ratios):.2f}x."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-trivial", type=int, default=40)
     parser.add_argument("--n-work", type=int, default=12)
     parser.add_argument("--work", type=float, default=1.0, help="seconds per work cell")
     parser.add_argument("--demo", type=int, default=0, help="also time the first K demo cells")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side (demo)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="with --demo: torch threads per cell, both sides (default: the "
+                        "config's, 2)")
+    parser.add_argument("--per-seed", type=int, default=0,
+                        help="with --demo: the first this many cells of each seed instead")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -110,40 +212,48 @@ def main() -> None:
         rows.append((kind, n, where, seconds, 60.0 * n / seconds, seconds / n))
         print(rows[-1], flush=True)
 
-    row("trivial", len(trivial), "in-process", timed(trivial, **fns))
-    row("work", len(work), "in-process", timed(work, **fns))
+    if trivial:
+        row("trivial", len(trivial), "in-process", timed(trivial, **fns))
+    if work:
+        row("work", len(work), "in-process", timed(work, **fns))
+
+    import importlib
 
     import distributed
 
     t0 = time.perf_counter()
     cluster = local_cluster(args.workers)
     client = distributed.Client(cluster)
-    client.run(__import__, "neurovar.experiment.executor")  # workers import neurovar
+    client.run(importlib.import_module, "neurovar.experiment.executor")  # workers import neurovar
+    if args.demo:
+        importlib.import_module("neurovar.experiment.cell")
+        client.run(importlib.import_module, "neurovar.experiment.cell")
     startup = time.perf_counter() - t0
+    demo_rows: list[tuple[str, int, float, float]] = []
     try:
-        timed(trivial[:4], scheduler=client, **fns)  # warm the connection
-        lat = []
-        for spec in trivial[:20]:  # one task at a time: the round trip of one cell
+        latency = float("nan")
+        if trivial:
+            timed(trivial[:4], scheduler=client, **fns)  # warm the connection
+            lat = []
+            for spec in trivial[:20]:  # one task at a time: the round trip of one cell
+                t1 = time.perf_counter()
+                client.submit(compute, spec, pure=False).result()
+                lat.append(time.perf_counter() - t1)
             t1 = time.perf_counter()
-            client.submit(compute, spec, pure=False).result()
-            lat.append(time.perf_counter() - t1)
-        t1 = time.perf_counter()
-        for spec in trivial[:20]:
-            compute(spec)
-        local_call = (time.perf_counter() - t1) / 20
-        latency = float(np.median(lat)) - local_call
-        for write in ("worker", "client"):
-            where = f"LocalCluster {args.workers} workers, write={write}"
-            row("trivial", len(trivial), where, timed(trivial, scheduler=client, write=write, **fns))
-        row("work", len(work), f"LocalCluster {args.workers} workers, write=worker",
-            timed(work, scheduler=client, **fns))
+            for spec in trivial[:20]:
+                compute(spec)
+            local_call = (time.perf_counter() - t1) / 20
+            latency = float(np.median(lat)) - local_call
+            for write in ("worker", "client"):
+                where = f"LocalCluster {args.workers} workers, write={write}"
+                row("trivial", len(trivial), where,
+                    timed(trivial, scheduler=client, write=write, **fns))
+        if work:
+            row("work", len(work), f"LocalCluster {args.workers} workers, write=worker",
+                timed(work, scheduler=client, **fns))
         if args.demo:
-            from neurovar.experiment import load_config, plan
-
-            demo = plan(load_config("demo"))[: args.demo]
-            row("demo cell", len(demo), "in-process", timed(demo))
-            row("demo cell", len(demo), f"LocalCluster {args.workers} workers, write=worker",
-                timed(demo, scheduler=client))
+            demo_rows = demo_runs(client, args.demo, args.repeats, args.workers,
+                                  args.per_seed, args.threads)
     finally:
         client.close()
         cluster.close()
@@ -154,6 +264,7 @@ def main() -> None:
         w: (args.workers * by[("trivial", w)] - by[("trivial", "in-process")]) / n_triv
         for (k, w) in by if k == "trivial" and w != "in-process"
     }
+    load = os.getloadavg()
     cores = os.cpu_count()
     lines = [
         "# Grid throughput: in-process vs dask LocalCluster",
@@ -183,15 +294,9 @@ def main() -> None:
         f"on {args.workers} workers when the cores are free.",
     ]
     if args.demo:
-        lines += [
-            "",
-            f"`demo cell`: the first {args.demo} cells of the shipped demo grid (seed 0). They share "
-            "seed 0's base network: in-process it is trained once and kept in memory; on the "
-            "cluster both workers start at once, so each trains it (the disk cache under "
-            "`out/cache` only helps cells that start after it is written) and each imports the "
-            "experiment modules on its first cell. With a handful of cells that start-up cost "
-            "dominates; a cluster pays off on grids of many cells per worker (the `work` rows).",
-        ]
+        lines += demo_table(demo_rows, args)
+    lines += ["", f"Load average at the end of the run (1, 5, 15 min): "
+              f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {cores} cores."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

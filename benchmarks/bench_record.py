@@ -29,7 +29,8 @@ import torchvision
 
 from neurovar.models import SmallCNN
 from neurovar.noise import IsotropicNoise, inject_noise
-from neurovar.record import _forward_trials, record_activations
+from neurovar.record import record_activations
+from neurovar.record._forward import _forward_trials
 
 OUT = Path(__file__).resolve().parent / "results" / "record.md"
 

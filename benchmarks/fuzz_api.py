@@ -16,6 +16,14 @@ classified as
 - **hang**: the call did not finish within ``--timeout`` seconds and showed no progress
   (SIGALRM).
 
+Unclear errors of the wrong class (not ``ValueError``/``TypeError``: ``AttributeError``,
+``RuntimeError``, ``KeyError`` ... from deep inside) are also counted as **crash**.
+
+Then the scenarios of issue 21 (``tests/api_cases.SCENARIOS``): settings that do not fit
+together, experiment objects built by hand, NaN data and the patterns of torchvision's models,
+each classified as clear (an error naming the expected key or parameter) / works (a correct
+result where one is possible) / unclear / crash / silent / hang.
+
 Counts go to ``benchmarks/results/fuzz_api.md``.
 
 Usage::
@@ -89,9 +97,44 @@ def classify(run, pname, value, timeout):
         is_ipe = type(err).__name__ == "InvalidParameterError"
         return ("clear_ipe" if is_ipe else "clear"), ""
     except Exception as err:  # noqa: BLE001
-        return "unclear", f"{type(err).__name__}: {str(err)[:160]}"
+        return "unclear", f"crash: {type(err).__name__}: {str(err)[:160]}"
     finally:
         signal.alarm(0)
+
+
+def classify_scenario(call, expect, timeout):
+    """clear / works / unclear / crash / silent / hang for one scenario of issue 21."""
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = call()
+        if callable(expect):
+            return ("works", "") if expect(out) else ("silent", f"wrong result {out!r}"[:160])
+        return "silent", "accepted"
+    except _Timeout:
+        return "hang", f"no result within {timeout} s"
+    except (ValueError, TypeError) as err:
+        if not callable(expect) and expect in str(err):
+            return "clear", ""
+        return "unclear", f"{type(err).__name__}: {str(err)[:160]}"
+    except Exception as err:  # noqa: BLE001
+        return "crash", f"{type(err).__name__}: {str(err)[:160]}"
+    finally:
+        signal.alarm(0)
+
+
+def run_scenarios(timeout):
+    """Counts per class of scenario and the lines of the ones not clear."""
+    by_class = collections.defaultdict(collections.Counter)
+    bad = []
+    for cls, label, call, expect in api_cases.SCENARIOS:
+        outcome, detail = classify_scenario(call, expect, timeout)
+        by_class[cls][outcome] += 1
+        if outcome not in ("clear", "works"):
+            bad.append((cls, label, outcome, detail))
+    return by_class, bad
 
 
 def main(argv=None):
@@ -175,6 +218,7 @@ def main(argv=None):
         f"| clear error naming the parameter | {clear} |",
         f"| ... of which InvalidParameterError | {counts['clear_ipe']} |",
         f"| unclear error | {counts['unclear']} |",
+        f"| ... of which an exception of the wrong class (crash) | {sum(1 for p in problems if p[4].startswith('crash'))} |",
         f"| silent acceptance | {counts['silent']} |",
         f"| hang (> {args.timeout} s) | {counts['hang']} |",
         "",
@@ -202,6 +246,27 @@ def main(argv=None):
         f"| still running after {args.timeout} s, showing a progress bar | {hc['progress']} |",
         f"| hang (> {args.timeout} s, no progress shown) | {hc['hang']} |",
     ]
+    by_class, scen_bad = run_scenarios(args.timeout)
+    outcomes = ("clear", "works", "unclear", "crash", "silent", "hang")
+    lines += [
+        "",
+        f"Scenarios of issue 21 (`tests/api_cases.SCENARIOS`, {sum(sum(c.values()) for c in by_class.values())} "
+        "in all): clear = an error naming the key or parameter; works = a correct result; "
+        "crash = an exception of the wrong class",
+        "",
+        "| class | " + " | ".join(outcomes) + " |",
+        "|---|" + "---:|" * len(outcomes),
+    ]
+    for cls, c in by_class.items():
+        lines.append(f"| {cls} | " + " | ".join(str(c[o]) for o in outcomes) + " |")
+    total_c = collections.Counter()
+    for c in by_class.values():
+        total_c.update(c)
+    lines.append("| all | " + " | ".join(str(total_c[o]) for o in outcomes) + " |")
+    lines += ["", "| scenario | class | outcome | detail |", "|---|---|---|---|"]
+    for cls, label, outcome, detail in scen_bad:
+        detail = detail.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {label} | {cls} | {outcome} | {detail} |")
     lines += [
         "",
         "## Not clear",

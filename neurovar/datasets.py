@@ -14,6 +14,7 @@ import torch
 
 from ._compat import renamed_parameters
 from ._torch import seed_from
+from ._validation import Satisfies, check_param, check_str, check_tensor, param_error
 
 __all__ = ["ImageDataset", "load_digits", "load_mnist", "load_fashion_mnist", "load_mnist_embedded",
            "load_cifar10"]
@@ -42,6 +43,9 @@ class ImageDataset:
     name: str
     classes: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        _check_image_dataset(self)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
@@ -50,6 +54,33 @@ class ImageDataset:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+
+def _check_image_dataset(data: ImageDataset) -> None:
+    """The invariants of :class:`ImageDataset`, checked when one is made: float32 images
+    ``(N, C, H, W)`` in [0, 1] (no NaN), int labels ``(N,)`` in ``[0, n_classes)``, one image
+    shape for both splits, a name and at least two class names."""
+    owner = "ImageDataset"
+    check_str(data.name, name="name", owner=owner)
+    check_param(data.classes, [Satisfies(
+        lambda c: isinstance(c, tuple) and len(c) >= 2 and all(isinstance(x, str) for x in c),
+        "a tuple of at least two class names (str)")], name="classes", owner=owner)
+    for split in ("train", "test"):
+        x_name, y_name = f"x_{split}", f"y_{split}"
+        x, y = getattr(data, x_name), getattr(data, y_name)
+        check_tensor(x, name=x_name, owner=owner, ndim=4, floating=True, low=0.0, high=1.0)
+        if x.dtype != torch.float32:
+            raise param_error(x_name, owner, "a float32 tensor (the dtype of the models)",
+                              f"dtype {x.dtype}", raw=True, hint="Convert it with .float().")
+        check_tensor(y, name=y_name, owner=owner, ndim=1, floating=False, low=0,
+                     high=len(data.classes) - 1)
+        if y.shape[0] != x.shape[0]:
+            raise param_error(y_name, owner, f"one label per image of {x_name} "
+                              f"({x.shape[0]})", f"{y.shape[0]} labels", raw=True)
+    if data.x_train.shape[1:] != data.x_test.shape[1:]:
+        raise param_error("x_test", owner, "images of the shape of x_train "
+                          f"{tuple(data.x_train.shape[1:])}", f"shape "
+                          f"{tuple(data.x_test.shape[1:])}", raw=True)
 
 
 @renamed_parameters({"seed": "rng"})

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np
-import xarray as xr
 
 from ._validation import InvalidParameterError, check_bool, check_dim_names
 
@@ -231,3 +230,9 @@ def unit_coords(
     if pair:
         coords.update({f"{name}_j": (UNIT_J, values) for name, (_, values) in coords.items()})
     return coords
+
+
+# Imported last: when xarray is not imported yet, importing it registers the ``.nv`` accessor
+# (see neurovar/__init__.py), which imports neurovar.stats, which imports names from this
+# module; they must exist by then (``import neurovar.dims`` as a program's first import).
+import xarray as xr  # noqa: E402

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._compat import renamed_parameters
+from ._progress import check_progress, progress_bar
 from ._torch import resolve_device, seed_from, seeded_torch
 from .datasets import ImageDataset
 
@@ -327,11 +327,12 @@ def evaluate_accuracy(
 
     Runs where the model is unless ``device`` is given (:func:`neurovar._torch.resolve_device`).
     """
-    from ._validation import check_instance, check_int, check_tensor, param_error
+    from ._validation import check_instance, check_int, check_model_input, check_tensor, param_error
 
     owner = "evaluate_accuracy"
     check_instance(model, nn.Module, name="model", owner=owner, expected="a torch.nn.Module")
-    check_tensor(images, name="images", owner=owner, floating=True)
+    check_tensor(images, name="images", owner=owner, floating=True, finite=True)
+    check_model_input(model, images, owner=owner)  # dtype and channels, before torch sees them
     check_tensor(labels, name="labels", owner=owner, ndim=1, floating=False)
     if len(labels) != len(images):
         raise param_error("labels", owner, f"of length {len(images)} (one per image)", len(labels))
@@ -369,7 +370,7 @@ def train(
     weight_decay: float = 0.0,
     rng: RNGLike = 0,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainHistory:
     """Train ``model`` on ``data`` with Adam and cross-entropy, reproducibly from ``rng``.
@@ -394,7 +395,8 @@ def train(
         Where to train; default: where the model is (its parameters' device, else the CPU;
         :func:`neurovar._torch.resolve_device`). Pass ``device="cuda"`` to train on a GPU.
     progress
-        Show a tqdm progress bar over epochs.
+        A tqdm progress bar over epochs: None (default) after a few seconds of work, True at
+        once, False never (:mod:`neurovar._progress`).
     augment
         Optional ``augment(images, labels, generator) -> images`` applied to every mini-batch
         before the forward pass (on ``device``; ``generator`` is a ``torch.Generator`` on that
@@ -407,7 +409,7 @@ def train(
     TrainHistory
         Mean training loss, train accuracy and test accuracy per epoch.
     """
-    from ._validation import check_bool, check_instance, check_int, check_real, check_rng
+    from ._validation import check_instance, check_int, check_real, check_rng
 
     check_instance(model, nn.Module, name="model", owner="train", expected="a torch.nn.Module")
     check_rng(rng, name="rng", owner="train")
@@ -415,7 +417,7 @@ def train(
         check_int(value, name=name, owner="train", low=1)
     check_real(lr, name="lr", owner="train", low=0, low_open=True)
     check_real(weight_decay, name="weight_decay", owner="train", low=0)
-    progress = check_bool(progress, name="progress", owner="train")
+    progress = check_progress(progress, owner="train")
     if augment is not None and not callable(augment):
         from ._validation import param_error
 
@@ -438,7 +440,7 @@ def train(
     x_train, y_train = _train_tensors_on(dev, data)
     n = len(x_train)
     with seeded_torch(seed, dev):
-        for _ in tqdm(range(epochs), desc="train", disable=not progress, leave=False):
+        for _ in progress_bar(range(epochs), desc="train", unit="epoch", progress=progress):
             model.train()
             order = torch.randperm(n, generator=gen)
             total, correct, seen = 0.0, 0, 0

@@ -32,7 +32,10 @@ import neurovar
 
 #: Modules not enumerated: command-line front ends and the demo (their own tests cover them),
 #: and the private floors.
-EXCLUDED_MODULES = ("neurovar.cli", "neurovar.demo", "neurovar.inference._cli")
+EXCLUDED_MODULES = (
+    "neurovar.cli", "neurovar.demo", "neurovar.report", "neurovar.report_reproduction",
+    "neurovar.perturb.apgd",  # deprecated re-exports
+)
 
 
 def public_api() -> dict[str, Any]:
@@ -414,14 +417,14 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             noise.fit_perturbation_covariance, small_model(), images(), images() * 0.9, layer="fc1"
         ),
         # ------------------------------------------------------------ perturb
-        "neurovar.perturb.attacks.FGSM": lambda: _attack(perturb.FGSM, eps=0.05, rng=0),
-        "neurovar.perturb.attacks.PGD": lambda: _attack(perturb.PGD, eps=0.05, steps=2, rng=0),
-        "neurovar.perturb.apgd.APGD": lambda: _attack(perturb.APGD, eps=0.05, steps=2,
+        "neurovar.perturb.attacks.fgsm.FGSM": lambda: _attack(perturb.FGSM, eps=0.05, rng=0),
+        "neurovar.perturb.attacks.pgd.PGD": lambda: _attack(perturb.PGD, eps=0.05, steps=2, rng=0),
+        "neurovar.perturb.attacks.apgd.APGD": lambda: _attack(perturb.APGD, eps=0.05, steps=2,
                                                       restarts=1, rng=0),
-        "neurovar.perturb.attacks.TargetedPGD": lambda: _attack(
+        "neurovar.perturb.attacks.targeted_pgd.TargetedPGD": lambda: _attack(
             perturb.TargetedPGD, eps=0.05, steps=2, n_target_classes=2, rng=0
         ),
-        "neurovar.perturb.attacks.Square": lambda: _attack(
+        "neurovar.perturb.attacks.square.Square": lambda: _attack(
             perturb.Square, eps=0.05, n_queries=3, rng=0
         ),
         "neurovar.perturb.adapters.TorchattacksAttack": lambda: (
@@ -472,7 +475,7 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             n_repeats=2,
             rng=0,
         ),
-        "neurovar.perturb.diagnostics.check_robustness_result": lambda: _positional_call(
+        "neurovar.perturb.masking.check_robustness_result": lambda: _positional_call(
             perturb.check_robustness_result, robustness(), n_classes=3, warn=False
         ),
         # ------------------------------------------------------------ models, datasets
@@ -637,7 +640,7 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             cortex.compare,
             responses(n_stim=4, n_units=5),
             responses(n_stim=4, n_units=5, seed=1),
-            n_bootstrap=20,
+            n_resamples=20,
             rng=0,
         ),
         "neurovar.plot.plot_comparison": lambda: _positional_call(
@@ -645,7 +648,7 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             cortex.compare(
                 responses(n_stim=4, n_units=5),
                 responses(n_stim=4, n_units=5, seed=1),
-                n_bootstrap=20,
+                n_resamples=20,
                 rng=0,
             ),
         ),
@@ -726,8 +729,8 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             tiny_experiment()["specs"],
             tiny_experiment()["cfg"].magnitudes,
         ),
-        "neurovar.experiment.store.to_tidy": lambda: _positional_call(
-            experiment.to_tidy, tiny_experiment()["results"]
+        "neurovar.experiment.store.results_table": lambda: _positional_call(
+            experiment.results_table, tiny_experiment()["results"]
         ),
         "neurovar.experiment.runner.run": lambda: _positional_call(
             # resumes the finished shared run: every cell is skipped, results re-assembled
@@ -763,22 +766,22 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
             "gaussian_noise",
             "gaussian_noise",
         ),
-        "neurovar.report.plot_robustness_curves": lambda: _positional_call(
+        "neurovar.experiment.report.plot_robustness_curves": lambda: _positional_call(
             report.plot_robustness_curves,
             tiny_experiment()["results"],
             regime="test-time",
             noise_at_test=True,
         ),
-        "neurovar.report.plot_transfer_matrix": lambda: _positional_call(
+        "neurovar.experiment.report.plot_transfer_matrix": lambda: _positional_call(
             report.plot_transfer_matrix, tiny_experiment()["tm"]
         ),
-        "neurovar.report.plot_alignment_gain": lambda: _positional_call(
+        "neurovar.experiment.report.plot_alignment_gain": lambda: _positional_call(
             report.plot_alignment_gain, *tiny_experiment()["link"]
         ),
-        "neurovar.report.plot_clean_cost": lambda: _positional_call(
+        "neurovar.experiment.report.plot_clean_cost": lambda: _positional_call(
             report.plot_clean_cost, tiny_experiment()["cost"]
         ),
-        "neurovar.report.plot_masking": lambda: _positional_call(
+        "neurovar.experiment.report.plot_masking": lambda: _positional_call(
             report.plot_masking, tiny_experiment()["masking"]
         ),
     }
@@ -857,3 +860,284 @@ def owner_names(qualname: str) -> tuple[str, ...]:
 
 def model_factory() -> nn.Module:
     return small_model()
+
+
+# ----------------------------------------------------------------------------- scenarios
+# Issue 21's classes of bad input that one bad parameter at a time does not reach: settings
+# that do not fit together, experiment objects built by hand, NaN data, and the patterns of
+# models written by others (torchvision's). Each scenario is (class, label, call, expect):
+# ``expect`` a str that the error (ValueError/TypeError) must contain (the parameter or key it
+# names), or a predicate that the call's result must satisfy (the case "works correctly").
+# ``benchmarks/fuzz_api.py`` counts them; ``tests/test_bad_input.py`` requires each.
+
+
+def _config_problem(**change: Any) -> Callable[[], Any]:
+    import copy
+
+    def call():
+        from neurovar.experiment.config import parse_config
+
+        cfg = copy.deepcopy(TINY_EXPERIMENT)
+        for key, value in change.items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        return parse_config(cfg)
+
+    return call
+
+
+def _spec(**change: Any) -> Callable[[], Any]:
+    def call():
+        import dataclasses
+
+        from neurovar import experiment
+
+        spec = experiment.plan(TINY_EXPERIMENT)[0]
+        return dataclasses.replace(spec, **change)
+
+    return call
+
+
+def _dataset(**change: Any) -> Callable[[], Any]:
+    def call():
+        from neurovar.datasets import ImageDataset
+
+        fields = dict(x_train=images(6), y_train=labels(6), x_test=images(), y_test=labels(),
+                      name="t", classes=("a", "b", "c"))
+        fields.update(change)
+        return ImageDataset(**fields)
+
+    return call
+
+
+def _nan_images(n=4):
+    x = images(n)
+    x[1, 0, 2, 3] = float("nan")
+    return x
+
+
+class _ReusedReLU(nn.Module):
+    """torchvision's BasicBlock pattern: one ``self.relu`` called twice per forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+            self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+            self.fc = nn.Linear(2 * 8 * 8, 3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        h = self.relu(self.conv1(x))
+        h = self.relu(self.conv2(h) + h)
+        return self.fc(h.flatten(1))
+
+
+class _StochasticPrefix(nn.Module):
+    """EfficientNet's pattern: randomness the library does not know about (a train-mode
+    dropout, like ``StochasticDepth``) upstream of an injected noise site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.drop = nn.Dropout(0.5)
+            self.act = nn.Tanh()
+            self.fc = nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.drop(self.conv(x))).flatten(1))
+
+
+def _record_reused(inject: bool) -> Callable[[], Any]:
+    def call():
+        from neurovar import record_activations
+        from neurovar.noise import IsotropicNoise, inject_noise
+
+        model = _ReusedReLU().eval()
+        if not inject:
+            return record_activations(model, images(), layers="relu", n_trials=2, rng=0,
+                                      progress=False)
+        with inject_noise(model, {"relu": IsotropicNoise(1.0, rng=0)}):
+            return record_activations(model, images(), layers="fc", n_trials=2, rng=0,
+                                      progress=False)
+
+    return call
+
+
+def _upstream_randomness_kept() -> Callable[[], Any]:
+    def call():
+        from neurovar import record_activations
+        from neurovar.noise import IsotropicNoise, inject_noise
+
+        model = _StochasticPrefix().train()
+        with inject_noise(model, {"act": IsotropicNoise(0.1, rng=0)}):
+            tree = record_activations(model, images(), layers="drop", n_trials=4, rng=0,
+                                      progress=False)
+        return float(tree["drop"]["activation"].std("trial").mean())
+
+    return call
+
+
+def _store_call(name: str, *args: Any) -> Callable[[], Any]:
+    def call():
+        from neurovar.experiment import store
+
+        return getattr(store, name)(*args)
+
+    return call
+
+
+def _read_cell_escape():
+    from neurovar.experiment import store
+
+    folder = scratch_dir() / "escape"
+    (folder / "cells").mkdir(parents=True, exist_ok=True)
+    return store.read_cell(folder, "../../etc")
+
+
+def _experiment_call(name: str, *args: Any) -> Callable[[], Any]:
+    def call():
+        from neurovar import experiment
+
+        return getattr(experiment, name)(*args)
+
+    return call
+
+
+def _calibration(**change: Any) -> Callable[[], Any]:
+    def call():
+        from neurovar.noise import NoiseCalibration
+
+        fields = dict(layer="fc1", m=0.5, activation_variance=2.0, noise_variance=1.0, snr=2.0,
+                      snr_db=3.0, scale=0.7)
+        fields.update(change)
+        return NoiseCalibration(**fields)
+
+    return call
+
+
+def _warns(call: Callable[[], Any]) -> Callable[[], list[str]]:
+    """The messages of the warnings ``call`` raises."""
+    def run():
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        return [str(w.message) for w in caught]
+
+    return run
+
+
+def _bootstrap(**kw: Any) -> Callable[[], Any]:
+    def call():
+        from neurovar.inference import bootstrap_ci
+
+        return bootstrap_ci(samples(20), dim="sample", rng=0, **kw)
+
+    return call
+
+
+SCENARIOS: list[tuple[str, str, Callable[[], Any], Any]] = [
+    # settings that do not fit together (each valid alone), checked before any work
+    ("combination", "CIFAR ResNet on digits", _config_problem(model={"name": "resnet18_cifar"}),
+     "key 'model.name'"),
+    ("combination", "n_fit beyond the data", _config_problem(data={"n_fit": 100000}),
+     "key 'data.n_fit'"),
+    ("combination", "n_eval beyond the data", _config_problem(data={"n_eval": 100000}),
+     "key 'data.n_eval'"),
+    ("combination", "n_record_stimuli beyond n_eval",
+     _config_problem(evaluation={"n_record_stimuli": 50}), "key 'evaluation.n_record_stimuli'"),
+    ("combination", "n_target_classes beyond the classes",
+     _config_problem(evaluation={"n_target_classes": 20}), "key 'evaluation.n_target_classes'"),
+    ("combination", "duplicate magnitudes", _config_problem(magnitudes=[0.5, 0.5]),
+     "key 'magnitudes'"),
+    ("combination", "magnitude as a string", _config_problem(magnitudes=["0.5"]),
+     "key 'magnitudes[0]'"),
+    ("combination", "n_eval as a string", _config_problem(data={"n_eval": "90"}),
+     "key 'data.n_eval'"),
+    ("combination", "a bool as a count", _config_problem(evaluation={"steps": True}),
+     "key 'evaluation.steps'"),
+    ("combination", "misspelt key", _config_problem(magnitude=[0.5]), "did you mean 'magnitudes'"),
+    ("combination", "misspelt regime", _config_problem(regimes=["test_time"]),
+     "did you mean 'test-time'"),
+    ("combination", "square with an l2 target",
+     _config_problem(evaluation={"attacks": ["square"]},
+                     targets=[{"family": "attack", "norm": "l2", "strengths": [0.5]}]),
+     "'square' supports only norm 'linf'"),
+    ("combination", "mix without the units rule", _config_problem(conditions=["mix:0.5:*"]),
+     "key 'conditions[0]'"),
+    ("combination", "structured without sources",
+     _config_problem(sources=[], conditions=["structured"]), "key 'sources'"),
+    # experiment objects built by hand, and experiment functions given the wrong thing
+    ("experiment object", "ExperimentConfig(regimes=('bogus',))",
+     lambda: __import__("neurovar.experiment", fromlist=["x"]).ExperimentConfig(
+         **{**TINY_EXPERIMENT, "regimes": ("bogus",)}), "key 'regimes[0]'"),
+    ("experiment object", "DataConfig(n_eval='90')",
+     lambda: __import__("neurovar.experiment.config", fromlist=["x"]).DataConfig(n_eval="90"),
+     "key 'n_eval'"),
+    ("experiment object", "CellSpec regime", _spec(regime="bogus"), "'regime'"),
+    ("experiment object", "CellSpec cell_id ../", _spec(cell_id="../x"), "'cell_id'"),
+    ("experiment object", "CellSpec condition", _spec(condition="zz"), "'condition'"),
+    ("experiment object", "CellSpec seed", _spec(seed=-1), "'seed'"),
+    ("experiment object", "CellSpec magnitude", _spec(magnitude=float("nan")), "'magnitude'"),
+    ("experiment object", "ImageDataset float64",
+     _dataset(x_train=images(6).double()), "'x_train'"),
+    ("experiment object", "ImageDataset labels beyond classes",
+     _dataset(y_test=torch.full((4,), 7)), "'y_test'"),
+    ("experiment object", "ImageDataset one label short", _dataset(y_train=labels(5)),
+     "'y_train'"),
+    ("experiment object", "ImageDataset name None", _dataset(name=None), "'name'"),
+    ("experiment object", "NoiseCalibration m < 0", _calibration(m=-1.0), "'m'"),
+    ("experiment object", "NoiseCalibration layer None", _calibration(layer=None), "'layer'"),
+    ("experiment object", "is_done on a missing folder",
+     _store_call("is_done", "/no/such/folder", "abc"), "'out_dir'"),
+    ("experiment object", "done_cells on a missing folder",
+     _store_call("done_cells", "/no/such/folder"), "'out_dir'"),
+    ("experiment object", "read_cell ../../", _read_cell_escape, "'cell_id'"),
+    ("experiment object", "plan(None)", _experiment_call("plan", None), "a path"),
+    ("experiment object", "plan({'bogus': 1})", _experiment_call("plan", {"bogus": 1}),
+     "unknown key 'bogus'"),
+    ("experiment object", "compute_cell(None)", _experiment_call("compute_cell", None), "'spec'"),
+    ("experiment object", "compute_cell('x')", _experiment_call("compute_cell", "x"), "'spec'"),
+    ("experiment object", "link_model(None, None)",
+     _experiment_call("link_model", None, None), "parameter of link_model"),
+    ("experiment object", "run(None, out)",
+     lambda: __import__("neurovar.experiment", fromlist=["x"]).run(None, scratch_dir() / "r0"),
+     "a path"),
+    # NaN / wrong-kind data reaching torch
+    ("NaN data", "record_activations NaN stimuli",
+     lambda: __import__("neurovar", fromlist=["x"]).record_activations(
+         small_model(), _nan_images(), layers="relu3", n_trials=2, progress=False), "'stimuli'"),
+    ("NaN data", "evaluate_accuracy NaN images",
+     lambda: __import__("neurovar.models", fromlist=["x"]).evaluate_accuracy(
+         small_model(), _nan_images(), labels()), "'images'"),
+    ("NaN data", "fit_perturbation_covariance NaN images",
+     lambda: __import__("neurovar.noise", fromlist=["x"]).fit_perturbation_covariance(
+         small_model(), _nan_images(), images(), layer="relu3"), "_images'"),
+    ("NaN data", "evaluate_accuracy float64 images",
+     lambda: __import__("neurovar.models", fromlist=["x"]).evaluate_accuracy(
+         small_model(), images().double(), labels()), "'images'"),
+    ("NaN data", "evaluate_accuracy 2 channels for a 1-channel model",
+     lambda: __import__("neurovar.models", fromlist=["x"]).evaluate_accuracy(
+         small_model(), torch.rand(4, 2, 8, 8), labels()), "'images'"),
+    ("NaN data", "record_activations 3-D stimuli",
+     lambda: __import__("neurovar", fromlist=["x"]).record_activations(
+         small_model(), torch.rand(4, 8, 8), layers="relu3", n_trials=2, progress=False),
+     "'stimuli'"),
+    # a warning that names the problem (the limits would be the most extreme resamples)
+    ("NaN data", "BCa at 0.999 from 99 resamples",
+     _warns(_bootstrap(n_resamples=99, confidence_level=0.999, method="BCa")),
+     lambda messages: any("n_resamples=99 is too few" in m for m in messages)),
+    # models written by others: torchvision's patterns
+    ("model pattern", "record a module called twice (BasicBlock relu)", _record_reused(False),
+     "relu"),
+    ("model pattern", "noise at a module called twice", _record_reused(True), "relu"),
+    ("model pattern", "randomness upstream of a noise site (StochasticDepth)",
+     _upstream_randomness_kept(), lambda sd: sd > 0),
+]

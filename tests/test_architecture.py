@@ -22,11 +22,11 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "bottom": (
         "neurovar._version",
         "neurovar._compat",
+        "neurovar._progress",
         "neurovar._torch",
         "neurovar._rng",
         "neurovar._validation",
         "neurovar._io",
-        "neurovar._store",
         "neurovar.dims",
     ),
     "data": ("neurovar.datasets", "neurovar.models"),
@@ -34,8 +34,14 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "package": ("neurovar",),  # the root __init__: imports record, stats, dims
     "perturb": ("neurovar.perturb",),
     "cortex": ("neurovar.cortex",),
-    "top": ("neurovar.experiment", "neurovar.demo", "neurovar.report", "neurovar.report_reproduction"),
-    "roof": ("neurovar.cli", "neurovar.plot"),
+    # figures of statistics, noise, robustness and cortex comparisons; the experiment's report
+    # draws with them
+    "figures": ("neurovar.plot",),
+    "top": ("neurovar.experiment",),
+    # neurovar.demo, neurovar.report, neurovar.report_reproduction: deprecated re-exports of
+    # neurovar.cli.demo and neurovar.experiment.report
+    "roof": ("neurovar.cli", "neurovar.demo", "neurovar.__main__", "neurovar.report",
+             "neurovar.report_reproduction"),
 }
 # which floors a floor may import (its own included: then only acyclically)
 MAY_IMPORT: dict[str, set[str]] = {
@@ -45,7 +51,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "package": {"bottom", "core"},
     "perturb": {"bottom", "core", "perturb"},
     "cortex": {"bottom", "core", "cortex"},
-    "top": {"bottom", "data", "core", "package", "perturb", "cortex", "top"},
+    "figures": {"bottom", "data", "core", "package", "perturb", "cortex", "figures"},
+    "top": {"bottom", "data", "core", "package", "perturb", "cortex", "figures", "top"},
     "roof": set(FLOORS),
 }
 # rules inside the core floor: the statistics are torch-free and know nothing of models;
@@ -163,6 +170,53 @@ def test_the_graph_sees_imports_inside_functions():
 
 def test_every_module_has_a_floor():
     assert not [m for m in GRAPH if _floor(m) is None]
+
+
+# Loose top-level modules (not in a folder) and their floor; a new module goes into a folder.
+LOOSE: dict[str, str] = {
+    "neurovar._version": "bottom",
+    "neurovar._compat": "bottom",
+    "neurovar._torch": "bottom",
+    "neurovar._rng": "bottom",
+    "neurovar._io": "bottom",
+    "neurovar._progress": "bottom",
+    "neurovar.dims": "bottom",
+    "neurovar.datasets": "data",
+    "neurovar.models": "data",
+    "neurovar.report": "roof",  # deprecated re-export of neurovar.experiment.report
+    "neurovar.report_reproduction": "roof",  # the same
+    "neurovar.demo": "roof",  # deprecated re-export of neurovar.cli.demo
+    "neurovar.__main__": "roof",  # python -m neurovar
+}
+
+
+def test_every_folder_is_one_floor():
+    """The folder names show the floors: every module of a subpackage is on its folder's floor."""
+    modules = _modules()
+    folders = [name for name, (_, is_pkg) in modules.items() if is_pkg and name != "neurovar"]
+    assert {"neurovar.record", "neurovar.cli", "neurovar.plot", "neurovar.perturb.attacks"} <= set(
+        folders
+    )
+    mixed = [
+        (m, _floor(m), folder, _floor(folder))
+        for folder in folders
+        for m in modules
+        if m.startswith(folder + ".") and _floor(m) != _floor(folder)
+    ]
+    assert not mixed, f"modules on another floor than their folder: {mixed}"
+
+
+def test_loose_modules_are_listed():
+    loose = {
+        name
+        for name, (_, is_pkg) in _modules().items()
+        if not is_pkg and name.count(".") == 1
+    }
+    assert loose == set(LOOSE), (
+        f"new loose modules (put them in a folder): {sorted(loose - set(LOOSE))}; "
+        f"gone (remove them from LOOSE): {sorted(set(LOOSE) - loose)}"
+    )
+    assert {m: _floor(m) for m in LOOSE} == LOOSE
 
 
 def test_no_import_cycles():

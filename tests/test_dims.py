@@ -49,3 +49,15 @@ def test_datatree_gets_a_hint_to_select_a_layer():
     )
     with pytest.raises(TypeError, match=r"tree\['fc1'\]\['activation'\]"):
         check_dims(tree, RESPONSE_DIMS)
+
+
+def test_dims_imports_first_in_a_fresh_process():
+    # importing xarray registers the accessor, which imports neurovar.stats, which imports
+    # neurovar.dims: a partly initialised dims failed with "cannot import name 'UNIT'"
+    import subprocess
+    import sys
+
+    code = "import neurovar.dims as d; import neurovar.stats; print(d.UNIT, d.xr.__name__)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["unit", "xarray"]

@@ -17,7 +17,6 @@ import torch
 import xarray as xr
 from store_helpers import kill_after_chunks
 
-from neurovar import record as record_module
 from neurovar._validation import InvalidParameterError
 from neurovar.record import (
     IncompleteRecordingError,
@@ -25,6 +24,7 @@ from neurovar.record import (
     record_activations,
     save_recording,
 )
+from neurovar.record import _record as record_module
 
 # Built the same way here and in the killed subprocess: dropout in train mode, plain noise at
 # relu2 (where trials branch) and noise with a running estimate at relu3 (relative_scale,

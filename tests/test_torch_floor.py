@@ -48,6 +48,7 @@ def test_device_rule_explicit_then_model_then_cpu():
 
 def test_record_and_train_run_where_the_model_is(monkeypatch):
     from neurovar import models, record
+    from neurovar.record import _record as record_room  # where record_activations resolves
 
     seen = []
     real = _torch.resolve_device
@@ -56,7 +57,7 @@ def test_record_and_train_run_where_the_model_is(monkeypatch):
         seen.append((device, model is not None))
         return real(device, model=model, **kwargs)
 
-    monkeypatch.setattr(record, "resolve_device", spy)
+    monkeypatch.setattr(record_room, "resolve_device", spy)
     monkeypatch.setattr(models, "resolve_device", spy)
     model = models.SmallCNN(rng=0, channels=(2, 2), hidden=4)
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))

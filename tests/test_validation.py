@@ -192,20 +192,24 @@ NO_CASE = {
     "neurovar.experiment.reproduction.reproduction_claims": "needs a run's results: "
     "tests/experiment/test_paper_protocol.py",
     "neurovar.experiment.reproduction.ReproductionClaim": "a record type of the report",
-    "neurovar.perturb.apgd.apgd_checkpoints": "a schedule of integers: tests/perturb/test_apgd.py",
-    "neurovar.report_reproduction.reproduction_section": "writes a report: tests/experiment/"
+    "neurovar.experiment.reproduction.matched_clean_gain": "needs a run's results: "
+    "tests/experiment/test_reproduction_inference.py",
+    "neurovar.experiment.reproduction.protocol_excess": "per-image gaps of a run: "
+    "tests/experiment/test_reproduction_inference.py",
+    "neurovar.perturb.attacks.apgd.apgd_checkpoints": "a schedule of integers: tests/perturb/test_apgd.py",
+    "neurovar.experiment.report.reproduction_section": "writes a report: tests/experiment/"
     "test_paper_protocol.py",
-    "neurovar.report_reproduction.plot_protocol_curves": "figures of a run: tests/experiment/"
+    "neurovar.experiment.report.plot_protocol_curves": "figures of a run: tests/experiment/"
     "test_paper_protocol.py",
-    "neurovar.report_reproduction.plot_target_curves": "figures of a run: tests/experiment/"
+    "neurovar.experiment.report.plot_target_curves": "figures of a run: tests/experiment/"
     "test_paper_protocol.py",
-    "neurovar.report_reproduction.plot_source_target_heatmap": "figures of a run: "
+    "neurovar.experiment.report.plot_source_target_heatmap": "figures of a run: "
     "tests/experiment/test_paper_protocol.py",
-    "neurovar.report_reproduction.plot_positive_controls": "figures of a run: "
+    "neurovar.experiment.report.plot_positive_controls": "figures of a run: "
     "tests/experiment/test_paper_protocol.py",
-    "neurovar.report_reproduction.plot_magnitude_sweep": "figures of a run: "
+    "neurovar.experiment.report.plot_magnitude_sweep": "figures of a run: "
     "tests/experiment/test_paper_protocol.py",
-    "neurovar.report_reproduction.plot_robustness_vs_clean": "figures of a run: "
+    "neurovar.experiment.report.plot_robustness_vs_clean": "figures of a run: "
     "tests/experiment/test_paper_protocol.py",
     "neurovar.record.save_recording": "writes files: tests/test_record_faults.py",
     "neurovar.record.load_recording": "reads files: tests/test_record_faults.py",
@@ -249,7 +253,7 @@ NO_CASE = {
     "neurovar.noise.fit.NoiseCalibration": "a result container",
     "neurovar.noise.controls.diagonal_control": "one positional argument only",
     "neurovar.noise.controls.isotropic_control": "one positional argument only",
-    "neurovar.perturb.attacks.Attack": "abstract base class",
+    "neurovar.perturb.attacks._base.Attack": "abstract base class",
     "neurovar.perturb.adapters.torchattacks_names": "no parameters",
     "neurovar.perturb.corruptions.Corruption": "a registry record",
     "neurovar.perturb.diagnostics.NoiseFreeTwin": "a model wrapper (model only)",
@@ -262,7 +266,7 @@ NO_CASE = {
     "neurovar.stats.accessor.NeurovarAccessor": "the .nv accessor forwards to the statistics",
     "neurovar.inference.binomial.BinomialModelResult": "a result container",
     "neurovar.perturb.evaluate.AttackFactory": "a typing.Protocol (the factory signature)",
-    "neurovar.perturb.diagnostics.RobustnessDiagnosis": "a result container",
+    "neurovar.perturb.masking.RobustnessDiagnosis": "a result container",
     # the experiment: record types, and pydantic models whose validation is pydantic's own
     # (every key checked, extra keys forbidden: tests/experiment/test_config.py)
     "neurovar.experiment.config.ExperimentConfig": "pydantic model: tests/experiment/test_config.py",
@@ -273,16 +277,20 @@ NO_CASE = {
     "neurovar.experiment.config.EvaluationConfig": "pydantic model: tests/experiment/test_config.py",
     "neurovar.experiment.config.SourceConfig": "pydantic model: tests/experiment/test_config.py",
     "neurovar.experiment.config.TargetConfig": "pydantic model: tests/experiment/test_config.py",
+    "neurovar.experiment.config.validate_cell_spec": "takes a CellSpec, checked field by field: "
+    "tests/experiment/test_config_validation.py and the CellSpec scenarios of api_cases",
     "neurovar.experiment.grid.CellSpec": "a record type built by plan() (frozen dataclass)",
+    "neurovar.experiment.grid.SharedTask": "a record type built by cell.shared_work() (frozen "
+    "dataclass): tests/experiment/test_shared_work.py",
     "neurovar.experiment.cell.CellResult": "a result container of compute_cell",
     "neurovar.experiment.runner.RunOutcome": "a result container of run",
     "neurovar.experiment.executor.GridOutcome": "a result container of run_cells",
     "neurovar.experiment.executor.local_cluster": "starts dask worker processes: "
     "tests/experiment/test_executor.py",
     "neurovar.experiment.analysis.Claim": "a result container of claims",
-    "neurovar.report.write_report": "writes every figure of a finished run (seconds): "
+    "neurovar.experiment.report.write_report": "writes every figure of a finished run (seconds): "
     "tests/experiment/test_run.py::test_report_rebuilds_from_cells",
-    "neurovar.report.report_main": "the report command (prints, returns an exit status): "
+    "neurovar.experiment.report.report_main": "the report command (prints, returns an exit status): "
     "tests/experiment/test_folder_errors.py",
     "neurovar.experiment.runner.run_lock": "a context manager over a folder's lock: "
     "tests/experiment/test_run_lock.py",
@@ -300,10 +308,10 @@ SKIP = {
     ("neurovar.noise.models.IsotropicNoise", "std"): "fuzzed below through noise params",
     ("neurovar.stats.variability.mean_matched_fano_factor", "condition"): "a coordinate name",
     ("neurovar.plot.plot_noise_correlations", "bins"): "int or a sequence of edges",
-    ("neurovar.perturb.attacks.FGSM", "eot_batch"): "int or 'auto'",
-    ("neurovar.perturb.attacks.PGD", "eot_batch"): "int or 'auto'",
-    ("neurovar.perturb.attacks.TargetedPGD", "eot_batch"): "int or 'auto'",
-    ("neurovar.perturb.attacks.Square", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.fgsm.FGSM", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.pgd.PGD", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.targeted_pgd.TargetedPGD", "eot_batch"): "int or 'auto'",
+    ("neurovar.perturb.attacks.square.Square", "eot_batch"): "int or 'auto'",
 }
 
 
@@ -415,3 +423,104 @@ def test_statistics_fuzz(resp, which):
         assert any(issubclass(w.category, RuntimeWarning) for w in caught), (
             f"{which} returned non-finite values without a warning for input\n{resp.values!r}"
         )
+
+
+# ----------------------------------------------------------------------------- declarative layer
+@pytest.mark.parametrize(
+    ("constraint", "good", "bad"),
+    [
+        (v.Interval(__import__("numbers").Integral, 1, None), [1, np.int64(7), 10**12],
+         [0, True, 1.0, "2", None, np.float64(3)]),
+        (v.Interval(__import__("numbers").Real, 0, 1, closed="right"), [1, 0.5, np.float32(0.2)],
+         [0, 0.0, 1.0001, math.nan, True, "0.5", math.inf]),
+        (v.Interval(__import__("numbers").Real, None, None, allow_inf=True), [-math.inf, 3],
+         [math.nan, False]),
+        (v.Options(str, ("linf", "l2")), ["linf", "l2"], ["l3", None, 1, ["linf"]]),
+    ],
+)
+def test_constraints_accept_exactly_their_values(constraint, good, bad):
+    assert all(constraint.is_satisfied_by(g) for g in good)
+    assert not any(constraint.is_satisfied_by(b) for b in bad)
+
+
+def test_interval_describes_its_bounds_and_refuses_an_empty_interval():
+    from numbers import Integral, Real
+
+    assert str(v.Interval(Integral, 1, None)) == "an int in [1, inf)"
+    assert str(v.Interval(Real, 0, 1, closed="neither")) == "a float in (0, 1)"
+    assert str(v.Interval(Real, 0, 1, closed="left")) == "a float in [0, 1)"
+    with pytest.raises(ValueError, match="empty interval"):
+        v.Interval(Real, 2, 1)
+
+
+def test_check_param_lists_every_accepted_form_and_suggests_a_close_option():
+    with pytest.raises(InvalidParameterError) as info:
+        v.check_param("isotropc", [v.Options(str, ("isotropic", "diagonal")), None],
+                      name="kind", owner="f")
+    assert str(info.value) == (
+        "The 'kind' parameter of f must be one of ['isotropic', 'diagonal'] or None. Got "
+        "'isotropc' instead. (did you mean 'isotropic'?)")
+    assert v.check_param(None, [v.Options(str, ("a",)), None], name="kind", owner="f") is None
+
+
+def test_validate_params_checks_defaults_and_keywords_before_the_body_runs():
+    from numbers import Real
+
+    ran = []
+
+    @v.validate_params({"eps": [v.Interval(Real, 0, 1, closed="right")], "cb": [callable, None],
+                        "flag": ["boolean"], "rng": ["random_state"]})
+    def f(eps, cb=None, *, flag=False, rng=None):
+        ran.append(eps)
+        return eps
+
+    assert f(0.5, flag=True, rng=np.random.default_rng(0)) == 0.5
+    for kwargs, name in (({"eps": 0}, "eps"), ({"eps": 0.1, "cb": 3}, "cb"),
+                         ({"eps": 0.1, "flag": 1}, "flag"), ({"eps": 0.1, "rng": -1}, "rng")):
+        with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of .*f must be"):
+            f(**kwargs)
+    assert ran == [0.5]  # no failing call reached the body
+
+    with pytest.raises(ValueError, match="no parameter"):
+        v.validate_params({"epz": [float]})(lambda eps: eps)
+
+
+def test_the_old_homes_give_the_one_message_of_the_validation_layer():
+    """stats/_util, noise/_utils, inference/_validation and perturb/_utils delegate to
+    _validation: the same bad value gives the same message whichever home checks it."""
+    from neurovar.inference import _validation as inf
+    from neurovar.noise import _utils as nu
+    from neurovar.perturb import _utils as pu
+    from neurovar.stats import _util as su
+
+    def msg(call):
+        with pytest.raises(InvalidParameterError) as info:
+            call()
+        return str(info.value)
+
+    one = msg(lambda: v.check_int(0, name="n", owner="f", low=1))
+    assert one == "The 'n' parameter of f must be an int in [1, inf). Got 0 instead."
+    assert one == msg(lambda: su.check_int(0, "n", "f", low=1))
+    assert one == msg(lambda: nu.check_int(0, name="n", owner="f"))
+    assert one == msg(lambda: inf.check_positive_int(0, name="n", owner="f"))
+    assert one == msg(lambda: pu.check_number(0, "n", "f", low=1, integer=True))
+    real = msg(lambda: v.check_real(1.5, name="x", owner="f", low=0, high=1, low_open=True,
+                                    high_open=True))
+    assert real == msg(lambda: inf.check_unit_interval(1.5, name="x", owner="f"))
+    assert real == msg(lambda: su.check_real(1.5, "x", "f", low=0, high=1, low_open=True,
+                                             high_open=True))
+    opt = msg(lambda: su.check_option("c", "k", "f", ("a", "b")))
+    assert opt == msg(lambda: pu.check_choice("c", "k", "f", ("a", "b")))
+    # one argument order: perturb has no owner-first adapter any more
+    assert not hasattr(pu, "param_error") or pu.param_error is v.param_error
+
+
+def test_an_automatic_bar_shows_at_once_with_its_total_when_the_work_is_large():
+    from neurovar.perturb._utils import AUTO_PROGRESS_DELAY_S, progress_bar
+
+    with progress_bar(total=10**9, desc="PGD", progress=None, unit="pass") as big:
+        assert not big.disable and big.delay == 0 and big.total == 10**9
+    with progress_bar(total=40, desc="PGD", progress=None, unit="pass") as small:
+        assert small.delay == AUTO_PROGRESS_DELAY_S
+    with progress_bar(total=10**9, desc="PGD", progress=False, unit="pass") as off:
+        assert off.disable

@@ -1,27 +1,64 @@
-"""Run the same variability statistics on ANN layers and cortical areas, side by side.
+r"""Run the same variability statistics on ANN layers and cortical areas, side by side.
 
 Every statistic is computed by :mod:`neurovar.stats` on each ``("trial", "stimulus",
 "unit")`` array, whether its units are ANN units or neurons, and every interval by
 :func:`neurovar.inference.bootstrap_ci`; this module only arranges the inputs, keeps a small
 registry of the statistics (what each needs, what it resamples) and returns one tidy table.
 The figures are :func:`neurovar.plot.plot_comparison`.
+
+Statistics of :func:`compare` (:data:`STATISTICS`, all from :mod:`neurovar.stats`):
+
+- ``fano_factor``: mean over units of each unit's stimulus-averaged
+  :math:`F_{si} = \hat\sigma^2_{si} / \bar x_{si}` (Fano 1947; Tolhurst et al. 1983).
+- ``mean_matched_fano_factor``: weighted regression slope of variance on mean through
+  the origin (Churchland et al. 2010). Each layer/area is one condition, so there is
+  nothing to match its mean distribution against: the value is the regression Fano
+  factor :math:`\sum_k (n_k - 1) F_k / \sum_k (n_k - 1)` over (stimulus, unit) cells.
+- ``variance_mean_exponent``: :math:`b` of the power law
+  :math:`\hat\sigma^2 = a \bar x^{b}`, OLS on :math:`\log_{10}` over (stimulus, unit)
+  cells with positive mean and variance (Tolhurst et al. 1983).
+- ``noise_correlation``: mean over pairs of :math:`r_{sc}` (z-scored residuals pooled
+  over stimuli; Zohary et al. 1994; Cohen & Kohn 2011).
+- ``signal_correlation``: mean over pairs of the correlation of trial-averaged tuning.
+- ``rsc_signal_slope``: OLS slope of :math:`r_{sc}` on signal correlation over pairs.
+- ``participation_ratio``: :math:`(\sum_k\lambda_k)^2 / \sum_k\lambda_k^2` of the noise
+  covariance eigenvalues (Gao et al. 2017).
+- ``eigenspectrum_exponent``: power-law exponent of the noise eigenspectrum
+  (Stringer et al. 2019). Units without variance (dead ReLU units) and numerically zero
+  eigenvalues never enter the fit (:func:`neurovar.stats.power_law_exponent`, with a
+  counted warning).
+- ``shared_variance``: mean over units of the fraction of each unit's noise variance
+  shared with the population, :math:`(LL^\top)_{ii} / ((LL^\top)_{ii} + \Psi_{ii})`,
+  by factor analysis; ``shared_dimensionality``: eigenvalues of :math:`LL^\top` needed
+  for 95% of the shared variance, with the number of factors chosen by cross-validation
+  (Williamson et al. 2016); it needs ``n_factors=None`` (with a fixed number of factors
+  it is bounded by, and mostly equal to, that number), so with ``n_factors`` fixed it is
+  left out under ``"auto"`` and refused when asked for. The factor model is fitted once;
+  the shared-variance interval covers the sampling of units only.
+
+References
+----------
+Fano, U. (1947). Ionization yield of radiations. Phys. Rev. 72, 26-29. Tolhurst, D. J.,
+Movshon, J. A. & Dean, A. F. (1983). The statistical reliability of signals in single neurons
+in cat and monkey visual cortex. Vision Res. 23, 775-785. Zohary, E., Shadlen, M. N. &
+Newsome, W. T. (1994). Nature 370, 140-143. Stringer, C. et al. (2019). High-dimensional
+geometry of population responses in visual cortex. Nature 571, 361-365. (The others are
+cited in :func:`compare`.)
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
+from neurovar._compat import renamed_parameters
+from neurovar._progress import check_progress, progress_bar
 from neurovar._validation import (
-    check_bool,
     check_choice,
     check_int,
     check_memory,
@@ -31,38 +68,24 @@ from neurovar._validation import (
 )
 from neurovar.cortex.loaders import require_counts
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
-from neurovar.inference import bootstrap_ci
-from neurovar.stats import (
-    eigenspectrum,
-    fano_factor,
-    mean_matched_fano_factor,
-    noise_correlation,
-    participation_ratio,
-    power_law_exponent,
-    shared_variance,
-    signal_correlation,
+from neurovar.stats import eigenspectrum
+
+from ._statistics import (  # noqa: F401  (_slope, _regression_fano_parts: used by plot, tests)
+    _REGISTRY,
+    STATISTICS,
+    _Data,
+    _interval,
+    _regression_fano_parts,
+    _slope,
+    _upper,
+    _variance_mean_fit,
 )
-from neurovar.stats._residuals import pooled_residuals, stimulus_major
-from neurovar.stats.variability import _moments
 
 __all__ = ["CI_METHODS", "STATISTICS", "compare"]
 
 #: Interval methods of :func:`compare` (all through :func:`neurovar.inference.bootstrap_ci`).
 CI_METHODS: tuple[str, ...] = ("percentile", "BCa", "basic")
 
-#: Statistics :func:`compare` knows, in table order.
-STATISTICS: tuple[str, ...] = (
-    "fano_factor",
-    "mean_matched_fano_factor",
-    "variance_mean_exponent",
-    "noise_correlation",
-    "signal_correlation",
-    "rsc_signal_slope",
-    "participation_ratio",
-    "eigenspectrum_exponent",
-    "shared_variance",
-    "shared_dimensionality",
-)
 _COLUMNS = [
     "source",
     "layer",
@@ -80,8 +103,6 @@ _COLUMNS = [
     "scale_dependent",
 ]
 _MAX_DETAIL_POINTS = 20_000
-#: Residual trials are resampled in at most this many contiguous blocks (spectrum statistics).
-_MAX_SPECTRUM_BLOCKS = 400
 
 
 # --------------------------------------------------------------------------- inputs
@@ -165,365 +186,6 @@ def _resolve_statistics(statistics: str | Sequence[str]) -> tuple[list[str], boo
     return statistics, False
 
 
-# --------------------------------------------------------------------------- helpers
-def _upper(matrix: np.ndarray) -> np.ndarray:
-    iu = np.triu_indices(matrix.shape[0], 1)
-    return matrix[iu]
-
-
-def _nanmean(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if x.size else float("nan")
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 3 or np.ptp(x) == 0:
-        return float("nan")
-    xc = x - x.mean()
-    return float(xc @ (y - y.mean()) / (xc @ xc))
-
-
-def _variance_mean_fit(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
-    """OLS fit of ``log10 var = log10 a + b log10 mean`` over cells with positive mean and var."""
-    ok = np.isfinite(mean) & np.isfinite(var) & (mean > 0) & (var > 0)
-    if ok.sum() < 3:
-        return float("nan"), float("nan")
-    b, log_a = np.polyfit(np.log10(mean[ok]), np.log10(var[ok]), 1)
-    return float(b), float(10**log_a)
-
-
-def _regression_fano_parts(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-    r"""Per-unit numerator and denominator of the Churchland et al. (2010) regression Fano factor.
-
-    With one condition, :func:`neurovar.stats.mean_matched_fano_factor` keeps every
-    (stimulus, unit) cell, and its weighted regression through the origin with weights
-    :math:`w_k = (n_k - 1) / (2 \bar x_k^2)` reduces to a weighted mean of the cells' Fano
-    factors, :math:`F = \sum_k (n_k - 1) F_k / \sum_k (n_k - 1)`. Summed per unit, a bootstrap
-    replicate over units is a ratio of two sums. Units are resampled because cells of one
-    unit share its gain: the regression t-interval of the stats function treats the cells as
-    independent and is far too narrow.
-    """
-    ff = fano_factor(da)
-    # the cells the regression uses: finite variance, positive mean
-    weight = (da.count(dim=TRIAL) - 1).where(ff.notnull() & (da.mean(dim=TRIAL) > 0))
-    num = np.asarray((weight * ff).sum(dim=STIMULUS).values, dtype=float)
-    den = np.asarray(weight.sum(dim=STIMULUS).values, dtype=float)
-    return num, den
-
-
-def _index_statistic(fn: Callable[[np.ndarray], float]) -> Callable:
-    """Lift ``fn(indices) -> float`` to the ``statistic(x, axis)`` that bootstrap_ci expects.
-
-    :func:`neurovar.inference.bootstrap_ci` resamples the index vector ``0..n-1``; each
-    resample (and, for BCa, each jackknife sample) arrives as a row of indices.
-    """
-
-    def statistic(x: np.ndarray, axis: int = -1) -> np.ndarray:
-        x = np.moveaxis(np.asarray(x), axis, -1)
-        rows = x.reshape(-1, x.shape[-1]).astype(np.intp)
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = np.array([fn(r) for r in rows], dtype=float)
-        return out.reshape(x.shape[:-1])
-
-    statistic.__name__ = getattr(fn, "__name__", "statistic")
-    return statistic
-
-
-@dataclass
-class _Value:
-    """One statistic's value, what it averages (``n``) and how to resample it.
-
-    ``resample`` is ``("values", array)`` (bootstrap the mean of these per-unit values),
-    ``("indices", n, fn)`` (bootstrap ``fn`` over resampled indices ``0..n-1``) or ``None``
-    (no interval); ``over`` says what was resampled.
-    """
-
-    value: float
-    n: int
-    resample: tuple | None
-    over: str
-
-
-class _Data:
-    """One array prepared for the statistics, with the shared intermediate results cached."""
-
-    def __init__(self, da: xr.DataArray, *, n_factors, max_factors, gen, label):
-        self.da = da
-        self.values = np.asarray(da.values, dtype=np.float64)
-        self.n_units, self.n_stimuli = da.sizes[UNIT], da.sizes[STIMULUS]
-        self.n_factors, self.max_factors = n_factors, max_factors
-        self.gen, self.label = gen, label
-        self.details: dict[str, Any] = {}
-        self._cache: dict[str, Any] = {}
-
-    def cached(self, key: str, fn: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
-
-    # cell moments (stimulus, unit) as fano_factor computes them, NaN trials skipped
-    def moments(self) -> tuple[np.ndarray, np.ndarray]:
-        def fn():
-            _, mean, var = _moments(
-                self.da, trial_dim=TRIAL, stimulus_dim=STIMULUS, unit_dim=UNIT, ddof=1,
-                func="compare",
-            )  # fmt: skip
-            return np.asarray(mean.values, dtype=float), np.asarray(var.values, dtype=float)
-
-        return self.cached("moments", fn)
-
-    def rsc(self) -> np.ndarray:
-        def fn():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return np.asarray(noise_correlation(self.da).values)
-
-        return self.cached("rsc", fn)
-
-    def rsig(self) -> np.ndarray:
-        def fn():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return np.asarray(signal_correlation(self.da).values)
-
-        return self.cached("rsig", fn)
-
-    def residuals(self) -> tuple[np.ndarray, int]:
-        """Pooled complete-trial residuals and their degrees of freedom (as noise_covariance)."""
-
-        def fn():
-            data = stimulus_major(
-                self.da, trial_dim=TRIAL, stimulus_dim=STIMULUS, unit_dim=UNIT, func="compare"
-            )
-            res = pooled_residuals(data, func="compare")
-            return res.values, int(res.dof)
-
-        return self.cached("residuals", fn)
-
-    def shared(self) -> tuple[xr.Dataset, str]:
-        return self.cached("shared", self._fit_shared)
-
-    def _fit_shared(self) -> tuple[xr.Dataset, str]:
-        # One BLAS thread: the factor-analysis EM runs many small SVDs (trials x units), for
-        # which threads only add synchronisation; on a busy 2-core machine the default
-        # threading made the V4 + Semedo comparison 25x slower (600 s vs 23 s, measured).
-        values = self.values
-        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            if self.n_factors is None:
-                # cap the cross-validated candidates: every extra candidate costs n_folds
-                # factor-analysis fits, and large k converge slowly (hundreds of EM steps)
-                varying = int(np.sum(np.nanmax(np.nanvar(values, axis=0), axis=0) > 0))
-                cap = max(min(self.max_factors, varying - 1), 0)
-                sv = shared_variance(self.da, max_factors=cap, rng=self.gen)
-            else:
-                sv = shared_variance(self.da, n_factors=self.n_factors, rng=self.gen)
-        k_used = int(sv["n_factors"])
-        if self.n_factors is None and k_used == cap and cap < varying - 1:
-            warnings.warn(
-                f"Cross-validation chose the largest candidate number of factors ({cap}) for "
-                f"'{self.label}' (layer/area with {self.n_units} units); the shared-variance "
-                "statistics may improve with a larger 'max_factors'.",
-                UserWarning,
-                stacklevel=5,
-            )
-        method = (
-            f"{k_used} factors, chosen by cross-validation over 0..{cap}"
-            if self.n_factors is None
-            else f"{k_used} factors, fixed"
-        )
-        return sv, method
-
-    def noise_cov(self) -> np.ndarray:
-        def fn():
-            x, dof = self.residuals()
-            return x.T @ x / max(dof, 1)
-
-        return self.cached("noise_cov", fn)
-
-
-# --------------------------------------------------------------------------- the statistics
-def _fano(d: _Data) -> _Value:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ff = fano_factor(d.da)
-        per_unit = np.asarray(ff.mean(dim=[x for x in ff.dims if x != UNIT]).values)
-    ok = per_unit[np.isfinite(per_unit)]
-    return _Value(_nanmean(per_unit), ok.size, ("values", ok), "units")
-
-
-def _regression_fano(d: _Data) -> _Value:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mm = mean_matched_fano_factor(d.da, rng=d.gen).squeeze()
-        num, den = _regression_fano_parts(d.da)
-
-    def ratio(idx: np.ndarray) -> float:
-        return float(np.nansum(num[idx]) / np.nansum(den[idx]))
-
-    return _Value(
-        float(mm["fano_factor"]),
-        int(mm["n_points"]),
-        ("indices", num.size, ratio),
-        "units, of the weighted regression slope",
-    )
-
-
-def _variance_mean_exponent(d: _Data) -> _Value:
-    mean, var = d.moments()
-
-    def exponent(idx: np.ndarray) -> float:
-        return _variance_mean_fit(mean[:, idx], var[:, idx])[0]
-
-    b, _ = _variance_mean_fit(mean, var)
-    n_cells = int(np.sum((mean > 0) & (var > 0)))
-    return _Value(b, n_cells, ("indices", d.n_units, exponent), "units")
-
-
-def _pair_statistic(mats: Callable[[_Data], list[np.ndarray]], fn: Callable) -> Callable:
-    """A statistic of unit-pair values, bootstrapped over units.
-
-    Units are drawn with replacement and ``fn`` is applied to the pairs ``(a, b)`` of drawn
-    units with ``a < b`` (original indices), so a pair is never a unit with itself; pairs
-    share units, so resampling pairs independently would understate the uncertainty.
-    """
-
-    def compute(d: _Data) -> _Value:
-        ms = mats(d)
-        pairs = [_upper(m) for m in ms]
-        ok = np.logical_and.reduce([np.isfinite(p) for p in pairs])
-
-        def on_units(idx: np.ndarray) -> float:
-            idx = np.sort(idx)
-            keep = idx[:, None] < idx[None, :]
-            return fn(*(m[np.ix_(idx, idx)][keep] for m in ms))
-
-        return _Value(fn(*pairs), int(ok.sum()), ("indices", d.n_units, on_units), "units")
-
-    return compute
-
-
-def _spectrum_statistic(fn: Callable[[xr.DataArray], xr.DataArray]) -> Callable:
-    """A statistic of the noise covariance, bootstrapped over pooled residual trials.
-
-    Rows (valid trials of every stimulus, minus their stimulus' mean) are resampled in at most
-    :data:`_MAX_SPECTRUM_BLOCKS` contiguous blocks, so that BCa's jackknife costs that many
-    eigendecompositions rather than one per trial. Units are held fixed (resampling units
-    would duplicate eigen-directions).
-    """
-
-    def compute(d: _Data) -> _Value:
-        x, dof = d.residuals()
-        n_rows = x.shape[0]
-        n_blocks = min(n_rows, _MAX_SPECTRUM_BLOCKS)
-        edges = np.linspace(0, n_rows, n_blocks + 1).astype(int)
-        blocks = [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:])]
-        n_stim_rows = n_rows - dof  # one mean per stimulus
-
-        def of_rows(rows: np.ndarray) -> float:
-            r = x[rows]
-            dof_b = r.shape[0] - n_stim_rows * r.shape[0] / max(n_rows, 1)
-            cov = xr.DataArray(r.T @ r / max(dof_b, 1.0), dims=(UNIT, "unit_j"))
-            return float(fn(cov))
-
-        def on_blocks(idx: np.ndarray) -> float:
-            return of_rows(np.concatenate([blocks[i] for i in idx]))
-
-        cov = xr.DataArray(d.noise_cov(), dims=(UNIT, "unit_j"))
-        value = float(fn(cov))  # warnings (dead units, ...) are said once, here
-        return _Value(value, d.n_units, ("indices", n_blocks, on_blocks), "pooled residual trials")
-
-    return compute
-
-
-def _shared_fraction(d: _Data) -> _Value:
-    sv, method = d.shared()
-    fraction = np.asarray(sv["percent_shared"].values, dtype=float) / 100.0
-    ok = fraction[np.isfinite(fraction)]
-    return _Value(
-        _nanmean(fraction), ok.size, ("values", ok), f"units, factor model fixed ({method})"
-    )
-
-
-def _shared_dimensionality(d: _Data) -> _Value:
-    sv, method = d.shared()
-    return _Value(float(sv["shared_dimensionality"]), d.n_units, None, f"factor analysis, {method}")
-
-
-@dataclass(frozen=True)
-class _Statistic:
-    """An entry of the registry: how to compute one statistic and what it needs."""
-
-    compute: Callable[[_Data], _Value]
-    needs_means: bool = False
-    needs_stimuli: bool = False
-    #: value changes when an ANN layer's activations are multiplied by a constant
-    scale_dependent: bool = False
-
-
-def _participation_ratio(cov: xr.DataArray) -> xr.DataArray:
-    return participation_ratio(cov)
-
-
-def _eigenspectrum_exponent(cov: xr.DataArray) -> xr.DataArray:
-    return power_law_exponent(cov)
-
-
-#: The registry: name -> statistic, in table order. Every value comes from neurovar.stats,
-#: every interval from neurovar.inference.bootstrap_ci.
-_REGISTRY: dict[str, _Statistic] = {
-    "fano_factor": _Statistic(_fano, needs_means=True, scale_dependent=True),
-    "mean_matched_fano_factor": _Statistic(
-        _regression_fano, needs_means=True, scale_dependent=True
-    ),
-    "variance_mean_exponent": _Statistic(_variance_mean_exponent, needs_means=True),
-    "noise_correlation": _Statistic(_pair_statistic(lambda d: [d.rsc()], _nanmean)),
-    "signal_correlation": _Statistic(
-        _pair_statistic(lambda d: [d.rsig()], _nanmean), needs_means=True, needs_stimuli=True
-    ),
-    "rsc_signal_slope": _Statistic(
-        _pair_statistic(lambda d: [d.rsig(), d.rsc()], _slope),
-        needs_means=True,
-        needs_stimuli=True,
-    ),
-    "participation_ratio": _Statistic(_spectrum_statistic(_participation_ratio)),
-    "eigenspectrum_exponent": _Statistic(_spectrum_statistic(_eigenspectrum_exponent)),
-    "shared_variance": _Statistic(_shared_fraction),
-    "shared_dimensionality": _Statistic(_shared_dimensionality),
-}
-assert tuple(_REGISTRY) == STATISTICS
-
-
-def _interval(
-    v: _Value, *, method: str, n_bootstrap: int, confidence_level: float, gen
-) -> tuple[float, float]:
-    """Bootstrap interval of one value with :func:`neurovar.inference.bootstrap_ci`."""
-    if v.resample is None:
-        return float("nan"), float("nan")
-    if v.resample[0] == "values":
-        data, statistic = v.resample[1], "mean"
-    else:
-        data, statistic = np.arange(v.resample[1], dtype=float), _index_statistic(v.resample[2])
-    if data.size < 2:
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # degenerate resamples give NaN
-        warnings.filterwarnings("ignore", message=".*degenerate.*")
-        ds = bootstrap_ci(
-            xr.DataArray(data, dims=("sample",)),
-            statistic,
-            dim="sample",
-            n_resamples=n_bootstrap,
-            confidence_level=confidence_level,
-            method=method,
-            rng=gen,
-        )
-    return float(ds["ci_low"]), float(ds["ci_high"])
-
-
 # --------------------------------------------------------------------------- one array
 def _drop_empty_units(da: xr.DataArray, *, label: str, where: str) -> xr.DataArray:
     """``da`` without the units that are NaN on every trial and stimulus, with a warning
@@ -554,7 +216,7 @@ def _analyse(
     statistics: list[str],
     *,
     auto: bool,
-    n_bootstrap: int,
+    n_resamples: int,
     confidence_level: float,
     ci_method: str,
     max_units: int | None,
@@ -615,14 +277,14 @@ def _analyse(
         ci = _interval(
             v,
             method=ci_method,
-            n_bootstrap=n_bootstrap,
+            n_resamples=n_resamples,
             confidence_level=confidence_level,
             gen=stat_gen[name],
         )
         how = (
             f"none ({v.over})"
             if v.resample is None
-            else f"{ci_method} bootstrap over {v.over} ({n_bootstrap})"
+            else f"{ci_method} bootstrap over {v.over} ({n_resamples})"
         )
         if np.isfinite(ci[0]) and np.isfinite(ci[1]) and not ci[0] <= v.value <= ci[1]:
             how += (
@@ -675,19 +337,20 @@ def _analyse(
 
 
 # --------------------------------------------------------------------------- public
+@renamed_parameters({"n_bootstrap": "n_resamples"}, since="0.2")
 def compare(
     ann_responses: Any,
     cortical_responses: Any,
     *,
     statistics: str | Sequence[str] = "auto",
-    n_bootstrap: int = 200,
+    n_resamples: int = 200,
     confidence_level: float = 0.95,
     ci_method: str = "percentile",
     max_units: int | None = 1000,
     n_factors: int | None = None,
     max_factors: int = 5,
     rng: None | int | np.random.Generator = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     r"""Compute the same variability statistics on ANN layers and cortical areas.
 
@@ -696,38 +359,11 @@ def compare(
     condition), or an :class:`xarray.DataTree` (one node per layer, variable ``activation``;
     nested groups are conditions), as returned by :func:`neurovar.record.record_activations`.
 
-    Statistics (all from :mod:`neurovar.stats`):
-
-    - ``fano_factor``: mean over units of each unit's stimulus-averaged
-      :math:`F_{si} = \hat\sigma^2_{si} / \bar x_{si}` (Fano 1947; Tolhurst et al. 1983).
-    - ``mean_matched_fano_factor``: weighted regression slope of variance on mean through
-      the origin (Churchland et al. 2010). Each layer/area is one condition, so there is
-      nothing to match its mean distribution against: the value is the regression Fano
-      factor :math:`\sum_k (n_k - 1) F_k / \sum_k (n_k - 1)` over (stimulus, unit) cells.
-    - ``variance_mean_exponent``: :math:`b` of the power law
-      :math:`\hat\sigma^2 = a \bar x^{b}`, OLS on :math:`\log_{10}` over (stimulus, unit)
-      cells with positive mean and variance (Tolhurst et al. 1983).
-    - ``noise_correlation``: mean over pairs of :math:`r_{sc}` (z-scored residuals pooled
-      over stimuli; Zohary et al. 1994; Cohen & Kohn 2011).
-    - ``signal_correlation``: mean over pairs of the correlation of trial-averaged tuning.
-    - ``rsc_signal_slope``: OLS slope of :math:`r_{sc}` on signal correlation over pairs.
-    - ``participation_ratio``: :math:`(\sum_k\lambda_k)^2 / \sum_k\lambda_k^2` of the noise
-      covariance eigenvalues (Gao et al. 2017).
-    - ``eigenspectrum_exponent``: power-law exponent of the noise eigenspectrum
-      (Stringer et al. 2019). Units without variance (dead ReLU units) and numerically zero
-      eigenvalues never enter the fit (:func:`neurovar.stats.power_law_exponent`, with a
-      counted warning).
-    - ``shared_variance``: mean over units of the fraction of each unit's noise variance
-      shared with the population, :math:`(LL^\top)_{ii} / ((LL^\top)_{ii} + \Psi_{ii})`,
-      by factor analysis; ``shared_dimensionality``: eigenvalues of :math:`LL^\top` needed
-      for 95% of the shared variance, with the number of factors chosen by cross-validation
-      (Williamson et al. 2016); it needs ``n_factors=None`` (with a fixed number of factors
-      it is bounded by, and mostly equal to, that number), so with ``n_factors`` fixed it is
-      left out under ``"auto"`` and refused when asked for. The factor model is fitted once;
-      the shared-variance interval covers the sampling of units only.
+    The statistics (:data:`STATISTICS`, all from :mod:`neurovar.stats`) and their formulas
+    are listed in the docstring of :mod:`neurovar.cortex.compare`.
 
     Every interval is computed by :func:`neurovar.inference.bootstrap_ci` (scipy's
-    bootstrap) with ``n_bootstrap`` resamples drawn from ``rng``, as a *percentile* interval
+    bootstrap) with ``n_resamples`` resamples drawn from ``rng``, as a *percentile* interval
     by default (``ci_method="BCa"`` or ``"basic"`` on request). What is resampled: *units* for
     unit and pair averages and the regression Fano factor (pairs of resampled units, never a
     unit with itself; cells and pairs of one unit are not independent, so units are
@@ -750,11 +386,6 @@ def compare(
     stated (mean Fano factor of 15 units: 93% percentile, 89% basic, 97% BCa; see also the
     coverage test in ``tests/cortex/test_cortex_compare.py``).
 
-    Table column ``scale_dependent`` is True for ANN rows of statistics whose value changes
-    when a layer's activations are multiplied by a constant (``fano_factor``,
-    ``mean_matched_fano_factor``): activations are not spike counts, so those values are not
-    comparable with cortex.
-
     Parameters
     ----------
     ann_responses, cortical_responses
@@ -765,8 +396,10 @@ def compare(
     statistics
         ``"auto"`` (every statistic the data support) or a list of names from
         :data:`STATISTICS`.
-    n_bootstrap
-        Bootstrap resamples per confidence interval.
+    n_resamples
+        Bootstrap resamples per confidence interval (the name every bootstrap of neurovar
+        uses; the old name ``n_bootstrap`` still works for one release, with a
+        :class:`FutureWarning`).
     confidence_level
         Coverage of the intervals, in (0, 1).
     ci_method
@@ -793,7 +426,9 @@ def compare(
         Seed or :class:`numpy.random.Generator` for unit subsampling, the mean matching and
         the bootstrap. The global RNG is never touched.
     progress
-        Show a progress bar over layers/areas.
+        Progress bar over layers/areas: ``None`` (default) shows it only when the work is
+        long (after a few seconds) and a terminal or notebook can show it, ``True`` always,
+        ``False`` never.
 
     Returns
     -------
@@ -811,7 +446,8 @@ def compare(
     Fano factors and the variance-mean power law are computed for ANN layers too, but in
     activation units they depend on the layer's scale (scaling activations by :math:`c`
     scales the Fano factor by :math:`c`); they are comparable with spike counts only for
-    units that emit counts; their ANN rows are flagged in the column ``scale_dependent``.
+    units that emit counts; their ANN rows are flagged in the column ``scale_dependent`` (True
+    for ``fano_factor`` and ``mean_matched_fano_factor``).
     Correlations, the variance-mean exponent (under a common scale), the participation ratio
     (at equal unit counts) and shared-variance fractions are scale-free.
 
@@ -826,13 +462,45 @@ def compare(
     """
     owner = "compare"
     stat_list, auto = _resolve_statistics(statistics)
-    n_bootstrap = check_int(n_bootstrap, name="n_bootstrap", owner=owner, low=2)
+    n_resamples, confidence_level, max_units, n_factors, max_factors = _check_settings(
+        n_resamples, confidence_level, max_units, n_factors, max_factors
+    )
+    check_choice(ci_method, name="ci_method", owner=owner, options=CI_METHODS)
+    check_rng(rng, owner=owner, torch_ok=False)
+    progress = check_progress(progress, owner=owner)
+    gen = np.random.default_rng(rng)
+    jobs = _jobs(ann_responses, cortical_responses)
+    rows: list[dict[str, Any]] = []
+    details: dict[tuple[str, str, str], dict[str, Any]] = {}
+    # one independent stream per array: its numbers do not depend on the other arrays
+    streams = gen.spawn(len(jobs))
+    for (source, layer, condition, da), stream in zip(
+        progress_bar(jobs, desc="compare", progress=progress), streams
+    ):
+        r, d = _analyse(
+            da, stat_list, auto=auto, n_resamples=n_resamples,
+            confidence_level=confidence_level, ci_method=ci_method, max_units=max_units,
+            n_factors=n_factors, max_factors=max_factors, gen=stream,
+            label="ann_responses" if source == "ann" else "cortical_responses", source=source,
+            where=f"{layer}" + (f", condition {condition}" if condition else ""),
+        )  # fmt: skip
+        rows += [{"source": source, "layer": layer, "condition": condition, **x} for x in r]
+        details[(source, layer, condition)] = d
+    return _table(rows, details, confidence_level=confidence_level, ci_method=ci_method)
+
+
+def _check_settings(
+    n_resamples: Any, confidence_level: Any, max_units: Any, n_factors: Any, max_factors: Any
+) -> tuple[int, float, int | None, int | None, int]:
+    """The numeric settings of :func:`compare`, checked (one job: refuse bad input)."""
+    owner = "compare"
+    n_resamples = check_int(n_resamples, name="n_resamples", owner=owner, low=2)
     # bootstrap_ci holds the replicates of one statistic (and their copy) in float64
     check_memory(
-        2 * 8.0 * n_bootstrap,
-        name="n_bootstrap",
+        2 * 8.0 * n_resamples,
+        name="n_resamples",
         owner=owner,
-        value=n_bootstrap,
+        value=n_resamples,
         what="the bootstrap replicates of one statistic",
     )
     confidence_level = check_real(
@@ -841,11 +509,12 @@ def compare(
     )  # fmt: skip
     max_factors = check_int(max_factors, name="max_factors", owner=owner, low=0)
     n_factors = check_int(n_factors, name="n_factors", owner=owner, low=0, allow_none=True)
-    check_choice(ci_method, name="ci_method", owner=owner, options=CI_METHODS)
     max_units = check_int(max_units, name="max_units", owner=owner, low=2, allow_none=True)
-    check_rng(rng, owner=owner, torch_ok=False)
-    progress = check_bool(progress, name="progress", owner=owner)
-    gen = np.random.default_rng(rng)
+    return int(n_resamples), confidence_level, max_units, n_factors, max_factors
+
+
+def _jobs(ann_responses: Any, cortical_responses: Any) -> list[tuple[str, str, str, Any]]:
+    """``(source, layer, condition, array)`` for every array of both inputs, ANN first."""
     if ann_responses is None and cortical_responses is None:
         raise ValueError(
             "The 'ann_responses' and 'cortical_responses' parameters cannot both be None."
@@ -858,31 +527,17 @@ def compare(
             ("cortex", *x)
             for x in _flatten(cortical_responses, source="cortex", name="cortical_responses")
         ]
-    rows: list[dict[str, Any]] = []
-    details: dict[tuple[str, str, str], dict[str, Any]] = {}
-    # one independent stream per array: its numbers do not depend on the other arrays
-    streams = gen.spawn(len(jobs))
-    for (source, layer, condition, da), stream in zip(
-        tqdm(jobs, disable=not progress, desc="compare"), streams
-    ):
-        label = "ann_responses" if source == "ann" else "cortical_responses"
-        r, d = _analyse(
-            da,
-            stat_list,
-            auto=auto,
-            n_bootstrap=int(n_bootstrap),
-            confidence_level=confidence_level,
-            ci_method=ci_method,
-            max_units=max_units,
-            n_factors=n_factors,
-            max_factors=max_factors,
-            gen=stream,
-            label=label,
-            source=source,
-            where=f"{layer}" + (f", condition {condition}" if condition else ""),
-        )
-        rows += [{"source": source, "layer": layer, "condition": condition, **x} for x in r]
-        details[(source, layer, condition)] = d
+    return jobs
+
+
+def _table(
+    rows: list[dict[str, Any]],
+    details: dict[tuple[str, str, str], dict[str, Any]],
+    *,
+    confidence_level: float,
+    ci_method: str,
+) -> pd.DataFrame:
+    """The tidy table of :func:`compare`: rows in :data:`STATISTICS` order, details in attrs."""
     table = pd.DataFrame(rows, columns=_COLUMNS)
     order = {s: i for i, s in enumerate(STATISTICS)}
     table = table.sort_values(

@@ -7,7 +7,7 @@ transfers, and why (Preble, Venkatesh, Mihalas & Harris 2026)? A config
 written atomically under ``DIR/cells/``; :func:`run` runs or resumes the grid and assembles
 ``results.nc`` / ``results.csv``; :func:`transfer_matrix`, :func:`claims`,
 :func:`masking_diagnostics` and :func:`link_model` say what the numbers mean. Figures and
-``report.md`` come from :func:`neurovar.report.write_report` (``neurovar report DIR``).
+``report.md`` come from :func:`neurovar.experiment.report.write_report` (``neurovar report DIR``).
 
 Examples
 --------
@@ -38,7 +38,8 @@ from .config import (
 )
 from .grid import CellSpec, plan, stream_seed
 from .runner import RunOutcome, collect, run
-from .store import assemble, done_cells, is_done, read_cell, to_tidy, write_cell
+from .store import assemble, done_cells, is_done, read_cell, results_table, write_cell
+from .store import to_tidy as to_tidy  # deprecated name of results_table (warns)
 
 __all__ = [
     "ExperimentConfig",
@@ -59,7 +60,7 @@ __all__ = [
     "is_done",
     "done_cells",
     "assemble",
-    "to_tidy",
+    "results_table",
     "run",
     "collect",
     "RunOutcome",

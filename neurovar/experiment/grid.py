@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +20,10 @@ import numpy as np
 
 from neurovar._validation import check_choice, check_int
 
-from .config import ExperimentConfig, load_config
-from .registry import REGIMES, parse_condition
+from .config import ExperimentConfig, load_config, validate_cell_spec
+from .registry import GRID_DIMS, REGIMES, parse_condition
 
-__all__ = ["CellSpec", "plan", "SCIENCE_KEYS", "stream_seed"]
+__all__ = ["CellSpec", "SharedTask", "plan", "SCIENCE_KEYS", "stream_seed"]
 
 #: Config sections that change a cell's numbers (``name``, ``device`` and ``threads`` do not
 #: enter the identity; device and threads are recorded with every cell).
@@ -85,23 +86,39 @@ class CellSpec:
     label: str = ""
     resources: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        validate_cell_spec(self)  # every field checked when made (config.CELL_SPEC_CONSTRAINTS)
+
     def config(self) -> ExperimentConfig:
         """The experiment config this cell belongs to (validated again)."""
         return ExperimentConfig.model_validate(json.loads(self.settings))
 
     @property
     def coords(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "regime": self.regime,
-            "condition": self.condition,
-            "magnitude": self.magnitude,
-            "layer": self.layer,
-        }
+        """The cell's grid coordinates (:data:`~.registry.GRID_DIMS`)."""
+        return {dim: getattr(self, dim) for dim in GRID_DIMS}
 
     def to_dict(self) -> dict[str, Any]:
         return {"cell_id": self.cell_id, "label": self.label, **self.coords,
                 "settings": json.loads(self.settings)}
+
+
+@dataclass(frozen=True)
+class SharedTask:
+    """Work that several cells share (a seed's base network, a seed and layer's structure), as
+    a task the cells depend on.
+
+    ``func(*args, *results of deps)`` computes it; ``key`` is unique within a grid, ``deps``
+    are keys of other shared tasks, ``resources`` the dask worker resources it needs. See
+    :func:`neurovar.experiment.cell.shared_work` and
+    :func:`neurovar.experiment.executor.run_cells`.
+    """
+
+    key: str
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    deps: tuple[str, ...] = ()
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 def plan(config: ExperimentConfig | Any) -> list[CellSpec]:

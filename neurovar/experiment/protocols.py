@@ -26,7 +26,12 @@ import xarray as xr
 from torch import nn
 
 from neurovar.perturb import APGD, FGSM, PGD, Square
-from neurovar.perturb.evaluate import _call_factory, correct_matrix, get_attack_factory
+from neurovar.perturb.evaluate import (
+    DEFAULT_NUM_THREADS,
+    attack_ensemble,
+    correct_matrix,
+    get_attack_factory,
+)
 from neurovar.perturb.spec import Perturbation
 
 __all__ = ["paper_attack", "evaluate_paper_target", "evaluate_adaptive_target"]
@@ -123,7 +128,8 @@ def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: t
     ``n_evaluations`` times, and an image counts as robust only if it survives every attack
     and every evaluation: :math:`w_n = \min_{a, e} c_{a,e,n}`.
     As :func:`neurovar.perturb.spec.evaluate_target` for attack targets, whose attack and
-    evaluation model are one.
+    evaluation model are one; the loop is :func:`neurovar.perturb.evaluate.attack_ensemble`,
+    the one :func:`~neurovar.perturb.evaluate_robustness` runs (``eval_model=``).
     """
     ev = cfg.evaluation
     gen = np.random.default_rng(rng)
@@ -134,18 +140,16 @@ def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: t
     first = np.zeros((len(strengths), len(attacks), n))
     budget = {"steps": ev.steps, "n_queries": ev.n_queries,
               "n_target_classes": ev.n_target_classes}
-    for i, eps in enumerate(strengths):
-        for j, name in enumerate(attacks):
-            attack = _call_factory(get_attack_factory(name), attacked, float(eps), budget,
-                                   norm=target.norm, eot_samples=ev.eot_samples,
-                                   rng=np.random.default_rng(int(gen.integers(2**62))),
-                                   device=device)
-            x_adv = attack(images, labels)
-            mat = correct_matrix(defended, x_adv, labels, n_evaluations=ev.n_evaluations,
-                                 rng=int(gen.integers(2**62)), batch_size=ev.batch_size,
-                                 device=device)
-            per[i, j] = mat.min(axis=0)
-            first[i, j] = mat[0]
+    # the library's ensemble loop (evaluate_robustness with eval_model=defended runs it too),
+    # without its stochasticity probe and clean pass: the cell evaluates the clean images once
+    for i, j, mat in attack_ensemble(
+            attacked, images, labels, strengths, attacks,
+            {a: get_attack_factory(a) for a in attacks}, budget, eval_model=defended,
+            norm=target.norm, eot_samples=ev.eot_samples, n_evaluations=ev.n_evaluations,
+            gen=gen, batch_size=ev.batch_size, device=device, attack_batch_size=None,
+            num_threads=DEFAULT_NUM_THREADS):
+        per[i, j] = mat.min(axis=0)
+        first[i, j] = mat[0]
     correct = per.min(axis=1)
     return xr.Dataset(
         {"correct": (("strength", "stimulus"), correct),

@@ -18,12 +18,13 @@ shape is scaled to.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from neurovar._validation import did_you_mean
 
 __all__ = [
     "Shape",
@@ -31,6 +32,7 @@ __all__ = [
     "Condition",
     "MagnitudeRule",
     "Protocol",
+    "GRID_DIMS",
     "REGIMES",
     "CONDITIONS",
     "MAGNITUDE_RULES",
@@ -46,6 +48,11 @@ __all__ = [
 ]
 
 
+#: The factors of the grid, in order: a cell is one value of each (its coordinates; the
+#: dims of the assembled results; the keys of the tidy table).
+GRID_DIMS: tuple[str, ...] = ("seed", "regime", "condition", "magnitude", "layer")
+
+
 # ----------------------------------------------------------------------------- helpers
 def _add(registry: dict[str, Any], name: str, entry: Any, owner: str, overwrite: bool) -> None:
     from neurovar._validation import param_error
@@ -59,9 +66,9 @@ def _add(registry: dict[str, Any], name: str, entry: Any, owner: str, overwrite:
 
 
 def suggest(word: str, options: Any) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """`` (did you mean 'x'?)`` for the closest option, or ``""``
+    (:func:`neurovar._validation.did_you_mean`, the package's one definition)."""
+    return did_you_mean(word, options)
 
 
 # ----------------------------------------------------------------------------- shapes

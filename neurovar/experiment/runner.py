@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from neurovar._io import atomic_path
 from neurovar._validation import check_bool
 
 from .config import ExperimentConfig, config_hash, load_config
 from .executor import run_cells
 from .grid import CellSpec, plan
-from .store import assemble, done_cells, is_done, to_tidy
+from .store import assemble, done_cells, is_done, results_table
 
 __all__ = ["run", "RunOutcome", "prepare_folder", "collect", "run_lock", "RunLockedError",
            "RUN_FILE"]
@@ -66,9 +67,8 @@ class RunOutcome:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True, owner="run") as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 class RunLockedError(FileExistsError):
@@ -256,10 +256,9 @@ def collect(out: str | Path, cfg: ExperimentConfig, specs: Sequence[CellSpec] | 
     results = assemble(out, specs, cfg.all_magnitudes)
     results.attrs.update(config_hash=config_hash(cfg), name=cfg.name,
                          n_cells=len(specs), n_done=sum(is_done(out, s.cell_id) for s in specs))
-    tmp = out / f".results.nc.{os.getpid()}.tmp"
-    results.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, out / "results.nc")
-    _write_text_atomic(out / "results.csv", to_tidy(results).to_csv(index=False))
+    with atomic_path(out / "results.nc", overwrite=True, owner="run") as tmp:
+        results.to_netcdf(tmp, engine="h5netcdf")
+    _write_text_atomic(out / "results.csv", results_table(results).to_csv(index=False))
     return results
 
 
@@ -311,7 +310,8 @@ def run(
     progress = check_bool(progress, name="progress", owner="run")
     cfg = load_config(config)
     if scheduler is None:  # in-process: this machine must have the device the config asks for
-        from .config import ConfigError, local_device_problems
+        from ._config_rules import local_device_problems
+        from .config import ConfigError
 
         problems = local_device_problems(cfg)
         if problems:

@@ -11,15 +11,19 @@ from torch import nn
 from neurovar._validation import check_device, check_int
 from neurovar.datasets import ImageDataset
 
-__all__ = ["build_model", "load_data", "resolve_config_device", "DATA_SHAPES", "MODEL_INPUTS"]
+__all__ = ["build_model", "load_data", "resolve_config_device", "DATA_SHAPES", "DATA_SIZES",
+           "N_CLASSES", "MODEL_INPUTS"]
 
 #: Image shape (channels, side) of each data set.
 DATA_SHAPES = {"digits": (1, 8), "mnist_embedded": (1, 28), "mnist": (1, 28),
                "fashion_mnist": (1, 28), "cifar10": (3, 32)}
+#: Images in the (train, test) split of each data set (the most ``limit`` can keep).
+DATA_SIZES = {"digits": (1347, 450), "mnist_embedded": (4000, 1000), "mnist": (60000, 10000),
+              "fashion_mnist": (60000, 10000), "cifar10": (50000, 10000)}
+#: Classes of each data set.
+N_CLASSES = {"digits": 10, "mnist_embedded": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 #: What each model accepts: (channels, side) or None for any single/multi-channel square image.
 MODEL_INPUTS = {"small_cnn": None, "preble_cnn": (1, 28), "resnet18_cifar": (3, 32)}
-
-
 
 
 def build_model(config, *, rng: int = 0) -> nn.Module:

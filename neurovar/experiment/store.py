@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from neurovar._io import atomic_path
 from neurovar._validation import InvalidParameterError, param_error
 
-__all__ = ["write_cell", "is_done", "read_cell", "done_cells", "assemble", "to_tidy",
-           "GRID_DIMS", "MissingFolderError", "CorruptCellError"]
+from .registry import GRID_DIMS  # the dims of the results (defined once, in the registry)
 
-#: Dims of the assembled results, in order.
-GRID_DIMS: tuple[str, ...] = ("seed", "regime", "condition", "magnitude", "layer")
+__all__ = ["write_cell", "is_done", "read_cell", "done_cells", "assemble", "results_table",
+           "GRID_DIMS", "MissingFolderError", "CorruptCellError"]
 
 #: A cell id is a plain folder name: no path separator, no ``..``, not hidden.
 _CELL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -86,29 +84,18 @@ def is_done(out_dir: str | Path, cell_id: str) -> bool:
 
 
 def write_cell(out_dir: str | Path, spec: Any, result: Any) -> Path:
-    """Write a cell atomically: build ``cells/.<id>.<random>.tmp/``, then rename it to
-    ``cells/<id>/``. Writing a cell that exists replaces it atomically (same content for the
-    same spec); an interrupted write leaves only a ``.tmp`` folder, ignored and cleaned later.
+    """Write a cell atomically (:func:`neurovar._io.atomic_path`): build a hidden sibling
+    ``cells/.<id>.tmp-<random>/``, then rename it to ``cells/<id>/``. Writing a cell that exists
+    replaces it (same content for the same spec; the old folder is deleted only once the new
+    one is in place); an interrupted write leaves no ``cells/<id>/``.
     """
     cells = Path(out_dir) / "cells"
     final = cells / _check_cell_id(getattr(spec, "cell_id", None), "write_cell")
-    cells.mkdir(parents=True, exist_ok=True)
-    tmp = cells / f".{spec.cell_id}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
-    try:
+    with atomic_path(final, overwrite=True, owner="write_cell") as tmp:
+        tmp.mkdir()
         result.dataset.to_netcdf(tmp / "result.nc", engine="h5netcdf")
         meta = {**spec.to_dict(), "info": result.info}
         (tmp / "spec.json").write_text(json.dumps(meta, indent=1, default=float))
-        if final.exists():  # a rerun of a finished cell: swap, then drop the old copy
-            old = cells / f".{spec.cell_id}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -203,8 +190,9 @@ def assemble(out_dir: str | Path, specs: Sequence[Any], magnitudes: Sequence[flo
     return out
 
 
-def to_tidy(results: xr.Dataset) -> pd.DataFrame:
-    """Tidy table of accuracies: one row per cell x noise_at_test x target x strength.
+def results_table(results: xr.Dataset) -> pd.DataFrame:
+    """The run's ``results.csv``: accuracies, one row per cell x noise_at_test x target x
+    strength.
 
     Columns: ``seed, regime, condition, magnitude, layer, noise_at_test, target,
     target_family, target_kind, target_protocol, strength, accuracy, n, ci_low, ci_high``
@@ -255,3 +243,14 @@ def to_tidy(results: xr.Dataset) -> pd.DataFrame:
     df = df[[c for c in order if c in df.columns]]
     df["noise_at_test"] = df["noise_at_test"].astype(bool)
     return df.sort_values([*GRID_DIMS, "noise_at_test", "target", "strength"]).reset_index(drop=True)
+
+
+def to_tidy(results: xr.Dataset) -> pd.DataFrame:
+    """Deprecated name of :func:`results_table` (one ``to_tidy`` in the package:
+    :func:`neurovar.inference.to_tidy`, for any xarray result)."""
+    import warnings
+
+    warnings.warn("neurovar.experiment.to_tidy was renamed results_table (neurovar.inference."
+                  "to_tidy is the general xarray -> DataFrame conversion); the old name will be "
+                  "removed in the next release", FutureWarning, stacklevel=2)
+    return results_table(results)

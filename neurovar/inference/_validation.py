@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, param_error
+from neurovar import _validation as _v
+from neurovar._validation import InvalidParameterError
 
 ALTERNATIVES = ("two-sided", "less", "greater")
 NAN_POLICIES = ("raise", "omit")
@@ -76,35 +77,19 @@ def resolve_dim(dim: Hashable | None, arrays: Sequence[xr.DataArray], *, names: 
 
 
 def check_choice(value: Any, choices: Sequence[Any], *, name: str, owner: str) -> None:
-    if isinstance(value, np.bool_):
-        value = bool(value)
-    try:
-        ok = any(isinstance(value, type(c)) and value == c for c in choices)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise param_error(name, owner, f"one of {tuple(choices)!r}", value)
+    """One of ``choices``: :func:`neurovar._validation.check_choice` (argument order kept)."""
+    _v.check_choice(value, name=name, owner=owner, options=choices)
 
 
 def check_positive_int(value: Any, *, name: str, owner: str, minimum: int = 1) -> int:
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise param_error(name, owner, f"an integer >= {minimum}", value)
-    return int(value)
+    """An int >= ``minimum``: :func:`neurovar._validation.check_int`."""
+    return _v.check_int(value, name=name, owner=owner, low=minimum)
 
 
 def check_unit_interval(value: Any, *, name: str, owner: str) -> float:
-    """Return ``value`` as a float strictly inside (0, 1), else raise naming ``name``."""
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (float, int, np.floating, np.integer))
-        or not 0 < float(value) < 1
-    ):
-        raise param_error(name, owner, "a float in (0, 1)", value)
-    return float(value)
+    """A float strictly inside (0, 1): :func:`neurovar._validation.check_real`."""
+    return _v.check_real(value, name=name, owner=owner, low=0, high=1, low_open=True,
+                         high_open=True)
 
 
 def check_confidence_level(value: Any, *, owner: str) -> float:

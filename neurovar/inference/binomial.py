@@ -159,6 +159,99 @@ def _table(
     return out
 
 
+def _binary_table(
+    df: pd.DataFrame, formula: str, groups: str, nan_policy: str, owner: str
+) -> tuple[pd.DataFrame, str]:
+    """A copy of ``df`` with the outcome as floats 0/1 (NaN rows dropped under
+    ``nan_policy='omit'``), and the outcome's name; readable errors otherwise."""
+    outcome = _outcome_column(formula)
+    if outcome not in df.columns:
+        raise ValueError(
+            f"The 'formula' parameter of {owner} must name an outcome column of 'df'. Got "
+            f"{outcome!r}; columns are {list(df.columns)!r}."
+        )
+    data = df.copy()
+    y = data[outcome]
+    if y.isna().any() or data[groups].isna().any():
+        if nan_policy == "raise":
+            raise ValueError(
+                f"The 'df' parameter of {owner} has NaN in {outcome!r} or {groups!r}. Drop them "
+                "or pass nan_policy='omit'."
+            )
+        data = data[y.notna() & data[groups].notna()]
+        y = data[outcome]
+    values = pd.to_numeric(y.astype(float) if y.dtype == bool else y, errors="coerce")
+    if values.isna().any() or not values.isin([0, 1]).all():
+        bad = sorted(set(y[~values.isin([0, 1])].astype(str)))[:5]
+        raise ValueError(
+            f"The outcome {outcome!r} of {owner} must be binary (0/1 or booleans). Got values "
+            f"{bad!r}; for continuous outcomes use fit_mixed_model."
+        )
+    data[outcome] = values.astype(float)
+    return data, outcome
+
+
+def _small_cluster_choice(
+    method: str, cov_type: str, n_groups: int, groups: str, owner: str
+) -> tuple[str, float]:
+    """The GEE covariance and the t degrees of freedom for ``n_groups`` clusters: below
+    :data:`SMALL_N_GROUPS` the bias-reduced sandwich with ``n_groups - 1`` df (Mancl &
+    DeRouen 2001) under ``cov_type='auto'``, with a warning naming the number of groups."""
+    if method == "glmm":
+        return "vb", np.inf
+    used_cov, df_t = "robust", np.inf
+    small = n_groups < SMALL_N_GROUPS
+    if cov_type == "bias_reduced" or (cov_type == "auto" and small):
+        used_cov, df_t = "bias_reduced", float(n_groups - 1)
+    if small:
+        what = (
+            f"used the bias-reduced (Mancl-DeRouen) sandwich and a t reference with "
+            f"{n_groups - 1} df"
+            if used_cov == "bias_reduced"
+            else "the plain sandwich (cov_type='robust') is too small and its p-values too "
+            "low; pass cov_type='auto' or 'bias_reduced'"
+        )
+        warnings.warn(
+            f"{owner}: only {n_groups} groups in {groups!r} (GEE standard errors need about "
+            f"{SMALL_N_GROUPS} or more); {what}. p-values stay approximate with so few "
+            f"groups: the exact permutation test over {groups!r} means cannot go below "
+            f"{min(1.0, 2.0 ** (1 - n_groups)):.3g} (paired, two-sided).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return used_cov, df_t
+
+
+def _fit_gee(formula, groups, data, missing, used_cov, df_t, confidence_level):
+    """GEE, binomial family, exchangeable working correlation: (params, dependence, n_obs,
+    statsmodels result)."""
+    model = smf.gee(
+        formula,
+        groups,
+        data,
+        family=sm.families.Binomial(),
+        cov_struct=sm.cov_struct.Exchangeable(),
+        missing=missing,
+    )
+    result = model.fit(cov_type=used_cov)
+    params = _table(result.params, result.bse, confidence_level, result.params.index, df=df_t)
+    dependence = float(np.asarray(model.cov_struct.dep_params, dtype=float).ravel()[0])
+    return params, dependence, int(result.nobs), result
+
+
+def _fit_glmm(formula, groups, data, confidence_level):
+    """Binomial GLMM with a random intercept per group, variational Bayes: (params, the
+    random-intercept variance, n_obs, statsmodels result)."""
+    vc = {groups: f"0 + C({groups})"}
+    model = BinomialBayesMixedGLM.from_formula(formula, vc, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = model.fit_vb()
+    params = _table(result.fe_mean, result.fe_sd, confidence_level, model.fep_names)
+    dependence = float(np.exp(np.asarray(result.vcp_mean, dtype=float)[0]))
+    return params, dependence, int(model.endog.shape[0]), result
+
+
 def fit_binomial_model(
     df: pd.DataFrame,
     formula: str,
@@ -260,30 +353,7 @@ def fit_binomial_model(
     check_choice(cov_type, GEE_COV_TYPES, name="cov_type", owner=owner)
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     min_groups = check_positive_int(min_groups, name="min_groups", owner=owner, minimum=2)
-    outcome = _outcome_column(formula)
-    if outcome not in df.columns:
-        raise ValueError(
-            f"The 'formula' parameter of {owner} must name an outcome column of 'df'. Got "
-            f"{outcome!r}; columns are {list(df.columns)!r}."
-        )
-    data = df.copy()
-    y = data[outcome]
-    if y.isna().any() or data[groups].isna().any():
-        if nan_policy == "raise":
-            raise ValueError(
-                f"The 'df' parameter of {owner} has NaN in {outcome!r} or {groups!r}. Drop them "
-                "or pass nan_policy='omit'."
-            )
-        data = data[y.notna() & data[groups].notna()]
-        y = data[outcome]
-    values = pd.to_numeric(y.astype(float) if y.dtype == bool else y, errors="coerce")
-    if values.isna().any() or not values.isin([0, 1]).all():
-        bad = sorted(set(y[~values.isin([0, 1])].astype(str)))[:5]
-        raise ValueError(
-            f"The outcome {outcome!r} of {owner} must be binary (0/1 or booleans). Got values "
-            f"{bad!r}; for continuous outcomes use fit_mixed_model."
-        )
-    data[outcome] = values.astype(float)
+    data, outcome = _binary_table(df, formula, groups, nan_policy, owner)
     n_groups = int(data[groups].nunique())
     if n_groups < min_groups:
         raise param_error(
@@ -294,52 +364,14 @@ def fit_binomial_model(
             hint="Give data with more groups (e.g. more seeds) or lower min_groups.",
         )
     missing = "drop" if nan_policy == "omit" else "raise"
-    small = n_groups < SMALL_N_GROUPS
-    used_cov, df_t = ("vb", np.inf) if method == "glmm" else ("robust", np.inf)
-    if method == "gee":
-        if cov_type == "bias_reduced" or (cov_type == "auto" and small):
-            used_cov, df_t = "bias_reduced", float(n_groups - 1)
-        if small:
-            what = (
-                f"used the bias-reduced (Mancl-DeRouen) sandwich and a t reference with "
-                f"{n_groups - 1} df"
-                if used_cov == "bias_reduced"
-                else "the plain sandwich (cov_type='robust') is too small and its p-values too "
-                "low; pass cov_type='auto' or 'bias_reduced'"
-            )
-            warnings.warn(
-                f"{owner}: only {n_groups} groups in {groups!r} (GEE standard errors need about "
-                f"{SMALL_N_GROUPS} or more); {what}. p-values stay approximate with so few "
-                f"groups: the exact permutation test over {groups!r} means cannot go below "
-                f"{min(1.0, 2.0 ** (1 - n_groups)):.3g} (paired, two-sided).",
-                UserWarning,
-                stacklevel=2,
-            )
+    used_cov, df_t = _small_cluster_choice(method, cov_type, n_groups, groups, owner)
     try:
         if method == "gee":
-            model = smf.gee(
-                formula,
-                groups,
-                data,
-                family=sm.families.Binomial(),
-                cov_struct=sm.cov_struct.Exchangeable(),
-                missing=missing,
+            params, dependence, n_obs, result = _fit_gee(
+                formula, groups, data, missing, used_cov, df_t, confidence_level
             )
-            result = model.fit(cov_type=used_cov)
-            params = _table(
-                result.params, result.bse, confidence_level, result.params.index, df=df_t
-            )
-            dependence = float(np.asarray(model.cov_struct.dep_params, dtype=float).ravel()[0])
-            n_obs = int(result.nobs)
         else:
-            vc = {groups: f"0 + C({groups})"}
-            model = BinomialBayesMixedGLM.from_formula(formula, vc, data)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                result = model.fit_vb()
-            params = _table(result.fe_mean, result.fe_sd, confidence_level, model.fep_names)
-            dependence = float(np.exp(np.asarray(result.vcp_mean, dtype=float)[0]))
-            n_obs = int(model.endog.shape[0])
+            params, dependence, n_obs, result = _fit_glmm(formula, groups, data, confidence_level)
     except Exception as err:  # patsy / statsmodels errors -> readable ValueError
         msg = str(err)
         name = re.search(r"name '([^']+)' is not defined", msg)

@@ -139,6 +139,81 @@ def _random_design_problem(model, exog: np.ndarray, re_names: list[str]) -> str 
     return None
 
 
+def _build_mixed_model(df, formula, groups, re_formula, vc_formula, nan_policy, owner):
+    """statsmodels' MixedLM from the formula, with patsy errors turned into readable ones."""
+    try:
+        return smf.mixedlm(
+            formula,
+            df,
+            groups=groups,
+            re_formula=re_formula,
+            vc_formula=vc_formula,
+            missing="drop" if nan_policy == "omit" else "raise",
+        )
+    except Exception as err:  # patsy / statsmodels errors -> readable ValueError
+        msg = str(err)
+        name = re.search(r"name '([^']+)' is not defined", msg)
+        if name:
+            raise InvalidParameterError(
+                f"The 'formula' parameter of {owner} uses column {name.group(1)!r}, which is not "
+                f"in 'df'. Columns are {list(df.columns)!r}."
+            ) from err
+        if "missing" in msg.lower() or "nan" in msg.lower():
+            raise InvalidParameterError(
+                f"The 'df' parameter of {owner} has NaN in columns used by the model. Drop them "
+                f"or pass nan_policy='omit'. ({msg})"
+            ) from err
+        raise ValueError(f"{owner} could not build the model from {formula!r}: {msg}") from err
+
+
+def _fixed_effects(result, confidence_level: float) -> pd.DataFrame:
+    """Estimate, SE, z, Wald p and CI of every fixed effect (rows named by term)."""
+    fe = list(result.fe_params.index)
+    alpha = 1.0 - confidence_level
+    ci = result.conf_int(alpha=alpha).loc[fe]
+    params = pd.DataFrame(
+        {
+            "estimate": result.fe_params,
+            "std_error": result.bse_fe,
+            "z": result.tvalues.loc[fe],
+            "p_value": result.pvalues.loc[fe],
+            "ci_low": ci.iloc[:, 0],
+            "ci_high": ci.iloc[:, 1],
+        }
+    )
+    params.index.name = "term"
+    return params
+
+
+def _random_effects(result, model, re_names, groups, vc_formula) -> tuple[pd.DataFrame, bool]:
+    """Variances (and covariances) of the random effects, the variance components and the
+    residual, with their standard deviations; and whether a variance sits on the boundary."""
+    rows = []  # (component, variance or covariance, is a variance)
+    cov_re = np.asarray(result.cov_re, dtype=float)
+    for i, a in enumerate(re_names):
+        for j, b in enumerate(re_names[: i + 1]):
+            label = f"{groups}: var({a})" if i == j else f"{groups}: cov({a}, {b})"
+            rows.append((label, float(cov_re[i, j]), i == j))
+    vc_names = list(model.exog_vc.names) if vc_formula else []
+    for name_, v in zip(vc_names, np.atleast_1d(result.vcomp), strict=False):
+        rows.append((f"{name_} (variance component)", float(v), True))
+    rows.append(("residual", float(result.scale), True))
+    random_effects = pd.DataFrame(
+        [r[:2] for r in rows], columns=["component", "variance"]
+    ).set_index("component")
+    # a covariance has no standard deviation: NaN rather than sqrt(max(cov, 0))
+    is_var = np.array([r[2] for r in rows])
+    random_effects["std"] = np.where(
+        is_var, np.sqrt(random_effects["variance"].clip(lower=0)), np.nan
+    )
+    diag = np.diag(np.asarray(cov_re, dtype=float))
+    vcomp = np.atleast_1d(np.asarray(result.vcomp, dtype=float)) if vc_formula else np.array([])
+    boundary = bool(
+        np.any(np.concatenate([diag, vcomp]) <= 1e-8 * max(float(result.scale), 1e-300))
+    )
+    return random_effects, boundary
+
+
 def fit_mixed_model(
     df: pd.DataFrame,
     formula: str,
@@ -218,30 +293,7 @@ def fit_mixed_model(
     check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     min_groups = check_positive_int(min_groups, name="min_groups", owner=owner, minimum=2)
-    try:
-        model = smf.mixedlm(
-            formula,
-            df,
-            groups=groups,
-            re_formula=re_formula,
-            vc_formula=vc_formula,
-            missing="drop" if nan_policy == "omit" else "raise",
-        )
-    except Exception as err:  # patsy / statsmodels errors -> readable ValueError
-        msg = str(err)
-        name = re.search(r"name '([^']+)' is not defined", msg)
-        if name:
-            raise InvalidParameterError(
-                f"The 'formula' parameter of {owner} uses column {name.group(1)!r}, which is not "
-                f"in 'df'. Columns are {list(df.columns)!r}."
-            ) from err
-        if "missing" in msg.lower() or "nan" in msg.lower():
-            raise InvalidParameterError(
-                f"The 'df' parameter of {owner} has NaN in columns used by the model. Drop them "
-                f"or pass nan_policy='omit'. ({msg})"
-            ) from err
-        raise ValueError(f"{owner} could not build the model from {formula!r}: {msg}") from err
-
+    model = _build_mixed_model(df, formula, groups, re_formula, vc_formula, nan_policy, owner)
     n_groups = int(model.n_groups)
     if n_groups < min_groups:
         raise param_error(
@@ -285,43 +337,8 @@ def fit_mixed_model(
             "is constant within groups) or the data too few."
         ) from err
 
-    fe = list(result.fe_params.index)
-    alpha = 1.0 - confidence_level
-    ci = result.conf_int(alpha=alpha).loc[fe]
-    params = pd.DataFrame(
-        {
-            "estimate": result.fe_params,
-            "std_error": result.bse_fe,
-            "z": result.tvalues.loc[fe],
-            "p_value": result.pvalues.loc[fe],
-            "ci_low": ci.iloc[:, 0],
-            "ci_high": ci.iloc[:, 1],
-        }
-    )
-    params.index.name = "term"
-    rows = []  # (component, variance or covariance, is a variance)
-    cov_re = np.asarray(result.cov_re, dtype=float)
-    for i, a in enumerate(re_names):
-        for j, b in enumerate(re_names[: i + 1]):
-            label = f"{groups}: var({a})" if i == j else f"{groups}: cov({a}, {b})"
-            rows.append((label, float(cov_re[i, j]), i == j))
-    vc_names = list(model.exog_vc.names) if vc_formula else []
-    for name_, v in zip(vc_names, np.atleast_1d(result.vcomp), strict=False):
-        rows.append((f"{name_} (variance component)", float(v), True))
-    rows.append(("residual", float(result.scale), True))
-    random_effects = pd.DataFrame(
-        [r[:2] for r in rows], columns=["component", "variance"]
-    ).set_index("component")
-    # a covariance has no standard deviation: NaN rather than sqrt(max(cov, 0))
-    is_var = np.array([r[2] for r in rows])
-    random_effects["std"] = np.where(
-        is_var, np.sqrt(random_effects["variance"].clip(lower=0)), np.nan
-    )
-    diag = np.diag(np.asarray(cov_re, dtype=float))
-    vcomp = np.atleast_1d(np.asarray(result.vcomp, dtype=float)) if vc_formula else np.array([])
-    boundary = bool(
-        np.any(np.concatenate([diag, vcomp]) <= 1e-8 * max(float(result.scale), 1e-300))
-    )
+    params = _fixed_effects(result, confidence_level)
+    random_effects, boundary = _random_effects(result, model, re_names, groups, vc_formula)
     converged = bool(result.converged)
     if not converged:
         warnings.warn(

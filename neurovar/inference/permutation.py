@@ -8,11 +8,10 @@ from collections.abc import Callable, Hashable
 import numpy as np
 import xarray as xr
 from scipy import stats as sps
-from tqdm.auto import tqdm
 
+from neurovar._progress import check_progress, progress_bar
 from neurovar._validation import (
     InvalidParameterError,
-    check_bool,
     check_memory,
     check_rng,
     param_error,
@@ -114,7 +113,7 @@ def permutation_test(
     nan_policy: str = "raise",
     alpha: float = 0.05,
     batch: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     rng: int | np.random.Generator | None = None,
 ) -> xr.Dataset:
     r"""Permutation test of a difference between ``a`` and ``b`` along a named dim.
@@ -166,7 +165,9 @@ def permutation_test(
         Number of rearrangements evaluated per vectorized call (limits memory); passed to
         scipy. Default: about ``2e7 / (a.size + b.size)``. It does not change the result.
     progress
-        Show a tqdm bar while testing positions one by one (``nan_policy='omit'`` with NaN).
+        Progress bar while positions are tested one by one (``nan_policy='omit'`` with
+        NaN): ``None`` (default) shows it only when the work is long (after a few seconds)
+        and a terminal or notebook can show it, ``True`` always, ``False`` never.
     rng
         Seed or :class:`numpy.random.Generator` for the random rearrangements.
 
@@ -204,7 +205,7 @@ def permutation_test(
     ('layer',)
     """
     owner = "permutation_test"
-    progress = check_bool(progress, name="progress", owner=owner)
+    progress = check_progress(progress, owner=owner)
     check_rng(rng, owner=owner, torch_ok=False)
     if dim is not None and not isinstance(dim, str):
         raise param_error("dim", owner, "a dimension name (str) or None", dim)
@@ -221,22 +222,55 @@ def permutation_test(
     if batch is not None:
         batch = check_positive_int(batch, name="batch", owner=owner)
     alpha = check_unit_interval(alpha, name="alpha", owner=owner)
+    stat_name, stat_fn, stat_desc = _resolve_statistic(statistic, paired, owner)
+    stat, pval, null, exact = _permutations(
+        xa, xb, stat_fn=stat_fn, paired=paired, n_permutations=n_permutations,
+        alternative=alternative, alpha=alpha, batch=batch, progress=progress,
+        gen=np.random.default_rng(rng),
+    )  # fmt: skip
+    ds = _permutation_dataset(
+        xa, xb, template, stat=stat, pval=pval, null=null, stat_desc=stat_desc,
+        alternative=alternative, paired=paired,
+    )  # fmt: skip
+    ds.attrs = {
+        "test": "permutation test (scipy.stats.permutation_test)",
+        "statistic": stat_name,
+        "alternative": alternative,
+        "paired": int(paired),
+        "dim": str(dim),
+        "n_permutations": n_permutations,
+        "n_resamples": int(null.shape[-1]),
+        "exact": int(exact),
+        "nan_policy": nan_policy,
+    }
+    return ds
+
+
+def _resolve_statistic(statistic, paired: bool, owner: str) -> tuple[str, Callable, str]:
+    """Name, function and description of ``statistic`` (a name or a callable)."""
     if isinstance(statistic, str):
         check_choice(statistic, tuple(PERMUTATION_STATISTICS), name="statistic", owner=owner)
-        stat_name = statistic
-        stat_fn = PERMUTATION_STATISTICS[statistic][1 if paired else 0]
-        stat_desc = PERMUTATION_STATISTICS[statistic][2]
-    elif callable(statistic):
+        fns = PERMUTATION_STATISTICS[statistic]
+        return statistic, fns[1 if paired else 0], fns[2]
+    if callable(statistic):
         stat_name = getattr(statistic, "__name__", "custom")
-        stat_fn = statistic
-        stat_desc = f"user callable {stat_name}(x, y, axis)"
-    else:
-        raise InvalidParameterError(
-            f"The 'statistic' parameter of {owner} must be one of "
-            f"{tuple(PERMUTATION_STATISTICS)!r} or a callable statistic(x, y, axis). "
-            f"Got {type(statistic).__name__} instead."
-        )
-    gen = np.random.default_rng(rng)
+        return stat_name, statistic, f"user callable {stat_name}(x, y, axis)"
+    raise InvalidParameterError(
+        f"The 'statistic' parameter of {owner} must be one of "
+        f"{tuple(PERMUTATION_STATISTICS)!r} or a callable statistic(x, y, axis). "
+        f"Got {type(statistic).__name__} instead."
+    )
+
+
+def _permutations(
+    xa, xb, *, stat_fn, paired, n_permutations, alternative, alpha, batch, progress, gen
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Statistic, p-value and null distribution at every position; whether all were exact.
+
+    Without NaN, one vectorized :func:`scipy.stats.permutation_test` call; with NaN
+    (``nan_policy="omit"``) sample sizes differ between positions, so each position is tested
+    on its own valid samples (scipy needs rectangular input).
+    """
     ptype = "samples" if paired else "independent"
     batch_shape = xa.shape[:-1]
     has_nan = bool(np.isnan(xa).any() or np.isnan(xb).any())
@@ -265,40 +299,44 @@ def permutation_test(
         pval = np.asarray(res.pvalue, dtype=float).reshape(batch_shape)
         null = np.moveaxis(np.asarray(res.null_distribution, dtype=float), 0, -1)
         null = null.reshape(*batch_shape, -1)
-        exact = n_distinct <= n_permutations
-    else:
-        # nan_policy == "omit": sample sizes differ between positions, so each position is
-        # tested on its own valid samples (scipy needs rectangular input).
-        flat_a = xa.reshape(-1, xa.shape[-1])
-        flat_b = xb.reshape(-1, xb.shape[-1])
-        m = flat_a.shape[0]
-        stat = np.full(m, np.nan)
-        pval = np.full(m, np.nan)
-        nulls, exacts = [], []
-        for i in tqdm(range(m), disable=not progress, desc="permutation_test"):
-            x, y = flat_a[i], flat_b[i]
-            if paired:
-                keep = ~(np.isnan(x) | np.isnan(y))
-                x, y = x[keep], y[keep]
-            else:
-                x, y = x[~np.isnan(x)], y[~np.isnan(y)]
-            where = f" at position {np.unravel_index(i, batch_shape)} after omitting NaN"
-            n_distinct = _check_design(
-                x.size, y.size, paired, n_permutations, alternative, alpha, where=where
-            )
-            r = run(x, y)
-            stat[i], pval[i] = float(r.statistic), float(r.pvalue)
-            nulls.append(np.asarray(r.null_distribution, dtype=float))
-            exacts.append(n_distinct <= n_permutations)
-        length = max(len(n) for n in nulls)
-        null = np.full((m, length), np.nan)
-        for i, n in enumerate(nulls):
-            null[i, : len(n)] = n
-        stat = stat.reshape(batch_shape)
-        pval = pval.reshape(batch_shape)
-        null = null.reshape(*batch_shape, length)
-        exact = bool(all(exacts))
+        return stat, pval, null, n_distinct <= n_permutations
+    # nan_policy == "omit": sample sizes differ between positions, so each position is
+    # tested on its own valid samples (scipy needs rectangular input).
+    flat_a = xa.reshape(-1, xa.shape[-1])
+    flat_b = xb.reshape(-1, xb.shape[-1])
+    m = flat_a.shape[0]
+    stat = np.full(m, np.nan)
+    pval = np.full(m, np.nan)
+    nulls, exacts = [], []
+    for i in progress_bar(range(m), desc="permutation_test", progress=progress):
+        x, y = flat_a[i], flat_b[i]
+        if paired:
+            keep = ~(np.isnan(x) | np.isnan(y))
+            x, y = x[keep], y[keep]
+        else:
+            x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+        where = f" at position {np.unravel_index(i, batch_shape)} after omitting NaN"
+        n_distinct = _check_design(
+            x.size, y.size, paired, n_permutations, alternative, alpha, where=where
+        )
+        r = run(x, y)
+        stat[i], pval[i] = float(r.statistic), float(r.pvalue)
+        nulls.append(np.asarray(r.null_distribution, dtype=float))
+        exacts.append(n_distinct <= n_permutations)
+    length = max(len(n) for n in nulls)
+    null = np.full((m, length), np.nan)
+    for i, n in enumerate(nulls):
+        null[i, : len(n)] = n
+    stat = stat.reshape(batch_shape)
+    pval = pval.reshape(batch_shape)
+    null = null.reshape(*batch_shape, length)
+    return stat, pval, null, bool(all(exacts))
 
+
+def _permutation_dataset(
+    xa, xb, template, *, stat, pval, null, stat_desc, alternative, paired
+) -> xr.Dataset:
+    """The labelled result of :func:`permutation_test` (without its attrs), with effect sizes."""
     with np.errstate(invalid="ignore"):
         n_a = np.sum(~np.isnan(xa if not paired else xa - xb), axis=-1)
         n_b = np.sum(~np.isnan(xb if not paired else xa - xb), axis=-1)
@@ -335,15 +373,4 @@ def permutation_test(
             "n_b": wrap(n_b, "number of samples in b"),
         }
     )
-    ds.attrs = {
-        "test": "permutation test (scipy.stats.permutation_test)",
-        "statistic": stat_name,
-        "alternative": alternative,
-        "paired": int(paired),
-        "dim": str(dim),
-        "n_permutations": n_permutations,
-        "n_resamples": int(null.shape[-1]),
-        "exact": int(exact),
-        "nan_policy": nan_policy,
-    }
     return ds

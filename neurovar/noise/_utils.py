@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import warnings
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -11,47 +11,44 @@ import torch
 import xarray as xr
 
 from neurovar._validation import (
+    Interval,
     InvalidParameterError,
+    Options,
+    Satisfies,
     check_covariance_matrix,
+    check_param,
+    check_params,
     param_error,
 )
+from neurovar._validation import check_int as _check_int
 
 SHARES = ("flat", "channel")
 
 
 def check_share(share: Any, *, owner: str) -> str:
     """Validate the ``share`` option (how a covariance is laid over a layer's units)."""
-    if not isinstance(share, str) or share not in SHARES:
-        raise param_error("share", owner, f"one of {SHARES!r}", share)
-    return share
+    return check_param(share, [Options(str, SHARES)], name="share", owner=owner)
 
 
 def check_nonneg_float(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
-    """A finite real number in ``[0, inf)`` (``(0, inf)`` with ``positive=True``)."""
-    interval = "(0, inf)" if positive else "[0, inf)"
+    """A finite real number in ``[0, inf)`` (``(0, inf)`` with ``positive=True``): the
+    :class:`neurovar._validation.Interval` constraint, after ``float()`` (so 0-d arrays and
+    tensors pass; str, bytes and bool never do)."""
+    interval = Interval(Real, 0, None, closed="right" if positive else "both")
     if isinstance(value, (bool, np.bool_, str, bytes)):
-        raise param_error(name, owner, f"a real number in {interval}", value)
+        raise param_error(name, owner, str(interval), value)
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise param_error(name, owner, f"a real number in {interval}", value) from None
-    if not math.isfinite(out) or (out <= 0 if positive else out < 0):
-        raise param_error(name, owner, f"in {interval}", value)
+        raise param_error(name, owner, str(interval), value) from None
+    check_param(out, [interval], name=name, owner=owner)
     return out
 
 
 def check_int(value: Any, *, name: str, owner: str, low: int = 1, high: int | None = None) -> int:
-    """An int (not bool) in ``[low, high]`` (``[low, inf)`` when ``high`` is None)."""
-    ok = (
-        not isinstance(value, (bool, np.bool_))
-        and isinstance(value, (int, np.integer))
-        and low <= value
-        and (high is None or value <= high)
-    )
-    if not ok:
-        interval = f"[{low}, {'inf)' if high is None else f'{high}]'}"
-        raise param_error(name, owner, f"an int in {interval}", value)
-    return int(value)
+    """An int (not bool) in ``[low, high]``: :func:`neurovar._validation.check_int` with
+    ``low=1`` by default."""
+    return _check_int(value, name=name, owner=owner, low=low, high=high)
 
 
 def fresh_seed() -> int:
@@ -60,11 +57,8 @@ def fresh_seed() -> int:
 
 
 def check_seed(seed: Any, *, owner: str) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise param_error("seed", owner, "a non-negative int or None", seed)
-    return int(seed)
+    """A non-negative int seed or None (:func:`neurovar._validation.check_int`)."""
+    return _check_int(seed, name="seed", owner=owner, low=0, allow_none=True)
 
 
 def as_numpy_matrix(cov: Any, *, name: str, owner: str) -> np.ndarray:
@@ -134,3 +128,23 @@ def psd_factor(
         "condition_number": float(evals[-1] / evals[0]) if evals[0] > 0 else float("inf"),
     }
     return evals, evecs, factor, info
+
+
+#: The constraints of :class:`neurovar.noise.NoiseCalibration`'s fields, stated as data: a
+#: variance ratio and variances are finite and >= 0; the SNR may be inf (m = 0).
+CALIBRATION_CONSTRAINTS: dict[str, list[Any]] = {
+    "layer": [Satisfies(lambda v: isinstance(v, str) and bool(v), "a non-empty str")],
+    "m": [Interval(Real, 0, None)],
+    "activation_variance": [Interval(Real, 0, None)],
+    "noise_variance": [Interval(Real, 0, None)],
+    "snr": [Interval(Real, 0, None, allow_inf=True)],
+    "snr_db": [Interval(Real, None, None, allow_inf=True)],
+    "scale": [Interval(Real, 0, None)],
+}
+
+
+def check_calibration(calibration: Any) -> None:
+    """Check a :class:`neurovar.noise.NoiseCalibration` against
+    :data:`CALIBRATION_CONSTRAINTS` (its ``__post_init__``)."""
+    check_params({k: getattr(calibration, k) for k in CALIBRATION_CONSTRAINTS},
+                 CALIBRATION_CONSTRAINTS, owner="NoiseCalibration")

@@ -11,6 +11,7 @@ every layer and model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,11 +19,10 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
-from tqdm.auto import tqdm
 
+from neurovar._progress import check_progress, progress_bar
 from neurovar._validation import (
     InvalidParameterError,
-    check_bool,
     check_choice,
     check_device,
     public_caller,
@@ -31,7 +31,7 @@ from neurovar._validation import (
 from .._torch import layer_names, resolve_device
 from ..dims import UNIT, UNIT_J, unit_coords
 from ..stats.covariance import shrinkage_covariance
-from ._utils import check_int, check_nonneg_float, check_share
+from ._utils import check_calibration, check_int, check_nonneg_float, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
 
@@ -105,7 +105,7 @@ def collect_layer_activations(
     layer: str,
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     r"""Deterministic (clean) activations of one layer, :math:`h_l(x_n)`, on CPU.
 
@@ -127,7 +127,8 @@ def collect_layer_activations(
         Where to run; default: where the model is (:func:`neurovar._torch.resolve_device`). The
         model is moved there and back.
     progress
-        Show a tqdm progress bar.
+        Progress bar: ``None`` (default) shows it only when the work is long (after a few
+        seconds) and a terminal or notebook can show it, ``True`` always, ``False`` never.
 
     Returns
     -------
@@ -141,7 +142,7 @@ def collect_layer_activations(
     owner = public_caller(
         "collect_layer_activations"
     )  # the caller, e.g. fit_perturbation_covariance
-    check_bool(progress, name="progress", owner=owner)
+    check_progress(progress, owner=owner)
     if device is not None:
         check_device(device, owner=owner)
     target = _check_layer(model, layer, owner)
@@ -166,7 +167,7 @@ def collect_layer_activations(
         model.eval()
         with torch.no_grad(), suspend_noise(model):
             starts = range(0, images.shape[0], batch_size)
-            for start in tqdm(starts, disable=not progress, desc=f"activations {layer}"):
+            for start in progress_bar(starts, desc=f"activations {layer}", progress=progress):
                 batch = images[start : start + batch_size].to(run_device, dtype)
                 try:
                     model(batch)
@@ -379,6 +380,9 @@ class NoiseCalibration:
     snr_db: float
     scale: float
 
+    def __post_init__(self) -> None:
+        check_calibration(self)  # noise/_utils.CALIBRATION_CONSTRAINTS
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
         return asdict(self)
@@ -472,7 +476,7 @@ def fit_perturbation_covariance(
     ddof: int | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     r"""Estimate a noise covariance from a layer's activations under perturbed vs clean inputs.
 
@@ -546,19 +550,40 @@ def fit_perturbation_covariance(
     owner = "fit_perturbation_covariance"
     check_choice(method, name="method", owner=owner, options=METHODS)
     check_choice(estimator, name="estimator", owner=owner, options=ESTIMATORS)
-    if method not in METHODS:
-        raise InvalidParameterError(
-            f"The 'method' parameter of {owner} must be one of {METHODS!r}. Got {method!r} instead."
-        )
-    if estimator not in ESTIMATORS:
-        raise InvalidParameterError(
-            f"The 'estimator' parameter of {owner} must be one of {ESTIMATORS!r}. "
-            f"Got {estimator!r} instead."
-        )
     share = check_share(share, owner=owner)
     if ddof is None:
         ddof = 0 if method == "within_image" else 1
     ddof = check_int(ddof, name="ddof", owner=owner, low=0)
+    clean, pert = _check_image_pair(clean_images, perturbed_images, method, owner)
+
+    def acts_of(images: torch.Tensor) -> torch.Tensor:
+        return collect_layer_activations(
+            model, images, layer=layer, batch_size=batch_size, device=device, progress=progress
+        )
+
+    x, unit_shape, mean_shift, centred = _perturbation_samples(acts_of, clean, pert, method, share)
+    cov, shrinkage, n_samples = _estimate_covariance(
+        x, centred=centred, ddof=ddof, estimator=estimator, method=method, share=share
+    )
+    cov, discarded = _truncate_rank(cov, rank, owner)
+
+    attrs = {
+        "method": method,
+        "estimator": estimator,
+        "n_samples": int(n_samples),
+        "ddof": int(ddof),
+        "shrinkage": shrinkage,
+        "rank": "full" if rank is None else int(rank),
+        "discarded_variance_fraction": discarded,
+        "mean_shift_norm": mean_shift,
+    }
+    return _cov_dataarray(cov, unit_shape, share, layer, attrs)
+
+
+def _check_image_pair(
+    clean_images: Any, perturbed_images: Any, method: str, owner: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two image arguments as tensors, their shapes checked against ``method``."""
     clean = _as_images(clean_images, name="clean_images", owner=owner)
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)
     if method == "within_image":
@@ -574,12 +599,24 @@ def fit_perturbation_covariance(
             f"'clean_images' {tuple(clean.shape)} for method={method!r}. "
             f"Got {tuple(pert.shape)} instead."
         )
+    for name, t in (("clean_images", clean), ("perturbed_images", pert)):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            # a NaN image would turn every covariance entry it touches into NaN
+            raise InvalidParameterError(
+                f"The '{name}' parameter of {owner} must hold finite values. Got "
+                f"{int((~torch.isfinite(t)).sum())} NaN/inf values instead."
+            )
+    return clean, pert
 
-    def acts_of(images: torch.Tensor) -> torch.Tensor:
-        return collect_layer_activations(
-            model, images, layer=layer, batch_size=batch_size, device=device, progress=progress
-        )
 
+def _perturbation_samples(
+    acts_of: Callable[[torch.Tensor], torch.Tensor], clean: torch.Tensor, pert: torch.Tensor,
+    method: str, share: str,
+) -> tuple[np.ndarray, tuple[int, ...], float, bool]:  # fmt: skip
+    """The samples whose covariance is fitted, ``(n_samples, n_units)``: perturbed activations
+    (``"perturbed"``), or their differences from the clean ones (``"difference"``,
+    ``"within_image"``); with the unit shape, the norm of the mean shift and whether the
+    samples are already centred (within-image differences)."""
     mean_shift = float("nan")
     if method == "perturbed":
         h = acts_of(pert)
@@ -600,6 +637,15 @@ def fit_perturbation_covariance(
         mean_shift = float(np.linalg.norm(x.mean(axis=0)))
         centred = method == "within_image"
 
+    return x, unit_shape, mean_shift, centred
+
+
+def _estimate_covariance(
+    x: np.ndarray, *, centred: bool, ddof: int, estimator: str, method: str, share: str
+) -> tuple[np.ndarray, float, int]:
+    """Sample or shrinkage covariance of the samples (symmetrised), the shrinkage intensity
+    (NaN for ``"sample"``) and the number of samples."""
+    owner = "fit_perturbation_covariance"
     n_samples, n_units = x.shape
     _check_cov_size(n_units, share, owner)
     if n_samples - (0 if centred else 1) < 1 or n_samples <= ddof:
@@ -615,6 +661,13 @@ def fit_perturbation_covariance(
         cov, shrinkage = shrinkage_covariance(resid, dof=n_samples - ddof, estimator=estimator)
     cov = 0.5 * (cov + cov.T)
 
+    return cov, shrinkage, n_samples
+
+
+def _truncate_rank(cov: np.ndarray, rank: int | None, owner: str) -> tuple[np.ndarray, float]:
+    """The best rank-``rank`` PSD approximation (top eigenpairs, Eckart & Young 1936) and the
+    fraction of the variance it discards; ``rank=None`` keeps ``cov``."""
+    n_units = cov.shape[0]
     discarded = 0.0
     if rank is not None:
         rank = check_int(rank, name="rank", owner=owner, high=n_units)
@@ -626,17 +679,7 @@ def fit_perturbation_covariance(
         cov = (evecs[:, top] * kept[None, :]) @ evecs[:, top].T
         cov = 0.5 * (cov + cov.T)
 
-    attrs = {
-        "method": method,
-        "estimator": estimator,
-        "n_samples": int(n_samples),
-        "ddof": int(ddof),
-        "shrinkage": shrinkage,
-        "rank": "full" if rank is None else int(rank),
-        "discarded_variance_fraction": discarded,
-        "mean_shift_norm": mean_shift,
-    }
-    return _cov_dataarray(cov, unit_shape, share, layer, attrs)
+    return cov, discarded
 
 
 def perturbation_directions(
@@ -688,8 +731,9 @@ def perturbation_directions(
     h_clean = collect_layer_activations(model, clean, **kw)
     diff = (collect_layer_activations(model, pert, **kw) - h_clean).to(torch.float64)
     unit_shape = tuple(h_clean.shape[1:])
-    coords = {k: v for k, v in _unit_coords(unit_shape, "flat", layer).items()
-              if not k.endswith("_j")}
+    coords = {
+        k: v for k, v in _unit_coords(unit_shape, "flat", layer).items() if not k.endswith("_j")
+    }
     return xr.DataArray(
         diff.reshape(diff.shape[0], -1).numpy(),
         dims=("stimulus", UNIT),

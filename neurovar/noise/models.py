@@ -29,10 +29,8 @@ Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801 (structured noise f
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,12 +41,12 @@ from torch import nn
 from neurovar._validation import InvalidParameterError, check_bool, param_error
 
 from .._compat import renamed_parameters
-from .._torch import seed_from
+from ._random import RandomStreams, seed_of
+from ._running import RunningScale
 from ._utils import (
     as_numpy_matrix,
     check_int,
     check_nonneg_float,
-    check_seed,
     check_share,
     fresh_seed,
     psd_factor,
@@ -91,17 +89,7 @@ def _as_vector(value: Any, *, name: str, owner: str) -> torch.Tensor:
     return torch.as_tensor(arr, dtype=torch.float32)
 
 
-def _seed_of(rng: Any, owner: str) -> int | None:
-    """The seed an ``rng`` argument (None, int >= 0 or numpy Generator) stands for."""
-    from neurovar._validation import check_rng
-
-    check_rng(rng, name="rng", owner=owner)
-    if isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
-        return seed_from(rng) >> 1  # 61 bits: a valid torch seed
-    return None if rng is None else int(rng)
-
-
-class NoiseModule(nn.Module):
+class NoiseModule(RandomStreams, RunningScale, nn.Module):
     r"""Base class of the noise models: :math:`\tilde h = h + s\,\epsilon`, one draw per sample.
 
     Parameters
@@ -190,7 +178,7 @@ class NoiseModule(nn.Module):
             )
         self.track_snr = check_bool(track_snr, name="track_snr", owner=owner)
         generator = rng if isinstance(rng, torch.Generator) else None
-        seed = None if generator is not None else _seed_of(rng, owner)
+        seed = None if generator is not None else seed_of(rng, owner)
         self.seed: int | None = (
             None if generator is not None else (fresh_seed() if seed is None else seed)
         )
@@ -201,163 +189,6 @@ class NoiseModule(nn.Module):
         self.register_buffer("running_activation_variance", torch.zeros((), dtype=torch.float64))
         self.register_buffer("running_noise_variance", torch.zeros((), dtype=torch.float64))
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
-
-    # ------------------------------------------------------------------ randomness
-    def manual_seed(self, seed: int) -> NoiseModule:
-        """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
-        self.seed = check_seed(seed, owner=type(self).__name__)
-        if self.seed is None:
-            raise InvalidParameterError(
-                "The 'seed' parameter of manual_seed must be an int. Got None."
-            )
-        self._user_generator = None
-        self._generators = {}
-        self._frozen_draw = None
-        return self
-
-    def get_rng_state(self) -> dict[str, Any]:
-        """A snapshot of the module's random state, for :meth:`set_rng_state`.
-
-        It holds the seed, the generator given as ``rng`` (the object, with a copy of its
-        state), a copy of the state of every per-device generator, and the frozen draw.
-        ``set_rng_state(get_rng_state())`` around any forwards makes the module draw again
-        exactly what it drew after the snapshot.
-
-        Returns
-        -------
-        dict
-            Opaque; pass it to :meth:`set_rng_state`.
-        """
-        user = self._user_generator
-        return {
-            "seed": self.seed,
-            "generator": user,
-            "generator_state": None if user is None else user.get_state(),
-            "streams": {key: gen.get_state() for key, gen in self._generators.items()},
-            "frozen_draw": self._frozen_draw,
-        }
-
-    def set_rng_state(self, state: dict[str, Any]) -> NoiseModule:
-        """Restore a snapshot taken by :meth:`get_rng_state` (in place; returns ``self``).
-
-        A generator given as ``rng`` is set back to its saved state too (it may be shared with
-        other modules or with the caller, who then see it rewound as well).
-        """
-        keys = {"seed", "generator", "generator_state", "streams", "frozen_draw"}
-        if not isinstance(state, dict) or set(state) != keys:
-            raise TypeError(
-                f"The 'state' parameter of {type(self).__name__}.set_rng_state must be a dict "
-                f"returned by get_rng_state(). Got {type(state).__name__} instead."
-            )
-        self.seed = state["seed"]
-        self._user_generator = state["generator"]
-        if state["generator"] is not None:
-            state["generator"].set_state(state["generator_state"])
-        generators = {}
-        for key, stream in state["streams"].items():
-            gen = torch.Generator(device=key)
-            gen.set_state(stream)
-            generators[key] = gen
-        self._generators = generators
-        self._frozen_draw = state["frozen_draw"]
-        return self
-
-    @property
-    def generator(self) -> torch.Generator | None:
-        """The :class:`torch.Generator` given as ``rng`` (shared, not copied), or None.
-
-        None when the module draws from its own per-device generators seeded with
-        :attr:`seed`. ``generator if generator is not None else seed`` is the ``rng`` argument
-        that builds a module drawing from the same source (the controls of
-        :mod:`neurovar.noise.controls` pass it on).
-        """
-        return self._user_generator
-
-    def clone(self) -> NoiseModule:
-        """A deep copy whose draws restart from the same seed.
-
-        Buffers, parameters, scale, running estimates and the frozen state are copied; the
-        per-device generators are not, so the copy draws what a fresh module built with the same
-        seed draws, and the original's streams are left where they are. A generator given as
-        ``rng`` is shared, not copied (CUDA generators cannot be deep-copied): the copy and the
-        original then draw from the one stream.
-
-        Returns
-        -------
-        NoiseModule
-            A new module of the same class.
-        """
-        gens, user = self._generators, self._user_generator
-        self._generators, self._user_generator = {}, None
-        try:
-            out = copy.deepcopy(self)
-        finally:
-            self._generators, self._user_generator = gens, user
-        out._user_generator = user
-        return out
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self._user_generator is not None:
-            return self._user_generator
-        key = str(device)
-        gen = self._generators.get(key)
-        if gen is None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(self.seed)
-            self._generators[key] = gen
-        return gen
-
-    def _randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        gen = self._generator(like.device)
-        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
-        z = torch.randn(shape, generator=gen, device=gen.device, dtype=dtype)
-        return z.to(device=like.device, dtype=like.dtype)
-
-    # ------------------------------------------------------------------ frozen noise
-    def freeze(self) -> NoiseModule:
-        """Replay one draw: the next forward draws the noise, later forwards reuse it.
-
-        The replayed quantity is the standard-normal draw, so the noise of
-        :class:`PoissonLikeNoise` still follows its input. A forward with a different
-        layout (batch size, shape) while frozen raises an error; call :meth:`unfreeze` or
-        :meth:`freeze` again to draw anew.
-        """
-        self._frozen = True
-        self._frozen_draw = None
-        return self
-
-    def unfreeze(self) -> NoiseModule:
-        """Go back to fresh draws on every forward."""
-        self._frozen = False
-        self._frozen_draw = None
-        return self
-
-    @property
-    def frozen(self) -> bool:
-        """Whether the module replays one draw (see :meth:`freeze`)."""
-        return self._frozen
-
-    @contextlib.contextmanager
-    def freezing(self) -> Iterator[NoiseModule]:
-        """Context manager: :meth:`freeze` inside the block, the previous frozen state after it.
-
-        The first forward inside the block draws the noise, later ones replay it. On exit,
-        also after an exception, the module is frozen or not as before the block, with the draw
-        it replayed before (if any), so blocks nest: an inner block draws anew and the outer
-        block's draw is replayed again after it. :func:`neurovar.noise.frozen_noise` freezes
-        several modules this way.
-
-        Yields
-        ------
-        NoiseModule
-            The module itself.
-        """
-        saved = (self._frozen, self._frozen_draw)
-        try:
-            self.freeze()
-            yield self
-        finally:
-            self._frozen, self._frozen_draw = saved
 
     # ------------------------------------------------------------------ layout
     def _layout(self, x: torch.Tensor) -> tuple[int, int, int]:
@@ -396,22 +227,6 @@ class NoiseModule(nn.Module):
 
     def _draw_shapes(self, batch: int, d: int, p: int) -> list[tuple[int, ...]]:
         return [(batch, d, p)]
-
-    def _draws(self, x: torch.Tensor, batch: int, d: int, p: int) -> tuple[torch.Tensor, ...]:
-        shapes = self._draw_shapes(batch, d, p)
-        if self._frozen and self._frozen_draw is not None:
-            cached = self._frozen_draw
-            if [tuple(z.shape) for z in cached] != shapes:
-                raise ValueError(
-                    f"{type(self).__name__} is frozen with a draw for layer output shape "
-                    f"{[tuple(z.shape) for z in cached]} (batch, units, positions), but got "
-                    f"{shapes}. Call unfreeze() or freeze() again to draw anew."
-                )
-            return tuple(z.to(device=x.device, dtype=x.dtype) for z in cached)
-        draws = tuple(self._randn(s, x) for s in shapes)
-        if self._frozen:
-            self._frozen_draw = draws
-        return draws
 
     # ------------------------------------------------------------------ subclass API
     def _add_noise(
@@ -484,49 +299,6 @@ class NoiseModule(nn.Module):
         """
         return self.scale**2 * self._trace()
 
-    def expected_total_variance(self, x: torch.Tensor) -> float:
-        """Expected total noise variance per sample, summed over all units of layer output ``x``.
-
-        ``E ||x_noisy - x||^2`` at the current scale (or at the relative scale, using the
-        running activation variance when it exists and ``x``'s batch variance otherwise).
-        """
-        base = self.unit_scale_total_variance(x)
-        return float(self._effective_scale(x, base, update=False, batch_fallback=True)) ** 2 * base
-
-    def unit_scale_total_variance(self, x: torch.Tensor) -> float:
-        r"""Expected total noise variance per sample at ``scale = 1``, for layer output ``x``.
-
-        :math:`E\|\epsilon(x)\|^2`, summed over all units of ``x`` (``(B, ...)``); for
-        ``share="channel"`` the ``C x C`` trace times the number of positions, for
-        :class:`PoissonLikeNoise` averaged over the batch (its variance follows ``x``).
-        :func:`neurovar.noise.scale_to_activation_variance` sets ``scale`` from it.
-
-        Raises
-        ------
-        ValueError
-            ``x`` does not fit the module (see the layout rules of :class:`NoiseModule`).
-        """
-        if not isinstance(x, torch.Tensor):
-            raise param_error(
-                "x",
-                f"{type(self).__name__}.unit_scale_total_variance",
-                "a torch.Tensor of shape (B, ...)",
-                x,
-            )
-        batch, d, p = self._check_layout(x)
-        # no float64 copy here: only PoissonLikeNoise reads the values (and casts them itself)
-        return float(self._base_total_variance(x.detach().reshape(batch, d, p)))
-
-    @property
-    def effective_snr(self) -> float:
-        r"""Running signal-to-noise ratio ``tr(Cov_batch(x)) / E||noise||^2`` (NaN if untracked).
-
-        Tracked in training mode when ``relative_scale`` is set or ``track_snr=True``.
-        """
-        if int(self.num_batches_tracked) == 0:
-            return float("nan")
-        return float(self.running_activation_variance / self.running_noise_variance)
-
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description (for the ``attrs`` of recordings)."""
         return {
@@ -541,54 +313,6 @@ class NoiseModule(nn.Module):
 
     def _extra_config(self) -> dict[str, Any]:
         return {}
-
-    @staticmethod
-    def _batch_variance(x: torch.Tensor) -> torch.Tensor:
-        # total variance across the batch, ddof=1: sum_i Var_b(x_bi)
-        return x.detach().flatten(1).to(torch.float64).var(dim=0, correction=1).sum()
-
-    def _effective_scale(
-        self, x: torch.Tensor, base: float, *, update: bool, batch_fallback: bool = False
-    ) -> float:
-        if self.relative_scale is None:
-            return self.scale
-        owner = type(self).__name__
-        untracked = int(self.num_batches_tracked) == 0
-        if untracked and not update and not batch_fallback:
-            # Eval mode without a running estimate. Using this batch's variance instead would make
-            # one sample's noise depend on the others in the batch, and a batch of trial copies
-            # of one stimulus (as record_activations builds) has variance 0: no noise at all.
-            raise ValueError(
-                f"{owner} with relative_scale={self.relative_scale:g} has no running estimate of "
-                "the layer's activation variance yet (it is tracked in training mode only). Run "
-                "it in training mode on clean activations first, e.g. `noise.train(); "
-                "noise(collect_layer_activations(model, images, layer=...))`, or use a fixed "
-                "scale (neurovar.noise.scale_to_activation_variance)."
-            )
-        if (update or untracked) and x.shape[0] < 2:
-            raise ValueError(
-                f"{owner} with relative_scale needs a running activation variance or a batch of "
-                f"at least 2 samples to estimate it; got batch size {x.shape[0]} before any "
-                "training-mode forward."
-            )
-        if update:
-            self._update("running_activation_variance", self._batch_variance(x))
-            act_var = float(self.running_activation_variance)
-        elif int(self.num_batches_tracked) > 0:
-            act_var = float(self.running_activation_variance)
-        else:
-            act_var = float(self._batch_variance(x))
-        if base <= 0:
-            return 0.0
-        return math.sqrt(self.relative_scale * act_var / base)
-
-    def _update(self, name: str, value: torch.Tensor) -> None:
-        buf = getattr(self, name)
-        value = value.to(buf.device, buf.dtype)
-        if int(self.num_batches_tracked) == 0:
-            buf.copy_(value)
-        else:
-            buf.mul_(1 - self.momentum).add_(self.momentum * value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``x + scale * eps`` with an independent draw of ``eps`` per batch element."""

@@ -12,8 +12,7 @@ modifications.
 from __future__ import annotations
 
 from .adapters import TorchattacksAttack, torchattacks_names
-from .apgd import APGD
-from .attacks import FGSM, PGD, Attack, Square, TargetedPGD
+from .attacks import APGD, FGSM, PGD, Attack, Square, TargetedPGD
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, Corruption, corrupt, modify
 from .diagnostics import (
     FrozenNoiseTwin,

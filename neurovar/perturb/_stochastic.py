@@ -6,14 +6,16 @@ import torch
 import xarray as xr
 from torch import nn
 
-from neurovar._validation import check_memory
+from neurovar._validation import (
+    check_memory,
+    param_error,  # one order: (name, owner, ...)
+)
 
 from ._utils import (
     RNGLike,
     check_number,
     check_progress,
     model_device,
-    param_error,
     preserved_state,
     progress_bar,
     seed_from,
@@ -49,9 +51,9 @@ def randomness_check(
     """
     owner = "randomness_check"
     check_number(n_repeats, "n_repeats", owner, low=2, integer=True)
-    progress = check_progress(progress, owner)
+    progress = check_progress(progress, owner=owner)
     if not isinstance(images, torch.Tensor) or images.ndim < 2:
-        raise param_error(owner, "images", "a batched torch.Tensor", images)
+        raise param_error("images", owner, "a batched torch.Tensor", images)
     dev = model_device(model, device)
     bar = progress_bar(total=n_repeats, desc=owner, progress=progress, unit="pass")
     with bar, preserved_state(model, dev, seed_from(rng)):

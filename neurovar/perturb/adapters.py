@@ -26,14 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurovar._validation import check_device, check_rng
+from neurovar._validation import (
+    check_device,
+    check_rng,
+    param_error,  # one order: (name, owner, ...)
+)
 
 from ._utils import (
     RNGLike,
     check_images_labels,
     check_number,
     model_device,
-    param_error,
     preserved_state,
     seed_from,
 )
@@ -132,13 +135,13 @@ class TorchattacksAttack:
         if isinstance(self.attack, str):
             names = torchattacks_names()
             if self.attack not in names:
-                raise param_error("TorchattacksAttack", "attack", f"one of {names}", self.attack)
+                raise param_error("attack", "TorchattacksAttack", f"one of {names}", self.attack)
             cls = getattr(ta, self.attack)
         elif isinstance(self.attack, type) and issubclass(self.attack, ta.attack.Attack):
             cls = self.attack
         else:
             raise param_error(
-                "TorchattacksAttack", "attack", "a torchattacks class or its name", self.attack
+                "attack", "TorchattacksAttack", "a torchattacks class or its name", self.attack
             )
         kwargs = dict(self.kwargs)
         if "seed" in inspect.signature(cls.__init__).parameters and "seed" not in kwargs:
@@ -151,9 +154,9 @@ class TorchattacksAttack:
         """Return adversarial images (same shape, device and dtype as ``images``)."""
         owner = "TorchattacksAttack"
         if not isinstance(self.model, nn.Module):
-            raise param_error(owner, "model", "a torch.nn.Module", type(self.model).__name__)
+            raise param_error("model", owner, "a torch.nn.Module", type(self.model).__name__)
         if not isinstance(self.keep_training_mode, (bool, np.bool_)):
-            raise param_error(owner, "keep_training_mode", "a bool", self.keep_training_mode)
+            raise param_error("keep_training_mode", owner, "a bool", self.keep_training_mode)
         check_rng(self.rng, owner=owner)
         if self.device is not None:
             check_device(self.device, owner=owner)

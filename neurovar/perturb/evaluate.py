@@ -11,24 +11,42 @@ every evaluation, on the clean image and on the attacked image.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import itertools
 import json
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from numbers import Number
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
-from neurovar._validation import check_bool, check_memory
+from neurovar._validation import (
+    check_bool,
+    check_memory,
+    param_error,  # one order: (name, owner, ...)
+)
 from neurovar.dims import STIMULUS
 
+from ._defaults import DEFAULT_STEPS
+from ._eval_checks import (
+    CONFIDENCE_LEVEL,
+    STIMULUS_ID,
+    check_budget,
+    check_common,
+    check_eps_list,
+    check_tags,
+)
+from ._eval_checks import confidence_level as confidence_level_of
+from ._eval_result import ensemble_dataset, wilson
+from ._registry import (
+    _REGISTRY,
+    ENSEMBLE,
+    _call_factory,
+    _resolve_attacks,
+)
 from ._stochastic import is_stochastic
 from ._utils import (
     RNGLike,
@@ -40,14 +58,11 @@ from ._utils import (
     fixed_threads,
     inner_progress,
     model_device,
-    param_error,
     preserved_state,
     progress_bar,
     renamed_kwarg,
     seed_from,
 )
-from .adapters import TorchattacksAttack
-from .attacks import FGSM, PGD, Square, TargetedPGD
 
 __all__ = [
     "evaluate_robustness",
@@ -62,19 +77,15 @@ __all__ = [
     "ENSEMBLE",
     "ATTACK_NAMES",
     "DEFAULT_NUM_THREADS",
+    "DEFAULT_STEPS",
     "TABLE_COLUMNS",
 ]
-
-#: Attacks of the default ensemble (AutoAttack-like: CE gradient, targeted margin, black box).
-ENSEMBLE: tuple[str, ...] = ("pgd_ce", "pgd_dlr_targeted", "square")
 
 #: Intra-op CPU threads that attacks and evaluations run with by default (see
 #: :func:`evaluate_robustness`, "Reproducibility").
 DEFAULT_NUM_THREADS = 1
 
-#: Name of the stimulus id coordinate; the stimulus dim is :data:`neurovar.dims.STIMULUS` (the
-#: one name, as in recordings).
-STIMULUS_ID = "stimulus_id"
+_wilson = wilson  # the interval helper, under the name perturb.diagnostics imports
 
 AttackCallable = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -103,11 +114,6 @@ class AttackFactory(Protocol):
     ) -> AttackCallable: ...
 
 
-_REQUIRED_FACTORY_KW = ("eps", "norm", "eot_samples", "rng", "device")
-_BUDGET_KW = ("steps", "n_queries", "n_target_classes")
-_REGISTRY: dict[str, AttackFactory] = {}
-
-
 def register_attack(
     name: str, factory: AttackFactory | None = None, *, overwrite: bool = False
 ) -> Any:
@@ -125,16 +131,16 @@ def register_attack(
     check_bool(overwrite, name="overwrite", owner=owner)
     if not isinstance(name, str) or not name or name in ("worst_case", "clean"):
         raise param_error(
-            owner, "name", "a non-empty str other than 'worst_case' and 'clean'", name
+            "name", owner, "a non-empty str other than 'worst_case' and 'clean'", name
         )
 
     def add(f: AttackFactory) -> AttackFactory:
         if not callable(f):
-            raise param_error(owner, "factory", "a callable factory(model, eps=, ...)", f)
+            raise param_error("factory", owner, "a callable factory(model, eps=, ...)", f)
         if name in _REGISTRY and not overwrite:
             raise param_error(
-                owner,
                 "name",
+                owner,
                 "a name that is not already registered (pass overwrite=True to replace it)",
                 name,
             )
@@ -147,7 +153,7 @@ def register_attack(
 def unregister_attack(name: str) -> None:
     """Remove a registered attack (built-in ones included)."""
     if name not in _REGISTRY:
-        raise param_error("unregister_attack", "name", f"one of {list(_REGISTRY)}", name)
+        raise param_error("name", "unregister_attack", f"one of {list(_REGISTRY)}", name)
     del _REGISTRY[name]
 
 
@@ -162,83 +168,8 @@ def get_attack_factory(name: str) -> AttackFactory:
     return _REGISTRY[name]
 
 
-def _fgsm(model, *, eps, norm, eot_samples, rng, device, **_):
-    return FGSM(model, eps=eps, norm=norm, eot_samples=eot_samples, rng=rng, device=device)
-
-
-def _pgd(loss: str) -> AttackFactory:
-    def factory(model, *, eps, norm, eot_samples, rng, device, steps=20, **_):
-        return PGD(
-            model, eps=eps, norm=norm, steps=steps, loss=loss, eot_samples=eot_samples,
-            rng=rng, device=device,
-        )  # fmt: skip
-
-    factory.__doc__ = f"Untargeted PGD on the {loss!r} loss."
-    return factory
-
-
-def _targeted(loss: str) -> AttackFactory:
-    def factory(model, *, eps, norm, eot_samples, rng, device, steps=20, n_target_classes=3, **_):
-        return TargetedPGD(
-            model, eps=eps, norm=norm, steps=steps, loss=loss, n_target_classes=n_target_classes,
-            eot_samples=eot_samples, rng=rng, device=device,
-        )  # fmt: skip
-
-    factory.__doc__ = f"Targeted PGD on the {loss!r} loss."
-    return factory
-
-
-def _square(model, *, eps, norm, eot_samples, rng, device, n_queries=1000, **_):
-    if norm == "linf":
-        return Square(
-            model, eps=eps, norm=norm, n_queries=n_queries, eot_samples=eot_samples, rng=rng,
-            device=device,
-        )  # fmt: skip
-    # torchattacks' L2 Square; no EOT there (see attrs "notes" of the result)
-    return TorchattacksAttack(
-        "Square", model, norm="L2", eps=eps, n_queries=n_queries, rng=rng, device=device
-    )
-
-
-for _name, _factory in (
-    ("fgsm", _fgsm),
-    ("pgd_ce", _pgd("ce")),
-    ("pgd_dlr", _pgd("dlr")),
-    ("pgd_dlr_targeted", _targeted("dlr")),
-    ("pgd_margin_targeted", _targeted("margin")),
-    ("square", _square),
-):
-    register_attack(_name, _factory)
-
 #: The built-in attack names (the registry, :func:`attack_names`, may hold more).
 ATTACK_NAMES: tuple[str, ...] = attack_names()
-
-
-def _is_legacy_factory(factory: Callable) -> bool:
-    """True for the old ``factory(eps)`` form: no ``model`` parameter, one positional one."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-    if "model" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return False
-    positional = [
-        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return len(positional) == 1
-
-
-def _call_factory(
-    factory: Callable, model: nn.Module, eps: float, budget: Mapping[str, Any], **common: Any
-) -> AttackCallable:
-    """Call a factory with the common keywords and the budget keywords it accepts."""
-    try:
-        params = inspect.signature(factory).parameters
-        var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    except (TypeError, ValueError):
-        params, var_kw = {}, True
-    extra = {k: v for k, v in budget.items() if var_kw or k in params}
-    return factory(model, eps=eps, **common, **extra)
 
 
 @torch.no_grad()
@@ -299,10 +230,18 @@ def _evaluations(
     gen: np.random.Generator,
     batch_size: int | None,
     device: torch.device,
+    attack_batch_size: int | None | str = "same",
+    num_threads: int | None = None,
 ) -> np.ndarray:
     """:func:`correct_matrix` on ``attack(images, labels)`` (on ``images`` if ``attack`` is None),
-    the evaluation noise seeded from ``gen``."""
-    x = images if attack is None else _attack_batched(attack, images, labels, batch_size)
+    the evaluation noise seeded from ``gen``; the attack runs in batches of
+    ``attack_batch_size`` (``"same"``: ``batch_size``), the evaluations with ``num_threads``
+    (None: the caller fixed them)."""
+    if attack is None:
+        x = images
+    else:
+        abs_ = batch_size if attack_batch_size == "same" else attack_batch_size
+        x = _attack_batched(attack, images, labels, abs_)
     return correct_matrix(
         model,
         x,
@@ -311,64 +250,8 @@ def _evaluations(
         rng=int(gen.integers(2**62)),
         batch_size=batch_size,
         device=device,
-        num_threads=None,  # the caller fixed them
+        num_threads=num_threads,
     )
-
-
-def _wilson(
-    successes: int, n: int, confidence_level: float, method: str = "wilson"
-) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    low, high = proportion_confint(successes, n, alpha=1 - confidence_level, method=method)
-    return float(low), float(high)
-
-
-def _confidence_level(owner: str, confidence_level: Any, alpha: Any) -> float:
-    """Resolve ``confidence_level`` and its deprecated complement ``alpha`` (FutureWarning)."""
-    if alpha is not None:
-        check_number(alpha, "alpha", owner, low=0.0, high=1.0, low_inclusive=False)
-        alpha = 1.0 - float(alpha)
-    level = renamed_kwarg(owner, "alpha", "confidence_level", alpha, confidence_level, 0.95)
-    check_number(level, "confidence_level", owner, low=0.0, high=1.0, low_inclusive=False)
-    if level == 1.0:
-        raise param_error(owner, "confidence_level", "a float in (0, 1)", level)
-    return float(level)
-
-
-def _check_common(owner: str, n_evaluations: Any, batch_size: Any, num_threads: Any) -> None:
-    check_number(n_evaluations, "n_evaluations", owner, low=1, integer=True)
-    if batch_size is not None:
-        check_number(batch_size, "batch_size", owner, low=1, integer=True)
-    if num_threads is not None:
-        # torch.set_num_threads takes a C int; more threads than that is never meant
-        check_number(num_threads, "num_threads", owner, low=1, high=4096, integer=True)
-
-
-_RESERVED_COORDS = ("eps", "attack", STIMULUS, STIMULUS_ID, "label")
-
-
-def _check_tags(tags: Any, owner: str) -> dict[str, Any]:
-    """Tags: a mapping of str to a scalar (str, bool, int, float), stored as scalar coords."""
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise param_error(owner, "tags", "a mapping {name: scalar} or None", tags)
-    out = {}
-    for key, value in tags.items():
-        if not isinstance(key, str) or not key.isidentifier() or key in _RESERVED_COORDS:
-            raise param_error(
-                owner,
-                "tags",
-                f"a mapping whose keys are identifiers other than {list(_RESERVED_COORDS)}",
-                key,
-            )
-        if isinstance(value, np.generic):
-            value = value.item()
-        if not isinstance(value, (str, bool, Number)):
-            raise param_error(owner, "tags", "a mapping to scalars (str, bool, int, float)", value)
-        out[key] = value
-    return out
 
 
 def robust_accuracy(
@@ -378,7 +261,7 @@ def robust_accuracy(
     labels: torch.Tensor,
     *,
     n_evaluations: int = 10,
-    confidence_level: float = 0.95,
+    confidence_level: float = CONFIDENCE_LEVEL,
     method: str = "wilson",
     batch_size: int | None = None,
     rng: RNGLike = None,
@@ -445,13 +328,13 @@ def robust_accuracy(
             owner=owner,
             value=n_evaluations,
         )
-    level = _confidence_level(owner, confidence_level, alpha)
-    _check_common(owner, n_evaluations, batch_size, num_threads)
+    level = confidence_level_of(owner, confidence_level, alpha)
+    check_common(owner, n_evaluations, batch_size, num_threads)
     check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
     if attack is not None and not callable(attack):
-        raise param_error(owner, "attack", "a callable attack(images, labels) or None", attack)
+        raise param_error("attack", owner, "a callable attack(images, labels) or None", attack)
     images, labels = check_images_labels(images, labels, owner)
-    tag_coords = _check_tags(tags, owner)
+    tag_coords = check_tags(tags, owner)
     dev = model_device(model, device)
     gen = np.random.default_rng(rng)
     kw = dict(n_evaluations=n_evaluations, gen=gen, batch_size=batch_size, device=dev)
@@ -460,7 +343,7 @@ def robust_accuracy(
         adv_correct = clean if attack is None else _evaluations(model, attack, images, labels, **kw)
     correct = clean.all(axis=0) & adv_correct.all(axis=0)
     n = correct.size
-    low, high = _wilson(int(correct.sum()), n, level, method)
+    low, high = wilson(int(correct.sum()), n, level, method)
     return xr.Dataset(
         {
             "accuracy": ((), float(correct.mean()) if n else float("nan")),
@@ -485,46 +368,6 @@ def robust_accuracy(
     )
 
 
-def _resolve_attacks(attacks: Any, owner: str) -> tuple[list[str], dict[str, Callable], set[str]]:
-    """Names, factories and the names given in the old ``factory(eps)`` form."""
-    if isinstance(attacks, str):
-        if attacks != "ensemble":
-            raise param_error(
-                owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
-            )
-        names = list(ENSEMBLE)
-        return names, {k: _REGISTRY[k] for k in names}, set()
-    if isinstance(attacks, Mapping):
-        names = list(attacks)
-        factories = dict(attacks)
-        legacy = set()
-        for k, f in factories.items():
-            if not isinstance(k, str) or not callable(f):
-                raise param_error(owner, "attacks", "a mapping of names to callables", {k: f})
-            if _is_legacy_factory(f):
-                legacy.add(k)
-        if legacy:
-            warnings.warn(
-                f"{owner}: attack factories of the form factory(eps) ({sorted(legacy)}) are "
-                "deprecated and will stop working in the next release; write "
-                "factory(model, *, eps, norm, eot_samples, rng, device, **budget) so that the "
-                "attack gets EOT, the seeded rng and the device (see register_attack).",
-                FutureWarning,
-                stacklevel=3,
-            )
-        return names, factories, legacy
-    if not isinstance(attacks, Sequence):
-        raise param_error(
-            owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
-        )
-    names = list(attacks)
-    for k in names:
-        check_choice(k, "attacks", owner, attack_names())
-    if len(set(names)) != len(names):
-        raise param_error(owner, "attacks", "a sequence of distinct names", attacks)
-    return names, {k: _REGISTRY[k] for k in names}, set()
-
-
 def evaluate_robustness(
     model: nn.Module,
     images: torch.Tensor,
@@ -535,10 +378,10 @@ def evaluate_robustness(
     attacks: str | Sequence[str] | Mapping[str, AttackFactory] = "ensemble",
     n_evaluations: int = 10,
     eot_samples: int | str = "auto",
-    steps: int = 20,
+    steps: int = DEFAULT_STEPS,
     n_queries: int = 1000,
     n_target_classes: int = 3,
-    confidence_level: float = 0.95,
+    confidence_level: float = CONFIDENCE_LEVEL,
     batch_size: int | None = None,
     rng: RNGLike = None,
     device: str | torch.device | None = None,
@@ -546,6 +389,7 @@ def evaluate_robustness(
     tags: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     alpha: float | None = None,
+    eval_model: nn.Module | None = None,
 ) -> xr.Dataset:
     """Robust accuracy over eps under an attack ensemble, per attack and worst case per stimulus.
 
@@ -613,6 +457,11 @@ def evaluate_robustness(
         long).
     alpha
         Deprecated: ``1 - confidence_level`` (:class:`FutureWarning`).
+    eval_model
+        The model on which the clean and the adversarial images are judged; default ``model``
+        (the attacked one). With a separate ``eval_model`` the attacks run on ``model`` (e.g. a
+        cheaper surrogate, or a transfer source) and ``n_evaluations`` applies when
+        ``eval_model`` is stochastic, ``eot_samples="auto"`` when ``model`` is.
 
     Returns
     -------
@@ -648,129 +497,198 @@ def evaluate_robustness(
     gradients give a false sense of security", ICML.
     """
     owner = "evaluate_robustness"
-    check_validation_common(owner, rng=rng)
-    progress = check_progress(progress, owner)
-    if not isinstance(attacks, (str, Sequence, Mapping)):
-        raise param_error(
-            owner, "attacks", "'ensemble', a list of attack names or a mapping", attacks
-        )
-    level = _confidence_level(owner, confidence_level, alpha)
-    _check_common(owner, n_evaluations, batch_size, num_threads)
-    check_choice(norm, "norm", owner, ("linf", "l2"))
-    images, labels = check_images_labels(images, labels, owner)
-    eps_list = [eps] if np.isscalar(eps) else list(eps)
-    if not eps_list:
-        raise param_error(owner, "eps", "a number or a non-empty sequence of numbers", eps)
-    for e in eps_list:
-        if norm == "linf":
-            check_number(e, "eps", owner, low=0.0, high=1.0)
-        else:
-            check_number(e, "eps", owner, low=0.0)
-    if len(set(eps_list)) != len(eps_list):
-        raise param_error(owner, "eps", "a sequence of distinct values", eps)
-    for name, value in (("steps", steps), ("n_queries", n_queries)):
-        check_number(value, name, owner, low=1, integer=True)
-    check_number(n_target_classes, "n_target_classes", owner, low=1, integer=True)
-    names, factories, legacy = _resolve_attacks(attacks, owner)
-    if not names:
-        raise param_error(owner, "attacks", "at least one attack", attacks)
-    tag_coords = _check_tags(tags, owner)
-    budget = {"steps": steps, "n_queries": n_queries, "n_target_classes": n_target_classes}
-
+    plan = _check_ensemble_args(
+        owner, images, labels, eps=eps, norm=norm, attacks=attacks, n_evaluations=n_evaluations,
+        steps=steps, n_queries=n_queries, n_target_classes=n_target_classes,
+        confidence_level=confidence_level, batch_size=batch_size, rng=rng,
+        num_threads=num_threads, tags=tags, progress=progress, alpha=alpha, eval_model=eval_model,
+    )  # fmt: skip
     dev = model_device(model, device)
     gen = np.random.default_rng(rng)
-    n, n_eps, n_att = images.shape[0], len(eps_list), len(names)
-    correct = np.zeros((n_eps, n_att, n), dtype=bool)
-    fraction = np.zeros((n_eps, n_att, n))
-    bar = progress_bar(total=n_eps * n_att, desc=owner, progress=progress, unit="attack")
-    with fixed_threads(num_threads), inner_progress(progress):
-        stochastic = is_stochastic(model, images[: min(16, len(images))], rng=gen, device=dev)
-        if eot_samples == "auto":
-            eot = 8 if stochastic else 1
-        else:
-            check_number(eot_samples, "eot_samples", owner, low=1, integer=True)
-            eot = int(eot_samples)
-        n_eval = n_evaluations if stochastic else 1
-        kw = dict(n_evaluations=n_eval, gen=gen, batch_size=batch_size, device=dev)
-        clean_mat = _evaluations(model, None, images, labels, **kw)
-        clean = clean_mat.all(axis=0)
-        try:
-            for i, e in enumerate(eps_list):
-                for j, name in enumerate(names):
-                    seed = int(gen.integers(2**62))
-                    if e == 0:  # no perturbation: the clean evaluations, shared by all attacks
-                        correct[i, j] = clean
-                        fraction[i, j] = clean_mat.mean(axis=0)
-                        bar.update()
-                        continue
-                    if name in legacy:
-                        attack = factories[name](e)
-                    else:
-                        # a Generator, not the int: every batch gets its own draws
-                        attack = _call_factory(
-                            factories[name],
-                            model,
-                            float(e),
-                            budget,
-                            norm=norm,
-                            eot_samples=eot,
-                            rng=np.random.default_rng(seed),
-                            device=dev,
-                        )
-                    mat = _evaluations(model, attack, images, labels, **kw)
-                    correct[i, j] = clean & mat.all(axis=0)
-                    fraction[i, j] = mat.mean(axis=0)
-                    bar.update()
-        finally:
-            bar.close()
+    with fixed_threads(num_threads), inner_progress(plan.progress):
+        run = _run_ensemble(
+            model, model if eval_model is None else eval_model, plan, n_evaluations=n_evaluations,
+            eot_samples=eot_samples, batch_size=batch_size, gen=gen, device=dev, owner=owner,
+        )  # fmt: skip
+    attrs = _ensemble_attrs(plan, run, num_threads=num_threads, separate=eval_model is not None)
+    return ensemble_dataset(
+        run.correct, run.fraction, run.clean, eps_list=plan.eps_list, names=plan.names,
+        labels=plan.labels, tag_coords=plan.tag_coords, level=plan.level, attrs=attrs,
+    )  # fmt: skip
 
-    worst = correct.all(axis=1)
-    ci = np.array([_wilson(int(w.sum()), n, level) for w in worst])
-    att_ci = np.array(
-        [[_wilson(int(c.sum()), n, level) for c in per_eps] for per_eps in correct]
-    ).reshape(n_eps, n_att, 2)
+
+def _ensemble_attrs(
+    plan: _EnsemblePlan, run: _EnsembleRun, *, num_threads: int | None, separate: bool
+) -> dict[str, Any]:
+    """The settings of an :func:`evaluate_robustness` result (its ``attrs``), with notes."""
+    names, factories, legacy = plan.names, plan.factories, plan.legacy
     notes = []
-    if norm == "l2" and "square" in names and factories.get("square") is _REGISTRY.get("square"):
+    if (
+        plan.norm == "l2"
+        and "square" in names
+        and factories.get("square") is _REGISTRY.get("square")
+    ):
         notes.append("L2 'square' is torchattacks' Square: no EOT averaging of its loss.")
     if legacy:
         notes.append(f"Attacks {sorted(legacy)} came from old factory(eps) forms: no EOT/rng.")
-    return xr.Dataset(
-        {
-            "accuracy": (("eps", "attack"), correct.mean(axis=2)),
-            "accuracy_ci_low": (("eps", "attack"), att_ci[..., 0]),
-            "accuracy_ci_high": (("eps", "attack"), att_ci[..., 1]),
-            "correct": (("eps", "attack", STIMULUS), correct),
-            "correct_fraction": (("eps", "attack", STIMULUS), fraction),
-            "worst_case_accuracy": (("eps",), worst.mean(axis=1)),
-            "worst_case_correct": (("eps", STIMULUS), worst),
-            "ci_low": (("eps",), ci[:, 0]),
-            "ci_high": (("eps",), ci[:, 1]),
-            "clean_accuracy": ((), float(clean.mean())),
-            "clean_correct": ((STIMULUS,), clean),
-        },
-        coords={
-            "eps": np.asarray(eps_list, dtype=float),
-            "attack": names,
-            STIMULUS_ID: (STIMULUS, np.arange(n)),
-            "label": (STIMULUS, labels.cpu().numpy()),
-            **tag_coords,
-        },
-        attrs={
-            "norm": norm,
-            "n_evaluations": n_eval,
-            "eot_samples": eot,
-            "stochastic": int(stochastic),
-            "steps": steps,
-            "n_queries": n_queries,
-            "n_target_classes": n_target_classes,
-            "confidence_level": level,
-            "ci_method": "wilson",
-            "attacks": json.dumps(names),
-            "num_threads": -1 if num_threads is None else num_threads,
-            "tags": json.dumps(sorted(tag_coords)),
-            "notes": " ".join(notes),
-        },
+    attrs = {
+        "norm": plan.norm, "n_evaluations": run.n_evaluations, "eot_samples": run.eot_samples,
+        "stochastic": int(run.stochastic), **plan.budget, "confidence_level": plan.level,
+        "ci_method": "wilson", "attacks": json.dumps(names),
+        "num_threads": -1 if num_threads is None else num_threads,
+        "tags": json.dumps(sorted(plan.tag_coords)), "notes": " ".join(notes),
+    }  # fmt: skip
+    if separate:  # the model the images are judged on is not the attacked one
+        attrs["eval_model_stochastic"] = int(run.eval_stochastic)
+    return attrs
+
+
+@dataclasses.dataclass(frozen=True)
+class _EnsemblePlan:
+    """The checked arguments of :func:`evaluate_robustness`."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    eps_list: list[Any]
+    names: list[str]
+    factories: dict[str, Callable]
+    legacy: set[str]
+    budget: dict[str, Any]
+    norm: str
+    level: float
+    tag_coords: dict[str, Any]
+    progress: bool | None
+
+
+def _check_ensemble_args(
+    owner: str, images: Any, labels: Any, *, eps: Any, norm: Any, attacks: Any,
+    n_evaluations: Any, steps: Any, n_queries: Any, n_target_classes: Any,
+    confidence_level: Any, batch_size: Any, rng: Any, num_threads: Any, tags: Any,
+    progress: Any, alpha: Any, eval_model: Any,
+) -> _EnsemblePlan:  # fmt: skip
+    """Validation of :func:`evaluate_robustness` (one job: refuse bad input, resolve names)."""
+    check_validation_common(owner, rng=rng)
+    progress = check_progress(progress, owner=owner)
+    if not isinstance(attacks, (str, Sequence, Mapping)):
+        raise param_error(
+            "attacks", owner, "'ensemble', a list of attack names or a mapping", attacks
+        )
+    level = confidence_level_of(owner, confidence_level, alpha)
+    check_common(owner, n_evaluations, batch_size, num_threads)
+    check_choice(norm, "norm", owner, ("linf", "l2"))
+    if eval_model is not None and not isinstance(eval_model, nn.Module):
+        raise param_error("eval_model", owner, "a torch.nn.Module or None", eval_model)
+    images, labels = check_images_labels(images, labels, owner)
+    eps_list = check_eps_list(eps, norm, owner)
+    budget = check_budget(owner, steps, n_queries, n_target_classes)
+    names, factories, legacy = _resolve_attacks(attacks, owner)
+    if not names:
+        raise param_error("attacks", owner, "at least one attack", attacks)
+    tag_coords = check_tags(tags, owner)
+    return _EnsemblePlan(
+        images,
+        labels,
+        eps_list,
+        names,
+        factories,
+        legacy,
+        budget,
+        norm,
+        level,
+        tag_coords,
+        progress,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _EnsembleRun:
+    """Per-stimulus outcomes of an ensemble run, and the settings it resolved."""
+
+    correct: np.ndarray  # (eps, attack, stimulus): clean and attacked correct in every evaluation
+    fraction: np.ndarray  # (eps, attack, stimulus): fraction of evaluations correct when attacked
+    clean: np.ndarray  # (stimulus,)
+    stochastic: bool  # the attacked model
+    eval_stochastic: bool  # the model the images are judged on
+    eot_samples: int
+    n_evaluations: int
+
+
+def _run_ensemble(
+    model: nn.Module, eval_model: nn.Module, plan: _EnsemblePlan, *, n_evaluations: int,
+    eot_samples: int | str, batch_size: int | None, gen: np.random.Generator,
+    device: torch.device, owner: str,
+) -> _EnsembleRun:  # fmt: skip
+    """Probe stochasticity, evaluate the clean images, run every (eps, attack) of the plan."""
+    images, labels = plan.images, plan.labels
+    probe = images[: min(16, len(images))]
+    stochastic = is_stochastic(model, probe, rng=gen, device=device)
+    eval_stochastic = (
+        stochastic
+        if eval_model is model
+        else is_stochastic(eval_model, probe, rng=gen, device=device)
+    )
+    if eot_samples == "auto":
+        eot = 8 if stochastic else 1
+    else:
+        check_number(eot_samples, "eot_samples", owner, low=1, integer=True)
+        eot = int(eot_samples)
+    n_eval = n_evaluations if eval_stochastic else 1
+    kw = dict(n_evaluations=n_eval, gen=gen, batch_size=batch_size, device=device)
+    clean_mat = _evaluations(eval_model, None, images, labels, **kw)
+    clean = clean_mat.all(axis=0)
+    shape = (len(plan.eps_list), len(plan.names), images.shape[0])
+    correct, fraction = np.zeros(shape, dtype=bool), np.zeros(shape)
+    bar = progress_bar(total=shape[0] * shape[1], desc=owner, progress=plan.progress, unit="attack")
+    try:
+        for i, j, mat in attack_ensemble(
+            model, images, labels, plan.eps_list, plan.names, plan.factories, plan.budget,
+            legacy=plan.legacy, eval_model=eval_model, norm=plan.norm, eot_samples=eot,
+            clean_shortcut=True, **kw,
+        ):  # fmt: skip
+            mat = clean_mat if mat is None else mat  # eps 0: the clean evaluations
+            correct[i, j] = clean if mat is clean_mat else clean & mat.all(axis=0)
+            fraction[i, j] = mat.mean(axis=0)
+            bar.update()
+    finally:
+        bar.close()
+    return _EnsembleRun(correct, fraction, clean, stochastic, eval_stochastic, eot, n_eval)
+
+
+def attack_ensemble(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_list: Sequence[float],
+    names: Sequence[str], factories: Mapping[str, Callable], budget: Mapping[str, Any], *,
+    eval_model: nn.Module, norm: str, eot_samples: int, n_evaluations: int,
+    gen: np.random.Generator, batch_size: int | None, device: torch.device,
+    legacy: set[str] = frozenset(), clean_shortcut: bool = False,
+    attack_batch_size: int | None | str = "same", num_threads: int | None = None,
+) -> Iterator[tuple[int, int, np.ndarray | None]]:  # fmt: skip
+    """The attack-ensemble loop: every attack at every eps on ``model``, judged on ``eval_model``.
+
+    Yields ``(i, j, mat)`` for eps ``i`` and attack ``j``: ``mat`` is the
+    ``(n_evaluations, N)`` :func:`correct_matrix` of ``eval_model`` on the adversarial images
+    (None at eps 0 when ``clean_shortcut``: no perturbation, the caller's clean evaluations).
+    Randomness, in this order for each pair: one seed from ``gen`` for the attack (a
+    Generator seeded with it, so every batch gets its own draws), one for the evaluations.
+    :func:`evaluate_robustness` and the experiment's adaptive protocol both run this loop.
+    """
+    for i, e in enumerate(eps_list):
+        for j, name in enumerate(names):
+            seed = int(gen.integers(2**62))
+            if e == 0 and clean_shortcut:
+                yield i, j, None
+                continue
+            if name in legacy:
+                attack = factories[name](e)
+            else:
+                attack = _call_factory(
+                    factories[name], model, float(e), budget, norm=norm, eot_samples=eot_samples,
+                    rng=np.random.default_rng(seed), device=device,
+                )  # fmt: skip
+            yield i, j, _evaluations(
+                eval_model, attack, images, labels, n_evaluations=n_evaluations, gen=gen,
+                batch_size=batch_size, device=device, attack_batch_size=attack_batch_size,
+                num_threads=num_threads,
+            )  # fmt: skip
 
 
 #: Columns of :func:`robustness_table` before the tags.
@@ -804,7 +722,7 @@ def _table_one(res: xr.Dataset, level: float, scalars: dict[str, Any]) -> list[d
         if k is None:  # no per-stimulus outcomes: the count from the accuracy
             k = int(round(float(acc) * n))
         if low is None or high is None:
-            low, high = _wilson(k, n, level)
+            low, high = wilson(k, n, level)
         return {
             "attack": attack, "eps": float(eps), "accuracy": float(acc),
             "ci_low": float(low), "ci_high": float(high), "n": n, "n_correct": int(k),
@@ -854,8 +772,8 @@ def robustness_table(result: xr.Dataset) -> pd.DataFrame:
         v not in result for v in ("accuracy", "worst_case_accuracy", "ci_low", "ci_high")
     ):
         raise param_error(
-            owner,
             "result",
+            owner,
             "an evaluate_robustness Dataset (accuracy, worst_case_accuracy, ci_low, ci_high)",
             type(result).__name__ if not isinstance(result, xr.Dataset) else list(result),
         )

@@ -35,9 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurovar._validation import check_rng
+from neurovar._validation import (
+    check_rng,
+    param_error,  # one order: (name, owner, ...)
+)
 
-from ._utils import RNGLike, make_generator, param_error, seed_from
+from ._utils import RNGLike, make_generator, seed_from
 from .corruptions import SEVERITIES, _check_images
 
 __all__ = ["PAPER_CORRUPTIONS", "IMAGENET_C_PARAMS", "corrupt_paper"]
@@ -310,16 +313,16 @@ def corrupt_paper(
     """
     owner = "corrupt_paper"
     if not isinstance(name, str) or name not in _KERNELS:
-        raise param_error(owner, "name", f"one of {sorted(_KERNELS)}", name)
+        raise param_error("name", owner, f"one of {sorted(_KERNELS)}", name)
     if isinstance(severity, bool) or severity not in SEVERITIES:
-        raise param_error(owner, "severity", f"one of {list(SEVERITIES)}", severity)
+        raise param_error("severity", owner, f"one of {list(SEVERITIES)}", severity)
     check_rng(rng, owner=owner)
     x, single = _check_images(images, owner)
     if x.shape[1] != 1:
-        raise param_error(owner, "images", "1 channel (gray digits) in dim 1", x.shape[1])
+        raise param_error("images", owner, "1 channel (gray digits) in dim 1", x.shape[1])
     if min(x.shape[-2:]) < 32 - 2 * _PAD:
         raise param_error(
-            owner, "images", "at least 28x28 pixels (32x32 once padded)", tuple(x.shape[-2:])
+            "images", owner, "at least 28x28 pixels (32x32 once padded)", tuple(x.shape[-2:])
         )
     gen = make_generator(seed_from(rng), x.device)
     param = IMAGENET_C_PARAMS[name][int(severity) - 1]

@@ -24,9 +24,12 @@ import torch
 import xarray as xr
 from torch import nn
 
+from neurovar._validation import param_error  # one order: (name, owner, ...)
+
 from .._rng import seed_from
 from .._validation import InvalidParameterError, check_device, check_int, check_rng
-from ._utils import RNGLike, check_images_labels, model_device, param_error
+from ._defaults import DEFAULT_STEPS
+from ._utils import RNGLike, check_images_labels, model_device
 from .corruptions import CORRUPTIONS, MODIFICATIONS, SEVERITIES, corrupt, modify
 from .evaluate import (
     ENSEMBLE,
@@ -57,40 +60,86 @@ def perturbation_names(family: str) -> tuple[str, ...]:
         return tuple(sorted(MODIFICATIONS))
     if family == "paper_corruption":
         return tuple(PAPER_CORRUPTIONS)
-    raise param_error("perturbation_names", "family", f"one of {FAMILIES}", family)
+    raise param_error("family", "perturbation_names", f"one of {FAMILIES}", family)
 
 
 def _check_family_name(owner: str, family: Any, name: Any) -> None:
     if family not in FAMILIES:
-        raise param_error(owner, "family", f"one of {FAMILIES}", family)
+        raise param_error("family", owner, f"one of {FAMILIES}", family)
     if family == "attack" and name == "ensemble":
         return
     valid = perturbation_names(family)
     if name not in valid:
-        raise param_error(owner, "name", f"one of {list(valid)} for family {family!r}", name)
+        raise param_error("name", owner, f"one of {list(valid)} for family {family!r}", name)
+
+
+def strength_violation(
+    family: str, name: str, norm: str, strength: float, *, clean_ok: bool = True
+) -> str | None:
+    r"""What a perturbation strength must be, if ``strength`` breaks the rule; else None.
+
+    The one strength rule of the package (the library's specs and the experiment config both
+    read it):
+
+    - attacks: an eps in :math:`[0, 1]` for ``norm="linf"`` (images live in [0, 1]) and in
+      :math:`[0, \infty)` for ``"l2"``;
+    - corruptions (CIFAR-10-C and the paper's ImageNet-C ones): a severity in
+      :data:`neurovar.perturb.corruptions.SEVERITIES`;
+    - modifications: a strength in the modification's range
+      (:data:`neurovar.perturb.corruptions.MODIFICATIONS`).
+
+    ``clean_ok`` decides the clean point (eps 0, or a modification's identity strength). In a
+    sweep of the library it is legitimate -- the clean point of an accuracy-vs-eps curve, and
+    :func:`~neurovar.perturb.evaluate_robustness` evaluates it without attacking -- so the
+    library passes ``clean_ok=True``. An experiment measures the clean accuracy once, apart
+    from its targets, and a clean "target" would be a duplicate of it with a degenerate
+    paired test: its config passes ``clean_ok=False`` (eps in :math:`(0, 1]`).
+
+    Parameters
+    ----------
+    family, name, norm
+        The perturbation (``name`` matters for modifications; ``norm`` for attacks).
+    strength
+        A finite number.
+    clean_ok
+        Whether the clean point is allowed.
+
+    Returns
+    -------
+    str or None
+        The expectation, e.g. ``"an eps in [0, 1] for norm 'linf'"``, or None when
+        ``strength`` follows the rule (or the modification ``name`` is unknown, which is
+        reported by the name check).
+    """
+    if family == "attack":
+        high = 1.0 if norm == "linf" else np.inf
+        low_ok = 0.0 <= strength if clean_ok else 0.0 < strength
+        if not (low_ok and strength <= high):
+            bracket = "[" if clean_ok else "("
+            return f"an eps in {bracket}0, {high:g}] for norm {norm!r}"
+        return None
+    if family in ("corruption", "paper_corruption"):
+        return None if strength in SEVERITIES else f"a severity in {list(SEVERITIES)}"
+    if name not in MODIFICATIONS:
+        return None
+    _, (low, high), identity = MODIFICATIONS[name]
+    if clean_ok and not low <= strength <= high:
+        return f"a strength in [{low:g}, {high:g}] for {name!r}"
+    if not clean_ok and (not low <= strength <= high or strength == identity):
+        return f"a strength in [{low:g}, {high:g}] other than {identity:g} (no change)"
+    return None
 
 
 def _check_strength(owner: str, family: str, name: str, norm: str, strength: Any) -> float:
+    """A finite number that follows :func:`strength_violation` (clean point allowed)."""
     if isinstance(strength, bool) or not isinstance(strength, (int, float, np.number)):
-        raise param_error(owner, "strength", "a number", strength)
+        raise param_error("strength", owner, "a number", strength)
     s = float(strength)
     if not np.isfinite(s):
-        raise param_error(owner, "strength", "a finite number", strength)
-    if family == "attack":
-        high = 1.0 if norm == "linf" else np.inf
-        if not 0.0 <= s <= high:
-            raise param_error(
-                owner, "strength", f"an eps in [0, {high:g}] for norm {norm!r}", strength
-            )
-    elif family in ("corruption", "paper_corruption"):
-        if s not in SEVERITIES:
-            raise param_error(owner, "strength", f"a severity in {list(SEVERITIES)}", strength)
-    else:
-        _, (low, high), _ = MODIFICATIONS[name]
-        if not low <= s <= high:
-            raise param_error(
-                owner, "strength", f"a strength in [{low:g}, {high:g}] for {name!r}", strength
-            )
+        raise param_error("strength", owner, "a finite number", strength)
+    expected = strength_violation(family, name, norm, s, clean_ok=True)
+    if expected is not None:
+        raise param_error("strength", owner, expected, strength)
     return s
 
 
@@ -119,7 +168,7 @@ class Perturbation:
     name: str
     strength: float
     norm: str = "linf"
-    steps: int = 10
+    steps: int = DEFAULT_STEPS
     n_queries: int = 1000
     n_target_classes: int = 3
     eot_samples: int = 1
@@ -128,9 +177,9 @@ class Perturbation:
         owner = "Perturbation"
         _check_family_name(owner, self.family, self.name)
         if self.family == "attack" and self.name == "ensemble":
-            raise param_error(owner, "name", "a single attack (the ensemble is a target)", "ensemble")
+            raise param_error("name", owner, "a single attack (the ensemble is a target)", "ensemble")
         if self.norm not in ("linf", "l2"):
-            raise param_error(owner, "norm", "'linf' or 'l2'", self.norm)
+            raise param_error("norm", owner, "'linf' or 'l2'", self.norm)
         for budget in ("steps", "n_queries", "n_target_classes", "eot_samples"):
             value = check_int(getattr(self, budget), name=budget, owner=owner, low=1)
             object.__setattr__(self, budget, value)
@@ -161,7 +210,7 @@ class Perturbation:
         owner = "Perturbation.apply"
         if self.family == "attack":
             if model is None or labels is None:
-                raise param_error(owner, "model", "a model and labels for an attack", model)
+                raise param_error("model", owner, "a model and labels for an attack", model)
             images, labels = check_images_labels(images, labels, owner)
             budget = {"steps": self.steps, "n_queries": self.n_queries,
                       "n_target_classes": self.n_target_classes}
@@ -205,19 +254,19 @@ class TargetSpec:
         owner = "TargetSpec"
         _check_family_name(owner, self.family, self.name)
         if self.norm not in ("linf", "l2"):
-            raise param_error(owner, "norm", "'linf' or 'l2'", self.norm)
+            raise param_error("norm", owner, "'linf' or 'l2'", self.norm)
         strengths = tuple(self.strengths)
         if not strengths:
-            raise param_error(owner, "strengths", "a non-empty sequence", self.strengths)
+            raise param_error("strengths", owner, "a non-empty sequence", self.strengths)
         name = self.name if self.family != "attack" else "pgd_ce"
         checked = tuple(_check_strength(owner, self.family, name, self.norm, s) for s in strengths)
         if len(set(checked)) != len(checked):
-            raise param_error(owner, "strengths", "distinct values", self.strengths)
+            raise param_error("strengths", owner, "distinct values", self.strengths)
         object.__setattr__(self, "strengths", checked)
         object.__setattr__(self, "attacks", tuple(self.attacks))
         for a in self.attacks:
             if a not in attack_names():
-                raise param_error(owner, "attacks", f"names from {list(attack_names())}", a)
+                raise param_error("attacks", owner, f"names from {list(attack_names())}", a)
 
     def perturbation(self, strength: float, **budget: Any) -> Perturbation:
         """The :class:`Perturbation` of this target at ``strength`` (attacks: CE-PGD)."""
@@ -233,7 +282,7 @@ def evaluate_target(
     *,
     n_evaluations: int = 1,
     eot_samples: int | str = "auto",
-    steps: int = 20,
+    steps: int = DEFAULT_STEPS,
     n_queries: int = 1000,
     n_target_classes: int = 3,
     batch_size: int | None = None,
@@ -260,7 +309,7 @@ def evaluate_target(
     """
     owner = "evaluate_target"
     if not isinstance(target, TargetSpec):
-        raise param_error(owner, "target", "a TargetSpec", target)
+        raise param_error("target", owner, "a TargetSpec", target)
     for budget, value in (("n_evaluations", n_evaluations), ("steps", steps),
                           ("n_queries", n_queries), ("n_target_classes", n_target_classes)):
         check_int(value, name=budget, owner=owner, low=1)
@@ -268,7 +317,7 @@ def evaluate_target(
         try:
             check_int(eot_samples, name="eot_samples", owner=owner, low=1)
         except InvalidParameterError:
-            raise param_error(owner, "eot_samples", "an int >= 1 or 'auto'", eot_samples) from None
+            raise param_error("eot_samples", owner, "an int >= 1 or 'auto'", eot_samples) from None
     check_int(batch_size, name="batch_size", owner=owner, low=1, allow_none=True)
     check_rng(rng, owner=owner, torch_ok=False)
     device = check_device(device, owner=owner) if device is not None else None

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
+from neurovar._progress import progress_bar
 from neurovar._validation import InvalidParameterError
 from neurovar.dims import check_responses
 
@@ -96,7 +96,7 @@ def stimulus_major(
 
 
 def iter_stimulus_chunks(
-    data: xr.DataArray, *, chunk_size: int | None, progress: bool, func: str
+    data: xr.DataArray, *, chunk_size: int | None, progress: bool | None, func: str
 ) -> Iterator[np.ndarray]:
     """Yield float64 numpy blocks ``(s, T, N)`` of a ``(stimulus, trial, unit)`` array."""
     n_stim, n_trial, n_unit = data.shape
@@ -113,7 +113,7 @@ def iter_stimulus_chunks(
     else:
         size = chunk_size or max(1, DEFAULT_CHUNK_VALUES // max(1, n_trial * n_unit))
         spans = [(i, min(i + size, n_stim)) for i in range(0, n_stim, size)]
-    for lo, hi in tqdm(spans, disable=not progress, desc=func, unit="chunk"):
+    for lo, hi in progress_bar(spans, desc=func, progress=progress, unit="chunk"):
         block = arr[lo:hi]
         if is_dask(data):
             block = block.compute()
@@ -126,7 +126,7 @@ def residual_gram(
     standardize: bool,
     per_stimulus: bool = False,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     func: str = "residual_gram",
 ) -> ResidualGram:
     """Accumulate the Gram matrix of pooled residuals of a ``(stimulus, trial, unit)`` array.
@@ -216,7 +216,7 @@ class PooledResiduals:
 
 
 def pooled_residuals(
-    data: xr.DataArray, *, chunk_size: int | None = None, progress: bool = False, func: str
+    data: xr.DataArray, *, chunk_size: int | None = None, progress: bool | None = None, func: str
 ) -> PooledResiduals:
     """Materialise the pooled residual matrix ``(n_valid_trials, n_live_units)``.
 

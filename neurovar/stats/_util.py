@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Sequence
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from neurovar import _validation as _v
 from neurovar._validation import InvalidParameterError, check_covariance_matrix, param_error
 from neurovar._validation import check_dim_names as _check_dim_names
 from neurovar.dims import UNIT, check_dims, pair_dim
@@ -45,12 +46,8 @@ def require_counts(responses: xr.DataArray, name: str, func: str) -> None:
 
 
 def check_int(value: Any, name: str, func: str, *, low: int | None = None) -> int:
-    """Return ``value`` as int or raise a sklearn-style error."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Integral, np.integer)):
-        raise param_error(name, func, "an int", value)
-    if low is not None and value < low:
-        raise param_error(name, func, f"an int >= {low}", value)
-    return int(value)
+    """:func:`neurovar._validation.check_int` in this package's older argument order."""
+    return _v.check_int(value, name=name, owner=func, low=low)
 
 
 def check_real(
@@ -63,34 +60,14 @@ def check_real(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """Return ``value`` as float or raise a sklearn-style error naming the valid range."""
-    ok = (
-        isinstance(value, (Real, np.floating, np.integer))
-        and not isinstance(value, (bool, np.bool_))
-        and bool(np.isfinite(value))
-    )
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lb = "(" if low_open else "["
-        rb = ")" if high_open else "]"
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise param_error(name, func, f"a finite number in {lb}{lo}, {hi}{rb}", value)
-    return float(value)
+    """:func:`neurovar._validation.check_real` in this package's older argument order."""
+    return _v.check_real(value, name=name, owner=func, low=low, high=high, low_open=low_open,
+                         high_open=high_open)
 
 
 def check_option(value: Any, name: str, func: str, options: Sequence[str]) -> str:
-    """Raise unless ``value`` is one of ``options``."""
-    try:
-        ok = isinstance(value, str) and value in options
-    except TypeError:
-        ok = False
-    if not ok:
-        raise param_error(name, func, f"one of {tuple(options)!r}", value)
-    return value
+    """One of the str ``options`` (:class:`neurovar._validation.Options`)."""
+    return _v.check_param(value, [_v.Options(str, options)], name=name, owner=func)
 
 
 def check_dim_names(func: str, responses: Any = None, **dims: Any) -> None:
@@ -194,14 +171,9 @@ def check_square(cov: xr.DataArray, name: str, unit_dim: str, func: str | None =
 
 
 def resolve_rng(rng: None | int | np.random.Generator, func: str) -> np.random.Generator:
-    """``np.random.default_rng(rng)`` with a clear error for anything else."""
-    if rng is None or isinstance(rng, (np.random.Generator, np.random.SeedSequence)):
-        return np.random.default_rng(rng)
-    if isinstance(rng, (Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        if rng < 0:
-            raise param_error("rng", func, "None, an int seed >= 0 or a numpy Generator", rng)
-        return np.random.default_rng(int(rng))
-    raise param_error("rng", func, "None, an int seed or a numpy Generator", rng)
+    """``np.random.default_rng(rng)`` after :func:`neurovar._validation.check_rng` (numpy
+    only: None, an int seed >= 0, a Generator or SeedSequence)."""
+    return np.random.default_rng(_v.check_rng(rng, owner=func, torch_ok=False))
 
 
 def check_symmetric_psd(

@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, check_bool
+from neurovar._progress import check_progress
+from neurovar._validation import InvalidParameterError
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import residual_gram, stimulus_major
@@ -36,7 +37,7 @@ def noise_correlation(
     stimulus_dim: str | None = STIMULUS,
     unit_dim: str = UNIT,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     r"""Noise (spike-count) correlation :math:`r_{sc}` between all pairs of units.
 
@@ -81,7 +82,9 @@ def noise_correlation(
     chunk_size
         Stimuli per chunk (numpy input), or the stimulus chunking to use (dask input).
     progress
-        Show a progress bar over chunks.
+        Progress bar over chunks: ``None`` (default) shows it only when the work is long
+        (after a few seconds) and a terminal or notebook can show it, ``True`` always,
+        ``False`` never.
 
     Returns
     -------
@@ -97,7 +100,7 @@ def noise_correlation(
     Nat. Neurosci. 14, 811-819.
     """
     func = "noise_correlation"
-    progress = check_bool(progress, name="progress", owner=func)
+    progress = check_progress(progress, owner=func)
     check_option(method, "method", func, ("pooled", "per_stimulus"))
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func

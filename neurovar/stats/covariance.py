@@ -8,7 +8,8 @@ import numpy as np
 import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
 
-from neurovar._validation import InvalidParameterError, check_bool
+from neurovar._progress import check_progress
+from neurovar._validation import InvalidParameterError
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
@@ -78,7 +79,7 @@ def noise_covariance(
     stimulus_dim: str | None = STIMULUS,
     unit_dim: str = UNIT,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> xr.DataArray:
     r"""Noise covariance of a population, pooled over stimuli.
 
@@ -126,7 +127,9 @@ def noise_covariance(
         Stimuli per chunk (numpy input), or the stimulus chunking to use (dask input).
         Defaults to ~4 million values per chunk, or the dask chunks.
     progress
-        Show a progress bar over chunks.
+        Progress bar over chunks: ``None`` (default) shows it only when the work is long
+        (after a few seconds) and a terminal or notebook can show it, ``True`` always,
+        ``False`` never.
 
     Returns
     -------
@@ -145,7 +148,7 @@ def noise_covariance(
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
     func = "noise_covariance"
-    progress = check_bool(progress, name="progress", owner=func)
+    progress = check_progress(progress, owner=func)
     check_option(estimator, "estimator", func, _ESTIMATORS)
     data = stimulus_major(
         responses,

@@ -134,45 +134,8 @@ def shared_variance(
         raise InvalidParameterError(
             f"The 'responses' parameter of {func} has no unit with trial-to-trial variance."
         )
-    ds_vars: dict = {}
-    if n_factors is None:
-        if max_factors is None:
-            max_factors = min(n_units - 1, 10)
-        max_factors = check_int(max_factors, "max_factors", func, low=0)
-        if max_factors >= n_units:
-            raise InvalidParameterError(
-                f"The 'max_factors' parameter of {func} must be < the number of units "
-                f"({n_units}). Got {max_factors} instead."
-            )
-        folds = KFold(n_folds, shuffle=True, random_state=int(gen.integers(2**31 - 1)))
-        tried = np.arange(max_factors + 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            ll = np.array([_cv_loglik(x, int(k), folds) for k in tried])
-        k = int(tried[np.argmax(ll)])
-        ds_vars["cv_log_likelihood"] = ("n_factors_tried", ll)
-    else:
-        k = check_int(n_factors, "n_factors", func, low=0)
-        if k >= n_units:
-            raise InvalidParameterError(
-                f"The 'n_factors' parameter of {func} must be < the number of units "
-                f"({n_units}). Got {k} instead."
-            )
-    if k == 0:
-        loading = np.zeros((n_units, 0))
-        private = x.var(axis=0, ddof=0)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fa = FactorAnalysis(n_components=k, svd_method="lapack").fit(x)
-        loading = fa.components_.T
-        private = fa.noise_variance_
-    if k > 0:
-        eig = np.clip(np.linalg.eigvalsh(loading @ loading.T)[::-1], 0, None)
-        frac = np.cumsum(eig) / eig.sum() if eig.sum() > 0 else np.ones_like(eig)
-        d_shared = int(np.searchsorted(frac, threshold - 1e-12) + 1)
-    else:
-        d_shared = 0
+    k, ds_vars = _choose_n_factors(x, n_factors, max_factors, n_folds=n_folds, gen=gen, func=func)
+    loading, private, d_shared = _fit_factors(x, k, threshold)
     # back to all units: zero-variance units have no shared or private variance, units
     # without valid values are NaN
     fitted = np.flatnonzero(res.live)[varying]
@@ -205,3 +168,60 @@ def shared_variance(
     if "cv_log_likelihood" in ds_vars:
         out = out.assign_coords(n_factors_tried=np.arange(len(ds_vars["cv_log_likelihood"][1])))
     return out
+
+
+def _choose_n_factors(
+    x: np.ndarray, n_factors: int | None, max_factors: int | None, *, n_folds: int,
+    gen: np.random.Generator, func: str,
+) -> tuple[int, dict]:  # fmt: skip
+    """The number of factors: ``n_factors``, or the maximiser of the ``n_folds``-fold
+    cross-validated log-likelihood over ``0..max_factors`` (then also returned, as a data
+    variable over ``n_factors_tried``)."""
+    n_units = x.shape[1]
+    ds_vars: dict = {}
+    if n_factors is None:
+        if max_factors is None:
+            max_factors = min(n_units - 1, 10)
+        max_factors = check_int(max_factors, "max_factors", func, low=0)
+        if max_factors >= n_units:
+            raise InvalidParameterError(
+                f"The 'max_factors' parameter of {func} must be < the number of units "
+                f"({n_units}). Got {max_factors} instead."
+            )
+        folds = KFold(n_folds, shuffle=True, random_state=int(gen.integers(2**31 - 1)))
+        tried = np.arange(max_factors + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ll = np.array([_cv_loglik(x, int(k), folds) for k in tried])
+        k = int(tried[np.argmax(ll)])
+        ds_vars["cv_log_likelihood"] = ("n_factors_tried", ll)
+    else:
+        k = check_int(n_factors, "n_factors", func, low=0)
+        if k >= n_units:
+            raise InvalidParameterError(
+                f"The 'n_factors' parameter of {func} must be < the number of units "
+                f"({n_units}). Got {k} instead."
+            )
+    return k, ds_vars
+
+
+def _fit_factors(x: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Loadings ``L`` (units, k), private variances ``Psi`` and the shared dimensionality (the
+    eigenvalues of ``L L^T`` that explain ``threshold`` of the shared variance)."""
+    n_units = x.shape[1]
+    if k == 0:
+        loading = np.zeros((n_units, 0))
+        private = x.var(axis=0, ddof=0)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fa = FactorAnalysis(n_components=k, svd_method="lapack").fit(x)
+        loading = fa.components_.T
+        private = fa.noise_variance_
+    if k > 0:
+        eig = np.clip(np.linalg.eigvalsh(loading @ loading.T)[::-1], 0, None)
+        frac = np.cumsum(eig) / eig.sum() if eig.sum() > 0 else np.ones_like(eig)
+        d_shared = int(np.searchsorted(frac, threshold - 1e-12) + 1)
+    else:
+        d_shared = 0
+    return loading, private, d_shared

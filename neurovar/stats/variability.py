@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import stats as sps
-from tqdm.auto import tqdm
 
 from neurovar._compat import renamed_parameters
-from neurovar._validation import InvalidParameterError, check_bool, check_memory, param_error
+from neurovar._progress import check_progress, progress_bar
+from neurovar._validation import InvalidParameterError, check_memory, param_error
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
 from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
@@ -201,7 +202,7 @@ def mean_matched_fano_factor(
     trial_dim: str = TRIAL,
     stimulus_dim: str | None = STIMULUS,
     unit_dim: str = UNIT,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     r"""Mean-matched Fano factor (Churchland et al. 2010), compared across conditions.
 
@@ -249,7 +250,9 @@ def mean_matched_fano_factor(
     trial_dim, stimulus_dim, unit_dim
         Names of the dims; ``stimulus_dim=None`` if there is none.
     progress
-        Show a progress bar over resamples.
+        Progress bar over resamples: ``None`` (default) shows it only when the work is long
+        (after a few seconds) and a terminal or notebook can show it, ``True`` always,
+        ``False`` never.
 
     Returns
     -------
@@ -265,7 +268,7 @@ def mean_matched_fano_factor(
     cortical phenomenon. Nat. Neurosci. 13, 369-378.
     """
     func = "mean_matched_fano_factor"
-    progress = check_bool(progress, name="progress", owner=func)
+    progress = check_progress(progress, owner=func)
     n_bins = check_int(n_bins, "n_bins", func, low=1)
     check_memory(
         8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts"
@@ -285,66 +288,13 @@ def mean_matched_fano_factor(
     moments = xr.Dataset({"n": count, "mean": mean, "var": var}).compute()
     labels, parts, cond_name = _groups(moments, condition, func)
 
-    points = []
-    n_dropped = n_all = 0
-    for part in parts:
-        m = np.asarray(part["mean"].values, float).ravel()
-        v = np.asarray(part["var"].values, float).ravel()
-        n = np.asarray(part["n"].values, float).ravel()
-        ok = np.isfinite(m) & np.isfinite(v) & (m > 0) & (n > ddof)
-        n_all += m.size
-        n_dropped += int(np.sum(~ok))
-        points.append((m[ok], v[ok], n[ok]))
-    warn_nan(
-        n_dropped,
-        n_all,
-        "(stimulus, unit) points",
-        "have zero (or negative) mean or too few valid trials",
-        consequence="they were left out of the regression",
-    )
-    if any(p[0].size == 0 for p in points):
-        empty = [lab for lab, p in zip(labels, points) if p[0].size == 0]
-        raise InvalidParameterError(
-            f"The 'responses' parameter of {func} has no usable (positive-mean) points in "
-            f"conditions {empty!r}."
-        )
-
-    all_means = np.concatenate([p[0] for p in points])
-    lo, hi = float(all_means.min()), float(all_means.max())
-    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, n_bins + 1)
-    bins = [np.clip(np.searchsorted(edges, p[0], side="right") - 1, 0, n_bins - 1) for p in points]
-    counts = np.array([np.bincount(b, minlength=n_bins) for b in bins])
-    common = counts.min(axis=0)
-    if common.sum() == 0:
-        raise ValueError(
-            f"The conditions given to {func} share no bin of mean responses; mean matching "
-            f"is impossible. Try fewer bins (n_bins={n_bins})."
-        )
+    points = _usable_points(parts, labels, ddof=ddof, func=func)
+    edges, bins, common = _common_bins(points, n_bins, func=func)
     n_cond = len(points)
-    check_memory(
-        3 * 8.0 * n_resamples * n_cond,
-        name="n_resamples",
-        owner=func,
-        value=n_resamples,
-        what="the per-resample slopes and their confidence bounds",
-    )
-    slopes = np.empty((n_resamples, n_cond))
-    lows = np.empty_like(slopes)
-    highs = np.empty_like(slopes)
-    members = [[np.flatnonzero(b == k) for k in range(n_bins)] for b in bins]
-    for r in tqdm(range(n_resamples), disable=not progress, desc=func):
-        for c, (m, v, n) in enumerate(points):
-            keep = np.concatenate(
-                [
-                    gen.choice(members[c][k], size=common[k], replace=False)
-                    for k in range(n_bins)
-                    if common[k] > 0
-                ]
-            )
-            mk, vk, nk = m[keep], v[keep], n[keep]
-            slopes[r, c], lows[r, c], highs[r, c] = _wls_origin(
-                mk, vk, _weights(mk, nk), confidence_level
-            )
+    slopes, lows, highs = _matched_slopes(
+        points, bins, common, n_resamples=n_resamples, confidence_level=confidence_level,
+        gen=gen, progress=progress, func=func,
+    )  # fmt: skip
     raw = np.array([_wls_origin(m, v, _weights(m, n), confidence_level)[0] for m, v, n in points])
     data_vars = {
         "fano_factor": (cond_name, slopes.mean(axis=0)),
@@ -369,3 +319,90 @@ def mean_matched_fano_factor(
             "bin_edges": edges,
         },
     )
+
+
+def _usable_points(
+    parts: list[xr.Dataset], labels: list[Any], *, ddof: int, func: str
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(mean, var, n)`` of each condition's (stimulus, unit) points with a positive mean and
+    more than ``ddof`` valid trials (a warning counts the others; an empty condition raises)."""
+    points = []
+    n_dropped = n_all = 0
+    for part in parts:
+        m = np.asarray(part["mean"].values, float).ravel()
+        v = np.asarray(part["var"].values, float).ravel()
+        n = np.asarray(part["n"].values, float).ravel()
+        ok = np.isfinite(m) & np.isfinite(v) & (m > 0) & (n > ddof)
+        n_all += m.size
+        n_dropped += int(np.sum(~ok))
+        points.append((m[ok], v[ok], n[ok]))
+    warn_nan(
+        n_dropped,
+        n_all,
+        "(stimulus, unit) points",
+        "have zero (or negative) mean or too few valid trials",
+        consequence="they were left out of the regression",
+        stacklevel=4,  # the caller of mean_matched_fano_factor
+    )
+    if any(p[0].size == 0 for p in points):
+        empty = [lab for lab, p in zip(labels, points) if p[0].size == 0]
+        raise InvalidParameterError(
+            f"The 'responses' parameter of {func} has no usable (positive-mean) points in "
+            f"conditions {empty!r}."
+        )
+
+    return points
+
+
+def _common_bins(
+    points: list[tuple[np.ndarray, ...]], n_bins: int, *, func: str
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Common equal-width bins of the means of all conditions: edges, each point's bin, and
+    the greatest common distribution (bin-wise minimum count over conditions)."""
+    all_means = np.concatenate([p[0] for p in points])
+    lo, hi = float(all_means.min()), float(all_means.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, n_bins + 1)
+    bins = [np.clip(np.searchsorted(edges, p[0], side="right") - 1, 0, n_bins - 1) for p in points]
+    counts = np.array([np.bincount(b, minlength=n_bins) for b in bins])
+    common = counts.min(axis=0)
+    if common.sum() == 0:
+        raise ValueError(
+            f"The conditions given to {func} share no bin of mean responses; mean matching "
+            f"is impossible. Try fewer bins (n_bins={n_bins})."
+        )
+    return edges, bins, common
+
+
+def _matched_slopes(
+    points: list[tuple[np.ndarray, ...]], bins: list[np.ndarray], common: np.ndarray, *,
+    n_resamples: int, confidence_level: float, gen: np.random.Generator, progress: bool | None,
+    func: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Slope and its confidence limits in every mean-matched subsample, ``(n_resamples, C)``:
+    each condition keeps ``common[k]`` random points of bin ``k`` (without replacement)."""
+    n_cond, n_bins = len(points), common.size
+    check_memory(
+        3 * 8.0 * n_resamples * n_cond,
+        name="n_resamples",
+        owner=func,
+        value=n_resamples,
+        what="the per-resample slopes and their confidence bounds",
+    )
+    slopes = np.empty((n_resamples, n_cond))
+    lows = np.empty_like(slopes)
+    highs = np.empty_like(slopes)
+    members = [[np.flatnonzero(b == k) for k in range(n_bins)] for b in bins]
+    for r in progress_bar(range(n_resamples), desc=func, progress=progress):
+        for c, (m, v, n) in enumerate(points):
+            keep = np.concatenate(
+                [
+                    gen.choice(members[c][k], size=common[k], replace=False)
+                    for k in range(n_bins)
+                    if common[k] > 0
+                ]
+            )
+            mk, vk, nk = m[keep], v[keep], n[keep]
+            slopes[r, c], lows[r, c], highs[r, c] = _wls_origin(
+                mk, vk, _weights(mk, nk), confidence_level
+            )
+    return slopes, lows, highs

@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
@@ -39,7 +40,7 @@ def test_poisson_independent_vs_shared_gain():
     rng = np.random.default_rng(0)
     ann = {"indep": _poisson(rng), "gain": _poisson(rng, gain_sd=0.4)}
     state = np.random.get_state()[1].copy()
-    table = compare(ann, None, statistics=FAST, n_bootstrap=100, rng=1)
+    table = compare(ann, None, statistics=FAST, n_resamples=100, rng=1)
     np.testing.assert_array_equal(np.random.get_state()[1], state)  # global RNG untouched
     assert list(table.columns[:8]) == [
         "source", "layer", "condition", "statistic", "value", "ci_low", "ci_high", "n"
@@ -59,7 +60,7 @@ def test_poisson_independent_vs_shared_gain():
     assert pr_gain < pr_ind <= 12  # one shared mode lowers the dimensionality
     assert (table["ci_low"] <= table["ci_high"]).all()
     # reproducible from the seed
-    again = compare(ann, None, statistics=FAST, n_bootstrap=100, rng=1)
+    again = compare(ann, None, statistics=FAST, n_resamples=100, rng=1)
     np.testing.assert_array_equal(again["ci_low"].values, table["ci_low"].values)
 
 
@@ -68,7 +69,7 @@ def test_input_forms_and_conditions():
     a, b, c = _poisson(rng), _poisson(rng), _poisson(rng, n_units=8)
     nested = {"clean": {"conv1": a, "fc": b}, "isotropic": {"conv1": c}}
     table = compare(nested, c.assign_attrs(area="V4"), statistics=["noise_correlation"],
-                    n_bootstrap=20, rng=0)  # fmt: skip
+                    n_resamples=20, rng=0)  # fmt: skip
     got = set(zip(table["source"], table["layer"], table["condition"]))
     assert got == {
         ("ann", "conv1", "clean"),
@@ -79,13 +80,13 @@ def test_input_forms_and_conditions():
     tree = xr.DataTree.from_dict(
         {"conv1": a.to_dataset(name="activation"), "fc": b.to_dataset(name="activation")}
     )
-    from_tree = compare(tree, None, statistics=["noise_correlation"], n_bootstrap=20, rng=0)
+    from_tree = compare(tree, None, statistics=["noise_correlation"], n_resamples=20, rng=0)
     assert sorted(from_tree["layer"]) == ["conv1", "fc"]
     v = _row(from_tree, "noise_correlation", "conv1").value
     clean = table[(table["layer"] == "conv1") & (table["condition"] == "clean")]
     assert v == clean["value"].iloc[0]  # same array, same point estimate
     # units subsampled to max_units, reported
-    sub = compare(a, None, statistics=["noise_correlation"], max_units=5, n_bootstrap=5, rng=0)
+    sub = compare(a, None, statistics=["noise_correlation"], max_units=5, n_resamples=5, rng=0)
     assert sub["n_units"].iloc[0] == 5 and sub["n_units_total"].iloc[0] == 12
     assert sub["n"].iloc[0] == 10
 
@@ -94,8 +95,8 @@ def test_bad_parameters():
     da = _poisson(np.random.default_rng(3))
     with pytest.raises(ValueError, match="'statistics' parameter"):
         compare(da, None, statistics=["fano"])
-    with pytest.raises(ValueError, match="'n_bootstrap' parameter"):
-        compare(da, None, n_bootstrap=1)
+    with pytest.raises(ValueError, match="'n_resamples' parameter"):
+        compare(da, None, n_resamples=1)
     with pytest.raises(ValueError, match="'confidence_level' parameter"):
         compare(da, None, confidence_level=95.0)
     with pytest.raises(ValueError, match="cannot both be None"):
@@ -110,7 +111,7 @@ def test_plot_comparison_figures():
     rng = np.random.default_rng(4)
     table = compare({"a": _poisson(rng)}, {"V4": _poisson(rng)},
                     statistics=FAST + ["signal_correlation", "rsc_signal_slope"],
-                    n_bootstrap=10, rng=0)  # fmt: skip
+                    n_resamples=10, rng=0)  # fmt: skip
     figs = plot_comparison(table, reference=load_reference_values())
     assert set(figs) == {
         "summary", "fano_vs_mean", "rsc_distribution", "rsc_vs_signal", "eigenspectrum"
@@ -132,7 +133,7 @@ def test_v4_statistics_in_literature_range(cortex_dir):
         None,
         v4,
         statistics=["fano_factor", "mean_matched_fano_factor", "noise_correlation"],
-        n_bootstrap=200,
+        n_resamples=200,
         rng=0,
     )
     ref = load_reference_values(statistic="r_sc")
@@ -151,7 +152,7 @@ def test_semedo_v1_rsc(cortex_dir):
     """Anesthetized V1 (Semedo et al. 2019 sample): mean r_sc ~0.2 in whole-trial counts."""
     summed = load_semedo_v1v2(data_home=cortex_dir, bins="summed")["V1"]
     source = summed.isel(unit=summed["population"].values == "X")  # the 79 'X' V1 neurons
-    table = compare(None, {"V1": source}, n_bootstrap=100, rng=0,
+    table = compare(None, {"V1": source}, n_resamples=100, rng=0,
                     statistics=["noise_correlation"])  # fmt: skip
     r = _row(table, "noise_correlation", "V1").value
     assert 0.15 < r < 0.25  # found: 0.212
@@ -159,7 +160,7 @@ def test_semedo_v1_rsc(cortex_dir):
     per_bin = load_semedo_v1v2(data_home=cortex_dir)["V1"]
     per_bin = per_bin.isel(unit=per_bin["population"].values == "X")
     r_bin = _row(compare(None, {"V1": per_bin}, statistics=["noise_correlation"],
-                         n_bootstrap=10, rng=0), "noise_correlation", "V1").value  # fmt: skip
+                         n_resamples=10, rng=0), "noise_correlation", "V1").value  # fmt: skip
     assert 0.05 < r_bin < r
 
 
@@ -167,7 +168,7 @@ def test_mean_subtracted_refuses_fano(cortex_dir):
     data = load_semedo_v1v2(data_home=cortex_dir)
     with pytest.raises(ValueError, match="mean-subtracted"):
         compare(None, data, statistics=["fano_factor"])
-    auto = compare(None, {"V2": data["V2"]}, n_bootstrap=10, n_factors=2, rng=0)
+    auto = compare(None, {"V2": data["V2"]}, n_resamples=10, n_factors=2, rng=0)
     assert "fano_factor" not in set(auto["statistic"])
     assert "signal_correlation" not in set(auto["statistic"])
     assert {"noise_correlation", "participation_ratio", "shared_variance"} <= set(auto["statistic"])
@@ -181,7 +182,7 @@ def test_regression_fano_ci_is_a_bootstrap_over_units():
     # a scaled Poisson count a * Poisson(rate / a) has Fano factor a
     counts = fanos * rng.poisson(rates / fanos, size=(20, 300, n_units))
     da = xr.DataArray(counts, dims=("trial", "stimulus", "unit"))
-    table = compare(da, None, statistics=["mean_matched_fano_factor"], n_bootstrap=300, rng=0)
+    table = compare(da, None, statistics=["mean_matched_fano_factor"], n_resamples=300, rng=0)
     row = _row(table, "mean_matched_fano_factor")
     assert "over units" in row.ci_method
     # 8 units with Fano factors 0.5..2: the unit-level spread dominates; a t-interval over
@@ -217,10 +218,10 @@ def test_shared_variance_factor_cap_is_reported_and_warned():
     threads = [p["num_threads"] for p in threadpool_info()]
     with pytest.warns(UserWarning, match="largest candidate number of factors"):
         table = compare(da, None, statistics=["shared_variance"], max_factors=1, rng=0,
-                        n_bootstrap=20)  # fmt: skip
+                        n_resamples=20)  # fmt: skip
     assert "cross-validation over 0..1" in _row(table, "shared_variance").ci_method
     assert [p["num_threads"] for p in threadpool_info()] == threads  # BLAS threads restored
-    fixed = compare(da, None, statistics=["shared_variance"], n_factors=3, n_bootstrap=20, rng=0)
+    fixed = compare(da, None, statistics=["shared_variance"], n_factors=3, n_resamples=20, rng=0)
     assert "3 factors, fixed" in _row(fixed, "shared_variance").ci_method
     with pytest.raises(TypeError, match="'max_factors' parameter"):
         compare(da, None, max_factors=2.5)
@@ -250,13 +251,13 @@ def test_intervals_cover_the_true_value_in_simulation():
     n_sets = 60
     for k in range(n_sets):
         pr = compare(_gaussian(rng, cov), None, statistics=["participation_ratio"],
-                     n_bootstrap=150, rng=k)  # fmt: skip
+                     n_resamples=150, rng=k)  # fmt: skip
         row = _row(pr, "participation_ratio")
         hits["participation_ratio"] += row.ci_low <= true_pr <= row.ci_high
         a = rng.choice(fano_population, size=15)
         counts = a * rng.poisson(rng.uniform(5, 15, size=(1, 10, 15)) / a, size=(20, 10, 15))
         ff = compare(xr.DataArray(counts, dims=("trial", "stimulus", "unit")), None,
-                     statistics=["fano_factor"], n_bootstrap=150, rng=k)  # fmt: skip
+                     statistics=["fano_factor"], n_resamples=150, rng=k)  # fmt: skip
         row = _row(ff, "fano_factor")
         hits["fano_factor"] += row.ci_low <= fano_population.mean() <= row.ci_high
         assert row.ci_method.startswith("percentile bootstrap over units")
@@ -269,13 +270,13 @@ def test_intervals_cover_the_true_value_in_simulation():
 def test_ci_methods_and_basic_is_the_reflected_percentile():
     da = _poisson(np.random.default_rng(8))
     stats = ["fano_factor", "noise_correlation", "participation_ratio"]
-    pct = compare(da, None, statistics=stats, n_bootstrap=100, rng=3)
-    basic = compare(da, None, statistics=stats, n_bootstrap=100, rng=3, ci_method="basic")
+    pct = compare(da, None, statistics=stats, n_resamples=100, rng=3)
+    basic = compare(da, None, statistics=stats, n_resamples=100, rng=3, ci_method="basic")
     np.testing.assert_allclose(pct.value, basic.value)
     # same resamples: basic = [2 theta - q_hi, 2 theta - q_lo]
     np.testing.assert_allclose(basic.ci_low, 2 * pct.value - pct.ci_high, atol=1e-12)
     np.testing.assert_allclose(basic.ci_high, 2 * pct.value - pct.ci_low, atol=1e-12)
-    bca = compare(da, None, statistics=["fano_factor"], n_bootstrap=200, rng=3, ci_method="BCa")
+    bca = compare(da, None, statistics=["fano_factor"], n_resamples=200, rng=3, ci_method="BCa")
     row = _row(bca, "fano_factor")
     assert row.ci_low < row.value < row.ci_high and row.ci_method.startswith("BCa")
     assert pct.attrs["ci_method"] == "percentile"
@@ -290,8 +291,8 @@ def test_dead_units_never_enter_the_spectrum():
     layer = xr.concat([live, dead], dim="unit")  # 4 dead ReLU units
     stats = ["participation_ratio", "eigenspectrum_exponent"]
     with pytest.warns(RuntimeWarning, match="4 of 12 units have zero variance"):
-        table = compare(layer, None, statistics=stats, n_bootstrap=50, rng=0)
-    ref = compare(live, None, statistics=stats, n_bootstrap=50, rng=0)
+        table = compare(layer, None, statistics=stats, n_resamples=50, rng=0)
+    ref = compare(live, None, statistics=stats, n_resamples=50, rng=0)
     np.testing.assert_allclose(table.value, ref.value, rtol=1e-10)
     lam = next(iter(table.attrs["details"].values()))["eigenvalues"]
     assert np.isnan(lam[8:]).all() and (lam[:8] > 1e-3).all()  # no 1e-64 left for the figure
@@ -304,9 +305,9 @@ def test_shared_dimensionality_needs_cross_validated_factors():
     da = xr.DataArray(x, dims=("trial", "stimulus", "unit"))
     with pytest.raises(ValueError, match="'shared_dimensionality' needs n_factors=None"):
         compare(da, None, statistics=["shared_dimensionality"], n_factors=3, rng=0)
-    auto = compare(da, None, n_factors=3, n_bootstrap=20, rng=0)
+    auto = compare(da, None, n_factors=3, n_resamples=20, rng=0)
     assert "shared_dimensionality" not in set(auto.statistic)
-    cv = compare(da, None, statistics=["shared_dimensionality"], n_bootstrap=20, rng=0)
+    cv = compare(da, None, statistics=["shared_dimensionality"], n_resamples=20, rng=0)
     row = _row(cv, "shared_dimensionality")
     assert row.value == 2 and "chosen by cross-validation" in row.ci_method
 
@@ -316,8 +317,8 @@ def test_scale_dependent_statistics_are_flagged_in_a_column():
     counts = _poisson(rng, gain_sd=0.3)
     stats = ["fano_factor", "mean_matched_fano_factor", "variance_mean_exponent",
              "noise_correlation", "participation_ratio", "eigenspectrum_exponent"]  # fmt: skip
-    one = compare({"a": counts}, {"V4": counts}, statistics=stats, n_bootstrap=20, rng=0)
-    three = compare({"a": 3 * counts}, {"V4": counts}, statistics=stats, n_bootstrap=20, rng=0)
+    one = compare({"a": counts}, {"V4": counts}, statistics=stats, n_resamples=20, rng=0)
+    three = compare({"a": 3 * counts}, {"V4": counts}, statistics=stats, n_resamples=20, rng=0)
     ann1, ann3 = one[one.source == "ann"], three[three.source == "ann"]
     changed = ~np.isclose(ann1.value.to_numpy(), ann3.value.to_numpy(), rtol=1e-8)
     # flagged exactly where multiplying the activations by 3 changes the value
@@ -333,7 +334,7 @@ def test_rsc_reference_band_matches_area_and_count_window():
     v4 = _poisson(rng, gain_sd=0.2).assign_attrs(count_window="100 ms", preparation="awake")
     it = _poisson(rng).assign_attrs(count_window="100 ms", preparation="awake")
     table = compare({"relu": _poisson(rng)}, {"V4": v4, "IT": it},
-                    statistics=["noise_correlation"], n_bootstrap=20, rng=0)  # fmt: skip
+                    statistics=["noise_correlation"], n_resamples=20, rng=0)  # fmt: skip
     ref = load_reference_values()
     fig = plot_comparison(table, reference=ref, panel="noise_correlation")
     ax = fig.axes[0]
@@ -370,16 +371,16 @@ def test_cortex_does_not_import_the_plot_module():
 def test_an_interval_does_not_depend_on_what_else_was_computed():
     rng = np.random.default_rng(13)
     arrays = {"a": _poisson(rng), "b": _poisson(rng)}
-    alone = compare(arrays, None, statistics=["noise_correlation"], n_bootstrap=50, rng=4)
+    alone = compare(arrays, None, statistics=["noise_correlation"], n_resamples=50, rng=4)
     more = compare(
         arrays,
         None,
-        n_bootstrap=50,
+        n_resamples=50,
         rng=4,
         max_units=10,
         statistics=["fano_factor", "noise_correlation", "participation_ratio"],
     )
-    fewer = compare(arrays, None, n_bootstrap=50, rng=4, max_units=10,
+    fewer = compare(arrays, None, n_resamples=50, rng=4, max_units=10,
                     statistics=["noise_correlation"])  # fmt: skip
     for layer in ("a", "b"):
         # one random stream per array and per statistic (and one for the unit draw)
@@ -394,14 +395,28 @@ def test_all_nan_units_are_dropped_with_a_warning_and_not_counted():
     holed = clean.copy()
     holed[:, :, [3, 7]] = np.nan  # two units never recorded
     with pytest.warns(UserWarning, match=r"2 of 12 units of 'cortical_responses' \(V4\)"):
-        table = compare(None, {"V4": holed}, statistics=FAST, n_bootstrap=100, rng=1)
+        table = compare(None, {"V4": holed}, statistics=FAST, n_resamples=100, rng=1)
     assert (table["n_units"] == 10).all() and (table["n_units_total"] == 12).all()
     assert np.isfinite(table[["value", "ci_low", "ci_high"]].to_numpy()).all()
     assert _row(table, "noise_correlation").n == 10 * 9 // 2
     # the same as giving the 10 recorded units only
     kept = clean.isel(unit=[i for i in range(12) if i not in (3, 7)])
-    ref = compare(None, {"V4": kept}, statistics=FAST, n_bootstrap=100, rng=1)
+    ref = compare(None, {"V4": kept}, statistics=FAST, n_resamples=100, rng=1)
     np.testing.assert_allclose(table["value"], ref["value"])
     np.testing.assert_allclose(table["ci_low"], ref["ci_low"])
     with pytest.raises(ValueError, match="all 12 units are NaN"):
-        compare(None, {"V4": clean * np.nan}, statistics=FAST, n_bootstrap=100, rng=1)
+        compare(None, {"V4": clean * np.nan}, statistics=FAST, n_resamples=100, rng=1)
+
+
+def test_n_bootstrap_is_the_old_name_of_n_resamples():
+    """``n_bootstrap`` (the old keyword) warns once and gives the table ``n_resamples`` gives."""
+    da = _poisson(np.random.default_rng(3))
+    new = compare(da, None, statistics=["fano_factor", "noise_correlation"], n_resamples=30, rng=2)
+    with pytest.warns(FutureWarning, match="'n_bootstrap' parameter of compare was renamed"):
+        old = compare(
+            da, None, statistics=["fano_factor", "noise_correlation"], n_bootstrap=30, rng=2
+        )
+    pd.testing.assert_frame_equal(old, new)
+    assert "(30)" in new["ci_method"].iloc[0]  # the resample count the interval used
+    with pytest.raises(TypeError, match="not both"):
+        compare(da, None, n_bootstrap=30, n_resamples=30)

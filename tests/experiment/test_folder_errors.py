@@ -122,7 +122,7 @@ def test_report_main_is_one_line_per_user_error(copy, tmp_path, capsys):
     for a missing path, a damaged cell and a folder that cannot be written."""
     import os
 
-    from neurovar.report import report_main
+    from neurovar.experiment.report import report_main
 
     assert report_main(tmp_path / "missing") == 2
     err = capsys.readouterr().err

@@ -50,3 +50,30 @@ def test_compute_cell_reproducible_with_cold_caches(global_rng_guard):
     acc = first["accuracy"]
     assert np.isfinite(acc.sel(noise_at_test=False)).all()
     assert np.isfinite(acc.sel(noise_at_test=True)).all()
+
+
+def test_cell_spec_refuses_bad_fields_naming_them():
+    import dataclasses
+
+    import pytest
+
+    from neurovar._validation import InvalidParameterError
+
+    spec = plan(load_config(tiny_config(seeds=[0])))[0]
+    for field, value, expected in [
+        ("cell_id", "", "plain cell folder name"),
+        ("seed", -1, "int in"),
+        ("seed", 1.5, "int"),
+        ("regime", "sometimes", "one of"),
+        ("condition", "structured:a:b:c", "registered condition"),
+        ("condition", 3, "registered condition"),
+        ("magnitude", float("nan"), "float in"),
+        ("magnitude", -0.5, "float in"),
+        ("layer", "", "non-empty str"),
+        ("settings", None, "JSON object"),
+        ("resources", {"GPU": -1}, "resource name -> amount"),
+    ]:
+        with pytest.raises(InvalidParameterError, match=rf"'{field}' parameter of CellSpec "
+                           rf"must be .*{expected}"):
+            dataclasses.replace(spec, **{field: value})
+    assert dataclasses.replace(spec, magnitude=0.0).magnitude == 0.0  # 'none' cells

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 from experiment_helpers import tiny_config
 
-from neurovar.report import (
+from neurovar.experiment.report import (
     plot_alignment_gain,
     plot_clean_cost,
     plot_masking,
@@ -155,6 +155,14 @@ def test_report_of_a_multi_magnitude_multi_layer_run(grid_run):
     rows = [r for r in table.splitlines() if r.startswith("| test-time") or r.startswith("| train")]
     assert {r.split("|")[2].strip() for r in rows} == {"0.25", "0.5"}
     assert {r.split("|")[3].strip() for r in rows} == set(LAYERS)
+    # the gain at matched clean accuracy: a section, and its table on disk with a CI or a reason
+    assert "### Gain at matched clean accuracy" in text
+    gain = pd.read_csv(folder / "matched_clean_gain.csv")
+    assert set(gain["versus"]) <= {"isotropic", "none"} and len(gain)
+    ok = np.isfinite(gain["gain"])
+    assert (gain.loc[ok, "ci_low"] <= gain.loc[ok, "gain"] + 1e-12).all()
+    assert gain.loc[~ok, "note"].astype(str).str.len().gt(0).all()
+    assert "two-way cluster-robust" in text
 
 
 def test_robustness_curves_refuses_a_magnitude_not_in_the_run(grid_run):

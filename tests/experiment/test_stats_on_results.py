@@ -98,3 +98,20 @@ def test_unpaired_eps_grid_still_refused(tiny_run, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "'strength'" in err and "'ci_low'" not in err
+
+
+def test_a_group_without_partners_says_so_in_words(table, tmp_path, capsys):
+    """A --by group where one condition has no rows (noise off for a network that only exists
+    with noise, or a magnitude one condition never ran at) says there is nothing to compare,
+    not the permutation test's refusal of an empty sample."""
+    src = tmp_path / "results.csv"
+    keep = table[~((table["condition"] == "isotropic") & (table["noise_at_test"] == False))]  # noqa: E712
+    keep.to_csv(src, index=False)
+    dest = tmp_path / "stats.csv"
+    assert main(["stats", str(src), *COMMAND, "--out", str(dest)]) == 0
+    got = pd.read_csv(dest)
+    off = got[got["noise_at_test"] == False]  # noqa: E712
+    assert len(off) and off["p_value"].isna().all()
+    assert off["note"].str.contains(
+        "has a 'isotropic' partner in this group: nothing to compare").all()
+    assert "must be non-empty" not in capsys.readouterr().out

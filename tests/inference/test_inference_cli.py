@@ -1,4 +1,4 @@
-"""Tests for the ``neurovar stats`` command (neurovar.inference._cli)."""
+"""Tests for the ``neurovar stats`` command (neurovar.cli.stats)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from neurovar.cli.stats import add_arguments, run
 from neurovar.inference import correct_pvalues, permutation_test
-from neurovar.inference._cli import add_arguments, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,7 +179,7 @@ def test_module_entry_point(table, tmp_path):
         [
             sys.executable,
             "-m",
-            "neurovar.inference._cli",
+            "neurovar.cli.stats",
             str(path),
             "--compare",
             "structured",
@@ -449,7 +449,7 @@ def test_requested_boolean_variable_is_the_one_tested(tmp_path):
 
 def _spy_permutations(monkeypatch):
     """Count permutation tests run by the command (none may run when --out is bad)."""
-    from neurovar.inference import _cli
+    from neurovar.cli import stats as _cli
 
     calls = []
     real = _cli.permutation_test

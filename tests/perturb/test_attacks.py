@@ -157,7 +157,7 @@ def test_eps_zero_returns_input(det_model, test_batch):
     [
         ({"eps": -0.1}, r"The 'eps' parameter of PGD must be a float in \[0.0, 1.0\]\. Got -0.1"),
         ({"eps": 0.1, "norm": "l3"}, r"'norm' parameter of PGD must be one of \['linf', 'l2'\]"),
-        ({"eps": 0.1, "steps": 0}, r"'steps' parameter of PGD must be an int >= 1"),
+        ({"eps": 0.1, "steps": 0}, r"'steps' parameter of PGD must be an int in \[1, inf\)"),
         ({"eps": 0.1, "loss": "hinge"}, r"'loss' parameter of PGD must be one of"),
         ({"eps": 0.1, "eot_samples": 0}, r"'eot_samples' parameter of PGD"),
     ],

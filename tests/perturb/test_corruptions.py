@@ -324,7 +324,9 @@ def test_jpeg_gray_mosaic_equals_image_by_image(side, monkeypatch):
     pytest.importorskip("torchvision")
     from torchvision.io import decode_jpeg, encode_jpeg
 
-    monkeypatch.setattr(C, "_MOSAIC_SIDE", side)  # 40: several mosaics, one partly empty
+    from neurovar.perturb import _corruption_kernels as K
+
+    monkeypatch.setattr(K, "_MOSAIC_SIDE", side)  # 40: several mosaics, one partly empty
     gen = torch.Generator().manual_seed(0)
     for shape in [(7, 1, 28, 28), (5, 1, 8, 8), (9, 1, 20, 13), (3, 1, 1, 1), (6, 1, 17, 9)]:
         x = torch.rand(shape, generator=gen)

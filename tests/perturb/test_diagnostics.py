@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from neurovar.perturb import (
@@ -179,29 +180,109 @@ def test_eot_check(noisy_model, det_model, test_batch, rng_guard):
 
 def test_one_definition_of_each_masking_check():
     """check_robustness_result, eot_check and the experiment's masking_diagnostics share the
-    checks of perturb.diagnostics (one definition each)."""
+    checks of perturb.masking (one definition each)."""
     from neurovar.experiment import analysis
-    from neurovar.perturb import diagnostics as d
+    from neurovar.perturb import diagnostics
+    from neurovar.perturb import masking as d
 
     for name in (
-        "_reaches_chance",
-        "_near_worst_case",
-        "_black_box_beats_every_gradient_attack",
-        "_eot_helps",
+        "reaches_chance",
+        "near_worst_case",
+        "black_box_beats_every_gradient_attack",
+        "eot_helps",
     ):
         assert getattr(analysis, name) is getattr(d, name), name
+    assert diagnostics.eot_helps is d.eot_helps
     chance, tol = 0.1, 0.05
     np.testing.assert_array_equal(
-        d._reaches_chance([0.1, 0.15, 0.16, np.nan], chance, tol), [True, True, False, False]
+        d.reaches_chance([0.1, 0.15, 0.16, np.nan], chance, tol), [True, True, False, False]
     )
     np.testing.assert_array_equal(
-        d._near_worst_case([0.0, 0.05, 0.06, np.nan], tol), [True, True, False, False]
+        d.near_worst_case([0.0, 0.05, 0.06, np.nan], tol), [True, True, False, False]
     )
-    np.testing.assert_array_equal(d._eot_helps([0.0, 0.06, np.nan], tol), [False, True, False])
+    np.testing.assert_array_equal(d.eot_helps([0.0, 0.06, np.nan], tol), [False, True, False])
     # per eps (rows): gradient attacks (columns) vs the strongest black box
     grad = np.array([[0.9, 0.8], [0.5, 0.3], [0.5, np.nan]])
     bb = np.array([[0.9, 0.95], [0.2, 0.4], [0.1, 0.3]])
     np.testing.assert_allclose(d._black_box_advantage(grad, bb)[:2], [[0.0, -0.1], [0.3, 0.1]])
     np.testing.assert_array_equal(
-        d._black_box_beats_every_gradient_attack(grad, bb, tol), [False, True, False]
+        d.black_box_beats_every_gradient_attack(grad, bb, tol), [False, True, False]
     )
+
+
+class _Quantised(torch.nn.Module):
+    """Input quantised to 5 grey levels before the model: ``torch.round`` has a zero gradient
+    almost everywhere, the shattered gradient of quantisation defences (Athalye et al. 2018)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 4) / 4)
+
+
+@pytest.fixture
+def shattered_and_honest(det_model, test_batch):
+    """The deterministic MLP with and without the planted shattered gradient, same budget."""
+    from neurovar.perturb import evaluate_robustness
+
+    x, y = test_batch
+    kw = dict(eps=[0.1, 0.2, 0.5], rng=0, steps=10, n_queries=300, progress=False)
+    return (evaluate_robustness(_Quantised(det_model).eval(), x, y, **kw),
+            evaluate_robustness(det_model, x, y, **kw))
+
+
+def test_planted_shattered_gradient_is_flagged_and_honest_network_is_not(shattered_and_honest):
+    shattered, honest = shattered_and_honest
+    diag = check_robustness_result(shattered, n_classes=10, warn=False)
+    # every gradient attack is blind: none reaches chance and Square beats them
+    assert set(diag.masked_attacks) == {"pgd_ce", "pgd_dlr_targeted"}
+    c = diag.checks
+    assert not bool(c.not_beaten_by_black_box.sel(attack="pgd_ce"))
+    assert bool(c.black_box_beats_every_gradient_attack.any())
+    assert any("beats every gradient attack" in m for m in diag.messages)
+    ok = check_robustness_result(honest, n_classes=10, warn=False)
+    assert ok.masked_attacks == [] and ok.ok, ok.messages
+
+
+def test_reference_network_calibrates_the_gap_to_the_worst_case():
+    """A gap to the worst case that an honest network evaluated the same way shows too is not
+    a masking sign; the same gap without the reference is."""
+    eps = [0.0, 0.1, 0.3]
+
+    def fake(acc_pgd, wc, n=200):
+        # per-stimulus outcomes with exactly these accuracies; the square attack is the
+        # worst case, and pgd survives on a superset of its stimuli
+        correct = np.zeros((3, 2, n), dtype=bool)
+        for i in range(3):
+            correct[i, 0, : round(acc_pgd[i] * n)] = True
+            correct[i, 1, : round(wc[i] * n)] = True
+        worst = correct.all(axis=1)
+        return xr.Dataset(
+            {"accuracy": (("eps", "attack"), correct.mean(-1)),
+             "worst_case_accuracy": (("eps",), worst.mean(-1)),
+             "correct": (("eps", "attack", "stimulus"), correct),
+             "worst_case_correct": (("eps", "stimulus"), worst)},
+            coords={"eps": eps, "attack": ["pgd_ce", "square"]})
+
+    res = fake([0.9, 0.6, 0.05], [0.9, 0.45, 0.05])
+    plain = check_robustness_result(res, n_classes=10, warn=False, black_box=())
+    assert plain.masked_attacks == ["pgd_ce"]  # gap 0.15, CI lower bound above 0.05
+    assert float(plain.checks.gap_ci_low.sel(attack="pgd_ce", eps=0.1)) > 0.05
+    honest = fake([0.9, 0.58, 0.04], [0.9, 0.45, 0.04])  # the same evaluation leaves 0.13
+    calibrated = check_robustness_result(res, n_classes=10, warn=False, black_box=(),
+                                         reference=honest)
+    assert calibrated.masked_attacks == []
+    assert float(calibrated.checks.reference_gap.sel(attack="pgd_ce", eps=0.1)) == pytest.approx(
+        0.13)
+    with pytest.raises(ValueError, match="'reference' parameter of check_robustness_result"):
+        check_robustness_result(res, n_classes=10, reference=honest.isel(eps=[0, 1]))
+    # a stochastic result without a reference: the gap is reported, not judged
+    noisy = res.assign_attrs(stochastic=True)
+    unjudged = check_robustness_result(noisy, n_classes=10, warn=False, black_box=())
+    assert unjudged.masked_attacks == [] and not bool(unjudged.checks.attrs["gap_judged"])
+    assert any(m.startswith("note: pgd_ce") for m in unjudged.messages)
+    judged = check_robustness_result(noisy, n_classes=10, warn=False, black_box=(),
+                                     reference=fake([0.9, 0.45, 0.04], [0.9, 0.45, 0.04]))
+    assert judged.masked_attacks == ["pgd_ce"]

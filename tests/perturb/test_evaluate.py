@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 from statsmodels.stats.proportion import proportion_confint
 
+from neurovar._validation import InvalidParameterError
 from neurovar.perturb import (
     FGSM,
     PGD,
@@ -324,3 +325,33 @@ def test_results_do_not_depend_on_the_callers_thread_count(dropout_model, test_b
         assert proc.returncode == 0, proc.stderr[-2000:]
         out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert out[0] == out[1]
+
+
+def test_eval_model_judges_the_attacks_of_another_model(
+    det_model, noisy_model, saturated, test_batch
+):
+    """``eval_model=``: the attacks run on ``model``, the images are judged on ``eval_model``."""
+    x, y = test_batch
+    kw = dict(eps=[0.0, 0.1], attacks=["pgd_ce"], rng=3, **FAST)
+    own = evaluate_robustness(det_model, x, y, **kw)
+    same = evaluate_robustness(det_model, x, y, eval_model=det_model, **kw)
+    # the attacked model named as judge changes nothing but the extra attr
+    assert same.attrs.pop("eval_model_stochastic") == 0
+    xr.testing.assert_identical(own, same)
+    # attacks on a gradient-masking twin (saturated logits), judged on the plain model: the
+    # clean accuracy is the judge's, and transferred examples hurt it less than its own attack
+    masked = saturated(det_model)
+    transfer = evaluate_robustness(masked, x, y, eval_model=det_model, **kw)
+    clean = correct_matrix(det_model, x, y, n_evaluations=1, rng=0)[0]
+    np.testing.assert_array_equal(transfer.clean_correct, clean)
+    assert float(transfer.accuracy.sel(eps=0.1, attack="pgd_ce")) > float(
+        own.accuracy.sel(eps=0.1, attack="pgd_ce")
+    )
+    # a stochastic judge is evaluated n_evaluations times, the deterministic attacker gets no EOT
+    noisy = evaluate_robustness(det_model, x, y, eval_model=noisy_model, n_evaluations=3, **kw)
+    assert noisy.attrs["n_evaluations"] == 3 and noisy.attrs["eot_samples"] == 1
+    assert noisy.attrs["stochastic"] == 0 and noisy.attrs["eval_model_stochastic"] == 1
+    with pytest.raises(
+        InvalidParameterError, match="'eval_model' parameter of evaluate_robustness"
+    ):
+        evaluate_robustness(det_model, x, y, eval_model="det", **kw)

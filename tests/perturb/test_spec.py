@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from neurovar.perturb import corrupt, evaluate_robustness, modify
+from neurovar.perturb.corruptions import MODIFICATIONS
 from neurovar.perturb.evaluate import correct_matrix
 from neurovar.perturb.spec import Perturbation, TargetSpec, evaluate_target, perturbation_names
 
@@ -69,3 +70,45 @@ def test_corruption_target_is_accuracy_under_it(det_model, test_batch):
         mat = correct_matrix(det_model, xc, y, n_evaluations=1, rng=int(gen.integers(2**62)))
         np.testing.assert_allclose(res["correct"].values[i], mat.mean(axis=0))
     assert res.attrs["outcome"] == "mean_over_evaluations"
+
+
+def test_one_strength_rule_with_and_without_the_clean_point():
+    """spec and the experiment config read one rule; only the clean point differs."""
+    from neurovar.perturb.spec import strength_violation
+
+    # eps 0 is the clean point of a library sweep, not a target of an experiment
+    assert strength_violation("attack", "pgd_ce", "linf", 0.0) is None
+    assert strength_violation("attack", "pgd_ce", "linf", 0.0, clean_ok=False) == (
+        "an eps in (0, 1] for norm 'linf'"
+    )
+    for clean_ok in (True, False):
+        assert strength_violation("attack", "pgd_ce", "linf", 1.5, clean_ok=clean_ok)
+        assert strength_violation("attack", "pgd_ce", "l2", 1.5, clean_ok=clean_ok) is None
+        assert strength_violation("attack", "pgd_ce", "linf", -0.1, clean_ok=clean_ok)
+        assert strength_violation("corruption", "fog", "linf", 6, clean_ok=clean_ok)
+    name, (_, (low, high), identity) = next(iter(MODIFICATIONS.items()))
+    assert strength_violation("modification", name, "linf", identity) is None
+    assert "(no change)" in strength_violation("modification", name, "linf", identity, clean_ok=False)
+    assert strength_violation("modification", name, "linf", high + 1.0)
+    # the library applies it: Perturbation accepts eps 0 and refuses 1.5 with the rule's words
+    assert Perturbation("attack", "fgsm", 0.0).strength == 0.0
+    with pytest.raises(ValueError, match=r"an eps in \[0, 1\] for norm 'linf'"):
+        Perturbation("attack", "fgsm", 1.5)
+
+
+def test_one_default_number_of_steps():
+    """The attack, the evaluation, the perturbation spec and the experiment config share one
+    default budget."""
+    import inspect
+
+    from neurovar.experiment.config import EvaluationConfig
+    from neurovar.perturb import PGD
+    from neurovar.perturb._defaults import DEFAULT_STEPS
+
+    def default(f):
+        return inspect.signature(f).parameters["steps"].default
+
+    for f in (PGD.__init__, evaluate_robustness, evaluate_target):
+        assert default(f) == DEFAULT_STEPS, f
+    assert Perturbation("attack", "pgd_ce", 0.1).steps == DEFAULT_STEPS
+    assert EvaluationConfig().steps == DEFAULT_STEPS

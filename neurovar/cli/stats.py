@@ -13,7 +13,6 @@ groups, prints a table and writes it as CSV.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -25,10 +24,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .effect_size import _cohens_d_np
-from .multiple import PVALUE_METHODS, correct_pvalues
-from .permutation import PERMUTATION_STATISTICS, permutation_test
-from .tidy import to_tidy
+from .._io import atomic_path
+from ..inference.effect_size import _cohens_d_np
+from ..inference.multiple import PVALUE_METHODS, correct_pvalues
+from ..inference.permutation import PERMUTATION_STATISTICS, permutation_test
+from ..inference.tidy import to_tidy
 
 __all__ = ["add_arguments", "run", "main"]
 
@@ -124,6 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CSV",
         help="output CSV (default: <results stem>_stats.csv in the current directory)",
     )
+    parser.set_defaults(_run=run)
 
 
 def _load(path: Path, variable: str | None) -> pd.DataFrame:
@@ -291,6 +292,18 @@ def _compare_group(sub, args, column, value):
         n_a, n_b = int(keep_a.sum()), int(keep_b.sum())
     else:
         n_a, n_b = a.size, b.size
+    if min(n_a, n_b) == 0:
+        # a group where one side has no (paired) rows: nothing to compare, said in words
+        # rather than as the permutation test's refusal of an empty sample
+        if paired:
+            notes.append(f"no {args.compare[0]!r} row has a {args.compare[1]!r} partner in "
+                         "this group: nothing to compare")
+        else:
+            empty = [lab for lab, n in zip(args.compare, (n_a, n_b)) if n == 0]
+            notes.append(f"no {' or '.join(repr(e) for e in empty)} rows in this group: "
+                         "nothing to compare")
+        desc = _descriptives(a, b, paired)
+        return {**desc, "statistic": np.nan, "p_value": np.nan, "note": "; ".join(notes)}
     if min(n_a, n_b) >= 2:
         n_distinct, smallest = _smallest_p(n_a, n_b, paired, args.n_permutations, args.alternative)
         if smallest > alpha:
@@ -449,16 +462,11 @@ def _output_path(args: argparse.Namespace, path: Path) -> Path:
 
 
 def _write_csv(table: pd.DataFrame, out: Path) -> None:
-    """Write ``table`` to ``out`` atomically (a temporary file renamed into place)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
+    """Write ``table`` to ``out`` atomically (the package's one atomic write,
+    :func:`neurovar._io.atomic_path`: a temporary sibling renamed into place)."""
+    with atomic_path(out, overwrite=True, make_parents=False, owner="neurovar stats") as tmp:
+        with open(tmp, "w", newline="") as fh:
             table.to_csv(fh, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -545,7 +553,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m neurovar.inference._cli ...``."""
+    """Stand-alone entry point: ``python -m neurovar.cli.stats ...``."""
     parser = argparse.ArgumentParser(prog="neurovar stats")
     add_arguments(parser)
     return run(parser.parse_args(argv))

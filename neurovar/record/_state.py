@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._torch import noise_modules
+from .._torch import noise_modules
 
 __all__ = [
     "digest",

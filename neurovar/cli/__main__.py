@@ -1,0 +1,7 @@
+"""``python -m neurovar.cli ...``: the ``neurovar`` command."""
+
+import sys
+
+from ._main import main
+
+sys.exit(main())
