@@ -389,6 +389,9 @@ def _cases() -> dict[str, Callable[[], Callable[..., Any]]]:
         "neurovar.noise.models.PoissonLikeNoise": lambda: _noise(
             noise.PoissonLikeNoise, 1.0, rng=0
         ),
+        "neurovar.noise.factor.FactorCovariance": lambda: _positional_call(
+            noise.FactorCovariance, np.ones(4), np.ones((4, 1))
+        ),
         "neurovar.noise.controls.random_orthogonal": lambda: _positional_call(
             noise.random_orthogonal, 4, rng=0
         ),

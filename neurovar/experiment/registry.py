@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from neurovar._validation import did_you_mean
+from neurovar.noise.controls import diagonal_control, isotropic_control
+from neurovar.noise.factor import FactorCovariance
 
 __all__ = [
     "Shape",
@@ -72,42 +74,9 @@ def suggest(word: str, options: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- shapes
-@dataclass(frozen=True)
-class Shape:
-    """A covariance :math:`\\Sigma = F F^T + \\mathrm{diag}(d)` (``factors`` ``(D, r)`` or
-    ``None``; ``diagonal`` ``(D,)``), exact in both moments for every condition of the grid."""
-
-    diagonal: np.ndarray
-    factors: np.ndarray | None = None
-
-    @property
-    def n_units(self) -> int:
-        return int(self.diagonal.shape[0])
-
-    @property
-    def trace(self) -> float:
-        f = 0.0 if self.factors is None else float(np.sum(self.factors**2))
-        return f + float(np.sum(self.diagonal))
-
-    def scaled(self, total_variance: float) -> Shape:
-        """The same shape with :math:`\\mathrm{tr}\\,\\Sigma` = ``total_variance``."""
-        if not self.trace > 0:
-            raise ValueError("a covariance shape with zero total variance cannot be scaled "
-                             "(a source that changes nothing at the layer, and fit.ridge = 0)")
-        c = float(total_variance) / self.trace
-        f = None if self.factors is None else self.factors * np.sqrt(c)
-        return Shape(self.diagonal * c, f)
-
-    def dense(self) -> np.ndarray:
-        out = np.diag(self.diagonal.astype(float))
-        if self.factors is not None:
-            out = out + self.factors @ self.factors.T
-        return out
-
-    def diag_of(self) -> np.ndarray:
-        """The diagonal of :math:`\\Sigma`."""
-        f = 0.0 if self.factors is None else np.sum(self.factors**2, axis=1)
-        return self.diagonal + f
+#: A covariance shape of the grid: :class:`neurovar.noise.FactorCovariance`,
+#: :math:`\Sigma = F F^T + \mathrm{diag}(d)` (the experiment's name for it).
+Shape = FactorCovariance
 
 
 # ----------------------------------------------------------------------------- regimes
@@ -201,14 +170,16 @@ def register_condition(condition: Condition, *, overwrite: bool = False) -> Cond
 
 
 def _isotropic(ctx: Any, source: str | None, param: Any) -> Shape:
-    return Shape(np.ones(ctx.n_units))
+    # the isotropic control of any covariance, before scaling: I (needs no source)
+    return isotropic_control(Shape.identity(ctx.n_units))
 
 
 def _diagonal(ctx: Any, source: str | None, param: Any) -> Shape:
-    return Shape((ctx.pooled if source is None else ctx.sources[source]).diag_of())
+    return diagonal_control(ctx.pooled if source is None else ctx.sources[source])
 
 
 def _rotated(ctx: Any, source: str | None, param: Any) -> Shape:
+    # drawn once per seed and layer with neurovar.noise.rotate_spectrum (structure._rotated)
     return ctx.rotated[source]
 
 

@@ -24,12 +24,11 @@ import xarray as xr
 from torch import nn
 
 from neurovar.noise import (
-    DiagonalNoise,
-    IsotropicNoise,
-    LowRankNoise,
     NoiseModule,
     fit_perturbation_covariance,
-    random_orthogonal,
+    match_total_variance,
+    noise_from_covariance,
+    rotate_spectrum,
     suspend_noise,
 )
 from neurovar.noise.fit import _samples, collect_layer_activations
@@ -166,24 +165,10 @@ def _pooled(shapes: dict[str, Shape]) -> Shape:
 
 
 def _rotated(shape: Shape, rng: int) -> Shape:
-    """The same spectrum with Haar-random eigenvectors (Mezzadri 2007), as
-    :func:`neurovar.noise.rotate_spectrum` draws them: for :math:`\\Sigma = F F^T + d I`,
-    :math:`Q F F^T Q^T + d I` needs only a random ``D x r`` orthonormal frame (the QR of a
-    Gaussian ``D x r`` matrix with the signs of ``diag(R)`` moved into ``Q``; written out here
-    because :func:`~neurovar.noise.random_orthogonal` checks memory for a ``D x D`` matrix even
-    for ``k < D``). A non-constant diagonal is rotated through the dense matrix with
-    :func:`~neurovar.noise.random_orthogonal`."""
-    gen = np.random.default_rng(rng)
-    d = shape.diagonal
-    if shape.factors is not None and np.allclose(d, d[0], rtol=1e-9, atol=0.0):
-        _, sv, _ = np.linalg.svd(shape.factors, full_matrices=False)
-        q, r = np.linalg.qr(gen.standard_normal((shape.n_units, sv.size)))
-        q = q * np.sign(np.diag(r))[None, :]
-        return Shape(d.copy(), q * sv[None, :])
-    evals, _ = np.linalg.eigh(shape.dense())
-    q = random_orthogonal(shape.n_units, rng=gen)
-    keep = evals > 0
-    return Shape(np.zeros(shape.n_units), q[:, keep] * np.sqrt(evals[keep])[None, :])
+    """The same spectrum with Haar-random eigenvectors (Mezzadri 2007):
+    :func:`neurovar.noise.rotate_spectrum` of the factor form (for :math:`F F^T + d I` only a
+    random ``D x r`` frame is drawn; see :meth:`neurovar.noise.FactorCovariance.rotated`)."""
+    return rotate_spectrum(shape, rng=rng)
 
 
 def _structure(cfg: ExperimentConfig, seed: int, layer: str, base: nn.Module,
@@ -290,7 +275,7 @@ def condition_shape(cfg: ExperimentConfig, condition: str, magnitude: float,
         return None
     shape = entry.shape(ctx, source, param)
     total = MAGNITUDE_RULES[cfg.magnitude_rule].total(float(magnitude), ctx, source)
-    shape = shape.scaled(total)
+    shape = match_total_variance(shape, total)
     if entry.after_scaling is not None:
         shape = entry.after_scaling(shape, ctx, param)
     return shape
@@ -298,14 +283,10 @@ def condition_shape(cfg: ExperimentConfig, condition: str, magnitude: float,
 
 def noise_module(shape: Shape, cfg: ExperimentConfig, *, seed: int,
                  relative_scale: float | None = None) -> NoiseModule:
-    """The noise module that draws exactly :math:`N(0, \\Sigma)` for a :class:`Shape`."""
-    kw: dict[str, Any] = {"share": cfg.fit.share, "rng": seed, "relative_scale": relative_scale}
-    d = shape.diagonal
-    if shape.factors is None:
-        if np.allclose(d, d[0], rtol=1e-9, atol=0.0):
-            return IsotropicNoise(float(np.sqrt(d[0])), n_units=shape.n_units, **kw)
-        return DiagonalNoise(d.copy(), **kw)
-    return LowRankNoise(shape.factors, d.copy(), **kw)
+    """The noise module that draws exactly :math:`N(0, \\Sigma)` for a :class:`Shape`
+    (:func:`neurovar.noise.noise_from_covariance`, kind ``"full"``, in factor form)."""
+    return noise_from_covariance(shape, kind="full", share=cfg.fit.share, rng=seed,
+                                 relative_scale=relative_scale)
 
 
 def _top_eigenvectors(shape: Shape, k: int) -> np.ndarray | None:

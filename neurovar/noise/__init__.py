@@ -11,6 +11,8 @@
   :func:`diagonal_control`, :func:`isotropic_control`, :func:`rotate_spectrum`), for any noise
   model through :meth:`NoiseModule.diagonal` / :meth:`NoiseModule.dense_covariance`; the kinds of
   :func:`noise_from_covariance` are a registry (:data:`NOISE_KINDS`, :func:`register_noise_kind`).
+- :mod:`~neurovar.noise.factor`: :class:`FactorCovariance`, ``F F^T + diag(d)``
+  without the dense matrix; the controls and :func:`noise_from_covariance` keep that form.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .controls import (
     register_noise_kind,
     rotate_spectrum,
 )
+from .factor import FactorCovariance
 from .fit import (
     ESTIMATORS,
     METHODS,
@@ -88,5 +91,6 @@ __all__ = [
     "matched_controls",
     "noise_from_covariance",
     "NOISE_KINDS",
+    "FactorCovariance",
     "register_noise_kind",
 ]

@@ -10,7 +10,8 @@ For a structured covariance :math:`\Sigma` the controls are, all at the same tot
   random directions).
 
 Every function takes a covariance (numpy array, torch tensor or DataArray with dims
-``("unit", "unit_j")``; the same type comes back, DataArray coords and attrs kept) or, where it
+``("unit", "unit_j")``; the same type comes back, DataArray coords and attrs kept), a
+:class:`~neurovar.noise.FactorCovariance` (kept in factor form, no ``D x D`` matrix) or, where it
 makes sense, a noise module (a new module comes back; the input is not modified).
 """
 
@@ -37,6 +38,7 @@ from neurovar._validation import (
 
 from .._compat import renamed_parameters
 from ._utils import as_numpy_matrix, check_int, check_nonneg_float, psd_factor
+from .factor import FactorCovariance
 from .models import CovarianceNoise, DiagonalNoise, IsotropicNoise, LowRankNoise, NoiseModule
 
 __all__ = [
@@ -51,7 +53,7 @@ __all__ = [
     "register_noise_kind",
 ]
 
-CovLike = np.ndarray | torch.Tensor | xr.DataArray
+CovLike = np.ndarray | torch.Tensor | xr.DataArray | FactorCovariance
 
 
 def _wrap_like(original: Any, arr: np.ndarray, control: str) -> Any:
@@ -163,6 +165,8 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
         out = noise_or_cov.clone()
         out.scale = float(np.sqrt(target / base))
         return out
+    if isinstance(noise_or_cov, FactorCovariance):
+        return noise_or_cov.scaled(target)
     cov = _as_covariance(noise_or_cov, owner)
     trace = float(np.trace(cov))
     if trace <= 0:
@@ -195,6 +199,8 @@ def diagonal_control(noise_or_cov: Any) -> Any:
     if isinstance(noise_or_cov, NoiseModule):
         diag = _module_diag(noise_or_cov, owner)
         return DiagonalNoise(diag, **_module_kwargs(noise_or_cov))
+    if isinstance(noise_or_cov, FactorCovariance):
+        return FactorCovariance(noise_or_cov.diag_of())
     cov = _as_covariance(noise_or_cov, owner)
     return _wrap_like(noise_or_cov, np.diag(np.diag(cov)), "diagonal")
 
@@ -222,6 +228,9 @@ def isotropic_control(noise_or_cov: Any) -> Any:
         d = diag.shape[0]
         std = float(np.sqrt(diag.sum() / d))
         return IsotropicNoise(std, n_units=d, **_module_kwargs(noise_or_cov))
+    if isinstance(noise_or_cov, FactorCovariance):
+        n = noise_or_cov.n_units
+        return FactorCovariance(np.full(n, noise_or_cov.trace / n))
     cov = _as_covariance(noise_or_cov, owner)
     d = cov.shape[0]
     return _wrap_like(noise_or_cov, np.eye(d) * (np.trace(cov) / d), "isotropic")
@@ -261,8 +270,10 @@ def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.nd
     """
     owner = "random_orthogonal"
     n = check_int(n, name="n", owner=owner)
-    check_memory(3 * 8.0 * n * n, name="n", owner=owner, value=n, what="an n x n matrix")
     k = n if k is None else check_int(k, name="k", owner=owner, high=n)
+    # the Gaussian draw, Q and R: about three n x k float64 arrays
+    check_memory(3 * 8.0 * n * k, name="n" if k == n else "k", owner=owner,
+                 value=n if k == n else k, what=f"an n x k = {n} x {k} matrix")
     gen = _check_rng(rng, owner)
     z = gen.standard_normal((n, k))
     q, r = np.linalg.qr(z)
@@ -312,6 +323,8 @@ def rotate_spectrum(noise_or_cov: Any, *, rng: Any = None) -> Any:
             return rotated
         cov = _rotate(_module_cov(noise_or_cov, owner), gen, owner)
         return CovarianceNoise(cov, **_module_kwargs(noise_or_cov))
+    if isinstance(noise_or_cov, FactorCovariance):
+        return noise_or_cov.rotated(lambda n, k: random_orthogonal(n, k=k, rng=gen))
     cov = as_numpy_matrix(noise_or_cov, name="noise_or_cov", owner=owner)
     return _wrap_like(noise_or_cov, _rotate(cov, gen, owner), "rotated_spectrum")
 
@@ -413,8 +426,20 @@ def _square(cov: Any) -> np.ndarray:
     return arr
 
 
+def _factor_module(cov: FactorCovariance, **kwargs: Any) -> NoiseModule:
+    """The module that samples :math:`F F^T + \\mathrm{diag}(d)` exactly, without the dense
+    matrix: isotropic for a constant diagonal, diagonal without factors, else low-rank."""
+    if cov.factors is None:
+        if cov.is_isotropic:
+            return IsotropicNoise(float(np.sqrt(cov.diagonal[0])), n_units=cov.n_units, **kwargs)
+        return DiagonalNoise(cov.diagonal.copy(), **kwargs)
+    return LowRankNoise(cov.factors, cov.diagonal.copy(), **kwargs)
+
+
 def _full_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
     _no_rank("full", rank)
+    if isinstance(cov, FactorCovariance):
+        return _factor_module(cov, **kwargs)
     return CovarianceNoise(cov, **kwargs)
 
 
@@ -426,16 +451,23 @@ def _low_rank_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> Noise
             name="rank",
             owner="noise_from_covariance",
         )
+    if isinstance(cov, FactorCovariance):
+        cov = cov.dense()
     return LowRankNoise.from_covariance(cov, rank, **kwargs)
 
 
 def _diagonal_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
     _no_rank("diagonal", rank)
+    if isinstance(cov, FactorCovariance):
+        return DiagonalNoise(cov.diag_of(), **kwargs)
     return DiagonalNoise(np.diag(_square(cov)).copy(), **kwargs)
 
 
 def _isotropic_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
     _no_rank("isotropic", rank)
+    if isinstance(cov, FactorCovariance):
+        n = cov.n_units
+        return IsotropicNoise(float(np.sqrt(max(cov.trace, 0.0) / n)), n_units=n, **kwargs)
     arr = _square(cov)
     d = arr.shape[0]
     return IsotropicNoise(float(np.sqrt(max(np.trace(arr), 0.0) / d)), n_units=d, **kwargs)
@@ -466,6 +498,9 @@ def noise_from_covariance(
     ----------
     cov
         ``D x D`` covariance; a DataArray's ``attrs["share"]`` is used unless ``share`` is given.
+        A :class:`~neurovar.noise.FactorCovariance` :math:`F F^T + \mathrm{diag}(d)` is sampled
+        without its dense matrix (``"full"``: :class:`LowRankNoise`, or :class:`DiagonalNoise`
+        / :class:`IsotropicNoise` without factors).
     kind
         A key of :data:`NOISE_KINDS`: ``"full"`` (:class:`CovarianceNoise`), ``"low_rank"``
         (:meth:`LowRankNoise.from_covariance` with ``rank`` and the residual on the diagonal,
