@@ -168,7 +168,6 @@ NO_CASE = {
     "tests/experiment/test_paper_protocol.py",
     "neurovar.experiment.protocols.evaluate_adaptive_target": "needs an experiment config: "
     "tests/experiment/test_paper_protocol.py",
-    "neurovar.experiment.registry.Shape": "a record type of the registry",
     "neurovar.experiment.registry.Regime": "a record type of the registry",
     "neurovar.experiment.registry.Condition": "a record type of the registry",
     "neurovar.experiment.registry.MagnitudeRule": "a record type of the registry",
