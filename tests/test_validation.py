@@ -485,6 +485,28 @@ def test_validate_params_checks_defaults_and_keywords_before_the_body_runs():
         v.validate_params({"epz": [float]})(lambda eps: eps)
 
 
+def test_the_old_homes_hold_no_generic_checker_any_more():
+    """stats/_util, noise/_utils, inference/_validation and perturb/_utils hold only the rules
+    of their package: every int, real and choice check calls _validation directly."""
+    from neurovar.inference import _validation as inf
+    from neurovar.noise import _utils as nu
+    from neurovar.perturb import _utils as pu
+    from neurovar.stats import _util as su
+
+    gone = {
+        su: ("check_int", "check_real", "check_option"),
+        nu: ("check_int", "check_nonneg_float", "check_seed"),
+        inf: ("check_choice", "check_positive_int", "check_unit_interval",
+              "check_confidence_level"),
+        pu: ("check_number", "check_choice"),
+    }
+    for module, names in gone.items():  # an import of the _validation function is no wrapper
+        left = [n for n in names if getattr(module, n, None) not in (None, getattr(v, n, None))]
+        assert not left, (module.__name__, left)
+    # one argument order: perturb has no owner-first adapter any more
+    assert not hasattr(pu, "param_error") or pu.param_error is v.param_error
+
+
 def test_the_behaviour_of_the_old_helpers_lives_in_the_validation_layer():
     """What the removed helpers added is an option or a function of _validation, with their
     messages: noise's 0-d arrays and tensors (check_real(coerce=True)), inference's confidence
