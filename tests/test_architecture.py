@@ -281,6 +281,33 @@ def test_torch_helpers_are_defined_once():
     assert not defined
 
 
+def test_generic_checkers_are_defined_once_in_the_validation_layer():
+    """Integer, real and choice checks live in neurovar._validation only (issue 24): no
+    subpackage keeps a wrapper that re-orders the arguments or changes a default."""
+    names = {
+        "check_int",
+        "check_real",
+        "check_choice",
+        "check_confidence_level",
+        # the wrappers folded into _validation; a new one under an old name is a regression
+        "check_option",
+        "check_number",
+        "check_nonneg_float",
+        "check_positive_int",
+        "check_unit_interval",
+        "check_seed",
+    }
+    defined = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("_validation/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+                defined.append((rel, node.name))
+    assert not defined
+
+
 def test_import_neurovar_loads_no_heavy_subpackage():
     code = (
         "import sys, neurovar\n"

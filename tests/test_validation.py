@@ -484,34 +484,63 @@ def test_validate_params_checks_defaults_and_keywords_before_the_body_runs():
         v.validate_params({"epz": [float]})(lambda eps: eps)
 
 
-def test_the_old_homes_give_the_one_message_of_the_validation_layer():
-    """stats/_util, noise/_utils, inference/_validation and perturb/_utils delegate to
-    _validation: the same bad value gives the same message whichever home checks it."""
+def test_the_old_homes_hold_no_generic_checker_any_more():
+    """stats/_util, noise/_utils, inference/_validation and perturb/_utils hold only the rules
+    of their package: every int, real and choice check calls _validation directly."""
     from neurovar.inference import _validation as inf
     from neurovar.noise import _utils as nu
     from neurovar.perturb import _utils as pu
     from neurovar.stats import _util as su
+
+    gone = {
+        su: ("check_int", "check_real", "check_option"),
+        nu: ("check_int", "check_nonneg_float", "check_seed"),
+        inf: ("check_choice", "check_positive_int", "check_unit_interval",
+              "check_confidence_level"),
+        pu: ("check_number", "check_choice"),
+    }
+    for module, names in gone.items():  # an import of the _validation function is no wrapper
+        left = [n for n in names if getattr(module, n, None) not in (None, getattr(v, n, None))]
+        assert not left, (module.__name__, left)
+    # one argument order: perturb has no owner-first adapter any more
+    assert not hasattr(pu, "param_error") or pu.param_error is v.param_error
+
+
+def test_the_behaviour_of_the_old_helpers_lives_in_the_validation_layer():
+    """What the removed helpers added is an option or a function of _validation, with their
+    messages: noise's 0-d arrays and tensors (check_real(coerce=True)), inference's confidence
+    level (check_confidence_level), perturb's choice among strs (Options(str, ...))."""
 
     def msg(call):
         with pytest.raises(InvalidParameterError) as info:
             call()
         return str(info.value)
 
-    one = msg(lambda: v.check_int(0, name="n", owner="f", low=1))
-    assert one == "The 'n' parameter of f must be an int in [1, inf). Got 0 instead."
-    assert one == msg(lambda: su.check_int(0, "n", "f", low=1))
-    assert one == msg(lambda: nu.check_int(0, name="n", owner="f"))
-    assert one == msg(lambda: inf.check_positive_int(0, name="n", owner="f"))
-    assert one == msg(lambda: pu.check_number(0, "n", "f", low=1, integer=True))
-    real = msg(lambda: v.check_real(1.5, name="x", owner="f", low=0, high=1, low_open=True,
-                                    high_open=True))
-    assert real == msg(lambda: inf.check_unit_interval(1.5, name="x", owner="f"))
-    assert real == msg(lambda: su.check_real(1.5, "x", "f", low=0, high=1, low_open=True,
-                                             high_open=True))
-    opt = msg(lambda: su.check_option("c", "k", "f", ("a", "b")))
-    assert opt == msg(lambda: pu.check_choice("c", "k", "f", ("a", "b")))
-    # one argument order: perturb has no owner-first adapter any more
-    assert not hasattr(pu, "param_error") or pu.param_error is v.param_error
+    assert v.check_real(np.float64(0.5), name="x", owner="f", low=0, coerce=True) == 0.5
+    assert v.check_real(np.array(2.0), name="x", owner="f", low=0, coerce=True) == 2.0
+    out = v.check_real(torch.tensor(0.25), name="x", owner="f", low=0, coerce=True)
+    assert out == 0.25 and type(out) is float
+    assert v.check_real(None, name="x", owner="f", coerce=True, allow_none=True) is None
+    for bad in ("0.5", b"1", True, np.bool_(False), [1.0, 2.0], object()):
+        assert msg(lambda bad=bad: v.check_real(bad, name="x", owner="f", low=0, coerce=True)) \
+            == f"The 'x' parameter of f must be a float in [0, inf). Got {v.describe(bad)} instead."
+    assert msg(lambda: v.check_real(torch.tensor(-1.0), name="std", owner="IsotropicNoise",
+                                    low=0, low_open=True, coerce=True)) == (
+        "The 'std' parameter of IsotropicNoise must be a float in (0, inf). Got -1.0 instead.")
+    # without coerce a 0-d array is refused, as before
+    with pytest.raises(InvalidParameterError):
+        v.check_real(np.array(2.0), name="x", owner="f", low=0)
+
+    assert v.check_confidence_level(0.9, owner="f") == 0.9
+    for bad in (0, 1, 1.5, "0.9", True, float("nan")):
+        assert msg(lambda bad=bad: v.check_confidence_level(bad, owner="f")) == (
+            "The 'confidence_level' parameter of f must be a float in (0, 1). "
+            f"Got {v.describe(bad)} instead.")
+
+    assert msg(lambda: v.check_param("Linf", [v.Options(str, ("linf", "l2"))], name="norm",
+                                     owner="PGD")) == (
+        "The 'norm' parameter of PGD must be one of ['linf', 'l2']. Got 'Linf' instead. "
+        "(did you mean 'linf'?)")
 
 
 def test_an_automatic_bar_shows_at_once_with_its_total_when_the_work_is_large():

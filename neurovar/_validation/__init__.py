@@ -18,9 +18,12 @@ Constraints can also be stated as data next to a signature (:class:`Interval`,
 :class:`Options`, :class:`InstanceOf`, :class:`Satisfies`, ``None``, ``callable``,
 ``"boolean"``, ``"random_state"``) and checked by :func:`check_param` /
 :func:`check_params` or the :func:`validate_params` decorator; the imperative checkers above
-(:func:`check_int`, :func:`check_real`) are built on the same :class:`Interval`. The helpers
-of ``stats._util``, ``noise._utils``, ``inference._validation`` and ``perturb._utils`` delegate
-here (their names and argument orders are kept for their call sites); the experiment config
+(:func:`check_int`, :func:`check_real`, :func:`check_confidence_level`) are built on the same
+:class:`Interval`. These are the package's only integer, real and choice checkers: every
+subpackage calls them directly, with ``name=`` and ``owner=`` (a choice among strs with a "did
+you mean" hint is ``check_param(value, [Options(str, options)], ...)``; any other choice,
+bools included, is :func:`check_choice`). Only the rules of a subpackage's domain stay in it
+(``noise._utils.check_share``, ``stats._util.check_square``, ...). The experiment config
 (:mod:`neurovar.experiment.config`) states its rules with the same constraints.
 
 This package is a bottom floor: it imports only numpy at module level (torch lazily, for the
@@ -52,6 +55,7 @@ from ._constraints import (
     Interval,
     Options,
     Satisfies,
+    check_confidence_level,
     check_int,
     check_param,
     check_params,
@@ -81,6 +85,7 @@ __all__ = [
     "check_bool",
     "check_int",
     "check_real",
+    "check_confidence_level",
     "check_choice",
     "check_str",
     "check_instance",

@@ -340,13 +340,44 @@ def check_real(
     high_open: bool = False,
     allow_inf: bool = False,
     allow_none: bool = False,
+    coerce: bool = False,
 ) -> float | None:
     """A real number (not bool, not NaN; not +-inf unless ``allow_inf``) in the interval: the
-    :class:`Interval` constraint of :class:`~numbers.Real` (or ``None`` if allowed)."""
+    :class:`Interval` constraint of :class:`~numbers.Real` (or ``None`` if allowed).
+
+    With ``coerce=True`` the value is first converted with ``float()``, so a 0-d numpy array
+    or a one-element tensor (a ``std`` or ``scale`` computed with numpy or torch) passes; the
+    interval is then checked on the converted float (and named in the message as usual). A
+    str, bytes or bool is never converted, and a value ``float()`` refuses gets the same
+    message as any value outside the interval."""
     closed = {(False, False): "both", (True, False): "right", (False, True): "left",
               (True, True): "neither"}[(bool(low_open), bool(high_open))]
     constraints: list[Any] = [Interval(Real, low, high, closed=closed, allow_inf=allow_inf)]
     if allow_none:
         constraints.append(None)
+    if coerce and value is not None:
+        if isinstance(value, (str, bytes)) or _is_bool(value):
+            converted = None
+        else:
+            try:
+                converted = float(value)
+            except (TypeError, ValueError):
+                converted = None
+        if converted is None:
+            raise param_error(name, owner, expected_text(constraints), value)
+        value = converted
     value = check_param(value, constraints, name=name, owner=owner)
     return None if value is None else float(value)
+
+
+def check_confidence_level(
+    value: Any, *, owner: str, name: str = "confidence_level"
+) -> float:
+    """A confidence level: a float strictly inside ``(0, 1)`` (:func:`check_real` with both
+    bounds open), returned as a Python float.
+
+    The one rule of every ``confidence_level=`` of the statistics and inference functions:
+    ``The 'confidence_level' parameter of bootstrap_ci must be a float in (0, 1). Got 1
+    instead.``"""
+    return check_real(value, name=name, owner=owner, low=0, high=1, low_open=True,
+                      high_open=True)

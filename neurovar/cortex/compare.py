@@ -60,9 +60,9 @@ from neurovar._compat import renamed_parameters
 from neurovar._progress import check_progress, progress_bar
 from neurovar._validation import (
     check_choice,
+    check_confidence_level,
     check_int,
     check_memory,
-    check_real,
     check_rng,
     param_error,
 )
@@ -503,10 +503,7 @@ def _check_settings(
         value=n_resamples,
         what="the bootstrap replicates of one statistic",
     )
-    confidence_level = check_real(
-        confidence_level, name="confidence_level", owner=owner, low=0, high=1,
-        low_open=True, high_open=True,
-    )  # fmt: skip
+    confidence_level = check_confidence_level(confidence_level, owner=owner)
     max_factors = check_int(max_factors, name="max_factors", owner=owner, low=0)
     n_factors = check_int(n_factors, name="n_factors", owner=owner, low=0, allow_none=True)
     max_units = check_int(max_units, name="max_units", owner=owner, low=2, allow_none=True)

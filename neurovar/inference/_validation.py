@@ -1,4 +1,7 @@
-"""Shared input checks for :mod:`neurovar.inference` (clear, sklearn-style errors)."""
+"""Shared input checks for :mod:`neurovar.inference` (clear, sklearn-style errors): the rules
+of this package (data as a DataArray, the tested dim, NaN policy, model tables). Generic checks
+(ints, reals, choices, confidence levels) are called from :mod:`neurovar._validation`
+directly."""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from neurovar import _validation as _v
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_choice
 
 ALTERNATIVES = ("two-sided", "less", "greater")
 NAN_POLICIES = ("raise", "omit")
@@ -76,29 +78,9 @@ def resolve_dim(dim: Hashable | None, arrays: Sequence[xr.DataArray], *, names: 
     return dim
 
 
-def check_choice(value: Any, choices: Sequence[Any], *, name: str, owner: str) -> None:
-    """One of ``choices``: :func:`neurovar._validation.check_choice` (argument order kept)."""
-    _v.check_choice(value, name=name, owner=owner, options=choices)
-
-
-def check_positive_int(value: Any, *, name: str, owner: str, minimum: int = 1) -> int:
-    """An int >= ``minimum``: :func:`neurovar._validation.check_int`."""
-    return _v.check_int(value, name=name, owner=owner, low=minimum)
-
-
-def check_unit_interval(value: Any, *, name: str, owner: str) -> float:
-    """A float strictly inside (0, 1): :func:`neurovar._validation.check_real`."""
-    return _v.check_real(value, name=name, owner=owner, low=0, high=1, low_open=True,
-                         high_open=True)
-
-
-def check_confidence_level(value: Any, *, owner: str) -> float:
-    return check_unit_interval(value, name="confidence_level", owner=owner)
-
-
 def check_nan(values: np.ndarray, *, name: str, nan_policy: str, owner: str) -> bool:
     """Raise on NaN unless ``nan_policy == 'omit'``; return whether NaN are present."""
-    check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
+    check_choice(nan_policy, name="nan_policy", owner=owner, options=NAN_POLICIES)
     has_nan = bool(np.isnan(values).any())
     if has_nan and nan_policy == "raise":
         raise InvalidParameterError(

@@ -20,15 +20,9 @@ import statsmodels.formula.api as smf
 from scipy import special, stats
 from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
-from neurovar._validation import param_error
+from neurovar._validation import check_choice, check_confidence_level, check_int, param_error
 
-from ._validation import (
-    NAN_POLICIES,
-    check_choice,
-    check_confidence_level,
-    check_model_table,
-    check_positive_int,
-)
+from ._validation import NAN_POLICIES, check_model_table
 
 __all__ = [
     "BINOMIAL_METHODS",
@@ -348,11 +342,11 @@ def fit_binomial_model(
     """
     owner = "fit_binomial_model"
     check_model_table(df, formula, groups, owner=owner)
-    check_choice(method, BINOMIAL_METHODS, name="method", owner=owner)
-    check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
-    check_choice(cov_type, GEE_COV_TYPES, name="cov_type", owner=owner)
+    check_choice(method, name="method", owner=owner, options=BINOMIAL_METHODS)
+    check_choice(nan_policy, name="nan_policy", owner=owner, options=NAN_POLICIES)
+    check_choice(cov_type, name="cov_type", owner=owner, options=GEE_COV_TYPES)
     confidence_level = check_confidence_level(confidence_level, owner=owner)
-    min_groups = check_positive_int(min_groups, name="min_groups", owner=owner, minimum=2)
+    min_groups = check_int(min_groups, name="min_groups", owner=owner, low=2)
     data, outcome = _binary_table(df, formula, groups, nan_policy, owner)
     n_groups = int(data[groups].nunique())
     if n_groups < min_groups:

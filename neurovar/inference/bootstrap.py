@@ -15,6 +15,9 @@ from neurovar._progress import check_progress, progress_bar
 from neurovar._validation import (
     InvalidParameterError,
     check_bool,
+    check_choice,
+    check_confidence_level,
+    check_int,
     check_memory,
     check_rng,
     param_error,
@@ -22,10 +25,7 @@ from neurovar._validation import (
 
 from ._validation import (
     as_dataarray,
-    check_choice,
-    check_confidence_level,
     check_nan,
-    check_positive_int,
     default_batch,
     numeric_values,
     resolve_dim,
@@ -45,7 +45,7 @@ BOOTSTRAP_STATISTICS: dict[str, Callable] = {
 
 def _resolve_statistic(statistic, owner):
     if isinstance(statistic, str):
-        check_choice(statistic, tuple(BOOTSTRAP_STATISTICS), name="statistic", owner=owner)
+        check_choice(statistic, name="statistic", owner=owner, options=tuple(BOOTSTRAP_STATISTICS))
         return statistic, BOOTSTRAP_STATISTICS[statistic]
     if callable(statistic):
         return getattr(statistic, "__name__", "custom"), statistic
@@ -347,8 +347,8 @@ def _check_bootstrap_args(
     if data.size == 0:
         raise param_error("data", owner, "non-empty", f"sizes {dict(data.sizes)}", raw=True)
     stat_name, stat_fn = _resolve_statistic(statistic, owner)
-    check_choice(method, METHODS, name="method", owner=owner)
-    n_resamples = check_positive_int(n_resamples, name="n_resamples", owner=owner, minimum=2)
+    check_choice(method, name="method", owner=owner, options=METHODS)
+    n_resamples = check_int(n_resamples, name="n_resamples", owner=owner, low=2)
     n_positions = max(1, data.size // max(1, data.sizes[dim])) if dim in data.dims else 1
     check_memory(  # scipy keeps every resampled statistic of every position
         2 * 8.0 * n_resamples * n_positions,
@@ -359,7 +359,7 @@ def _check_bootstrap_args(
     )
     confidence_level = check_confidence_level(confidence_level, owner=owner)
     if batch is not None:
-        batch = check_positive_int(batch, name="batch", owner=owner)
+        batch = check_int(batch, name="batch", owner=owner, low=1)
     return data, stat_name, stat_fn, n_resamples, confidence_level, batch, progress, resample_within
 
 
@@ -454,7 +454,7 @@ def _hierarchical_bootstrap(
         raise InvalidParameterError(
             f"The 'group_dim' and 'dim' parameters of {owner} must differ. Got {dim!r} for both."
         )
-    check_choice(resample_within, (True, False), name="resample_within", owner=owner)
+    check_choice(resample_within, name="resample_within", owner=owner, options=(True, False))
     order = [d for d in data.dims if d not in (group_dim, dim)] + [group_dim, dim]
     da = data.transpose(*order)
     da = da.drop_vars([c for c in da.coords if {dim, group_dim} & set(da[c].dims)])

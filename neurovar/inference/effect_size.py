@@ -13,9 +13,9 @@ import numpy as np
 import xarray as xr
 from scipy import stats as sps
 
-from neurovar._validation import param_error
+from neurovar._validation import check_choice, param_error
 
-from ._validation import as_dataarray, check_choice, check_nan, numeric_values, resolve_dim
+from ._validation import as_dataarray, check_nan, numeric_values, resolve_dim
 
 __all__ = ["cohens_d", "rank_biserial"]
 
@@ -109,7 +109,7 @@ def _prepare_pair(a, b, dim, paired, nan_policy, owner):
     a = as_dataarray(a, name="a")
     b = as_dataarray(b, name="b")
     dim = resolve_dim(dim, [a, b], names=["a", "b"])
-    check_choice(paired, (True, False), name="paired", owner=owner)
+    check_choice(paired, name="paired", owner=owner, options=(True, False))
     for name, x in (("a", a), ("b", b)):
         if x.sizes[dim] == 0:
             raise param_error(

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from neurovar._validation import InvalidParameterError, param_error
-
-from ._validation import (
-    NAN_POLICIES,
+from neurovar._validation import (
+    InvalidParameterError,
     check_choice,
     check_confidence_level,
-    check_model_table,
-    check_positive_int,
+    check_int,
+    param_error,
 )
+
+from ._validation import NAN_POLICIES, check_model_table
 
 __all__ = ["fit_mixed_model", "MixedModelResult"]
 
@@ -290,9 +290,9 @@ def fit_mixed_model(
     """
     owner = "fit_mixed_model"
     check_model_table(df, formula, groups, owner=owner)
-    check_choice(nan_policy, NAN_POLICIES, name="nan_policy", owner=owner)
+    check_choice(nan_policy, name="nan_policy", owner=owner, options=NAN_POLICIES)
     confidence_level = check_confidence_level(confidence_level, owner=owner)
-    min_groups = check_positive_int(min_groups, name="min_groups", owner=owner, minimum=2)
+    min_groups = check_int(min_groups, name="min_groups", owner=owner, low=2)
     model = _build_mixed_model(df, formula, groups, re_formula, vc_formula, nan_policy, owner)
     n_groups = int(model.n_groups)
     if n_groups < min_groups:

@@ -8,9 +8,7 @@ import numpy as np
 import xarray as xr
 from statsmodels.stats.multitest import multipletests
 
-from neurovar._validation import InvalidParameterError
-
-from ._validation import check_choice, check_unit_interval
+from neurovar._validation import InvalidParameterError, check_choice, check_real
 
 __all__ = ["correct_pvalues", "PVALUE_METHODS"]
 
@@ -101,8 +99,9 @@ def correct_pvalues(
             f"The 'p' parameter of {owner} must be an xarray.DataArray (or Dataset with "
             f"'p_value'). Got {type(p).__name__} instead; wrap arrays with xr.DataArray(p)."
         )
-    check_choice(method, PVALUE_METHODS, name="method", owner=owner)
-    alpha = check_unit_interval(alpha, name="alpha", owner=owner)
+    check_choice(method, name="method", owner=owner, options=PVALUE_METHODS)
+    alpha = check_real(alpha, name="alpha", owner=owner, low=0, high=1, low_open=True,
+                       high_open=True)
     values = np.asarray(p.values, dtype=float)
     finite = values[~np.isnan(values)]
     if finite.size and (finite.min() < 0 or finite.max() > 1):

@@ -12,18 +12,15 @@ from scipy import stats as sps
 from neurovar._progress import check_progress, progress_bar
 from neurovar._validation import (
     InvalidParameterError,
+    check_choice,
+    check_int,
     check_memory,
+    check_real,
     check_rng,
     param_error,
 )
 
-from ._validation import (
-    ALTERNATIVES,
-    check_choice,
-    check_positive_int,
-    check_unit_interval,
-    default_batch,
-)
+from ._validation import ALTERNATIVES, default_batch
 from .effect_size import _cohens_d_np, _prepare_pair, _rank_biserial_np
 
 __all__ = ["permutation_test", "PERMUTATION_STATISTICS"]
@@ -210,8 +207,8 @@ def permutation_test(
     if dim is not None and not isinstance(dim, str):
         raise param_error("dim", owner, "a dimension name (str) or None", dim)
     xa, xb, template, dim = _prepare_pair(a, b, dim, paired, nan_policy, owner)
-    check_choice(alternative, ALTERNATIVES, name="alternative", owner=owner)
-    n_permutations = check_positive_int(n_permutations, name="n_permutations", owner=owner)
+    check_choice(alternative, name="alternative", owner=owner, options=ALTERNATIVES)
+    n_permutations = check_int(n_permutations, name="n_permutations", owner=owner, low=1)
     check_memory(  # the null distribution of every position is returned
         2 * 8.0 * n_permutations * max(1, int(np.prod(xa.shape[:-1]))),
         name="n_permutations",
@@ -220,8 +217,9 @@ def permutation_test(
         what="the null distribution",
     )
     if batch is not None:
-        batch = check_positive_int(batch, name="batch", owner=owner)
-    alpha = check_unit_interval(alpha, name="alpha", owner=owner)
+        batch = check_int(batch, name="batch", owner=owner, low=1)
+    alpha = check_real(alpha, name="alpha", owner=owner, low=0, high=1, low_open=True,
+                       high_open=True)
     stat_name, stat_fn, stat_desc = _resolve_statistic(statistic, paired, owner)
     stat, pval, null, exact = _permutations(
         xa, xb, stat_fn=stat_fn, paired=paired, n_permutations=n_permutations,
@@ -249,7 +247,8 @@ def permutation_test(
 def _resolve_statistic(statistic, paired: bool, owner: str) -> tuple[str, Callable, str]:
     """Name, function and description of ``statistic`` (a name or a callable)."""
     if isinstance(statistic, str):
-        check_choice(statistic, tuple(PERMUTATION_STATISTICS), name="statistic", owner=owner)
+        check_choice(statistic, name="statistic", owner=owner,
+                     options=tuple(PERMUTATION_STATISTICS))
         fns = PERMUTATION_STATISTICS[statistic]
         return statistic, fns[1 if paired else 0], fns[2]
     if callable(statistic):

@@ -18,10 +18,9 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_int
 
 from .._torch import seed_from
-from ._utils import check_seed
 
 __all__: list[str] = []
 
@@ -47,7 +46,7 @@ class RandomStreams:
     # ------------------------------------------------------------------ randomness
     def manual_seed(self, seed: int) -> Self:
         """Reset the random stream(s) to ``seed`` (drops a user generator and frozen draws)."""
-        self.seed = check_seed(seed, owner=type(self).__name__)
+        self.seed = check_int(seed, name="seed", owner=type(self).__name__, low=0, allow_none=True)
         if self.seed is None:
             raise InvalidParameterError(
                 "The 'seed' parameter of manual_seed must be an int. Got None."

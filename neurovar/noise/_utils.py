@@ -1,4 +1,6 @@
-"""Private helpers shared by the noise subpackage: validation, seeds, covariance factors."""
+"""Private helpers shared by the noise subpackage: its domain checks (``share``, a
+calibration), seeds, covariance factors. Generic checks (ints, reals, seeds) are called from
+:mod:`neurovar._validation` directly."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from neurovar._validation import (
     check_params,
     param_error,
 )
-from neurovar._validation import check_int as _check_int
 
 SHARES = ("flat", "channel")
 
@@ -30,35 +31,9 @@ def check_share(share: Any, *, owner: str) -> str:
     return check_param(share, [Options(str, SHARES)], name="share", owner=owner)
 
 
-def check_nonneg_float(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
-    """A finite real number in ``[0, inf)`` (``(0, inf)`` with ``positive=True``): the
-    :class:`neurovar._validation.Interval` constraint, after ``float()`` (so 0-d arrays and
-    tensors pass; str, bytes and bool never do)."""
-    interval = Interval(Real, 0, None, closed="right" if positive else "both")
-    if isinstance(value, (bool, np.bool_, str, bytes)):
-        raise param_error(name, owner, str(interval), value)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise param_error(name, owner, str(interval), value) from None
-    check_param(out, [interval], name=name, owner=owner)
-    return out
-
-
-def check_int(value: Any, *, name: str, owner: str, low: int = 1, high: int | None = None) -> int:
-    """An int (not bool) in ``[low, high]``: :func:`neurovar._validation.check_int` with
-    ``low=1`` by default."""
-    return _check_int(value, name=name, owner=owner, low=low, high=high)
-
-
 def fresh_seed() -> int:
     """A fresh 63-bit seed from OS entropy, without touching any global RNG."""
     return int(np.random.SeedSequence().generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
-
-
-def check_seed(seed: Any, *, owner: str) -> int | None:
-    """A non-negative int seed or None (:func:`neurovar._validation.check_int`)."""
-    return _check_int(seed, name="seed", owner=owner, low=0, allow_none=True)
 
 
 def as_numpy_matrix(cov: Any, *, name: str, owner: str) -> np.ndarray:

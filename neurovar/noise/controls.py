@@ -27,7 +27,9 @@ import xarray as xr
 from neurovar._validation import (
     InvalidParameterError,
     check_bool,
+    check_int,
     check_memory,
+    check_real,
     check_rng,
     check_square_matrix,
     check_str,
@@ -37,7 +39,7 @@ from neurovar._validation import (
 )
 
 from .._compat import renamed_parameters
-from ._utils import as_numpy_matrix, check_int, check_nonneg_float, psd_factor
+from ._utils import as_numpy_matrix, psd_factor
 from .factor import FactorCovariance
 from .models import CovarianceNoise, DiagonalNoise, IsotropicNoise, LowRankNoise, NoiseModule
 
@@ -151,7 +153,7 @@ def match_total_variance(noise_or_cov: Any, total_variance: float) -> Any:
     variance).
     """
     owner = "match_total_variance"
-    target = check_nonneg_float(total_variance, name="total_variance", owner=owner)
+    target = check_real(total_variance, name="total_variance", owner=owner, low=0, coerce=True)
     if isinstance(noise_or_cov, NoiseModule):
         diag = _module_diag(noise_or_cov, owner)  # errors without a fixed covariance
         if noise_or_cov.relative_scale is not None:
@@ -269,8 +271,8 @@ def random_orthogonal(n: int, *, k: int | None = None, rng: Any = None) -> np.nd
     Notices of the AMS 54, 592-604.
     """
     owner = "random_orthogonal"
-    n = check_int(n, name="n", owner=owner)
-    k = n if k is None else check_int(k, name="k", owner=owner, high=n)
+    n = check_int(n, name="n", owner=owner, low=1)
+    k = n if k is None else check_int(k, name="k", owner=owner, low=1, high=n)
     # the Gaussian draw, Q and R: about three n x k float64 arrays
     check_memory(3 * 8.0 * n * k, name="n" if k == n else "k", owner=owner,
                  value=n if k == n else k, what=f"an n x k = {n} x {k} matrix")

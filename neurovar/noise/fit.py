@@ -25,13 +25,15 @@ from neurovar._validation import (
     InvalidParameterError,
     check_choice,
     check_device,
+    check_int,
+    check_real,
     public_caller,
 )
 
 from .._torch import layer_names, resolve_device
 from ..dims import UNIT, UNIT_J, unit_coords
 from ..stats.covariance import shrinkage_covariance
-from ._utils import check_calibration, check_int, check_nonneg_float, check_share
+from ._utils import check_calibration, check_share
 from .inject import suspend_noise
 from .models import NoiseModule
 
@@ -147,7 +149,7 @@ def collect_layer_activations(
         check_device(device, owner=owner)
     target = _check_layer(model, layer, owner)
     images = _as_images(images, name="images", owner=owner)
-    batch_size = check_int(batch_size, name="batch_size", owner=owner)
+    batch_size = check_int(batch_size, name="batch_size", owner=owner, low=1)
     original_device = resolve_device(None, model=model)
     run_device = resolve_device(device, model=model)
     dtype = _model_dtype(model)  # float64 numpy images into a float32 model would fail
@@ -439,7 +441,7 @@ def scale_to_activation_variance(
             f"The 'noise' parameter of {owner} has relative_scale={noise.relative_scale}: it "
             "already follows the layer's running variance. Build it with relative_scale=None."
         )
-    m = check_nonneg_float(m, name="m", owner=owner, positive=True)
+    m = check_real(m, name="m", owner=owner, low=0, low_open=True, coerce=True)
     check_int(ddof, name="ddof", owner=owner, low=0)
     acts = collect_layer_activations(
         model, images, layer=layer, batch_size=batch_size, device=device
@@ -670,7 +672,7 @@ def _truncate_rank(cov: np.ndarray, rank: int | None, owner: str) -> tuple[np.nd
     n_units = cov.shape[0]
     discarded = 0.0
     if rank is not None:
-        rank = check_int(rank, name="rank", owner=owner, high=n_units)
+        rank = check_int(rank, name="rank", owner=owner, low=1, high=n_units)
         evals, evecs = np.linalg.eigh(cov)
         top = slice(n_units - int(rank), n_units)
         kept = np.clip(evals[top], 0.0, None)
@@ -718,7 +720,7 @@ def perturbation_directions(
     Preble, Venkatesh, Mihalas & Harris (2026). arXiv 2606.13801.
     """
     owner = "perturbation_directions"
-    batch_size = check_int(batch_size, name="batch_size", owner=owner)
+    batch_size = check_int(batch_size, name="batch_size", owner=owner, low=1)
     device = check_device(device, owner=owner)
     clean = _as_images(clean_images, name="clean_images", owner=owner)
     pert = _as_images(perturbed_images, name="perturbed_images", owner=owner)

@@ -38,19 +38,18 @@ import torch
 import xarray as xr
 from torch import nn
 
-from neurovar._validation import InvalidParameterError, check_bool, param_error
+from neurovar._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_int,
+    check_real,
+    param_error,
+)
 
 from .._compat import renamed_parameters
 from ._random import RandomStreams, seed_of
 from ._running import RunningScale
-from ._utils import (
-    as_numpy_matrix,
-    check_int,
-    check_nonneg_float,
-    check_share,
-    fresh_seed,
-    psd_factor,
-)
+from ._utils import as_numpy_matrix, check_share, fresh_seed, psd_factor
 
 __all__ = [
     "NoiseModule",
@@ -165,13 +164,13 @@ class NoiseModule(RandomStreams, RunningScale, nn.Module):
         super().__init__()
         owner = type(self).__name__
         self.share = check_share(share, owner=owner)
-        self.scale = check_nonneg_float(scale, name="scale", owner=owner)
+        self.scale = check_real(scale, name="scale", owner=owner, low=0, coerce=True)
         self.relative_scale = (
             None
             if relative_scale is None
-            else check_nonneg_float(relative_scale, name="relative_scale", owner=owner)
+            else check_real(relative_scale, name="relative_scale", owner=owner, low=0, coerce=True)
         )
-        self.momentum = check_nonneg_float(momentum, name="momentum", owner=owner)
+        self.momentum = check_real(momentum, name="momentum", owner=owner, low=0, coerce=True)
         if not 0 < self.momentum <= 1:
             raise InvalidParameterError(
                 f"The 'momentum' parameter of {owner} must be in (0, 1]. Got {momentum!r} instead."
@@ -376,9 +375,11 @@ class IsotropicNoise(NoiseModule):
 
     def __init__(self, std: float, *, n_units: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.std = check_nonneg_float(std, name="std", owner="IsotropicNoise")
+        self.std = check_real(std, name="std", owner="IsotropicNoise", low=0, coerce=True)
         self._n_units = (
-            None if n_units is None else check_int(n_units, name="n_units", owner="IsotropicNoise")
+            None
+            if n_units is None
+            else check_int(n_units, name="n_units", owner="IsotropicNoise", low=1)
         )
 
     @property
@@ -515,7 +516,7 @@ class CovarianceNoise(NoiseModule):
     def __init__(self, cov_matrix: Any, *, psd_tol: float = 1e-6, **kwargs: Any) -> None:
         _share_from_attrs(cov_matrix, kwargs)
         super().__init__(**kwargs)
-        psd_tol = check_nonneg_float(psd_tol, name="psd_tol", owner="CovarianceNoise")
+        psd_tol = check_real(psd_tol, name="psd_tol", owner="CovarianceNoise", low=0, coerce=True)
         cov = as_numpy_matrix(cov_matrix, name="cov_matrix", owner="CovarianceNoise")
         evals, _, factor, info = psd_factor(
             cov, name="cov_matrix", owner="CovarianceNoise", psd_tol=psd_tol
@@ -638,7 +639,7 @@ class LowRankNoise(NoiseModule):
             cov, name="cov_matrix", owner="LowRankNoise.from_covariance"
         )
         n = cov.shape[0]
-        rank = check_int(rank, name="rank", owner="LowRankNoise.from_covariance", high=n)
+        rank = check_int(rank, name="rank", owner="LowRankNoise.from_covariance", low=1, high=n)
         if residual not in ("diagonal", "none"):
             raise InvalidParameterError(
                 "The 'residual' parameter of LowRankNoise.from_covariance must be 'diagonal' or "
@@ -745,7 +746,7 @@ class PoissonLikeNoise(NoiseModule):
     def __init__(self, fano: Any = 1.0, *, eps: float = 1e-5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.register_buffer("fano", _as_vector(fano, name="fano", owner="PoissonLikeNoise"))
-        self.eps = check_nonneg_float(eps, name="eps", owner="PoissonLikeNoise")
+        self.eps = check_real(eps, name="eps", owner="PoissonLikeNoise", low=0, coerce=True)
 
     @property
     def n_units(self) -> int | None:

@@ -13,10 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from neurovar._validation import param_error  # one order: (name, owner, ...)
+from neurovar._validation import (
+    check_int,
+    check_real,
+    param_error,  # one order: (name, owner, ...)
+)
 from neurovar.dims import STIMULUS
 
-from ._utils import check_number, renamed_kwarg
+from ._utils import renamed_kwarg
 
 __all__: list[str] = []
 
@@ -33,12 +37,12 @@ _RESERVED_COORDS = ("eps", "attack", STIMULUS, STIMULUS_ID, "label")
 def confidence_level(owner: str, confidence_level: Any, alpha: Any) -> float:
     """Resolve ``confidence_level`` and its deprecated complement ``alpha`` (FutureWarning)."""
     if alpha is not None:
-        check_number(alpha, "alpha", owner, low=0.0, high=1.0, low_inclusive=False)
+        check_real(alpha, name="alpha", owner=owner, low=0.0, high=1.0, low_open=True)
         alpha = 1.0 - float(alpha)
     level = renamed_kwarg(
         owner, "alpha", "confidence_level", alpha, confidence_level, CONFIDENCE_LEVEL
     )
-    check_number(level, "confidence_level", owner, low=0.0, high=1.0, low_inclusive=False)
+    check_real(level, name="confidence_level", owner=owner, low=0.0, high=1.0, low_open=True)
     if level == 1.0:
         raise param_error("confidence_level", owner, "a float in (0, 1)", level)
     return float(level)
@@ -46,12 +50,12 @@ def confidence_level(owner: str, confidence_level: Any, alpha: Any) -> float:
 
 def check_common(owner: str, n_evaluations: Any, batch_size: Any, num_threads: Any) -> None:
     """``n_evaluations >= 1``, ``batch_size`` None or >= 1, ``num_threads`` None or in [1, 4096]."""
-    check_number(n_evaluations, "n_evaluations", owner, low=1, integer=True)
+    check_int(n_evaluations, name="n_evaluations", owner=owner, low=1)
     if batch_size is not None:
-        check_number(batch_size, "batch_size", owner, low=1, integer=True)
+        check_int(batch_size, name="batch_size", owner=owner, low=1)
     if num_threads is not None:
         # torch.set_num_threads takes a C int; more threads than that is never meant
-        check_number(num_threads, "num_threads", owner, low=1, high=4096, integer=True)
+        check_int(num_threads, name="num_threads", owner=owner, low=1, high=4096)
 
 
 def check_tags(tags: Any, owner: str) -> dict[str, Any]:
@@ -88,9 +92,9 @@ def check_eps_list(eps: Any, norm: str, owner: str) -> list[Any]:
         raise param_error("eps", owner, "a number or a non-empty sequence of numbers", eps)
     for e in eps_list:
         if norm == "linf":
-            check_number(e, "eps", owner, low=0.0, high=1.0)
+            check_real(e, name="eps", owner=owner, low=0.0, high=1.0)
         else:
-            check_number(e, "eps", owner, low=0.0)
+            check_real(e, name="eps", owner=owner, low=0.0)
     if len(set(eps_list)) != len(eps_list):
         raise param_error("eps", owner, "a sequence of distinct values", eps)
     return eps_list
@@ -103,5 +107,5 @@ def check_budget(owner: str, steps: Any, n_queries: Any, n_target_classes: Any) 
         ("n_queries", n_queries),
         ("n_target_classes", n_target_classes),
     ):
-        check_number(value, name, owner, low=1, integer=True)
+        check_int(value, name=name, owner=owner, low=1)
     return {"steps": steps, "n_queries": n_queries, "n_target_classes": n_target_classes}

@@ -15,10 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from neurovar._validation import param_error  # one order: (name, owner, ...)
+from neurovar._validation import (
+    Options,
+    check_param,
+    param_error,  # one order: (name, owner, ...)
+)
 
 from ._defaults import DEFAULT_STEPS
-from ._utils import check_choice
 from .adapters import TorchattacksAttack
 from .attacks import APGD, FGSM, PGD, Square, TargetedPGD
 
@@ -159,7 +162,7 @@ def _resolve_attacks(attacks: Any, owner: str) -> tuple[list[str], dict[str, Cal
         )
     names = list(attacks)
     for k in names:
-        check_choice(k, "attacks", owner, tuple(_REGISTRY))
+        check_param(k, [Options(str, tuple(_REGISTRY))], name="attacks", owner=owner)
     if len(set(names)) != len(names):
         raise param_error("attacks", owner, "a sequence of distinct names", attacks)
     return names, {k: _REGISTRY[k] for k in names}, set()

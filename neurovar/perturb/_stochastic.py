@@ -7,19 +7,12 @@ import xarray as xr
 from torch import nn
 
 from neurovar._validation import (
+    check_int,
     check_memory,
     param_error,  # one order: (name, owner, ...)
 )
 
-from ._utils import (
-    RNGLike,
-    check_number,
-    check_progress,
-    model_device,
-    preserved_state,
-    progress_bar,
-    seed_from,
-)
+from ._utils import RNGLike, check_progress, model_device, preserved_state, progress_bar, seed_from
 
 __all__ = ["randomness_check", "is_stochastic"]
 
@@ -50,7 +43,7 @@ def randomness_check(
         ``prediction_flip_rate``.
     """
     owner = "randomness_check"
-    check_number(n_repeats, "n_repeats", owner, low=2, integer=True)
+    check_int(n_repeats, name="n_repeats", owner=owner, low=2)
     progress = check_progress(progress, owner=owner)
     if not isinstance(images, torch.Tensor) or images.ndim < 2:
         raise param_error("images", owner, "a batched torch.Tensor", images)

@@ -1,10 +1,11 @@
-"""Shared helpers of :mod:`neurovar.perturb`: validation, RNG handling, model-state guards."""
+"""Shared helpers of :mod:`neurovar.perturb`: its domain checks (images and labels), RNG
+handling, model-state guards. Generic checks (ints, reals, choices) are called from
+:mod:`neurovar._validation` directly."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import numbers
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -21,41 +22,12 @@ from neurovar._progress import (  # noqa: F401  (the package's one progress poli
     progress_bar,
 )
 from neurovar._torch import model_device, noise_modules, reseeded_noise, seed_from, seeded_torch
-from neurovar._validation import Interval, Options, check_param, param_error
+from neurovar._validation import param_error
 
 # re-exported for the attack modules; the device rule and noise discovery live in neurovar._torch
 __all__ = ["model_device", "noise_modules", "reseeded_noise", "seed_from"]
 
 RNGLike = None | int | np.random.Generator
-
-
-def check_number(
-    value: Any,
-    name: str,
-    owner: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    integer: bool = False,
-    low_inclusive: bool = True,
-) -> None:
-    """Raise a clear error unless ``value`` is a (bounded) number: the
-    :class:`neurovar._validation.Interval` constraint (argument order kept for this package).
-    Unbounded reals may be infinite; NaN and bool never pass."""
-    interval = Interval(
-        numbers.Integral if integer else numbers.Real,
-        low,
-        high,
-        closed="both" if low_inclusive else "right",
-        allow_inf=low is None and high is None,
-    )
-    check_param(value, [interval], name=name, owner=owner)
-
-
-def check_choice(value: Any, name: str, owner: str, options: tuple[str, ...]) -> None:
-    """Raise a clear error unless ``value`` is one of the str ``options``
-    (:class:`neurovar._validation.Options`)."""
-    check_param(value, [Options(str, options)], name=name, owner=owner)
 
 
 def check_images_labels(images: Any, labels: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,18 +28,13 @@ from torch import nn
 
 from neurovar._validation import (
     check_device,
+    check_int,
+    check_real,
     check_rng,
     param_error,  # one order: (name, owner, ...)
 )
 
-from ._utils import (
-    RNGLike,
-    check_images_labels,
-    check_number,
-    model_device,
-    preserved_state,
-    seed_from,
-)
+from ._utils import RNGLike, check_images_labels, model_device, preserved_state, seed_from
 
 __all__ = ["TorchattacksAttack", "torchattacks_names"]
 
@@ -162,10 +157,10 @@ class TorchattacksAttack:
             check_device(self.device, owner=owner)
         for key in ("eps", "alpha"):  # torchattacks takes eps=-1 or nan without a word
             if key in self.kwargs:
-                check_number(self.kwargs[key], key, owner, low=0.0)
+                check_real(self.kwargs[key], name=key, owner=owner, low=0.0)
         for key in ("steps", "n_restarts", "eot_iter", "n_queries", "n_classes"):
             if key in self.kwargs:
-                check_number(self.kwargs[key], key, owner, low=1, integer=True)
+                check_int(self.kwargs[key], name=key, owner=owner, low=1)
         images, labels = check_images_labels(images, labels, owner)
         device = model_device(self.model, self.device)
         seed = seed_from(self.rng)

@@ -30,16 +30,18 @@ import xarray as xr
 from torch import nn
 
 from neurovar._validation import (
+    Options,
+    check_int,
     check_memory,
+    check_param,
+    check_real,
     param_error,  # one order: (name, owner, ...)
 )
 
 from ._stochastic import is_stochastic, randomness_check
 from ._utils import (
     RNGLike,
-    check_choice,
     check_images_labels,
-    check_number,
     check_progress,
     model_device,
     preserved_state,
@@ -125,12 +127,12 @@ def gradient_snr(
         ``snr_per_example`` (eot_samples, stimulus).
     """
     owner = "gradient_snr"
-    check_choice(loss, "loss", owner, LOSSES)
-    check_number(n_repeats, "n_repeats", owner, low=2, integer=True)
+    check_param(loss, [Options(str, LOSSES)], name="loss", owner=owner)
+    check_int(n_repeats, name="n_repeats", owner=owner, low=2)
     progress = check_progress(progress, owner=owner)
     ks = list(eot_samples)
     for k in ks:
-        check_number(k, "eot_samples", owner, low=1, integer=True)
+        check_int(k, name="eot_samples", owner=owner, low=1)
     images, labels = check_images_labels(images, labels, owner)
     # the n_repeats estimates of one k are stacked: refuse what cannot fit before running
     check_memory(
@@ -354,14 +356,14 @@ def eot_check(
     if len(ks) < 2 or any(b <= a for a, b in zip(ks, ks[1:], strict=False)):
         raise param_error("eot_samples", owner, "at least two increasing ints", eot_samples)
     for k in ks:
-        check_number(k, "eot_samples", owner, low=1, integer=True)
-    check_number(tol, "tol", owner, low=0.0)
+        check_int(k, name="eot_samples", owner=owner, low=1)
+    check_real(tol, name="tol", owner=owner, low=0.0)
     if not np.isscalar(eps):
         raise param_error("eps", owner, "one number", eps)
-    check_number(eps, "eps", owner, low=0.0)
+    check_real(eps, name="eps", owner=owner, low=0.0)
     from .evaluate import attack_names
 
-    check_choice(attack, "attack", owner, attack_names())
+    check_param(attack, [Options(str, attack_names())], name="attack", owner=owner)
     for bad in ("attacks", "eot_samples"):
         if bad in kwargs:
             raise param_error(bad, owner, "not given (set by eot_check)", kwargs[bad])

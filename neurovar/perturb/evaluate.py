@@ -24,8 +24,11 @@ import xarray as xr
 from torch import nn
 
 from neurovar._validation import (
+    Options,
     check_bool,
+    check_int,
     check_memory,
+    check_param,
     param_error,  # one order: (name, owner, ...)
 )
 from neurovar.dims import STIMULUS
@@ -50,9 +53,7 @@ from ._registry import (
 from ._stochastic import is_stochastic
 from ._utils import (
     RNGLike,
-    check_choice,
     check_images_labels,
-    check_number,
     check_progress,
     check_validation_common,
     fixed_threads,
@@ -164,7 +165,7 @@ def attack_names() -> tuple[str, ...]:
 
 def get_attack_factory(name: str) -> AttackFactory:
     """The registered factory of attack ``name``."""
-    check_choice(name, "name", "get_attack_factory", attack_names())
+    check_param(name, [Options(str, attack_names())], name="name", owner="get_attack_factory")
     return _REGISTRY[name]
 
 
@@ -330,7 +331,8 @@ def robust_accuracy(
         )
     level = confidence_level_of(owner, confidence_level, alpha)
     check_common(owner, n_evaluations, batch_size, num_threads)
-    check_choice(method, "method", owner, ("wilson", "beta", "normal", "agresti_coull", "jeffreys"))
+    methods = ("wilson", "beta", "normal", "agresti_coull", "jeffreys")
+    check_param(method, [Options(str, methods)], name="method", owner=owner)
     if attack is not None and not callable(attack):
         raise param_error("attack", owner, "a callable attack(images, labels) or None", attack)
     images, labels = check_images_labels(images, labels, owner)
@@ -575,7 +577,7 @@ def _check_ensemble_args(
         )
     level = confidence_level_of(owner, confidence_level, alpha)
     check_common(owner, n_evaluations, batch_size, num_threads)
-    check_choice(norm, "norm", owner, ("linf", "l2"))
+    check_param(norm, [Options(str, ("linf", "l2"))], name="norm", owner=owner)
     if eval_model is not None and not isinstance(eval_model, nn.Module):
         raise param_error("eval_model", owner, "a torch.nn.Module or None", eval_model)
     images, labels = check_images_labels(images, labels, owner)
@@ -630,7 +632,7 @@ def _run_ensemble(
     if eot_samples == "auto":
         eot = 8 if stochastic else 1
     else:
-        check_number(eot_samples, "eot_samples", owner, low=1, integer=True)
+        check_int(eot_samples, name="eot_samples", owner=owner, low=1)
         eot = int(eot_samples)
     n_eval = n_evaluations if eval_stochastic else 1
     kw = dict(n_evaluations=n_eval, gen=gen, batch_size=batch_size, device=device)

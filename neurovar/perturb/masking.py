@@ -22,12 +22,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import param_error
+from neurovar._validation import check_int, check_real, param_error
 
-from ._utils import (
-    check_number,
-    check_validation_common,
-)
+from ._utils import check_validation_common
 from .evaluate import _wilson
 
 __all__ = ["check_robustness_result", "RobustnessDiagnosis"]
@@ -388,8 +385,8 @@ def check_robustness_result(
     """
     owner = "check_robustness_result"
     check_validation_common(owner, warn=warn)
-    check_number(n_classes, "n_classes", owner, low=2, integer=True)
-    check_number(tol, "tol", owner, low=0.0, high=1.0)
+    check_int(n_classes, name="n_classes", owner=owner, low=2)
+    check_real(tol, name="tol", owner=owner, low=0.0, high=1.0)
     _check_result_arg(result, owner)
     res = result.sortby("eps")
     eps = np.asarray(res.eps.values, dtype=float)

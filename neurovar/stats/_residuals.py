@@ -19,10 +19,10 @@ import numpy as np
 import xarray as xr
 
 from neurovar._progress import progress_bar
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_int
 from neurovar.dims import check_responses
 
-from ._util import check_int, is_dask, warn_nan
+from ._util import is_dask, warn_nan
 
 __all__: list[str] = []
 
@@ -101,7 +101,7 @@ def iter_stimulus_chunks(
     """Yield float64 numpy blocks ``(s, T, N)`` of a ``(stimulus, trial, unit)`` array."""
     n_stim, n_trial, n_unit = data.shape
     if chunk_size is not None:
-        chunk_size = check_int(chunk_size, "chunk_size", func, low=1)
+        chunk_size = check_int(chunk_size, name="chunk_size", owner=func, low=1)
     arr = data.data
     if is_dask(data):
         if chunk_size is not None:

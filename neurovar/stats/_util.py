@@ -1,4 +1,6 @@
-"""Shared helpers of :mod:`neurovar.stats`: parameter checks, warnings, pairwise coords."""
+"""Shared helpers of :mod:`neurovar.stats`: its domain checks (counts, dim names, square and
+covariance matrices), warnings, pairwise coords. Generic checks (ints, reals, choices) are
+called from :mod:`neurovar._validation` directly."""
 
 from __future__ import annotations
 
@@ -43,31 +45,6 @@ def require_counts(responses: xr.DataArray, name: str, func: str) -> None:
             name=name,
             owner=func,
         )
-
-
-def check_int(value: Any, name: str, func: str, *, low: int | None = None) -> int:
-    """:func:`neurovar._validation.check_int` in this package's older argument order."""
-    return _v.check_int(value, name=name, owner=func, low=low)
-
-
-def check_real(
-    value: Any,
-    name: str,
-    func: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """:func:`neurovar._validation.check_real` in this package's older argument order."""
-    return _v.check_real(value, name=name, owner=func, low=low, high=high, low_open=low_open,
-                         high_open=high_open)
-
-
-def check_option(value: Any, name: str, func: str, options: Sequence[str]) -> str:
-    """One of the str ``options`` (:class:`neurovar._validation.Options`)."""
-    return _v.check_param(value, [_v.Options(str, options)], name=name, owner=func)
 
 
 def check_dim_names(func: str, responses: Any = None, **dims: Any) -> None:

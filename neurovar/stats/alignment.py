@@ -8,10 +8,10 @@ import numpy as np
 import xarray as xr
 from scipy.linalg import subspace_angles
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_int
 from neurovar.dims import UNIT, check_dims
 
-from ._util import check_int, check_square, check_symmetric_psd, drop_nan_units, warn_nan
+from ._util import check_square, check_symmetric_psd, drop_nan_units, warn_nan
 
 __all__ = ["variance_along", "alignment_index", "principal_angles", "top_subspace"]
 
@@ -210,7 +210,7 @@ def alignment_index(
     _warn_left_out(keep, "cov_a' or 'cov_b")
     a, b = a[np.ix_(keep, keep)], b[np.ix_(keep, keep)]
     n = a.shape[0]
-    k = check_int(n_components, "n_components", func, low=1)
+    k = check_int(n_components, name="n_components", owner=func, low=1)
     if k > n:
         raise InvalidParameterError(
             f"The 'n_components' parameter of {func} must be <= the number of units with a "
@@ -337,7 +337,7 @@ def top_subspace(
     ----------
     Jolliffe, I. T. (2002). Principal Component Analysis, 2nd ed. Springer, ch. 1.
     """
-    k = check_int(n_components, "n_components", "top_subspace", low=1)
+    k = check_int(n_components, name="n_components", owner="top_subspace", low=1)
     c = _matrix(cov, "cov", unit_dim, "top_subspace")
     n = c.shape[0]
     if k > n:

@@ -8,11 +8,11 @@ import numpy as np
 import xarray as xr
 
 from neurovar._progress import check_progress
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, Options, check_param
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import residual_gram, stimulus_major
-from ._util import center, check_option, pairwise_dataarray, unit_coords, warn_nan
+from ._util import center, pairwise_dataarray, unit_coords, warn_nan
 
 __all__ = ["noise_correlation", "signal_correlation"]
 
@@ -101,7 +101,7 @@ def noise_correlation(
     """
     func = "noise_correlation"
     progress = check_progress(progress, owner=func)
-    check_option(method, "method", func, ("pooled", "per_stimulus"))
+    check_param(method, [Options(str, ("pooled", "per_stimulus"))], name="method", owner=func)
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func
     )

@@ -9,18 +9,11 @@ import xarray as xr
 from sklearn.covariance import OAS, LedoitWolf
 
 from neurovar._progress import check_progress
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, Options, check_int, check_param, check_real
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, residual_gram, stimulus_major
-from ._util import (
-    check_int,
-    check_option,
-    check_real,
-    pairwise_dataarray,
-    unit_coords,
-    warn_nan,
-)
+from ._util import pairwise_dataarray, unit_coords, warn_nan
 
 __all__ = ["noise_covariance", "shrinkage_covariance", "signal_covariance"]
 
@@ -63,8 +56,9 @@ def shrinkage_covariance(
     Chen, Y., Wiesel, A., Eldar, Y. C. & Hero, A. O. (2010). Shrinkage algorithms for MMSE
     covariance estimation. IEEE Trans. Signal Process. 58, 5016-5029.
     """
-    check_option(estimator, "estimator", "shrinkage_covariance", ("ledoit_wolf", "oas"))
-    dof = check_real(dof, "dof", "shrinkage_covariance", low=0, low_open=True)
+    check_param(estimator, [Options(str, ("ledoit_wolf", "oas"))], name="estimator",
+                owner="shrinkage_covariance")
+    dof = check_real(dof, name="dof", owner="shrinkage_covariance", low=0, low_open=True)
     residuals = np.asarray(residuals, dtype=np.float64)
     est = (LedoitWolf if estimator == "ledoit_wolf" else OAS)(assume_centered=True)
     est.fit(residuals * np.sqrt(residuals.shape[0] / dof))
@@ -149,7 +143,7 @@ def noise_covariance(
     """
     func = "noise_covariance"
     progress = check_progress(progress, owner=func)
-    check_option(estimator, "estimator", func, _ESTIMATORS)
+    check_param(estimator, [Options(str, _ESTIMATORS)], name="estimator", owner=func)
     data = stimulus_major(
         responses,
         trial_dim=trial_dim,
@@ -255,7 +249,7 @@ def signal_covariance(
     and computation. Nat. Rev. Neurosci. 7, 358-366.
     """
     func = "signal_covariance"
-    ddof = check_int(ddof, "ddof", func, low=0)
+    ddof = check_int(ddof, name="ddof", owner=func, low=0)
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func,
         min_trials=1,

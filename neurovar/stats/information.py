@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from neurovar._validation import InvalidParameterError, check_bool
+from neurovar._validation import InvalidParameterError, check_bool, check_real
 from neurovar.dims import TRIAL, UNIT, check_dims
 
-from ._util import center, check_real, warn_nan
+from ._util import center, warn_nan
 from .alignment import _same_units
 
 __all__ = ["linear_fisher_information", "differential_correlation_strength"]
@@ -128,7 +128,7 @@ def linear_fisher_information(
     func = "linear_fisher_information"
     bias_corrected = check_bool(bias_corrected, name="bias_corrected", owner=func)
     shuffled = check_bool(shuffled, name="shuffled", owner=func)
-    delta_s = check_real(delta_s, "delta_s", func)
+    delta_s = check_real(delta_s, name="delta_s", owner=func)
     if delta_s == 0:
         raise InvalidParameterError(
             f"The 'delta_s' parameter of {func} must be non-zero. Got 0 instead."

@@ -10,11 +10,11 @@ from sklearn.decomposition import FactorAnalysis
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
-from neurovar._validation import InvalidParameterError
+from neurovar._validation import InvalidParameterError, check_int, check_real
 from neurovar.dims import STIMULUS, TRIAL, UNIT
 
 from ._residuals import pooled_residuals, stimulus_major
-from ._util import check_int, check_real, resolve_rng, unit_coords, warn_nan
+from ._util import resolve_rng, unit_coords, warn_nan
 
 __all__ = ["shared_variance"]
 
@@ -102,9 +102,9 @@ def shared_variance(
     func = "shared_variance"
     for pname, value in (("n_factors", n_factors), ("max_factors", max_factors)):
         if value is not None:
-            check_int(value, pname, func, low=0)
-    n_folds = check_int(n_folds, "n_folds", func, low=2)
-    threshold = check_real(threshold, "threshold", func, low=0, high=1, low_open=True)
+            check_int(value, name=pname, owner=func, low=0)
+    n_folds = check_int(n_folds, name="n_folds", owner=func, low=2)
+    threshold = check_real(threshold, name="threshold", owner=func, low=0, high=1, low_open=True)
     gen = resolve_rng(rng, func)
     data = stimulus_major(
         responses, trial_dim=trial_dim, stimulus_dim=stimulus_dim, unit_dim=unit_dim, func=func
@@ -182,7 +182,7 @@ def _choose_n_factors(
     if n_factors is None:
         if max_factors is None:
             max_factors = min(n_units - 1, 10)
-        max_factors = check_int(max_factors, "max_factors", func, low=0)
+        max_factors = check_int(max_factors, name="max_factors", owner=func, low=0)
         if max_factors >= n_units:
             raise InvalidParameterError(
                 f"The 'max_factors' parameter of {func} must be < the number of units "
@@ -196,7 +196,7 @@ def _choose_n_factors(
         k = int(tried[np.argmax(ll)])
         ds_vars["cv_log_likelihood"] = ("n_factors_tried", ll)
     else:
-        k = check_int(n_factors, "n_factors", func, low=0)
+        k = check_int(n_factors, name="n_factors", owner=func, low=0)
         if k >= n_units:
             raise InvalidParameterError(
                 f"The 'n_factors' parameter of {func} must be < the number of units "

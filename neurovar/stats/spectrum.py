@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from neurovar._validation import check_int
 from neurovar.dims import UNIT, check_dims
 
 from ._util import (
-    check_int,
     check_square,
     check_symmetric_psd,
     drop_nan_units,
@@ -288,9 +288,9 @@ def power_law_exponent(
     High-dimensional geometry of population responses in visual cortex. Nature 571, 361-365.
     """
     func = "power_law_exponent"
-    min_rank = check_int(min_rank, "min_rank", func, low=1)
+    min_rank = check_int(min_rank, name="min_rank", owner=func, low=1)
     if max_rank is not None:
-        max_rank = check_int(max_rank, "max_rank", func, low=min_rank + 1)
+        max_rank = check_int(max_rank, name="max_rank", owner=func, low=min_rank + 1)
     if isinstance(cov, xr.DataArray) and COMPONENT in cov.dims:
         spec = cov
     else:

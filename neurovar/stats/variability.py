@@ -13,10 +13,16 @@ from scipy import stats as sps
 
 from neurovar._compat import renamed_parameters
 from neurovar._progress import check_progress, progress_bar
-from neurovar._validation import InvalidParameterError, check_memory, param_error
+from neurovar._validation import (
+    InvalidParameterError,
+    check_confidence_level,
+    check_int,
+    check_memory,
+    param_error,
+)
 from neurovar.dims import STIMULUS, TRIAL, UNIT, check_responses
 
-from ._util import check_int, check_real, is_dask, require_counts, resolve_rng, warn_nan
+from ._util import is_dask, require_counts, resolve_rng, warn_nan
 
 __all__ = ["fano_factor", "mean_matched_fano_factor"]
 
@@ -118,7 +124,7 @@ def fano_factor(
     signals in single neurons in cat and monkey visual cortex. Vision Res. 23, 775-785.
     """
     func = "fano_factor"
-    ddof = check_int(ddof, "ddof", func, low=0)
+    ddof = check_int(ddof, name="ddof", owner=func, low=0)
     dims = {"trial_dim": trial_dim, "stimulus_dim": stimulus_dim, "unit_dim": unit_dim}
     count, mean, var = _moments(responses, **dims, ddof=ddof, func=func)
     # var is already NaN where count <= ddof; masking the zero means keeps lazy (dask)
@@ -269,15 +275,13 @@ def mean_matched_fano_factor(
     """
     func = "mean_matched_fano_factor"
     progress = check_progress(progress, owner=func)
-    n_bins = check_int(n_bins, "n_bins", func, low=1)
+    n_bins = check_int(n_bins, name="n_bins", owner=func, low=1)
     check_memory(
         8.0 * 4 * n_bins, name="n_bins", owner=func, value=n_bins, what="the bin edges and counts"
     )
-    n_resamples = check_int(n_resamples, "n_resamples", func, low=1)
-    ddof = check_int(ddof, "ddof", func, low=0)
-    confidence_level = check_real(
-        confidence_level, "confidence_level", func, low=0, high=1, low_open=True, high_open=True
-    )
+    n_resamples = check_int(n_resamples, name="n_resamples", owner=func, low=1)
+    ddof = check_int(ddof, name="ddof", owner=func, low=0)
+    confidence_level = check_confidence_level(confidence_level, owner=func)
     gen = resolve_rng(rng, func)
     if condition is not None and condition == trial_dim:
         raise InvalidParameterError(

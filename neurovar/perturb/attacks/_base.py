@@ -23,15 +23,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neurovar._validation import param_error  # one order: (name, owner, ...)
+from neurovar._validation import (  # one order: (name, owner, ...)
+    Options,
+    check_int,
+    check_param,
+    check_real,
+    param_error,
+)
 
 from ..._validation import check_device, check_rng
 from .._utils import (
     CURRENT_BAR,
     RNGLike,
-    check_choice,
     check_images_labels,
-    check_number,
     check_progress,
     make_generator,
     model_device,
@@ -105,14 +109,14 @@ class Attack(Steps):
         owner = type(self).__name__
         if not isinstance(self.model, nn.Module):
             raise param_error("model", owner, "a torch.nn.Module", type(self.model).__name__)
-        check_choice(self.norm, "norm", owner, self._supported_norms)
+        check_param(self.norm, [Options(str, self._supported_norms)], name="norm", owner=owner)
         if self.norm == "linf":
-            check_number(self.eps, "eps", owner, low=0.0, high=1.0)
+            check_real(self.eps, name="eps", owner=owner, low=0.0, high=1.0)
         else:
-            check_number(self.eps, "eps", owner, low=0.0)
-        check_number(self.eot_samples, "eot_samples", owner, low=1, integer=True)
+            check_real(self.eps, name="eps", owner=owner, low=0.0)
+        check_int(self.eot_samples, name="eot_samples", owner=owner, low=1)
         if not (isinstance(self.eot_batch, str) and self.eot_batch == "auto"):
-            check_number(self.eot_batch, "eot_batch", owner, low=1, integer=True)
+            check_int(self.eot_batch, name="eot_batch", owner=owner, low=1)
         check_rng(self.rng, owner=owner)
         if self.device is not None:
             check_device(self.device, owner=owner)

@@ -17,9 +17,14 @@ import math
 import torch
 from torch import nn
 
-from neurovar._validation import param_error  # one order: (name, owner, ...)
+from neurovar._validation import (  # one order: (name, owner, ...)
+    Options,
+    check_int,
+    check_param,
+    check_real,
+    param_error,
+)
 
-from .._utils import check_choice, check_number
 from ._base import Attack
 from ._eot import LOSSES, _loss_per_example
 
@@ -118,10 +123,11 @@ class APGD(Attack):
     def _validate(self) -> None:
         super()._validate()
         owner = type(self).__name__
-        check_number(self.eps_step, "eps_step", owner, low=0.0, low_inclusive=False)
-        check_number(self.steps, "steps", owner, low=1, integer=True)
-        check_number(self.restarts, "restarts", owner, low=1, integer=True)
-        check_choice(self.loss, "loss", owner, tuple(x for x in LOSSES if x != "margin"))
+        check_real(self.eps_step, name="eps_step", owner=owner, low=0.0, low_open=True)
+        check_int(self.steps, name="steps", owner=owner, low=1)
+        check_int(self.restarts, name="restarts", owner=owner, low=1)
+        losses = tuple(x for x in LOSSES if x != "margin")
+        check_param(self.loss, [Options(str, losses)], name="loss", owner=owner)
         if not isinstance(self.fused, bool):
             raise param_error("fused", owner, "a bool", self.fused)
 

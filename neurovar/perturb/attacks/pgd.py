@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neurovar._validation import param_error  # one order: (name, owner, ...)
+from neurovar._validation import (  # one order: (name, owner, ...)
+    Options,
+    check_int,
+    check_param,
+    check_real,
+    param_error,
+)
 
 from .._defaults import DEFAULT_STEPS
-from .._utils import (
-    RNGLike,
-    check_choice,
-    check_number,
-)
+from .._utils import RNGLike
 from ._base import Attack
 from ._eot import LOSSES
 
@@ -84,10 +86,10 @@ class PGD(Attack):
     def _validate(self) -> None:
         super()._validate()
         owner = type(self).__name__
-        check_number(self.steps, "steps", owner, low=1, integer=True)
+        check_int(self.steps, name="steps", owner=owner, low=1)
         if self.alpha is not None:
-            check_number(self.alpha, "alpha", owner, low=0.0, low_inclusive=False)
-        check_choice(self.loss, "loss", owner, LOSSES)
+            check_real(self.alpha, name="alpha", owner=owner, low=0.0, low_open=True)
+        check_param(self.loss, [Options(str, LOSSES)], name="loss", owner=owner)
         if not isinstance(self.random_start, bool):
             raise param_error("random_start", owner, "a bool", self.random_start)
 

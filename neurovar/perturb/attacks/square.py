@@ -8,9 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import (
-    check_number,
-)
+from ..._validation import check_int, check_real
 from ._base import Attack
 
 __all__ = ["Square"]
@@ -86,8 +84,8 @@ class Square(Attack):
     def _validate(self) -> None:
         super()._validate()
         owner = type(self).__name__
-        check_number(self.n_queries, "n_queries", owner, low=1, integer=True)
-        check_number(self.p_init, "p_init", owner, low=0.0, high=1.0, low_inclusive=False)
+        check_int(self.n_queries, name="n_queries", owner=owner, low=1)
+        check_real(self.p_init, name="p_init", owner=owner, low=0.0, high=1.0, low_open=True)
 
     def _planned_passes(self) -> int:
         # one scoring of the start, then one pass per query (proposal and, for a stochastic

@@ -7,10 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import (
-    CURRENT_BAR,
-    check_number,
-)
+from ..._validation import check_int
+from .._utils import CURRENT_BAR
 from .pgd import PGD
 
 __all__ = ["TargetedPGD"]
@@ -54,9 +52,7 @@ class TargetedPGD(PGD):
 
     def _validate(self) -> None:
         super()._validate()
-        check_number(
-            self.n_target_classes, "n_target_classes", type(self).__name__, low=1, integer=True
-        )
+        check_int(self.n_target_classes, name="n_target_classes", owner=type(self).__name__, low=1)
 
     def _planned_passes(self) -> int:
         return self.eot_samples + self.n_target_classes * self._run_passes()
