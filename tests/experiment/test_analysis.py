@@ -116,7 +116,10 @@ def _masking_of_one_cell(tmp_path, wrap=None, monkeypatch=None):
     cell_module._BASE.clear()
     cell_module._STRUCTURE.clear()
     try:
+        # 100 test images: the CE-PGD flag needs the lower bound of its CI above tol, which
+        # 20 images cannot give a 0.25 gap (CI low 0.05 there)
         cfg = load_config(tiny_config(seeds=[0], regimes=["train-time"], conditions=["none"],
+                                      data={**tiny_config()["data"], "n_eval": 100},
                                       evaluation={**tiny_config()["evaluation"], "steps": 5,
                                                   "n_queries": 30}))
         specs = plan(cfg)
