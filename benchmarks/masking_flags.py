@@ -405,7 +405,8 @@ def write(args, df, overstate, ctrl, budget, wall, cpu, pooled) -> None:
         "`not_near_worst` (raw, judged or not), `beaten_by_square`, `not_monotone`: its parts "
         "(without reference); "
         "`flat`: CE-PGD accuracy does not fall as eps grows; `calibrated`: the experiment's "
-        "flag (`calibrated_gap_flag`, tol 0.1, largest eps); `point_every_eps`: that point "
+        "earlier flag (`calibrated_gap_flag`, tol 0.1, largest eps, seed point values); "
+        "`point_every_eps`: that point "
         "rule at every eps; `every_eps`: the flag `masking_diagnostics` applies now "
         "(`every_eps_excess`: per image, at every eps, CI lower bound above tol 0.1; one seed "
         "per row, so the bootstrap resamples images only).",
