@@ -282,6 +282,29 @@ def test_results_without_per_image_ce_pgd_fall_back_to_the_point_rule_and_say_so
     assert "ce_pgd_overstates" not in rows.loc["structured:pgd_ce"]["flags"]
 
 
+def test_the_tiny_grid_stores_per_image_ce_pgd_and_raises_no_ce_pgd_flag(tiny_run):
+    """The stored per-image CE-PGD outcome is the one behind attack_accuracy, never below the
+    worst case; on the tiny grid (nothing planted) the every-eps flag stays quiet, where the
+    point rule at every eps flagged ``rotated`` at eps 0.05 (excess +0.225 on 2 seeds x 20
+    images when this test was written)."""
+    out, path = tiny_run
+    cfg = load_config(path)
+    res = xr.load_dataset(out / "results.nc", engine="h5netcdf")
+    t = "adversarial_linf"
+    ce = res["pgd_ce_correct"].sel(target=t)
+    ok = np.isfinite(ce)
+    assert bool(ok.any())
+    np.testing.assert_allclose(
+        ce.mean("stimulus").values[ok.all("stimulus").values],
+        res["attack_accuracy"].sel(target=t, attack="pgd_ce").values[ok.all("stimulus").values])
+    assert bool((ce >= res["correct"].sel(target=t)).where(ok, True).all())
+    # corruption targets have no CE-PGD
+    assert not np.isfinite(res["pgd_ce_correct"].sel(target="gaussian_noise")).any()
+    table, messages = masking_diagnostics(res, cfg)
+    assert not table["flags"].str.contains("ce_pgd_overstates").any(), messages
+    assert table[f"ce_pgd_excess_max_low:{t}"].notna().all()
+
+
 def test_every_eps_excess_reference_ci_and_bonferroni():
     from neurovar.experiment.analysis import every_eps_excess
 
