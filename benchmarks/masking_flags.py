@@ -28,13 +28,23 @@ Flags measured (the package's own code, no copy):
   ``masked_attacks``; also its parts (``reaches_chance``, ``near_worst_case``,
   ``not_beaten_by_black_box``, ``monotone_in_eps``);
 - ``flat``: accuracy of CE-PGD does not fall as eps grows (largest-eps accuracy within 0.05
-  of the smallest-eps one while ``none`` falls by more than 0.2; the rule of
-  :func:`neurovar.experiment.reproduction.reproduction_claims`, claim 4);
-- ``calibrated``: the experiment's calibrated flag
-  (:func:`neurovar.experiment.analysis.calibrated_gap_flag`, what
-  :func:`~neurovar.experiment.analysis.masking_diagnostics` applies): CE-PGD accuracy minus
+  of the smallest-eps one while ``none`` falls by more than 0.2;
+  :func:`neurovar.experiment.reproduction.flat_in_eps`, the rule of claim 4 and of
+  :func:`~neurovar.experiment.analysis.masking_diagnostics`);
+- ``calibrated``: the experiment's earlier calibrated flag
+  (:func:`neurovar.experiment.analysis.calibrated_gap_flag`): CE-PGD accuracy minus
   the ensemble worst case at the largest eps, minus the gap the same evaluation leaves on the
   seed's ``none`` and ``isotropic`` networks, above ``tol`` = 0.1;
+- ``point_every_eps``: the same point rule at every eps (what an earlier attempt at "check
+  every eps" did; shown for its false-positive rate);
+- ``every_eps``: the flag :func:`~neurovar.experiment.analysis.masking_diagnostics` applies
+  now (:func:`neurovar.experiment.analysis.every_eps_excess`): at every eps, per image, CE-PGD
+  correct minus worst-case correct minus the same on the reference network (``none`` or
+  ``isotropic`` of the same seed, the one with the larger mean gap), with a bootstrap CI
+  (Bonferroni over the 4 eps, 95% family-wise); fires where the lower bound exceeds
+  ``tol`` = 0.1. Per seed (one seed: images resampled) in the rate table, per (seed, eps) in
+  the per-eps table, and pooled over the seeds (crossed bootstrap, seeds x images, as the
+  experiment runs it on its seeds);
 - ``overstates``: the reproduction's protocol flag
   (:func:`neurovar.experiment.reproduction.protocol_excess`): per image, the single-pass
   attack's outcome minus the adaptive worst case (one evaluation each), minus the same on
@@ -64,8 +74,8 @@ import xarray as xr
 from sklearn.datasets import load_digits
 from torch import nn
 
-from neurovar.experiment.analysis import calibrated_gap_flag
-from neurovar.experiment.reproduction import protocol_excess
+from neurovar.experiment.analysis import calibrated_gap_flag, every_eps_excess
+from neurovar.experiment.reproduction import flat_in_eps, protocol_excess
 from neurovar.noise import IsotropicNoise, inject_noise
 from neurovar.perturb import PGD, check_robustness_result, evaluate_robustness
 
@@ -179,6 +189,23 @@ def _gap_at_max(res) -> float:
                  - res.worst_case_accuracy.isel(eps=-1))
 
 
+def _probe(name: str) -> str:
+    return "pgd_ce_1pass" if name == "single-pass" else "pgd_ce"
+
+
+def per_image_gap(res: xr.Dataset, probe: str = "pgd_ce") -> np.ndarray:
+    """Per (eps, stimulus): the probe attack's outcome minus the worst case (0/1), as the
+    cells store ``pgd_ce_correct - correct``."""
+    c = res.correct.sel(attack=probe).transpose("eps", ...).values.astype(float)
+    w = res.worst_case_correct.transpose("eps", ...).values.astype(float)
+    return c - w
+
+
+def _refs(name: str) -> list[str]:
+    """The reference networks of a network, as masking_diagnostics takes them."""
+    return [k for k in ("none", "isotropic") if k != name]
+
+
 def run_seed(seed: int, x_tr, y_tr, x, y, n_queries: int) -> tuple[dict, dict]:
     """The five networks of one seed, evaluated; and the per-image single-evaluation outcomes
     of ``none`` and ``single-pass`` for the protocol flag."""
@@ -219,13 +246,22 @@ def flag_rows(seed: int, results: dict, other: dict) -> list[dict]:
             res, n_classes=10, warn=False, reference=other["isotropic" if noisy else "none"])
         c = diag.checks
         white = [a for a in map(str, c.attack.values) if a != "square"]
-        probe = "pgd_ce_1pass" if name == "single-pass" else "pgd_ce"
+        probe = _probe(name)
         acc = res.accuracy.sel(attack=probe).values
-        flat = bool(acc[-1] >= acc[0] - 0.05 and none_acc[0] - none_acc[-1] > 0.2)
+        flat = flat_in_eps(acc, none_acc, 0.05)
         gap = float(res.accuracy.sel(attack=probe).isel(eps=-1)
                     - res.worst_case_accuracy.isel(eps=-1))
         # the reference networks of the same seed, as masking_diagnostics takes them
         refs = [g for k, g in zip(("none", "isotropic"), ref_gaps, strict=True) if k != name]
+        # every eps: the point rule, and the per-image rule with its CI (one seed: images)
+        gaps_all = (res.accuracy.sel(attack=probe) - res.worst_case_accuracy).values
+        ref_all = [(results[k].accuracy.sel(attack="pgd_ce")
+                    - results[k].worst_case_accuracy).values for k in _refs(name)]
+        point_eps = [bool(calibrated_gap_flag(gaps_all[i], [r[i] for r in ref_all], TOL))
+                     for i in range(len(EPS))]
+        e = every_eps_excess(per_image_gap(res, probe)[:, None, :],
+                             [per_image_gap(results[k])[:, None, :] for k in _refs(name)],
+                             tol=TOL, n_resamples=999, rng=seed)
 
         def fails(check: str, cc=c, white=white) -> bool:
             return bool(not all(bool(cc[check].sel(attack=a)) for a in white))
@@ -244,6 +280,11 @@ def flag_rows(seed: int, results: dict, other: dict) -> list[dict]:
             "not_monotone": fails("monotone_in_eps"),
             "flat": flat,
             "calibrated": bool(calibrated_gap_flag(gap, refs, TOL)),
+            "point_every_eps": any(point_eps),
+            "every_eps": bool(e["flagged"].any()),
+            **{f"point@{eps:g}": p for eps, p in zip(EPS, point_eps, strict=True)},
+            **{f"every_eps@{eps:g}": bool(f) for eps, f in zip(EPS, e["flagged"], strict=True)},
+            "every_eps_max_low": float(np.nanmax(e["ci_low"])),
             "gap_minus_ref": gap - max(refs) if refs else gap,
             "message": diag.messages[0] if diag.messages else "",
         })
@@ -302,6 +343,7 @@ def main() -> None:
     for seed, r in enumerate(evaluated):
         rows += flag_rows(seed, r, evaluated[(seed + 1) % len(evaluated)])
     df = pd.DataFrame(rows)
+    pooled = pooled_every_eps(evaluated)
     # the reproduction's protocol flag, crossed over seeds x images
     d = np.stack([o["single-pass"][0] - o["single-pass"][1] for o in outs])
     ref = np.stack([o["none"][0] - o["none"][1] for o in outs])
@@ -310,21 +352,40 @@ def main() -> None:
     ctrl = protocol_excess(d_none, np.zeros_like(d_none), n_resamples=999, rng=0)
     budget = square_budget(x_tr, y_tr, x, y, args.budgets, list(range(args.budget_seeds)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    write(args, df, overstate, ctrl, budget, wall, cpu)
+    write(args, df, overstate, ctrl, budget, wall, cpu, pooled)
 
 
-def write(args, df, overstate, ctrl, budget, wall, cpu) -> None:
+def pooled_every_eps(evaluated: list[dict]) -> pd.DataFrame:
+    """The every-eps flag as the experiment runs it on its seeds: per network, the per-image
+    gaps of every seed stacked (eps, seed, stimulus), crossed bootstrap over seeds x images."""
+    rows = []
+    for name in evaluated[0]:
+        d = np.stack([per_image_gap(r[name], _probe(name)) for r in evaluated], axis=1)
+        refs = [np.stack([per_image_gap(r[k]) for r in evaluated], axis=1) for k in _refs(name)]
+        e = every_eps_excess(d, refs, tol=TOL, n_resamples=999, rng=0)
+        for i, eps in enumerate(EPS):
+            rows.append({"network": name, "eps": eps, "excess": e["excess"][i],
+                         "ci_low": e["ci_low"][i], "ci_high": e["ci_high"][i],
+                         "flagged": bool(e["flagged"][i])})
+    return pd.DataFrame(rows)
+
+
+def write(args, df, overstate, ctrl, budget, wall, cpu, pooled) -> None:
     flags = ["check_masked", "check_masked_ref", "not_chance", "not_near_worst", "beaten_by_square", "not_monotone",
-             "flat", "calibrated"]
+             "flat", "calibrated", "point_every_eps", "every_eps"]
+    per_eps = df.groupby("network", sort=False)[
+        [f"point@{e:g}" for e in EPS] + [f"every_eps@{e:g}" for e in EPS]].mean()
+    pooled_any = pooled.groupby("network", sort=False)["flagged"].any()
     rate = df.groupby("network", sort=False)[flags].mean()
     nums = df.groupby("network", sort=False)[["clean", "probe_acc_max_eps", "worst_max_eps",
                                               "square_max_eps", "max_point_gap",
-                                              "gap_minus_ref"]].mean()
+                                              "gap_minus_ref", "every_eps_max_low"]].mean()
     lines = [
         "# Masking flags: false-positive rate and power",
         "",
         f"`python benchmarks/masking_flags.py --seeds {args.seeds} --n {args.n} "
-        f"--n-queries {args.n_queries}` on {platform.processor() or platform.machine()}, one "
+        f"--n-queries {args.n_queries} --budgets {' '.join(map(str, args.budgets))} "
+        f"--budget-seeds {args.budget_seeds}` on {platform.processor() or platform.machine()}, one "
         f"torch thread, machine shared with other jobs: wall {wall:.0f} s, process CPU "
         f"{cpu:.0f} s (max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
         "MiB). Digits 8x8, MLP 64-64-10, "
@@ -344,9 +405,37 @@ def write(args, df, overstate, ctrl, budget, wall, cpu) -> None:
         "`not_near_worst` (raw, judged or not), `beaten_by_square`, `not_monotone`: its parts "
         "(without reference); "
         "`flat`: CE-PGD accuracy does not fall as eps grows; `calibrated`: the experiment's "
-        "flag (`calibrated_gap_flag`, tol 0.1, largest eps).",
+        "earlier flag (`calibrated_gap_flag`, tol 0.1, largest eps, seed point values); "
+        "`point_every_eps`: that point "
+        "rule at every eps; `every_eps`: the flag `masking_diagnostics` applies now "
+        "(`every_eps_excess`: per image, at every eps, CI lower bound above tol 0.1; one seed "
+        "per row, so the bootstrap resamples images only).",
         "",
         rate.to_markdown(floatfmt=".2f"),
+        "",
+        "### Per eps: fraction of seeds flagged by the point rule and by the CI rule",
+        "",
+        f"Over {args.seeds} seeds x {len(EPS)} eps = {args.seeds * len(EPS)} (seed, eps) "
+        "judgements per network. False-positive rate of the every-eps CI rule on the honest "
+        "networks, over seeds and eps: "
+        + ", ".join(f"`{k}` {int(df[df.network == k][[f'every_eps@{e:g}' for e in EPS]].values.sum())}"
+                    f"/{args.seeds * len(EPS)}" for k in ("none", "isotropic"))
+        + "; of the point rule at every eps: "
+        + ", ".join(f"`{k}` {int(df[df.network == k][[f'point@{e:g}' for e in EPS]].values.sum())}"
+                    f"/{args.seeds * len(EPS)}" for k in ("none", "isotropic"))
+        + ".",
+        "",
+        per_eps.to_markdown(floatfmt=".2f"),
+        "",
+        "### The every-eps flag pooled over the seeds (crossed bootstrap, seeds x images)",
+        "",
+        "As `masking_diagnostics` runs it on an experiment's seeds: per network and eps the "
+        "excess of the probed attack's per-image gap to the worst case over the reference "
+        "network's, its CI (97.5% per eps = 95% family-wise over 4 eps), flagged where the "
+        "lower bound exceeds 0.1. Networks flagged at any eps: "
+        + ", ".join(f"`{k}` {'yes' if v else 'no'}" for k, v in pooled_any.items()) + ".",
+        "",
+        pooled.to_markdown(index=False, floatfmt=".3f"),
         "",
         "Mean over seeds of the numbers behind them (accuracy of the probed white-box attack "
         "(`pgd_ce`, for `single-pass` `pgd_ce_1pass`), the worst case and Square at the "

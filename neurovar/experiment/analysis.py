@@ -362,24 +362,172 @@ def calibrated_gap_flag(gap: float, reference_gaps: Sequence[float], tol: float)
     return bool(np.isfinite(g) and not near_worst_case(g - max(ref, 0.0), tol))
 
 
+def every_eps_excess(gap: Any, reference_gaps: Sequence[Any], *, tol: float,
+                     confidence_level: float = 0.95, n_resamples: int = 999,
+                     rng: int = 0) -> dict[str, np.ndarray]:
+    r"""The calibrated CE-PGD flag at every eps, per image, with a crossed-bootstrap CI.
+
+    With per-(seed, image) gaps :math:`d_{ikn} = c^{\mathrm{CE}}_{ikn} - w_{ikn}` at eps
+    :math:`i` (CE-PGD correct minus ensemble worst case correct, 0/1, both under the same
+    repeated evaluation) and the same gaps :math:`d^{(r)}_{ikn}` on each reference network
+    :math:`r` (``none``, ``isotropic``) of the same seeds and images, the excess at eps
+    :math:`i` is
+
+    .. math:: e_i = \frac{1}{SN}\sum_{k,n} \big(d_{ikn} - d^{(r_i)}_{ikn}\big),
+       \qquad r_i = \arg\max_r \bar d^{(r)}_i
+
+    (the reference that leaves the larger mean gap: the max of :func:`calibrated_gap_flag`;
+    no reference: 0). Its percentile CI comes from the crossed bootstrap over seeds and images
+    (:func:`neurovar.experiment.reproduction.protocol_excess`), at level
+    :math:`1 - (1 - \mathrm{confidence\_level}) / I` per eps (Bonferroni over the ``I``
+    eps judged, so that looking at every eps does not raise the false-positive rate). Eps
+    ``i`` is flagged when :math:`\mathrm{CI}_{low,i} > \mathrm{tol}`: the evaluation's own
+    noise (a worst case over attacks x repeated evaluations, few images) cannot raise it.
+
+    Parameters
+    ----------
+    gap
+        Array (eps, seed, stimulus) of :math:`d`; NaN seeds are left out at that eps.
+    reference_gaps
+        Arrays of the same shape, one per reference network (may be empty).
+    tol
+        Excess that counts as masking (``masking_diagnostics``' ``tol``).
+    confidence_level, n_resamples, rng
+        Of the bootstrap (family-wise level over the eps).
+
+    Returns
+    -------
+    dict
+        Arrays over eps: ``excess``, ``ci_low``, ``ci_high``, ``flagged`` (bool),
+        ``reference`` (index into ``reference_gaps`` used, -1 for none); scalar
+        ``level`` (the per-eps confidence level).
+    """
+    from neurovar._validation import check_int, check_real, param_error
+
+    from .reproduction import protocol_excess
+
+    owner = "every_eps_excess"
+    tol = check_real(tol, name="tol", owner=owner, low=0.0)
+    check_real(confidence_level, name="confidence_level", owner=owner, low=0, high=1,
+               low_open=True, high_open=True)
+    n_resamples = check_int(n_resamples, name="n_resamples", owner=owner, low=1, high=10**6)
+    d = np.asarray(gap, dtype=float)
+    if d.ndim != 3:
+        raise param_error("gap", owner, "a numeric (eps, seed, stimulus) array", d.shape)
+    refs = [np.asarray(r, dtype=float) for r in reference_gaps]
+    for r in refs:
+        if r.shape != d.shape:
+            raise param_error("reference_gaps", owner,
+                              f"arrays of the shape of 'gap' {d.shape}", r.shape)
+    n_eps = d.shape[0]
+    level = 1 - (1 - float(confidence_level)) / max(n_eps, 1)
+    out = {k: np.full(n_eps, np.nan) for k in ("excess", "ci_low", "ci_high")}
+    out["flagged"] = np.zeros(n_eps, dtype=bool)
+    out["reference"] = np.full(n_eps, -1)
+    for i in range(n_eps):
+        ref = np.zeros_like(d[i])
+        means = [float(np.nanmean(r[i])) if np.isfinite(r[i]).any() else -np.inf
+                 for r in refs]
+        if refs and np.isfinite(max(means)):
+            out["reference"][i] = int(np.argmax(means))
+            ref = refs[out["reference"][i]][i]
+        e = protocol_excess(d[i], ref, n_resamples=n_resamples, rng=int(rng) + i,
+                            confidence_level=level)
+        out["excess"][i], out["ci_low"][i], out["ci_high"][i] = (
+            e["excess"], e["ci_low"], e["ci_high"])
+        out["flagged"][i] = bool(np.isfinite(e["ci_low"]) and e["ci_low"] > tol)
+    out["level"] = level
+    return out
+
+
+def _per_image_gaps(results: xr.Dataset, g: dict[str, Any], cond: str, target: str,
+                    ks: list[int]) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """Per (eps, seed, image): CE-PGD correct minus the worst case correct on ``cond`` and on
+    its reference networks of the same group (those of :func:`_reference_gap`)."""
+    sub = results.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
+                      noise_at_test=g["noise_at_test"], target=target).isel(strength=ks)
+
+    def gaps(c: str) -> np.ndarray:
+        x = sub.sel(condition=c)
+        return (x["pgd_ce_correct"] - x["correct"]).transpose("strength", "seed",
+                                                              "stimulus").values
+
+    names = [str(c) for c in results["condition"].values]
+    refs = [r for r in ("none", "isotropic") if r != cond and r in names]
+    return gaps(cond), [gaps(r) for r in refs], refs
+
+
+def _every_eps_flag(results: xr.Dataset, g: dict[str, Any], cond: str, t: str, ks: list[int],
+                    values: np.ndarray, row: dict[str, Any], messages: list[str], where: str,
+                    *, tol: float, confidence_level: float, n_resamples: int,
+                    rng: int) -> list[str]:
+    """:func:`every_eps_excess` of one (group, condition, target) into ``row`` and
+    ``messages``; the flag names it raises."""
+    d, refs, names = _per_image_gaps(results, g, cond, t, ks)
+    e = every_eps_excess(d, refs, tol=tol, confidence_level=confidence_level,
+                         n_resamples=n_resamples, rng=rng)
+    low = e["ci_low"]
+    if not np.isfinite(low).any():
+        row[f"ce_pgd_excess_max_low:{t}"] = float("nan")
+        row[f"ce_pgd_excess_max_low_eps:{t}"] = float("nan")
+        return []
+    i = int(np.nanargmax(low))
+    row[f"ce_pgd_excess_max_low:{t}"] = float(low[i])
+    row[f"ce_pgd_excess_max_low_eps:{t}"] = float(values[ks[i]])
+    if not e["flagged"].any():
+        return []
+    ref = names[e["reference"][i]] if e["reference"][i] >= 0 else "no reference network"
+    others = [f"{values[ks[j]]:g}" for j in np.flatnonzero(e["flagged"]) if j != i]
+    messages.append(
+        f"{where}: CE-PGD alone sits {e['excess'][i]:+.2f} "
+        f"[{e['ci_low'][i]:+.2f}, {e['ci_high'][i]:+.2f}] above the ensemble worst case on {t} "
+        f"at eps {values[ks[i]]:g} beyond the gap the same evaluation leaves on {ref} "
+        f"({100 * e['level']:.4g}% CI over seeds x images, Bonferroni over {len(ks)} eps; "
+        f"lower bound above tol {tol:g})"
+        + (f", also at eps {', '.join(others)}" if others else "")
+        + " — CE-PGD is masked here; quote the worst case.")
+    return ["ce_pgd_overstates"]
+
+
 #: Square queries from which "the black box beats every gradient attack" is a real check
 #: (measured on 8x8 digits: benchmarks/results/masking_flags.md).
 SQUARE_CHECK_QUERIES = 300
 
 
 def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes: int = 10,
-                        tol: float = 0.1) -> tuple[pd.DataFrame, list[str]]:
-    """Gradient-masking checks for every stochastic or noise-trained condition, per attack.
+                        tol: float = 0.1, drop_tol: float = 0.05
+                        ) -> tuple[pd.DataFrame, list[str]]:
+    r"""Gradient-masking checks for every stochastic or noise-trained condition, per attack.
 
-    For each (seed-averaged) cell: ``ce_pgd_minus_worst`` (CE-PGD accuracy above the ensemble
-    worst case, at each attack target's largest strength) and ``ce_pgd_excess`` (that gap
-    minus the one the same evaluation leaves on ``none`` and ``isotropic``: the flag reads the
-    excess, so the spread of a worst case over attacks x repeated evaluations alone raises
-    none), ``square_minus_best_gradient``
-    (negative: the black-box attack beats every gradient attack), accuracy of every attack at
-    the large eps (must reach chance ``1/n_classes``), ``eot_gap`` (CE-PGD without EOT minus
-    with EOT), ``gradient_snr``, and ``apparent_gain`` flags: a condition whose gain over
-    isotropic under one attack exceeds ``tol`` while its worst-case gain does not.
+    **CE-PGD above the worst case, at every eps.** Per image :math:`n`, seed :math:`k` and
+    strength :math:`i` of each attack target, :math:`d_{ikn}` = CE-PGD correct minus the
+    ensemble worst case correct (both under the same repeated evaluation; ``pgd_ce_correct``
+    and ``correct`` of the results); the excess over the reference networks of the same group
+    (``none``, and ``isotropic`` for the other conditions: the larger of their mean gaps) is
+
+    .. math:: e_i = \overline{d_{i} - d^{(ref)}_{i}} \quad\text{(mean over seeds x images)}
+
+    with a crossed-bootstrap CI over seeds and images (Bonferroni over the target's
+    strengths; :func:`every_eps_excess`). ``ce_pgd_overstates`` fires where the lower bound
+    exceeds ``tol`` at any eps, so the spread of a worst case over attacks x repeated
+    evaluations and the sampling of few images alone cannot raise it. Columns:
+    ``ce_pgd_excess_max_low:<t>`` (the largest lower bound over eps) and
+    ``ce_pgd_excess_max_low_eps:<t>`` (the eps where it is attained); the seed-averaged point
+    values at the largest strength stay as ``ce_pgd_minus_worst:<t>`` (CE-PGD accuracy minus
+    the worst case) and ``ce_pgd_excess:<t>`` (that gap minus the references', the rule of
+    :func:`calibrated_gap_flag`). Results without ``pgd_ce_correct`` (stores written before
+    it existed) fall back to :func:`calibrated_gap_flag` at the largest strength, and say so.
+
+    **CE-PGD accuracy does not fall as eps grows** (``flat_in_eps``, column
+    ``ce_pgd_flat_in_eps:<t>``): seed-averaged CE-PGD accuracy at the largest strength within
+    ``drop_tol`` of the smallest-strength one while ``none``'s falls by more than 0.2 (the
+    rule of claim 4, :func:`neurovar.experiment.reproduction.flat_in_eps`).
+
+    Also ``square_minus_best_gradient`` (negative: the black-box attack beats every gradient
+    attack), accuracy of every attack at the large eps (must reach chance ``1/n_classes``),
+    ``eot_gap`` (CE-PGD without EOT minus with EOT), ``gradient_snr``, and ``apparent_gain``
+    flags: a condition whose gain over isotropic under one attack exceeds ``tol`` while its
+    worst-case gain does not.
 
     The checks are those of :func:`neurovar.perturb.check_robustness_result` and
     :func:`neurovar.perturb.eot_check` (one definition each, in
@@ -387,20 +535,40 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
     worst case (within ``tol``), the black box beating every gradient attack (by more than
     ``tol / 2``), reaching chance (within ``tol``), EOT helping (by more than ``tol``).
 
+    Parameters
+    ----------
+    results
+        The assembled grid (:func:`neurovar.experiment.store.assemble`).
+    cfg
+        The run's config (its targets; ``evaluation.n_bootstrap`` and
+        ``evaluation.confidence_level`` for the every-eps CI).
+    n_classes
+        Chance is ``1 / n_classes``.
+    tol
+        Excess (CI lower bound) / gap that counts as masking.
+    drop_tol
+        How far CE-PGD accuracy must fall over the eps range not to count as flat.
+
     Returns
     -------
     (pandas.DataFrame, list of str)
         One row per regime x magnitude x layer x noise_at_test x condition, and the flags in
-        words, each naming the condition and the attack.
+        words, each naming the condition, the attack and (for the CE-PGD flag) the eps and CI.
     """
     from neurovar._validation import check_int, check_real
 
-    n_classes = check_int(n_classes, name="n_classes", owner="masking_diagnostics", low=2)
-    tol = check_real(tol, name="tol", owner="masking_diagnostics", low=0.0)
+    from .reproduction import flat_in_eps
+
+    owner = "masking_diagnostics"
+    n_classes = check_int(n_classes, name="n_classes", owner=owner, low=2)
+    tol = check_real(tol, name="tol", owner=owner, low=0.0)
+    drop_tol = check_real(drop_tol, name="drop_tol", owner=owner, low=0.0)
+    ev = cfg.evaluation
     attacks = [str(a) for a in results["attack"].values]
     gradient = [a for a in attacks if a != "square"]
     adv_targets = [t for t in cfg.target_ids if cfg.target(t).family == "attack"]
     chance = 1.0 / n_classes
+    per_image = "pgd_ce" in attacks and "pgd_ce_correct" in results
     rows: list[dict[str, Any]] = []
     messages: list[str] = []
     if "square" in attacks and cfg.evaluation.n_queries < SQUARE_CHECK_QUERIES:
@@ -409,11 +577,16 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
             "which it is a real black-box check (on an honest network it stays above the best "
             "gradient attack by 0.44 at 30 queries and 0.03 from 300, benchmarks/masking_flags.py"
             "): 'black box beats the gradient attacks' cannot fire in this run.")
+    if "pgd_ce" in attacks and not per_image:
+        messages.append(
+            "These results hold no per-image CE-PGD outcome (pgd_ce_correct: a store written "
+            "before it existed): the CE-PGD flag is the point rule at each target's largest "
+            "strength only, without a CI.")
     mean = results.mean("seed", skipna=True)
-    for g in _groups(results):
+    for gi, g in enumerate(_groups(results)):
         sub = mean.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
                        noise_at_test=g["noise_at_test"])
-        for cond in map(str, results["condition"].values):
+        for ci, cond in enumerate(map(str, results["condition"].values)):
             c = sub.sel(condition=cond)
             if cond == "none" and g["noise_at_test"]:
                 continue  # no noise to switch on: the same network as its noise-off row
@@ -424,25 +597,47 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
             where = f"{cond} [{g['regime']}, m={g['magnitude']:g}, noise {'on' if g['noise_at_test'] else 'off'} at test]"
             row: dict[str, Any] = {**g, "condition": cond, "stochastic": stochastic}
             flagged = []
-            for t in adv_targets:
+            for ti, t in enumerate(adv_targets):
                 at = c["attack_accuracy"].sel(target=t)
-                valid = np.isfinite(c["strength_value"].sel(target=t).values)
-                last = int(np.flatnonzero(valid)[-1])
+                values = c["strength_value"].sel(target=t).values
+                ks = [int(k) for k in np.flatnonzero(np.isfinite(values))]
+                last = ks[-1]
                 worst = float(c["accuracy"].sel(target=t).isel(strength=last))
-                eps = float(c["strength_value"].sel(target=t).isel(strength=last))
+                eps = float(values[last])
                 if "pgd_ce" in attacks:
                     gap = float(at.sel(attack="pgd_ce").isel(strength=last)) - worst
                     row[f"ce_pgd_minus_worst:{t}"] = gap
                     # calibrated: a worst case over attacks x repeated evaluations sits below
-                    # any one attack on every stochastic network; flag only the excess over
-                    # the gap the same evaluation leaves on the reference conditions
+                    # any one attack on every stochastic network; only the excess over the gap
+                    # the same evaluation leaves on the reference conditions is read
                     ref = _reference_gap(sub, cond, t, last)
                     row[f"ce_pgd_excess:{t}"] = gap - ref
-                    if calibrated_gap_flag(gap, [ref], tol):
+                    if per_image:
+                        flagged += _every_eps_flag(
+                            results, g, cond, t, ks, values, row, messages, where, tol=tol,
+                            confidence_level=ev.confidence_level, n_resamples=ev.n_bootstrap,
+                            rng=100_000 * gi + 1000 * ci + 10 * ti)
+                    elif calibrated_gap_flag(gap, [ref], tol):
                         flagged.append("ce_pgd_overstates")
                         messages.append(f"{where}: CE-PGD alone says {worst + gap:.2f} on {t} at "
                                         f"eps {eps:g}, the ensemble worst case {worst:.2f} — "
                                         "CE-PGD is masked here; quote the worst case.")
+                    # accuracy under CE-PGD that does not fall as eps grows (claim 4's rule)
+                    ce = at.sel(attack="pgd_ce").isel(strength=ks).values
+                    none = (sub.sel(condition="none")["attack_accuracy"]
+                            .sel(target=t, attack="pgd_ce").isel(strength=ks).values
+                            if "none" in results["condition"].values
+                            else np.full(len(ks), np.nan))
+                    flat = flat_in_eps(ce, none, drop_tol)
+                    row[f"ce_pgd_flat_in_eps:{t}"] = flat
+                    if flat:
+                        flagged.append("flat_in_eps")
+                        messages.append(
+                            f"{where}: CE-PGD accuracy does not fall as eps grows on {t} "
+                            f"({ce[0]:.2f} at eps {values[ks[0]]:g}, {ce[-1]:.2f} at eps "
+                            f"{eps:g}) while on 'none' it falls from {none[0]:.2f} to "
+                            f"{none[-1]:.2f} — its gradients do not lead anywhere here "
+                            "(masking); quote the worst case.")
                 if "square" in attacks and gradient:
                     sq = float(at.sel(attack="square").isel(strength=last))
                     best = float(at.sel(attack=gradient).isel(strength=last).min())
@@ -488,7 +683,7 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                                 "not report it as robustness.")
             row["flags"] = ",".join(sorted(set(flagged)))
             row["masking_suspected"] = bool({"ce_pgd_overstates", "black_box_stronger",
-                                             "not_chance"} & set(flagged))
+                                             "not_chance", "flat_in_eps"} & set(flagged))
             rows.append(row)
     return pd.DataFrame(rows), messages
 

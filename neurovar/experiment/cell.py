@@ -562,6 +562,7 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
     acc = np.full(shape3, np.nan)
     correct = np.full((*shape3, n_stim), np.nan)
     single = np.full((*shape3, n_stim), np.nan)
+    pgd_ce = np.full((*shape3, n_stim), np.nan)
     att = np.full((*shape3, len(attacks)), np.nan)
     strength = np.full((len(targets), n_levels), np.nan)
     for ti, t in enumerate(cfg.targets):
@@ -582,6 +583,8 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
             correct[fi, ti, :k] = r["correct"].values
             single[fi, ti, :k] = (r["correct_single"] if "correct_single" in r
                                   else r["correct"]).values
+            if "attack_correct" in r and "pgd_ce" in r["attack"].values:
+                pgd_ce[fi, ti, :k] = r["attack_correct"].sel(attack="pgd_ce").values
             if "attack_accuracy" in r:
                 for ai, a in enumerate(attacks):
                     if a in r["attack"].values:
@@ -596,6 +599,9 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
         "correct": (("noise_at_test", "target", "strength", "stimulus"), correct),
         # per image, one evaluation only (= correct where the protocol evaluates once)
         "correct_single": (("noise_at_test", "target", "strength", "stimulus"), single),
+        # per image, CE-PGD alone (correct in every evaluation; NaN where the target has no
+        # pgd_ce): the per-image side of the masking flag (analysis.masking_diagnostics)
+        "pgd_ce_correct": (("noise_at_test", "target", "strength", "stimulus"), pgd_ce),
         "attack_accuracy": (("noise_at_test", "target", "strength", "attack"), att),
         "clean_accuracy": (("noise_at_test",), np.array(
             [row.mean() if np.isfinite(row).all() else np.nan for row in clean])),

@@ -75,7 +75,8 @@ def evaluate_paper_target(model: nn.Module, defended: nn.Module, images: torch.T
     -------
     xarray.Dataset
         As :func:`neurovar.perturb.spec.evaluate_target`: ``correct`` (strength, stimulus),
-        ``accuracy`` (strength), ``attack_accuracy`` (strength, attack) for attack targets;
+        ``accuracy`` (strength), ``attack_accuracy`` (strength, attack) and ``attack_correct``
+        (strength, attack, stimulus) for attack targets;
         attrs ``protocol="paper"``.
     """
     gen = np.random.default_rng(rng)
@@ -97,7 +98,8 @@ def evaluate_paper_target(model: nn.Module, defended: nn.Module, images: torch.T
         out = xr.Dataset(
             {"correct": (("strength", "stimulus"), correct),
              "accuracy": (("strength",), correct.mean(axis=1)),
-             "attack_accuracy": (("strength", "attack"), per.mean(axis=2))},
+             "attack_accuracy": (("strength", "attack"), per.mean(axis=2)),
+             "attack_correct": (("strength", "attack", "stimulus"), per)},
             coords={"strength": strengths, "attack": attacks},
             attrs={"outcome": "worst_case" if len(attacks) > 1 else "single_attack"})
     else:
@@ -157,7 +159,10 @@ def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: t
          # paper protocol makes, would have said; the masking flag compares like with like
          "correct_single": (("strength", "stimulus"), first.min(axis=1)),
          "accuracy": (("strength",), correct.mean(axis=1)),
-         "attack_accuracy": (("strength", "attack"), per.mean(axis=2))},
+         "attack_accuracy": (("strength", "attack"), per.mean(axis=2)),
+         # per image and attack (worst over the evaluations): the masking flag's per-image
+         # CE-PGD outcome (the cell stores the pgd_ce slice only)
+         "attack_correct": (("strength", "attack", "stimulus"), per)},
         coords={"strength": strengths, "attack": attacks},
         attrs={"outcome": "worst_case", "protocol": "adaptive", "family": "attack",
                "name": "ensemble", "norm": target.norm, "eot_samples": int(ev.eot_samples),

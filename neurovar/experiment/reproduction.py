@@ -454,8 +454,33 @@ def _protocol_gap(results: xr.Dataset, sel: dict[str, Any], condition: str, pape
     return (cp - ca).transpose("seed", "stimulus").values
 
 
+#: How far the reference network's accuracy must fall over the eps range before a flat curve
+#: on the judged network counts (:func:`flat_in_eps`).
+FLAT_REFERENCE_DROP = 0.2
+
+
+def flat_in_eps(accuracy: Any, reference_accuracy: Any, drop_tol: float) -> bool:
+    r"""Whether accuracy under an attack does not fall as eps grows while it does on a
+    reference network: the rule of claim 4 (:func:`reproduction_claims`) and of
+    :func:`neurovar.experiment.analysis.masking_diagnostics`.
+
+    .. math:: \mathrm{flat} = (a_{\max} \ge a_{\min} - \mathrm{drop\_tol})
+       \wedge (r_{\min} - r_{\max} > 0.2)
+
+    with :math:`a` the judged network's accuracy and :math:`r` the reference's (``none``) at
+    the smallest and the largest eps (both arrays ordered by eps). An attack that works lowers
+    accuracy as its budget grows; if it does so on the reference but not here, its gradients
+    are not informative here (Athalye et al. 2018, Sec. 3.1). Not flat when any value is NaN.
+    """
+    a = np.asarray(accuracy, dtype=float)
+    r = np.asarray(reference_accuracy, dtype=float)
+    if a.size < 2 or r.size < 2 or not (np.isfinite(a).all() and np.isfinite(r).all()):
+        return False
+    return bool(a[-1] >= a[0] - drop_tol and r[0] - r[-1] > FLAT_REFERENCE_DROP)
+
+
 def protocol_excess(gap: np.ndarray, reference: np.ndarray, *, n_resamples: int = 999,
-                    rng: int = 0) -> dict[str, Any]:
+                    rng: int = 0, confidence_level: float = 0.95) -> dict[str, Any]:
     r"""The reproduction's single-pass flag: how far a protocol's outcomes sit above the
     adaptive worst case beyond what the same attacks leave on a network without masking.
 
@@ -480,8 +505,10 @@ def protocol_excess(gap: np.ndarray, reference: np.ndarray, *, n_resamples: int 
 
         raise param_error("reference", "protocol_excess",
                           f"an array of the shape of 'gap' {d.shape}", ref.shape)
-    m, _, _ = crossed_bootstrap(d, n_resamples=n_resamples, rng=rng)
-    excess, lo, hi = crossed_bootstrap(d - ref, n_resamples=n_resamples, rng=rng)
+    m, _, _ = crossed_bootstrap(d, n_resamples=n_resamples, rng=rng,
+                                confidence_level=confidence_level)
+    excess, lo, hi = crossed_bootstrap(d - ref, n_resamples=n_resamples, rng=rng,
+                                       confidence_level=confidence_level)
     return {"gap": m, "excess": excess, "ci_low": lo, "ci_high": hi,
             "overstates": bool(np.isfinite(lo) and lo > 0)}
 
@@ -659,8 +686,7 @@ def _masking_row(ctx: _ClaimContext, g: dict[str, Any], cond: str, t: str, mean:
             if "none" in conds else np.full(len(ks), np.nan))
     if not np.isfinite(acc).all():
         return None
-    flat = bool(acc[-1] >= acc[0] - drop_tol and np.isfinite(none).all()
-                and none[0] - none[-1] > 0.2)
+    flat = flat_in_eps(acc, none, drop_tol)
     row = {**g, "condition": cond, "target": t, "acc_first": float(acc[0]),
            "acc_last": float(acc[-1]), "none_drop": float(none[0] - none[-1]),
            "flat_in_eps": flat}

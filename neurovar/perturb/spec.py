@@ -304,7 +304,8 @@ def evaluate_target(
     -------
     xarray.Dataset
         ``correct`` (strength, stimulus), ``accuracy`` (strength), ``attack_accuracy``
-        (strength, attack; attack targets only, else absent); attrs ``family``, ``name``,
+        (strength, attack) and ``attack_correct`` (strength, attack, stimulus: each attack's
+        per-stimulus outcome, correct in every evaluation) for attack targets only; attrs ``family``, ``name``,
         ``norm``, ``outcome`` ("worst_case" or "mean_over_evaluations").
     """
     owner = "evaluate_target"
@@ -348,6 +349,9 @@ def evaluate_target(
                 "correct": (("strength", "stimulus"), correct),
                 "accuracy": (("strength",), correct.mean(axis=1)),
                 "attack_accuracy": (("strength", "attack"), res["accuracy"].values),
+                "attack_correct": (("strength", "attack", "stimulus"),
+                                   res["correct"].transpose("eps", "attack", ...)
+                                   .values.astype(float)),
             },
             coords={"strength": strengths, "attack": list(res["attack"].values)},
             attrs={"outcome": "worst_case", "eot_samples": int(res.attrs["eot_samples"]),

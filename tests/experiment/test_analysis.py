@@ -26,7 +26,8 @@ def _synthetic_results(cfg, rng, n_stim=6, effect=0.0):
     conds = list(cfg.expanded_conditions())
     targets = list(cfg.target_ids)
     seeds = list(cfg.seeds)
-    shape = (len(seeds), 1, len(conds), 1, 1, 1, len(targets), 2, n_stim)
+    n_levels = len(cfg.targets[0].strengths)
+    shape = (len(seeds), 1, len(conds), 1, 1, 1, len(targets), n_levels, n_stim)
     p = np.full(shape, 0.5)
     for ci, c in enumerate(conds):
         if c.startswith("structured"):
@@ -35,7 +36,7 @@ def _synthetic_results(cfg, rng, n_stim=6, effect=0.0):
     coords = {
         "seed": seeds, "regime": ["train-time"], "condition": conds, "magnitude": [0.5],
         "layer": ["relu3"], "noise_at_test": [True], "target": targets,
-        "strength": [0, 1], "stimulus": np.arange(n_stim),
+        "strength": np.arange(n_levels), "stimulus": np.arange(n_stim),
         "strength_value": (("target", "strength"),
                            np.array([t.strengths for t in cfg.targets], dtype=float)),
     }
@@ -116,7 +117,10 @@ def _masking_of_one_cell(tmp_path, wrap=None, monkeypatch=None):
     cell_module._BASE.clear()
     cell_module._STRUCTURE.clear()
     try:
+        # 100 test images: the CE-PGD flag needs the lower bound of its CI above tol, which
+        # 20 images cannot give a 0.25 gap (CI low 0.05 there)
         cfg = load_config(tiny_config(seeds=[0], regimes=["train-time"], conditions=["none"],
+                                      data={**tiny_config()["data"], "n_eval": 100},
                                       evaluation={**tiny_config()["evaluation"], "steps": 5,
                                                   "n_queries": 30}))
         specs = plan(cfg)
@@ -145,6 +149,184 @@ def test_planted_gradient_masking_is_flagged_by_name(monkeypatch, tmp_path):
     assert not row["masking_suspected"] and not flags, messages
     # the tiny run's Square budget is below a real black-box check, and the report says so
     assert any(m.startswith("Square ran") and "cannot fire" in m for m in messages)
+
+
+_EPS3 = [0.05, 0.1, 0.2]
+
+
+def _every_eps_results(n_stim=30, seed=0):
+    """Synthetic grid (the transfer-matrix helper's, 3 seeds x 3 eps) with planted per-image
+    CE-PGD outcomes on the attack target, noise on at test (every condition but 'none' is
+    stochastic):
+
+    - every condition: worst case correct on the first 80% / 50% / 20% of the images (falls
+      with eps); references 'none' and 'isotropic': CE-PGD above it on a few images (the
+      spread a worst case over attacks x repeated evaluations leaves without masking);
+    - ``structured:pgd_ce``: masked at the middle eps only (CE-PGD survives on 90% of the
+      images the worst case breaks there), honest at the largest;
+    - ``rotated``: honest, but at the first eps one seed's repeated evaluations leave the
+      worst case 0.2 instead of 0.8 (CE-PGD 0.8): gap 0.6 on that seed, 0 on the others,
+      point excess 0.2 > tol;
+    - ``structured:gaussian_noise``: CE-PGD and worst case 0.8 at every eps (flat) while
+      'none' falls from 0.8 to 0.2.
+    """
+    cfg = load_config(tiny_config(
+        seeds=[0, 1, 2],
+        targets=[{"family": "attack", "norm": "linf", "strengths": _EPS3},
+                 {"family": "corruption", "name": "gaussian_noise", "strengths": [1, 2, 3]}]))
+    rng = np.random.default_rng(seed)
+    ds = _synthetic_results(cfg, rng, n_stim=n_stim)
+    n = np.arange(n_stim)
+    worst = np.stack([(n < f * n_stim) for f in (0.8, 0.5, 0.2)]).astype(float)  # (eps, n)
+    correct = np.broadcast_to(worst, ds["correct"].shape).copy()
+    pgd = correct.copy()
+    conds = list(ds["condition"].values)
+    t = list(ds["target"].values).index("adversarial_linf")
+    for ci, c in enumerate(conds):
+        for k in range(3):
+            w = correct[k, 0, ci, 0, 0, 0, t]  # (eps, n)
+            if c in ("none", "isotropic"):
+                pgd[k, 0, ci, 0, 0, 0, t] = np.maximum(w, rng.random(w.shape) < 0.05)
+            elif c == "structured:pgd_ce":
+                pgd[k, 0, ci, 0, 0, 0, t, 1] = np.maximum(w[1], rng.random(n_stim) < 0.9)
+            elif c == "rotated" and k == 0:
+                # one seed's repeated evaluations break 60% more images than CE-PGD alone
+                correct[k, 0, ci, 0, 0, 0, t, 0] = n < 0.2 * n_stim
+            elif c == "structured:gaussian_noise":
+                correct[k, 0, ci, 0, 0, 0, t] = pgd[k, 0, ci, 0, 0, 0, t] = (
+                    n < 0.8 * n_stim)
+    ds["correct"] = (ds["correct"].dims, correct)
+    ds["pgd_ce_correct"] = (ds["correct"].dims, pgd)
+    ds["accuracy"] = ds["correct"].mean("stimulus")
+    ds = ds.assign_coords(attack=["pgd_ce", "pgd_dlr_targeted"])
+    ds["attack_accuracy"] = xr.concat([ds["pgd_ce_correct"].mean("stimulus"), ds["accuracy"]],
+                                      dim="attack").transpose(..., "attack")
+    grid = ds["accuracy"].isel(target=0, strength=0, drop=True)
+    ds["large_eps_accuracy"] = xr.zeros_like(grid) * xr.DataArray([0.0, 0.0], dims="attack")
+    ds["eot_gap"] = xr.zeros_like(grid)
+    ds["gradient_snr"] = xr.ones_like(grid)
+    return ds, cfg
+
+
+def test_ce_pgd_masked_at_a_middle_eps_is_flagged_with_that_eps_and_its_ci():
+    from neurovar.experiment.analysis import calibrated_gap_flag
+
+    res, cfg = _every_eps_results()
+    table, messages = masking_diagnostics(res, cfg)
+    rows = table.set_index("condition")
+    t = "adversarial_linf"
+    masked = rows.loc["structured:pgd_ce"]
+    # the largest eps alone (the earlier rule) does not see it
+    assert not calibrated_gap_flag(masked[f"ce_pgd_minus_worst:{t}"], [0.0], 0.1)
+    assert masked[f"ce_pgd_excess:{t}"] < 0.1
+    # every eps does: the lower bound of its CI above tol at eps 0.1, and only there
+    assert "ce_pgd_overstates" in masked["flags"].split(",") and masked["masking_suspected"]
+    assert masked[f"ce_pgd_excess_max_low_eps:{t}"] == pytest.approx(0.1)
+    assert masked[f"ce_pgd_excess_max_low:{t}"] > 0.1
+    said = [m for m in messages if m.startswith("structured:pgd_ce [") and "CE-PGD" in m]
+    assert len(said) == 1 and "at eps 0.1 " in said[0] and "also at" not in said[0], said
+    # the message gives the interval it judged by
+    low = masked[f"ce_pgd_excess_max_low:{t}"]
+    assert f"[{low:+.2f}, " in said[0] and "CI" in said[0]
+
+
+def test_evaluation_noise_above_tol_in_the_point_value_raises_no_flag():
+    from neurovar.experiment.analysis import calibrated_gap_flag
+
+    res, cfg = _every_eps_results()
+    table, messages = masking_diagnostics(res, cfg)
+    rows = table.set_index("condition")
+    t = "adversarial_linf"
+    honest = rows.loc["rotated"]
+    # at eps 0.05 the seed-averaged point excess is above tol: the point rule would flag it
+    mean = res.mean("seed").sel(regime="train-time", layer="relu3", noise_at_test=True,
+                                target=t).isel(magnitude=0, strength=0)
+    gap = float(mean["attack_accuracy"].sel(condition="rotated", attack="pgd_ce")
+                - mean["accuracy"].sel(condition="rotated"))
+    refs = [float(mean["attack_accuracy"].sel(condition=r, attack="pgd_ce")
+                  - mean["accuracy"].sel(condition=r)) for r in ("none", "isotropic")]
+    assert calibrated_gap_flag(gap, refs, 0.1)
+    # ... but one seed's evaluation made it: the CI over seeds x images includes tol
+    assert honest[f"ce_pgd_excess_max_low:{t}"] <= 0.1
+    assert "ce_pgd_overstates" not in honest["flags"].split(",")
+    assert not honest["masking_suspected"]
+    assert not any(m.startswith("rotated [") for m in messages), messages
+    # the references themselves and isotropic are quiet
+    assert not rows.loc["isotropic"]["masking_suspected"]
+
+
+def test_ce_pgd_accuracy_flat_in_eps_is_flagged_by_claim_4s_rule():
+    res, cfg = _every_eps_results()
+    table, messages = masking_diagnostics(res, cfg)
+    rows = table.set_index("condition")
+    t = "adversarial_linf"
+    flat = rows.loc["structured:gaussian_noise"]
+    assert flat[f"ce_pgd_flat_in_eps:{t}"] and flat["masking_suspected"]
+    assert flat["flags"] == "flat_in_eps"  # no CE-PGD gap: the other flag stays quiet
+    assert any(m.startswith("structured:gaussian_noise [") and "does not fall" in m
+               for m in messages)
+    # every other condition falls with eps as 'none' does
+    others = rows.drop(index="structured:gaussian_noise")
+    assert not others[f"ce_pgd_flat_in_eps:{t}"].any()
+    # the same rule as the reproduction's claim 4, and drop_tol is validated
+    with pytest.raises(ValueError, match="drop_tol"):
+        masking_diagnostics(res, cfg, drop_tol=-1)
+
+
+def test_results_without_per_image_ce_pgd_fall_back_to_the_point_rule_and_say_so():
+    res, cfg = _every_eps_results()
+    table, messages = masking_diagnostics(res.drop_vars("pgd_ce_correct"), cfg)
+    assert any("pgd_ce_correct" in m and "point rule" in m for m in messages)
+    rows = table.set_index("condition")
+    # the point rule at the largest eps: the middle-eps masking is missed, as before
+    assert "ce_pgd_overstates" not in rows.loc["structured:pgd_ce"]["flags"]
+
+
+def test_the_tiny_grid_stores_per_image_ce_pgd_and_raises_no_ce_pgd_flag(tiny_run):
+    """The stored per-image CE-PGD outcome is the one behind attack_accuracy, never below the
+    worst case; on the tiny grid (nothing planted) the every-eps flag stays quiet, where the
+    point rule at every eps flagged ``rotated`` at eps 0.05 (excess +0.225 on 2 seeds x 20
+    images when this test was written)."""
+    out, path = tiny_run
+    cfg = load_config(path)
+    res = xr.load_dataset(out / "results.nc", engine="h5netcdf")
+    t = "adversarial_linf"
+    ce = res["pgd_ce_correct"].sel(target=t)
+    ok = np.isfinite(ce)
+    assert bool(ok.any())
+    np.testing.assert_allclose(
+        ce.mean("stimulus").values[ok.all("stimulus").values],
+        res["attack_accuracy"].sel(target=t, attack="pgd_ce").values[ok.all("stimulus").values])
+    assert bool((ce >= res["correct"].sel(target=t)).where(ok, True).all())
+    # corruption targets have no CE-PGD
+    assert not np.isfinite(res["pgd_ce_correct"].sel(target="gaussian_noise")).any()
+    table, messages = masking_diagnostics(res, cfg)
+    assert not table["flags"].str.contains("ce_pgd_overstates").any(), messages
+    assert table[f"ce_pgd_excess_max_low:{t}"].notna().all()
+
+
+def test_every_eps_excess_reference_ci_and_bonferroni():
+    from neurovar.experiment.analysis import every_eps_excess
+
+    rng = np.random.default_rng(3)
+    d = (rng.random((2, 3, 50)) < 0.5).astype(float)
+    ref_small = np.zeros_like(d)
+    ref_big = (rng.random(d.shape) < 0.3).astype(float)
+    e = every_eps_excess(d, [ref_small, ref_big], tol=0.1, n_resamples=499, rng=0)
+    # the reference with the larger mean gap is taken at every eps
+    assert list(e["reference"]) == [1, 1]
+    np.testing.assert_allclose(e["excess"], (d - ref_big).mean(axis=(1, 2)))
+    assert e["level"] == pytest.approx(0.975)
+    assert np.all(e["ci_low"] <= e["excess"]) and np.all(e["excess"] <= e["ci_high"])
+    assert list(e["flagged"]) == list(e["ci_low"] > 0.1)
+    # no reference: the raw gap
+    e0 = every_eps_excess(d, [], tol=0.1, n_resamples=99, rng=0)
+    np.testing.assert_allclose(e0["excess"], d.mean(axis=(1, 2)))
+    assert list(e0["reference"]) == [-1, -1]
+    with pytest.raises(ValueError, match="reference_gaps"):
+        every_eps_excess(d, [d[:1]], tol=0.1)
+    with pytest.raises(ValueError, match="gap"):
+        every_eps_excess(d[0], [], tol=0.1)
 
 
 def _link_results(cfg, rng, slope, pair_sd, seed_sd=0.0, noise_sd=0.01):
