@@ -195,7 +195,7 @@ def _probe(name: str) -> str:
 
 def per_image_gap(res: xr.Dataset, probe: str = "pgd_ce") -> np.ndarray:
     """Per (eps, stimulus): the probe attack's outcome minus the worst case (0/1), as the
-    cells store ``pgd_ce_correct - correct``."""
+    cells store ``ce_attack_correct - correct``."""
     c = res.correct.sel(attack=probe).transpose("eps", ...).values.astype(float)
     w = res.worst_case_correct.transpose("eps", ...).values.astype(float)
     return c - w

@@ -42,7 +42,7 @@ from neurovar.perturb.masking import (
 )
 
 from .config import ExperimentConfig
-from .registry import GRID_DIMS
+from .registry import CE_ATTACKS, GRID_DIMS, ce_attack
 
 __all__ = [
     "transfer_matrix",
@@ -324,17 +324,23 @@ def clean_cost(results: xr.Dataset) -> pd.DataFrame:
     return out.merge(base.reset_index(), on=["regime", "magnitude", "layer", "noise_at_test"])
 
 
-def _reference_gap(sub: xr.Dataset, cond: str, target: str, last: int) -> float:
-    """CE-PGD minus the worst case on the reference networks of the same group: the larger of
-    ``none``'s and (for noise conditions other than isotropic) ``isotropic``'s, 0 when absent
-    (the reference of :func:`calibrated_gap_flag`)."""
+def _ce_label(ce: str) -> str:
+    """``"CE-PGD (pgd_ce)"``, ``"APGD-CE (apgd_ce)"``: the CE attack in a flag's words."""
+    return f"{ {'pgd_ce': 'CE-PGD', 'apgd_ce': 'APGD-CE'}.get(ce, 'CE attack') } ({ce})"
+
+
+def _reference_gap(sub: xr.Dataset, cond: str, target: str, last: int,
+                   ce: str = "pgd_ce") -> float:
+    """The CE attack ``ce`` minus the worst case on the reference networks of the same group:
+    the larger of ``none``'s and (for noise conditions other than isotropic) ``isotropic``'s,
+    0 when absent (the reference of :func:`calibrated_gap_flag`)."""
     refs = []
     names = [str(c) for c in sub["condition"].values]
     for r in ("none", "isotropic"):
-        if r == cond or r not in names or "pgd_ce" not in sub["attack"].values:
+        if r == cond or r not in names or ce not in sub["attack"].values:
             continue
         c = sub.sel(condition=r)
-        g = float(c["attack_accuracy"].sel(target=target, attack="pgd_ce").isel(strength=last)
+        g = float(c["attack_accuracy"].sel(target=target, attack=ce).isel(strength=last)
                   - c["accuracy"].sel(target=target).isel(strength=last))
         if np.isfinite(g):
             refs.append(g)
@@ -442,14 +448,14 @@ def every_eps_excess(gap: Any, reference_gaps: Sequence[Any], *, tol: float,
 
 def _per_image_gaps(results: xr.Dataset, g: dict[str, Any], cond: str, target: str,
                     ks: list[int]) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
-    """Per (eps, seed, image): CE-PGD correct minus the worst case correct on ``cond`` and on
+    """Per (eps, seed, image): the CE attack correct minus the worst case correct on ``cond`` and on
     its reference networks of the same group (those of :func:`_reference_gap`)."""
     sub = results.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
                       noise_at_test=g["noise_at_test"], target=target).isel(strength=ks)
 
     def gaps(c: str) -> np.ndarray:
         x = sub.sel(condition=c)
-        return (x["pgd_ce_correct"] - x["correct"]).transpose("strength", "seed",
+        return (x["ce_attack_correct"] - x["correct"]).transpose("strength", "seed",
                                                               "stimulus").values
 
     names = [str(c) for c in results["condition"].values]
@@ -460,7 +466,7 @@ def _per_image_gaps(results: xr.Dataset, g: dict[str, Any], cond: str, target: s
 def _every_eps_flag(results: xr.Dataset, g: dict[str, Any], cond: str, t: str, ks: list[int],
                     values: np.ndarray, row: dict[str, Any], messages: list[str], where: str,
                     *, tol: float, confidence_level: float, n_resamples: int,
-                    rng: int) -> list[str]:
+                    rng: int, ce: str = "pgd_ce") -> list[str]:
     """:func:`every_eps_excess` of one (group, condition, target) into ``row`` and
     ``messages``; the flag names it raises."""
     d, refs, names = _per_image_gaps(results, g, cond, t, ks)
@@ -479,13 +485,13 @@ def _every_eps_flag(results: xr.Dataset, g: dict[str, Any], cond: str, t: str, k
     ref = names[e["reference"][i]] if e["reference"][i] >= 0 else "no reference network"
     others = [f"{values[ks[j]]:g}" for j in np.flatnonzero(e["flagged"]) if j != i]
     messages.append(
-        f"{where}: CE-PGD alone sits {e['excess'][i]:+.2f} "
+        f"{where}: {_ce_label(ce)} alone sits {e['excess'][i]:+.2f} "
         f"[{e['ci_low'][i]:+.2f}, {e['ci_high'][i]:+.2f}] above the ensemble worst case on {t} "
         f"at eps {values[ks[i]]:g} beyond the gap the same evaluation leaves on {ref} "
         f"({100 * e['level']:.4g}% CI over seeds x images, Bonferroni over {len(ks)} eps; "
         f"lower bound above tol {tol:g})"
         + (f", also at eps {', '.join(others)}" if others else "")
-        + " — CE-PGD is masked here; quote the worst case.")
+        + f" — {_ce_label(ce)} is masked here; quote the worst case.")
     return ["ce_pgd_overstates"]
 
 
@@ -499,10 +505,12 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                         ) -> tuple[pd.DataFrame, list[str]]:
     r"""Gradient-masking checks for every stochastic or noise-trained condition, per attack.
 
-    **CE-PGD above the worst case, at every eps.** Per image :math:`n`, seed :math:`k` and
-    strength :math:`i` of each attack target, :math:`d_{ikn}` = CE-PGD correct minus the
-    ensemble worst case correct (both under the same repeated evaluation; ``pgd_ce_correct``
-    and ``correct`` of the results); the excess over the reference networks of the same group
+    **The CE attack above the worst case, at every eps.** The ensemble's cross-entropy gradient
+    attack (``pgd_ce``, else ``apgd_ce``: :data:`~.registry.CE_ATTACKS`; the columns keep the
+    name ``ce_pgd``; ``table.attrs["ce_attack"]`` says which). Per image :math:`n`, seed
+    :math:`k` and strength :math:`i` of each attack target, :math:`d_{ikn}` = CE attack correct
+    minus the ensemble worst case correct (both under the same repeated evaluation;
+    ``ce_attack_correct`` and ``correct`` of the results); the excess over the reference networks of the same group
     (``none``, and ``isotropic`` for the other conditions: the larger of their mean gaps) is
 
     .. math:: e_i = \overline{d_{i} - d^{(ref)}_{i}} \quad\text{(mean over seeds x images)}
@@ -515,7 +523,7 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
     ``ce_pgd_excess_max_low_eps:<t>`` (the eps where it is attained); the seed-averaged point
     values at the largest strength stay as ``ce_pgd_minus_worst:<t>`` (CE-PGD accuracy minus
     the worst case) and ``ce_pgd_excess:<t>`` (that gap minus the references', the rule of
-    :func:`calibrated_gap_flag`). Results without ``pgd_ce_correct`` (stores written before
+    :func:`calibrated_gap_flag`). Results without ``ce_attack_correct`` (stores written before
     it existed) fall back to :func:`calibrated_gap_flag` at the largest strength, and say so.
 
     **CE-PGD accuracy does not fall as eps grows** (``flat_in_eps``, column
@@ -553,7 +561,10 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
     -------
     (pandas.DataFrame, list of str)
         One row per regime x magnitude x layer x noise_at_test x condition, and the flags in
-        words, each naming the condition, the attack and (for the CE-PGD flag) the eps and CI.
+        words, each naming the condition, the attack and (for the CE-attack flag) the eps and
+        CI. The messages begin with the checks this run could not make, each with its reason
+        (also in ``table.attrs["not_checked"]``; the CE attack used is
+        ``table.attrs["ce_attack"]``).
     """
     from neurovar._validation import check_int, check_real
 
@@ -568,20 +579,11 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
     gradient = [a for a in attacks if a != "square"]
     adv_targets = [t for t in cfg.target_ids if cfg.target(t).family == "attack"]
     chance = 1.0 / n_classes
-    per_image = "pgd_ce" in attacks and "pgd_ce_correct" in results
+    ce = ce_attack(attacks)
+    per_image = ce is not None and "ce_attack_correct" in results
     rows: list[dict[str, Any]] = []
-    messages: list[str] = []
-    if "square" in attacks and cfg.evaluation.n_queries < SQUARE_CHECK_QUERIES:
-        messages.append(
-            f"Square ran {cfg.evaluation.n_queries} queries, below the ~{SQUARE_CHECK_QUERIES} at "
-            "which it is a real black-box check (on an honest network it stays above the best "
-            "gradient attack by 0.44 at 30 queries and 0.03 from 300, benchmarks/masking_flags.py"
-            "): 'black box beats the gradient attacks' cannot fire in this run.")
-    if "pgd_ce" in attacks and not per_image:
-        messages.append(
-            "These results hold no per-image CE-PGD outcome (pgd_ce_correct: a store written "
-            "before it existed): the CE-PGD flag is the point rule at each target's largest "
-            "strength only, without a CI.")
+    not_checked = _checks_not_run(results, cfg, attacks, ce, per_image, bool(adv_targets))
+    messages = list(not_checked)
     mean = results.mean("seed", skipna=True)
     for gi, g in enumerate(_groups(results)):
         sub = mean.sel(regime=g["regime"], magnitude=g["magnitude"], layer=g["layer"],
@@ -594,6 +596,8 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
             trained = g["regime"] != "test-time"
             if not (stochastic or trained):
                 continue
+            if not np.isfinite(c["accuracy"].values).any():
+                continue  # not in this grid (a source's other magnitude; noise off not run)
             where = f"{cond} [{g['regime']}, m={g['magnitude']:g}, noise {'on' if g['noise_at_test'] else 'off'} at test]"
             row: dict[str, Any] = {**g, "condition": cond, "stochastic": stochastic}
             flagged = []
@@ -604,37 +608,38 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                 last = ks[-1]
                 worst = float(c["accuracy"].sel(target=t).isel(strength=last))
                 eps = float(values[last])
-                if "pgd_ce" in attacks:
-                    gap = float(at.sel(attack="pgd_ce").isel(strength=last)) - worst
+                if ce is not None:
+                    gap = float(at.sel(attack=ce).isel(strength=last)) - worst
                     row[f"ce_pgd_minus_worst:{t}"] = gap
                     # calibrated: a worst case over attacks x repeated evaluations sits below
                     # any one attack on every stochastic network; only the excess over the gap
                     # the same evaluation leaves on the reference conditions is read
-                    ref = _reference_gap(sub, cond, t, last)
+                    ref = _reference_gap(sub, cond, t, last, ce)
                     row[f"ce_pgd_excess:{t}"] = gap - ref
                     if per_image:
                         flagged += _every_eps_flag(
                             results, g, cond, t, ks, values, row, messages, where, tol=tol,
                             confidence_level=ev.confidence_level, n_resamples=ev.n_bootstrap,
-                            rng=100_000 * gi + 1000 * ci + 10 * ti)
+                            rng=100_000 * gi + 1000 * ci + 10 * ti, ce=ce)
                     elif calibrated_gap_flag(gap, [ref], tol):
                         flagged.append("ce_pgd_overstates")
-                        messages.append(f"{where}: CE-PGD alone says {worst + gap:.2f} on {t} at "
+                        messages.append(f"{where}: {_ce_label(ce)} alone says {worst + gap:.2f} on {t} at "
                                         f"eps {eps:g}, the ensemble worst case {worst:.2f} — "
-                                        "CE-PGD is masked here; quote the worst case.")
+                                        f"{_ce_label(ce)} is masked here; quote the worst "
+                                        "case.")
                     # accuracy under CE-PGD that does not fall as eps grows (claim 4's rule)
-                    ce = at.sel(attack="pgd_ce").isel(strength=ks).values
+                    curve = at.sel(attack=ce).isel(strength=ks).values
                     none = (sub.sel(condition="none")["attack_accuracy"]
-                            .sel(target=t, attack="pgd_ce").isel(strength=ks).values
+                            .sel(target=t, attack=ce).isel(strength=ks).values
                             if "none" in results["condition"].values
                             else np.full(len(ks), np.nan))
-                    flat = flat_in_eps(ce, none, drop_tol)
+                    flat = flat_in_eps(curve, none, drop_tol)
                     row[f"ce_pgd_flat_in_eps:{t}"] = flat
                     if flat:
                         flagged.append("flat_in_eps")
                         messages.append(
-                            f"{where}: CE-PGD accuracy does not fall as eps grows on {t} "
-                            f"({ce[0]:.2f} at eps {values[ks[0]]:g}, {ce[-1]:.2f} at eps "
+                            f"{where}: {_ce_label(ce)} accuracy does not fall as eps grows on {t} "
+                            f"({curve[0]:.2f} at eps {values[ks[0]]:g}, {curve[-1]:.2f} at eps "
                             f"{eps:g}) while on 'none' it falls from {none[0]:.2f} to "
                             f"{none[-1]:.2f} — its gradients do not lead anywhere here "
                             "(masking); quote the worst case.")
@@ -685,7 +690,42 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
             row["masking_suspected"] = bool({"ce_pgd_overstates", "black_box_stronger",
                                              "not_chance", "flat_in_eps"} & set(flagged))
             rows.append(row)
-    return pd.DataFrame(rows), messages
+    table = pd.DataFrame(rows)
+    table.attrs["ce_attack"] = ce
+    table.attrs["not_checked"] = list(not_checked)
+    return table, messages
+
+
+def _checks_not_run(results: xr.Dataset, cfg: ExperimentConfig, attacks: list[str],
+                    ce: str | None, per_image: bool, has_attack_targets: bool) -> list[str]:
+    """The checks of :func:`masking_diagnostics` that this run cannot make, each in words with
+    the reason (a check that did not run must never read as a check that passed)."""
+    out: list[str] = []
+    if not has_attack_targets:
+        return ["No attack target in this run: none of the masking checks apply."]
+    if "square" in attacks and cfg.evaluation.n_queries < SQUARE_CHECK_QUERIES:
+        out.append(
+            f"Square ran {cfg.evaluation.n_queries} queries, below the ~{SQUARE_CHECK_QUERIES} at "
+            "which it is a real black-box check (on an honest network it stays above the best "
+            "gradient attack by 0.44 at 30 queries and 0.03 from 300, benchmarks/masking_flags.py"
+            "): 'black box beats the gradient attacks' cannot fire in this run.")
+    elif "square" not in attacks:
+        out.append("No black-box attack (square) in the ensemble: 'black box beats the "
+                   "gradient attacks' was not checked.")
+    if ce is None:
+        out.append(f"No cross-entropy gradient attack ({' or '.join(CE_ATTACKS)}) in the "
+                   "ensemble: the CE-attack-versus-worst-case and 'does not fall as eps grows' "
+                   "checks did not run.")
+    elif not per_image:
+        out.append(
+            "These results hold no per-image CE-attack outcome (ce_attack_correct: a store "
+            f"written before it existed): the {ce} flag is the point rule at each target's "
+            "largest strength only, without a CI.")
+    if not np.isfinite(results["large_eps_accuracy"].values).any():
+        out.append("The large-eps, EOT-gap and gradient-SNR diagnostics were not run "
+                   "(evaluation.diagnostics = false): 'every attack reaches chance at a large "
+                   "eps' and 'EOT helps' were not checked.")
+    return out
 
 
 #: What :func:`link_model` fits, in the words its output lines use.

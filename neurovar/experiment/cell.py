@@ -60,7 +60,7 @@ from neurovar.stats import noise_correlation
 from .config import ExperimentConfig
 from .grid import CellSpec, SharedTask, stream_seed
 from .protocols import evaluate_adaptive_target, evaluate_paper_target
-from .registry import REGIMES, Shape, parse_condition
+from .registry import REGIMES, Shape, ce_attack, parse_condition
 from .setup import build_model, load_data, resolve_config_device
 from .store import write_cell
 from .structure import (  # noqa: F401 - this module's public and test names since 0.1
@@ -562,7 +562,8 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
     acc = np.full(shape3, np.nan)
     correct = np.full((*shape3, n_stim), np.nan)
     single = np.full((*shape3, n_stim), np.nan)
-    pgd_ce = np.full((*shape3, n_stim), np.nan)
+    ce_name = ce_attack(attacks)
+    ce_correct = np.full((*shape3, n_stim), np.nan)
     att = np.full((*shape3, len(attacks)), np.nan)
     strength = np.full((len(targets), n_levels), np.nan)
     for ti, t in enumerate(cfg.targets):
@@ -583,8 +584,8 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
             correct[fi, ti, :k] = r["correct"].values
             single[fi, ti, :k] = (r["correct_single"] if "correct_single" in r
                                   else r["correct"]).values
-            if "attack_correct" in r and "pgd_ce" in r["attack"].values:
-                pgd_ce[fi, ti, :k] = r["attack_correct"].sel(attack="pgd_ce").values
+            if ce_name is not None and "attack_correct" in r and ce_name in r["attack"].values:
+                ce_correct[fi, ti, :k] = r["attack_correct"].sel(attack=ce_name).values
             if "attack_accuracy" in r:
                 for ai, a in enumerate(attacks):
                     if a in r["attack"].values:
@@ -599,9 +600,11 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
         "correct": (("noise_at_test", "target", "strength", "stimulus"), correct),
         # per image, one evaluation only (= correct where the protocol evaluates once)
         "correct_single": (("noise_at_test", "target", "strength", "stimulus"), single),
-        # per image, CE-PGD alone (correct in every evaluation; NaN where the target has no
-        # pgd_ce): the per-image side of the masking flag (analysis.masking_diagnostics)
-        "pgd_ce_correct": (("noise_at_test", "target", "strength", "stimulus"), pgd_ce),
+        # per image, the ensemble's CE gradient attack alone (pgd_ce, else apgd_ce; correct in
+        # every evaluation; NaN where the target does not run it): the per-image side of the
+        # masking flag (analysis.masking_diagnostics); which attack: registry.ce_attack of the
+        # attack coord
+        "ce_attack_correct": (("noise_at_test", "target", "strength", "stimulus"), ce_correct),
         "attack_accuracy": (("noise_at_test", "target", "strength", "attack"), att),
         "clean_accuracy": (("noise_at_test",), np.array(
             [row.mean() if np.isfinite(row).all() else np.nan for row in clean])),

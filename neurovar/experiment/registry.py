@@ -40,6 +40,7 @@ __all__ = [
     "MAGNITUDE_RULES",
     "PROTOCOLS",
     "PAPER_ATTACKS",
+    "CE_ATTACKS",
     "register_regime",
     "register_condition",
     "register_magnitude_rule",
@@ -349,6 +350,17 @@ PROTOCOLS: dict[str, Protocol] = {
 
 #: The paper protocol's attacks (ART defaults; ``scripts/eval_robustness.py`` lines 294-344).
 PAPER_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd", "square")
+
+#: The adaptive ensemble's cross-entropy gradient attacks, in order of preference: the one the
+#: masking flag holds against the ensemble's worst case (CE-PGD, else APGD-CE, the first member
+#: of AutoAttack; Croce & Hein 2020).
+CE_ATTACKS: tuple[str, ...] = ("pgd_ce", "apgd_ce")
+
+
+def ce_attack(attacks: Any) -> str | None:
+    """The first of :data:`CE_ATTACKS` among ``attacks`` (None: the ensemble has none)."""
+    names = [str(a) for a in attacks]
+    return next((a for a in CE_ATTACKS if a in names), None)
 
 
 @dataclass

@@ -196,10 +196,10 @@ def _every_eps_results(n_stim=30, seed=0):
                 correct[k, 0, ci, 0, 0, 0, t] = pgd[k, 0, ci, 0, 0, 0, t] = (
                     n < 0.8 * n_stim)
     ds["correct"] = (ds["correct"].dims, correct)
-    ds["pgd_ce_correct"] = (ds["correct"].dims, pgd)
+    ds["ce_attack_correct"] = (ds["correct"].dims, pgd)
     ds["accuracy"] = ds["correct"].mean("stimulus")
     ds = ds.assign_coords(attack=["pgd_ce", "pgd_dlr_targeted"])
-    ds["attack_accuracy"] = xr.concat([ds["pgd_ce_correct"].mean("stimulus"), ds["accuracy"]],
+    ds["attack_accuracy"] = xr.concat([ds["ce_attack_correct"].mean("stimulus"), ds["accuracy"]],
                                       dim="attack").transpose(..., "attack")
     grid = ds["accuracy"].isel(target=0, strength=0, drop=True)
     ds["large_eps_accuracy"] = xr.zeros_like(grid) * xr.DataArray([0.0, 0.0], dims="attack")
@@ -223,7 +223,7 @@ def test_ce_pgd_masked_at_a_middle_eps_is_flagged_with_that_eps_and_its_ci():
     assert "ce_pgd_overstates" in masked["flags"].split(",") and masked["masking_suspected"]
     assert masked[f"ce_pgd_excess_max_low_eps:{t}"] == pytest.approx(0.1)
     assert masked[f"ce_pgd_excess_max_low:{t}"] > 0.1
-    said = [m for m in messages if m.startswith("structured:pgd_ce [") and "CE-PGD" in m]
+    said = [m for m in messages if m.startswith("structured:pgd_ce [") and "CE-PGD (pgd_ce) alone" in m]
     assert len(said) == 1 and "at eps 0.1 " in said[0] and "also at" not in said[0], said
     # the message gives the interval it judged by
     low = masked[f"ce_pgd_excess_max_low:{t}"]
@@ -273,10 +273,41 @@ def test_ce_pgd_accuracy_flat_in_eps_is_flagged_by_claim_4s_rule():
         masking_diagnostics(res, cfg, drop_tol=-1)
 
 
+def test_apgd_ce_is_the_ce_attack_when_the_ensemble_has_no_pgd_ce_and_unrun_checks_are_said():
+    """The demo's ensemble (apgd_ce, targeted DLR, square; diagnostics off): the every-eps flag
+    runs on APGD-CE, and the checks that could not run are listed, never read as passed."""
+    from neurovar.experiment.report._figures import plot_masking
+
+    res, cfg = _every_eps_results()
+    res = res.assign_coords(attack=["apgd_ce", "pgd_dlr_targeted"])
+    res["large_eps_accuracy"] = res["large_eps_accuracy"] * np.nan
+    table, messages = masking_diagnostics(res, cfg)
+    assert table.attrs["ce_attack"] == "apgd_ce"
+    rows = table.set_index("condition")
+    assert "ce_pgd_overstates" in rows.loc["structured:pgd_ce"]["flags"].split(",")
+    assert any(m.startswith("structured:pgd_ce [") and "APGD-CE (apgd_ce) alone sits" in m
+               for m in messages)
+    notes = table.attrs["not_checked"]
+    assert any("evaluation.diagnostics = false" in m for m in notes)
+    assert any("black-box attack" in m for m in notes)  # no square in this ensemble
+    assert all(m in messages for m in notes)
+    # without any CE attack the CE checks are said not to have run, and nothing is flagged
+    res2 = res.assign_coords(attack=["pgd_dlr_targeted", "fgsm"])
+    table2, messages2 = masking_diagnostics(res2, cfg)
+    assert table2.attrs["ce_attack"] is None
+    assert any("No cross-entropy gradient attack" in m for m in table2.attrs["not_checked"])
+    assert not table2["flags"].str.contains("ce_pgd").any()
+    # the figure draws only the checks with numbers: here the CE gap, not the large eps
+    fig = plot_masking(table)
+    assert len(fig.axes) == 1 and "apgd_ce" in fig.axes[0].get_xlabel()
+    empty = plot_masking(table2)
+    assert len(empty.axes) == 1 and "no masking diagnostic" in empty.axes[0].texts[0].get_text()
+
+
 def test_results_without_per_image_ce_pgd_fall_back_to_the_point_rule_and_say_so():
     res, cfg = _every_eps_results()
-    table, messages = masking_diagnostics(res.drop_vars("pgd_ce_correct"), cfg)
-    assert any("pgd_ce_correct" in m and "point rule" in m for m in messages)
+    table, messages = masking_diagnostics(res.drop_vars("ce_attack_correct"), cfg)
+    assert any("ce_attack_correct" in m and "point rule" in m for m in messages)
     rows = table.set_index("condition")
     # the point rule at the largest eps: the middle-eps masking is missed, as before
     assert "ce_pgd_overstates" not in rows.loc["structured:pgd_ce"]["flags"]
@@ -291,7 +322,7 @@ def test_the_tiny_grid_stores_per_image_ce_pgd_and_raises_no_ce_pgd_flag(tiny_ru
     cfg = load_config(path)
     res = xr.load_dataset(out / "results.nc", engine="h5netcdf")
     t = "adversarial_linf"
-    ce = res["pgd_ce_correct"].sel(target=t)
+    ce = res["ce_attack_correct"].sel(target=t)
     ok = np.isfinite(ce)
     assert bool(ok.any())
     np.testing.assert_allclose(
@@ -299,7 +330,7 @@ def test_the_tiny_grid_stores_per_image_ce_pgd_and_raises_no_ce_pgd_flag(tiny_ru
         res["attack_accuracy"].sel(target=t, attack="pgd_ce").values[ok.all("stimulus").values])
     assert bool((ce >= res["correct"].sel(target=t)).where(ok, True).all())
     # corruption targets have no CE-PGD
-    assert not np.isfinite(res["pgd_ce_correct"].sel(target="gaussian_noise")).any()
+    assert not np.isfinite(res["ce_attack_correct"].sel(target="gaussian_noise")).any()
     table, messages = masking_diagnostics(res, cfg)
     assert not table["flags"].str.contains("ce_pgd_overstates").any(), messages
     assert table[f"ce_pgd_excess_max_low:{t}"].notna().all()

@@ -243,33 +243,57 @@ def plot_clean_cost(cost: pd.DataFrame) -> Figure:
 
 
 def plot_masking(table: pd.DataFrame) -> Figure:
-    """Masking diagnostics per condition: CE-PGD above the ensemble worst case, and accuracy
-    at the large eps of each attack (must be near chance)."""
+    """Masking diagnostics per condition, one panel per check that this run could make: the CE
+    attack above the ensemble worst case (threshold 0.1), Square minus the best gradient
+    attack (negative beyond -0.05: the black box wins), and accuracy at the large eps of each
+    attack (must be near chance). A check without numbers gets no panel; with none at all the
+    figure says so instead of showing empty axes."""
     fig = Figure(figsize=(10, max(3.8, 0.12 * len(table) + 1.0)), layout="constrained")
     if table.empty:
         return fig
-    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+
+    def finite(cols: list[str]) -> list[str]:
+        return [c for c in cols if np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
+
+    ce = table.attrs.get("ce_attack") or "CE attack"
+    judged = finite([c for c in table.columns if c.startswith("ce_pgd_excess_max_low:")])
+    panels = [
+        # what the flag judges: the largest lower CI bound over eps of the CE attack's excess
+        # over the reference networks' gap; the raw gap where no per-image outcome exists
+        (judged, "bar", f"{ce}: excess over the reference gap, largest CI lower bound over "
+         "eps (flag > 0.1)", 0.1) if judged else
+        (finite([c for c in table.columns if c.startswith("ce_pgd_minus_worst:")]), "bar",
+         f"{ce} accuracy minus ensemble worst case", 0.1),
+        (finite([c for c in table.columns if c.startswith("square_minus_best_gradient:")]),
+         "bar", "Square accuracy minus the best gradient attack's", -0.05),
+        (finite([c for c in table.columns if c.startswith("large_eps:")]), "dot",
+         "accuracy at the large eps (chance 0.1)", 0.1),
+    ]
+    panels = [p for p in panels if p[0]]
+    if not panels:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no masking diagnostic could be computed in this run\n"
+                "(report.md, 'Masking diagnostics', says which checks did not run and why)",
+                ha="center", va="center", fontsize=9)
+        return fig
     keys = [c for c in _GROUP if c in table.columns]
     varying = _varying(table)
     label = [f"{c} | " + _group_label(dict(zip(keys, vals)), varying, sep=" ")
              for c, vals in zip(table["condition"],
                                 table[keys].itertuples(index=False, name=None))]
-    gap_cols = [c for c in table.columns if c.startswith("ce_pgd_minus_worst:")]
     y = np.arange(len(table))
-    for i, col in enumerate(gap_cols):
-        ax1.barh(y + 0.8 * i / max(len(gap_cols), 1), table[col], height=0.8 / max(len(gap_cols), 1),
-                 label=col.split(":", 1)[1])
-    ax1.axvline(0.1, color="r", lw=0.8, ls="--")
-    ax1.set_yticks(y, label, fontsize=5)
-    ax1.set_xlabel("CE-PGD accuracy minus ensemble worst case")
-    if gap_cols:
-        ax1.legend(fontsize=6)
-    eps_cols = [c for c in table.columns if c.startswith("large_eps:")]
-    for i, col in enumerate(eps_cols):
-        ax2.plot(table[col], y, "o", ms=3, label=col.split(":", 1)[1], color=f"C{i}")
-    ax2.axvline(0.1, color="r", lw=0.8, ls="--")
-    ax2.set_yticks(y, [""] * len(y))
-    ax2.set_xlabel("accuracy at the large eps (chance 0.1)")
-    ax2.legend(fontsize=6)
+    for pi, (cols, kind, xlabel, threshold) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), pi + 1)
+        for i, col in enumerate(cols):
+            name = col.split(":", 1)[1]
+            if kind == "bar":
+                ax.barh(y + 0.8 * i / len(cols), table[col], height=0.8 / len(cols), label=name)
+            else:
+                ax.plot(table[col], y, "o", ms=3, label=name, color=f"C{i}")
+        ax.axvline(threshold, color="r", lw=0.8, ls="--")
+        ax.set_yticks(y, label if pi == 0 else [""] * len(y), fontsize=5)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.legend(fontsize=6)
     fig.suptitle("masking diagnostics (red: thresholds)", fontsize=9)
     return fig
