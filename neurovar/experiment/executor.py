@@ -487,11 +487,13 @@ def local_cluster(
             f"The 'n_workers' parameter of local_cluster must be a positive integer. Got {n_workers!r} instead."
         )
     config = {} if allowed_failures is None else {"distributed.scheduler.allowed-failures": allowed_failures}
-    # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: every freed tensor page is
-    # returned to the OS and faulted in again by the next allocation, which measured 1.7-2x the
-    # CPU of the same cells in-process (benchmarks/results/grid.md); glibc's own default
-    # (dynamic, from 128 KiB up) keeps them
-    config["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = str(64 * 2**20)
+    # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting that variable at all
+    # (to any value) switches off glibc's dynamic mmap threshold (mallopt(3): setting
+    # M_TRIM_THRESHOLD disables the dynamic adjustment), so every tensor above 128 KiB is a
+    # fresh mmap, page-faulted in and unmapped again: 1.7x the CPU of the same cells in-process
+    # with the variable at 64 MiB (benchmarks/results/grid.md). Unset (None: dask's way to drop
+    # a pre-spawn variable), the workers allocate as this process does.
+    config["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
     with dask.config.set(config):
         return distributed.LocalCluster(
             n_workers=n_workers,
