@@ -258,24 +258,26 @@ def _evaluate(model: nn.Module, st: _Structure, cfg: ExperimentConfig, *, seed: 
     out["gradient_snr"] = float("nan")
     if not ev.diagnostics:
         return out
-    # masking diagnostics: a large L-inf eps must bring the gradient (CE-PGD) and the
-    # black-box (Square) attack to chance; CE-PGD with and without EOT; gradient SNR
+    # masking diagnostics: a large L-inf eps must bring the gradient (the ensemble's CE attack:
+    # pgd_ce, else apgd_ce) and the black-box (Square) attack to chance; the CE attack with and
+    # without EOT; gradient SNR
+    ce = ce_attack(ev.attacks)
     large = evaluate_robustness(
         defended, st.x_eval, st.y_eval, eps=[ev.large_eps], norm="linf",
-        attacks=[a for a in ev.attacks if a in ("pgd_ce", "square")] or list(ev.attacks),
+        attacks=[a for a in ev.attacks if a in (ce, "square")] or list(ev.attacks),
         rng=int(gen.integers(2**62)), **budget)
     out["large_eps_accuracy"] = large["accuracy"].isel(eps=0).values
     out["large_eps_attacks"] = [str(a) for a in large["attack"].values]
     linf = [t for t in cfg.targets if t.family == "attack" and t.norm == "linf"
             and t.protocol == "adaptive"]
-    if stochastic and linf:
+    if stochastic and linf and ce is not None:
         eps = sorted(linf[0].strengths)[len(linf[0].strengths) // 2]
         no_eot = evaluate_robustness(
-            defended, st.x_eval, st.y_eval, eps=[eps], norm="linf", attacks=["pgd_ce"],
+            defended, st.x_eval, st.y_eval, eps=[eps], norm="linf", attacks=[ce],
             rng=int(gen.integers(2**62)), **{**budget, "eot_samples": 1})
         with_eot = out["targets"][linf[0].target_id]
-        if "pgd_ce" in with_eot["attack"].values:
-            idx = list(with_eot["attack"].values).index("pgd_ce")
+        if ce in with_eot["attack"].values:
+            idx = list(with_eot["attack"].values).index(ce)
             pos = int(np.argmin(np.abs(with_eot["strength"].values - eps)))
             out["eot_gap"] = float(no_eot["accuracy"].values[0, 0]
                                    - with_eot["attack_accuracy"].values[pos, idx])
@@ -562,7 +564,6 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
     acc = np.full(shape3, np.nan)
     correct = np.full((*shape3, n_stim), np.nan)
     single = np.full((*shape3, n_stim), np.nan)
-    ce_name = ce_attack(attacks)
     ce_correct = np.full((*shape3, n_stim), np.nan)
     att = np.full((*shape3, len(attacks)), np.nan)
     strength = np.full((len(targets), n_levels), np.nan)
@@ -584,7 +585,9 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
             correct[fi, ti, :k] = r["correct"].values
             single[fi, ti, :k] = (r["correct_single"] if "correct_single" in r
                                   else r["correct"]).values
-            if ce_name is not None and "attack_correct" in r and ce_name in r["attack"].values:
+            # the target's own CE attack (its ensemble may differ from another target's)
+            ce_name = ce_attack(r["attack"].values) if "attack_correct" in r else None
+            if ce_name is not None:
                 ce_correct[fi, ti, :k] = r["attack_correct"].sel(attack=ce_name).values
             if "attack_accuracy" in r:
                 for ai, a in enumerate(attacks):
@@ -600,10 +603,10 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
         "correct": (("noise_at_test", "target", "strength", "stimulus"), correct),
         # per image, one evaluation only (= correct where the protocol evaluates once)
         "correct_single": (("noise_at_test", "target", "strength", "stimulus"), single),
-        # per image, the ensemble's CE gradient attack alone (pgd_ce, else apgd_ce; correct in
-        # every evaluation; NaN where the target does not run it): the per-image side of the
-        # masking flag (analysis.masking_diagnostics); which attack: registry.ce_attack of the
-        # attack coord
+        # per image, the target's CE gradient attack alone (pgd_ce, else apgd_ce, of the
+        # target's own ensemble; correct in every evaluation; NaN where it runs none): the
+        # per-image side of the masking flag (analysis.masking_diagnostics, which picks the
+        # same attack from the target's finite attack_accuracy)
         "ce_attack_correct": (("noise_at_test", "target", "strength", "stimulus"), ce_correct),
         "attack_accuracy": (("noise_at_test", "target", "strength", "attack"), att),
         "clean_accuracy": (("noise_at_test",), np.array(

@@ -69,9 +69,11 @@ would raise the same error), and a rerun of the grid redoes only the failed and 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import traceback
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,6 +496,15 @@ def local_cluster(
     # with the variable at 64 MiB (benchmarks/results/grid.md). Unset (None: dask's way to drop
     # a pre-spawn variable), the workers allocate as this process does.
     config["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        # inherited by the workers all the same (set in the shell, or left in this process by
+        # an earlier dask Nanny, which writes its pre-spawn variables into os.environ)
+        warnings.warn(
+            "MALLOC_TRIM_THRESHOLD_ is set in this process's environment "
+            f"({os.environ['MALLOC_TRIM_THRESHOLD_']}); the LocalCluster's workers inherit it, "
+            "which switches off glibc's dynamic mmap threshold and costs about 1.7x the CPU "
+            "per cell (benchmarks/results/grid.md). Unset it before starting the cluster.",
+            RuntimeWarning, stacklevel=2)
     with dask.config.set(config):
         return distributed.LocalCluster(
             n_workers=n_workers,

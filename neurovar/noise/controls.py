@@ -454,6 +454,9 @@ def _low_rank_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> Noise
             owner="noise_from_covariance",
         )
     if isinstance(cov, FactorCovariance):
+        n = cov.n_units
+        check_memory(3 * 8.0 * n * n, name="cov", owner="noise_from_covariance", value=n,
+                     what=f"the dense {n} x {n} covariance that kind='low_rank' decomposes")
         cov = cov.dense()
     return LowRankNoise.from_covariance(cov, rank, **kwargs)
 

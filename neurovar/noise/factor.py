@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from neurovar._validation import check_real, param_error
+from neurovar._validation import check_memory, check_real, param_error
 
 __all__ = ["FactorCovariance"]
 
@@ -145,10 +145,16 @@ class FactorCovariance:
         kept as factors (diagonal 0). ``random_frame(n, k)`` is
         :func:`~neurovar.noise.random_orthogonal` with the caller's generator.
         """
+        if self.is_isotropic:
+            return FactorCovariance(self.diagonal.copy())  # Q (d I) Q^T = d I
         if self.factors is not None and self.has_constant_diagonal:
             _, sv, _ = np.linalg.svd(self.factors, full_matrices=False)
             q = random_frame(self.n_units, sv.size)
             return FactorCovariance(self.diagonal.copy(), q * sv[None, :])
+        n = self.n_units
+        # the dense matrix, its eigenvectors and the N x N frame: refused before they are built
+        check_memory(3 * 8.0 * n * n, name="noise_or_cov", owner="rotate_spectrum", value=n,
+                     what=f"the dense {n} x {n} rotation of a non-constant diagonal")
         evals, _ = np.linalg.eigh(self.dense())
         q = random_frame(self.n_units, self.n_units)
         keep = evals > 0

@@ -115,3 +115,14 @@ def test_random_orthogonal_frame_does_not_need_the_n_by_n_memory():
 def test_bad_factor_covariance_names_the_parameter(kwargs, name):
     with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of FactorCovariance"):
         FactorCovariance(**kwargs)
+
+
+def test_rotating_an_isotropic_covariance_returns_it_and_a_huge_dense_rotation_is_refused(
+        monkeypatch):
+    iso = FactorCovariance(np.full(4, 0.5))
+    np.testing.assert_array_equal(rotate_spectrum(iso, rng=0).dense(), iso.dense())
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", "1000")  # a non-constant diagonal needs N x N
+    with pytest.raises(InvalidParameterError, match="rotate_spectrum"):
+        rotate_spectrum(FactorCovariance(np.arange(1.0, 31.0)), rng=0)
+    with pytest.raises(InvalidParameterError, match="noise_from_covariance"):
+        noise_from_covariance(FactorCovariance(np.arange(1.0, 31.0)), kind="low_rank", rank=2)

@@ -256,16 +256,17 @@ def plot_masking(table: pd.DataFrame) -> Figure:
         return [c for c in cols if np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
 
     ce = table.attrs.get("ce_attack") or "CE attack"
+    tol = float(table.attrs.get("tol", 0.1))
     judged = finite([c for c in table.columns if c.startswith("ce_pgd_excess_max_low:")])
     panels = [
         # what the flag judges: the largest lower CI bound over eps of the CE attack's excess
         # over the reference networks' gap; the raw gap where no per-image outcome exists
         (judged, "bar", f"{ce}: excess over the reference gap, largest CI lower bound over "
-         "eps (flag > 0.1)", 0.1) if judged else
+         f"eps (flag > {tol:g})", tol) if judged else
         (finite([c for c in table.columns if c.startswith("ce_pgd_minus_worst:")]), "bar",
-         f"{ce} accuracy minus ensemble worst case", 0.1),
+         f"{ce} accuracy minus ensemble worst case", tol),
         (finite([c for c in table.columns if c.startswith("square_minus_best_gradient:")]),
-         "bar", "Square accuracy minus the best gradient attack's", -0.05),
+         "bar", "Square accuracy minus the best gradient attack's", -tol / 2),
         (finite([c for c in table.columns if c.startswith("large_eps:")]), "dot",
          "accuracy at the large eps (chance 0.1)", 0.1),
     ]
