@@ -226,6 +226,13 @@ def _run_on_cluster(args: argparse.Namespace, config, cluster) -> int:
         dask_cluster.close()  # cancels the jobs
 
 
+def _interrupted(command: str) -> int:
+    """Ctrl-C during a run or its report: the finished cells are on disk; exit code 130."""
+    print(f"neurovar {command}: interrupted; finished cells are kept, run the same "
+          "command again to resume.", file=sys.stderr)
+    return 130
+
+
 def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
     from ..experiment import ConfigError
     from ..experiment import run as run_grid
@@ -244,9 +251,7 @@ def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
     except OSError as err:
         return error(args.command, f"cannot write results to {args.out!r}: {err}")
     except KeyboardInterrupt:
-        print(f"neurovar {args.command}: interrupted; finished cells are kept, run the same "
-              "command again to resume.", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
     try:
         if outcome.results is not None:
             write_report(args.out, results=outcome.results)
@@ -257,9 +262,7 @@ def _run_and_report(args: argparse.Namespace, config, scheduler) -> int:
     except OSError as err:
         return error(args.command, f"cannot write results to {args.out!r}: {err}")
     except KeyboardInterrupt:
-        print(f"neurovar {args.command}: interrupted; finished cells are kept, run the same "
-              "command again to resume.", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
     n = len(outcome.completed) + len(outcome.skipped) + len(outcome.failed)
     print(f"{len(outcome.completed)} cells computed, {len(outcome.skipped)} resumed, "
           f"{len(outcome.failed)} failed of {n}, in {outcome.seconds:.0f} s; results in "

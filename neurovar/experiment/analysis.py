@@ -329,16 +329,21 @@ def _ce_label(ce: str) -> str:
     return f"{ {'pgd_ce': 'CE-PGD', 'apgd_ce': 'APGD-CE'}.get(ce, 'CE attack') } ({ce})"
 
 
-def _reference_gap(sub: xr.Dataset, cond: str, target: str, last: int,
-                   ce: str = "pgd_ce") -> float:
-    """The CE attack ``ce`` minus the worst case on the reference networks of the same group:
-    the larger of ``none``'s and (for noise conditions other than isotropic) ``isotropic``'s,
-    0 when absent (the reference of :func:`calibrated_gap_flag`)."""
+def _references(cond: str, conditions: Any) -> list[str]:
+    """The reference networks of ``cond``'s masking flag: ``none`` and ``isotropic``, those of
+    the run other than ``cond`` itself."""
+    names = [str(c) for c in conditions]
+    return [r for r in ("none", "isotropic") if r != cond and r in names]
+
+
+def _reference_gap(sub: xr.Dataset, cond: str, target: str, last: int, *, ce: str) -> float:
+    """The CE attack ``ce`` minus the worst case on the reference networks of the same group
+    (:func:`_references`): the larger of their gaps, 0 when absent (the reference of
+    :func:`calibrated_gap_flag`)."""
+    if ce not in sub["attack"].values:
+        return 0.0
     refs = []
-    names = [str(c) for c in sub["condition"].values]
-    for r in ("none", "isotropic"):
-        if r == cond or r not in names or ce not in sub["attack"].values:
-            continue
+    for r in _references(cond, sub["condition"].values):
         c = sub.sel(condition=r)
         g = float(c["attack_accuracy"].sel(target=target, attack=ce).isel(strength=last)
                   - c["accuracy"].sel(target=target).isel(strength=last))
@@ -458,15 +463,14 @@ def _per_image_gaps(results: xr.Dataset, g: dict[str, Any], cond: str, target: s
         return (x["ce_attack_correct"] - x["correct"]).transpose("strength", "seed",
                                                               "stimulus").values
 
-    names = [str(c) for c in results["condition"].values]
-    refs = [r for r in ("none", "isotropic") if r != cond and r in names]
+    refs = _references(cond, results["condition"].values)
     return gaps(cond), [gaps(r) for r in refs], refs
 
 
 def _every_eps_flag(results: xr.Dataset, g: dict[str, Any], cond: str, t: str, ks: list[int],
                     values: np.ndarray, row: dict[str, Any], messages: list[str], where: str,
                     *, tol: float, confidence_level: float, n_resamples: int,
-                    rng: int, ce: str = "pgd_ce") -> list[str]:
+                    rng: int, ce: str) -> list[str]:
     """:func:`every_eps_excess` of one (group, condition, target) into ``row`` and
     ``messages``; the flag names it raises."""
     d, refs, names = _per_image_gaps(results, g, cond, t, ks)
@@ -583,8 +587,10 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
     ran = {t: [a for a in attacks if np.isfinite(
         results["attack_accuracy"].sel(target=t, attack=a).values).any()] for t in adv_targets}
     target_ce = {t: ce_attack(ran[t]) for t in adv_targets}
-    ce = next((c for c in target_ce.values() if c is not None), None)
     per_image = "ce_attack_correct" in results
+    # the targets whose per-image CE outcome the cells stored (else the point rule)
+    stored = {t: per_image and bool(np.isfinite(
+        results["ce_attack_correct"].sel(target=t).values).any()) for t in adv_targets}
     rows: list[dict[str, Any]] = []
     not_checked = _checks_not_run(results, cfg, attacks, target_ce, per_image,
                                   bool(adv_targets))
@@ -621,10 +627,9 @@ def masking_diagnostics(results: xr.Dataset, cfg: ExperimentConfig, *, n_classes
                     # calibrated: a worst case over attacks x repeated evaluations sits below
                     # any one attack on every stochastic network; only the excess over the gap
                     # the same evaluation leaves on the reference conditions is read
-                    ref = _reference_gap(sub, cond, t, last, ce)
+                    ref = _reference_gap(sub, cond, t, last, ce=ce)
                     row[f"ce_pgd_excess:{t}"] = gap - ref
-                    if per_image and np.isfinite(
-                            results["ce_attack_correct"].sel(target=t).values).any():
+                    if stored[t]:
                         flagged += _every_eps_flag(
                             results, g, cond, t, ks, values, row, messages, where, tol=tol,
                             confidence_level=ev.confidence_level, n_resamples=ev.n_bootstrap,

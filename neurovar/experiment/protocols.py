@@ -161,7 +161,7 @@ def evaluate_adaptive_target(attacked: nn.Module, defended: nn.Module, images: t
          "accuracy": (("strength",), correct.mean(axis=1)),
          "attack_accuracy": (("strength", "attack"), per.mean(axis=2)),
          # per image and attack (worst over the evaluations): the masking flag's per-image
-         # CE-PGD outcome (the cell stores the pgd_ce slice only)
+         # CE-attack outcome (the cell stores the target's CE attack's slice only)
          "attack_correct": (("strength", "attack", "stimulus"), per)},
         coords={"strength": strengths, "attack": attacks},
         attrs={"outcome": "worst_case", "protocol": "adaptive", "family": "attack",

@@ -471,8 +471,7 @@ def _diagonal_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> Noise
 def _isotropic_kind(cov: Any, *, rank: int | None = None, **kwargs: Any) -> NoiseModule:
     _no_rank("isotropic", rank)
     if isinstance(cov, FactorCovariance):
-        n = cov.n_units
-        return IsotropicNoise(float(np.sqrt(max(cov.trace, 0.0) / n)), n_units=n, **kwargs)
+        return _factor_module(isotropic_control(cov), **kwargs)  # (tr / N) I, sampled
     arr = _square(cov)
     d = arr.shape[0]
     return IsotropicNoise(float(np.sqrt(max(np.trace(arr), 0.0) / d)), n_units=d, **kwargs)
