@@ -111,12 +111,36 @@ def _same_cells(specs, a: Path, b: Path) -> None:
             raise RuntimeError(f"cell {spec.label}: cluster result differs from in-process")
 
 
-def demo_cells(k: int, per_seed: int = 0, threads: int = 0) -> list:
+def paper_config(n_seeds: int):
+    """The shipped ``preble2026`` grid's shape at the ``demo`` config's budget.
+
+    Every grid axis, source and target of ``preble2026`` (its 23 cells per seed: 6 conditions
+    with ``diagonal:*`` over its 9 sources, 2 magnitudes; 4 paper attacks at 11 eps, the
+    adaptive ensemble at 5, 4 corruptions at 5 severities, obstruction), so the shared work
+    the cells depend on is the paper's (a base network per seed, 9 fitted sources per seed
+    and layer), with the demo's data, training and evaluation budgets (embedded MNIST, 200
+    fit / 80 evaluation images, 3 epochs, 5-20 attack steps) and its first ``n_seeds`` seeds.
+    """
+    import tomllib
+
+    from neurovar.experiment import load_config
+
+    root = Path(__file__).resolve().parents[1] / "neurovar" / "configs"
+    paper = tomllib.loads((root / "preble2026.toml").read_text())
+    demo = tomllib.loads((root / "demo.toml").read_text())
+    paper.update(name="preble2026-at-demo-budget", seeds=paper["seeds"][:n_seeds],
+                 device="cpu", data=demo["data"], training=demo["training"],
+                 evaluation={**demo["evaluation"], "attacks": paper["evaluation"]["attacks"]})
+    return load_config(paper)
+
+
+def demo_cells(k: int, per_seed: int = 0, threads: int = 0, paper: int = 0) -> list:
     """The first ``k`` cells of the demo grid, or (``per_seed``) the first ``per_seed`` cells
-    of each of its seeds; ``threads``: torch threads per cell instead of the config's."""
+    of each of its seeds; ``threads``: torch threads per cell instead of the config's;
+    ``paper``: the grid of :func:`paper_config` with that many seeds instead of the demo's."""
     from neurovar.experiment import load_config, plan
 
-    cfg = load_config("demo")
+    cfg = paper_config(paper) if paper else load_config("demo")
     if threads:
         cfg = load_config({**cfg.to_dict(), "threads": threads})
     cells = plan(cfg)
@@ -128,13 +152,13 @@ def demo_cells(k: int, per_seed: int = 0, threads: int = 0) -> list:
 
 
 def demo_runs(client, k: int, repeats: int, workers: int, per_seed: int = 0,
-              threads: int = 0) -> list[tuple[str, int, float, float]]:
+              threads: int = 0, paper: int = 0) -> list[tuple[str, int, float, float]]:
     """The demo cells (:func:`demo_cells`), in-process and on the cluster, alternating, from
     cold caches; (where, run, wall s, CPU s) per run. Every cluster run's cells are compared
     bitwise with the in-process run's."""
     from neurovar.experiment import cell
 
-    demo = demo_cells(k, per_seed, threads)
+    demo = demo_cells(k, per_seed, threads, paper)
     where_c = f"LocalCluster {workers} workers, write=worker"
     out_rows = []
     for r in range(repeats):
@@ -165,10 +189,12 @@ def demo_runs(client, k: int, repeats: int, workers: int, per_seed: int = 0,
 
 
 def demo_table(demo_rows, args) -> list[str]:
-    n = len(demo_cells(args.demo, args.per_seed, args.threads))
+    n = len(demo_cells(args.demo, args.per_seed, args.threads, args.paper))
     which = (f"the first {args.per_seed} cells of each seed ({n} cells)" if args.per_seed
              else f"the first {n} cells")
-    lines = ["", f"## The demo grid: {which} of the shipped `demo` config", "",
+    grid = (f"the `preble2026` grid at the demo's budget ({args.paper} seeds, "
+            "`paper_config`)" if args.paper else "the shipped `demo` config")
+    lines = ["", f"## {which} of {grid}", "",
              f"Torch threads per cell: {args.threads or 'the config' + chr(39) + 's (2)'}. "
              f"Default compute (shared work as tasks the cells depend on), {args.repeats} runs "
              "of each side alternating, each from cold caches (new results folder, in-memory "
@@ -199,6 +225,9 @@ def main() -> None:
                         "config's, 2)")
     parser.add_argument("--per-seed", type=int, default=0,
                         help="with --demo: the first this many cells of each seed instead")
+    parser.add_argument("--paper", type=int, default=0,
+                        help="with --demo: the preble2026 grid at the demo's budget with this "
+                        "many seeds (paper_config) instead of the demo grid")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -253,7 +282,7 @@ def main() -> None:
                 timed(work, scheduler=client, **fns))
         if args.demo:
             demo_rows = demo_runs(client, args.demo, args.repeats, args.workers,
-                                  args.per_seed, args.threads)
+                                  args.per_seed, args.threads, args.paper)
     finally:
         client.close()
         cluster.close()

@@ -360,13 +360,15 @@ def _compare_group(sub, args, column, value):
 
 def _crossed(labels, df, by, is_a, is_b) -> bool:
     """Whether, in some ``--by`` group, the A and B rows take the same several values of
-    ``labels`` equally often (a setting crossed with the conditions, like an eps grid)."""
+    ``labels`` (a setting crossed with the conditions, like an eps grid). The same values, not
+    equally often: in a real grid one condition may exist at more magnitudes than the other,
+    so the other's rows repeat each eps fewer times, and that pooling is the one to refuse."""
     groups = df.groupby(by, dropna=False).groups.values() if by else [df.index]
     for idx in groups:
         idx = pd.Index(idx)
         ca = labels[idx][is_a[idx]].value_counts()
         cb = labels[idx][is_b[idx]].value_counts()
-        if len(ca) > 1 and ca.sort_index().equals(cb.sort_index()):
+        if len(ca) > 1 and set(ca.index) == set(cb.index):
             return True
     return False
 
@@ -380,7 +382,9 @@ def _row_type_columns(df, column, value, by, pair_on, a_label, b_label):
     identifier). A string, categorical or boolean column counts; a float column counts only
     when it looks like a setting crossed with the conditions (A and B rows take the same
     values equally often, like an eps grid), not a measurement (``ci_low``,
-    ``clean_accuracy``, which differ between conditions). ``--by`` and ``--pair-on`` columns
+    ``clean_accuracy``, which differ between conditions), or when it is one of the float grid
+    coordinates of an experiment's ``results.csv`` (``magnitude``, ``strength``,
+    ``noise_at_test``: settings by definition, crossed or not). ``--by`` and ``--pair-on`` columns
     never count. Integer columns (seed, example, unit) are sample identifiers.
     Missing values count as one value ``"nan"`` (pandas 3 keeps NaN a float in
     ``astype(str)``, which made the labels unsortable).
@@ -394,6 +398,9 @@ def _row_type_columns(df, column, value, by, pair_on, a_label, b_label):
                     "target_alignment", "alignment_index", "participation_ratio",
                     "trial_variance", "fano_factor", "fano_reason", "noise_correlation",
                     "eot_gap", "gradient_snr"}
+    # the float grid coordinates of an experiment's results.csv: settings even where the two
+    # conditions do not share them (isotropic at m = 0.5 and 2 against a source fitted at 2 only)
+    settings = {"magnitude", "strength", "noise_at_test"}
     is_a, is_b = cond == a_label, cond == b_label
     within = [df[c] for c in by]
     for c in df.columns:
@@ -413,7 +420,8 @@ def _row_type_columns(df, column, value, by, pair_on, a_label, b_label):
             continue  # constant within every group and condition: pools nothing
         if not bool(cells.apply(lambda x: x.duplicated().any()).any()):
             continue  # a per-sample identifier
-        if is_float and not is_label and not _crossed(labels, df, by, is_a, is_b):
+        if (is_float and not is_label and c not in settings
+                and not _crossed(labels, df, by, is_a, is_b)):
             continue  # a measurement, not a setting
         out.append((c, sorted(labels.unique())))
     return out

@@ -514,3 +514,39 @@ def test_unreadable_input_is_one_line_not_a_traceback(tmp_path, capsys):
         assert "Permission denied" in capsys.readouterr().err
     finally:
         path.chmod(0o644)
+
+
+def test_grid_coordinates_are_not_pooled_when_conditions_do_not_share_them(tmp_path, capsys):
+    """A real grid: isotropic at two magnitudes, the structured source fitted at one, both at
+    the same eps grid. The eps and magnitude of isotropic's rows then repeat twice as often as
+    structured's, so they are not 'crossed' by count; pooling them would compare structured at
+    m = 2 with the mean of isotropic at m = 0.5 and 2. The command must refuse and name --by."""
+    from neurovar.cli import main
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(4):
+        for eps in (0.05, 0.1, 0.2):
+            rows.append({"seed": seed, "condition": "structured:pgd_ce", "magnitude": 2.0,
+                         "target": "apgd@paper", "strength": eps,
+                         "accuracy": 0.8 - eps + rng.normal(0, 0.01)})
+            for m in (0.5, 2.0):
+                rows.append({"seed": seed, "condition": "isotropic", "magnitude": m,
+                             "target": "apgd@paper", "strength": eps,
+                             "accuracy": 0.8 - m * eps + rng.normal(0, 0.01)})
+    path = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    out = tmp_path / "o.csv"
+    argv = ["stats", str(path), "--compare", "structured:pgd_ce", "isotropic",
+            "--value", "accuracy", "--out", str(out)]
+    assert main([*argv, "--by", "target"]) == 2
+    err = capsys.readouterr().err
+    assert "'magnitude' has 2 values" in err and "'strength' has 3 values" in err
+    assert "--by target magnitude strength" in err and not out.exists()
+    assert main([*argv, "--by", "target", "magnitude", "strength", "--pair-on", "seed",
+                 "--n-permutations", "99"]) == 0
+    res = pd.read_csv(out)
+    tested = res[res.n_a > 0]
+    # one test per (magnitude, eps) that both conditions have: structured only exists at m = 2
+    assert sorted(tested.magnitude.unique()) == [2.0] and len(tested) == 3
+    assert (tested.n_a == 4).all() and (tested.n_b == 4).all()
