@@ -384,8 +384,9 @@ def test_impulse_fast_path_same_bits(default_dtype):
                     out = C._impulse_noise(x, c, torch.Generator().manual_seed(n + k))
                     assert out.dtype == ref.dtype and torch.equal(_bits(out), _bits(ref)), (n, c)
         # through corrupt() (which skips the clip for this kernel), on image batches: contiguous,
-        # channels-last (an HWC array permuted), a strided slice; with and without -0.0
-        base = torch.rand(6, 34, 19, 3, generator=gen, dtype=default_dtype)
+        # channels-last (an HWC array permuted), a strided slice; with and without -0.0; 45
+        # images of 3x40x37 (14 per chunk of the fast path, the last chunk partial)
+        base = torch.rand(45, 40, 37, 3, generator=gen, dtype=default_dtype)
         base[:, :4] = 0.0
         for x in (
             base.permute(0, 3, 1, 2),
