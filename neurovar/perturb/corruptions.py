@@ -107,7 +107,7 @@ def _shot_noise(x, c, gen):
     return torch.poisson(x * c, generator=gen).div_(c)  # == ... / c, one temporary fewer
 
 
-_IMPULSE_CHUNK = 1 << 16  # values per chunk of impulse noise's fast path (256 KB in float32)
+_IMPULSE_CHUNK = 1 << 18  # values per chunk of impulse noise's fast path (1 MB in float32)
 
 
 def _impulse_noise(x, c, gen):
@@ -132,9 +132,10 @@ def _impulse_noise(x, c, gen):
         # P = +0): no rounding anywhere, and with no -0.0 in x (checked above on the sign
         # bits; max/min of zeros of both signs may return either) no signed-zero ambiguity.
         # In chunks of whole images (dim 0), so that the scratch buffers (S, and a contiguous
-        # copy of a strided x such as channels-last images) stay small, in cache, and are
-        # never fresh multi-MB allocations: at 256 RGB 32x32 images the page faults of a fresh
-        # 3 MB temporary cost about as much as a third of the draw.
+        # copy of a strided x such as channels-last images) stay at most 1 MB and are reused
+        # across chunks instead of full-size temporaries: at 256 RGB 32x32 images the page
+        # faults of one fresh 3 MB buffer cost about a third of the draw. (1 MB chunks were
+        # measured 5-8% faster than 256 KB and 64 KB ones: fewer ops per call.)
         n0, item = x.shape[0], x[0].numel()
         per = max(1, _IMPULSE_CHUNK // item)  # images per chunk
         m = min(n0, per) * item

@@ -358,13 +358,17 @@ def _impulse_where(x: torch.Tensor, c: float, seed: int) -> torch.Tensor:
     return torch.where(u < c, (u >= 0.5 * c).to(x.dtype), x).clamp(0, 1)
 
 
+@pytest.mark.parametrize("chunk", [None, 1 << 14])
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
-def test_impulse_fast_path_same_bits(default_dtype):
+def test_impulse_fast_path_same_bits(default_dtype, chunk, monkeypatch):
     """The vectorized clamp(x, u < c, u >= c/2) of impulse noise gives, bit for bit (signed
     zeros included), where(u < c, u >= c/2, x): random sizes across the chunk boundary, both
     float dtypes, images full of exact 0 / 1 (ties with the salt and pepper values), high noise
     levels, -0.0 in the input (the fallback path), and with float64 as torch's default dtype
-    (then the draw is float64 too)."""
+    (then the draw is float64 too); with the module's chunk size and a small one (several
+    chunks of images)."""
+    if chunk is not None:
+        monkeypatch.setattr(C, "_IMPULSE_CHUNK", chunk)
     gen = torch.Generator().manual_seed(1)
     prev = torch.get_default_dtype()
     torch.set_default_dtype(default_dtype)
@@ -384,8 +388,8 @@ def test_impulse_fast_path_same_bits(default_dtype):
                     out = C._impulse_noise(x, c, torch.Generator().manual_seed(n + k))
                     assert out.dtype == ref.dtype and torch.equal(_bits(out), _bits(ref)), (n, c)
         # through corrupt() (which skips the clip for this kernel), on image batches: contiguous,
-        # channels-last (an HWC array permuted), a strided slice; with and without -0.0; 45
-        # images of 3x40x37 (14 per chunk of the fast path, the last chunk partial)
+        # channels-last (an HWC array permuted), a strided slice; with and without -0.0 (45
+        # images of 3x40x37: with the small chunk, 3 per chunk, the last chunk partial)
         base = torch.rand(45, 40, 37, 3, generator=gen, dtype=default_dtype)
         base[:, :4] = 0.0
         for x in (
