@@ -254,13 +254,23 @@ def _motion_blur(
     return out.reshape(n, c, h, w)
 
 
-
 def _pixelate(x, c, gen, *, upsample: str = "box"):
     """PIL box downsampling to ``int(side c)`` pixels and box (CIFAR-10-C) upsampling back."""
     _, _, h, w = x.shape
-    mh = _pixelate_matrix(h, c, upsample).to(x)
-    mw = _pixelate_matrix(w, c, upsample).to(x)
+    mh = _pixelate_matrix_as(h, c, upsample, x.dtype, x.device)
+    mw = _pixelate_matrix_as(w, c, upsample, x.dtype, x.device)
+    # the two products exactly as before (the bits of a GEMM depend on the BLAS call: shapes,
+    # transposition flags, batching), see benchmarks/results/corruptions.md
     return torch.matmul(mh, torch.matmul(x, mw.T))
+
+
+@functools.lru_cache(maxsize=64)
+def _pixelate_matrix_as(
+    n: int, c: float, upsample: str, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """:func:`_pixelate_matrix` converted to ``dtype`` on ``device`` (cached: the same values
+    as converting on every call, without the per-call conversions). Read-only by convention."""
+    return _pixelate_matrix(n, c, upsample).to(dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=64)

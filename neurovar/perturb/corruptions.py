@@ -96,7 +96,10 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 def _gaussian_noise(x, c, gen):
     """:math:`x + \\mathcal N(0, c^2)` per pixel and channel."""
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    return noise.mul_(c).add_(x)  # == x + c * noise, without two temporaries
+    # == x + c * noise, without temporaries: a contiguous copy of a strided x (channels-last
+    # images) would make the add vectorized but costs more (a fresh 3 MB buffer's page faults
+    # at 256 RGB 32x32 images) than the strided add
+    return noise.mul_(c).add_(x)
 
 
 def _shot_noise(x, c, gen):
@@ -104,17 +107,61 @@ def _shot_noise(x, c, gen):
     return torch.poisson(x * c, generator=gen).div_(c)  # == ... / c, one temporary fewer
 
 
+_IMPULSE_CHUNK = 1 << 18  # values per chunk of impulse noise's fast path (1 MB in float32)
+
+
 def _impulse_noise(x, c, gen):
-    """Salt-and-pepper: a fraction ``c`` of values set to 0 or 1 (skimage ``s&p``)."""
+    """Salt-and-pepper: a fraction ``c`` of values set to 0 or 1 (skimage ``s&p``).
+
+    The result is already in [0, 1] (``x`` or 0 / 1), so :func:`corrupt` does not clip it.
+    """
     # one uniform u per value: u < c/2 -> pepper, c/2 <= u < c -> salt (same law as two draws)
     u = torch.rand(x.shape, generator=gen, device=x.device)
+    if (
+        x.device.type == "cpu"
+        and u.dtype == x.dtype
+        and not x.requires_grad
+        and x.numel()
+        and int(_memory_flat(x).view(_SAME_SIZE_INT[x.dtype]).min()) >= 0  # no -0.0 in x
+    ):
+        # Why faster, and why the same bits as where(u < c, (u >= c/2), x): torch's CPU float
+        # -> bool comparison and where() run unvectorized (together about 1/3 of the draw's
+        # time); here every op is a vectorized float op: S = (u < c) and P = (u >= c/2) as
+        # 0/1 floats and clamp(x, min=S, max=P) = min(max(x, S), P), which is x where not hit
+        # (S = +0, P = 1, x in [0, 1]), 1 for salt (S = P = 1) and +0 for pepper (S = 1,
+        # P = +0): no rounding anywhere, and with no -0.0 in x (checked above on the sign
+        # bits; max/min of zeros of both signs may return either) no signed-zero ambiguity.
+        # In chunks of whole images (dim 0), so that the scratch buffers (S, and a contiguous
+        # copy of a strided x such as channels-last images) stay at most 1 MB and are reused
+        # across chunks instead of full-size temporaries: at 256 RGB 32x32 images the page
+        # faults of one fresh 3 MB buffer cost about a third of the draw. (1 MB chunks were
+        # measured 5-9% faster than 256 KB ones and 25% faster than 64 KB: fewer ops per call.)
+        n0, item = x.shape[0], x[0].numel()
+        per = max(1, _IMPULSE_CHUNK // item)  # images per chunk
+        m = min(n0, per) * item
+        s = torch.empty(m, dtype=u.dtype, device=u.device)
+        xs = None if x.is_contiguous() else torch.empty(m, dtype=x.dtype, device=x.device)
+        for a in range(0, n0, per):
+            uc = u[a : a + per].view(-1)
+            sc = s[: uc.numel()]
+            if xs is None:
+                xc = x[a : a + per].reshape(-1)  # a view: x is contiguous
+            else:
+                xc = xs[: uc.numel()]
+                xc.view(u[a : a + per].shape).copy_(x[a : a + per])
+            torch.lt(uc, c, out=sc)
+            uc.ge_(0.5 * c)
+            torch.clamp(xc, sc, uc, out=uc)
+        return u
     hit = u < c
     u.ge_(0.5 * c)  # in place: 1 (salt) / 0 (pepper), read only where hit
     if u.dtype == x.dtype and not x.requires_grad:
-        # written into u: one temporary (the mask) instead of three; at 256 RGB 32x32 images
-        # the fresh 3 MB temporaries (page faults) cost more than the draw itself
-        return torch.where(hit, u, x, out=u)
+        return torch.where(hit, u, x, out=u)  # written into u: one temporary (the mask)
     return torch.where(hit, u.to(x.dtype), x)
+
+
+# integer dtypes of the same width, to read the sign bits of float tensors
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
@@ -491,8 +538,9 @@ def _check_images(images: Any, owner: str) -> tuple[torch.Tensor, bool]:
     if not x.is_floating_point():
         raise param_error("images", owner, "a floating-point tensor in [0, 1]", x.dtype)
     if x.numel():
-        # one pass for the common case (NaN propagates into the min/max and fails the test)
-        lo, hi = torch.aminmax(x.detach())
+        # one pass for the common case (NaN propagates into the min/max and fails the test),
+        # in memory order (min and max do not depend on the order)
+        lo, hi = torch.aminmax(_memory_flat(x.detach()))
         if bool((lo >= 0) & (hi <= 1)):
             return x, single
     if x.numel() and not bool(torch.isfinite(x).all()):
@@ -506,6 +554,15 @@ def _check_images(images: Any, owner: str) -> tuple[torch.Tensor, bool]:
             f"values in [{float(x.min())}, {float(x.max())}]",
         )
     return x, single
+
+
+def _memory_flat(x: torch.Tensor) -> torch.Tensor:
+    """The values of ``x`` as a 1-D view in memory order when its storage is dense (e.g.
+    channels-last images from an HWC array), else ``x``: for order-free reductions (min, max),
+    which torch runs several times slower over a permuted layout (3-4x at 64 RGB 32x32)."""
+    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
+    y = x.permute(order)
+    return y.view(-1) if y.is_contiguous() else x
 
 
 def corrupt(images: torch.Tensor, name: str, *, severity: int, rng: RNGLike = None) -> torch.Tensor:
@@ -540,8 +597,16 @@ def corrupt(images: torch.Tensor, name: str, *, severity: int, rng: RNGLike = No
     spec = CORRUPTIONS[name]
     gen = make_generator(seed_from(rng), x.device)
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    out = _clip01(spec.kernel(work, spec.params[int(severity) - 1], gen), images).to(x.dtype)
+    out = spec.kernel(work, spec.params[int(severity) - 1], gen)
+    if name not in _IN_RANGE:
+        out = _clip01(out, images)
+    out = out.to(x.dtype)
     return out[0] if single else out
+
+
+# kernels whose output is already in [0, 1] for inputs in [0, 1] (every value an input value or
+# 0 / 1): clamp(0, 1) would return the same bits (it keeps -0.0), so it is skipped
+_IN_RANGE = frozenset({"impulse_noise"})
 
 
 def _clip01(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -617,8 +682,12 @@ def _mod_random_rotation(x, s, gen):
     from torchvision.transforms.functional import InterpolationMode, rotate
 
     angles = (torch.rand(x.shape[0], generator=gen, device=x.device) * 2 - 1) * 60.0 * s
-    return torch.stack([rotate(img, float(a), interpolation=InterpolationMode.BILINEAR,
-                               fill=0.0) for img, a in zip(x, angles.tolist())])
+    return torch.stack(
+        [
+            rotate(img, float(a), interpolation=InterpolationMode.BILINEAR, fill=0.0)
+            for img, a in zip(x, angles.tolist())
+        ]
+    )
 
 
 #: name -> (kernel, (min strength, max strength), identity strength)

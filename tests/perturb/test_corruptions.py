@@ -345,3 +345,93 @@ def test_in_place_fast_paths_keep_autograd():
         y.sum().backward()
         assert torch.equal(y.detach(), corrupt(x.detach(), name, severity=3, rng=0)), name
     assert float(x.grad.abs().sum()) > 0
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits of a float tensor (torch.equal treats -0.0 and +0.0 as equal)."""
+    return t.contiguous().view({torch.float32: torch.int32, torch.float64: torch.int64}[t.dtype])
+
+
+def _impulse_where(x: torch.Tensor, c: float, seed: int) -> torch.Tensor:
+    """The formula of the frozen previous module: where(u < c, u >= c/2, x).clamp(0, 1)."""
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+    return torch.where(u < c, (u >= 0.5 * c).to(x.dtype), x).clamp(0, 1)
+
+
+@pytest.mark.parametrize("chunk", [None, 1 << 14])
+@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
+def test_impulse_fast_path_same_bits(default_dtype, chunk, monkeypatch):
+    """The vectorized clamp(x, u < c, u >= c/2) of impulse noise gives, bit for bit (signed
+    zeros included), where(u < c, u >= c/2, x): random sizes across the chunk boundary, both
+    float dtypes, images full of exact 0 / 1 (ties with the salt and pepper values), high noise
+    levels, -0.0 in the input (the fallback path), and with float64 as torch's default dtype
+    (then the draw is float64 too); with the module's chunk size and a small one (several
+    chunks of images)."""
+    if chunk is not None:
+        monkeypatch.setattr(C, "_IMPULSE_CHUNK", chunk)
+    gen = torch.Generator().manual_seed(1)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(default_dtype)
+    try:
+        chunk = C._IMPULSE_CHUNK
+        sizes = [1, 7, 16, chunk - 1, chunk, chunk + 1, 3 * chunk + 5]
+        sizes += [int(v) for v in torch.randint(2, 3 * chunk, (4,), generator=gen)]
+        for k, n in enumerate(sizes):
+            for dtype in (torch.float32, torch.float64):
+                x = torch.rand(n, generator=gen, dtype=dtype)
+                x[torch.rand(n, generator=gen) < 0.3] = 0.0  # exact ties with pepper
+                x[torch.rand(n, generator=gen) < 0.3] = 1.0  # and with salt
+                if k % 3 == 2:
+                    x[torch.rand(n, generator=gen) < 0.1] = -0.0
+                for c in (0.01, 0.09, 0.5, 1.0):
+                    ref = _impulse_where(x, c, seed=n + k)
+                    out = C._impulse_noise(x, c, torch.Generator().manual_seed(n + k))
+                    assert out.dtype == ref.dtype and torch.equal(_bits(out), _bits(ref)), (n, c)
+        # through corrupt() (which skips the clip for this kernel), on image batches: contiguous,
+        # channels-last (an HWC array permuted), a strided slice; with and without -0.0 (45
+        # images of 3x40x37: with the small chunk, 3 per chunk, the last chunk partial)
+        base = torch.rand(45, 40, 37, 3, generator=gen, dtype=default_dtype)
+        base[:, :4] = 0.0
+        for x in (
+            base.permute(0, 3, 1, 2),
+            base.permute(0, 3, 1, 2).contiguous(),
+            base.permute(0, 3, 1, 2)[:, :, ::2],
+        ):
+            for neg in (False, True):
+                if neg:
+                    x = x.clone()
+                    x[:, :, -4:] = -0.0
+                for sev in SEVERITIES:
+                    c = CORRUPTIONS["impulse_noise"].params[sev - 1]
+                    ref = _impulse_where(x, c, seed=5)
+                    out = corrupt(x, "impulse_noise", severity=sev, rng=5)
+                    assert torch.equal(_bits(out), _bits(ref)), (x.stride(), neg, sev)
+    finally:
+        torch.set_default_dtype(prev)
+
+
+def test_range_check_in_memory_order_any_layout():
+    """The one-pass range check of corrupt() reads the values in memory order where the
+    storage is dense: the same min / max (and NaN) for contiguous, channels-last, permuted,
+    strided, expanded and single-image inputs, and out-of-range or NaN values still refused."""
+    gen = torch.Generator().manual_seed(0)
+    hwc = torch.rand(3, 10, 12, 3, generator=gen, dtype=torch.float64)
+    views = [
+        hwc.permute(0, 3, 1, 2),  # channels-last
+        hwc.permute(0, 3, 1, 2).contiguous(),
+        hwc.permute(0, 3, 2, 1),  # H and W swapped too
+        hwc.permute(0, 3, 1, 2)[:, :, 1::2],  # not dense: reduced as is
+        hwc[:1].permute(0, 3, 1, 2).expand(4, 3, 10, 12),  # overlapping
+        hwc[0].permute(2, 0, 1),
+    ]
+    for v in views:
+        flat = C._memory_flat(v)
+        assert torch.equal(torch.stack(torch.aminmax(flat)), torch.stack(torch.aminmax(v)))
+        assert flat.numel() == v.numel() or flat is v
+        out = corrupt(v, "contrast", severity=2)
+        assert out.shape == v.shape
+        for bad in (-0.25, 1.5, float("nan")):
+            w = v.clone(memory_format=torch.preserve_format)
+            w[..., 1, 2] = bad
+            with pytest.raises(ValueError):
+                corrupt(w, "contrast", severity=2)
