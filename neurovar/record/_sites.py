@@ -8,9 +8,10 @@ per trial; :func:`noise_config` describes every stochastic site for the recordin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -190,6 +191,25 @@ def _fork_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
+@contextlib.contextmanager
+def probe_guard(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run probe passes that leave no trace in the recording's draws: in a fork of torch's RNG
+    (and the device's), with every noise module's stream, frozen draw and buffers (running
+    estimates) restored afterwards, and without autograd."""
+    noise = noise_modules(model)
+    saved = [(m.get_rng_state(), [(b, b.detach().clone()) for b in m.buffers()]) for m in noise]
+    devices = _fork_devices(device)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
+            yield
+    finally:
+        with torch.no_grad():
+            for m, (state, buffers) in zip(noise, saved):
+                m.set_rng_state(state)
+                for buf, value in buffers:
+                    buf.copy_(value)
+
+
 def _prefix_randomness(
     model: nn.Module,
     example: torch.Tensor,
@@ -238,9 +258,6 @@ def _prefix_randomness(
         captured.append(out)
         raise _ProbeStop
 
-    noise = noise_modules(model)
-    saved = [(m.get_rng_state(), [(b, b.detach().clone()) for b in m.buffers()]) for m in noise]
-    devices = _fork_devices(device)
     try:
         for mname, module in modules.items():
             if mname and module is not target:
@@ -251,7 +268,7 @@ def _prefix_randomness(
             handles.append(target.register_forward_pre_hook(stop_input, prepend=True))
         elif site is not None:  # before the noise hook: the site's own output, no noise drawn
             handles.append(target.register_forward_hook(stop_output, prepend=True))
-        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
+        with probe_guard(model, device):
             for copies in _PROBE_COPIES:
                 try:
                     out = model(example.expand(copies, *example.shape[1:]).contiguous())
@@ -261,11 +278,6 @@ def _prefix_randomness(
     finally:
         for h in handles:
             h.remove()
-        with torch.no_grad():
-            for m, (state, buffers) in zip(noise, saved):
-                m.set_rng_state(state)
-                for buf, value in buffers:
-                    buf.copy_(value)
     for mname in dict.fromkeys(ran):
         module = modules[mname]
         if _known_random(module):
@@ -331,21 +343,34 @@ def _untracked_randomness(
     return None
 
 
-def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
-    """Warn about noise whose scale a recording would re-estimate from batches of trial copies.
+def _relative_noise_in_training(model: nn.Module) -> list[tuple[str, float]]:
+    """``[(layer, relative_scale), ...]`` of the noise that a recording would re-estimate from
+    batches of trial copies (see :func:`_warn_relative_noise_in_training`); read before the
+    recording puts BatchNorm layers in eval mode."""
+    found = []
+    for name, hook in find_noise_hooks(model, active_only=True):
+        noise = getattr(hook, "noise", None)
+        # the noise module follows the train/eval mode of the layer it is hooked into
+        if getattr(noise, "relative_scale", None) is None or not model.get_submodule(name).training:
+            continue
+        found.append((name, float(noise.relative_scale)))
+    return found
+
+
+def _warn_relative_noise_in_training(
+    found: list[tuple[str, float]], stim_chunk: int, *, stacklevel: int = 3
+) -> None:
+    """Warn about noise whose scale a recording would re-estimate from batches of trial copies
+    (``found``: :func:`_relative_noise_in_training`).
 
     A noise module with ``relative_scale`` in training mode sets its scale from the variance of
     the batch it sees. Inside a recording that batch holds ``n_trials`` copies of each of a few
     stimuli, not a sample of the data: its variance is not the layer's (with one stimulus per
     pass it is 0 at the layer where trials branch, and the module adds no noise at all).
     """
-    for name, hook in find_noise_hooks(model, active_only=True):
-        noise = getattr(hook, "noise", None)
-        # the noise module follows the train/eval mode of the layer it is hooked into
-        if getattr(noise, "relative_scale", None) is None or not model.get_submodule(name).training:
-            continue
+    for name, scale in found:
         warnings.warn(
-            f"The noise at layer {name!r} has relative_scale={noise.relative_scale:g} and the "
+            f"The noise at layer {name!r} has relative_scale={scale:g} and the "
             "layer is in training mode, so inside this recording the noise re-estimates the "
             f"layer's variance from batches of trial copies ({stim_chunk} stimuli per pass) "
             "instead of using its running estimate: the recorded noise level is not the "
@@ -353,5 +378,5 @@ def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
             f"`model.get_submodule({name!r}).eval()`, or `model.eval()`; injected noise is still "
             "added) to record with the running estimate.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )

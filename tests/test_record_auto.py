@@ -1,0 +1,184 @@
+"""``batch_size="auto"`` (the default): samples per pass from a probe pass's activation bytes.
+
+The batch size chosen is stored in ``attrs["batch_size"]`` and an explicit ``batch_size`` of
+that value reproduces the recording bit for bit (the probe pass draws nothing the recording
+draws); an int ``batch_size`` records exactly as before; a store started with ``"auto"`` resumes
+with the batch size it was started with, whatever the budget of the resuming process.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neurovar._validation import InvalidParameterError
+from neurovar.models import SmallCNN
+from neurovar.noise import IsotropicNoise, inject_noise
+from neurovar.record import _budget, record_activations
+from neurovar.record import _state as _store
+
+# SmallCNN (channels 16, 32; hidden 64; 10 classes) on 1 x 8 x 8 inputs: the floats each
+# leaf module outputs for one stimulus, in execution order
+_LEAF_FLOATS = {
+    "input": 64, "conv1": 1024, "relu1": 1024, "conv2": 2048, "relu2": 2048, "pool": 512,
+    "flatten": 512, "fc1": 64, "relu3": 64, "fc2": 10,
+}  # fmt: skip
+
+
+def _digits(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def _values(tree, layer):
+    return tree[layer]["activation"].values
+
+
+@pytest.mark.parametrize(
+    ("site", "expected"),
+    [
+        # trials branch at relu3's output: everything up to it once per stimulus, its expanded
+        # copy and fc2 once per trial
+        (("relu3", "output"), (4 * 7360, 4 * (64 + 10))),
+        # a dropout-like site branching at conv2's input: conv2 on gets the expanded input
+        (("conv2", "input"), (4 * (64 + 1024 + 1024), 4 * (1024 + 2048 + 2048 + 512 + 512 + 64 + 64 + 10))),
+        (None, (0, 4 * sum(_LEAF_FLOATS.values()))),  # folded at the input: all per trial
+        (_store.PER_TRIAL, (0, 4 * sum(_LEAF_FLOATS.values()))),
+    ],
+)
+def test_activation_bytes_split_at_the_branch_site(site, expected):
+    model = SmallCNN().eval()
+    got = _budget.activation_bytes(model, _digits(1), site, torch.device("cpu"))
+    assert got == expected
+
+
+def test_auto_batch_size_follows_the_budget(monkeypatch):
+    model = SmallCNN().eval()
+    x, cpu = _digits(1), torch.device("cpu")
+    shared, per_trial = 4 * 7360, 4 * 74
+    site = ("relu3", "output")
+    # within the budget: all 50 trials of as many stimuli as fit, at most all 256
+    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", 100 * (shared + 50 * per_trial))
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 100 * 50
+    assert _budget.auto_batch_size(model, x, site, 50, 30, cpu) == 30 * 50
+    # not even one stimulus's trials fit: as many trials of one stimulus as fit, at least 1
+    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", shared + 7 * per_trial + 1)
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 7
+    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", 1)
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 1
+    # the memory limit of check_memory caps the budget
+    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", 2**40)
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(3 * (shared + 50 * per_trial)))
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 3 * 50
+    # one pass per trial: stimuli only
+    per_sample = 4 * sum(_LEAF_FLOATS.values())
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(5 * per_sample))
+    assert _budget.auto_batch_size(model, x, _store.PER_TRIAL, 50, 256, cpu) == 5
+
+
+def test_a_failing_probe_pass_falls_back_to_512():
+    class Fails(nn.Module):
+        def forward(self, x):
+            raise ValueError("no")
+
+    assert _budget.auto_batch_size(Fails(), _digits(1), None, 4, 9, torch.device("cpu")) == 512
+
+
+@pytest.mark.parametrize(
+    ("site", "record", "n_stim", "max_bytes"),
+    [
+        ("relu3", "relu3", 256, None),  # issue 22: one pass of all 12,800 samples
+        ("relu2", "fc2", 60, None),  # passes of a few stimuli
+        ("relu2", "fc2", 6, 3e5),  # trials of one stimulus split over passes
+    ],
+)
+def test_auto_is_reproduced_by_its_recorded_batch_size(
+    site, record, n_stim, max_bytes, monkeypatch, global_rng_guard
+):
+    if max_bytes is not None:
+        monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(max_bytes))
+    model = SmallCNN(dropout=0.5).train()  # dropout draws from torch's generator too
+    x = _digits(n_stim)
+    kw = dict(layers=[record, "fc1"], n_trials=50, rng=3, progress=False)
+    with inject_noise(model, {site: IsotropicNoise(0.2, rng=1)}):
+        auto = record_activations(model, x, **kw)
+        bs = auto.attrs["batch_size"]
+        assert isinstance(bs, int)
+        explicit = record_activations(model, x, batch_size=bs, **kw)
+        assert explicit.attrs["batch_size"] == bs
+        for layer in (record, "fc1"):
+            np.testing.assert_array_equal(_values(auto, layer), _values(explicit, layer))
+    if max_bytes is None and site == "relu3":
+        assert bs == n_stim * 50
+    elif max_bytes is None:  # 16 MiB hold 25 stimuli x 50 trials at relu2 (0.67 MB each)
+        assert bs == 25 * 50
+    else:
+        assert bs < 50  # the budget holds less than one stimulus's trials
+
+
+def test_int_batch_size_records_as_before():
+    # pinned: the first values of a recording with batch_size=512 (the default before
+    # batch_size="auto"), made with the code before it (commit 464c4ad)
+    model = SmallCNN().eval()
+    x = _digits(20)
+    with inject_noise(model, {"relu3": IsotropicNoise(0.1, rng=0)}):
+        tree = record_activations(
+            model, x, layers=["relu3"], n_trials=50, batch_size=512, rng=0, progress=False
+        )
+    got = _values(tree, "relu3")
+    assert got.shape == (50, 20, 64)
+    np.testing.assert_array_equal(got[[0, 7, 49], [0, 11, 19], [0, 5, 63]], PINNED_512)
+
+
+PINNED_512 = np.array(
+    [-0.12128575146198273, -0.09239157289266586, -0.00951448269188404], dtype=np.float32
+)
+
+
+def test_auto_store_resumes_with_the_batch_size_it_was_started_with(tmp_path, monkeypatch):
+    model = SmallCNN().eval()
+    x = _digits(12)
+    kw = dict(layers=["fc2"], n_trials=4, rng=0, progress=False)
+    per_stimulus = 4 * 7360 + 4 * 4 * 74  # shared + n_trials * per_trial at relu3
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(3 * per_stimulus))  # 3 stimuli per pass
+    path = tmp_path / "rec.zarr"
+    with inject_noise(model, {"relu3": IsotropicNoise(0.1, rng=0)}):
+        whole = record_activations(model, x, **kw).load()
+        assert whole.attrs["batch_size"] == 12
+
+        class Boom:
+            calls = 0
+
+            def __call__(self, m, i, o):
+                Boom.calls += 1
+                if Boom.calls > 3:  # the probe pass, then two chunks
+                    raise RuntimeError("boom")
+
+        h = model.fc2.register_forward_hook(Boom())
+        try:
+            with pytest.raises(RuntimeError, match="boom"):
+                record_activations(model, x, store=path, **kw)
+        finally:
+            h.remove()
+        import zarr
+
+        root = dict(zarr.open_group(str(path), mode="r").attrs)
+        assert root["neurovar_chunks_written"] == 2 and root["batch_size"] == 12
+        # another budget now (another machine): resumed with the store's 12, not 4 * 12
+        monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(12 * per_stimulus))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            resumed = record_activations(model, x, store=path, resume=True, **kw).load()
+        fresh = record_activations(model, x, **kw)
+    assert fresh.attrs["batch_size"] == 48
+    assert resumed.attrs["batch_size"] == 12
+    np.testing.assert_array_equal(_values(resumed, "fc2"), _values(whole, "fc2"))
+
+
+@pytest.mark.parametrize("bad", ["big", 0, 2.5, None])
+def test_bad_batch_size_is_refused(bad):
+    with pytest.raises(InvalidParameterError, match="'batch_size' parameter of record_activations"):
+        record_activations(SmallCNN().eval(), _digits(2), layers=["fc2"], n_trials=2, batch_size=bad)
