@@ -182,3 +182,34 @@ def test_auto_store_resumes_with_the_batch_size_it_was_started_with(tmp_path, mo
 def test_bad_batch_size_is_refused(bad):
     with pytest.raises(InvalidParameterError, match="'batch_size' parameter of record_activations"):
         record_activations(SmallCNN().eval(), _digits(2), layers=["fc2"], n_trials=2, batch_size=bad)
+
+
+def test_the_probe_pass_draws_nothing_from_a_noise_with_its_own_generator():
+    # a custom noise callable drawing from a generator of its own: probe_guard cannot restore
+    # it, so the probe pass must not run it (else "auto" and its batch_size would differ)
+    class OwnStream:
+        def __init__(self):
+            self.gen = torch.Generator().manual_seed(7)
+            self.calls = 0
+
+        def __call__(self, out):
+            self.calls += 1
+            return out + 0.1 * torch.randn(out.shape, generator=self.gen)
+
+    from neurovar.noise import inject_noise as inject
+
+    model = SmallCNN().eval()
+    x = _digits(30)
+    kw = dict(layers=["fc2"], n_trials=8, rng=None, progress=False)
+    trees, calls = [], []
+    for batch_size in ("auto", None):
+        noise = OwnStream()
+        with inject(model, {"relu3": noise}):
+            tree = record_activations(
+                model, x, batch_size=batch_size or trees[0].attrs["batch_size"], **kw
+            )
+        trees.append(tree)
+        calls.append(noise.calls)
+    assert trees[0].attrs["batch_size"] == 30 * 8
+    assert calls == [1, 1]  # one pass each: the probe ran no noise
+    np.testing.assert_array_equal(_values(trees[0], "fc2"), _values(trees[1], "fc2"))

@@ -10,12 +10,15 @@ autograd most of them are freed as soon as the next layer has run).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._torch import find_noise_hooks
 from .._validation import available_memory
 from . import _state as _store
 from ._sites import _tensors, probe_guard
@@ -72,7 +75,7 @@ def activation_bytes(
                 handles.append(target.register_forward_pre_hook(at_input, prepend=True))
             else:
                 handles.append(target.register_forward_hook(at_output))
-        with probe_guard(model, device):
+        with probe_guard(model, device), _hooks_suspended(model):
             model(example)
     except Exception:  # noqa: BLE001  (the recording itself reports a model that fails)
         return None
@@ -80,6 +83,23 @@ def activation_bytes(
         for h in handles:
             h.remove()
     return sizes[0], sizes[1]
+
+
+@contextlib.contextmanager
+def _hooks_suspended(model: nn.Module) -> Iterator[None]:
+    """Injected noise switched off (a noise hook returns a tensor of its layer's shape, so the
+    bytes are the same): a noise that draws from a generator of its own, which
+    :func:`._sites.probe_guard` cannot restore, draws nothing in the probe. The switch of
+    :func:`neurovar.noise.suspend_noise`, which the record package may not import."""
+    hooks = [h for _, h in find_noise_hooks(model) if hasattr(h, "suspended")]
+    saved = [h.suspended for h in hooks]
+    try:
+        for h in hooks:
+            h.suspended = True
+        yield
+    finally:
+        for h, was in zip(hooks, saved):
+            h.suspended = was
 
 
 def _pass_budget(device: torch.device) -> float:
