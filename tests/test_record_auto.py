@@ -37,46 +37,61 @@ def _values(tree, layer):
     return tree[layer]["activation"].values
 
 
+_ALL = 4 * sum(_LEAF_FLOATS.values())
+
+
 @pytest.mark.parametrize(
     ("site", "expected"),
     [
-        # trials branch at relu3's output: everything up to it once per stimulus, its expanded
-        # copy and fc2 once per trial
-        (("relu3", "output"), (4 * 7360, 4 * (64 + 10))),
+        # trials branch at relu3's output: everything up to it once per stimulus (largest:
+        # conv2 and relu2, 2048 floats), its expanded copy and fc2 once per trial
+        (("relu3", "output"), (4 * 7360, 4 * (64 + 10), 4 * 2048, 4 * 64)),
         # a dropout-like site branching at conv2's input: conv2 on gets the expanded input
-        (("conv2", "input"), (4 * (64 + 1024 + 1024), 4 * (1024 + 2048 + 2048 + 512 + 512 + 64 + 64 + 10))),
-        (None, (0, 4 * sum(_LEAF_FLOATS.values()))),  # folded at the input: all per trial
-        (_store.PER_TRIAL, (0, 4 * sum(_LEAF_FLOATS.values()))),
+        (
+            ("conv2", "input"),
+            (4 * (64 + 1024 + 1024), 4 * (1024 + 2048 + 2048 + 512 + 512 + 64 + 64 + 10),
+             4 * 1024, 4 * 2048),
+        ),  # fmt: skip
+        (None, (0, _ALL, 0, 4 * 2048)),  # folded at the input: all per trial
+        (_store.PER_TRIAL, (0, _ALL, 0, 4 * 2048)),
     ],
 )
 def test_activation_bytes_split_at_the_branch_site(site, expected):
     model = SmallCNN().eval()
     got = _budget.activation_bytes(model, _digits(1), site, torch.device("cpu"))
-    assert got == expected
+    assert tuple(got) == expected
 
 
-def test_auto_batch_size_follows_the_budget(monkeypatch):
+def test_auto_batch_size_follows_the_budgets(monkeypatch):
     model = SmallCNN().eval()
     x, cpu = _digits(1), torch.device("cpu")
-    shared, per_trial = 4 * 7360, 4 * 74
     site = ("relu3", "output")
-    # within the budget: all 50 trials of as many stimuli as fit, at most all 256
-    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", 100 * (shared + 50 * per_trial))
-    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 100 * 50
+    peak = 4 * 2048 + 50 * 4 * 64  # the largest activation of a pass, per stimulus
+    total = 4 * 7360 + 50 * 4 * 74  # all leaf outputs of a pass, per stimulus
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(10**12))  # memory: PASS_BYTES_MAX (1 GiB)
+    # speed: 100 stimuli fit; 256 run as 3 passes of 86 (not 100, 100, 56)
+    monkeypatch.setattr(_budget, "PEAK_BYTES_CPU", 100 * peak)
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 86 * 50
     assert _budget.auto_batch_size(model, x, site, 50, 30, cpu) == 30 * 50
     # not even one stimulus's trials fit: as many trials of one stimulus as fit, at least 1
-    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", shared + 7 * per_trial + 1)
+    monkeypatch.setattr(_budget, "PEAK_BYTES_CPU", 4 * 2048 + 7 * 4 * 64 + 1)
     assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 7
-    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", 1)
+    monkeypatch.setattr(_budget, "PEAK_BYTES_CPU", 1)
     assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 1
-    # the memory limit of check_memory caps the budget
-    monkeypatch.setattr(_budget, "PASS_BYTES_CPU", 2**40)
-    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(3 * (shared + 50 * per_trial)))
+    # memory: the limit of check_memory caps the sum of all leaf outputs
+    monkeypatch.setattr(_budget, "PEAK_BYTES_CPU", 2**40)
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(3 * total))
     assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 3 * 50
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(10**12))
+    monkeypatch.setattr(_budget, "PASS_BYTES_MAX", 2 * total)
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 2 * 50
     # one pass per trial: stimuli only
-    per_sample = 4 * sum(_LEAF_FLOATS.values())
-    monkeypatch.setenv("NEUROVAR_MAX_BYTES", str(5 * per_sample))
+    monkeypatch.setattr(_budget, "PASS_BYTES_MAX", 5 * _ALL)
     assert _budget.auto_batch_size(model, x, _store.PER_TRIAL, 50, 256, cpu) == 5
+    # the defaults: one pass for issue 22 (256 x 50 at relu3), 20 stimuli a pass at relu2
+    monkeypatch.undo()
+    assert _budget.auto_batch_size(model, x, site, 50, 256, cpu) == 256 * 50
+    assert _budget.auto_batch_size(model, x, ("relu2", "output"), 50, 500, cpu) == 20 * 50
 
 
 def test_a_failing_probe_pass_falls_back_to_512():
@@ -113,8 +128,8 @@ def test_auto_is_reproduced_by_its_recorded_batch_size(
             np.testing.assert_array_equal(_values(auto, layer), _values(explicit, layer))
     if max_bytes is None and site == "relu3":
         assert bs == n_stim * 50
-    elif max_bytes is None:  # 16 MiB hold 24 stimuli x 50 trials at relu2 (0.68 MB each)
-        assert bs == 24 * 50
+    elif max_bytes is None:  # relu2's 8 KB x (1 + 50 trials) per stimulus: 20 in 8 MiB
+        assert bs == 20 * 50
     else:
         assert bs < 50  # the budget holds less than one stimulus's trials
 
@@ -213,3 +228,51 @@ def test_the_probe_pass_draws_nothing_from_a_noise_with_its_own_generator():
     assert trees[0].attrs["batch_size"] == 30 * 8
     assert calls == [1, 1]  # one pass each: the probe ran no noise
     np.testing.assert_array_equal(_values(trees[0], "fc2"), _values(trees[1], "fc2"))
+
+
+@pytest.mark.parametrize("site", [("relu3", "output"), ("conv2", "input"), None])
+def test_the_randomness_probe_measures_what_a_probe_pass_of_its_own_does(site):
+    from neurovar.record._sites import LeafBytes, _untracked_randomness
+
+    model = SmallCNN().eval()
+    cpu = torch.device("cpu")
+    with inject_noise(model, {"relu3": IsotropicNoise(0.1, rng=0)}):
+        measured = LeafBytes()
+        assert _untracked_randomness(model, _digits(1), site, cpu, leaf_bytes=measured) == site
+        alone = _budget.activation_bytes(model, _digits(1), site, cpu)
+    assert measured.result(site) == alone
+    assert measured.result(None) == _budget.activation_bytes(model, _digits(1), None, cpu)
+
+
+def test_an_in_place_layer_after_the_site_does_not_look_like_randomness():
+    # the measured probe pass goes on past the site; ReLU(inplace=True) right after it would
+    # change the site's output captured for the comparison of the two passes, unless copied
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 3)).eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    with inject_noise(model, {"0": IsotropicNoise(0.5, rng=0)}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tree = record_activations(model, x, layers=["2"], n_trials=3, rng=0, progress=False)
+    assert tree.attrs["branch_site"] == "0:output"
+    assert tree.attrs["batch_size"] == 5 * 3
+
+
+def test_a_failure_after_the_site_in_the_probe_only_costs_a_probe_pass():
+    class NotTwo(nn.Module):  # fails on the probe's batch of two copies only
+        def forward(self, x):
+            if len(x) == 2:
+                raise RuntimeError("a batch of two")
+            return x
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), NotTwo(), nn.Linear(8, 3)).eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    kw = dict(layers=["2"], n_trials=3, rng=0, progress=False)
+    with inject_noise(model, {"0": IsotropicNoise(0.5, rng=0)}):
+        auto = record_activations(model, x, **kw)
+        explicit = record_activations(model, x, batch_size=15, **kw)
+    assert auto.attrs["batch_size"] == 15  # from a probe pass of its own (one stimulus)
+    np.testing.assert_array_equal(_values(auto, "2"), _values(explicit, "2"))

@@ -45,6 +45,7 @@ from ._layout import _index_units, _layer_dataset
 from ._resume import _check_fingerprint, _fingerprint, _resume_snapshot, _root_attrs, _stored_seed
 from ._sites import (
     _BATCHNORM_TYPES,
+    LeafBytes,
     _untracked_randomness,
     _relative_noise_in_training,
     _warn_relative_noise_in_training,
@@ -129,10 +130,11 @@ def record_activations(
     batch_size
         Samples (stimuli x trials) per forward pass (an int >= 1), or ``"auto"`` (default):
         from one probe pass of one stimulus (which draws nothing the recording draws), as many
-        samples as keep the outputs of every layer of one pass within 16 MiB on a CPU (larger
-        passes are memory-bound there) or 256 MiB on a GPU, and within half the free memory;
-        the part before the branch site counts once per stimulus. Trials are split across
-        passes when ``n_trials > batch_size``. The batch size used is stored in
+        samples as keep the largest layer output of a pass within 8 MiB on a CPU (small passes
+        pay per-call overhead, larger ones are memory-bound) or 256 MiB on a GPU, and the sum
+        of all its layer outputs within 1 GiB and half the free memory; layers before the
+        branch site count once per stimulus, the passes are filled evenly. Trials are split
+        across passes when ``n_trials > batch_size``. The batch size used is stored in
         ``attrs["batch_size"]``: pass it to reproduce a recording exactly elsewhere.
     branch
         ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs
@@ -392,14 +394,17 @@ def _choose_site(
         plan.site = find_noise_site(model, call.stimuli[:1].to(dev))
     elif call.branch != "input":
         plan.site = (call.branch, "output")
+    example = call.stimuli[:1].to(dev)
+    # batch_size="auto" (not resumed): the activation bytes, measured in the randomness probe
+    leaf_bytes = LeafBytes() if not plan.batch_size else None
     if plan.resume_from is None:
         # stacklevel: _untracked_randomness < _choose_site < record_activations < its caller
         plan.site = _untracked_randomness(
-            model, call.stimuli[:1].to(dev), plan.site, dev, stacklevel=4
+            model, example, plan.site, dev, stacklevel=4, leaf_bytes=leaf_bytes
         )
-    if not plan.batch_size:  # batch_size="auto", not resumed: from a probe pass (see _budget)
-        example = call.stimuli[:1].to(dev)
-        bs = auto_batch_size(model, example, plan.site, call.n_trials, call.n_stim, dev)
+    if not plan.batch_size:
+        sizes = leaf_bytes.result(plan.site) if leaf_bytes is not None else None
+        bs = auto_batch_size(model, example, plan.site, call.n_trials, call.n_stim, dev, sizes)
         _set_chunks(plan, call, bs)
     if plan.site == _store.PER_TRIAL:  # one trial of up to batch_size stimuli per pass
         plan.trial_chunk, plan.stim_chunk = 1, plan.batch_size
