@@ -1,9 +1,11 @@
 """``batch_size="auto"``: samples per forward pass from the bytes a pass holds.
 
-One probe pass of one stimulus (in :func:`._sites.probe_guard`, injected noise suspended: it
-draws nothing the recording would draw) measures the output of every leaf module, split at the
-branch site into what runs once per stimulus (before the site) and once per trial (from the
-site on). Two bounds set the samples per pass:
+The first probe pass of :func:`._sites._prefix_randomness` (two copies of one stimulus, in
+:func:`._sites.probe_guard`, injected noise off from the branch site on: it draws nothing the
+recording would draw) goes on to the model's output and measures the output of every leaf
+module, split at the branch site into what runs once per stimulus (before the site) and once
+per trial (from the site on); :func:`activation_bytes` is the same on a pass of its own, where
+that probe could not measure. Two bounds set the samples per pass:
 
 - speed: the largest activation of a pass (the largest leaf output, once per stimulus before the
   site plus once per trial after it) within :data:`PEAK_BYTES_CPU` (``_CUDA`` on a GPU). Small

@@ -129,13 +129,13 @@ def record_activations(
         Further coordinates along ``stimulus`` (e.g. ``perturbation``, ``severity``).
     batch_size
         Samples (stimuli x trials) per forward pass (an int >= 1), or ``"auto"`` (default):
-        from one probe pass of one stimulus (which draws nothing the recording draws), as many
-        samples as keep the largest layer output of a pass within 8 MiB on a CPU (small passes
-        pay per-call overhead, larger ones are memory-bound) or 256 MiB on a GPU, and the sum
-        of all its layer outputs within 1 GiB and half the free memory; layers before the
-        branch site count once per stimulus, the passes are filled evenly. Trials are split
-        across passes when ``n_trials > batch_size``. The batch size used is stored in
-        ``attrs["batch_size"]``: pass it to reproduce a recording exactly elsewhere.
+        from the layer outputs measured in the probe passes above (which draw nothing the
+        recording draws), as many samples as keep the largest layer output of a pass within
+        8 MiB on a CPU (small passes pay per-call overhead, larger ones are memory-bound) or
+        256 MiB on a GPU, and the sum of all its layer outputs within 1 GiB and half the free
+        memory; layers before the branch site count once per stimulus, the passes are filled
+        evenly. Trials are split across passes when ``n_trials > batch_size``. The batch size
+        used is stored in ``attrs["batch_size"]``: pass it to reproduce a recording exactly.
     branch
         ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs
         per trial), or a layer name whose *output* is branched.
@@ -152,8 +152,8 @@ def record_activations(
         with ``rng=None`` they keep drawing from (and advancing) their own generators. The seed used is stored in
         ``attrs["seed"]``. Results depend on the seed and on the batch size (the order of
         draws): with ``batch_size="auto"`` that is the one in ``attrs["batch_size"]``, which
-        depends on the model and the device (and on the free memory only where less than
-        twice the budget is free).
+        depends on the model, the stimuli's shape and the device type (and on the free memory
+        only where it is short: less than twice the sum of a pass's layer outputs).
     store
         Path of a zarr store (``.zarr``) to stream the recording to, stimulus chunk by stimulus
         chunk, so recordings larger than memory work. The returned tree is then opened lazily
