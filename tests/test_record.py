@@ -104,7 +104,8 @@ def test_prefix_runs_once_per_stimulus(images):
     finally:
         h.remove()
     # one probe pass on a single stimulus, two passes on two copies of it (the check for
-    # randomness neurovar does not track), then 7 stimuli (not 70) through the prefix
+    # randomness neurovar does not track; the first also measures the activation bytes of
+    # batch_size="auto"), then 7 stimuli (not 70) through the prefix
     assert seen == [1, 2, 2, 7]
 
 

@@ -302,7 +302,7 @@ def _variability(model: nn.Module, st: _Structure, cfg: ExperimentConfig, layer:
     n = min(ev.n_record_stimuli, st.x_eval.shape[0])
     tree = record_activations(model, st.x_eval[:n], layers=[layer], n_trials=ev.n_record_trials,
                               rng=stream_seed(seed, "evaluation", "record"), device=device,
-                              progress=False)
+                              batch_size=512, progress=False)  # the grid's draws, fixed
     act = tree[layer]["activation"]
     values = act.values
     var = np.nanvar(values, axis=0, ddof=1)  # (stimulus, unit)

@@ -115,7 +115,7 @@ class Call:
     stimuli: torch.Tensor
     stim_coords: dict[str, np.ndarray]
     n_trials: int
-    batch_size: int
+    batch_size: int | str  # samples per pass, or "auto" (resolved by the recording)
     branch: str
     rng: Any
     overwrite: bool
@@ -149,7 +149,8 @@ def check_call(
     naming it."""
     check_instance(model, nn.Module, name="model", owner=_OWNER, expected="a torch.nn.Module")
     n_trials = check_int(n_trials, name="n_trials", owner=_OWNER, low=1)
-    batch_size = check_int(batch_size, name="batch_size", owner=_OWNER, low=1)
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        batch_size = check_int(batch_size, name="batch_size", owner=_OWNER, low=1)
     overwrite = check_bool(overwrite, name="overwrite", owner=_OWNER)
     resume = check_bool(resume, name="resume", owner=_OWNER)
     if resume and overwrite:

@@ -37,6 +37,7 @@ from .._torch import (
 from .._validation import check_memory, param_error
 from .._version import __version__
 from . import _state as _store
+from ._budget import auto_batch_size
 from ._files import load_recording
 from ._forward import _forward_trials
 from ._inputs import _OWNER, Call, check_call
@@ -44,7 +45,9 @@ from ._layout import _index_units, _layer_dataset
 from ._resume import _check_fingerprint, _fingerprint, _resume_snapshot, _root_attrs, _stored_seed
 from ._sites import (
     _BATCHNORM_TYPES,
+    LeafBytes,
     _untracked_randomness,
+    _relative_noise_in_training,
     _warn_relative_noise_in_training,
     find_noise_site,
     noise_config,
@@ -70,7 +73,7 @@ def record_activations(
     n_trials: int,
     labels: torch.Tensor | np.ndarray | Sequence[int] | None = None,
     stimulus_coords: Mapping[str, Sequence[Any] | np.ndarray] | None = None,
-    batch_size: int = 512,
+    batch_size: int | str = "auto",
     branch: str = "auto",
     device: str | torch.device | None = None,
     rng: int | np.random.Generator | torch.Generator | None = None,
@@ -125,8 +128,14 @@ def record_activations(
     stimulus_coords
         Further coordinates along ``stimulus`` (e.g. ``perturbation``, ``severity``).
     batch_size
-        Samples (stimuli x trials) per forward pass; trials are split across passes when
-        ``n_trials > batch_size``.
+        Samples (stimuli x trials) per forward pass (an int >= 1), or ``"auto"`` (default):
+        from the layer outputs measured in the probe passes above (which draw nothing the
+        recording draws), as many samples as keep the largest layer output of a pass within
+        8 MiB on a CPU (small passes pay per-call overhead, larger ones are memory-bound) or
+        256 MiB on a GPU, and the sum of all its layer outputs within 1 GiB and half the free
+        memory; layers before the branch site count once per stimulus, the passes are filled
+        evenly. Trials are split across passes when ``n_trials > batch_size``. The batch size
+        used is stored in ``attrs["batch_size"]``: pass it to reproduce a recording exactly.
     branch
         ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs
         per trial), or a layer name whose *output* is branched.
@@ -141,7 +150,10 @@ def record_activations(
         is given, noise modules injected with :func:`neurovar.noise.inject_noise` draw from
         streams seeded from it too (one per module; their own streams are restored afterwards);
         with ``rng=None`` they keep drawing from (and advancing) their own generators. The seed used is stored in
-        ``attrs["seed"]``. Results depend on the seed and on ``batch_size`` (the order of draws).
+        ``attrs["seed"]``. Results depend on the seed and on the batch size (the order of
+        draws): with ``batch_size="auto"`` that is the one in ``attrs["batch_size"]``, which
+        depends on the model, the stimuli's shape and the device type (and on the free memory
+        only where it is short: less than twice the sum of a pass's layer outputs).
     store
         Path of a zarr store (``.zarr``) to stream the recording to, stimulus chunk by stimulus
         chunk, so recordings larger than memory work. The returned tree is then opened lazily
@@ -155,7 +167,8 @@ def record_activations(
     resume
         Finish an interrupted ``store`` (a bool; not together with ``overwrite``). The store
         keeps a fingerprint of the call that started it (stimuli, coordinates, layers,
-        ``n_trials``, ``batch_size``, ``branch``, seed, model weights, buffers and modes, noise
+        ``n_trials``, ``batch_size`` (``"auto"`` resumes with the batch size the store was
+        started with), ``branch``, seed, model weights, buffers and modes, noise
         configuration, device, versions) and, with every chunk written, the random states the
         recording draws from (torch's generator, the device's CUDA generator, each noise
         module's stream and running estimates). With ``resume=True`` and the same arguments,
@@ -181,7 +194,8 @@ def record_activations(
         ``activation`` of dims ``("trial", "stimulus", "unit")``; stimulus coords
         ``stimulus_id`` (and ``label``, ...), unit coords ``unit_id``, ``layer``, ``channel``
         (``y``, ``x`` for conv maps). Attrs: ``model``, ``layer``, ``noise_config`` (JSON),
-        ``seed``, ``n_trials``, ``branch_site``, ``neurovar_version``, ``torch_version``.
+        ``seed``, ``n_trials``, ``batch_size`` (samples per forward pass, as used),
+        ``branch_site``, ``neurovar_version``, ``torch_version``.
 
     Examples
     --------
@@ -201,11 +215,12 @@ def record_activations(
     if plan is None:
         assert store_path is not None  # internal invariant: only a store can be complete
         return load_recording(store_path)  # the same call, already finished
-    _warn_relative_noise_in_training(model, plan.stim_chunk)
+    relative = _relative_noise_in_training(model)  # before BatchNorm is put in eval mode
     with _restoring(model, dev, plan, store_path) as initial:
         streams = reseeded_noise(model, plan.seed) if rng is not None else contextlib.nullcontext()
         with torch.no_grad(), seeded_torch(plan.seed, dev), streams:
             _choose_site(model, call, plan, dev, initial)
+            _warn_relative_noise_in_training(relative, plan.stim_chunk)
             _record_chunks(model, call, plan, dev, store_path, initial)
         _finish_store(plan, store_path)
     if store_path is not None:
@@ -239,9 +254,10 @@ class _Plan:
     """How one call records: its seed, chunking and store, and what the chunks found so far."""
 
     seed: int
-    trial_chunk: int  # trials per forward pass
-    stim_chunk: int  # stimuli per forward pass (and per zarr chunk)
-    n_chunks: int
+    batch_size: int = 0  # samples per forward pass (0 until batch_size="auto" is resolved)
+    trial_chunk: int = 0  # trials per forward pass
+    stim_chunk: int = 0  # stimuli per forward pass (and per zarr chunk)
+    n_chunks: int = 0
     start: int = 0  # first chunk to record (> 0 when resuming)
     resume_from: dict[str, Any] | None = None  # the random states to restore when resuming
     fingerprint: dict[str, str] = field(default_factory=dict)
@@ -273,9 +289,13 @@ def _plan(model: nn.Module, call: Call, store_path: Path | None, dev: torch.devi
     # rng=None resumes with the seed the store was started with
     rng = call.rng
     seed = _stored_seed(previous) if previous is not None and rng is None else seed_from(rng)
-    trial_chunk = min(call.n_trials, call.batch_size)
-    stim_chunk = max(1, call.batch_size // trial_chunk)
-    plan = _Plan(seed, trial_chunk, stim_chunk, -(-call.n_stim // stim_chunk))
+    plan = _Plan(seed)
+    if call.batch_size != "auto":
+        _set_chunks(plan, call, int(call.batch_size))
+    elif previous is not None and "batch_size" in previous:
+        # "auto" resumes with the batch_size the store was started with (the fingerprint
+        # holds "auto"): a resume on another machine continues the same chunks
+        _set_chunks(plan, call, int(previous["batch_size"]))
     plan.site_param = "model" if call.branch == "auto" else "branch"
     if store_path is not None:
         plan.fingerprint = _fingerprint(
@@ -295,6 +315,15 @@ def _plan(model: nn.Module, call: Call, store_path: Path | None, dev: torch.devi
     if store_path is not None and store_path.exists() and plan.resume_from is None:
         plan.write_path = temp_sibling(store_path)
     return plan
+
+
+def _set_chunks(plan: _Plan, call: Call, batch_size: int) -> None:
+    """The chunking of ``batch_size`` samples per pass: all trials of as many stimuli as fit,
+    or as many trials of one stimulus as fit."""
+    plan.batch_size = batch_size
+    plan.trial_chunk = min(call.n_trials, batch_size)
+    plan.stim_chunk = max(1, batch_size // plan.trial_chunk)
+    plan.n_chunks = -(-call.n_stim // plan.stim_chunk)
 
 
 @contextlib.contextmanager
@@ -365,13 +394,20 @@ def _choose_site(
         plan.site = find_noise_site(model, call.stimuli[:1].to(dev))
     elif call.branch != "input":
         plan.site = (call.branch, "output")
+    example = call.stimuli[:1].to(dev)
+    # batch_size="auto" (not resumed): the activation bytes, measured in the randomness probe
+    leaf_bytes = LeafBytes() if not plan.batch_size else None
     if plan.resume_from is None:
         # stacklevel: _untracked_randomness < _choose_site < record_activations < its caller
         plan.site = _untracked_randomness(
-            model, call.stimuli[:1].to(dev), plan.site, dev, stacklevel=4
+            model, example, plan.site, dev, stacklevel=4, leaf_bytes=leaf_bytes
         )
+    if not plan.batch_size:
+        sizes = leaf_bytes.result(plan.site) if leaf_bytes is not None else None
+        bs = auto_batch_size(model, example, plan.site, call.n_trials, call.n_stim, dev, sizes)
+        _set_chunks(plan, call, bs)
     if plan.site == _store.PER_TRIAL:  # one trial of up to batch_size stimuli per pass
-        plan.trial_chunk, plan.stim_chunk = 1, call.batch_size
+        plan.trial_chunk, plan.stim_chunk = 1, plan.batch_size
         plan.n_chunks = -(-call.n_stim // plan.stim_chunk)
     if plan.write_path is not None:
         plan.state, plan.not_resumable = _store.snapshot(model, dev, plan.site, plan.start, initial)
@@ -488,6 +524,7 @@ def _start(model: nn.Module, call: Call, plan: _Plan, store_path: Path | None) -
         "noise_config": json.dumps(noise_config(model), sort_keys=True),
         "seed": plan.seed,
         "n_trials": call.n_trials,
+        "batch_size": plan.batch_size,
         "branch_site": _store.site_text(plan.site),
         "neurovar_version": __version__,
         "torch_version": str(torch.__version__),

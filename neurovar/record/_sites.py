@@ -8,10 +8,11 @@ per trial; :func:`noise_config` describes every stochastic site for the recordin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -160,6 +161,15 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
+def _cloned(obj: Any) -> Any:
+    """``obj`` with every tensor in it (a tensor, or a tuple of inputs) copied."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cloned(item) for item in obj) if type(obj) in (list, tuple) else obj
+    return obj
+
+
 def _differs(a: torch.Tensor, b: torch.Tensor) -> bool:
     """``a`` and ``b`` differ by more than float round-off (non-deterministic GPU kernels, or
     kernels for another batch size, differ in the last bits; a random mask or noise differs at
@@ -190,11 +200,108 @@ def _fork_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
+class Bytes(NamedTuple):
+    """Bytes of the leaf outputs of one stimulus: their sum and the largest, for the part of a
+    forward pass that runs once per stimulus (``shared``) and once per trial (``per_trial``)."""
+
+    shared: int
+    per_trial: int
+    shared_peak: int
+    per_trial_peak: int
+
+
+class LeafBytes:
+    """The bytes of every leaf module's output in one probe pass, per stimulus, in the order
+    they run, each marked 0 (before the branch site), 1 (from it on) or 2 (the tensor trials
+    branch from, expanded to every trial): for ``batch_size="auto"`` (:mod:`._budget`)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, int]] = []
+        self.part = 0
+        self.copies = 1
+        self.recording = False  # only during the measured pass
+        self.complete = False  # the measured pass ran to the end
+
+    def add(self, obj: Any, part: int | None = None) -> None:
+        if self.recording:
+            n = sum(t.numel() * t.element_size() for t in _tensors(obj)) // self.copies
+            self.entries.append((n, self.part if part is None else part))
+
+    def leaf_hook(self, _m: nn.Module, _i: Any, out: Any) -> None:
+        self.add(out)
+
+    def branch(self, obj: Any) -> None:
+        """The branch site is reached: ``obj`` is expanded to every trial, the rest per trial."""
+        self.add(obj, 2)
+        self.part = 1
+
+    def install(self, model: nn.Module) -> list[Any]:
+        """Forward hooks on every leaf module (prepended: a leaf's own output is counted
+        before a hook at its output marks the branch); returns their handles."""
+        return [
+            m.register_forward_hook(self.leaf_hook, prepend=True)
+            for m in model.modules()
+            if next(m.children(), None) is None
+        ]
+
+    def result(self, site: tuple[str, str] | None) -> Bytes | None:
+        """The bytes for trials branched at ``site``: the probed site, or None /
+        :data:`._state.PER_TRIAL` (everything per trial); None if the pass did not finish."""
+        if not self.complete:
+            return None
+        folded = site is None or site == _store.PER_TRIAL
+        shared = [] if folded else [n for n, part in self.entries if part == 0]
+        per_trial = [n for n, part in self.entries if (part != 2 if folded else part != 0)]
+        return Bytes(sum(shared), sum(per_trial), max(shared, default=0), max(per_trial, default=0))
+
+
+@contextlib.contextmanager
+def noise_suspended(model: nn.Module) -> Iterator[None]:
+    """Injected noise switched off (a noise hook returns a tensor of its layer's shape, so the
+    layers after it see the same shapes), each hook's own state restored on exit: the switch of
+    :func:`neurovar.noise.suspend_noise`, which the record package may not import. A noise that
+    draws from a generator of its own, which :func:`probe_guard` cannot restore, draws nothing."""
+    hooks = [h for _, h in find_noise_hooks(model) if hasattr(h, "suspended")]
+    saved = [h.suspended for h in hooks]
+    try:
+        yield
+    finally:
+        for h, was in zip(hooks, saved):
+            h.suspended = was
+
+
+def _suspend(model: nn.Module) -> None:
+    """Switch off every injected noise of ``model`` (inside :func:`noise_suspended`)."""
+    for _, h in find_noise_hooks(model):
+        if hasattr(h, "suspended"):
+            h.suspended = True
+
+
+@contextlib.contextmanager
+def probe_guard(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run probe passes that leave no trace in the recording's draws: in a fork of torch's RNG
+    (and the device's), with every noise module's stream, frozen draw and buffers (running
+    estimates) restored afterwards, and without autograd."""
+    noise = noise_modules(model)
+    saved = [(m.get_rng_state(), [(b, b.detach().clone()) for b in m.buffers()]) for m in noise]
+    devices = _fork_devices(device)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
+            yield
+    finally:
+        with torch.no_grad():
+            for m, (state, buffers) in zip(noise, saved):
+                m.set_rng_state(state)
+                for buf, value in buffers:
+                    buf.copy_(value)
+
+
 def _prefix_randomness(
     model: nn.Module,
     example: torch.Tensor,
     site: tuple[str, str] | None,
     device: torch.device,
+    leaf_bytes: LeafBytes | None = None,
 ) -> tuple[str, str] | None:
     """Randomness neurovar does not track in the part of ``model`` that trials share.
 
@@ -213,6 +320,10 @@ def _prefix_randomness(
     The probe passes run in a fork of torch's RNG and the noise modules' streams and buffers
     are restored afterwards, so the recording's draws do not depend on them.
 
+    With ``leaf_bytes`` the first pass also measures every leaf module's output: it goes on
+    past the site to the model's output, with injected noise switched off from the site on (a
+    failure after the site only leaves ``leaf_bytes`` incomplete); one pass serves both.
+
     Returns
     -------
     (why, level) or None
@@ -230,17 +341,24 @@ def _prefix_randomness(
         if not captured:  # the modules of the first pass, up to the site
             ran.append(name)
 
+    def stop(value: Any) -> None:
+        if leaf_bytes is None or not leaf_bytes.recording:
+            captured.append(value)
+            raise _ProbeStop
+        if leaf_bytes.part == 1:
+            return  # the site runs again (the recording refuses a site called twice)
+        # the measured pass goes on: a copy (a later in-place layer must not change what is
+        # compared), and no noise from here on
+        captured.append(_cloned(value))
+        leaf_bytes.branch(value)
+        _suspend(model)
+
     def stop_input(_m: nn.Module, inputs: Any) -> None:
-        captured.append(inputs)
-        raise _ProbeStop
+        stop(inputs)
 
     def stop_output(_m: nn.Module, _i: Any, out: Any) -> None:
-        captured.append(out)
-        raise _ProbeStop
+        stop(out)
 
-    noise = noise_modules(model)
-    saved = [(m.get_rng_state(), [(b, b.detach().clone()) for b in m.buffers()]) for m in noise]
-    devices = _fork_devices(device)
     try:
         for mname, module in modules.items():
             if mname and module is not target:
@@ -251,21 +369,32 @@ def _prefix_randomness(
             handles.append(target.register_forward_pre_hook(stop_input, prepend=True))
         elif site is not None:  # before the noise hook: the site's own output, no noise drawn
             handles.append(target.register_forward_hook(stop_output, prepend=True))
-        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type="cuda"):
-            for copies in _PROBE_COPIES:
+        if leaf_bytes is not None:  # after stop_output: prepended, they run before it
+            handles.extend(leaf_bytes.install(model))
+        with probe_guard(model, device):
+            for i, copies in enumerate(_PROBE_COPIES):
+                if leaf_bytes is not None:
+                    leaf_bytes.recording, leaf_bytes.copies = i == 0, copies
                 try:
-                    out = model(example.expand(copies, *example.shape[1:]).contiguous())
+                    with noise_suspended(model):
+                        out = model(example.expand(copies, *example.shape[1:]).contiguous())
                 except _ProbeStop:
                     continue
-                captured.append(out)  # site None: the model's output
+                except Exception:
+                    if site is None or not captured or leaf_bytes is None or i > 0:
+                        raise
+                    continue  # the measured pass failed after the site: no bytes, no harm
+                if site is None:
+                    captured.append(out)  # the model's output
+                elif leaf_bytes is not None and i == 0:
+                    leaf_bytes.complete = True
+            if site is None and leaf_bytes is not None and len(captured) == len(_PROBE_COPIES):
+                leaf_bytes.complete = True
     finally:
         for h in handles:
             h.remove()
-        with torch.no_grad():
-            for m, (state, buffers) in zip(noise, saved):
-                m.set_rng_state(state)
-                for buf, value in buffers:
-                    buf.copy_(value)
+        if leaf_bytes is not None:
+            leaf_bytes.recording = False
     for mname in dict.fromkeys(ran):
         module = modules[mname]
         if _known_random(module):
@@ -302,11 +431,13 @@ def _untracked_randomness(
     device: torch.device,
     *,
     stacklevel: int = 3,
+    leaf_bytes: LeafBytes | None = None,
 ) -> tuple[str, str] | None:
     """The branch site to record with, once :func:`_prefix_randomness` has looked for
     randomness neurovar does not track: ``site`` itself, or (with a warning saying why) None
-    (fold trials at the input) or :data:`neurovar.record._state.PER_TRIAL` (one pass per trial)."""
-    found = _prefix_randomness(model, example, site, device)
+    (fold trials at the input) or :data:`neurovar.record._state.PER_TRIAL` (one pass per trial).
+    ``leaf_bytes``: measured in the same probe pass (see :func:`_prefix_randomness`)."""
+    found = _prefix_randomness(model, example, site, device, leaf_bytes)
     if found is None:
         return site
     why, level = found
@@ -331,21 +462,34 @@ def _untracked_randomness(
     return None
 
 
-def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
-    """Warn about noise whose scale a recording would re-estimate from batches of trial copies.
+def _relative_noise_in_training(model: nn.Module) -> list[tuple[str, float]]:
+    """``[(layer, relative_scale), ...]`` of the noise that a recording would re-estimate from
+    batches of trial copies (see :func:`_warn_relative_noise_in_training`); read before the
+    recording puts BatchNorm layers in eval mode."""
+    found = []
+    for name, hook in find_noise_hooks(model, active_only=True):
+        noise = getattr(hook, "noise", None)
+        # the noise module follows the train/eval mode of the layer it is hooked into
+        if getattr(noise, "relative_scale", None) is None or not model.get_submodule(name).training:
+            continue
+        found.append((name, float(noise.relative_scale)))
+    return found
+
+
+def _warn_relative_noise_in_training(
+    found: list[tuple[str, float]], stim_chunk: int, *, stacklevel: int = 3
+) -> None:
+    """Warn about noise whose scale a recording would re-estimate from batches of trial copies
+    (``found``: :func:`_relative_noise_in_training`).
 
     A noise module with ``relative_scale`` in training mode sets its scale from the variance of
     the batch it sees. Inside a recording that batch holds ``n_trials`` copies of each of a few
     stimuli, not a sample of the data: its variance is not the layer's (with one stimulus per
     pass it is 0 at the layer where trials branch, and the module adds no noise at all).
     """
-    for name, hook in find_noise_hooks(model, active_only=True):
-        noise = getattr(hook, "noise", None)
-        # the noise module follows the train/eval mode of the layer it is hooked into
-        if getattr(noise, "relative_scale", None) is None or not model.get_submodule(name).training:
-            continue
+    for name, scale in found:
         warnings.warn(
-            f"The noise at layer {name!r} has relative_scale={noise.relative_scale:g} and the "
+            f"The noise at layer {name!r} has relative_scale={scale:g} and the "
             "layer is in training mode, so inside this recording the noise re-estimates the "
             f"layer's variance from batches of trial copies ({stim_chunk} stimuli per pass) "
             "instead of using its running estimate: the recorded noise level is not the "
@@ -353,5 +497,5 @@ def _warn_relative_noise_in_training(model: nn.Module, stim_chunk: int) -> None:
             f"`model.get_submodule({name!r}).eval()`, or `model.eval()`; injected noise is still "
             "added) to record with the running estimate.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
