@@ -360,15 +360,15 @@ def _compare_group(sub, args, column, value):
 
 def _crossed(labels, df, by, is_a, is_b) -> bool:
     """Whether, in some ``--by`` group, the A and B rows take the same several values of
-    ``labels`` (a setting crossed with the conditions, like an eps grid). The same values, not
-    equally often: in a real grid one condition may exist at more magnitudes than the other,
-    so the other's rows repeat each eps fewer times, and that pooling is the one to refuse."""
+    ``labels`` equally often (a setting crossed with the conditions, like an eps grid). The
+    grid coordinates of an experiment's table are settings by name (see
+    :func:`_row_type_columns`), crossed or not."""
     groups = df.groupby(by, dropna=False).groups.values() if by else [df.index]
     for idx in groups:
         idx = pd.Index(idx)
         ca = labels[idx][is_a[idx]].value_counts()
         cb = labels[idx][is_b[idx]].value_counts()
-        if len(ca) > 1 and set(ca.index) == set(cb.index):
+        if len(ca) > 1 and ca.sort_index().equals(cb.sort_index()):
             return True
     return False
 

@@ -270,7 +270,10 @@ def _pixelate_matrix_as(
 ) -> torch.Tensor:
     """:func:`_pixelate_matrix` converted to ``dtype`` on ``device`` (cached: the same values
     as converting on every call, without the per-call conversions). Read-only by convention."""
-    return _pixelate_matrix(n, c, upsample).to(dtype=dtype, device=device)
+    # built outside inference mode: a cached inference tensor would break every later call
+    # whose images require grad ("Inference tensors cannot be saved for backward")
+    with torch.inference_mode(False):
+        return _pixelate_matrix(n, c, upsample).to(dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -278,7 +281,8 @@ def _pixelate_matrix(n: int, c: float, upsample: str) -> torch.Tensor:
     """Down (box) then up (box or nearest) resampling of a length-``n`` axis, float64."""
     s = max(int(n * c), 1)
     up = _box_matrix if upsample == "box" else _nearest_matrix
-    return torch.as_tensor(up(s, n) @ _box_matrix(n, s))
+    with torch.inference_mode(False):  # cached: never an inference tensor (see above)
+        return torch.as_tensor(up(s, n) @ _box_matrix(n, s))
 
 
 def _jpeg(x, quality, gen):

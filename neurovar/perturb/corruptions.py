@@ -113,7 +113,8 @@ _IMPULSE_CHUNK = 1 << 18  # values per chunk of impulse noise's fast path (1 MB 
 def _impulse_noise(x, c, gen):
     """Salt-and-pepper: a fraction ``c`` of values set to 0 or 1 (skimage ``s&p``).
 
-    The result is already in [0, 1] (``x`` or 0 / 1), so :func:`corrupt` does not clip it.
+    The result is in [0, 1] and clipped as before (the fast path's ``clamp`` is that clip, the
+    fallback clips itself), so :func:`corrupt` does not clip it again.
     """
     # one uniform u per value: u < c/2 -> pepper, c/2 <= u < c -> salt (same law as two draws)
     u = torch.rand(x.shape, generator=gen, device=x.device)
@@ -155,9 +156,11 @@ def _impulse_noise(x, c, gen):
         return u
     hit = u < c
     u.ge_(0.5 * c)  # in place: 1 (salt) / 0 (pepper), read only where hit
+    # then the clip the previous implementation applied in corrupt(): with -0.0 in x its sign
+    # after clamp depends on the kernel (x86 keeps -0.0, Arm's FMAX and CUDA may give +0.0)
     if u.dtype == x.dtype and not x.requires_grad:
-        return torch.where(hit, u, x, out=u)  # written into u: one temporary (the mask)
-    return torch.where(hit, u.to(x.dtype), x)
+        return torch.where(hit, u, x, out=u).clamp_(0, 1)  # into u: one temporary (the mask)
+    return torch.where(hit, u.to(x.dtype), x).clamp(0, 1)
 
 
 # integer dtypes of the same width, to read the sign bits of float tensors
@@ -604,8 +607,8 @@ def corrupt(images: torch.Tensor, name: str, *, severity: int, rng: RNGLike = No
     return out[0] if single else out
 
 
-# kernels whose output is already in [0, 1] for inputs in [0, 1] (every value an input value or
-# 0 / 1): clamp(0, 1) would return the same bits (it keeps -0.0), so it is skipped
+# kernels that clip their own output exactly as corrupt() would (impulse noise: the fast path's
+# clamp(x, S, P) has no -0.0 to meet, the fallback clamps itself), so corrupt() does not again
 _IN_RANGE = frozenset({"impulse_noise"})
 
 

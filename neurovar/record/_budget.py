@@ -11,10 +11,12 @@ that probe could not measure. Two bounds set the samples per pass:
   site plus once per trial after it) within :data:`PEAK_BYTES_CPU` (``_CUDA`` on a GPU). Small
   passes pay per-call overhead (a conv of 10 stimuli costs nearly what one of 256 does), passes
   whose layers outgrow the CPU's caches are memory-bound;
-- memory: the sum of all leaf outputs of a pass (an upper bound of what it holds at once:
-  without autograd most are freed as soon as the next layer has run) within
-  :data:`PASS_BYTES_MAX` and half the free memory (the limit of
-  :func:`neurovar._validation.check_memory`; on a GPU, of the GPU).
+- memory: the sum of all leaf outputs of a pass within :data:`PASS_BYTES_MAX` and half the free
+  memory (the limit of :func:`neurovar._validation.check_memory`; on a GPU, of the GPU). An
+  estimate, not a bound: it covers what leaf modules return (without autograd most of it is
+  freed as soon as the next layer has run), not what a module computes inside its own forward
+  (the attention scores of ``nn.MultiheadAttention``, a functional op between leaves). For such
+  models pass an int ``batch_size``.
 """
 
 from __future__ import annotations

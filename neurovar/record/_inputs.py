@@ -149,6 +149,8 @@ def check_call(
     naming it."""
     check_instance(model, nn.Module, name="model", owner=_OWNER, expected="a torch.nn.Module")
     n_trials = check_int(n_trials, name="n_trials", owner=_OWNER, low=1)
+    if isinstance(batch_size, str) and batch_size != "auto":
+        raise param_error("batch_size", _OWNER, "an int >= 1 or 'auto'", batch_size)
     if not (isinstance(batch_size, str) and batch_size == "auto"):
         batch_size = check_int(batch_size, name="batch_size", owner=_OWNER, low=1)
     overwrite = check_bool(overwrite, name="overwrite", owner=_OWNER)

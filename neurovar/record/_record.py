@@ -134,7 +134,9 @@ def record_activations(
         8 MiB on a CPU (small passes pay per-call overhead, larger ones are memory-bound) or
         256 MiB on a GPU, and the sum of all its layer outputs within 1 GiB and half the free
         memory; layers before the branch site count once per stimulus, the passes are filled
-        evenly. Trials are split across passes when ``n_trials > batch_size``. The batch size
+        evenly. The layer outputs are those leaf modules return: what a module computes inside
+        its own forward (attention scores) is not counted, so for such models pass an int.
+        Trials are split across passes when ``n_trials > batch_size``. The batch size
         used is stored in ``attrs["batch_size"]``: pass it to reproduce a recording exactly.
     branch
         ``"auto"`` (first stochastic site), ``"input"`` (fold at the input: every layer runs

@@ -162,11 +162,16 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 
 def _cloned(obj: Any) -> Any:
-    """``obj`` with every tensor in it (a tensor, or a tuple of inputs) copied."""
+    """``obj`` with every tensor in it copied (a tensor, a list, tuple or namedtuple, a mapping:
+    the containers :func:`_tensors` reads), so a later in-place layer cannot change it."""
     if isinstance(obj, torch.Tensor):
         return obj.clone()
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cloned(item) for item in obj) if type(obj) in (list, tuple) else obj
+    if type(obj) in (list, tuple):
+        return type(obj)(_cloned(item) for item in obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
+        return type(obj)(*(_cloned(item) for item in obj))
+    if isinstance(obj, Mapping):  # every tensor _tensors reads, copied
+        return {k: _cloned(v) for k, v in obj.items()}
     return obj
 
 

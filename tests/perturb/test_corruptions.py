@@ -435,3 +435,32 @@ def test_range_check_in_memory_order_any_layout():
             w[..., 1, 2] = bad
             with pytest.raises(ValueError):
                 corrupt(w, "contrast", severity=2)
+
+
+def test_pixelate_after_inference_mode_still_differentiable():
+    """The pixelate matrices are cached: one built under inference_mode must not be an
+    inference tensor, or every later call on images that require grad fails."""
+    from neurovar.perturb._corruption_kernels import _pixelate_matrix, _pixelate_matrix_as
+
+    _pixelate_matrix.cache_clear()
+    _pixelate_matrix_as.cache_clear()
+    x = torch.rand(2, 3, 13, 11, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        first = corrupt(x, "pixelate", severity=3, rng=0)
+    y = x.clone().requires_grad_(True)
+    out = corrupt(y, "pixelate", severity=3, rng=0)
+    out.sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all()
+    assert torch.equal(out.detach(), first)
+
+
+def test_impulse_fallback_clips_like_before_with_negative_zero():
+    """Inputs with -0.0 take the where() path; its output is clipped as corrupt() did before
+    (clamp(0, 1) after where), whatever the backend's sign of zero."""
+    import _corruptions_v0 as v0
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x[:, :, :2] = -0.0
+    new = corrupt(x, "impulse_noise", severity=5, rng=3)
+    old = v0.corrupt(x, "impulse_noise", severity=5, rng=3)
+    assert torch.equal(new.view(torch.int32), old.view(torch.int32))
