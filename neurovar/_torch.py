@@ -43,6 +43,7 @@ __all__ = [
     "layer_names",
     "resolve_device",
     "model_device",
+    "model_dtype",
     "NOISE_HOOK_MARKER",
     "NOISE_MODULE_MARKER",
     "is_noise_hook",
@@ -117,6 +118,14 @@ def resolve_device(
 def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
     """:func:`resolve_device` with the model first (the argument order of the perturb code)."""
     return resolve_device(device, model=model)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """dtype of the model's first floating-point parameter (inputs are cast to it), else None."""
+    for tensor in model.parameters():
+        if torch.is_floating_point(tensor):
+            return tensor.dtype
+    return None
 
 
 # ---------------------------------------------------------------------------------- noise

@@ -100,6 +100,17 @@ def test_arrays_tensors_memory(monkeypatch):
         v.check_memory(1001, name="n", owner="f", value=10**9)
 
 
+def test_memory_limit_is_a_fraction_of_available_memory_unless_overridden(monkeypatch):
+    monkeypatch.delenv("NEUROVAR_MAX_BYTES", raising=False)
+    monkeypatch.setattr(v._arrays, "available_memory", lambda: 8000)
+    assert v.memory_limit(0.5) == 4000 and v.memory_limit(0.25) == 2000
+    v.check_memory(4000, name="n", owner="f", value=1)  # check_memory uses the same limit
+    with pytest.raises(InvalidParameterError, match=r"limit 3\.9\d* KiB"):
+        v.check_memory(4001, name="n", owner="f", value=1)
+    monkeypatch.setenv("NEUROVAR_MAX_BYTES", "1000")
+    assert v.memory_limit(0.5) == 1000.0 and v.memory_limit(0.1) == 1000.0
+
+
 def test_one_covariance_check_with_one_message_shape():
     c = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 0.5]])
     sym, evals, evecs = v.check_covariance_matrix(c, name="cov", owner="f")

@@ -42,6 +42,7 @@ from ._arrays import (
     check_square_matrix,
     check_symmetric,
     check_tensor,
+    memory_limit,
 )
 from ._base import (
     InvalidParameterError,
@@ -99,6 +100,7 @@ __all__ = [
     "check_covariance_matrix",
     "check_memory",
     "available_memory",
+    "memory_limit",
     "Constraint",
     "Interval",
     "Options",

@@ -267,6 +267,17 @@ def available_memory() -> int:
             return 1 << 34  # 16 GiB: a conservative guess
 
 
+def memory_limit(fraction: float = 0.5) -> float:
+    """Bytes one allocation may take: ``fraction`` of the available memory
+    (:func:`available_memory`), or the environment variable ``NEUROVAR_MAX_BYTES`` when set.
+
+    The limit of :func:`check_memory`, and the memory budget of
+    ``record_activations(batch_size="auto")``.
+    """
+    env = os.environ.get("NEUROVAR_MAX_BYTES")
+    return float(env) if env else fraction * available_memory()
+
+
 def check_memory(
     n_bytes: float,
     *,
@@ -283,8 +294,7 @@ def check_memory(
     size of the largest array the parameter implies, so ``n_resamples=10**9`` is an immediate
     clear error instead of a minutes-long swap storm or a MemoryError deep inside numpy.
     """
-    env = os.environ.get("NEUROVAR_MAX_BYTES")
-    limit = float(env) if env else fraction * available_memory()
+    limit = memory_limit(fraction)
     if n_bytes > limit:
         need = _fmt_bytes(n_bytes)
         raise param_error(

@@ -30,7 +30,7 @@ from neurovar._validation import (
     public_caller,
 )
 
-from .._torch import layer_names, resolve_device
+from .._torch import layer_names, model_dtype, resolve_device
 from ..dims import UNIT, UNIT_J, unit_coords
 from ..stats.covariance import shrinkage_covariance
 from ._utils import check_calibration, check_share
@@ -92,14 +92,6 @@ def _check_layer(model: nn.Module, layer: Any, owner: str) -> nn.Module:
     return modules[layer]
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype | None:
-    """dtype of the first floating-point parameter (inputs are cast to it), else None."""
-    for tensor in model.parameters():
-        if torch.is_floating_point(tensor):
-            return tensor.dtype
-    return None
-
-
 def collect_layer_activations(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
@@ -152,7 +144,7 @@ def collect_layer_activations(
     batch_size = check_int(batch_size, name="batch_size", owner=owner, low=1)
     original_device = resolve_device(None, model=model)
     run_device = resolve_device(device, model=model)
-    dtype = _model_dtype(model)  # float64 numpy images into a float32 model would fail
+    dtype = model_dtype(model)  # float64 numpy images into a float32 model would fail
     captured: list[torch.Tensor] = []
 
     def capture(module: nn.Module, inputs: Any, output: Any) -> None:

@@ -21,12 +21,10 @@ that probe could not measure. Two bounds set the samples per pass:
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from .._validation import available_memory
+from .._validation import memory_limit
 from . import _state as _store
 from ._sites import Bytes, LeafBytes, _suspend, noise_suspended, probe_guard
 
@@ -91,8 +89,7 @@ def _budgets(device: torch.device) -> tuple[float, float]:
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
         return PEAK_BYTES_CUDA, min(PASS_BYTES_MAX, 0.5 * free)
-    env = os.environ.get("NEUROVAR_MAX_BYTES")  # check_memory's override of its limit
-    return PEAK_BYTES_CPU, min(PASS_BYTES_MAX, float(env) if env else 0.5 * available_memory())
+    return PEAK_BYTES_CPU, min(PASS_BYTES_MAX, memory_limit(0.5))  # check_memory's limit
 
 
 def auto_batch_size(

@@ -12,7 +12,7 @@ import xarray as xr
 from torch import nn
 
 from .._progress import check_progress
-from .._torch import layer_names
+from .._torch import layer_names, model_dtype
 from .._validation import (
     check_bool,
     check_instance,
@@ -99,13 +99,6 @@ def _check_finite(stimuli: torch.Tensor, precision: str) -> None:
     )
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype | None:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return None
-
-
 @dataclass
 class Call:
     """The checked arguments of one ``record_activations`` call (stimuli cast to the model's
@@ -171,7 +164,7 @@ def check_call(
     check_rng(rng, owner=_OWNER)
     layers = _check_layers(model, layers)
     x_all = _to_tensor(stimuli)
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
     if dtype is not None and x_all.dtype != dtype:
         x_all = x_all.to(dtype)  # float64/float16 stimuli run in the model's precision
         _check_finite(x_all, f" in the model's precision ({dtype}, after the cast)")

@@ -46,8 +46,8 @@ from ._resume import _check_fingerprint, _fingerprint, _resume_snapshot, _root_a
 from ._sites import (
     _BATCHNORM_TYPES,
     LeafBytes,
-    _untracked_randomness,
     _relative_noise_in_training,
+    _untracked_randomness,
     _warn_relative_noise_in_training,
     find_noise_site,
     noise_config,
