@@ -69,7 +69,6 @@ from .structure import (  # noqa: F401 - this module's public and test names sin
     _alignment,
     _context,
     _Directions,
-    _participation_ratio,
     _pooled,
     _rotated,
     _science_key,
@@ -597,7 +596,7 @@ def _to_dataset(spec: CellSpec, cfg: ExperimentConfig, st: _Structure,
             if a in e["large_eps_attacks"]:
                 large[fi, ai] = e["large_eps_accuracy"][e["large_eps_attacks"].index(a)]
         eot_gap[fi], gsnr[fi] = e["eot_gap"], e["gradient_snr"]
-    pr = float("nan") if shape is None else _participation_ratio(shape)
+    pr = float("nan") if shape is None else shape.participation_ratio
     data = {
         "accuracy": (("noise_at_test", "target", "strength"), acc),
         "correct": (("noise_at_test", "target", "strength", "stimulus"), correct),

@@ -9,7 +9,8 @@ activation changes :math:`D = h(\tilde x) - h(x)` at the layer give its covarian
 are computed here too, once (:func:`_structure`; on a cluster one shared task,
 :func:`neurovar.experiment.cell.prepare_structure`). A condition's scaled shape
 (:func:`condition_shape`), the noise module that draws it (:func:`noise_module`) and the
-alignment statistics of a cell (:func:`_alignment`, :func:`_participation_ratio`) read it.
+alignment statistics of a cell (:func:`_alignment`, and the shape's
+:attr:`~neurovar.noise.FactorCovariance.participation_ratio`) read it.
 """
 
 from __future__ import annotations
@@ -354,17 +355,3 @@ def _alignment(shape: Shape | None, st: _Structure) -> dict[str, np.ndarray]:
         res["alignment_index"][i] = index
         res["alignment_vs_chance"][i] = index / chance if chance > 0 else np.nan
     return res
-
-
-def _participation_ratio(shape: Shape) -> float:
-    r""":math:`(\mathrm{tr}\,\Sigma)^2 / \mathrm{tr}(\Sigma^2)` of :math:`\Sigma = FF^T +
-    \mathrm{diag}(d)`, exactly: :math:`\mathrm{tr}(\Sigma^2) = \|F^TF\|_F^2 + 2\sum_i d_i
-    (FF^T)_{ii} + \sum_i d_i^2` (no ``D x D`` matrix)."""
-    d = shape.diagonal.astype(float)
-    tr2 = float(np.sum(d**2))
-    if shape.factors is not None:
-        f = shape.factors.astype(float)
-        tr2 += float(np.sum((f.T @ f) ** 2)) + 2.0 * float(np.sum(d * np.sum(f**2, axis=1)))
-    return shape.trace**2 / tr2 if tr2 > 0 else float("nan")
-
-

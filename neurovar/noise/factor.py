@@ -102,6 +102,19 @@ class FactorCovariance:
         return f + float(np.sum(self.diagonal))
 
     @property
+    def participation_ratio(self) -> float:
+        r"""Effective dimensionality :math:`(\mathrm{tr}\,\Sigma)^2 / \mathrm{tr}(\Sigma^2)`
+        (Gao et al. 2017), exactly and without the ``N x N`` matrix:
+        :math:`\mathrm{tr}(\Sigma^2) = \lVert F^TF\rVert_F^2 + 2\sum_i d_i (FF^T)_{ii} +
+        \sum_i d_i^2`. NaN for a covariance with zero variance."""
+        d = self.diagonal.astype(float)
+        tr2 = float(np.sum(d**2))
+        if self.factors is not None:
+            f = self.factors.astype(float)
+            tr2 += float(np.sum((f.T @ f) ** 2)) + 2.0 * float(np.sum(d * np.sum(f**2, axis=1)))
+        return self.trace**2 / tr2 if tr2 > 0 else float("nan")
+
+    @property
     def is_isotropic(self) -> bool:
         """No factors and a constant diagonal."""
         return self.factors is None and _constant(self.diagonal)

@@ -12,7 +12,6 @@ from neurovar.experiment import registry
 from neurovar.experiment.cell import (
     _alignment,
     _Directions,
-    _participation_ratio,
     _pooled,
     _rotated,
     _start,
@@ -148,8 +147,8 @@ def test_factor_form_alignment_matches_the_dense_statistics():
     assert got["alignment_index"][0] == pytest.approx(float(ai["alignment_index"]))
     assert got["alignment_vs_chance"][0] == pytest.approx(float(ai["relative_to_chance"]))
     dense = shape.dense()
-    assert _participation_ratio(shape) == pytest.approx(np.trace(dense) ** 2
-                                                        / np.trace(dense @ dense))
+    assert shape.participation_ratio == pytest.approx(np.trace(dense) ** 2
+                                                      / np.trace(dense @ dense))
 
 
 # ------------------------------------------------------------------------------ regimes

@@ -36,6 +36,25 @@ def test_trace_and_diagonal_match_the_dense_matrix():
     assert fc.rank == 3 and fc.n_units == 7
 
 
+@pytest.mark.parametrize("fc", [
+    _fc(),
+    FactorCovariance(np.linspace(0.1, 2.0, 6), np.random.default_rng(4).standard_normal((6, 2))),
+    FactorCovariance(np.array([1.0, 2.0, 3.0])),
+], ids=["factors+ridge", "factors+diagonal", "diagonal"])
+def test_participation_ratio_matches_the_dense_matrix(fc):
+    import xarray as xr
+
+    from neurovar.stats import participation_ratio
+
+    dense = fc.dense()
+    n = dense.shape[0]
+    cov = xr.DataArray(dense, dims=("unit", "unit_j"),
+                       coords={"unit": np.arange(n), "unit_j": np.arange(n)})
+    assert fc.participation_ratio == pytest.approx(float(participation_ratio(cov)))
+    assert fc.participation_ratio == pytest.approx(np.trace(dense) ** 2 / np.sum(dense * dense))
+    assert np.isnan(FactorCovariance(np.zeros(3)).participation_ratio)
+
+
 def test_controls_in_factor_form_equal_the_dense_controls():
     fc = _fc()
     dense = fc.dense()
