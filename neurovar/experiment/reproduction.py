@@ -623,7 +623,8 @@ def _claim_positive_controls(ctx: _ClaimContext) -> ReproductionClaim:
             for t in tids:
                 r = ctx.paired(_sel(g), cond, "none", t)
                 if np.isfinite(r["difference"]):
-                    c1.rows.append({**g, "control": cond, "target": t, **r,
+                    c1.rows.append({**g, "control": cond, "target": t,
+                                    "protocol": targets[t].protocol, **r,
                                     "verdict": _verdict(r["ci_low"], r["ci_high"])})
     if c1.rows:
         shown = [r for r in c1.rows if r["verdict"] == "yes"]
