@@ -57,8 +57,12 @@ def test_shipped_config_is_the_full_grid(shipped, cifar_root):
     kinds = {s.kind for s in cfg.sources}
     assert kinds == {"adversarial", "naturalistic"} and len(cfg.sources) == 8
     specs = plan(cfg)
-    n_noisy = len(cfg.expanded_conditions()) - 1  # "none" has one cell for every magnitude
-    assert len(specs) == 5 * 2 * 3 * (1 + 3 * n_noisy) == 1020
+    conds = cfg.expanded_conditions()
+    controls = [c for c in conds if c.startswith("augment-")]
+    n_noisy = len(conds) - 1 - len(controls)  # "none" has one cell for every magnitude
+    # the positive controls: one cell each in the two train-time regimes
+    assert len(specs) == 5 * 2 * 3 * (1 + 3 * n_noisy) + 5 * 2 * 2 * len(controls) == 1060
+    assert sorted(controls) == ["augment-adversarial", "augment-gaussian"]
     assert len({s.cell_id for s in specs}) == len(specs)
     assert all(s.resources == {"GPU": 1.0} for s in specs)  # GPU cells on a dask cluster
 

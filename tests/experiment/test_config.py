@@ -38,6 +38,23 @@ def test_shipped_digits_config_keeps_the_first_grid():
         f"structured:{s}" for s in cfg.source_ids]
 
 
+@pytest.mark.parametrize("name", sorted(shipped_configs()))
+def test_every_shipped_grid_carries_a_positive_control(name):
+    """A null result is only worth reporting from a run that can show a gain: every shipped
+    grid trains at least one positive control (augment-*) with a target it should help."""
+    import tomllib
+
+    raw = tomllib.loads(shipped_configs()[name].read_text())
+    controls = [c for c in raw["conditions"] if c.startswith("augment-")]
+    assert controls, name
+    targets = {(t["family"], t.get("name")) for t in raw["targets"]}
+    for c in controls:
+        if c == "augment-gaussian":
+            assert {("corruption", "gaussian_noise"), ("modification", "pixel_noise")} & targets
+        else:
+            assert any(f == "attack" for f, _ in targets)
+
+
 def test_shipped_preble2026_config_validates_with_a_data_root(tmp_path):
     import sys
 
